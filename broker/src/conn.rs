@@ -1,0 +1,624 @@
+//! One client connection: CONNECT checks, then a loop that moves authorized
+//! packets between the socket and the client's link into rumqttd's router.
+//!
+//! What the router sees from a client is only what this file forwards:
+//! SUBSCRIBE (allowed filters only, QoS capped at 1), UNSUBSCRIBE and the
+//! PUBACKs for the router's own deliveries. PINGREQ, refused PUBLISHes and the
+//! protocol-level checks are answered here, at the edge.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use futures_util::FutureExt;
+use rumqttd::local::{LinkRx, LinkTx};
+use rumqttd::protocol::{
+    self, ConnAck, ConnAckProperties, ConnectReturnCode, Disconnect, DisconnectReasonCode,
+    Packet, PingResp, PubAck, PubAckReason, PubComp, PubCompReason, PubRec, PubRecReason, QoS,
+    SubAck, SubscribeReasonCode, UnsubAck, UnsubAckReason,
+};
+use rumqttd::Notification;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::time::Instant;
+use tracing::{debug, info, warn};
+
+use crate::acl::{self, FilterDenied};
+use crate::auth::{Principal, Refusal};
+use crate::codec::{self, Sniff, Version};
+use crate::registry::KickReason;
+use crate::server::{LinkSpec, Shared};
+
+/// Why a connection ended. Logged, never sent to the client.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ConnError {
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("malformed packet: {0}")]
+    Protocol(protocol::Error),
+    #[error("protocol violation: {0}")]
+    Violation(&'static str),
+    #[error("no CONNECT within the connect timeout")]
+    ConnectTimeout,
+    #[error("keep-alive timeout")]
+    KeepAlive,
+    #[error("router: {0}")]
+    Router(String),
+}
+
+/// Serves one client on any byte stream (TCP, or WebSocket adapted to bytes).
+pub(crate) async fn serve<S>(shared: Arc<Shared>, stream: S, transport: &'static str)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    metrics::counter!("mqtt_connections_accepted_total", "transport" => transport).increment(1);
+    match Connection::handshake(shared, stream).await {
+        Ok(Some(mut conn)) => {
+            let result = conn.run().await;
+            conn.finish(result).await;
+        }
+        Ok(None) => {}
+        Err(e) => debug!(transport, error = %e, "connection refused before CONNACK"),
+    }
+}
+
+struct Connection<S> {
+    shared: Arc<Shared>,
+    stream: S,
+    version: Version,
+    principal: Principal,
+    client_id: String,
+    keep_alive: Option<Duration>,
+    inbuf: BytesMut,
+    outbuf: BytesMut,
+    link_tx: LinkTx,
+    link_rx: LinkRx,
+    /// Packets decoded from the client that go on to the router.
+    to_router: Vec<Packet>,
+    /// SUBSCRIBEs forwarded to the router, by packet id: one slot per filter
+    /// of the client's packet, `Some` for those the gateway already refused.
+    pending_subacks: HashMap<u16, Vec<Option<SubscribeReasonCode>>>,
+}
+
+impl<S> Connection<S>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    /// Reads and checks CONNECT, answers CONNACK. `Ok(None)` when the
+    /// connection was refused with a CONNACK.
+    async fn handshake(shared: Arc<Shared>, mut stream: S) -> Result<Option<Self>, ConnError> {
+        let max = shared.settings.max_packet_size;
+        let mut inbuf = BytesMut::with_capacity(512);
+        let deadline = Instant::now() + shared.settings.connect_timeout;
+        let version = loop {
+            match codec::sniff(&inbuf, max) {
+                Sniff::Incomplete => {}
+                Sniff::Connect(v) => break v,
+                Sniff::UnsupportedLevel(level) => {
+                    // 3.1.1 §3.2.2.3: answer 0x01 and close.
+                    let mut out = BytesMut::new();
+                    let ack = ConnAck {
+                        session_present: false,
+                        code: ConnectReturnCode::RefusedProtocolVersion,
+                    };
+                    let _ = Version::V311.write(Packet::ConnAck(ack, None), &mut out);
+                    stream.write_all(&out).await?;
+                    debug!(level, "unsupported protocol level");
+                    return Ok(None);
+                }
+                Sniff::NotConnect => return Err(ConnError::Violation("first packet is not CONNECT")),
+            }
+            let n = tokio::time::timeout_at(deadline, stream.read_buf(&mut inbuf))
+                .await
+                .map_err(|_| ConnError::ConnectTimeout)??;
+            if n == 0 {
+                return Err(ConnError::Violation("closed before CONNECT"));
+            }
+        };
+        let packet = version.read(&mut inbuf, max).map_err(ConnError::Protocol)?;
+        let Packet::Connect(connect, props, will, will_props, login) = packet else {
+            return Err(ConnError::Violation("first packet is not CONNECT"));
+        };
+
+        let refuse = |code: ConnectReturnCode| async move {
+            let mut out = BytesMut::new();
+            let ack = ConnAck {
+                session_present: false,
+                code,
+            };
+            let _ = version.write(Packet::ConnAck(ack, None), &mut out);
+            (out, code)
+        };
+
+        let auth = match &login {
+            Some(login) => shared
+                .authenticator
+                .authenticate(&login.username, login.password.as_bytes()),
+            None => Err(Refusal::BadCredentials),
+        };
+        let principal = match auth {
+            Ok(p) => p,
+            Err(refusal) => {
+                metrics::counter!("mqtt_auth_failures_total").increment(1);
+                let code = match refusal {
+                    Refusal::BadCredentials => ConnectReturnCode::BadUserNamePassword,
+                    Refusal::NotAuthorized => ConnectReturnCode::NotAuthorized,
+                };
+                let (out, _) = refuse(code).await;
+                stream.write_all(&out).await?;
+                info!(client_id = %connect.client_id, %refusal, "CONNECT refused");
+                return Ok(None);
+            }
+        };
+
+        // A will is a publish made on the client's behalf, so it is held to
+        // the same rule as any publish.
+        if let Some(will) = &will {
+            let allowed = acl::is_valid_topic_name(&will.topic)
+                && std::str::from_utf8(&will.topic)
+                    .is_ok_and(|t| shared.acl.may_publish(principal.user_id, t));
+            if !allowed {
+                let (out, _) = refuse(ConnectReturnCode::NotAuthorized).await;
+                stream.write_all(&out).await?;
+                info!(user_id = principal.user_id, "CONNECT refused: will topic not allowed");
+                return Ok(None);
+            }
+        }
+
+        let assigned = if connect.client_id.is_empty() {
+            if !connect.clean_session {
+                let (out, _) = refuse(ConnectReturnCode::ClientIdentifierNotValid).await;
+                stream.write_all(&out).await?;
+                return Ok(None);
+            }
+            Some(format!("auto-{:016x}", rand::random::<u64>()))
+        } else {
+            None
+        };
+        let client_id = assigned.clone().unwrap_or(connect.client_id.clone());
+        let router_client_id = namespaced_client_id(principal.user_id, &client_id);
+
+        let topic_alias_max = props.as_ref().and_then(|p| p.topic_alias_max).unwrap_or(0);
+        let factory = shared.links.clone();
+        let clean = connect.clean_session;
+        let built = tokio::task::spawn_blocking(move || {
+            factory(LinkSpec {
+                client_id: router_client_id,
+                clean_session: clean,
+                will,
+                will_props,
+                topic_alias_max,
+            })
+        })
+        .await
+        .map_err(|e| ConnError::Router(e.to_string()))?;
+        let (link_tx, link_rx, ack) = match built {
+            Ok(v) => v,
+            Err(e) => {
+                let (out, _) = refuse(ConnectReturnCode::ServerUnavailable).await;
+                stream.write_all(&out).await?;
+                return Err(ConnError::Router(e.to_string()));
+            }
+        };
+        let session_present = matches!(
+            Option::<Packet>::from(ack),
+            Some(Packet::ConnAck(ConnAck { session_present: true, .. }, _))
+        );
+
+        let mut outbuf = BytesMut::with_capacity(1024);
+        let props = (version == Version::V5).then(|| ConnAckProperties {
+            assigned_client_identifier: assigned,
+            max_qos: Some(1),
+            retain_available: Some(0),
+            shared_subscription_available: Some(0),
+            wildcard_subscription_available: Some(1),
+            subscription_identifiers_available: Some(1),
+            topic_alias_max: Some(0),
+            ..Default::default()
+        });
+        let ack = ConnAck {
+            session_present,
+            code: ConnectReturnCode::Success,
+        };
+        version
+            .write(Packet::ConnAck(ack, props), &mut outbuf)
+            .map_err(ConnError::Protocol)?;
+        stream.write_all(&outbuf).await?;
+        outbuf.clear();
+
+        let keep_alive = (connect.keep_alive > 0)
+            .then(|| Duration::from_millis(u64::from(connect.keep_alive) * 1500));
+        info!(
+            user_id = principal.user_id,
+            client_id = %client_id,
+            ?version,
+            keep_alive = connect.keep_alive,
+            clean_session = clean,
+            "client connected"
+        );
+        Ok(Some(Connection {
+            shared,
+            stream,
+            version,
+            principal,
+            client_id,
+            keep_alive,
+            inbuf,
+            outbuf,
+            link_tx,
+            link_rx,
+            to_router: Vec::new(),
+            pending_subacks: HashMap::new(),
+        }))
+    }
+
+    async fn run(&mut self) -> Result<Ended, ConnError> {
+        let shared = self.shared.clone();
+        let registration = shared
+            .registry
+            .register(self.principal.user_id, self.principal.session_id);
+        let kick = registration.kick.clone();
+        metrics::gauge!("mqtt_connections").increment(1.0);
+        let result = self.event_loop(&kick).await;
+        metrics::gauge!("mqtt_connections").decrement(1.0);
+        match (result, registration.kick_reason()) {
+            (Ok(Ended::Kicked), Some(why)) => Ok(Ended::KickedFor(why)),
+            (r, _) => r,
+        }
+    }
+
+    async fn event_loop(
+        &mut self,
+        kick: &tokio_util::sync::CancellationToken,
+    ) -> Result<Ended, ConnError> {
+        // Packets that arrived together with CONNECT.
+        let early = self.handle_input()?;
+        self.forward_to_router().await?;
+        self.flush().await?;
+        if let Some(end) = early {
+            return Ok(end);
+        }
+        let mut deadline = self.keep_alive.map(|k| Instant::now() + k);
+        loop {
+            let keepalive = async {
+                match deadline {
+                    Some(d) => tokio::time::sleep_until(d).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = kick.cancelled() => return Ok(Ended::Kicked),
+                _ = keepalive => return Err(ConnError::KeepAlive),
+                read = self.stream.read_buf(&mut self.inbuf) => {
+                    if read? == 0 {
+                        return Ok(Ended::ClientClosed);
+                    }
+                    deadline = self.keep_alive.map(|k| Instant::now() + k);
+                    let end = self.handle_input()?;
+                    self.forward_to_router().await?;
+                    if let Some(end) = end {
+                        self.flush().await?;
+                        return Ok(end);
+                    }
+                }
+                notification = self.link_rx.next() => {
+                    let first = notification.map_err(|e| ConnError::Router(e.to_string()))?;
+                    // Drain whatever else is ready, so one flush carries a batch.
+                    let mut unscheduled = false;
+                    let mut next = first;
+                    loop {
+                        match next {
+                            Some(n) => if let Some(end) = self.handle_notification(n, &mut unscheduled)? {
+                                self.flush().await?;
+                                return Ok(end);
+                            },
+                            None => {}
+                        }
+                        if self.outbuf.len() > 64 * 1024 {
+                            break;
+                        }
+                        match self.link_rx.next().now_or_never() {
+                            Some(Ok(n)) => next = n,
+                            Some(Err(e)) => return Err(ConnError::Router(e.to_string())),
+                            None => break,
+                        }
+                    }
+                    if unscheduled {
+                        self.link_rx.wake().await.map_err(|e| ConnError::Router(e.to_string()))?;
+                    }
+                }
+            }
+            self.flush().await?;
+        }
+    }
+
+    async fn flush(&mut self) -> Result<(), ConnError> {
+        if !self.outbuf.is_empty() {
+            let timeout = self.shared.settings.write_timeout;
+            tokio::time::timeout(timeout, self.stream.write_all(&self.outbuf))
+                .await
+                .map_err(|_| ConnError::Violation("client stopped reading"))??;
+            self.outbuf.clear();
+        }
+        Ok(())
+    }
+
+    fn write(&mut self, packet: Packet) -> Result<(), ConnError> {
+        self.version
+            .write(packet, &mut self.outbuf)
+            .map(|_| ())
+            .map_err(ConnError::Protocol)
+    }
+
+    /// Decodes every complete packet in the input buffer and acts on it.
+    fn handle_input(&mut self) -> Result<Option<Ended>, ConnError> {
+        let max = self.shared.settings.max_packet_size;
+        loop {
+            let publish_ids = codec::peek_publish(&self.inbuf, max);
+            let packet = match self.version.read(&mut self.inbuf, max) {
+                Ok(p) => p,
+                Err(protocol::Error::InsufficientBytes(_)) => break,
+                Err(e) => return Err(ConnError::Protocol(e)),
+            };
+            match packet {
+                Packet::PingReq(_) => self.write(Packet::PingResp(PingResp))?,
+                Packet::Subscribe(sub, props) => {
+                    if let Some(fwd) = self.authorize_subscribe(sub)? {
+                        self.to_router.push(Packet::Subscribe(fwd, props));
+                    }
+                }
+                Packet::Unsubscribe(unsub, props) => {
+                    // The router answers only for filters it knew, one ack per
+                    // filter; the client is owed exactly one UNSUBACK, so the
+                    // gateway answers and drops the router's.
+                    let reasons = vec![UnsubAckReason::Success; unsub.filters.len()];
+                    let pkid = unsub.pkid;
+                    self.to_router.push(Packet::Unsubscribe(unsub, props));
+                    self.write(Packet::UnsubAck(UnsubAck { pkid, reasons }, None))?;
+                }
+                Packet::Publish(publish, _) => {
+                    let (qos, pkid) = publish_ids.unwrap_or((0, 0));
+                    if !acl::is_valid_topic_name(&publish.topic) {
+                        return Err(ConnError::Violation("invalid topic name in PUBLISH"));
+                    }
+                    self.refuse_publish(qos, pkid, &publish.topic)?;
+                }
+                Packet::PubAck(ack, props) => {
+                    self.to_router.push(Packet::PubAck(ack, props));
+                }
+                Packet::PubRel(rel, _) => {
+                    // Only reachable after a refused QoS 2 PUBLISH on 3.1.1.
+                    let comp = PubComp {
+                        pkid: rel.pkid,
+                        reason: PubCompReason::Success,
+                    };
+                    self.write(Packet::PubComp(comp, None))?;
+                }
+                Packet::Disconnect(..) => return Ok(Some(Ended::ClientDisconnected)),
+                Packet::Connect(..) => {
+                    // 3.1.1 §3.1.0-2: a second CONNECT is a protocol violation.
+                    return Err(ConnError::Violation("second CONNECT"));
+                }
+                Packet::PubRec(..) | Packet::PubComp(..) => {
+                    return Err(ConnError::Violation("QoS 2 ack for a delivery the server never sent at QoS 2"));
+                }
+                Packet::ConnAck(..) | Packet::SubAck(..) | Packet::UnsubAck(..) | Packet::PingResp(_) => {
+                    return Err(ConnError::Violation("server-to-client packet sent by client"));
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// Hands the packets collected by `handle_input` to the router: all but
+    /// the last go straight into the link's buffer, the last one is sent with
+    /// the wake-up, so a batch costs one router event.
+    async fn forward_to_router(&mut self) -> Result<(), ConnError> {
+        let Some(last) = self.to_router.pop() else {
+            return Ok(());
+        };
+        self.link_tx.buffer().extend(self.to_router.drain(..));
+        self.link_tx
+            .send(last)
+            .await
+            .map(|_| ())
+            .map_err(|e| ConnError::Router(e.to_string()))
+    }
+
+    /// Checks each filter; returns the SUBSCRIBE to forward to the router
+    /// (allowed filters only), or answers SUBACK directly when none is allowed.
+    fn authorize_subscribe(
+        &mut self,
+        mut sub: protocol::Subscribe,
+    ) -> Result<Option<protocol::Subscribe>, ConnError> {
+        let user_id = self.principal.user_id;
+        let mut slots = Vec::with_capacity(sub.filters.len());
+        let mut allowed = Vec::with_capacity(sub.filters.len());
+        for mut filter in sub.filters.drain(..) {
+            match self.shared.acl.check_subscribe(user_id, &filter.path) {
+                Ok(()) => {
+                    // Every push is published at QoS 1, so a QoS 2
+                    // subscription is granted QoS 1: delivery QoS is
+                    // min(publish, subscription) by construction.
+                    if filter.qos == QoS::ExactlyOnce {
+                        filter.qos = QoS::AtLeastOnce;
+                    }
+                    slots.push(None);
+                    allowed.push(filter);
+                }
+                Err(denied) => {
+                    metrics::counter!("mqtt_subscribe_denied_total").increment(1);
+                    warn!(user_id, filter = %filter.path, ?denied, "subscription refused");
+                    slots.push(Some(self.refusal_code(denied)));
+                }
+            }
+        }
+        if allowed.is_empty() {
+            let return_codes = slots.into_iter().flatten().collect();
+            self.write(Packet::SubAck(
+                SubAck {
+                    pkid: sub.pkid,
+                    return_codes,
+                },
+                None,
+            ))?;
+            return Ok(None);
+        }
+        self.pending_subacks.insert(sub.pkid, slots);
+        sub.filters = allowed;
+        Ok(Some(sub))
+    }
+
+    fn refusal_code(&self, denied: FilterDenied) -> SubscribeReasonCode {
+        match (self.version, denied) {
+            (Version::V311, _) => SubscribeReasonCode::Failure,
+            (Version::V5, FilterDenied::Invalid) => SubscribeReasonCode::TopicFilterInvalid,
+            (Version::V5, FilterDenied::NotAuthorized) => SubscribeReasonCode::NotAuthorized,
+        }
+    }
+
+    /// No client publish reaches the router. MQTT 3.1.1 §3.3.5 lets a server
+    /// either acknowledge an unauthorized PUBLISH normally or close the
+    /// connection; we acknowledge (so a misbehaving app does not reconnect in
+    /// a loop) and drop it. MQTT 5 gets the 0x87 "not authorized" reason.
+    fn refuse_publish(&mut self, qos: u8, pkid: u16, topic: &[u8]) -> Result<(), ConnError> {
+        metrics::counter!("mqtt_publish_denied_total").increment(1);
+        debug!(
+            user_id = self.principal.user_id,
+            topic = %String::from_utf8_lossy(topic),
+            qos,
+            "publish refused"
+        );
+        let v5 = self.version == Version::V5;
+        match qos {
+            1 => self.write(Packet::PubAck(
+                PubAck {
+                    pkid,
+                    reason: if v5 {
+                        PubAckReason::NotAuthorized
+                    } else {
+                        PubAckReason::Success
+                    },
+                },
+                None,
+            )),
+            2 => self.write(Packet::PubRec(
+                PubRec {
+                    pkid,
+                    reason: if v5 {
+                        PubRecReason::NotAuthorized
+                    } else {
+                        PubRecReason::Success
+                    },
+                },
+                None,
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    fn handle_notification(
+        &mut self,
+        notification: Notification,
+        unscheduled: &mut bool,
+    ) -> Result<Option<Ended>, ConnError> {
+        match notification {
+            Notification::Forward(forward) => {
+                metrics::counter!("mqtt_deliveries_total").increment(1);
+                self.write(Packet::Publish(forward.publish, forward.properties))?;
+            }
+            Notification::DeviceAck(ack) => match Packet::from(ack) {
+                Packet::SubAck(mut suback, props) => {
+                    if let Some(slots) = self.pending_subacks.remove(&suback.pkid) {
+                        let mut granted = suback.return_codes.into_iter();
+                        suback.return_codes = slots
+                            .into_iter()
+                            .map(|slot| slot.or_else(|| granted.next()).unwrap_or(SubscribeReasonCode::Failure))
+                            .collect();
+                    }
+                    self.write(Packet::SubAck(suback, props))?;
+                }
+                Packet::UnsubAck(..) | Packet::PingResp(_) | Packet::ConnAck(..) => {}
+                other => self.write(other)?,
+            },
+            Notification::Unschedule => *unscheduled = true,
+            Notification::Disconnect(disconnect, props) => {
+                if self.version == Version::V5 {
+                    self.write(Packet::Disconnect(disconnect, props))?;
+                }
+                return Ok(Some(Ended::RouterDisconnected));
+            }
+            other => debug!(?other, "ignored router notification"),
+        }
+        Ok(None)
+    }
+
+    async fn finish(&mut self, result: Result<Ended, ConnError>) {
+        let user_id = self.principal.user_id;
+        let reason = match &result {
+            Ok(Ended::KickedFor(KickReason::SessionEnded)) => Some(DisconnectReasonCode::NotAuthorized),
+            Ok(Ended::KickedFor(KickReason::ServerShutdown)) => {
+                Some(DisconnectReasonCode::ServerShuttingDown)
+            }
+            Err(ConnError::KeepAlive) => Some(DisconnectReasonCode::KeepAliveTimeout),
+            Err(ConnError::Protocol(_)) => Some(DisconnectReasonCode::MalformedPacket),
+            Err(ConnError::Violation(_)) => Some(DisconnectReasonCode::ProtocolError),
+            _ => None,
+        };
+        if let (Version::V5, Some(reason_code)) = (self.version, reason) {
+            let _ = self.write(Packet::Disconnect(Disconnect { reason_code }, None));
+            let _ = tokio::time::timeout(Duration::from_millis(200), self.flush()).await;
+        }
+        let _ = tokio::time::timeout(Duration::from_millis(200), self.stream.shutdown()).await;
+        // Tell the router the link is gone, unless the router ended it. A
+        // DISCONNECT through the link is how a local link leaves the router:
+        // it drops the connection (and saves a persistent session's state).
+        if !matches!(result, Ok(Ended::RouterDisconnected) | Err(ConnError::Router(_))) {
+            let disconnect = Disconnect {
+                reason_code: DisconnectReasonCode::NormalDisconnection,
+            };
+            let _ = self.link_tx.send(Packet::Disconnect(disconnect, None)).await;
+        }
+        match result {
+            Ok(end) => info!(user_id, client_id = %self.client_id, ?end, "client disconnected"),
+            Err(e) => info!(user_id, client_id = %self.client_id, error = %e, "client dropped"),
+        }
+    }
+}
+
+/// How a connection ended without a protocol error.
+#[derive(Debug, Clone, Copy)]
+enum Ended {
+    ClientClosed,
+    ClientDisconnected,
+    Kicked,
+    KickedFor(KickReason),
+    RouterDisconnected,
+}
+
+/// The router's client id for a user's client id. Users share one router, so
+/// ids are namespaced by user: one user's "phone" can never take over
+/// another's. The router refuses `+ $ # /` in ids, so those (and `%`, the
+/// escape) are percent-encoded; the mapping is injective.
+pub(crate) fn namespaced_client_id(user_id: u64, client_id: &str) -> String {
+    let mut out = format!("{user_id}|");
+    for c in client_id.chars() {
+        match c {
+            '+' | '$' | '#' | '/' | '%' => out.push_str(&format!("%{:02X}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::namespaced_client_id;
+
+    #[test]
+    fn client_ids_are_namespaced_and_escaped() {
+        assert_eq!(namespaced_client_id(7, "phone"), "7|phone");
+        assert_eq!(namespaced_client_id(7, "a/b#c"), "7|a%2Fb%23c");
+        assert_ne!(namespaced_client_id(1, "2|x"), namespaced_client_id(12, "x"));
+    }
+}

@@ -1,0 +1,27 @@
+//! mqchat's MQTT access layer.
+//!
+//! Clients never reach rumqttd's own listeners. This crate accepts their
+//! connections (TCP, and WebSocket mounted on the HTTP server), checks every
+//! packet, and forwards only what is allowed into rumqttd's router, which runs
+//! in-process. chatsvc pushes through [`Broker::push`].
+//!
+//! # Layout
+//! - [`server`]: [`Broker`]: starts the router, accepts TCP, the handle chatsvc holds.
+//! - `conn`: one client connection: CONNECT checks, the packet loop, the edge fixes.
+//! - [`acl`]: which filters a user may subscribe to, which topics it may publish to.
+//! - [`auth`]: the [`Authenticator`] chatsvc implements (JWT check).
+//! - `registry`: live connections per user: presence, and kicking a user's sessions.
+//! - `codec`: protocol-level sniffing and the v3.1.1 / v5 codecs.
+//! - [`ws`]: the `/mqtt` WebSocket route.
+
+pub mod acl;
+pub mod auth;
+mod codec;
+mod conn;
+mod registry;
+pub mod server;
+pub mod ws;
+
+pub use auth::{Authenticator, Principal, Refusal};
+pub use registry::PresenceChange;
+pub use server::{bind, Broker, BrokerError, Settings};

@@ -1,0 +1,281 @@
+//! The broker: rumqttd's router on its own thread, the TCP and WebSocket
+//! listeners in front of it, and the handle chatsvc uses to push and to ask
+//! who is online.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use rumqttd::local::{LinkBuilder, LinkError, LinkRx, LinkTx};
+use rumqttd::protocol::{LastWill, LastWillProperties, Packet, Publish};
+use rumqttd::{Notification, Router, RouterConfig};
+use tokio::net::TcpListener;
+use tokio::sync::{broadcast, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, error, info, warn};
+
+use crate::acl::Acl;
+use crate::auth::Authenticator;
+use crate::conn;
+use crate::registry::{KickReason, PresenceChange, Registry};
+
+/// Broker settings. The defaults suit a single node with many small per-user
+/// topics.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Most concurrent client connections (TCP and WebSocket together).
+    pub max_connections: usize,
+    /// Largest MQTT packet accepted from a client, in bytes.
+    pub max_packet_size: usize,
+    /// Time a new connection has to send CONNECT.
+    pub connect_timeout: Duration,
+    /// Time a write to a client may block before the client is dropped.
+    pub write_timeout: Duration,
+    /// Per-topic in-memory log in the router: segment size in bytes...
+    pub segment_size: usize,
+    /// ...and how many segments are kept. Pushes are also in the store, so
+    /// this only bounds how far a slow subscriber may fall behind before it
+    /// has to sync.
+    pub segment_count: usize,
+    /// Unacknowledged QoS 1 deliveries per connection before the router
+    /// waits for PUBACKs.
+    pub max_inflight: u64,
+    /// Topic subtrees (under `users/{id}/`) where clients may publish.
+    pub open_publish: Vec<String>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            max_connections: 50_000,
+            max_packet_size: 64 * 1024,
+            connect_timeout: Duration::from_secs(10),
+            write_timeout: Duration::from_secs(30),
+            segment_size: 64 * 1024,
+            segment_count: 2,
+            max_inflight: 100,
+            open_publish: Vec::new(),
+        }
+    }
+}
+
+/// What a connection needs to build its link into the router.
+pub(crate) struct LinkSpec {
+    pub client_id: String,
+    pub clean_session: bool,
+    pub will: Option<LastWill>,
+    pub will_props: Option<LastWillProperties>,
+    pub topic_alias_max: u16,
+}
+
+/// Builds links into the router. A closure because the router's sender type
+/// is not nameable outside rumqttd.
+pub(crate) type LinkFactory =
+    Arc<dyn Fn(LinkSpec) -> Result<(LinkTx, LinkRx, Notification), LinkError> + Send + Sync>;
+
+/// State shared by every connection task.
+pub(crate) struct Shared {
+    pub settings: Settings,
+    pub acl: Acl,
+    pub authenticator: Arc<dyn Authenticator>,
+    pub registry: Registry,
+    pub links: LinkFactory,
+    pub connection_slots: Arc<Semaphore>,
+    pub shutdown: CancellationToken,
+}
+
+/// The running broker. Cheap to clone; every clone is the same broker.
+#[derive(Clone)]
+pub struct Broker {
+    shared: Arc<Shared>,
+    publisher: Arc<Mutex<LinkTx>>,
+}
+
+impl std::fmt::Debug for Broker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Broker")
+            .field("connections", &self.shared.registry.connection_count())
+            .finish()
+    }
+}
+
+/// Errors starting the broker.
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    #[error("router link: {0}")]
+    Link(#[from] LinkError),
+}
+
+impl Broker {
+    /// Starts rumqttd's router on its own thread and the internal publisher link.
+    pub fn start(
+        settings: Settings,
+        authenticator: Arc<dyn Authenticator>,
+        shutdown: CancellationToken,
+    ) -> Result<Broker, BrokerError> {
+        let config = RouterConfig {
+            max_connections: settings.max_connections + 16,
+            max_outgoing_packet_count: settings.max_inflight,
+            max_segment_size: settings.segment_size.max(1024),
+            max_segment_count: settings.segment_count.max(1),
+            custom_segment: None,
+            initialized_filters: None,
+            shared_subscriptions_strategy: Default::default(),
+        };
+        let router_tx = Router::new(0, config).spawn();
+        let links: LinkFactory = Arc::new(move |spec: LinkSpec| {
+            LinkBuilder::new(&spec.client_id, router_tx.clone())
+                .clean_session(spec.clean_session)
+                .last_will(spec.will)
+                .last_will_properties(spec.will_props)
+                .topic_alias_max(spec.topic_alias_max)
+                .build()
+        });
+
+        // chatsvc's own link: it publishes every push. Its link_rx only ever
+        // receives the router's bookkeeping, which we drain.
+        let (publisher, mut publisher_rx, _) = links(LinkSpec {
+            client_id: "$mqchat-downlink".replace('$', "_"),
+            clean_session: true,
+            will: None,
+            will_props: None,
+            topic_alias_max: 0,
+        })?;
+        tokio::spawn(async move {
+            while let Ok(n) = publisher_rx.next().await {
+                debug!(?n, "downlink link notification");
+            }
+        });
+
+        let shared = Arc::new(Shared {
+            acl: Acl::with_open_publish(settings.open_publish.clone()),
+            connection_slots: Arc::new(Semaphore::new(settings.max_connections)),
+            settings,
+            authenticator,
+            registry: Registry::new(),
+            links,
+            shutdown,
+        });
+        Ok(Broker {
+            shared,
+            publisher: Arc::new(Mutex::new(publisher)),
+        })
+    }
+
+    /// Accepts MQTT over TCP until shutdown.
+    pub async fn serve_tcp(&self, listener: TcpListener) {
+        let shutdown = self.shared.shutdown.clone();
+        loop {
+            let permit = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                p = self.shared.connection_slots.clone().acquire_owned() => match p {
+                    Ok(p) => p,
+                    Err(_) => break,
+                },
+            };
+            let (socket, peer) = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                accepted = listener.accept() => match accepted {
+                    Ok(v) => v,
+                    Err(e) => {
+                        // EMFILE and friends: back off instead of spinning.
+                        warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+            };
+            let _ = socket.set_nodelay(true);
+            let shared = self.shared.clone();
+            tokio::spawn(async move {
+                let _permit = permit;
+                debug!(%peer, "tcp connection");
+                conn::serve(shared, socket, "tcp").await;
+            });
+        }
+        info!("mqtt tcp listener stopped");
+    }
+
+    /// Serves one already-upgraded WebSocket byte stream.
+    pub(crate) async fn serve_stream<S>(&self, stream: S, transport: &'static str)
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send,
+    {
+        let Ok(_permit) = self.shared.connection_slots.clone().try_acquire_owned() else {
+            warn!(transport, "connection limit reached");
+            return;
+        };
+        conn::serve(self.shared.clone(), stream, transport).await;
+    }
+
+    /// Publishes `payload` to `users/{user_id}/{subtopic}`. Delivery is at
+    /// the subscription's QoS (at most 1). Skips users with no live
+    /// connection: they catch up by sync, and the router then keeps no copy.
+    pub async fn push(&self, user_id: u64, subtopic: &str, payload: Bytes) -> bool {
+        if !self.shared.registry.is_online(user_id) {
+            return false;
+        }
+        self.publish(format!("users/{user_id}/{subtopic}"), payload).await;
+        true
+    }
+
+    /// Publishes unconditionally (the caller knows the topic is wanted).
+    pub async fn publish(&self, topic: String, payload: Bytes) {
+        let publisher = self.publisher.clone();
+        let packet = Packet::Publish(Publish::new(Bytes::from(topic), payload, false), None);
+        // LinkTx::send blocks briefly when the router's queue is full; keep
+        // that off the async workers.
+        let sent = tokio::task::spawn_blocking(move || {
+            let mut tx = publisher.lock().unwrap_or_else(|e| e.into_inner());
+            futures_util::FutureExt::now_or_never(tx.send(packet))
+        })
+        .await;
+        match sent {
+            Ok(Some(Ok(_))) => metrics::counter!("mqtt_pushes_total").increment(1),
+            other => error!(?other, "downlink publish failed"),
+        }
+    }
+
+    pub(crate) fn max_packet_size(&self) -> usize {
+        self.shared.settings.max_packet_size
+    }
+
+    /// Is at least one connection of this user live?
+    pub fn is_online(&self, user_id: u64) -> bool {
+        self.shared.registry.is_online(user_id)
+    }
+
+    /// Users with at least one live connection, ascending.
+    pub fn online_users(&self) -> Vec<u64> {
+        self.shared.registry.online_users()
+    }
+
+    /// Live connections, all users.
+    pub fn connection_count(&self) -> usize {
+        self.shared.registry.connection_count()
+    }
+
+    /// Presence changes (first connection opened / last one closed).
+    pub fn presence_changes(&self) -> broadcast::Receiver<PresenceChange> {
+        self.shared.registry.subscribe()
+    }
+
+    /// Closes every connection of `user_id`; of one login session only when
+    /// `session_id` is given. Returns how many connections were closed.
+    pub fn disconnect(&self, user_id: u64, session_id: Option<u64>) -> usize {
+        self.shared
+            .registry
+            .kick(user_id, session_id, KickReason::SessionEnded)
+    }
+
+    /// Closes every client connection (server shutdown).
+    pub fn disconnect_all(&self) {
+        self.shared.registry.kick_all(KickReason::ServerShutdown);
+    }
+}
+
+/// Binds a TCP listener and logs the bound address (port 0 picks one).
+pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    TcpListener::bind(addr).await
+}

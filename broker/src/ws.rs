@@ -1,0 +1,55 @@
+//! MQTT over WebSocket, mounted on the HTTP server at `/mqtt`.
+//!
+//! The WebSocket's binary messages are turned back into a byte stream, so a
+//! WebSocket client is served by exactly the same connection code as TCP.
+
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::State;
+use axum::response::Response;
+use axum::routing::get;
+use axum::Router;
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use tokio_util::io::{CopyToBytes, SinkWriter, StreamReader};
+
+use crate::Broker;
+
+/// Subprotocols offered by MQTT clients: `mqtt` (MQTT 3.1.1 and 5, MQTT.js)
+/// and `mqttv3.1` (older paho releases).
+const SUBPROTOCOLS: [&str; 2] = ["mqtt", "mqttv3.1"];
+
+/// `GET /mqtt`: WebSocket upgrade into an MQTT connection.
+pub fn router(broker: Broker) -> Router {
+    Router::new()
+        .route("/mqtt", get(upgrade))
+        .with_state(broker)
+}
+
+async fn upgrade(State(broker): State<Broker>, ws: WebSocketUpgrade) -> Response {
+    ws.protocols(SUBPROTOCOLS)
+        .max_message_size(broker.max_packet_size() + 16)
+        .on_upgrade(move |socket| serve(broker, socket))
+}
+
+async fn serve(broker: Broker, socket: WebSocket) {
+    let (sink, stream) = socket.split();
+    let reader = StreamReader::new(stream.filter_map(|msg| async move {
+        match msg {
+            Ok(Message::Binary(b)) => Some(Ok(b)),
+            // MQTT over WebSocket is binary only (MQTT 3.1.1 §6.0).
+            Ok(Message::Text(_)) => Some(Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "text frame on an MQTT WebSocket",
+            ))),
+            Ok(Message::Close(_)) => None,
+            Ok(Message::Ping(_) | Message::Pong(_)) => Some(Ok(Bytes::new())),
+            Err(e) => Some(Err(std::io::Error::other(e))),
+        }
+    }));
+    let sink = sink
+        .with(|b: Bytes| async move { Ok::<_, axum::Error>(Message::Binary(b)) })
+        .sink_map_err(std::io::Error::other);
+    let writer = SinkWriter::new(CopyToBytes::new(sink));
+    let stream = tokio::io::join(reader, writer);
+    broker.serve_stream(Box::pin(stream), "websocket").await;
+}
