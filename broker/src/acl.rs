@@ -146,7 +146,11 @@ mod tests {
     fn malformed_filters_are_invalid() {
         let acl = Acl::default();
         for f in ["", "users/7/#/x", "users/7/a#", "users/7/a+", "users/7/\0"] {
-            assert_eq!(acl.check_subscribe(7, f), Err(FilterDenied::Invalid), "{f:?}");
+            assert_eq!(
+                acl.check_subscribe(7, f),
+                Err(FilterDenied::Invalid),
+                "{f:?}"
+            );
         }
     }
 

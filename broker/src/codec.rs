@@ -37,7 +37,9 @@ pub(crate) fn sniff(buf: &[u8], max_packet: usize) -> Sniff {
         Err(_) => return Sniff::NotConnect,
     };
     let at = header.fixed_header_len;
-    let Some(name_len) = buf.get(at..at + 2).map(|b| u16::from_be_bytes([b[0], b[1]]) as usize)
+    let Some(name_len) = buf
+        .get(at..at + 2)
+        .map(|b| u16::from_be_bytes([b[0], b[1]]) as usize)
     else {
         return Sniff::NotConnect;
     };
@@ -62,9 +64,13 @@ pub(crate) fn peek_publish(buf: &[u8], max_packet: usize) -> Option<(u8, u16)> {
         return Some((0, 0));
     }
     let at = header.fixed_header_len;
-    let topic_len = buf.get(at..at + 2).map(|b| u16::from_be_bytes([b[0], b[1]]) as usize)?;
+    let topic_len = buf
+        .get(at..at + 2)
+        .map(|b| u16::from_be_bytes([b[0], b[1]]) as usize)?;
     let p = at + 2 + topic_len;
-    let pkid = buf.get(p..p + 2).map(|b| u16::from_be_bytes([b[0], b[1]]))?;
+    let pkid = buf
+        .get(p..p + 2)
+        .map(|b| u16::from_be_bytes([b[0], b[1]]))?;
     Some((qos, pkid))
 }
 
@@ -76,7 +82,11 @@ impl Version {
         }
     }
 
-    pub(crate) fn write(self, packet: Packet, out: &mut BytesMut) -> Result<usize, protocol::Error> {
+    pub(crate) fn write(
+        self,
+        packet: Packet,
+        out: &mut BytesMut,
+    ) -> Result<usize, protocol::Error> {
         match self {
             Version::V311 => v4::V4.write(packet, out),
             Version::V5 => v5::V5.write(packet, out),
@@ -99,9 +109,18 @@ mod tests {
 
     #[test]
     fn sniffs_versions() {
-        assert_eq!(sniff(&connect(4, b"MQTT"), 1024), Sniff::Connect(Version::V311));
-        assert_eq!(sniff(&connect(5, b"MQTT"), 1024), Sniff::Connect(Version::V5));
-        assert_eq!(sniff(&connect(3, b"MQIsdp"), 1024), Sniff::UnsupportedLevel(3));
+        assert_eq!(
+            sniff(&connect(4, b"MQTT"), 1024),
+            Sniff::Connect(Version::V311)
+        );
+        assert_eq!(
+            sniff(&connect(5, b"MQTT"), 1024),
+            Sniff::Connect(Version::V5)
+        );
+        assert_eq!(
+            sniff(&connect(3, b"MQIsdp"), 1024),
+            Sniff::UnsupportedLevel(3)
+        );
         assert_eq!(sniff(&[0x10], 1024), Sniff::Incomplete);
         assert_eq!(sniff(b"GET / HTTP/1.1\r\n", 1024), Sniff::NotConnect);
         assert_eq!(sniff(&[0xC0, 0x00], 1024), Sniff::NotConnect);

@@ -14,9 +14,9 @@ use bytes::BytesMut;
 use futures_util::FutureExt;
 use rumqttd::local::{LinkRx, LinkTx};
 use rumqttd::protocol::{
-    self, ConnAck, ConnAckProperties, ConnectReturnCode, Disconnect, DisconnectReasonCode,
-    Packet, PingResp, PubAck, PubAckReason, PubComp, PubCompReason, PubRec, PubRecReason, QoS,
-    SubAck, SubscribeReasonCode, UnsubAck, UnsubAckReason,
+    self, ConnAck, ConnAckProperties, ConnectReturnCode, Disconnect, DisconnectReasonCode, Packet,
+    PingResp, PubAck, PubAckReason, PubComp, PubCompReason, PubRec, PubRecReason, QoS, SubAck,
+    SubscribeReasonCode, UnsubAck, UnsubAckReason,
 };
 use rumqttd::Notification;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -106,7 +106,9 @@ where
                     debug!(level, "unsupported protocol level");
                     return Ok(None);
                 }
-                Sniff::NotConnect => return Err(ConnError::Violation("first packet is not CONNECT")),
+                Sniff::NotConnect => {
+                    return Err(ConnError::Violation("first packet is not CONNECT"))
+                }
             }
             let n = tokio::time::timeout_at(deadline, stream.read_buf(&mut inbuf))
                 .await
@@ -160,7 +162,10 @@ where
             if !allowed {
                 let (out, _) = refuse(ConnectReturnCode::NotAuthorized).await;
                 stream.write_all(&out).await?;
-                info!(user_id = principal.user_id, "CONNECT refused: will topic not allowed");
+                info!(
+                    user_id = principal.user_id,
+                    "CONNECT refused: will topic not allowed"
+                );
                 return Ok(None);
             }
         }
@@ -202,7 +207,13 @@ where
         };
         let session_present = matches!(
             Option::<Packet>::from(ack),
-            Some(Packet::ConnAck(ConnAck { session_present: true, .. }, _))
+            Some(Packet::ConnAck(
+                ConnAck {
+                    session_present: true,
+                    ..
+                },
+                _
+            ))
         );
 
         let mut outbuf = BytesMut::with_capacity(1024);
@@ -400,10 +411,17 @@ where
                     return Err(ConnError::Violation("second CONNECT"));
                 }
                 Packet::PubRec(..) | Packet::PubComp(..) => {
-                    return Err(ConnError::Violation("QoS 2 ack for a delivery the server never sent at QoS 2"));
+                    return Err(ConnError::Violation(
+                        "QoS 2 ack for a delivery the server never sent at QoS 2",
+                    ));
                 }
-                Packet::ConnAck(..) | Packet::SubAck(..) | Packet::UnsubAck(..) | Packet::PingResp(_) => {
-                    return Err(ConnError::Violation("server-to-client packet sent by client"));
+                Packet::ConnAck(..)
+                | Packet::SubAck(..)
+                | Packet::UnsubAck(..)
+                | Packet::PingResp(_) => {
+                    return Err(ConnError::Violation(
+                        "server-to-client packet sent by client",
+                    ));
                 }
             }
         }
@@ -533,7 +551,10 @@ where
                         let mut granted = suback.return_codes.into_iter();
                         suback.return_codes = slots
                             .into_iter()
-                            .map(|slot| slot.or_else(|| granted.next()).unwrap_or(SubscribeReasonCode::Failure))
+                            .map(|slot| {
+                                slot.or_else(|| granted.next())
+                                    .unwrap_or(SubscribeReasonCode::Failure)
+                            })
                             .collect();
                     }
                     self.write(Packet::SubAck(suback, props))?;
@@ -556,7 +577,9 @@ where
     async fn finish(&mut self, result: Result<Ended, ConnError>) {
         let user_id = self.principal.user_id;
         let reason = match &result {
-            Ok(Ended::KickedFor(KickReason::SessionEnded)) => Some(DisconnectReasonCode::NotAuthorized),
+            Ok(Ended::KickedFor(KickReason::SessionEnded)) => {
+                Some(DisconnectReasonCode::NotAuthorized)
+            }
             Ok(Ended::KickedFor(KickReason::ServerShutdown)) => {
                 Some(DisconnectReasonCode::ServerShuttingDown)
             }
@@ -573,11 +596,17 @@ where
         // Tell the router the link is gone, unless the router ended it. A
         // DISCONNECT through the link is how a local link leaves the router:
         // it drops the connection (and saves a persistent session's state).
-        if !matches!(result, Ok(Ended::RouterDisconnected) | Err(ConnError::Router(_))) {
+        if !matches!(
+            result,
+            Ok(Ended::RouterDisconnected) | Err(ConnError::Router(_))
+        ) {
             let disconnect = Disconnect {
                 reason_code: DisconnectReasonCode::NormalDisconnection,
             };
-            let _ = self.link_tx.send(Packet::Disconnect(disconnect, None)).await;
+            let _ = self
+                .link_tx
+                .send(Packet::Disconnect(disconnect, None))
+                .await;
         }
         match result {
             Ok(end) => info!(user_id, client_id = %self.client_id, ?end, "client disconnected"),
@@ -619,6 +648,9 @@ mod tests {
     fn client_ids_are_namespaced_and_escaped() {
         assert_eq!(namespaced_client_id(7, "phone"), "7|phone");
         assert_eq!(namespaced_client_id(7, "a/b#c"), "7|a%2Fb%23c");
-        assert_ne!(namespaced_client_id(1, "2|x"), namespaced_client_id(12, "x"));
+        assert_ne!(
+            namespaced_client_id(1, "2|x"),
+            namespaced_client_id(12, "x")
+        );
     }
 }

@@ -193,13 +193,25 @@ mod tests {
         let a = reg.register(1, 10);
         let b = reg.register(1, 11);
         assert!(reg.is_online(1));
-        assert_eq!(rx.try_recv().ok(), Some(PresenceChange { user_id: 1, online: true }));
+        assert_eq!(
+            rx.try_recv().ok(),
+            Some(PresenceChange {
+                user_id: 1,
+                online: true
+            })
+        );
         assert!(rx.try_recv().is_err(), "second connection is not a change");
         drop(a);
         assert!(reg.is_online(1));
         drop(b);
         assert!(!reg.is_online(1));
-        assert_eq!(rx.try_recv().ok(), Some(PresenceChange { user_id: 1, online: false }));
+        assert_eq!(
+            rx.try_recv().ok(),
+            Some(PresenceChange {
+                user_id: 1,
+                online: false
+            })
+        );
     }
 
     #[test]

@@ -211,29 +211,30 @@ impl Broker {
 
     /// Publishes `payload` to `users/{user_id}/{subtopic}`. Delivery is at
     /// the subscription's QoS (at most 1). Skips users with no live
-    /// connection: they catch up by sync, and the router then keeps no copy.
-    pub async fn push(&self, user_id: u64, subtopic: &str, payload: Bytes) -> bool {
+    /// connection (they catch up by sync, and the router keeps no copy);
+    /// returns whether it was published.
+    ///
+    /// Synchronous: it hands the packet to the router's queue and may block
+    /// briefly when that queue is full, so call it from a blocking context
+    /// (chatsvc calls it from its store writer thread, in commit order).
+    pub fn push(&self, user_id: u64, subtopic: &str, payload: Bytes) -> bool {
         if !self.shared.registry.is_online(user_id) {
             return false;
         }
-        self.publish(format!("users/{user_id}/{subtopic}"), payload).await;
+        self.publish(format!("users/{user_id}/{subtopic}"), payload);
         true
     }
 
-    /// Publishes unconditionally (the caller knows the topic is wanted).
-    pub async fn publish(&self, topic: String, payload: Bytes) {
-        let publisher = self.publisher.clone();
+    /// Publishes unconditionally. Same blocking note as [`Broker::push`].
+    pub fn publish(&self, topic: String, payload: Bytes) {
         let packet = Packet::Publish(Publish::new(Bytes::from(topic), payload, false), None);
-        // LinkTx::send blocks briefly when the router's queue is full; keep
-        // that off the async workers.
-        let sent = tokio::task::spawn_blocking(move || {
-            let mut tx = publisher.lock().unwrap_or_else(|e| e.into_inner());
-            futures_util::FutureExt::now_or_never(tx.send(packet))
-        })
-        .await;
-        match sent {
-            Ok(Some(Ok(_))) => metrics::counter!("mqtt_pushes_total").increment(1),
-            other => error!(?other, "downlink publish failed"),
+        let mut tx = self.publisher.lock().unwrap_or_else(|e| e.into_inner());
+        // `LinkTx::send` is an async fn that never awaits; it completes on
+        // its first poll.
+        match futures_util::FutureExt::now_or_never(tx.send(packet)) {
+            Some(Ok(_)) => metrics::counter!("mqtt_pushes_total").increment(1),
+            Some(Err(e)) => error!(error = %e, "downlink publish failed"),
+            None => error!("downlink publish did not complete"),
         }
     }
 

@@ -1,0 +1,73 @@
+//! `/v1/conversations`: the conversation list and history.
+
+use axum::extract::State;
+use axum::routing::get;
+use axum::Router;
+use serde::{Deserialize, Serialize};
+
+use super::error::{ApiError, Json, Path, Query};
+use super::extract::AuthUser;
+use super::AppState;
+use crate::domain::model::{Conversation, Message};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/conversations", get(list))
+        .route("/conversations/{id}/messages", get(history))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    pub limit: Option<usize>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ConversationList {
+    pub conversations: Vec<Conversation>,
+}
+
+/// `GET /v1/conversations?limit=N` → the caller's conversations with their
+/// last message, most recent first.
+async fn list(
+    State(state): State<AppState>,
+    AuthUser(caller): AuthUser,
+    Query(q): Query<ListQuery>,
+) -> Result<Json<ConversationList>, ApiError> {
+    let conversations = state
+        .chat
+        .conversations(caller, q.limit.unwrap_or(100))
+        .await?;
+    Ok(Json(ConversationList { conversations }))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HistoryQuery {
+    /// Only messages with a smaller seq (page backwards from here).
+    pub before_seq: Option<u64>,
+    pub limit: Option<usize>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct HistoryPage {
+    /// Oldest first.
+    pub messages: Vec<Message>,
+    /// More, older messages exist.
+    pub has_more: bool,
+}
+
+/// `GET /v1/conversations/{id}/messages?before_seq=&limit=` → a page of
+/// history, oldest first. 404 for conversations the caller is not in.
+async fn history(
+    State(state): State<AppState>,
+    AuthUser(caller): AuthUser,
+    Path(id): Path<u64>,
+    Query(q): Query<HistoryQuery>,
+) -> Result<Json<HistoryPage>, ApiError> {
+    let (messages, has_more) = state
+        .chat
+        .history(caller, id, q.before_seq, q.limit.unwrap_or(50))
+        .await?;
+    Ok(Json(HistoryPage { messages, has_more }))
+}

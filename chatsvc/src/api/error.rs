@@ -1,0 +1,197 @@
+//! The one place errors become HTTP responses.
+
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::domain::DomainError;
+
+/// An error answer: a status and a stable snake_case `code` (listed in
+/// `schemas/errors.md`), with a human-readable message.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub fn unauthorized(code: &'static str, message: &str) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, code, message)
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "invalid_request", message)
+    }
+}
+
+#[derive(Serialize)]
+struct Body<'a> {
+    error: Inner<'a>,
+}
+
+#[derive(Serialize)]
+struct Inner<'a> {
+    code: &'a str,
+    message: &'a str,
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = Body {
+            error: Inner {
+                code: self.code,
+                message: &self.message,
+            },
+        };
+        let mut res = (self.status, axum::Json(body)).into_response();
+        if self.status == StatusCode::UNAUTHORIZED {
+            res.headers_mut().insert(
+                axum::http::header::WWW_AUTHENTICATE,
+                axum::http::HeaderValue::from_static("Bearer"),
+            );
+        }
+        res
+    }
+}
+
+impl From<DomainError> for ApiError {
+    fn from(e: DomainError) -> Self {
+        use StatusCode as S;
+        match e {
+            DomainError::Invalid(m) => ApiError::new(S::BAD_REQUEST, "invalid_request", m),
+            DomainError::InvalidUsername => {
+                ApiError::new(S::BAD_REQUEST, "invalid_username", e.to_string())
+            }
+            DomainError::WeakPassword => {
+                ApiError::new(S::BAD_REQUEST, "weak_password", e.to_string())
+            }
+            DomainError::UsernameTaken => {
+                ApiError::new(S::CONFLICT, "username_taken", e.to_string())
+            }
+            DomainError::InvalidCredentials => {
+                ApiError::new(S::UNAUTHORIZED, "invalid_credentials", e.to_string())
+            }
+            DomainError::InvalidToken => {
+                ApiError::new(S::UNAUTHORIZED, "invalid_token", e.to_string())
+            }
+            DomainError::TokenExpired => {
+                ApiError::new(S::UNAUTHORIZED, "token_expired", e.to_string())
+            }
+            DomainError::NotFound(what) => {
+                ApiError::new(S::NOT_FOUND, "not_found", format!("{what} not found"))
+            }
+            DomainError::Unavailable(inner) => {
+                tracing::error!(error = %inner, "storage unavailable");
+                ApiError::new(
+                    S::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    "storage is unavailable, retry later",
+                )
+            }
+            DomainError::Internal(inner) => {
+                tracing::error!(error = %inner, "internal error");
+                ApiError::new(S::INTERNAL_SERVER_ERROR, "internal", "internal error")
+            }
+        }
+    }
+}
+
+impl From<JsonRejection> for ApiError {
+    fn from(r: JsonRejection) -> Self {
+        match r {
+            JsonRejection::JsonDataError(e) => ApiError::bad_request(e.body_text()),
+            JsonRejection::JsonSyntaxError(e) => {
+                ApiError::new(StatusCode::BAD_REQUEST, "malformed_json", e.body_text())
+            }
+            JsonRejection::MissingJsonContentType(_) => ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "expected Content-Type: application/json",
+            ),
+            JsonRejection::BytesRejection(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "payload_too_large",
+                    "request body is too large",
+                )
+            }
+            other => ApiError::new(other.status(), "invalid_request", other.body_text()),
+        }
+    }
+}
+
+/// `axum::Json` with our error body on rejection.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Json<T>(pub T);
+
+impl<T, S> FromRequest<S> for Json<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let axum::Json(v) = axum::Json::<T>::from_request(req, state).await?;
+        Ok(Json(v))
+    }
+}
+
+impl<T: Serialize> IntoResponse for Json<T> {
+    fn into_response(self) -> Response {
+        axum::Json(self.0).into_response()
+    }
+}
+
+/// `axum::extract::Query` with our error body on rejection.
+#[derive(Debug)]
+pub struct Query<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for Query<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        axum::extract::Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|q| Query(q.0))
+            .map_err(|r: QueryRejection| ApiError::bad_request(r.body_text()))
+    }
+}
+
+/// `axum::extract::Path` with our error body on rejection.
+#[derive(Debug)]
+pub struct Path<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for Path<T>
+where
+    T: DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        axum::extract::Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|p| Path(p.0))
+            .map_err(|r: PathRejection| {
+                ApiError::new(StatusCode::NOT_FOUND, "not_found", r.body_text())
+            })
+    }
+}

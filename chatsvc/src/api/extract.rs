@@ -1,0 +1,37 @@
+//! The bearer-token extractor: every authenticated route takes an `AuthUser`.
+
+use axum::extract::FromRequestParts;
+use axum::http::header::AUTHORIZATION;
+use axum::http::request::Parts;
+
+use super::error::ApiError;
+use super::AppState;
+use crate::domain::tokens::Caller;
+
+/// The caller, authenticated by `Authorization: Bearer <access_token>`.
+#[derive(Debug, Clone, Copy)]
+pub struct AuthUser(pub Caller);
+
+impl FromRequestParts<AppState> for AuthUser {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let header = parts.headers.get(AUTHORIZATION).ok_or_else(|| {
+            ApiError::unauthorized("missing_token", "Authorization: Bearer <token> required")
+        })?;
+        let token = header
+            .to_str()
+            .ok()
+            .and_then(|h| {
+                h.strip_prefix("Bearer ")
+                    .or_else(|| h.strip_prefix("bearer "))
+            })
+            .map(str::trim)
+            .ok_or_else(|| ApiError::unauthorized("invalid_token", "expected a Bearer token"))?;
+        let caller = state.chat.tokens().verify(token)?;
+        Ok(AuthUser(caller))
+    }
+}

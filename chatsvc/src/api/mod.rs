@@ -1,0 +1,96 @@
+//! HTTP API (axum): routing, request/response types, auth extractor, error
+//! mapping. The only module that knows axum.
+
+pub mod auth;
+pub mod conversations;
+pub mod error;
+pub mod extract;
+pub mod messages;
+pub mod ops;
+pub mod sync;
+pub mod users;
+
+use std::time::{Duration, Instant};
+
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
+use axum::http::StatusCode;
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::Router;
+use metrics_exporter_prometheus::PrometheusHandle;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::domain::Chat;
+use error::ApiError;
+
+/// Everything a handler may need. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub chat: Chat,
+    pub broker: mqchat_broker::Broker,
+    pub metrics: Option<PrometheusHandle>,
+}
+
+/// Largest accepted request body. Message bodies are limited further by the
+/// domain; this bounds what is read at all.
+pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
+
+/// The whole HTTP surface: `/v1` API, ops endpoints and the MQTT WebSocket.
+pub fn router(state: AppState) -> Router {
+    let v1 = Router::new()
+        .merge(auth::router())
+        .merge(users::router())
+        .merge(messages::router())
+        .merge(conversations::router())
+        .merge(sync::router());
+    Router::new()
+        .nest("/v1", v1)
+        .merge(ops::router())
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(MAX_REQUEST_BYTES))
+        .layer(middleware::from_fn(record_metrics))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            Duration::from_secs(30),
+        ))
+        .layer(TraceLayer::new_for_http())
+        .layer(CatchPanicLayer::custom(|_| {
+            axum::response::IntoResponse::into_response(ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "internal error",
+            ))
+        }))
+        .with_state(state.clone())
+        // The WebSocket route is the broker's; it is not timed out.
+        .merge(mqchat_broker::ws::router(state.broker))
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "method not allowed on this endpoint",
+    )
+}
+
+async fn record_metrics(req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let method = req.method().to_string();
+    let res = next.run(req).await;
+    let status = res.status().as_u16().to_string();
+    metrics::histogram!("http_request_duration_seconds", "method" => method, "route" => route, "status" => status)
+        .record(started.elapsed().as_secs_f64());
+    res
+}

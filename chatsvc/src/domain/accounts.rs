@@ -1,0 +1,251 @@
+//! Registration, login, token refresh, logout, profiles.
+
+use argon2::password_hash::{
+    rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString,
+};
+use argon2::Argon2;
+
+use super::model::{LoginGrant, User};
+use super::tokens::{hash_refresh_token, new_refresh_token, Caller};
+use super::{now_ms, Chat, DomainError};
+use crate::store::sessions::{self, Rotation};
+use crate::store::{users, StoreError};
+
+/// Lower-cases and checks a username: 3-32 of `[a-z0-9_.-]`.
+pub fn normalize_username(raw: &str) -> Result<String, DomainError> {
+    let name = raw.to_ascii_lowercase();
+    let ok = (3..=32).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"_.-".contains(&b));
+    if ok {
+        Ok(name)
+    } else {
+        Err(DomainError::InvalidUsername)
+    }
+}
+
+fn check_password(password: &str) -> Result<(), DomainError> {
+    if (8..=256).contains(&password.chars().count()) {
+        Ok(())
+    } else {
+        Err(DomainError::WeakPassword)
+    }
+}
+
+async fn hash_password(password: String) -> Result<String, DomainError> {
+    tokio::task::spawn_blocking(move || {
+        let salt = SaltString::generate(&mut OsRng);
+        Argon2::default()
+            .hash_password(password.as_bytes(), &salt)
+            .map(|h| h.to_string())
+            .map_err(|e| DomainError::Internal(format!("hash password: {e}")))
+    })
+    .await
+    .map_err(|e| DomainError::Internal(e.to_string()))?
+}
+
+/// Verifies on a blocking thread; with no stored hash, verifies against a
+/// fixed dummy so unknown usernames cost the same time as wrong passwords.
+async fn verify_password(password: String, stored: Option<String>) -> Result<bool, DomainError> {
+    tokio::task::spawn_blocking(move || {
+        let Some(stored) = stored else {
+            // Same work as a verification, result ignored.
+            let salt = SaltString::from_b64("bXFjaGF0ZHVtbXlzYWx0")
+                .map_err(|e| DomainError::Internal(e.to_string()))?;
+            let _ = Argon2::default().hash_password(password.as_bytes(), &salt);
+            return Ok(false);
+        };
+        let parsed = PasswordHash::new(&stored)
+            .map_err(|e| DomainError::Internal(format!("stored hash: {e}")))?;
+        Ok(Argon2::default()
+            .verify_password(password.as_bytes(), &parsed)
+            .is_ok())
+    })
+    .await
+    .map_err(|e| DomainError::Internal(e.to_string()))?
+}
+
+impl Chat {
+    pub async fn register(&self, username: &str, password: &str) -> Result<User, DomainError> {
+        let username = normalize_username(username)?;
+        check_password(password)?;
+        let hash = hash_password(password.to_owned()).await?;
+        let now = now_ms();
+        let user = self
+            .store
+            .write(move |c| users::insert(c, &username, &hash, now))
+            .await
+            .map_err(|e| match e {
+                StoreError::Conflict(_) => DomainError::UsernameTaken,
+                e => e.into(),
+            })?;
+        tracing::info!(user_id = user.id, username = %user.username, "user registered");
+        Ok(user.into())
+    }
+
+    pub async fn login(&self, username: &str, password: &str) -> Result<LoginGrant, DomainError> {
+        // A name that can't exist still pays for a hash verification.
+        let name = normalize_username(username).unwrap_or_default();
+        let found = self
+            .store
+            .read(move |c| users::credentials(c, &name))
+            .await?;
+        let (user, stored) = match found {
+            Some((u, h)) => (Some(u), Some(h)),
+            None => (None, None),
+        };
+        if !verify_password(password.to_owned(), stored).await? {
+            return Err(DomainError::InvalidCredentials);
+        }
+        let user = user.ok_or(DomainError::InvalidCredentials)?;
+        let (refresh, hash) = new_refresh_token();
+        let now = now_ms();
+        let expires = now + self.tokens.refresh_ttl().as_millis() as i64;
+        let user_id = user.id;
+        let session_id = self
+            .store
+            .write(move |c| sessions::create(c, user_id, &hash, now, expires))
+            .await?;
+        self.grant(user.into(), session_id, refresh)
+    }
+
+    fn grant(
+        &self,
+        user: User,
+        session_id: u64,
+        refresh_token: String,
+    ) -> Result<LoginGrant, DomainError> {
+        Ok(LoginGrant {
+            access_token: self.tokens.issue(user.id, session_id)?,
+            refresh_token,
+            expires_in: self.tokens.access_ttl().as_secs(),
+            token_type: "Bearer",
+            user,
+        })
+    }
+
+    /// Rotates a refresh token. Presenting an already-rotated token revokes
+    /// the session and disconnects its MQTT connections.
+    pub async fn refresh(&self, refresh_token: &str) -> Result<LoginGrant, DomainError> {
+        let old = hash_refresh_token(refresh_token);
+        let (refresh, new) = new_refresh_token();
+        let now = now_ms();
+        let expires = now + self.tokens.refresh_ttl().as_millis() as i64;
+        let rotation = self
+            .store
+            .write(move |c| sessions::rotate(c, &old, &new, now, expires))
+            .await?;
+        match rotation {
+            Rotation::Rotated {
+                session_id,
+                user_id,
+            } => {
+                let user = self.store.read(move |c| users::by_id(c, user_id)).await?;
+                let user = user.ok_or(DomainError::InvalidToken)?;
+                self.grant(user.into(), session_id, refresh)
+            }
+            Rotation::Reused {
+                session_id,
+                user_id,
+            } => {
+                tracing::warn!(user_id, session_id, "refresh token reused: session revoked");
+                self.tokens.revoke(session_id, now);
+                self.downlink.end_sessions(user_id, Some(session_id));
+                Err(DomainError::InvalidToken)
+            }
+            Rotation::Invalid => Err(DomainError::InvalidToken),
+        }
+    }
+
+    /// Ends the caller's login session (or all of the user's sessions):
+    /// refresh token revoked, access tokens refused from now on, MQTT
+    /// connections of the session closed.
+    pub async fn logout(&self, caller: Caller, everywhere: bool) -> Result<usize, DomainError> {
+        let now = now_ms();
+        let user_id = caller.user_id;
+        let sessions = if everywhere {
+            self.store
+                .write(move |c| sessions::revoke_all(c, user_id, now))
+                .await?
+        } else {
+            let sid = caller.session_id;
+            self.store
+                .write(move |c| sessions::revoke(c, sid, now))
+                .await?;
+            vec![sid]
+        };
+        for sid in &sessions {
+            self.tokens.revoke(*sid, now);
+        }
+        let closed = self
+            .downlink
+            .end_sessions(user_id, (!everywhere).then_some(caller.session_id));
+        tracing::info!(user_id, sessions = sessions.len(), closed, "logged out");
+        Ok(closed)
+    }
+
+    /// Reloads revocations that may still cover live access tokens (startup).
+    pub async fn load_revocations(&self) -> Result<(), DomainError> {
+        let since = now_ms() - self.tokens.access_ttl().as_millis() as i64 - 10_000;
+        let revoked = self
+            .store
+            .read(move |c| sessions::revoked_since(c, since))
+            .await?;
+        for (sid, at) in revoked {
+            self.tokens.revoke(sid, at);
+        }
+        Ok(())
+    }
+
+    pub async fn user(&self, id: u64) -> Result<User, DomainError> {
+        self.store
+            .read(move |c| users::by_id(c, id))
+            .await?
+            .map(User::from)
+            .ok_or(DomainError::NotFound("user"))
+    }
+
+    pub async fn user_by_name(&self, name: &str) -> Result<User, DomainError> {
+        let name = normalize_username(name).map_err(|_| DomainError::NotFound("user"))?;
+        self.store
+            .read(move |c| users::by_username(c, &name))
+            .await?
+            .map(User::from)
+            .ok_or(DomainError::NotFound("user"))
+    }
+
+    pub async fn set_display_name(
+        &self,
+        user_id: u64,
+        name: Option<String>,
+    ) -> Result<User, DomainError> {
+        let name = name.map(|n| n.trim().to_owned()).filter(|n| !n.is_empty());
+        if let Some(n) = &name {
+            if n.chars().count() > 64 || n.chars().any(char::is_control) {
+                return Err(DomainError::Invalid(
+                    "display_name must be at most 64 characters, no control characters".into(),
+                ));
+            }
+        }
+        self.store
+            .write(move |c| users::set_display_name(c, user_id, name.as_deref()))
+            .await?
+            .map(User::from)
+            .ok_or(DomainError::NotFound("user"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::normalize_username;
+
+    #[test]
+    fn usernames() {
+        assert_eq!(normalize_username("Alice").ok().as_deref(), Some("alice"));
+        assert!(normalize_username("a.b-c_1").is_ok());
+        for bad in ["ab", "a b", "ålice", "x".repeat(33).as_str(), "a/b", ""] {
+            assert!(normalize_username(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,128 @@
+//! Domain: accounts, tokens, messages and sync. Rules and invariants live
+//! here; no HTTP (that is `api`) and no SQL (that is `store`).
+
+pub mod accounts;
+pub mod messages;
+pub mod model;
+pub mod tokens;
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use crate::store::{Store, StoreError};
+pub use tokens::Tokens;
+
+/// Errors of the domain, each an answer a client can act on, plus the two
+/// fault kinds (`Unavailable`, `Internal`) whose details stay in the log.
+#[derive(Debug, thiserror::Error)]
+pub enum DomainError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("username must be 3-32 characters of a-z, 0-9, '_', '.', '-'")]
+    InvalidUsername,
+    #[error("password must be 8-256 characters")]
+    WeakPassword,
+    #[error("username is taken")]
+    UsernameTaken,
+    #[error("wrong username or password")]
+    InvalidCredentials,
+    #[error("invalid token")]
+    InvalidToken,
+    #[error("token expired")]
+    TokenExpired,
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    #[error("storage unavailable: {0}")]
+    Unavailable(StoreError),
+    #[error("internal: {0}")]
+    Internal(String),
+}
+
+impl From<StoreError> for DomainError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound(what) => DomainError::NotFound(what),
+            e if e.is_unavailable() => DomainError::Unavailable(e),
+            e => DomainError::Internal(e.to_string()),
+        }
+    }
+}
+
+/// Where events go after commit. chatd plugs in the embedded broker; a
+/// scaled-out deployment plugs in a bus.
+pub trait Downlink: Send + Sync + 'static {
+    /// Pushes one serialized event to the user's event topic. Called on the
+    /// store's writer thread right after the commit, in commit order, so it
+    /// must hand off quickly. Returns false when the user had no live
+    /// connection (nothing was sent; sync will deliver).
+    fn push(&self, user_id: u64, event: Bytes) -> bool;
+    /// Ends a user's live connections (of one login session, when given).
+    fn end_sessions(&self, user_id: u64, session_id: Option<u64>) -> usize;
+    /// Does the user have a live connection?
+    fn is_online(&self, user_id: u64) -> bool;
+}
+
+/// Limits on what clients may send.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub max_body_bytes: usize,
+    pub max_text_chars: usize,
+    pub max_page: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_body_bytes: 16 * 1024,
+            max_text_chars: 4000,
+            max_page: 500,
+        }
+    }
+}
+
+/// The chat service: everything the API layer calls.
+#[derive(Clone)]
+pub struct Chat {
+    pub(crate) store: Store,
+    pub(crate) tokens: Arc<Tokens>,
+    pub(crate) downlink: Arc<dyn Downlink>,
+    pub(crate) limits: Limits,
+}
+
+impl std::fmt::Debug for Chat {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Chat").field("store", &self.store).finish()
+    }
+}
+
+impl Chat {
+    pub fn new(
+        store: Store,
+        tokens: Arc<Tokens>,
+        downlink: Arc<dyn Downlink>,
+        limits: Limits,
+    ) -> Self {
+        Chat {
+            store,
+            tokens,
+            downlink,
+            limits,
+        }
+    }
+
+    pub fn tokens(&self) -> &Tokens {
+        &self.tokens
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+}
+
+/// Unix time in milliseconds.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}

@@ -1,0 +1,227 @@
+//! Access tokens (JWT, HS256) and refresh tokens (random, stored hashed).
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use base64::Engine;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::{now_ms, DomainError};
+
+/// Claims of an access token.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Claims {
+    /// The user id, decimal.
+    pub sub: String,
+    /// The login session the token belongs to.
+    pub sid: u64,
+    pub iat: u64,
+    pub exp: u64,
+}
+
+/// An authenticated caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Caller {
+    pub user_id: u64,
+    pub session_id: u64,
+}
+
+/// Issues and checks tokens. Revoked sessions are kept in memory for one
+/// access-token lifetime, which is as long as their tokens could be used.
+pub struct Tokens {
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+    validation: Validation,
+    access_ttl: Duration,
+    refresh_ttl: Duration,
+    revoked: Mutex<HashMap<u64, i64>>,
+}
+
+impl std::fmt::Debug for Tokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tokens")
+            .field("access_ttl", &self.access_ttl)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Tokens {
+    pub fn new(secret: &[u8], access_ttl: Duration, refresh_ttl: Duration) -> Tokens {
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.leeway = 5;
+        validation.set_required_spec_claims(&["exp", "sub"]);
+        Tokens {
+            encoding: EncodingKey::from_secret(secret),
+            decoding: DecodingKey::from_secret(secret),
+            validation,
+            access_ttl,
+            refresh_ttl,
+            revoked: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn access_ttl(&self) -> Duration {
+        self.access_ttl
+    }
+
+    pub fn refresh_ttl(&self) -> Duration {
+        self.refresh_ttl
+    }
+
+    /// A signed access token for the user's session.
+    pub fn issue(&self, user_id: u64, session_id: u64) -> Result<String, DomainError> {
+        let now = (now_ms() / 1000) as u64;
+        let claims = Claims {
+            sub: user_id.to_string(),
+            sid: session_id,
+            iat: now,
+            exp: now + self.access_ttl.as_secs(),
+        };
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
+            .map_err(|e| DomainError::Internal(format!("sign token: {e}")))
+    }
+
+    /// Checks signature, algorithm, expiry and revocation.
+    pub fn verify(&self, token: &str) -> Result<Caller, DomainError> {
+        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
+            .map_err(|e| match e.kind() {
+                jsonwebtoken::errors::ErrorKind::ExpiredSignature => DomainError::TokenExpired,
+                _ => DomainError::InvalidToken,
+            })?;
+        let user_id: u64 = data
+            .claims
+            .sub
+            .parse()
+            .map_err(|_| DomainError::InvalidToken)?;
+        if self.is_revoked(data.claims.sid) {
+            return Err(DomainError::InvalidToken);
+        }
+        Ok(Caller {
+            user_id,
+            session_id: data.claims.sid,
+        })
+    }
+
+    pub(crate) fn revoke(&self, session_id: u64, at_ms: i64) {
+        let horizon = now_ms() - self.access_ttl.as_millis() as i64 - 10_000;
+        let mut revoked = self.revoked.lock().unwrap_or_else(|e| e.into_inner());
+        revoked.retain(|_, t| *t >= horizon);
+        revoked.insert(session_id, at_ms);
+    }
+
+    fn is_revoked(&self, session_id: u64) -> bool {
+        self.revoked
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains_key(&session_id)
+    }
+}
+
+/// A new refresh token (32 random bytes, base64url) and its SHA-256 hash.
+pub(crate) fn new_refresh_token() -> (String, Vec<u8>) {
+    let bytes: [u8; 32] = rand::random();
+    let token = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+    let hash = hash_refresh_token(&token);
+    (token, hash)
+}
+
+pub(crate) fn hash_refresh_token(token: &str) -> Vec<u8> {
+    Sha256::digest(token.as_bytes()).to_vec()
+}
+
+/// MQTT CONNECT check: username = user id, password = an access token of
+/// that user.
+impl mqchat_broker::Authenticator for Tokens {
+    fn authenticate(
+        &self,
+        username: &str,
+        password: &[u8],
+    ) -> Result<mqchat_broker::Principal, mqchat_broker::Refusal> {
+        use mqchat_broker::Refusal;
+        let token = std::str::from_utf8(password).map_err(|_| Refusal::BadCredentials)?;
+        let caller = self.verify(token).map_err(|_| Refusal::BadCredentials)?;
+        // The token is genuine but names another user: not "bad password",
+        // but an identity this token does not grant.
+        if username != caller.user_id.to_string() {
+            return Err(Refusal::NotAuthorized);
+        }
+        Ok(mqchat_broker::Principal {
+            user_id: caller.user_id,
+            session_id: caller.session_id,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tokens() -> Tokens {
+        Tokens::new(
+            b"0123456789abcdef0123456789abcdef",
+            Duration::from_secs(60),
+            Duration::from_secs(600),
+        )
+    }
+
+    #[test]
+    fn issued_tokens_verify() -> Result<(), DomainError> {
+        let t = tokens();
+        let token = t.issue(42, 7)?;
+        assert_eq!(
+            t.verify(&token)?,
+            Caller {
+                user_id: 42,
+                session_id: 7
+            }
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn revoked_sessions_and_foreign_keys_fail() -> Result<(), DomainError> {
+        let t = tokens();
+        let token = t.issue(42, 7)?;
+        let other = Tokens::new(
+            b"another secret another secret!!!",
+            Duration::from_secs(60),
+            Duration::from_secs(60),
+        );
+        assert!(matches!(
+            other.verify(&token),
+            Err(DomainError::InvalidToken)
+        ));
+        t.revoke(7, now_ms());
+        assert!(matches!(t.verify(&token), Err(DomainError::InvalidToken)));
+        Ok(())
+    }
+
+    #[test]
+    fn alg_none_is_refused() {
+        let t = tokens();
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let header = b64.encode(br#"{"alg":"none","typ":"JWT"}"#);
+        let payload = b64.encode(br#"{"sub":"1","sid":1,"iat":0,"exp":99999999999}"#);
+        assert!(t.verify(&format!("{header}.{payload}.")).is_err());
+    }
+
+    #[test]
+    fn mqtt_username_must_match_subject() -> Result<(), DomainError> {
+        use mqchat_broker::{Authenticator, Refusal};
+        let t = tokens();
+        let token = t.issue(42, 7)?;
+        assert!(t.authenticate("42", token.as_bytes()).is_ok());
+        assert_eq!(
+            t.authenticate("43", token.as_bytes()),
+            Err(Refusal::NotAuthorized)
+        );
+        assert_eq!(
+            t.authenticate("42", b"garbage"),
+            Err(Refusal::BadCredentials)
+        );
+        Ok(())
+    }
+}

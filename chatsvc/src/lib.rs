@@ -1,0 +1,23 @@
+//! mqchat's chat service and the `chatd` server.
+//!
+//! # Layout
+//! - [`api`]: axum handlers, one module per resource, the `AuthUser`
+//!   extractor and the single error-to-HTTP mapping. Only place that knows axum.
+//! - [`domain`]: accounts, tokens, messages, sync: the rules. No HTTP, no SQL.
+//! - [`store`]: SQLite: migrations, the group-commit writer, read pool. Only
+//!   place that knows rusqlite.
+//! - [`downlink`]: the embedded broker behind the domain's `Downlink` trait.
+//! - [`config`]: flags and environment.
+//! - [`server`]: wires it all together: [`server::start`] and shutdown.
+//!
+//! One message, end to end, is traced in `ARCHITECTURE.md`.
+
+pub mod api;
+pub mod config;
+pub mod domain;
+pub mod downlink;
+pub mod server;
+pub mod store;
+
+pub use config::Config;
+pub use server::{start, Running, StartError};

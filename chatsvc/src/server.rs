@@ -1,0 +1,223 @@
+//! Startup and shutdown: data dir, store, tokens, broker, listeners.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::api::{self, AppState};
+use crate::config::Config;
+use crate::domain::{Chat, Limits, Tokens};
+use crate::downlink::BrokerDownlink;
+use crate::store::{Store, StoreError};
+
+/// Why chatd could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("data dir {path}: {source}")]
+    DataDir {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    #[error("bind {what} {addr}: {source}")]
+    Bind {
+        what: &'static str,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("broker: {0}")]
+    Broker(#[from] mqchat_broker::BrokerError),
+    #[error("loading revocations: {0}")]
+    Domain(#[from] crate::domain::DomainError),
+}
+
+/// A running chatd.
+pub struct Running {
+    pub http_addr: SocketAddr,
+    pub mqtt_addr: SocketAddr,
+    shutdown: CancellationToken,
+    task: JoinHandle<()>,
+}
+
+impl std::fmt::Debug for Running {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Running")
+            .field("http_addr", &self.http_addr)
+            .field("mqtt_addr", &self.mqtt_addr)
+            .finish()
+    }
+}
+
+impl Running {
+    /// Stops accepting, lets in-flight requests finish, closes MQTT clients,
+    /// checkpoints the database; returns when done.
+    pub async fn shutdown(self) {
+        self.shutdown.cancel();
+        let _ = self.task.await;
+    }
+
+    /// Waits until the server stops by itself or is told to.
+    pub async fn wait(self) {
+        let _ = self.task.await;
+    }
+
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+}
+
+/// Starts everything and returns once both listeners are bound.
+pub async fn start(config: Config) -> Result<Running, StartError> {
+    let data_dir = &config.data_dir;
+    std::fs::create_dir_all(data_dir).map_err(|source| StartError::DataDir {
+        path: data_dir.display().to_string(),
+        source,
+    })?;
+    let secret = load_or_create_secret(&data_dir.join("jwt.secret")).map_err(|source| {
+        StartError::DataDir {
+            path: data_dir.join("jwt.secret").display().to_string(),
+            source,
+        }
+    })?;
+    let store = Store::open(&data_dir.join("chat.db"))?;
+    let tokens = Arc::new(Tokens::new(
+        &secret,
+        config.access_ttl(),
+        config.refresh_ttl(),
+    ));
+
+    let shutdown = CancellationToken::new();
+    let settings = mqchat_broker::Settings {
+        max_connections: config.max_connections,
+        ..Default::default()
+    };
+    let broker = mqchat_broker::Broker::start(settings, tokens.clone(), shutdown.child_token())?;
+    let chat = Chat::new(
+        store.clone(),
+        tokens,
+        Arc::new(BrokerDownlink(broker.clone())),
+        Limits::default(),
+    );
+    chat.load_revocations().await?;
+
+    let mqtt_listener =
+        TcpListener::bind(config.mqtt)
+            .await
+            .map_err(|source| StartError::Bind {
+                what: "mqtt",
+                addr: config.mqtt,
+                source,
+            })?;
+    let http_listener =
+        TcpListener::bind(config.http)
+            .await
+            .map_err(|source| StartError::Bind {
+                what: "http",
+                addr: config.http,
+                source,
+            })?;
+    let mqtt_addr = mqtt_listener
+        .local_addr()
+        .map_err(|source| StartError::Bind {
+            what: "mqtt",
+            addr: config.mqtt,
+            source,
+        })?;
+    let http_addr = http_listener
+        .local_addr()
+        .map_err(|source| StartError::Bind {
+            what: "http",
+            addr: config.http,
+            source,
+        })?;
+
+    let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .install_recorder()
+        .map_err(|e| warn!(error = %e, "metrics recorder not installed"))
+        .ok();
+    let state = AppState {
+        chat,
+        broker: broker.clone(),
+        metrics,
+    };
+    let app = api::router(state);
+
+    let mqtt_task = {
+        let broker = broker.clone();
+        tokio::spawn(async move { broker.serve_tcp(mqtt_listener).await })
+    };
+    let token = shutdown.clone();
+    let task = tokio::spawn(async move {
+        let graceful = token.clone();
+        let served = axum::serve(http_listener, app)
+            .with_graceful_shutdown(async move { graceful.cancelled().await })
+            .await;
+        if let Err(e) = served {
+            warn!(error = %e, "http server stopped with an error");
+        }
+        token.cancel();
+        let _ = mqtt_task.await;
+        broker.disconnect_all();
+        // Give clients a moment to receive their DISCONNECT.
+        for _ in 0..40 {
+            if broker.connection_count() == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        if let Err(e) = store.close().await {
+            warn!(error = %e, "closing store");
+        }
+        info!("chatd stopped");
+    });
+
+    info!(
+        http = %http_addr,
+        mqtt = %mqtt_addr,
+        ws = %format!("ws://{http_addr}/mqtt"),
+        data_dir = %config.data_dir.display(),
+        "chatd listening"
+    );
+    Ok(Running {
+        http_addr,
+        mqtt_addr,
+        shutdown,
+        task,
+    })
+}
+
+/// Reads the JWT signing secret, or creates a random one readable only by
+/// the owner (mode 0600).
+fn load_or_create_secret(path: &Path) -> std::io::Result<Vec<u8>> {
+    match std::fs::read_to_string(path) {
+        Ok(s) if s.trim().len() >= 64 => return Ok(s.trim().as_bytes().to_vec()),
+        Ok(_) => {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "secret is shorter than 64 characters",
+            ))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    let mut bytes = [0u8; 48];
+    rand::RngCore::fill_bytes(&mut rand::thread_rng(), &mut bytes);
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(path)?;
+    file.write_all(hex.as_bytes())?;
+    file.sync_all()?;
+    info!(path = %path.display(), "generated a new JWT secret");
+    Ok(hex.into_bytes())
+}

@@ -1,0 +1,184 @@
+//! Storage: SQLite through rusqlite, the only module that knows SQL.
+//!
+//! One writer thread owns the write connection and commits in groups: every
+//! job waiting when a transaction starts joins it, each inside its own
+//! savepoint so one failing job does not undo the others, and nobody is
+//! answered before the group's COMMIT (WAL, `synchronous=FULL`) returns.
+//! Reads run on a small pool of read-only connections on blocking threads.
+
+pub mod messages;
+mod migrations;
+pub mod sessions;
+pub mod users;
+mod writer;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use rusqlite::{Connection, OpenFlags};
+
+pub use writer::Writer;
+
+/// Errors from the store. `Conflict` and `NotFound` are expected outcomes the
+/// domain turns into its own errors; the rest are faults.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("sqlite: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("unique constraint: {0}")]
+    Conflict(&'static str),
+    #[error("not found: {0}")]
+    NotFound(&'static str),
+    #[error("commit failed: {0}")]
+    CommitFailed(String),
+    #[error("store is closed")]
+    Closed,
+    #[error("migration: {0}")]
+    Migration(String),
+    #[error("encoding: {0}")]
+    Encoding(#[from] serde_json::Error),
+}
+
+impl StoreError {
+    /// True for faults of the storage medium (disk full, read-only, I/O),
+    /// which map to "service unavailable" rather than "internal error".
+    pub fn is_unavailable(&self) -> bool {
+        use rusqlite::ErrorCode as C;
+        match self {
+            StoreError::Sqlite(rusqlite::Error::SqliteFailure(e, _)) => matches!(
+                e.code,
+                C::DiskFull
+                    | C::ReadOnly
+                    | C::SystemIoFailure
+                    | C::DatabaseBusy
+                    | C::DatabaseLocked
+                    | C::CannotOpen
+            ),
+            StoreError::CommitFailed(_) | StoreError::Closed => true,
+            _ => false,
+        }
+    }
+}
+
+/// The store: a group-commit writer and a pool of readers over one file.
+#[derive(Clone)]
+pub struct Store {
+    writer: Writer,
+    readers: Arc<ReadPool>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("path", &self.readers.path)
+            .finish()
+    }
+}
+
+impl Store {
+    /// Opens (creating if needed) the database at `path` and migrates it to
+    /// the current schema.
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        let mut conn = Connection::open(path)?;
+        configure(&conn)?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        migrations::migrate(&mut conn)?;
+        Ok(Store {
+            writer: Writer::spawn(conn)?,
+            readers: Arc::new(ReadPool {
+                path: path.to_owned(),
+                idle: Mutex::new(Vec::new()),
+            }),
+        })
+    }
+
+    /// Runs `f` in the next group commit; returns its result once committed.
+    pub async fn write<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        self.writer.run(f, |_| {}).await
+    }
+
+    /// Like [`Store::write`], and runs `after_commit` on the writer thread
+    /// right after the commit, in commit order, before answering. The push
+    /// path uses it so events leave in the order their cursors were assigned.
+    pub async fn write_then<T, F, A>(&self, f: F, after_commit: A) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+        A: FnOnce(&T) + Send + 'static,
+    {
+        self.writer.run(f, after_commit).await
+    }
+
+    /// Runs `f` on a read-only connection on a blocking thread.
+    pub async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let pool = self.readers.clone();
+        tokio::task::spawn_blocking(move || {
+            let conn = pool.take()?;
+            let result = f(&conn);
+            pool.give_back(conn);
+            result
+        })
+        .await
+        .map_err(|_| StoreError::Closed)?
+    }
+
+    /// Waits for queued writes, then checkpoints the WAL into the main file.
+    pub async fn close(&self) -> Result<(), StoreError> {
+        self.writer.checkpoint().await
+    }
+}
+
+fn configure(conn: &Connection) -> Result<(), StoreError> {
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    Ok(())
+}
+
+struct ReadPool {
+    path: PathBuf,
+    idle: Mutex<Vec<Connection>>,
+}
+
+impl ReadPool {
+    const MAX_IDLE: usize = 8;
+
+    fn take(&self) -> Result<Connection, StoreError> {
+        if let Some(c) = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop() {
+            return Ok(c);
+        }
+        let conn = Connection::open_with_flags(
+            &self.path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        Ok(conn)
+    }
+
+    fn give_back(&self, conn: Connection) {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        if idle.len() < Self::MAX_IDLE {
+            idle.push(conn);
+        }
+    }
+}
+
+/// Maps a UNIQUE violation to `Conflict(what)`, anything else through.
+pub(crate) fn conflict(what: &'static str) -> impl Fn(rusqlite::Error) -> StoreError {
+    move |e| match &e {
+        rusqlite::Error::SqliteFailure(f, _)
+            if f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE =>
+        {
+            StoreError::Conflict(what)
+        }
+        _ => StoreError::Sqlite(e),
+    }
+}

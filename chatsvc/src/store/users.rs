@@ -1,0 +1,93 @@
+//! Accounts.
+
+use rusqlite::{params, Connection, OptionalExtension, Row};
+
+use super::{conflict, StoreError};
+
+/// A user as stored (the password hash is fetched separately).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserRow {
+    pub id: u64,
+    pub username: String,
+    pub display_name: Option<String>,
+    pub created_at: i64,
+}
+
+const COLUMNS: &str = "id, username, display_name, created_at";
+
+fn from_row(r: &Row<'_>) -> rusqlite::Result<UserRow> {
+    Ok(UserRow {
+        id: r.get(0)?,
+        username: r.get(1)?,
+        display_name: r.get(2)?,
+        created_at: r.get(3)?,
+    })
+}
+
+/// Inserts a user; `Conflict("username")` if the name is taken (any case).
+pub fn insert(
+    c: &Connection,
+    username: &str,
+    password_hash: &str,
+    now: i64,
+) -> Result<UserRow, StoreError> {
+    c.execute(
+        "INSERT INTO users (username, password_hash, created_at) VALUES (?1, ?2, ?3)",
+        params![username, password_hash, now],
+    )
+    .map_err(conflict("username"))?;
+    let id = c.last_insert_rowid() as u64;
+    Ok(UserRow {
+        id,
+        username: username.to_owned(),
+        display_name: None,
+        created_at: now,
+    })
+}
+
+pub fn by_id(c: &Connection, id: u64) -> Result<Option<UserRow>, StoreError> {
+    let sql = format!("SELECT {COLUMNS} FROM users WHERE id = ?1");
+    Ok(c.prepare_cached(&sql)?
+        .query_row([id], from_row)
+        .optional()?)
+}
+
+/// The user and password hash for a username (case-insensitive).
+pub fn credentials(
+    c: &Connection,
+    username: &str,
+) -> Result<Option<(UserRow, String)>, StoreError> {
+    let sql = format!("SELECT {COLUMNS}, password_hash FROM users WHERE username = ?1");
+    Ok(c.prepare_cached(&sql)?
+        .query_row([username], |r| Ok((from_row(r)?, r.get(4)?)))
+        .optional()?)
+}
+
+pub fn by_username(c: &Connection, username: &str) -> Result<Option<UserRow>, StoreError> {
+    Ok(credentials(c, username)?.map(|(u, _)| u))
+}
+
+pub fn set_display_name(
+    c: &Connection,
+    id: u64,
+    display_name: Option<&str>,
+) -> Result<Option<UserRow>, StoreError> {
+    c.execute(
+        "UPDATE users SET display_name = ?2 WHERE id = ?1",
+        params![id, display_name],
+    )?;
+    by_id(c, id)
+}
+
+pub fn exists(c: &Connection, id: u64) -> Result<bool, StoreError> {
+    Ok(c.prepare_cached("SELECT 1 FROM users WHERE id = ?1")?
+        .exists([id])?)
+}
+
+/// Hands out the user's next inbox cursor.
+pub(super) fn next_cursor(c: &Connection, user_id: u64) -> Result<u64, StoreError> {
+    Ok(c.prepare_cached(
+        "UPDATE users SET inbox_cursor = inbox_cursor + 1 WHERE id = ?1 RETURNING inbox_cursor",
+    )?
+    .query_row([user_id], |r| r.get(0))?)
+}

@@ -1,0 +1,216 @@
+//! `SdkError`: the one error type of the SDK.
+
+use reqwest::{Method, StatusCode};
+
+/// Everything that can go wrong in the SDK.
+///
+/// Errors carry the request they belong to (`POST /v1/messages: ...`) so a log
+/// line is enough to tell which call failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SdkError {
+    /// The server answered with a non-2xx status. `code` is the stable snake_case
+    /// error code from the body (`not_found`, `token_expired`, ...), or
+    /// `unknown` when the body was not the documented error shape (a proxy page,
+    /// for instance).
+    #[error("{method} {path}: server answered {status} {code}: {message}")]
+    Api {
+        method: Method,
+        path: String,
+        status: StatusCode,
+        code: String,
+        message: String,
+    },
+    /// The request got no complete answer: connection refused or reset, timeout.
+    #[error("{method} {path}: {source}")]
+    Transport {
+        method: Method,
+        path: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    /// A 2xx answer whose body is not the documented shape.
+    #[error("{method} {path}: unexpected response body: {source}")]
+    Decode {
+        method: Method,
+        path: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The refresh token was rejected: the session ended on the server
+    /// (expired, revoked, logged out elsewhere). Log in again.
+    #[error("session expired: the refresh token was rejected, log in again")]
+    SessionExpired,
+    /// [`Client::logout`](crate::Client::logout) was called on this session.
+    #[error("logged out")]
+    LoggedOut,
+    /// An argument the server would reject anyway, caught before sending.
+    #[error("invalid {what}: {reason}")]
+    InvalidInput { what: &'static str, reason: String },
+    /// The MQTT connection failed or dropped.
+    #[error("mqtt {broker}: {source}")]
+    Mqtt {
+        broker: String,
+        #[source]
+        source: rumqttc::ConnectionError,
+    },
+    /// The broker answered SUBACK with a failure for our own topic filter.
+    #[error("mqtt {broker}: subscription to {filter} refused")]
+    SubscribeRefused { broker: String, filter: String },
+    /// The MQTT client's request queue is gone (its event loop ended).
+    #[error("mqtt {broker}: {source}")]
+    MqttClient {
+        broker: String,
+        #[source]
+        source: rumqttc::ClientError,
+    },
+    /// [`Client::connect`](crate::Client::connect) needs a Tokio runtime to run
+    /// the stream's background task.
+    #[error("no Tokio runtime: call connect() from within a Tokio runtime")]
+    NoRuntime,
+}
+
+impl SdkError {
+    /// The HTTP status, for errors that came with one.
+    pub fn status(&self) -> Option<StatusCode> {
+        match self {
+            SdkError::Api { status, .. } => Some(*status),
+            SdkError::Transport { source, .. } => source.status(),
+            _ => None,
+        }
+    }
+
+    /// The server's snake_case error code (`not_found`, `conflict`, ...).
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            SdkError::Api { code, .. } => Some(code),
+            _ => None,
+        }
+    }
+
+    /// Whether trying the same request again later can succeed: transport
+    /// failures, timeouts, 5xx, 408 and 429. Everything else is an answer that
+    /// will not change by asking again.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            SdkError::Api { status, .. } => {
+                status.is_server_error()
+                    || *status == StatusCode::REQUEST_TIMEOUT
+                    || *status == StatusCode::TOO_MANY_REQUESTS
+            }
+            SdkError::Transport { .. }
+            | SdkError::Mqtt { .. }
+            | SdkError::SubscribeRefused { .. }
+            | SdkError::MqttClient { .. } => true,
+            SdkError::Decode { .. }
+            | SdkError::SessionExpired
+            | SdkError::LoggedOut
+            | SdkError::InvalidInput { .. }
+            | SdkError::NoRuntime => false,
+        }
+    }
+
+    /// A 401 that a fresh access token can cure (the server's documented codes
+    /// for an expired or unacceptable access token).
+    pub(crate) fn is_stale_token(&self) -> bool {
+        matches!(
+            self,
+            SdkError::Api { status, code, .. }
+                if *status == StatusCode::UNAUTHORIZED
+                    && (code == "token_expired" || code == "invalid_token")
+        )
+    }
+}
+
+/// The documented error body: `{"error": {"code": "...", "message": "..."}}`.
+#[derive(serde::Deserialize)]
+struct ErrorBody {
+    error: ErrorDetail,
+}
+
+#[derive(serde::Deserialize)]
+struct ErrorDetail {
+    code: String,
+    #[serde(default)]
+    message: String,
+}
+
+/// Longest slice of an unexpected error body kept in the message; enough to
+/// recognise a proxy page without filling the log with it.
+const MAX_RAW_ERROR: usize = 200;
+
+/// Builds [`SdkError::Api`] from a non-2xx answer, tolerating bodies that are
+/// not the documented shape.
+pub(crate) fn api_error(method: Method, path: &str, status: StatusCode, body: &[u8]) -> SdkError {
+    let (code, message) = match serde_json::from_slice::<ErrorBody>(body) {
+        Ok(parsed) => (parsed.error.code, parsed.error.message),
+        Err(_) => {
+            let text = String::from_utf8_lossy(body);
+            let cut = text
+                .char_indices()
+                .nth(MAX_RAW_ERROR)
+                .map_or(text.len(), |(i, _)| i);
+            ("unknown".to_owned(), text[..cut].trim().to_owned())
+        }
+    };
+    SdkError::Api {
+        method,
+        path: path.to_owned(),
+        status,
+        code,
+        message,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_documented_error_body() {
+        let body = br#"{"error":{"code":"not_found","message":"no such user"}}"#;
+        let err = api_error(Method::GET, "/v1/users/9", StatusCode::NOT_FOUND, body);
+        assert_eq!(err.code(), Some("not_found"));
+        assert_eq!(err.status(), Some(StatusCode::NOT_FOUND));
+        assert!(!err.is_transient());
+        assert_eq!(
+            err.to_string(),
+            "GET /v1/users/9: server answered 404 Not Found not_found: no such user"
+        );
+    }
+
+    #[test]
+    fn tolerates_foreign_error_body() {
+        let body = "<html>bad gateway</html>".repeat(50);
+        let err = api_error(
+            Method::POST,
+            "/v1/messages",
+            StatusCode::BAD_GATEWAY,
+            body.as_bytes(),
+        );
+        assert_eq!(err.code(), Some("unknown"));
+        assert!(err.is_transient());
+        match err {
+            SdkError::Api { message, .. } => assert_eq!(message.chars().count(), MAX_RAW_ERROR),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn classifies_statuses() {
+        let api = |status: StatusCode, code: &str| SdkError::Api {
+            method: Method::GET,
+            path: "/v1/me".into(),
+            status,
+            code: code.into(),
+            message: String::new(),
+        };
+        assert!(api(StatusCode::SERVICE_UNAVAILABLE, "unavailable").is_transient());
+        assert!(api(StatusCode::TOO_MANY_REQUESTS, "rate_limited").is_transient());
+        assert!(!api(StatusCode::BAD_REQUEST, "invalid").is_transient());
+        assert!(api(StatusCode::UNAUTHORIZED, "token_expired").is_stale_token());
+        assert!(api(StatusCode::UNAUTHORIZED, "invalid_token").is_stale_token());
+        assert!(!api(StatusCode::UNAUTHORIZED, "bad_credentials").is_stale_token());
+        assert!(!api(StatusCode::FORBIDDEN, "invalid_token").is_stale_token());
+    }
+}
