@@ -64,6 +64,9 @@ pub enum SdkError {
         #[source]
         source: rumqttc::ClientError,
     },
+    /// The HTTP client could not be built.
+    #[error("HTTP client setup: {0}")]
+    Setup(#[source] reqwest::Error),
     /// [`Client::connect`](crate::Client::connect) needs a Tokio runtime to run
     /// the stream's background task.
     #[error("no Tokio runtime: call connect() from within a Tokio runtime")]
@@ -106,6 +109,7 @@ impl SdkError {
             | SdkError::SessionExpired
             | SdkError::LoggedOut
             | SdkError::InvalidInput { .. }
+            | SdkError::Setup(_)
             | SdkError::NoRuntime => false,
         }
     }

@@ -1,0 +1,723 @@
+//! `Client`: the HTTP uplink and the session's tokens.
+//!
+//! Every authenticated call goes through [`Client::call`], which
+//! - refreshes the access token shortly before it expires (so calls rarely
+//!   meet a 401 at all),
+//! - on a 401 `token_expired` / `invalid_token` refreshes once and retries,
+//! - retries idempotent calls on transient failures with backoff.
+//!
+//! Refresh tokens rotate: each refresh answers a new one and the old one stops
+//! working. So refreshes are single-flight (one at a time, and a caller that
+//! waited for someone else's refresh uses its result instead of refreshing
+//! again); two concurrent refreshes with the same token would make the second
+//! fail and end the session.
+
+use std::fmt;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use bytes::Bytes;
+use rand::distributions::Alphanumeric;
+use rand::Rng;
+use reqwest::{Method, StatusCode};
+use serde::de::DeserializeOwned;
+use serde_json::{json, Value};
+use tokio::time::Instant;
+
+use crate::backoff::RetryPolicy;
+use crate::error::{api_error, SdkError};
+use crate::model::{
+    Body, Conversation, ConversationList, HistoryPage, LoginResponse, Message, Recipient, SyncPage,
+    User,
+};
+use crate::Result;
+
+/// Whole-request timeout unless configured: long enough for a slow mobile
+/// link, short enough that a dead connection is retried in reasonable time.
+const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Refresh this long before expiry at most (a fifth of the lifetime for
+/// short-lived tokens), so a token never expires in the middle of a call.
+const MAX_REFRESH_MARGIN: Duration = Duration::from_secs(60);
+/// Longest `client_msg_id` the server accepts.
+pub const MAX_CLIENT_MSG_ID_LEN: usize = 64;
+/// Largest `limit` the server accepts on `GET /v1/sync`.
+pub const MAX_SYNC_LIMIT: u32 = 500;
+
+/// A fresh random `client_msg_id` (32 alphanumeric characters).
+///
+/// Generate one per logical message and keep it for every retry of that
+/// message; persist it with an outbox entry to stay duplicate-free across
+/// app restarts (see [`Client::send_with_id`]).
+pub fn new_client_msg_id() -> String {
+    random_id(32)
+}
+
+pub(crate) fn random_id(len: usize) -> String {
+    rand::thread_rng()
+        .sample_iter(&Alphanumeric)
+        .take(len)
+        .map(char::from)
+        .collect()
+}
+
+/// Configures a [`Client`] before logging in.
+///
+/// ```no_run
+/// # async fn example() -> Result<(), mqchat_sdk::SdkError> {
+/// use std::time::Duration;
+/// use mqchat_sdk::{Client, RetryPolicy};
+///
+/// let client = Client::builder("http://127.0.0.1:8080")
+///     .request_timeout(Duration::from_secs(10))
+///     .retry(RetryPolicy::NONE)
+///     .login("alice", "correct horse")
+///     .await?;
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct ClientBuilder {
+    base_url: String,
+    request_timeout: Duration,
+    connect_timeout: Duration,
+    retry: RetryPolicy,
+}
+
+impl ClientBuilder {
+    /// `base_url` is the server's HTTP root, e.g. `http://127.0.0.1:8080`.
+    pub fn new(base_url: impl Into<String>) -> ClientBuilder {
+        ClientBuilder {
+            base_url: base_url.into(),
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            retry: RetryPolicy::default(),
+        }
+    }
+
+    /// Timeout of one HTTP attempt, from sending to the last body byte.
+    pub fn request_timeout(mut self, timeout: Duration) -> ClientBuilder {
+        self.request_timeout = timeout;
+        self
+    }
+
+    /// Timeout of establishing one TCP connection.
+    pub fn connect_timeout(mut self, timeout: Duration) -> ClientBuilder {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// Retries of idempotent calls (every call except the `auth` ones).
+    pub fn retry(mut self, retry: RetryPolicy) -> ClientBuilder {
+        self.retry = retry;
+        self
+    }
+
+    /// `POST /v1/auth/login`: starts a session.
+    pub async fn login(self, username: &str, password: &str) -> Result<Client> {
+        let http = self.http()?;
+        let body = json!({"username": username, "password": password});
+        let bytes = http
+            .execute(&Request::post("/v1/auth/login", body), None)
+            .await?;
+        let login: LoginResponse = decode(&Method::POST, "/v1/auth/login", &bytes)?;
+        Ok(Client::from_login(http, login))
+    }
+
+    /// `POST /v1/auth/register`: creates an account (does not log in).
+    pub async fn register(self, username: &str, password: &str) -> Result<User> {
+        let http = self.http()?;
+        let body = json!({"username": username, "password": password});
+        let bytes = http
+            .execute(&Request::post("/v1/auth/register", body), None)
+            .await?;
+        decode(&Method::POST, "/v1/auth/register", &bytes)
+    }
+
+    /// Resumes a session from a refresh token saved earlier with
+    /// [`Client::refresh_token`], without the password. The token is spent:
+    /// save the client's new one.
+    pub async fn resume(self, refresh_token: &str) -> Result<Client> {
+        let http = self.http()?;
+        let login = http.refresh(refresh_token).await?;
+        Ok(Client::from_login(http, login))
+    }
+
+    fn http(&self) -> Result<Http> {
+        let base = self.base_url.trim_end_matches('/');
+        if !base.starts_with("http://") || base.len() <= "http://".len() {
+            return Err(SdkError::InvalidInput {
+                what: "base URL",
+                reason: format!("{base:?}: expected http://HOST[:PORT] (this build has no TLS)"),
+            });
+        }
+        let client = reqwest::Client::builder()
+            .timeout(self.request_timeout)
+            .connect_timeout(self.connect_timeout)
+            .build()
+            .map_err(SdkError::Setup)?;
+        Ok(Http {
+            client,
+            base: base.to_owned(),
+            retry: self.retry,
+        })
+    }
+}
+
+/// A logged-in session with the server. Cheap to clone: clones share the
+/// session (tokens, refreshes) and the HTTP connection pool.
+///
+/// ```no_run
+/// # async fn example() -> Result<(), mqchat_sdk::SdkError> {
+/// use mqchat_sdk::{Client, Recipient};
+///
+/// let alice = Client::login("http://127.0.0.1:8080", "alice", "correct horse").await?;
+/// let Some(bob) = alice.user_by_name("bob").await? else {
+///     return Ok(()); // no such user
+/// };
+/// let sent = alice.send_text(Recipient::User(bob.id), "hi bob").await?;
+/// println!("stored as #{} in conversation {}", sent.seq, sent.conversation_id);
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    http: Http,
+    /// Fixed for the session's lifetime: topics and MQTT login use it.
+    user_id: u64,
+    session: Mutex<Session>,
+    /// Makes refreshes single-flight (see the module docs). The only lock held
+    /// across `.await` in the SDK, and it is an async one: waiting here is
+    /// exactly what a second refresher must do.
+    refresh_gate: tokio::sync::Mutex<()>,
+}
+
+struct Session {
+    access_token: String,
+    refresh_token: String,
+    expires_at: Instant,
+    lifetime: Duration,
+    /// Bumped on every refresh, so a caller can tell whether the token it
+    /// saw rejected is still the current one.
+    generation: u64,
+    user: User,
+    ended: Option<Ended>,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Ended {
+    LoggedOut,
+    Expired,
+}
+
+impl Session {
+    fn alive(&self) -> Result<()> {
+        match self.ended {
+            None => Ok(()),
+            Some(Ended::LoggedOut) => Err(SdkError::LoggedOut),
+            Some(Ended::Expired) => Err(SdkError::SessionExpired),
+        }
+    }
+
+    fn install(&mut self, login: LoginResponse) {
+        let lifetime = Duration::from_secs(login.expires_in);
+        self.access_token = login.access_token;
+        self.refresh_token = login.refresh_token;
+        self.lifetime = lifetime;
+        self.expires_at = Instant::now() + lifetime;
+        self.generation += 1;
+        self.user = login.user;
+    }
+}
+
+/// Whether a token with `lifetime` that expires at `expires_at` should be
+/// refreshed at `now`.
+fn refresh_due(now: Instant, expires_at: Instant, lifetime: Duration) -> bool {
+    let margin = (lifetime / 5).min(MAX_REFRESH_MARGIN);
+    now + margin >= expires_at
+}
+
+impl fmt::Debug for Client {
+    /// Never prints tokens.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Client")
+            .field("base_url", &self.inner.http.base)
+            .field("user_id", &self.inner.user_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Client {
+    /// Starts configuring a client; see [`ClientBuilder`].
+    pub fn builder(base_url: impl Into<String>) -> ClientBuilder {
+        ClientBuilder::new(base_url)
+    }
+
+    /// `POST /v1/auth/login` with default settings.
+    pub async fn login(base_url: &str, username: &str, password: &str) -> Result<Client> {
+        ClientBuilder::new(base_url).login(username, password).await
+    }
+
+    /// `POST /v1/auth/register` with default settings. Creates the account;
+    /// call [`Client::login`] to use it.
+    pub async fn register(base_url: &str, username: &str, password: &str) -> Result<User> {
+        ClientBuilder::new(base_url)
+            .register(username, password)
+            .await
+    }
+
+    fn from_login(http: Http, login: LoginResponse) -> Client {
+        let lifetime = Duration::from_secs(login.expires_in);
+        Client {
+            inner: Arc::new(Inner {
+                http,
+                user_id: login.user.id,
+                session: Mutex::new(Session {
+                    access_token: login.access_token,
+                    refresh_token: login.refresh_token,
+                    expires_at: Instant::now() + lifetime,
+                    lifetime,
+                    generation: 0,
+                    user: login.user,
+                    ended: None,
+                }),
+                refresh_gate: tokio::sync::Mutex::new(()),
+            }),
+        }
+    }
+
+    /// The logged-in user's id.
+    pub fn user_id(&self) -> u64 {
+        self.inner.user_id
+    }
+
+    /// The logged-in user as last seen by this client (login, refresh,
+    /// [`me`](Self::me), [`update_me`](Self::update_me)); no request.
+    pub fn session_user(&self) -> User {
+        self.session().user.clone()
+    }
+
+    /// The server's HTTP root, without a trailing slash.
+    pub fn base_url(&self) -> &str {
+        &self.inner.http.base
+    }
+
+    /// The newest refresh token, to save for [`ClientBuilder::resume`]. It
+    /// changes on every refresh; only the newest one works.
+    pub fn refresh_token(&self) -> Result<String> {
+        let session = self.session();
+        session.alive()?;
+        Ok(session.refresh_token.clone())
+    }
+
+    /// A valid access token (refreshed first if it is about to expire), e.g.
+    /// to log in another MQTT client as this user.
+    pub async fn access_token(&self) -> Result<String> {
+        Ok(self.bearer().await?.0)
+    }
+
+    /// `POST /v1/auth/logout`: ends the session on the server (which also
+    /// disconnects its MQTT connections). Afterwards every call on this
+    /// client and its clones fails with [`SdkError::LoggedOut`].
+    pub async fn logout(&self) -> Result<()> {
+        let refresh_token = self.refresh_token()?;
+        let request = Request::post("/v1/auth/logout", json!({"refresh_token": refresh_token}))
+            .not_idempotent();
+        match self.call(request).await {
+            // The session is gone either way.
+            Ok(_) | Err(SdkError::SessionExpired) => {
+                self.session().ended = Some(Ended::LoggedOut);
+                Ok(())
+            }
+            Err(err) => Err(err),
+        }
+    }
+
+    /// `GET /v1/me`.
+    pub async fn me(&self) -> Result<User> {
+        let user: User = self.call_json(Request::get("/v1/me")).await?;
+        self.session().user = user.clone();
+        Ok(user)
+    }
+
+    /// `PATCH /v1/me`: sets the display name (`None` sends `null`).
+    pub async fn update_me(&self, display_name: Option<&str>) -> Result<User> {
+        let request = Request::new(
+            Method::PATCH,
+            "/v1/me".to_owned(),
+            Some(json!({"display_name": display_name})),
+        );
+        let user: User = self.call_json(request).await?;
+        self.session().user = user.clone();
+        Ok(user)
+    }
+
+    /// `GET /v1/users/{id}`.
+    pub async fn user(&self, id: u64) -> Result<User> {
+        self.call_json(Request::get(format!("/v1/users/{id}")))
+            .await
+    }
+
+    /// `GET /v1/users?username=NAME`: `None` if no such user.
+    pub async fn user_by_name(&self, username: &str) -> Result<Option<User>> {
+        let request = Request::get("/v1/users").query("username", username.to_owned());
+        match self.call_json(request).await {
+            Ok(user) => Ok(Some(user)),
+            Err(err) if err.status() == Some(StatusCode::NOT_FOUND) => Ok(None),
+            Err(err) => Err(err),
+        }
+    }
+
+    /// `POST /v1/messages` with body `{"text": text}`; see [`send`](Self::send).
+    pub async fn send_text(&self, to: Recipient, text: &str) -> Result<Message> {
+        let mut body = Body::new();
+        body.insert("text".to_owned(), Value::String(text.to_owned()));
+        self.send(to, body).await
+    }
+
+    /// `POST /v1/messages`: sends a message and returns it as stored.
+    ///
+    /// Picks a fresh `client_msg_id` and keeps it for every retry, so a retry
+    /// after a lost answer returns the original message instead of storing a
+    /// second copy. To stay duplicate-free across restarts too, store your own
+    /// id with the outgoing message and use [`send_with_id`](Self::send_with_id).
+    pub async fn send(&self, to: Recipient, body: Body) -> Result<Message> {
+        self.send_with_id(to, &new_client_msg_id(), body).await
+    }
+
+    /// `POST /v1/messages` with a caller-chosen `client_msg_id`
+    /// (1..=64 characters). Sending the same id again returns the message
+    /// stored the first time.
+    pub async fn send_with_id(
+        &self,
+        to: Recipient,
+        client_msg_id: &str,
+        body: Body,
+    ) -> Result<Message> {
+        let len = client_msg_id.chars().count();
+        if len == 0 || len > MAX_CLIENT_MSG_ID_LEN {
+            return Err(SdkError::InvalidInput {
+                what: "client_msg_id",
+                reason: format!("{len} characters, expected 1..={MAX_CLIENT_MSG_ID_LEN}"),
+            });
+        }
+        let request = Request::post(
+            "/v1/messages",
+            json!({"to": to, "client_msg_id": client_msg_id, "body": body}),
+        );
+        self.call_json(request).await
+    }
+
+    /// `GET /v1/conversations`.
+    pub async fn conversations(&self) -> Result<Vec<Conversation>> {
+        let list: ConversationList = self.call_json(Request::get("/v1/conversations")).await?;
+        Ok(list.conversations)
+    }
+
+    /// `GET /v1/conversations/{id}/messages`: messages before `before_seq`
+    /// (the newest ones if `None`), ascending by seq. Page backwards by passing
+    /// the first message's seq as the next `before_seq`.
+    pub async fn history(
+        &self,
+        conversation_id: u64,
+        before_seq: Option<u64>,
+        limit: Option<u32>,
+    ) -> Result<HistoryPage> {
+        let mut request = Request::get(format!("/v1/conversations/{conversation_id}/messages"));
+        if let Some(before_seq) = before_seq {
+            request = request.query("before_seq", before_seq.to_string());
+        }
+        if let Some(limit) = limit {
+            request = request.query("limit", limit.to_string());
+        }
+        self.call_json(request).await
+    }
+
+    /// `GET /v1/sync`: inbox events after `after`, at most `limit`
+    /// (the server accepts up to [`MAX_SYNC_LIMIT`]). Most apps use
+    /// [`connect`](Self::connect) instead, which syncs as needed.
+    pub async fn sync(&self, after: u64, limit: u32) -> Result<SyncPage> {
+        let request = Request::get("/v1/sync")
+            .query("after", after.to_string())
+            .query("limit", limit.to_string());
+        self.call_json(request).await
+    }
+
+    /// `POST /v1/sync/ack`: records that `device_id` has everything up to
+    /// `cursor`.
+    pub async fn ack(&self, device_id: &str, cursor: u64) -> Result<()> {
+        let request = Request::post(
+            "/v1/sync/ack",
+            json!({"device_id": device_id, "cursor": cursor}),
+        );
+        self.call(request).await.map(drop)
+    }
+
+    fn session(&self) -> MutexGuard<'_, Session> {
+        // A panic while holding this lock cannot leave a half-written session
+        // (every write is a plain field assignment), so poisoning is ignored.
+        self.inner
+            .session
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The current access token and its generation, refreshing first when it
+    /// is about to expire.
+    pub(crate) async fn bearer(&self) -> Result<(String, u64)> {
+        let (due, generation) = {
+            let session = self.session();
+            session.alive()?;
+            let due = refresh_due(Instant::now(), session.expires_at, session.lifetime);
+            (due, session.generation)
+        };
+        if due {
+            if let Err(err) = self.refresh(generation).await {
+                // A token that is due but not yet expired still works; a
+                // refresh that failed for a passing reason is retried on the
+                // next call.
+                if !err.is_transient() || Instant::now() >= self.session().expires_at {
+                    return Err(err);
+                }
+                tracing::warn!(%err, "early token refresh failed; using the current token");
+            }
+        }
+        let session = self.session();
+        session.alive()?;
+        Ok((session.access_token.clone(), session.generation))
+    }
+
+    /// Replaces the tokens, unless they were already replaced since the
+    /// caller saw generation `seen` (then the newer ones are the answer).
+    pub(crate) async fn refresh(&self, seen: u64) -> Result<()> {
+        let _gate = self.inner.refresh_gate.lock().await;
+        let refresh_token = {
+            let session = self.session();
+            session.alive()?;
+            if session.generation != seen {
+                return Ok(());
+            }
+            session.refresh_token.clone()
+        };
+        match self.inner.http.refresh(&refresh_token).await {
+            Ok(login) => {
+                self.session().install(login);
+                tracing::debug!(user_id = self.inner.user_id, "access token refreshed");
+                Ok(())
+            }
+            Err(SdkError::SessionExpired) => {
+                self.session().ended = Some(Ended::Expired);
+                Err(SdkError::SessionExpired)
+            }
+            Err(err) => Err(err),
+        }
+    }
+
+    async fn call_json<T: DeserializeOwned>(&self, request: Request) -> Result<T> {
+        let bytes = self.call(request.clone()).await?;
+        decode(&request.method, &request.path, &bytes)
+    }
+
+    /// One authenticated call: bearer token, one refresh on a stale-token
+    /// 401, retries of transient failures when the request is idempotent.
+    async fn call(&self, request: Request) -> Result<Bytes> {
+        let retry = self.inner.http.retry;
+        let mut attempt = 0u32;
+        let mut refreshed = false;
+        loop {
+            let (token, generation) = self.bearer().await?;
+            let err = match self.inner.http.execute(&request, Some(&token)).await {
+                Ok(bytes) => return Ok(bytes),
+                Err(err) => err,
+            };
+            if err.is_stale_token() && !refreshed {
+                refreshed = true;
+                self.refresh(generation).await?;
+            } else if request.idempotent && err.is_transient() && attempt + 1 < retry.max_attempts {
+                let delay = retry.backoff.delay(attempt);
+                attempt += 1;
+                tracing::debug!(%err, ?delay, attempt, "retrying");
+                tokio::time::sleep(delay).await;
+            } else {
+                return Err(err);
+            }
+        }
+    }
+}
+
+/// One HTTP request, described so it can be sent again unchanged.
+#[derive(Debug, Clone)]
+struct Request {
+    method: Method,
+    path: String,
+    query: Vec<(&'static str, String)>,
+    body: Option<Value>,
+    /// Safe to send twice: reads, and writes the server deduplicates.
+    idempotent: bool,
+}
+
+impl Request {
+    fn new(method: Method, path: String, body: Option<Value>) -> Request {
+        Request {
+            method,
+            path,
+            query: Vec::new(),
+            body,
+            idempotent: true,
+        }
+    }
+
+    fn get(path: impl Into<String>) -> Request {
+        Request::new(Method::GET, path.into(), None)
+    }
+
+    fn post(path: &str, body: Value) -> Request {
+        Request::new(Method::POST, path.to_owned(), Some(body))
+    }
+
+    fn query(mut self, key: &'static str, value: String) -> Request {
+        self.query.push((key, value));
+        self
+    }
+
+    fn not_idempotent(mut self) -> Request {
+        self.idempotent = false;
+        self
+    }
+}
+
+/// The HTTP transport: base URL, connection pool, retry policy.
+struct Http {
+    client: reqwest::Client,
+    base: String,
+    retry: RetryPolicy,
+}
+
+impl Http {
+    /// Sends once; a non-2xx answer becomes [`SdkError::Api`].
+    async fn execute(&self, request: &Request, bearer: Option<&str>) -> Result<Bytes> {
+        let url = format!("{}{}", self.base, request.path);
+        let mut builder = self.client.request(request.method.clone(), url);
+        if !request.query.is_empty() {
+            builder = builder.query(&request.query);
+        }
+        if let Some(token) = bearer {
+            builder = builder.bearer_auth(token);
+        }
+        if let Some(body) = &request.body {
+            builder = builder.json(body);
+        }
+        let transport = |source| SdkError::Transport {
+            method: request.method.clone(),
+            path: request.path.clone(),
+            source,
+        };
+        let response = builder.send().await.map_err(transport)?;
+        let status = response.status();
+        let bytes = response.bytes().await.map_err(transport)?;
+        if status.is_success() {
+            Ok(bytes)
+        } else {
+            Err(api_error(
+                request.method.clone(),
+                &request.path,
+                status,
+                &bytes,
+            ))
+        }
+    }
+
+    /// `POST /v1/auth/refresh`. Retried only when the request provably never
+    /// reached the server (connect failure): a lost answer may mean the
+    /// server already rotated the token, and resending the old one would
+    /// fail. A 401/403 means the session is over.
+    async fn refresh(&self, refresh_token: &str) -> Result<LoginResponse> {
+        let request = Request::post(
+            "/v1/auth/refresh",
+            json!({"refresh_token": refresh_token}),
+        );
+        let mut attempt = 0u32;
+        loop {
+            match self.execute(&request, None).await {
+                Ok(bytes) => return decode(&request.method, &request.path, &bytes),
+                Err(err)
+                    if matches!(
+                        err.status(),
+                        Some(StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN)
+                    ) =>
+                {
+                    tracing::info!(%err, "refresh token rejected");
+                    return Err(SdkError::SessionExpired);
+                }
+                Err(SdkError::Transport { source, .. })
+                    if source.is_connect() && attempt + 1 < self.retry.max_attempts =>
+                {
+                    let delay = self.retry.backoff.delay(attempt);
+                    attempt += 1;
+                    tracing::debug!(err = %source, ?delay, "retrying token refresh");
+                    tokio::time::sleep(delay).await;
+                }
+                Err(err) => return Err(err),
+            }
+        }
+    }
+}
+
+fn decode<T: DeserializeOwned>(method: &Method, path: &str, bytes: &[u8]) -> Result<T> {
+    serde_json::from_slice(bytes).map_err(|source| SdkError::Decode {
+        method: method.clone(),
+        path: path.to_owned(),
+        source,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refresh_margin_is_a_fifth_capped_at_a_minute() {
+        let now = Instant::now();
+        let hour = Duration::from_secs(3600);
+        // 1 h token: refresh in the last minute.
+        assert!(!refresh_due(now, now + Duration::from_secs(61), hour));
+        assert!(refresh_due(now, now + Duration::from_secs(60), hour));
+        // 30 s token: refresh in the last 6 s.
+        let short = Duration::from_secs(30);
+        assert!(!refresh_due(now, now + Duration::from_secs(7), short));
+        assert!(refresh_due(now, now + Duration::from_secs(6), short));
+        // Already expired, or no lifetime at all.
+        assert!(refresh_due(now + hour, now, hour));
+        assert!(refresh_due(now, now, Duration::ZERO));
+    }
+
+    #[test]
+    fn client_msg_ids_fit_and_differ() {
+        let a = new_client_msg_id();
+        let b = new_client_msg_id();
+        assert_eq!(a.len(), 32);
+        assert!(a.len() <= MAX_CLIENT_MSG_ID_LEN);
+        assert!(a.chars().all(|c| c.is_ascii_alphanumeric()));
+        assert_ne!(a, b);
+    }
+
+    #[test]
+    fn rejects_non_http_base_urls() {
+        for bad in ["https://chat.example", "127.0.0.1:8080", "http://", ""] {
+            let err = ClientBuilder::new(bad).http().err();
+            assert!(
+                matches!(err, Some(SdkError::InvalidInput { .. })),
+                "{bad}: {err:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn trims_trailing_slash() -> Result<()> {
+        let http = ClientBuilder::new("http://127.0.0.1:8080/").http()?;
+        assert_eq!(http.base, "http://127.0.0.1:8080");
+        Ok(())
+    }
+}

@@ -1,0 +1,437 @@
+//! Test harness: start a real `chatd` process on loopback port 0 with a
+//! temporary data dir, and talk to it with real HTTP and MQTT clients.
+//!
+//! # Layout
+//! - [`TestServer`]: spawns `chatd`, finds its bound ports in its log, kills
+//!   or restarts it on the same data dir.
+//! - [`TestUser`]: a registered, logged-in user and HTTP helpers.
+//! - [`Mqtt`]: a rumqttc client whose incoming publishes and connection
+//!   outcome are collected for assertions.
+//! - [`eventually`]: poll an async condition instead of sleeping a guess.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+use rumqttc::{AsyncClient, ConnectionError, Event, MqttOptions, Packet, QoS, Transport};
+use serde_json::{json, Value};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+use tokio::sync::mpsc;
+
+/// Path of the chatd binary: `$CHATD_BIN`, else next to the test binary's
+/// directory (`target/<profile>/chatd`, built by `cargo test --workspace`).
+pub fn chatd_bin() -> Result<PathBuf> {
+    if let Ok(p) = std::env::var("CHATD_BIN") {
+        return Ok(PathBuf::from(p));
+    }
+    let exe = std::env::current_exe()?;
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .ok_or_else(|| anyhow!("unexpected test binary location {}", exe.display()))?;
+    let bin = profile_dir.join("chatd");
+    if !bin.exists() {
+        bail!(
+            "{} not found: run `cargo test --workspace` (which builds it) or set CHATD_BIN",
+            bin.display()
+        );
+    }
+    Ok(bin)
+}
+
+/// A running chatd process.
+pub struct TestServer {
+    child: Option<Child>,
+    pub http: SocketAddr,
+    pub mqtt: SocketAddr,
+    data_dir: PathBuf,
+    _tmp: Option<Arc<tempfile::TempDir>>,
+    logs: Arc<Mutex<Vec<String>>>,
+    pub http_client: reqwest::Client,
+}
+
+impl TestServer {
+    /// Starts chatd on fresh ports with a fresh data dir.
+    pub async fn start() -> Result<TestServer> {
+        let tmp = Arc::new(tempfile::tempdir()?);
+        let dir = tmp.path().join("data");
+        let mut s = Self::start_in(&dir, &[]).await?;
+        s._tmp = Some(tmp);
+        Ok(s)
+    }
+
+    /// Starts chatd on fresh ports with `data_dir` (kept by the caller) and
+    /// extra flags.
+    pub async fn start_in(data_dir: &Path, extra: &[&str]) -> Result<TestServer> {
+        let mut child = Command::new(chatd_bin()?)
+            .args(["--http", "127.0.0.1:0", "--mqtt", "127.0.0.1:0", "--data-dir"])
+            .arg(data_dir)
+            .args(extra)
+            .env("RUST_LOG", "info,rumqttd=warn")
+            .env("CHAT_LOG_FORMAT", "text")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .context("spawn chatd")?;
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let (tx, mut rx) = mpsc::unbounded_channel::<String>();
+        for stream in [
+            child.stdout.take().map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Unpin + Send>),
+            child.stderr.take().map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Unpin + Send>),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            let logs = logs.clone();
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let mut lines = BufReader::new(stream).lines();
+                while let Ok(Some(line)) = lines.next_line().await {
+                    if std::env::var_os("CHATD_LOG").is_some() {
+                        eprintln!("chatd| {line}");
+                    }
+                    let _ = tx.send(line.clone());
+                    logs.lock().unwrap().push(line);
+                }
+            });
+        }
+        drop(tx);
+        let ready = tokio::time::timeout(Duration::from_secs(20), async {
+            while let Some(line) = rx.recv().await {
+                if line.contains("chatd listening") {
+                    return Ok(line);
+                }
+            }
+            Err(anyhow!("chatd exited before listening"))
+        })
+        .await
+        .map_err(|_| anyhow!("chatd did not report listening within 20 s"))??;
+        let field = |name: &str| -> Result<SocketAddr> {
+            let start = ready
+                .find(&format!("{name}="))
+                .ok_or_else(|| anyhow!("no {name}= in {ready}"))?
+                + name.len()
+                + 1;
+            let rest = &ready[start..];
+            let end = rest.find(' ').unwrap_or(rest.len());
+            Ok(rest[..end].parse()?)
+        };
+        Ok(TestServer {
+            http: field("http")?,
+            mqtt: field("mqtt")?,
+            child: Some(child),
+            data_dir: data_dir.to_owned(),
+            _tmp: None,
+            logs,
+            http_client: reqwest::Client::builder()
+                .timeout(Duration::from_secs(20))
+                .build()?,
+        })
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.http, path)
+    }
+
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}/mqtt", self.http)
+    }
+
+    /// Everything chatd has logged so far.
+    pub fn logs(&self) -> Vec<String> {
+        self.logs.lock().unwrap().clone()
+    }
+
+    /// SIGKILL: no shutdown code runs.
+    pub async fn kill9(&mut self) -> Result<()> {
+        if let Some(mut child) = self.child.take() {
+            child.start_kill()?;
+            child.wait().await?;
+        }
+        Ok(())
+    }
+
+    /// SIGTERM, then wait for exit; returns the exit status.
+    pub async fn terminate(&mut self) -> Result<std::process::ExitStatus> {
+        let mut child = self.child.take().ok_or_else(|| anyhow!("not running"))?;
+        let pid = child.id().ok_or_else(|| anyhow!("no pid"))?;
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()?;
+        if !status.success() {
+            bail!("kill -TERM failed");
+        }
+        Ok(tokio::time::timeout(Duration::from_secs(15), child.wait()).await??)
+    }
+
+    /// Registers `name` (password `password-{name}`) and logs in.
+    pub async fn user(&self, name: &str) -> Result<TestUser> {
+        let password = format!("password-{name}");
+        let res = self
+            .http_client
+            .post(self.url("/v1/auth/register"))
+            .json(&json!({"username": name, "password": password}))
+            .send()
+            .await?;
+        if res.status() != 201 {
+            bail!("register {name}: {} {}", res.status(), res.text().await?);
+        }
+        self.login(name, &password).await
+    }
+
+    pub async fn login(&self, name: &str, password: &str) -> Result<TestUser> {
+        let res = self
+            .http_client
+            .post(self.url("/v1/auth/login"))
+            .json(&json!({"username": name, "password": password}))
+            .send()
+            .await?;
+        if res.status() != 200 {
+            bail!("login {name}: {} {}", res.status(), res.text().await?);
+        }
+        let grant: Value = res.json().await?;
+        Ok(TestUser {
+            id: grant["user"]["id"].as_u64().ok_or_else(|| anyhow!("no user id"))?,
+            name: name.to_owned(),
+            access_token: grant["access_token"].as_str().unwrap_or_default().to_owned(),
+            refresh_token: grant["refresh_token"].as_str().unwrap_or_default().to_owned(),
+            base: self.url(""),
+            http: self.http_client.clone(),
+        })
+    }
+
+    /// A rumqttc (MQTT 3.1.1) client over TCP for `user`, subscribed to its
+    /// own topic space at QoS 1.
+    pub async fn mqtt(&self, user: &TestUser) -> Result<Mqtt> {
+        let mut opts = MqttOptions::new(format!("t-{}-{}", user.name, rand_suffix()), "127.0.0.1", self.mqtt.port());
+        opts.set_credentials(user.id.to_string(), user.access_token.clone());
+        opts.set_keep_alive(Duration::from_secs(30));
+        let mut m = Mqtt::connect(opts).await?;
+        let codes = m.subscribe_ack(&format!("users/{}/#", user.id), QoS::AtLeastOnce).await?;
+        if codes != [rumqttc::SubscribeReasonCode::Success(QoS::AtLeastOnce)] {
+            bail!("own-topic subscription refused: {codes:?}");
+        }
+        Ok(m)
+    }
+
+    /// Same over WebSocket at `/mqtt`.
+    pub async fn mqtt_ws(&self, user: &TestUser) -> Result<Mqtt> {
+        let mut opts = MqttOptions::new(format!("w-{}-{}", user.name, rand_suffix()), self.ws_url(), self.http.port());
+        opts.set_transport(Transport::Ws);
+        opts.set_credentials(user.id.to_string(), user.access_token.clone());
+        opts.set_keep_alive(Duration::from_secs(30));
+        let mut m = Mqtt::connect(opts).await?;
+        let codes = m.subscribe_ack(&format!("users/{}/#", user.id), QoS::AtLeastOnce).await?;
+        if codes != [rumqttc::SubscribeReasonCode::Success(QoS::AtLeastOnce)] {
+            bail!("own-topic subscription refused: {codes:?}");
+        }
+        Ok(m)
+    }
+}
+
+fn rand_suffix() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    u64::from(std::process::id()) * 1_000_000 + N.fetch_add(1, Ordering::Relaxed)
+}
+
+/// A registered, logged-in user.
+#[derive(Clone)]
+pub struct TestUser {
+    pub id: u64,
+    pub name: String,
+    pub access_token: String,
+    pub refresh_token: String,
+    base: String,
+    http: reqwest::Client,
+}
+
+impl TestUser {
+    pub fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.http
+            .request(method, format!("{}{}", self.base, path))
+            .bearer_auth(&self.access_token)
+    }
+
+    pub async fn get(&self, path: &str) -> Result<(u16, Value)> {
+        let res = self.request(reqwest::Method::GET, path).send().await?;
+        let status = res.status().as_u16();
+        let text = res.text().await?;
+        Ok((status, serde_json::from_str(&text).unwrap_or(Value::String(text))))
+    }
+
+    pub async fn post(&self, path: &str, body: &Value) -> Result<(u16, Value)> {
+        let res = self.request(reqwest::Method::POST, path).json(body).send().await?;
+        let status = res.status().as_u16();
+        let text = res.text().await?;
+        Ok((status, serde_json::from_str(&text).unwrap_or(Value::String(text))))
+    }
+
+    /// Sends a text message to a user; returns (status, body).
+    pub async fn send_text(&self, to: u64, client_msg_id: &str, text: &str) -> Result<(u16, Value)> {
+        self.post(
+            "/v1/messages",
+            &json!({"to": {"user": to}, "client_msg_id": client_msg_id, "body": {"text": text}}),
+        )
+        .await
+    }
+
+    /// Every event after `after`, following pages.
+    pub async fn sync_all(&self, mut after: u64) -> Result<Vec<Value>> {
+        let mut events = Vec::new();
+        loop {
+            let (status, page) = self.get(&format!("/v1/sync?after={after}&limit=200")).await?;
+            if status != 200 {
+                bail!("sync: {status} {page}");
+            }
+            events.extend(page["events"].as_array().cloned().unwrap_or_default());
+            after = page["cursor"].as_u64().ok_or_else(|| anyhow!("no cursor in {page}"))?;
+            if !page["has_more"].as_bool().unwrap_or(false) {
+                return Ok(events);
+            }
+        }
+    }
+}
+
+/// What an [`Mqtt`] client saw.
+#[derive(Debug)]
+pub enum Seen {
+    Publish { topic: String, payload: Value },
+    SubAck(Vec<rumqttc::SubscribeReasonCode>),
+    Error(String),
+}
+
+/// A rumqttc client with its event loop running in a task.
+pub struct Mqtt {
+    pub client: AsyncClient,
+    rx: mpsc::UnboundedReceiver<Seen>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Mqtt {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Mqtt {
+    /// Connects and waits for a successful CONNACK; a refusal is an error
+    /// carrying the CONNACK code.
+    pub async fn connect(opts: MqttOptions) -> Result<Mqtt> {
+        let (client, mut eventloop) = AsyncClient::new(opts, 64);
+        let first = tokio::time::timeout(Duration::from_secs(10), eventloop.poll())
+            .await
+            .map_err(|_| anyhow!("no CONNACK within 10 s"))?;
+        match first {
+            Ok(Event::Incoming(Packet::ConnAck(_))) => {}
+            Ok(other) => bail!("expected CONNACK, got {other:?}"),
+            Err(ConnectionError::ConnectionRefused(code)) => bail!("refused: {code:?}"),
+            Err(e) => bail!("connect: {e}"),
+        }
+        let (tx, rx) = mpsc::unbounded_channel();
+        let task = tokio::spawn(async move {
+            loop {
+                match eventloop.poll().await {
+                    Ok(Event::Incoming(Packet::Publish(p))) => {
+                        let payload = serde_json::from_slice(&p.payload)
+                            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&p.payload).into_owned()));
+                        let _ = tx.send(Seen::Publish {
+                            topic: p.topic,
+                            payload,
+                        });
+                    }
+                    Ok(Event::Incoming(Packet::SubAck(s))) => {
+                        let _ = tx.send(Seen::SubAck(s.return_codes));
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        let _ = tx.send(Seen::Error(e.to_string()));
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(Mqtt { client, rx, task })
+    }
+
+    /// Subscribes and waits for the SUBACK.
+    pub async fn subscribe_ack(&mut self, filter: &str, qos: QoS) -> Result<Vec<rumqttc::SubscribeReasonCode>> {
+        self.client.subscribe(filter, qos).await?;
+        loop {
+            match self.next(Duration::from_secs(5)).await? {
+                Some(Seen::SubAck(codes)) => return Ok(codes),
+                Some(Seen::Error(e)) => bail!("connection failed: {e}"),
+                Some(_) => {}
+                None => bail!("no SUBACK within 5 s"),
+            }
+        }
+    }
+
+    /// The next thing seen, or `None` after `wait`.
+    pub async fn next(&mut self, wait: Duration) -> Result<Option<Seen>> {
+        match tokio::time::timeout(wait, self.rx.recv()).await {
+            Ok(Some(s)) => Ok(Some(s)),
+            Ok(None) => Ok(None),
+            Err(_) => Ok(None),
+        }
+    }
+
+    /// The next publish's JSON payload within `wait` (skipping acks).
+    pub async fn next_event(&mut self, wait: Duration) -> Result<Option<Value>> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match self.next(left).await? {
+                Some(Seen::Publish { payload, .. }) => return Ok(Some(payload)),
+                Some(Seen::Error(e)) => bail!("connection failed: {e}"),
+                Some(Seen::SubAck(_)) => {}
+                None => return Ok(None),
+            }
+        }
+    }
+
+    /// Waits until the connection fails or is closed by the server.
+    pub async fn wait_closed(&mut self, wait: Duration) -> Result<String> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match self.next(left).await? {
+                Some(Seen::Error(e)) => return Ok(e),
+                Some(_) => {}
+                None => bail!("connection still open after {wait:?}"),
+            }
+        }
+    }
+}
+
+/// Polls `check` until it returns `Ok(Some(v))`, or fails after `within`.
+pub async fn eventually<T, F, Fut>(within: Duration, mut check: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<Option<T>>>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    let mut last_err = None;
+    loop {
+        match check().await {
+            Ok(Some(v)) => return Ok(v),
+            Ok(None) => {}
+            Err(e) => last_err = Some(e),
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(last_err.unwrap_or_else(|| anyhow!("condition not met within {within:?}")));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
