@@ -103,6 +103,7 @@ where
                     };
                     let _ = Version::V311.write(Packet::ConnAck(ack, None), &mut out);
                     stream.write_all(&out).await?;
+                    stream.flush().await?;
                     debug!(level, "unsupported protocol level");
                     return Ok(None);
                 }
@@ -148,6 +149,7 @@ where
                 };
                 let (out, _) = refuse(code).await;
                 stream.write_all(&out).await?;
+                stream.flush().await?;
                 info!(client_id = %connect.client_id, %refusal, "CONNECT refused");
                 return Ok(None);
             }
@@ -162,6 +164,7 @@ where
             if !allowed {
                 let (out, _) = refuse(ConnectReturnCode::NotAuthorized).await;
                 stream.write_all(&out).await?;
+                stream.flush().await?;
                 info!(
                     user_id = principal.user_id,
                     "CONNECT refused: will topic not allowed"
@@ -174,6 +177,7 @@ where
             if !connect.clean_session {
                 let (out, _) = refuse(ConnectReturnCode::ClientIdentifierNotValid).await;
                 stream.write_all(&out).await?;
+                stream.flush().await?;
                 return Ok(None);
             }
             Some(format!("auto-{:016x}", rand::random::<u64>()))
@@ -202,6 +206,7 @@ where
             Err(e) => {
                 let (out, _) = refuse(ConnectReturnCode::ServerUnavailable).await;
                 stream.write_all(&out).await?;
+                stream.flush().await?;
                 return Err(ConnError::Router(e.to_string()));
             }
         };
@@ -235,6 +240,7 @@ where
             .write(Packet::ConnAck(ack, props), &mut outbuf)
             .map_err(ConnError::Protocol)?;
         stream.write_all(&outbuf).await?;
+        stream.flush().await?;
         outbuf.clear();
 
         let keep_alive = (connect.keep_alive > 0)
@@ -346,7 +352,12 @@ where
     async fn flush(&mut self) -> Result<(), ConnError> {
         if !self.outbuf.is_empty() {
             let timeout = self.shared.settings.write_timeout;
-            tokio::time::timeout(timeout, self.stream.write_all(&self.outbuf))
+            let write = async {
+                self.stream.write_all(&self.outbuf).await?;
+                // WebSocket streams send on flush.
+                self.stream.flush().await
+            };
+            tokio::time::timeout(timeout, write)
                 .await
                 .map_err(|_| ConnError::Violation("client stopped reading"))??;
             self.outbuf.clear();

@@ -54,6 +54,9 @@ pub enum SdkError {
         #[source]
         source: rumqttc::ConnectionError,
     },
+    /// The MQTT connection ended without an error to report.
+    #[error("mqtt {broker}: connection closed")]
+    MqttClosed { broker: String },
     /// The broker answered SUBACK with a failure for our own topic filter.
     #[error("mqtt {broker}: subscription to {filter} refused")]
     SubscribeRefused { broker: String, filter: String },
@@ -103,6 +106,7 @@ impl SdkError {
             }
             SdkError::Transport { .. }
             | SdkError::Mqtt { .. }
+            | SdkError::MqttClosed { .. }
             | SdkError::SubscribeRefused { .. }
             | SdkError::MqttClient { .. } => true,
             SdkError::Decode { .. }

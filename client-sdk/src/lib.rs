@@ -1,1 +1,76 @@
-//! placeholder
+//! Rust client SDK for mqchat.
+//!
+//! mqchat clients send over HTTP (uplink) and receive over MQTT (downlink).
+//! The push is only a notification; the server's store is the truth. This
+//! crate hides that split behind two things:
+//!
+//! - [`Client`]: typed calls for every HTTP endpoint. It keeps the session's
+//!   tokens fresh (refreshing before expiry and once on a stale-token 401) and
+//!   retries transient failures. Sends are retried with the same
+//!   `client_msg_id`, which the server deduplicates, so a retry never doubles
+//!   a message.
+//! - [`EventStream`] from [`Client::connect`]: the user's inbox events,
+//!   **gap-free, duplicate-free and in cursor order**, across disconnects. It
+//!   subscribes over MQTT, then reads whatever the push missed through
+//!   `GET /v1/sync`, and reconnects with backoff on its own.
+//!
+//! ```no_run
+//! use mqchat_sdk::{Client, Event, Recipient, StreamOptions, Transport};
+//!
+//! # async fn example() -> Result<(), mqchat_sdk::SdkError> {
+//! let base = "http://127.0.0.1:8080";
+//! Client::register(base, "alice", "correct horse").await?;
+//! let alice = Client::login(base, "alice", "correct horse").await?;
+//!
+//! let mut events = alice.connect(
+//!     Transport::Tcp("127.0.0.1:1883".into()),
+//!     StreamOptions::default(),
+//! )?;
+//! alice.send_text(Recipient::User(alice.user_id()), "note to self").await?;
+//!
+//! while let Some(event) = events.recv().await {
+//!     if let Event::MessageCreated { cursor, message } = event? {
+//!         println!("#{cursor}: {}", message.text().unwrap_or_default());
+//!     }
+//! }
+//! # Ok(()) }
+//! ```
+//!
+//! # Layout
+//!
+//! - `client`: [`Client`], [`ClientBuilder`]: HTTP calls, the token session
+//!   (single-flight refresh, because refresh tokens rotate), retries.
+//! - `stream`: [`Client::connect`], [`EventStream`]: the driver task that owns
+//!   the MQTT connection, syncs, reconnects; [`Transport`], [`StreamOptions`].
+//! - [`sequencer`]: [`Sequencer`], the pure state machine that merges pushes
+//!   and sync pages into cursor order. All the ordering logic lives here, so
+//!   it is tested without a network.
+//! - `event`: [`Event`] parsing; unknown event types pass through untyped.
+//! - `model`: the other wire types ([`User`], [`Message`], ...).
+//! - `backoff`: [`Backoff`] and [`RetryPolicy`].
+//! - `error`: [`SdkError`].
+
+mod backoff;
+mod client;
+mod error;
+mod event;
+mod model;
+pub mod sequencer;
+mod stream;
+
+pub use backoff::{Backoff, RetryPolicy};
+pub use client::{
+    new_client_msg_id, Client, ClientBuilder, MAX_CLIENT_MSG_ID_LEN, MAX_SYNC_LIMIT,
+};
+pub use error::SdkError;
+pub use event::{Event, NotAnObject};
+pub use model::{
+    Body, Conversation, ConversationKind, HistoryPage, Message, Recipient, SyncPage, User,
+};
+pub use sequencer::Sequencer;
+pub use stream::{
+    EventStream, StartFrom, StreamOptions, StreamState, Transport, MAX_DEVICE_ID_LEN,
+};
+
+/// `Result` with [`SdkError`].
+pub type Result<T, E = SdkError> = std::result::Result<T, E>;

@@ -1,0 +1,172 @@
+//! MQTT 3.1.1 behaviour at the gateway where rumqttd's own listener falls
+//! short, checked with hand-written packets on a raw TCP socket.
+
+use std::time::Duration;
+
+use anyhow::{bail, Result};
+use mqchat_e2e::{TestServer, TestUser};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+fn string(out: &mut Vec<u8>, s: &[u8]) {
+    out.extend_from_slice(&(s.len() as u16).to_be_bytes());
+    out.extend_from_slice(s);
+}
+
+fn frame(first: u8, body: &[u8]) -> Vec<u8> {
+    let mut out = vec![first];
+    let mut len = body.len();
+    loop {
+        let mut byte = (len % 128) as u8;
+        len /= 128;
+        if len > 0 {
+            byte |= 0x80;
+        }
+        out.push(byte);
+        if len == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(body);
+    out
+}
+
+fn connect(level: u8, client_id: &str, user: &TestUser, keep_alive: u16) -> Vec<u8> {
+    let mut body = Vec::new();
+    string(&mut body, if level == 3 { b"MQIsdp" } else { b"MQTT" });
+    body.push(level);
+    body.push(0b1100_0010); // username, password, clean session
+    body.extend_from_slice(&keep_alive.to_be_bytes());
+    string(&mut body, client_id.as_bytes());
+    string(&mut body, user.id.to_string().as_bytes());
+    string(&mut body, user.access_token.as_bytes());
+    frame(0x10, &body)
+}
+
+async fn read_some(sock: &mut TcpStream, wait: Duration) -> Result<Vec<u8>> {
+    let mut buf = vec![0u8; 256];
+    match tokio::time::timeout(wait, sock.read(&mut buf)).await {
+        Ok(Ok(n)) => Ok(buf[..n].to_vec()),
+        Ok(Err(e)) => bail!("read: {e}"),
+        Err(_) => bail!("nothing to read within {wait:?}"),
+    }
+}
+
+/// Reads until EOF (the server closed); fails if it stays open.
+async fn expect_closed(sock: &mut TcpStream, wait: Duration) -> Result<()> {
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut buf = [0u8; 256];
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        match tokio::time::timeout(left, sock.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return Ok(()),
+            Ok(Ok(_)) => {}
+            Err(_) => bail!("connection still open after {wait:?}"),
+        }
+    }
+}
+
+async fn connected(server: &TestServer, user: &TestUser, keep_alive: u16) -> Result<TcpStream> {
+    let mut sock = TcpStream::connect(server.mqtt).await?;
+    sock.write_all(&connect(4, "raw", user, keep_alive)).await?;
+    let ack = read_some(&mut sock, Duration::from_secs(5)).await?;
+    assert_eq!(ack, [0x20, 0x02, 0x00, 0x00], "CONNACK accepted");
+    Ok(sock)
+}
+
+#[tokio::test]
+async fn keep_alive_zero_is_accepted_and_never_times_out() -> Result<()> {
+    let server = TestServer::start().await?;
+    let alice = server.user("alice").await?;
+    let mut sock = connected(&server, &alice, 0).await?;
+    tokio::time::sleep(Duration::from_millis(1600)).await;
+    sock.write_all(&[0xC0, 0x00]).await?; // PINGREQ
+    assert_eq!(read_some(&mut sock, Duration::from_secs(2)).await?, [0xD0, 0x00]);
+    Ok(())
+}
+
+#[tokio::test]
+async fn silent_client_is_dropped_after_one_and_a_half_keep_alives() -> Result<()> {
+    let server = TestServer::start().await?;
+    let alice = server.user("alice").await?;
+    let mut sock = connected(&server, &alice, 1).await?;
+    let started = std::time::Instant::now();
+    expect_closed(&mut sock, Duration::from_secs(4)).await?;
+    assert!(started.elapsed() >= Duration::from_millis(1400), "closed too early: {:?}", started.elapsed());
+    Ok(())
+}
+
+#[tokio::test]
+async fn second_connect_closes_the_connection() -> Result<()> {
+    let server = TestServer::start().await?;
+    let alice = server.user("alice").await?;
+    let mut sock = connected(&server, &alice, 30).await?;
+    sock.write_all(&connect(4, "raw", &alice, 30)).await?;
+    expect_closed(&mut sock, Duration::from_secs(3)).await
+}
+
+#[tokio::test]
+async fn invalid_utf8_topic_closes_the_connection() -> Result<()> {
+    let server = TestServer::start().await?;
+    let alice = server.user("alice").await?;
+    let mut sock = connected(&server, &alice, 30).await?;
+    let mut body = Vec::new();
+    string(&mut body, &[b'u', 0xFF, 0xFE]);
+    body.extend_from_slice(b"payload");
+    sock.write_all(&frame(0x30, &body)).await?;
+    expect_closed(&mut sock, Duration::from_secs(3)).await
+}
+
+#[tokio::test]
+async fn mqtt_3_1_is_refused_with_unacceptable_protocol_version() -> Result<()> {
+    let server = TestServer::start().await?;
+    let alice = server.user("alice").await?;
+    let mut sock = TcpStream::connect(server.mqtt).await?;
+    sock.write_all(&connect(3, "old", &alice, 30)).await?;
+    assert_eq!(read_some(&mut sock, Duration::from_secs(3)).await?, [0x20, 0x02, 0x00, 0x01]);
+    expect_closed(&mut sock, Duration::from_secs(3)).await
+}
+
+#[tokio::test]
+async fn first_packet_must_be_connect() -> Result<()> {
+    let server = TestServer::start().await?;
+    let mut sock = TcpStream::connect(server.mqtt).await?;
+    sock.write_all(&[0xC0, 0x00]).await?; // PINGREQ before CONNECT
+    expect_closed(&mut sock, Duration::from_secs(3)).await?;
+    let mut http = TcpStream::connect(server.mqtt).await?;
+    http.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await?;
+    expect_closed(&mut http, Duration::from_secs(3)).await
+}
+
+#[tokio::test]
+async fn unsubscribe_is_always_acknowledged() -> Result<()> {
+    let server = TestServer::start().await?;
+    let alice = server.user("alice").await?;
+    let mut sock = connected(&server, &alice, 30).await?;
+    // UNSUBSCRIBE (pkid 7) from a filter never subscribed.
+    let mut body = 7u16.to_be_bytes().to_vec();
+    string(&mut body, b"users/1/nothing");
+    sock.write_all(&frame(0xA2, &body)).await?;
+    assert_eq!(read_some(&mut sock, Duration::from_secs(3)).await?, [0xB0, 0x02, 0x00, 0x07]);
+    Ok(())
+}
+
+#[tokio::test]
+async fn will_aimed_at_another_users_topic_is_refused() -> Result<()> {
+    let server = TestServer::start().await?;
+    let alice = server.user("alice").await?;
+    let mut body = Vec::new();
+    string(&mut body, b"MQTT");
+    body.push(4);
+    body.push(0b1100_0110); // username, password, will (QoS 0), clean session
+    body.extend_from_slice(&30u16.to_be_bytes());
+    string(&mut body, b"willer");
+    string(&mut body, b"users/999/events");
+    string(&mut body, b"{\"type\":\"forged\"}");
+    string(&mut body, alice.id.to_string().as_bytes());
+    string(&mut body, alice.access_token.as_bytes());
+    let mut sock = TcpStream::connect(server.mqtt).await?;
+    sock.write_all(&frame(0x10, &body)).await?;
+    assert_eq!(read_some(&mut sock, Duration::from_secs(3)).await?, [0x20, 0x02, 0x00, 0x05]);
+    Ok(())
+}

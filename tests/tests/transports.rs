@@ -1,0 +1,120 @@
+//! Other ways in: MQTT over WebSocket, MQTT 5, and the stock mosquitto_sub.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{bail, Result};
+use mqchat_e2e::TestServer;
+
+#[tokio::test]
+async fn websocket_client_receives_pushes() -> Result<()> {
+    let server = TestServer::start().await?;
+    let alice = server.user("alice").await?;
+    let bob = server.user("bob").await?;
+    let mut ws = server.mqtt_ws(&bob).await?;
+    let (s, sent) = alice.send_text(bob.id, "w1", "over websocket").await?;
+    assert_eq!(s, 201);
+    let got = ws.next_event(Duration::from_secs(2)).await?.expect("no push over WebSocket");
+    assert_eq!(got["message"], sent);
+    Ok(())
+}
+
+#[tokio::test]
+async fn websocket_requires_credentials_too() -> Result<()> {
+    let server = TestServer::start().await?;
+    let bob = server.user("bob").await?;
+    let mut opts = rumqttc::MqttOptions::new("w-bad", server.ws_url(), server.http.port());
+    opts.set_transport(rumqttc::Transport::Ws);
+    opts.set_credentials(bob.id.to_string(), "nope");
+    let err = mqchat_e2e::Mqtt::connect(opts).await.err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(err.contains("BadUserNamePassword"), "{err}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn mqtt5_client_gets_reason_codes_and_pushes() -> Result<()> {
+    use rumqttc::v5::mqttbytes::v5::{Packet, SubscribeReasonCode};
+    use rumqttc::v5::mqttbytes::QoS;
+    use rumqttc::v5::{AsyncClient, Event, MqttOptions};
+    let server = TestServer::start().await?;
+    let alice = server.user("alice").await?;
+    let bob = server.user("bob").await?;
+    let mut opts = MqttOptions::new("v5-bob", "127.0.0.1", server.mqtt.port());
+    opts.set_credentials(bob.id.to_string(), bob.access_token.clone());
+    opts.set_keep_alive(Duration::from_secs(30));
+    let (client, mut events) = AsyncClient::new(opts, 16);
+    client.subscribe(format!("users/{}/#", bob.id), QoS::AtLeastOnce).await?;
+    client.subscribe(format!("users/{}/#", alice.id), QoS::AtLeastOnce).await?;
+    let mut acks = Vec::new();
+    let mut pushed = None;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while tokio::time::Instant::now() < deadline && pushed.is_none() {
+        let ev = tokio::time::timeout(Duration::from_secs(5), events.poll()).await??;
+        match ev {
+            Event::Incoming(Packet::SubAck(s)) => {
+                acks.push(s.return_codes);
+                if acks.len() == 2 {
+                    let (st, _) = alice.send_text(bob.id, "v5", "hello v5").await?;
+                    assert_eq!(st, 201);
+                }
+            }
+            Event::Incoming(Packet::Publish(p)) => pushed = Some(p),
+            _ => {}
+        }
+    }
+    assert_eq!(acks[0], vec![SubscribeReasonCode::Success(QoS::AtLeastOnce)]);
+    assert_eq!(acks[1], vec![SubscribeReasonCode::NotAuthorized]);
+    let p = match pushed {
+        Some(p) => p,
+        None => bail!("no push over MQTT 5"),
+    };
+    let v: serde_json::Value = serde_json::from_slice(&p.payload)?;
+    assert_eq!(v["message"]["body"]["text"], "hello v5");
+    Ok(())
+}
+
+/// The stock Debian client. Skipped only when mosquitto_sub is missing
+/// outside CI; in CI (CI=true) a missing tool is a failure.
+#[tokio::test]
+async fn mosquitto_sub_receives_pushes() -> Result<()> {
+    let found = std::process::Command::new("mosquitto_sub").arg("--help").output().is_ok();
+    if !found {
+        if std::env::var("CI").is_ok_and(|v| v == "true") {
+            bail!("mosquitto_sub is required in CI (apt-get install mosquitto-clients)");
+        }
+        eprintln!("SKIPPED: mosquitto_sub not installed");
+        return Ok(());
+    }
+    let server = TestServer::start().await?;
+    let alice = server.user("alice").await?;
+    let bob = server.user("bob").await?;
+    // -C 1: exit after the first message. Its stdout is a pipe (block
+    // buffered), so instead of waiting for its "Subscribed" line, keep
+    // sending until it has received one and exited.
+    let child = tokio::process::Command::new("mosquitto_sub")
+        .args(["-h", "127.0.0.1", "-p", &server.mqtt.port().to_string()])
+        .args(["-u", &bob.id.to_string(), "-P", &bob.access_token])
+        .args(["-t", &format!("users/{}/#", bob.id), "-q", "1", "-v", "-C", "1", "-W", "10"])
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()?;
+    let output = tokio::spawn(child.wait_with_output());
+    let mut sent = Vec::new();
+    for i in 0..40 {
+        if output.is_finished() {
+            break;
+        }
+        let (s, m) = alice.send_text(bob.id, &format!("mq{i}"), "to mosquitto").await?;
+        assert_eq!(s, 201);
+        sent.push(m);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let output = tokio::time::timeout(Duration::from_secs(5), output).await???;
+    assert!(output.status.success(), "mosquitto_sub failed: {output:?}");
+    let stdout = String::from_utf8(output.stdout)?;
+    let (topic, payload) = stdout.trim_end().split_once(' ').unwrap_or_default();
+    assert_eq!(topic, format!("users/{}/events", bob.id));
+    let payload: serde_json::Value = serde_json::from_str(payload)?;
+    assert!(sent.contains(&payload["message"]), "{payload} is not one of the sent messages");
+    Ok(())
+}
