@@ -52,7 +52,7 @@ pub enum SdkError {
     Mqtt {
         broker: String,
         #[source]
-        source: rumqttc::ConnectionError,
+        source: Box<rumqttc::ConnectionError>,
     },
     /// The MQTT connection ended without an error to report.
     #[error("mqtt {broker}: connection closed")]
@@ -65,7 +65,7 @@ pub enum SdkError {
     MqttClient {
         broker: String,
         #[source]
-        source: rumqttc::ClientError,
+        source: Box<rumqttc::ClientError>,
     },
     /// The HTTP client could not be built.
     #[error("HTTP client setup: {0}")]

@@ -432,7 +432,8 @@ mod tests {
     /// A store of inbox events, a lossy network that drops, duplicates and
     /// reorders pushes, sync answers snapshotted when the request is sent but
     /// delivered later, and disconnects: whatever the interleaving, the output
-    /// is exactly 1..=N in order.
+    /// is exactly 1..=N in order, and the sequencer never claims to be synced
+    /// while a push it saw is still undelivered.
     #[test]
     fn random_interleavings_deliver_every_event_once_in_order() {
         for seed in 0..300u64 {
@@ -444,6 +445,7 @@ mod tests {
             let mut in_flight: Option<SyncPage> = None;
             let mut seq = Sequencer::new(0);
             let mut out: Vec<u64> = Vec::new();
+            let mut max_pushed = 0u64;
 
             let snapshot = |after: u64, committed: u64| {
                 let end = committed.min(after + limit);
@@ -470,6 +472,7 @@ mod tests {
                     1 | 2 if !network.is_empty() => {
                         let i = rng.gen_range(0..network.len());
                         let cursor = network.swap_remove(i);
+                        max_pushed = max_pushed.max(cursor);
                         if let PushOutcome::Deliver(e) = seq.on_push(ev(cursor)) {
                             out.extend(e.cursor());
                         }
@@ -495,6 +498,10 @@ mod tests {
                         seq.on_connected();
                     }
                     _ => {}
+                }
+                // Liveness: "synced" never hides a gap a push revealed.
+                if seq.is_synced() {
+                    assert!(seq.last() >= max_pushed, "seed {seed}: synced with a gap");
                 }
             }
             // Quiesce: everything committed, reconnect, sync to the end.

@@ -634,7 +634,10 @@ impl Driver {
                     Some(Incoming::ConnAck) => {
                         tracing::debug!(broker = %self.endpoint, "connected; subscribing {filter}");
                         if let Err(source) = mqtt.subscribe(filter.as_str(), QoS::AtLeastOnce).await {
-                            let error = SdkError::MqttClient { broker: self.endpoint.to_string(), source };
+                            let error = SdkError::MqttClient {
+                                broker: self.endpoint.to_string(),
+                                source: Box::new(source),
+                            };
                             return Ended::Lost { error, live };
                         }
                     }
@@ -676,16 +679,21 @@ impl Driver {
                         }
                     }
                     Some(Incoming::Failed(source)) => {
-                        let error = SdkError::Mqtt { broker: self.endpoint.to_string(), source };
-                        return match &error {
-                            SdkError::Mqtt {
-                                source: ConnectionError::ConnectionRefused(
-                                    ConnectReturnCode::BadUserNamePassword
-                                    | ConnectReturnCode::NotAuthorized,
-                                ),
-                                ..
-                            } => Ended::Refused { generation, error },
-                            _ => Ended::Lost { error, live },
+                        let refused = matches!(
+                            source,
+                            ConnectionError::ConnectionRefused(
+                                ConnectReturnCode::BadUserNamePassword
+                                    | ConnectReturnCode::NotAuthorized
+                            )
+                        );
+                        let error = SdkError::Mqtt {
+                            broker: self.endpoint.to_string(),
+                            source: Box::new(source),
+                        };
+                        return if refused {
+                            Ended::Refused { generation, error }
+                        } else {
+                            Ended::Lost { error, live }
                         };
                     }
                     None => {
