@@ -207,7 +207,7 @@ where
                 let (out, _) = refuse(ConnectReturnCode::ServerUnavailable).await;
                 stream.write_all(&out).await?;
                 stream.flush().await?;
-                return Err(ConnError::Router(e.to_string()));
+                return Err(ConnError::Router(e));
             }
         };
         let session_present = matches!(
@@ -324,12 +324,11 @@ where
                     let mut unscheduled = false;
                     let mut next = first;
                     loop {
-                        match next {
-                            Some(n) => if let Some(end) = self.handle_notification(n, &mut unscheduled)? {
+                        if let Some(n) = next {
+                            if let Some(end) = self.handle_notification(n, &mut unscheduled)? {
                                 self.flush().await?;
                                 return Ok(end);
-                            },
-                            None => {}
+                            }
                         }
                         if self.outbuf.len() > 64 * 1024 {
                             break;

@@ -71,8 +71,9 @@ pub(crate) struct LinkSpec {
 
 /// Builds links into the router. A closure because the router's sender type
 /// is not nameable outside rumqttd.
+/// Errors are rendered to text: `LinkError` carries whole router events.
 pub(crate) type LinkFactory =
-    Arc<dyn Fn(LinkSpec) -> Result<(LinkTx, LinkRx, Notification), LinkError> + Send + Sync>;
+    Arc<dyn Fn(LinkSpec) -> Result<(LinkTx, LinkRx, Notification), String> + Send + Sync>;
 
 /// State shared by every connection task.
 pub(crate) struct Shared {
@@ -104,7 +105,7 @@ impl std::fmt::Debug for Broker {
 #[derive(Debug, thiserror::Error)]
 pub enum BrokerError {
     #[error("router link: {0}")]
-    Link(#[from] LinkError),
+    Link(String),
 }
 
 impl Broker {
@@ -131,6 +132,7 @@ impl Broker {
                 .last_will_properties(spec.will_props)
                 .topic_alias_max(spec.topic_alias_max)
                 .build()
+                .map_err(|e: LinkError| e.to_string())
         });
 
         // chatsvc's own link: it publishes every push. Its link_rx only ever
@@ -141,7 +143,8 @@ impl Broker {
             will: None,
             will_props: None,
             topic_alias_max: 0,
-        })?;
+        })
+        .map_err(BrokerError::Link)?;
         tokio::spawn(async move {
             while let Ok(n) = publisher_rx.next().await {
                 debug!(?n, "downlink link notification");

@@ -634,10 +634,7 @@ impl Http {
     /// server already rotated the token, and resending the old one would
     /// fail. A 401/403 means the session is over.
     async fn refresh(&self, refresh_token: &str) -> Result<LoginResponse> {
-        let request = Request::post(
-            "/v1/auth/refresh",
-            json!({"refresh_token": refresh_token}),
-        );
+        let request = Request::post("/v1/auth/refresh", json!({"refresh_token": refresh_token}));
         let mut attempt = 0u32;
         loop {
             match self.execute(&request, None).await {

@@ -59,9 +59,7 @@ pub mod sequencer;
 mod stream;
 
 pub use backoff::{Backoff, RetryPolicy};
-pub use client::{
-    new_client_msg_id, Client, ClientBuilder, MAX_CLIENT_MSG_ID_LEN, MAX_SYNC_LIMIT,
-};
+pub use client::{new_client_msg_id, Client, ClientBuilder, MAX_CLIENT_MSG_ID_LEN, MAX_SYNC_LIMIT};
 pub use error::SdkError;
 pub use event::{Event, NotAnObject};
 pub use model::{

@@ -94,9 +94,9 @@ impl Transport {
                     what: "WebSocket URL",
                     reason: format!("{url:?}: {reason}"),
                 };
-                let rest = url
-                    .strip_prefix("ws://")
-                    .ok_or_else(|| invalid("expected ws://HOST[:PORT]/PATH (no TLS in this build)"))?;
+                let rest = url.strip_prefix("ws://").ok_or_else(|| {
+                    invalid("expected ws://HOST[:PORT]/PATH (no TLS in this build)")
+                })?;
                 let authority = rest.split(['/', '?']).next().unwrap_or_default();
                 split_host_port(authority).map_err(invalid)?;
                 Ok(Endpoint::WebSocket { url: url.clone() })
@@ -778,7 +778,9 @@ mod tests {
     use super::*;
 
     fn tcp(addr: &str) -> Result<String> {
-        Transport::Tcp(addr.into()).endpoint().map(|e| e.to_string())
+        Transport::Tcp(addr.into())
+            .endpoint()
+            .map(|e| e.to_string())
     }
 
     #[test]
@@ -797,9 +799,17 @@ mod tests {
     #[test]
     fn parses_websocket_urls() -> Result<()> {
         let ws = |url: &str| Transport::WebSocket(url.into()).endpoint();
-        assert_eq!(ws("ws://127.0.0.1:8080/mqtt")?.to_string(), "ws://127.0.0.1:8080/mqtt");
+        assert_eq!(
+            ws("ws://127.0.0.1:8080/mqtt")?.to_string(),
+            "ws://127.0.0.1:8080/mqtt"
+        );
         assert!(ws("ws://chat.example/mqtt").is_ok());
-        for bad in ["wss://chat.example/mqtt", "http://x/mqtt", "ws:///mqtt", "ws://h:x/"] {
+        for bad in [
+            "wss://chat.example/mqtt",
+            "http://x/mqtt",
+            "ws:///mqtt",
+            "ws://h:x/",
+        ] {
             assert!(ws(bad).is_err(), "{bad}");
         }
         Ok(())
@@ -832,9 +842,6 @@ mod tests {
                 .keep_alive,
             Duration::ZERO
         );
-        assert_eq!(
-            StreamOptions::default().sync_page_size(0).sync_page_size,
-            1
-        );
+        assert_eq!(StreamOptions::default().sync_page_size(0).sync_page_size, 1);
     }
 }

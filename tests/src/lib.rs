@@ -70,7 +70,13 @@ impl TestServer {
     /// extra flags.
     pub async fn start_in(data_dir: &Path, extra: &[&str]) -> Result<TestServer> {
         let mut child = Command::new(chatd_bin()?)
-            .args(["--http", "127.0.0.1:0", "--mqtt", "127.0.0.1:0", "--data-dir"])
+            .args([
+                "--http",
+                "127.0.0.1:0",
+                "--mqtt",
+                "127.0.0.1:0",
+                "--data-dir",
+            ])
             .arg(data_dir)
             .args(extra)
             .env("RUST_LOG", "info,rumqttd=warn")
@@ -83,8 +89,14 @@ impl TestServer {
         let logs = Arc::new(Mutex::new(Vec::new()));
         let (tx, mut rx) = mpsc::unbounded_channel::<String>();
         for stream in [
-            child.stdout.take().map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Unpin + Send>),
-            child.stderr.take().map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Unpin + Send>),
+            child
+                .stdout
+                .take()
+                .map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Unpin + Send>),
+            child
+                .stderr
+                .take()
+                .map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Unpin + Send>),
         ]
         .into_iter()
         .flatten()
@@ -202,10 +214,18 @@ impl TestServer {
         }
         let grant: Value = res.json().await?;
         Ok(TestUser {
-            id: grant["user"]["id"].as_u64().ok_or_else(|| anyhow!("no user id"))?,
+            id: grant["user"]["id"]
+                .as_u64()
+                .ok_or_else(|| anyhow!("no user id"))?,
             name: name.to_owned(),
-            access_token: grant["access_token"].as_str().unwrap_or_default().to_owned(),
-            refresh_token: grant["refresh_token"].as_str().unwrap_or_default().to_owned(),
+            access_token: grant["access_token"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+            refresh_token: grant["refresh_token"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
             base: self.url(""),
             http: self.http_client.clone(),
         })
@@ -214,11 +234,17 @@ impl TestServer {
     /// A rumqttc (MQTT 3.1.1) client over TCP for `user`, subscribed to its
     /// own topic space at QoS 1.
     pub async fn mqtt(&self, user: &TestUser) -> Result<Mqtt> {
-        let mut opts = MqttOptions::new(format!("t-{}-{}", user.name, rand_suffix()), "127.0.0.1", self.mqtt.port());
+        let mut opts = MqttOptions::new(
+            format!("t-{}-{}", user.name, rand_suffix()),
+            "127.0.0.1",
+            self.mqtt.port(),
+        );
         opts.set_credentials(user.id.to_string(), user.access_token.clone());
         opts.set_keep_alive(Duration::from_secs(30));
         let mut m = Mqtt::connect(opts).await?;
-        let codes = m.subscribe_ack(&format!("users/{}/#", user.id), QoS::AtLeastOnce).await?;
+        let codes = m
+            .subscribe_ack(&format!("users/{}/#", user.id), QoS::AtLeastOnce)
+            .await?;
         if codes != [rumqttc::SubscribeReasonCode::Success(QoS::AtLeastOnce)] {
             bail!("own-topic subscription refused: {codes:?}");
         }
@@ -227,12 +253,18 @@ impl TestServer {
 
     /// Same over WebSocket at `/mqtt`.
     pub async fn mqtt_ws(&self, user: &TestUser) -> Result<Mqtt> {
-        let mut opts = MqttOptions::new(format!("w-{}-{}", user.name, rand_suffix()), self.ws_url(), self.http.port());
+        let mut opts = MqttOptions::new(
+            format!("w-{}-{}", user.name, rand_suffix()),
+            self.ws_url(),
+            self.http.port(),
+        );
         opts.set_transport(Transport::Ws);
         opts.set_credentials(user.id.to_string(), user.access_token.clone());
         opts.set_keep_alive(Duration::from_secs(30));
         let mut m = Mqtt::connect(opts).await?;
-        let codes = m.subscribe_ack(&format!("users/{}/#", user.id), QoS::AtLeastOnce).await?;
+        let codes = m
+            .subscribe_ack(&format!("users/{}/#", user.id), QoS::AtLeastOnce)
+            .await?;
         if codes != [rumqttc::SubscribeReasonCode::Success(QoS::AtLeastOnce)] {
             bail!("own-topic subscription refused: {codes:?}");
         }
@@ -268,18 +300,33 @@ impl TestUser {
         let res = self.request(reqwest::Method::GET, path).send().await?;
         let status = res.status().as_u16();
         let text = res.text().await?;
-        Ok((status, serde_json::from_str(&text).unwrap_or(Value::String(text))))
+        Ok((
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        ))
     }
 
     pub async fn post(&self, path: &str, body: &Value) -> Result<(u16, Value)> {
-        let res = self.request(reqwest::Method::POST, path).json(body).send().await?;
+        let res = self
+            .request(reqwest::Method::POST, path)
+            .json(body)
+            .send()
+            .await?;
         let status = res.status().as_u16();
         let text = res.text().await?;
-        Ok((status, serde_json::from_str(&text).unwrap_or(Value::String(text))))
+        Ok((
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        ))
     }
 
     /// Sends a text message to a user; returns (status, body).
-    pub async fn send_text(&self, to: u64, client_msg_id: &str, text: &str) -> Result<(u16, Value)> {
+    pub async fn send_text(
+        &self,
+        to: u64,
+        client_msg_id: &str,
+        text: &str,
+    ) -> Result<(u16, Value)> {
         self.post(
             "/v1/messages",
             &json!({"to": {"user": to}, "client_msg_id": client_msg_id, "body": {"text": text}}),
@@ -291,12 +338,16 @@ impl TestUser {
     pub async fn sync_all(&self, mut after: u64) -> Result<Vec<Value>> {
         let mut events = Vec::new();
         loop {
-            let (status, page) = self.get(&format!("/v1/sync?after={after}&limit=200")).await?;
+            let (status, page) = self
+                .get(&format!("/v1/sync?after={after}&limit=200"))
+                .await?;
             if status != 200 {
                 bail!("sync: {status} {page}");
             }
             events.extend(page["events"].as_array().cloned().unwrap_or_default());
-            after = page["cursor"].as_u64().ok_or_else(|| anyhow!("no cursor in {page}"))?;
+            after = page["cursor"]
+                .as_u64()
+                .ok_or_else(|| anyhow!("no cursor in {page}"))?;
             if !page["has_more"].as_bool().unwrap_or(false) {
                 return Ok(events);
             }
@@ -344,8 +395,9 @@ impl Mqtt {
             loop {
                 match eventloop.poll().await {
                     Ok(Event::Incoming(Packet::Publish(p))) => {
-                        let payload = serde_json::from_slice(&p.payload)
-                            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&p.payload).into_owned()));
+                        let payload = serde_json::from_slice(&p.payload).unwrap_or_else(|_| {
+                            Value::String(String::from_utf8_lossy(&p.payload).into_owned())
+                        });
                         let _ = tx.send(Seen::Publish {
                             topic: p.topic,
                             payload,
@@ -366,7 +418,11 @@ impl Mqtt {
     }
 
     /// Subscribes and waits for the SUBACK.
-    pub async fn subscribe_ack(&mut self, filter: &str, qos: QoS) -> Result<Vec<rumqttc::SubscribeReasonCode>> {
+    pub async fn subscribe_ack(
+        &mut self,
+        filter: &str,
+        qos: QoS,
+    ) -> Result<Vec<rumqttc::SubscribeReasonCode>> {
         self.client.subscribe(filter, qos).await?;
         loop {
             match self.next(Duration::from_secs(5)).await? {

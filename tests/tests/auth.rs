@@ -27,7 +27,11 @@ async fn logout_disconnects_the_sessions_mqtt_connections() -> Result<()> {
     assert_eq!(body["error"]["code"], "invalid_token");
     let mut opts = rumqttc::MqttOptions::new("again", "127.0.0.1", server.mqtt.port());
     opts.set_credentials(bob.id.to_string(), bob.access_token.clone());
-    let err = Mqtt::connect(opts).await.err().map(|e| e.to_string()).unwrap_or_default();
+    let err = Mqtt::connect(opts)
+        .await
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
     assert!(err.contains("BadUserNamePassword"), "{err}");
     // And its refresh token.
     let res = server
@@ -39,7 +43,9 @@ async fn logout_disconnects_the_sessions_mqtt_connections() -> Result<()> {
     assert_eq!(res.status(), 401);
 
     // Logout everywhere closes the remaining session too.
-    let (status, _) = bob_tablet.post("/v1/auth/logout", &json!({"everywhere": true})).await?;
+    let (status, _) = bob_tablet
+        .post("/v1/auth/logout", &json!({"everywhere": true}))
+        .await?;
     assert_eq!(status, 204);
     tablet.wait_closed(Duration::from_secs(3)).await?;
     Ok(())
@@ -66,16 +72,39 @@ async fn refresh_rotates_and_reuse_revokes_the_session() -> Result<()> {
     assert_eq!(status, 200, "{first}");
     assert_ne!(first["refresh_token"], alice.refresh_token.as_str());
     assert_eq!(first["user"]["id"], alice.id);
-    let new_access = first["access_token"].as_str().unwrap_or_default().to_owned();
-    let res = server.http_client.get(server.url("/v1/me")).bearer_auth(&new_access).send().await?;
+    let new_access = first["access_token"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let res = server
+        .http_client
+        .get(server.url("/v1/me"))
+        .bearer_auth(&new_access)
+        .send()
+        .await?;
     assert_eq!(res.status(), 200);
 
     // The old refresh token again: treated as stolen, the session dies.
     let (status, body) = refresh(alice.refresh_token.clone()).await?;
     assert_eq!(status, 401, "{body}");
-    let res = server.http_client.get(server.url("/v1/me")).bearer_auth(&new_access).send().await?;
-    assert_eq!(res.status(), 401, "access tokens of a revoked session are refused");
-    let (status, _) = refresh(first["refresh_token"].as_str().unwrap_or_default().to_owned()).await?;
+    let res = server
+        .http_client
+        .get(server.url("/v1/me"))
+        .bearer_auth(&new_access)
+        .send()
+        .await?;
+    assert_eq!(
+        res.status(),
+        401,
+        "access tokens of a revoked session are refused"
+    );
+    let (status, _) = refresh(
+        first["refresh_token"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned(),
+    )
+    .await?;
     assert_eq!(status, 401, "the rotated-to token died with its session");
     Ok(())
 }
@@ -110,7 +139,11 @@ async fn expired_access_tokens_are_refused() -> Result<()> {
     assert_eq!(body["error"]["code"], "token_expired");
     let mut opts = rumqttc::MqttOptions::new("late", "127.0.0.1", server.mqtt.port());
     opts.set_credentials(alice.id.to_string(), alice.access_token.clone());
-    let err = Mqtt::connect(opts).await.err().map(|e| e.to_string()).unwrap_or_default();
+    let err = Mqtt::connect(opts)
+        .await
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
     assert!(err.contains("BadUserNamePassword"), "{err}");
     Ok(())
 }

@@ -5,7 +5,14 @@ use anyhow::Result;
 use mqchat_e2e::TestServer;
 use serde_json::{json, Value};
 
-async fn raw(server: &TestServer, token: Option<&str>, method: &str, path: &str, ctype: Option<&str>, body: Vec<u8>) -> Result<(u16, Value)> {
+async fn raw(
+    server: &TestServer,
+    token: Option<&str>,
+    method: &str,
+    path: &str,
+    ctype: Option<&str>,
+    body: Vec<u8>,
+) -> Result<(u16, Value)> {
     let mut req = server
         .http_client
         .request(method.parse()?, server.url(path))
@@ -19,7 +26,8 @@ async fn raw(server: &TestServer, token: Option<&str>, method: &str, path: &str,
     let res = req.send().await?;
     let status = res.status().as_u16();
     let text = res.text().await?;
-    let v: Value = serde_json::from_str(&text).map_err(|e| anyhow::anyhow!("{status}: body is not JSON ({e}): {text:?}"))?;
+    let v: Value = serde_json::from_str(&text)
+        .map_err(|e| anyhow::anyhow!("{status}: body is not JSON ({e}): {text:?}"))?;
     Ok((status, v))
 }
 
@@ -36,37 +44,190 @@ async fn malformed_and_invalid_sends() -> Result<()> {
     let json_ct = Some("application/json");
     let send = |body: Value| serde_json::to_vec(&body).unwrap_or_default();
 
-    let (s, _) = alice.send_text(bob.id, "kept", "accepted before the bad ones").await?;
+    let (s, _) = alice
+        .send_text(bob.id, "kept", "accepted before the bad ones")
+        .await?;
     assert_eq!(s, 201);
 
-    let cases: Vec<(&str, Vec<u8>, Option<&str>, u16, &str)> = vec![
-        ("malformed JSON", b"{\"to\":".to_vec(), json_ct, 400, "malformed_json"),
-        ("not an object", b"[1,2]".to_vec(), json_ct, 400, "malformed_json"),
-        ("missing client_msg_id", send(json!({"to": {"user": bob.id}, "body": {"text": "x"}})), json_ct, 400, "invalid_request"),
-        ("missing body", send(json!({"to": {"user": bob.id}, "client_msg_id": "a"})), json_ct, 400, "invalid_request"),
-        ("missing to", send(json!({"client_msg_id": "a", "body": {"text": "x"}})), json_ct, 400, "invalid_request"),
-        ("unknown field", send(json!({"to": {"user": bob.id}, "client_msg_id": "a", "body": {"text": "x"}, "extra": 1})), json_ct, 400, "invalid_request"),
-        ("wrong type", send(json!({"to": {"user": "bob"}, "client_msg_id": "a", "body": {"text": "x"}})), json_ct, 400, "invalid_request"),
-        ("huge number", br#"{"to":{"user":99999999999999999999999},"client_msg_id":"a","body":{"text":"x"}}"#.to_vec(), json_ct, 400, "invalid_request"),
-        ("negative id", send(json!({"to": {"user": -1}, "client_msg_id": "a", "body": {"text": "x"}})), json_ct, 400, "invalid_request"),
-        ("empty client_msg_id", send(json!({"to": {"user": bob.id}, "client_msg_id": "", "body": {"text": "x"}})), json_ct, 400, "invalid_request"),
-        ("long client_msg_id", send(json!({"to": {"user": bob.id}, "client_msg_id": "x".repeat(65), "body": {"text": "x"}})), json_ct, 400, "invalid_request"),
-        ("body not an object", send(json!({"to": {"user": bob.id}, "client_msg_id": "a", "body": "hi"})), json_ct, 400, "invalid_request"),
-        ("empty body", send(json!({"to": {"user": bob.id}, "client_msg_id": "a", "body": {}})), json_ct, 400, "invalid_request"),
-        ("text not a string", send(json!({"to": {"user": bob.id}, "client_msg_id": "a", "body": {"text": 5}})), json_ct, 400, "invalid_request"),
-        ("empty text", send(json!({"to": {"user": bob.id}, "client_msg_id": "a", "body": {"text": ""}})), json_ct, 400, "invalid_request"),
-        ("text too long", send(json!({"to": {"user": bob.id}, "client_msg_id": "a", "body": {"text": "x".repeat(4001)}})), json_ct, 400, "invalid_request"),
-        ("body too large", send(json!({"to": {"user": bob.id}, "client_msg_id": "a", "body": {"data": "x".repeat(20_000)}})), json_ct, 400, "invalid_request"),
-        ("request too large", send(json!({"to": {"user": bob.id}, "client_msg_id": "a", "body": {"data": "x".repeat(100_000)}})), json_ct, 413, "payload_too_large"),
-        ("unknown recipient", send(json!({"to": {"user": 424242}, "client_msg_id": "a", "body": {"text": "x"}})), json_ct, 404, "not_found"),
-        ("unknown group", send(json!({"to": {"group": 1}, "client_msg_id": "a", "body": {"text": "x"}})), json_ct, 404, "not_found"),
-        ("no content type", send(json!({"to": {"user": bob.id}, "client_msg_id": "a", "body": {"text": "x"}})), None, 415, "unsupported_media_type"),
-        ("invalid UTF-8", b"{\"to\":{\"user\":2},\"client_msg_id\":\"\xff\xfe\",\"body\":{\"text\":\"x\"}}".to_vec(), json_ct, 400, "malformed_json"),
+    // (case, request body, content type, expected status, expected code)
+    type Case<'a> = (&'a str, Vec<u8>, Option<&'a str>, u16, &'a str);
+    let cases: Vec<Case> = vec![
+        (
+            "malformed JSON",
+            b"{\"to\":".to_vec(),
+            json_ct,
+            400,
+            "malformed_json",
+        ),
+        (
+            "not an object",
+            b"[1,2]".to_vec(),
+            json_ct,
+            400,
+            "malformed_json",
+        ),
+        (
+            "missing client_msg_id",
+            send(json!({"to": {"user": bob.id}, "body": {"text": "x"}})),
+            json_ct,
+            400,
+            "invalid_request",
+        ),
+        (
+            "missing body",
+            send(json!({"to": {"user": bob.id}, "client_msg_id": "a"})),
+            json_ct,
+            400,
+            "invalid_request",
+        ),
+        (
+            "missing to",
+            send(json!({"client_msg_id": "a", "body": {"text": "x"}})),
+            json_ct,
+            400,
+            "invalid_request",
+        ),
+        (
+            "unknown field",
+            send(
+                json!({"to": {"user": bob.id}, "client_msg_id": "a", "body": {"text": "x"}, "extra": 1}),
+            ),
+            json_ct,
+            400,
+            "invalid_request",
+        ),
+        (
+            "wrong type",
+            send(json!({"to": {"user": "bob"}, "client_msg_id": "a", "body": {"text": "x"}})),
+            json_ct,
+            400,
+            "invalid_request",
+        ),
+        (
+            "huge number",
+            br#"{"to":{"user":99999999999999999999999},"client_msg_id":"a","body":{"text":"x"}}"#
+                .to_vec(),
+            json_ct,
+            400,
+            "invalid_request",
+        ),
+        (
+            "negative id",
+            send(json!({"to": {"user": -1}, "client_msg_id": "a", "body": {"text": "x"}})),
+            json_ct,
+            400,
+            "invalid_request",
+        ),
+        (
+            "empty client_msg_id",
+            send(json!({"to": {"user": bob.id}, "client_msg_id": "", "body": {"text": "x"}})),
+            json_ct,
+            400,
+            "invalid_request",
+        ),
+        (
+            "long client_msg_id",
+            send(
+                json!({"to": {"user": bob.id}, "client_msg_id": "x".repeat(65), "body": {"text": "x"}}),
+            ),
+            json_ct,
+            400,
+            "invalid_request",
+        ),
+        (
+            "body not an object",
+            send(json!({"to": {"user": bob.id}, "client_msg_id": "a", "body": "hi"})),
+            json_ct,
+            400,
+            "invalid_request",
+        ),
+        (
+            "empty body",
+            send(json!({"to": {"user": bob.id}, "client_msg_id": "a", "body": {}})),
+            json_ct,
+            400,
+            "invalid_request",
+        ),
+        (
+            "text not a string",
+            send(json!({"to": {"user": bob.id}, "client_msg_id": "a", "body": {"text": 5}})),
+            json_ct,
+            400,
+            "invalid_request",
+        ),
+        (
+            "empty text",
+            send(json!({"to": {"user": bob.id}, "client_msg_id": "a", "body": {"text": ""}})),
+            json_ct,
+            400,
+            "invalid_request",
+        ),
+        (
+            "text too long",
+            send(
+                json!({"to": {"user": bob.id}, "client_msg_id": "a", "body": {"text": "x".repeat(4001)}}),
+            ),
+            json_ct,
+            400,
+            "invalid_request",
+        ),
+        (
+            "body too large",
+            send(
+                json!({"to": {"user": bob.id}, "client_msg_id": "a", "body": {"data": "x".repeat(20_000)}}),
+            ),
+            json_ct,
+            400,
+            "invalid_request",
+        ),
+        (
+            "request too large",
+            send(
+                json!({"to": {"user": bob.id}, "client_msg_id": "a", "body": {"data": "x".repeat(100_000)}}),
+            ),
+            json_ct,
+            413,
+            "payload_too_large",
+        ),
+        (
+            "unknown recipient",
+            send(json!({"to": {"user": 424242}, "client_msg_id": "a", "body": {"text": "x"}})),
+            json_ct,
+            404,
+            "not_found",
+        ),
+        (
+            "unknown group",
+            send(json!({"to": {"group": 1}, "client_msg_id": "a", "body": {"text": "x"}})),
+            json_ct,
+            404,
+            "not_found",
+        ),
+        (
+            "no content type",
+            send(json!({"to": {"user": bob.id}, "client_msg_id": "a", "body": {"text": "x"}})),
+            None,
+            415,
+            "unsupported_media_type",
+        ),
+        (
+            "invalid UTF-8",
+            b"{\"to\":{\"user\":2},\"client_msg_id\":\"\xff\xfe\",\"body\":{\"text\":\"x\"}}"
+                .to_vec(),
+            json_ct,
+            400,
+            "malformed_json",
+        ),
     ];
     for (name, body, ctype, want_status, want_code) in cases {
         let (status, v) = raw(&server, t, "POST", "/v1/messages", ctype, body).await?;
         assert_eq!((status, code(&v)), (want_status, want_code), "{name}: {v}");
-        assert!(v["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "{name}: no message");
+        assert!(
+            v["error"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty()),
+            "{name}: no message"
+        );
     }
 
     // Nothing was lost and nothing extra was stored.
@@ -80,11 +241,21 @@ async fn malformed_and_invalid_sends() -> Result<()> {
 async fn auth_errors() -> Result<()> {
     let server = TestServer::start().await?;
     let alice = server.user("alice").await?;
-    let body = serde_json::to_vec(&json!({"to": {"user": alice.id}, "client_msg_id": "a", "body": {"text": "x"}}))?;
+    let body = serde_json::to_vec(
+        &json!({"to": {"user": alice.id}, "client_msg_id": "a", "body": {"text": "x"}}),
+    )?;
     let ct = Some("application/json");
     let (s, v) = raw(&server, None, "POST", "/v1/messages", ct, body.clone()).await?;
     assert_eq!((s, code(&v)), (401, "missing_token"));
-    let (s, v) = raw(&server, Some("garbage"), "POST", "/v1/messages", ct, body.clone()).await?;
+    let (s, v) = raw(
+        &server,
+        Some("garbage"),
+        "POST",
+        "/v1/messages",
+        ct,
+        body.clone(),
+    )
+    .await?;
     assert_eq!((s, code(&v)), (401, "invalid_token"));
     // alg=none token claiming to be alice.
     let forged = "eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.eyJzdWIiOiIxIiwic2lkIjoxLCJpYXQiOjAsImV4cCI6OTk5OTk5OTk5OX0.";
@@ -97,7 +268,9 @@ async fn auth_errors() -> Result<()> {
 async fn registration_rules() -> Result<()> {
     let server = TestServer::start().await?;
     let ct = Some("application/json");
-    let reg = |u: &str, p: &str| serde_json::to_vec(&json!({"username": u, "password": p})).unwrap_or_default();
+    let reg = |u: &str, p: &str| {
+        serde_json::to_vec(&json!({"username": u, "password": p})).unwrap_or_default()
+    };
     for (u, p, status, c) in [
         ("ab", "password1", 400, "invalid_username"),
         ("has space", "password1", 400, "invalid_username"),
@@ -132,7 +305,15 @@ async fn unknown_routes_methods_and_bad_params() -> Result<()> {
     assert_eq!((s, code(&v)), (400, "invalid_request"));
     let (s, v) = raw(&server, t, "GET", "/v1/users/not-a-number", None, vec![]).await?;
     assert_eq!((s, code(&v)), (404, "not_found"));
-    let (s, v) = raw(&server, t, "GET", "/v1/conversations/1/messages?limit=x", None, vec![]).await?;
+    let (s, v) = raw(
+        &server,
+        t,
+        "GET",
+        "/v1/conversations/1/messages?limit=x",
+        None,
+        vec![],
+    )
+    .await?;
     assert_eq!((s, code(&v)), (400, "invalid_request"));
     let (s, _) = raw(&server, t, "GET", "/healthz", None, vec![]).await?;
     assert_eq!(s, 200);

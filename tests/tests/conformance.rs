@@ -81,7 +81,10 @@ async fn keep_alive_zero_is_accepted_and_never_times_out() -> Result<()> {
     let mut sock = connected(&server, &alice, 0).await?;
     tokio::time::sleep(Duration::from_millis(1600)).await;
     sock.write_all(&[0xC0, 0x00]).await?; // PINGREQ
-    assert_eq!(read_some(&mut sock, Duration::from_secs(2)).await?, [0xD0, 0x00]);
+    assert_eq!(
+        read_some(&mut sock, Duration::from_secs(2)).await?,
+        [0xD0, 0x00]
+    );
     Ok(())
 }
 
@@ -92,7 +95,11 @@ async fn silent_client_is_dropped_after_one_and_a_half_keep_alives() -> Result<(
     let mut sock = connected(&server, &alice, 1).await?;
     let started = std::time::Instant::now();
     expect_closed(&mut sock, Duration::from_secs(4)).await?;
-    assert!(started.elapsed() >= Duration::from_millis(1400), "closed too early: {:?}", started.elapsed());
+    assert!(
+        started.elapsed() >= Duration::from_millis(1400),
+        "closed too early: {:?}",
+        started.elapsed()
+    );
     Ok(())
 }
 
@@ -123,7 +130,10 @@ async fn mqtt_3_1_is_refused_with_unacceptable_protocol_version() -> Result<()> 
     let alice = server.user("alice").await?;
     let mut sock = TcpStream::connect(server.mqtt).await?;
     sock.write_all(&connect(3, "old", &alice, 30)).await?;
-    assert_eq!(read_some(&mut sock, Duration::from_secs(3)).await?, [0x20, 0x02, 0x00, 0x01]);
+    assert_eq!(
+        read_some(&mut sock, Duration::from_secs(3)).await?,
+        [0x20, 0x02, 0x00, 0x01]
+    );
     expect_closed(&mut sock, Duration::from_secs(3)).await
 }
 
@@ -147,7 +157,10 @@ async fn unsubscribe_is_always_acknowledged() -> Result<()> {
     let mut body = 7u16.to_be_bytes().to_vec();
     string(&mut body, b"users/1/nothing");
     sock.write_all(&frame(0xA2, &body)).await?;
-    assert_eq!(read_some(&mut sock, Duration::from_secs(3)).await?, [0xB0, 0x02, 0x00, 0x07]);
+    assert_eq!(
+        read_some(&mut sock, Duration::from_secs(3)).await?,
+        [0xB0, 0x02, 0x00, 0x07]
+    );
     Ok(())
 }
 
@@ -167,6 +180,9 @@ async fn will_aimed_at_another_users_topic_is_refused() -> Result<()> {
     string(&mut body, alice.access_token.as_bytes());
     let mut sock = TcpStream::connect(server.mqtt).await?;
     sock.write_all(&frame(0x10, &body)).await?;
-    assert_eq!(read_some(&mut sock, Duration::from_secs(3)).await?, [0x20, 0x02, 0x00, 0x05]);
+    assert_eq!(
+        read_some(&mut sock, Duration::from_secs(3)).await?,
+        [0x20, 0x02, 0x00, 0x05]
+    );
     Ok(())
 }

@@ -50,9 +50,14 @@ async fn acknowledged_sends_survive_sigkill() -> Result<()> {
                 for n in 0.. {
                     let id = format!("r{round}-s{s}-{n}");
                     tried.push(id.clone());
-                    match sender.send_text(bob_id, &id, &format!("round {round} sender {s} #{n}")).await {
+                    match sender
+                        .send_text(bob_id, &id, &format!("round {round} sender {s} #{n}"))
+                        .await
+                    {
                         Ok((201, m)) => acks.push((id, m)),
-                        Ok((status, body)) => return Err(anyhow::anyhow!("unexpected {status}: {body}")),
+                        Ok((status, body)) => {
+                            return Err(anyhow::anyhow!("unexpected {status}: {body}"))
+                        }
                         // The server died under us: stop.
                         Err(_) => break,
                     }
@@ -71,9 +76,16 @@ async fn acknowledged_sends_survive_sigkill() -> Result<()> {
         }
         server = TestServer::start_in(&dir, &[]).await?;
     }
-    eprintln!("{} sends acknowledged, {} attempted over {ROUNDS} kills", acked.len(), attempted.len());
+    eprintln!(
+        "{} sends acknowledged, {} attempted over {ROUNDS} kills",
+        acked.len(),
+        attempted.len()
+    );
     if acked.len() < 50 {
-        bail!("only {} sends acknowledged; the test did not exercise much", acked.len());
+        bail!(
+            "only {} sends acknowledged; the test did not exercise much",
+            acked.len()
+        );
     }
 
     // Retry every attempted send with its id: committed ones come back as
@@ -87,7 +99,10 @@ async fn acknowledged_sends_survive_sigkill() -> Result<()> {
         let (status, m) = users[*s].send_text(bob.id, id, "retry").await?;
         match acked.get(id) {
             Some(original) => {
-                assert_eq!(status, 200, "{id} was acknowledged, so a retry is a duplicate");
+                assert_eq!(
+                    status, 200,
+                    "{id} was acknowledged, so a retry is a duplicate"
+                );
                 assert_eq!(&m, original, "{id}: retry must return the original");
             }
             None => assert!(status == 200 || status == 201, "{id}: {status} {m}"),
@@ -96,15 +111,29 @@ async fn acknowledged_sends_survive_sigkill() -> Result<()> {
 
     // Bob's inbox: every attempted id exactly once, cursors 1..n.
     let events = bob.sync_all(0).await?;
-    assert_eq!(events.len(), attempted.len(), "each attempted send stored exactly once");
+    assert_eq!(
+        events.len(),
+        attempted.len(),
+        "each attempted send stored exactly once"
+    );
     let mut seen = HashMap::new();
     for (i, e) in events.iter().enumerate() {
         assert_eq!(e["cursor"], (i + 1) as u64, "inbox cursor gap at {i}");
-        let id = e["message"]["client_msg_id"].as_str().unwrap_or_default().to_owned();
-        assert!(seen.insert(id.clone(), e["message"].clone()).is_none(), "{id} twice");
+        let id = e["message"]["client_msg_id"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        assert!(
+            seen.insert(id.clone(), e["message"].clone()).is_none(),
+            "{id} twice"
+        );
     }
     for (id, m) in &acked {
-        assert_eq!(seen.get(id), Some(m), "acknowledged {id} missing or changed");
+        assert_eq!(
+            seen.get(id),
+            Some(m),
+            "acknowledged {id} missing or changed"
+        );
     }
     // Per sender: seq gap-free and in the order sends were made.
     let mut by_conv: BTreeMap<u64, Vec<(u64, String)>> = BTreeMap::new();
@@ -113,19 +142,36 @@ async fn acknowledged_sends_survive_sigkill() -> Result<()> {
         by_conv
             .entry(m["conversation_id"].as_u64().unwrap_or(0))
             .or_default()
-            .push((m["seq"].as_u64().unwrap_or(0), m["client_msg_id"].as_str().unwrap_or_default().to_owned()));
+            .push((
+                m["seq"].as_u64().unwrap_or(0),
+                m["client_msg_id"].as_str().unwrap_or_default().to_owned(),
+            ));
     }
     for (conv, msgs) in by_conv {
         let seqs: Vec<u64> = msgs.iter().map(|(s, _)| *s).collect();
-        assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>(), "conversation {conv} seq");
+        assert_eq!(
+            seqs,
+            (1..=seqs.len() as u64).collect::<Vec<_>>(),
+            "conversation {conv} seq"
+        );
         // Ids of acknowledged sends appear in send order.
-        let order: Vec<&String> = msgs.iter().map(|(_, id)| id).filter(|id| acked.contains_key(*id)).collect();
+        let order: Vec<&String> = msgs
+            .iter()
+            .map(|(_, id)| id)
+            .filter(|id| acked.contains_key(*id))
+            .collect();
         let mut sorted = order.clone();
         sorted.sort_by_key(|id| {
-            let parts: Vec<u64> = id.split(['r', '-', 's']).filter_map(|p| p.parse().ok()).collect();
+            let parts: Vec<u64> = id
+                .split(['r', '-', 's'])
+                .filter_map(|p| p.parse().ok())
+                .collect();
             (parts.first().copied(), parts.get(2).copied())
         });
-        assert_eq!(order, sorted, "conversation {conv}: acknowledged sends out of order");
+        assert_eq!(
+            order, sorted,
+            "conversation {conv}: acknowledged sends out of order"
+        );
     }
     Ok(())
 }

@@ -48,7 +48,11 @@ async fn offline_recipient_gets_everything_by_sync_in_order_once() -> Result<()>
     let carol = server.user("carol").await?;
     let mut sent = Vec::new();
     for i in 0..120 {
-        let (from, id) = if i % 3 == 0 { (&carol, format!("c{i}")) } else { (&alice, format!("a{i}")) };
+        let (from, id) = if i % 3 == 0 {
+            (&carol, format!("c{i}"))
+        } else {
+            (&alice, format!("a{i}"))
+        };
         let (status, m) = from.send_text(bob.id, &id, &format!("message {i}")).await?;
         assert_eq!(status, 201, "{m}");
         sent.push(m);
@@ -56,7 +60,11 @@ async fn offline_recipient_gets_everything_by_sync_in_order_once() -> Result<()>
     let events = bob.sync_all(0).await?;
     assert_eq!(events.len(), 120, "every message exactly once");
     for (i, (event, sent)) in events.iter().zip(&sent).enumerate() {
-        assert_eq!(event["cursor"], (i + 1) as u64, "inbox cursors are gap-free");
+        assert_eq!(
+            event["cursor"],
+            (i + 1) as u64,
+            "inbox cursors are gap-free"
+        );
         assert_eq!(&event["message"], sent, "in send order");
     }
     // Per conversation, seq is gap-free.
@@ -95,7 +103,11 @@ async fn resend_with_the_same_client_msg_id_returns_the_original() -> Result<()>
     assert_eq!(s4, 201);
     assert_ne!(bobs["id"], first["id"]);
     let events = bob.sync_all(0).await?;
-    assert_eq!(events.len(), 2, "one stored message from alice, one from bob: {events:?}");
+    assert_eq!(
+        events.len(),
+        2,
+        "one stored message from alice, one from bob: {events:?}"
+    );
     Ok(())
 }
 
@@ -106,13 +118,18 @@ async fn history_and_conversation_list() -> Result<()> {
     let bob = server.user("bob").await?;
     let carol = server.user("carol").await?;
     for i in 1..=7 {
-        let (s, _) = alice.send_text(bob.id, &format!("m{i}"), &format!("text {i}")).await?;
+        let (s, _) = alice
+            .send_text(bob.id, &format!("m{i}"), &format!("text {i}"))
+            .await?;
         assert_eq!(s, 201);
     }
     let (_, last) = carol.send_text(bob.id, "c1", "from carol").await?;
     let (status, list) = bob.get("/v1/conversations").await?;
     assert_eq!(status, 200);
-    let convs = list["conversations"].as_array().cloned().unwrap_or_default();
+    let convs = list["conversations"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
     assert_eq!(convs.len(), 2);
     assert_eq!(convs[0]["peer"]["username"], "carol", "most recent first");
     assert_eq!(convs[0]["last_message"], last);
@@ -120,17 +137,35 @@ async fn history_and_conversation_list() -> Result<()> {
     assert_eq!(convs[1]["last_seq"], 7);
 
     let conv = convs[1]["id"].as_u64().unwrap_or(0);
-    let (_, page) = bob.get(&format!("/v1/conversations/{conv}/messages?limit=3")).await?;
-    let seqs: Vec<u64> = page["messages"].as_array().unwrap_or(&vec![]).iter().map(|m| m["seq"].as_u64().unwrap_or(0)).collect();
+    let (_, page) = bob
+        .get(&format!("/v1/conversations/{conv}/messages?limit=3"))
+        .await?;
+    let seqs: Vec<u64> = page["messages"]
+        .as_array()
+        .unwrap_or(&vec![])
+        .iter()
+        .map(|m| m["seq"].as_u64().unwrap_or(0))
+        .collect();
     assert_eq!(seqs, vec![5, 6, 7]);
     assert_eq!(page["has_more"], true);
-    let (_, older) = bob.get(&format!("/v1/conversations/{conv}/messages?before_seq=5&limit=10")).await?;
-    let seqs: Vec<u64> = older["messages"].as_array().unwrap_or(&vec![]).iter().map(|m| m["seq"].as_u64().unwrap_or(0)).collect();
+    let (_, older) = bob
+        .get(&format!(
+            "/v1/conversations/{conv}/messages?before_seq=5&limit=10"
+        ))
+        .await?;
+    let seqs: Vec<u64> = older["messages"]
+        .as_array()
+        .unwrap_or(&vec![])
+        .iter()
+        .map(|m| m["seq"].as_u64().unwrap_or(0))
+        .collect();
     assert_eq!(seqs, vec![1, 2, 3, 4]);
     assert_eq!(older["has_more"], false);
 
     // Carol is not in alice-bob: she can't read it, and can't tell it exists.
-    let (status, body) = carol.get(&format!("/v1/conversations/{conv}/messages")).await?;
+    let (status, body) = carol
+        .get(&format!("/v1/conversations/{conv}/messages"))
+        .await?;
     assert_eq!(status, 404, "{body}");
     assert_eq!(body["error"]["code"], "not_found");
     Ok(())
@@ -144,11 +179,17 @@ async fn device_acks_never_move_backwards() -> Result<()> {
     for i in 0..3 {
         alice.send_text(bob.id, &format!("m{i}"), "x").await?;
     }
-    let (s, _) = bob.post("/v1/sync/ack", &json!({"device_id": "phone", "cursor": 3})).await?;
+    let (s, _) = bob
+        .post("/v1/sync/ack", &json!({"device_id": "phone", "cursor": 3}))
+        .await?;
     assert_eq!(s, 204);
-    let (s, _) = bob.post("/v1/sync/ack", &json!({"device_id": "phone", "cursor": 1})).await?;
+    let (s, _) = bob
+        .post("/v1/sync/ack", &json!({"device_id": "phone", "cursor": 1}))
+        .await?;
     assert_eq!(s, 204, "an older ack is accepted and ignored");
-    let (s, body) = bob.post("/v1/sync/ack", &json!({"device_id": "phone", "cursor": 99})).await?;
+    let (s, body) = bob
+        .post("/v1/sync/ack", &json!({"device_id": "phone", "cursor": 99}))
+        .await?;
     assert_eq!(s, 400, "acking the future is refused: {body}");
     Ok(())
 }

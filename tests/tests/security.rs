@@ -16,10 +16,18 @@ fn opts(server: &TestServer, client_id: &str, username: &str, password: &str) ->
 }
 
 /// Alice sends bob a message; returns once bob's own client has it.
-async fn deliver_to_bob(alice: &TestUser, bob: &TestUser, bob_rx: &mut Mqtt, id: &str) -> Result<()> {
+async fn deliver_to_bob(
+    alice: &TestUser,
+    bob: &TestUser,
+    bob_rx: &mut Mqtt,
+    id: &str,
+) -> Result<()> {
     let (s, _) = alice.send_text(bob.id, id, "secret").await?;
     assert_eq!(s, 201);
-    assert!(bob_rx.next_event(Duration::from_secs(2)).await?.is_some(), "bob must get it");
+    assert!(
+        bob_rx.next_event(Duration::from_secs(2)).await?.is_some(),
+        "bob must get it"
+    );
     Ok(())
 }
 
@@ -29,13 +37,23 @@ async fn bad_credentials_are_refused_with_connack_codes() -> Result<()> {
     let alice = server.user("alice").await?;
     let bob = server.user("bob").await?;
 
-    let wrong_token = Mqtt::connect(opts(&server, "x1", &alice.id.to_string(), "not-a-token")).await;
+    let wrong_token =
+        Mqtt::connect(opts(&server, "x1", &alice.id.to_string(), "not-a-token")).await;
     let err = wrong_token.err().map(|e| e.to_string()).unwrap_or_default();
     assert!(err.contains("BadUserNamePassword"), "{err}");
 
     // Alice's (valid) token presented as bob: an identity it does not grant.
-    let impersonation = Mqtt::connect(opts(&server, "x2", &bob.id.to_string(), &alice.access_token)).await;
-    let err = impersonation.err().map(|e| e.to_string()).unwrap_or_default();
+    let impersonation = Mqtt::connect(opts(
+        &server,
+        "x2",
+        &bob.id.to_string(),
+        &alice.access_token,
+    ))
+    .await;
+    let err = impersonation
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
     assert!(err.contains("NotAuthorized"), "{err}");
 
     let tampered = {
@@ -61,7 +79,11 @@ async fn bad_credentials_are_refused_with_connack_codes() -> Result<()> {
     // No credentials at all.
     let mut anon = MqttOptions::new("x5", "127.0.0.1", server.mqtt.port());
     anon.set_keep_alive(Duration::from_secs(30));
-    let err = Mqtt::connect(anon).await.err().map(|e| e.to_string()).unwrap_or_default();
+    let err = Mqtt::connect(anon)
+        .await
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
     assert!(err.contains("BadUserNamePassword"), "{err}");
     Ok(())
 }
@@ -74,7 +96,13 @@ async fn subscriptions_outside_ones_own_space_are_refused_and_see_nothing() -> R
     let mallory = server.user("mallory").await?;
     let mut bob_rx = server.mqtt(&bob).await?;
 
-    let mut hostile = Mqtt::connect(opts(&server, "m", &mallory.id.to_string(), &mallory.access_token)).await?;
+    let mut hostile = Mqtt::connect(opts(
+        &server,
+        "m",
+        &mallory.id.to_string(),
+        &mallory.access_token,
+    ))
+    .await?;
     for filter in [
         format!("users/{}/#", bob.id),
         format!("users/{}/events", bob.id),
@@ -89,7 +117,11 @@ async fn subscriptions_outside_ones_own_space_are_refused_and_see_nothing() -> R
         format!("users/0{}/#", bob.id),
     ] {
         let codes = hostile.subscribe_ack(&filter, QoS::AtLeastOnce).await?;
-        assert_eq!(codes, vec![SubscribeReasonCode::Failure], "{filter} must be refused");
+        assert_eq!(
+            codes,
+            vec![SubscribeReasonCode::Failure],
+            "{filter} must be refused"
+        );
     }
     deliver_to_bob(&alice, &bob, &mut bob_rx, "s1").await?;
     let leaked = hostile.next_event(Duration::from_millis(500)).await?;
@@ -121,7 +153,10 @@ async fn subscriptions_outside_ones_own_space_are_refused_and_see_nothing() -> R
         ]
     );
     deliver_to_bob(&alice, &bob, &mut bob_rx, "s2").await?;
-    assert!(hostile.next_event(Duration::from_millis(500)).await?.is_none());
+    assert!(hostile
+        .next_event(Duration::from_millis(500))
+        .await?
+        .is_none());
     Ok(())
 }
 
@@ -135,20 +170,45 @@ async fn publishes_into_other_users_topics_are_dropped() -> Result<()> {
     for qos in [QoS::AtMostOnce, QoS::AtLeastOnce, QoS::ExactlyOnce] {
         hostile
             .client
-            .publish(format!("users/{}/events", bob.id), qos, false, br#"{"type":"message.created","cursor":1}"#.to_vec())
+            .publish(
+                format!("users/{}/events", bob.id),
+                qos,
+                false,
+                br#"{"type":"message.created","cursor":1}"#.to_vec(),
+            )
             .await?;
         // Even into one's own space: uplink is HTTP.
         hostile
             .client
-            .publish(format!("users/{}/events", mallory.id), qos, false, b"{}".to_vec())
+            .publish(
+                format!("users/{}/events", mallory.id),
+                qos,
+                false,
+                b"{}".to_vec(),
+            )
             .await?;
     }
-    assert!(bob_rx.next_event(Duration::from_millis(700)).await?.is_none(), "bob got a forged event");
-    assert!(hostile.next_event(Duration::from_millis(100)).await?.is_none());
+    assert!(
+        bob_rx
+            .next_event(Duration::from_millis(700))
+            .await?
+            .is_none(),
+        "bob got a forged event"
+    );
+    assert!(hostile
+        .next_event(Duration::from_millis(100))
+        .await?
+        .is_none());
     // The hostile connection was acknowledged, not dropped (3.1.1 §3.3.5): it
     // still works.
-    hostile.client.publish("users/1/x", QoS::AtLeastOnce, false, b"x".to_vec()).await?;
-    assert!(hostile.next(Duration::from_millis(300)).await?.is_none_or(|s| !matches!(s, mqchat_e2e::Seen::Error(_))));
+    hostile
+        .client
+        .publish("users/1/x", QoS::AtLeastOnce, false, b"x".to_vec())
+        .await?;
+    assert!(hostile
+        .next(Duration::from_millis(300))
+        .await?
+        .is_none_or(|s| !matches!(s, mqchat_e2e::Seen::Error(_))));
     Ok(())
 }
 
@@ -158,17 +218,40 @@ async fn a_client_id_can_not_kick_another_users_session() -> Result<()> {
     let alice = server.user("alice").await?;
     let bob = server.user("bob").await?;
     let mallory = server.user("mallory").await?;
-    let mut bob_phone = Mqtt::connect(opts(&server, "phone", &bob.id.to_string(), &bob.access_token)).await?;
-    bob_phone.subscribe_ack(&format!("users/{}/#", bob.id), QoS::AtLeastOnce).await?;
+    let mut bob_phone = Mqtt::connect(opts(
+        &server,
+        "phone",
+        &bob.id.to_string(),
+        &bob.access_token,
+    ))
+    .await?;
+    bob_phone
+        .subscribe_ack(&format!("users/{}/#", bob.id), QoS::AtLeastOnce)
+        .await?;
     // Mallory connects with bob's client id.
-    let _mallory_phone = Mqtt::connect(opts(&server, "phone", &mallory.id.to_string(), &mallory.access_token)).await?;
+    let _mallory_phone = Mqtt::connect(opts(
+        &server,
+        "phone",
+        &mallory.id.to_string(),
+        &mallory.access_token,
+    ))
+    .await?;
     let (s, _) = alice.send_text(bob.id, "k1", "still there?").await?;
     assert_eq!(s, 201);
     let got = bob_phone.next_event(Duration::from_secs(2)).await?;
-    assert!(got.is_some(), "bob's session was taken over by another user's client id");
+    assert!(
+        got.is_some(),
+        "bob's session was taken over by another user's client id"
+    );
 
     // The same user reusing its own client id does take over (MQTT rule).
-    let _bob_again = Mqtt::connect(opts(&server, "phone", &bob.id.to_string(), &bob.access_token)).await?;
+    let _bob_again = Mqtt::connect(opts(
+        &server,
+        "phone",
+        &bob.id.to_string(),
+        &bob.access_token,
+    ))
+    .await?;
     bob_phone.wait_closed(Duration::from_secs(3)).await?;
     Ok(())
 }

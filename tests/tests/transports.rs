@@ -14,7 +14,10 @@ async fn websocket_client_receives_pushes() -> Result<()> {
     let mut ws = server.mqtt_ws(&bob).await?;
     let (s, sent) = alice.send_text(bob.id, "w1", "over websocket").await?;
     assert_eq!(s, 201);
-    let got = ws.next_event(Duration::from_secs(2)).await?.expect("no push over WebSocket");
+    let got = ws
+        .next_event(Duration::from_secs(2))
+        .await?
+        .expect("no push over WebSocket");
     assert_eq!(got["message"], sent);
     Ok(())
 }
@@ -26,7 +29,11 @@ async fn websocket_requires_credentials_too() -> Result<()> {
     let mut opts = rumqttc::MqttOptions::new("w-bad", server.ws_url(), server.http.port());
     opts.set_transport(rumqttc::Transport::Ws);
     opts.set_credentials(bob.id.to_string(), "nope");
-    let err = mqchat_e2e::Mqtt::connect(opts).await.err().map(|e| e.to_string()).unwrap_or_default();
+    let err = mqchat_e2e::Mqtt::connect(opts)
+        .await
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
     assert!(err.contains("BadUserNamePassword"), "{err}");
     Ok(())
 }
@@ -43,8 +50,12 @@ async fn mqtt5_client_gets_reason_codes_and_pushes() -> Result<()> {
     opts.set_credentials(bob.id.to_string(), bob.access_token.clone());
     opts.set_keep_alive(Duration::from_secs(30));
     let (client, mut events) = AsyncClient::new(opts, 16);
-    client.subscribe(format!("users/{}/#", bob.id), QoS::AtLeastOnce).await?;
-    client.subscribe(format!("users/{}/#", alice.id), QoS::AtLeastOnce).await?;
+    client
+        .subscribe(format!("users/{}/#", bob.id), QoS::AtLeastOnce)
+        .await?;
+    client
+        .subscribe(format!("users/{}/#", alice.id), QoS::AtLeastOnce)
+        .await?;
     let mut acks = Vec::new();
     let mut pushed = None;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
@@ -62,7 +73,10 @@ async fn mqtt5_client_gets_reason_codes_and_pushes() -> Result<()> {
             _ => {}
         }
     }
-    assert_eq!(acks[0], vec![SubscribeReasonCode::Success(QoS::AtLeastOnce)]);
+    assert_eq!(
+        acks[0],
+        vec![SubscribeReasonCode::Success(QoS::AtLeastOnce)]
+    );
     assert_eq!(acks[1], vec![SubscribeReasonCode::NotAuthorized]);
     let p = match pushed {
         Some(p) => p,
@@ -77,7 +91,10 @@ async fn mqtt5_client_gets_reason_codes_and_pushes() -> Result<()> {
 /// outside CI; in CI (CI=true) a missing tool is a failure.
 #[tokio::test]
 async fn mosquitto_sub_receives_pushes() -> Result<()> {
-    let found = std::process::Command::new("mosquitto_sub").arg("--help").output().is_ok();
+    let found = std::process::Command::new("mosquitto_sub")
+        .arg("--help")
+        .output()
+        .is_ok();
     if !found {
         if std::env::var("CI").is_ok_and(|v| v == "true") {
             bail!("mosquitto_sub is required in CI (apt-get install mosquitto-clients)");
@@ -94,7 +111,17 @@ async fn mosquitto_sub_receives_pushes() -> Result<()> {
     let child = tokio::process::Command::new("mosquitto_sub")
         .args(["-h", "127.0.0.1", "-p", &server.mqtt.port().to_string()])
         .args(["-u", &bob.id.to_string(), "-P", &bob.access_token])
-        .args(["-t", &format!("users/{}/#", bob.id), "-q", "1", "-v", "-C", "1", "-W", "10"])
+        .args([
+            "-t",
+            &format!("users/{}/#", bob.id),
+            "-q",
+            "1",
+            "-v",
+            "-C",
+            "1",
+            "-W",
+            "10",
+        ])
         .stdout(Stdio::piped())
         .kill_on_drop(true)
         .spawn()?;
@@ -104,7 +131,9 @@ async fn mosquitto_sub_receives_pushes() -> Result<()> {
         if output.is_finished() {
             break;
         }
-        let (s, m) = alice.send_text(bob.id, &format!("mq{i}"), "to mosquitto").await?;
+        let (s, m) = alice
+            .send_text(bob.id, &format!("mq{i}"), "to mosquitto")
+            .await?;
         assert_eq!(s, 201);
         sent.push(m);
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -115,6 +144,9 @@ async fn mosquitto_sub_receives_pushes() -> Result<()> {
     let (topic, payload) = stdout.trim_end().split_once(' ').unwrap_or_default();
     assert_eq!(topic, format!("users/{}/events", bob.id));
     let payload: serde_json::Value = serde_json::from_str(payload)?;
-    assert!(sent.contains(&payload["message"]), "{payload} is not one of the sent messages");
+    assert!(
+        sent.contains(&payload["message"]),
+        "{payload} is not one of the sent messages"
+    );
     Ok(())
 }
