@@ -19,6 +19,7 @@
 //! stream reconnects and syncs. Slow consumers cost a resync, never an event.
 
 use std::future::Future;
+use std::ops::ControlFlow;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -607,123 +608,52 @@ impl Driver {
         let (mqtt, eventloop) = AsyncClient::new(self.mqtt_options(token), MQTT_REQUEST_CAPACITY);
         let (pump_tx, mut pump_rx) = mpsc::channel(PUMP_CAPACITY);
         let _pump = AbortOnDrop(tokio::spawn(pump(eventloop, pump_tx)));
-
         let user_id = self.client.user_id();
-        let filter = format!("users/{user_id}/#");
-        let events_topic = format!("users/{user_id}/events");
-        let mut subscribed = false;
-        let mut live = false;
+        let mut conn = Connection {
+            driver: self,
+            mqtt,
+            generation,
+            filter: format!("users/{user_id}/#"),
+            events_topic: format!("users/{user_id}/events"),
+            subscribed: false,
+            live: false,
+        };
         let mut sync: Option<SyncFuture> = None;
 
         loop {
-            if subscribed && sync.is_none() {
+            if conn.subscribed && sync.is_none() {
                 if let Some(after) = sequencer.start_sync() {
                     let client = self.client.clone();
                     let limit = self.options.sync_page_size;
                     sync = Some(Box::pin(async move { client.sync(after, limit).await }));
                     self.set_state(StreamState::Syncing);
                 } else if sequencer.is_synced() {
-                    live = true;
+                    conn.live = true;
                     self.set_state(StreamState::Live);
                 }
             }
-
-            tokio::select! {
-                () = self.events.closed() => return Ended::ReceiverGone,
-                incoming = pump_rx.recv() => match incoming {
-                    Some(Incoming::ConnAck) => {
-                        tracing::debug!(broker = %self.endpoint, "connected; subscribing {filter}");
-                        if let Err(source) = mqtt.subscribe(filter.as_str(), QoS::AtLeastOnce).await {
-                            let error = SdkError::MqttClient {
-                                broker: self.endpoint.to_string(),
-                                source: Box::new(source),
-                            };
-                            return Ended::Lost { error, live };
-                        }
-                    }
-                    Some(Incoming::SubAck { granted: true }) => {
-                        subscribed = true;
-                        sequencer.on_connected();
-                    }
-                    Some(Incoming::SubAck { granted: false }) => {
-                        let error = SdkError::SubscribeRefused {
-                            broker: self.endpoint.to_string(),
-                            filter: filter.clone(),
-                        };
-                        return Ended::Lost { error, live };
-                    }
-                    Some(Incoming::Publish { topic, payload }) => {
-                        if topic != events_topic {
-                            tracing::debug!(topic, "ignoring push outside the events topic");
-                            continue;
-                        }
-                        let event = match Event::from_slice(&payload) {
-                            Ok(event) => event,
-                            Err(err) => {
-                                // Sync reads the store, so a gap this leaves is filled there.
-                                tracing::warn!(%err, "undecodable push ignored");
-                                continue;
-                            }
-                        };
-                        match sequencer.on_push(event) {
-                            PushOutcome::Deliver(event) => {
-                                if self.events.send(Ok(event)).await.is_err() {
-                                    return Ended::ReceiverGone;
-                                }
-                            }
-                            PushOutcome::Duplicate => tracing::trace!("duplicate push dropped"),
-                            PushOutcome::Deferred => tracing::debug!(
-                                last = sequencer.last(),
-                                "push ahead of a gap; syncing"
-                            ),
-                        }
-                    }
-                    Some(Incoming::Failed(source)) => {
-                        let refused = matches!(
-                            source,
-                            ConnectionError::ConnectionRefused(
-                                ConnectReturnCode::BadUserNamePassword
-                                    | ConnectReturnCode::NotAuthorized
-                            )
-                        );
-                        let error = SdkError::Mqtt {
-                            broker: self.endpoint.to_string(),
-                            source: Box::new(source),
-                        };
-                        return if refused {
-                            Ended::Refused { generation, error }
-                        } else {
-                            Ended::Lost { error, live }
-                        };
-                    }
-                    None => {
-                        // The pump only stops after reporting a failure.
-                        let error = SdkError::MqttClosed { broker: self.endpoint.to_string() };
-                        return Ended::Lost { error, live };
-                    }
-                },
+            let step = tokio::select! {
+                () = self.events.closed() => ControlFlow::Break(Ended::ReceiverGone),
+                incoming = pump_rx.recv() => conn.on_incoming(sequencer, incoming).await,
                 page = next_page(&mut sync) => {
                     sync = None;
-                    match page {
-                        Ok(page) => {
-                            for event in sequencer.on_sync_page(page) {
-                                if self.events.send(Ok(event)).await.is_err() {
-                                    return Ended::ReceiverGone;
-                                }
-                            }
-                        }
-                        Err(error) => {
-                            sequencer.on_sync_failed();
-                            return if error.is_transient() {
-                                Ended::Lost { error, live }
-                            } else {
-                                Ended::Fatal(error)
-                            };
-                        }
-                    }
+                    conn.on_page(sequencer, page).await
                 }
+            };
+            if let ControlFlow::Break(ended) = step {
+                return ended;
             }
         }
+    }
+
+    /// Hands events to the reader, in order.
+    async fn deliver(&self, events: impl IntoIterator<Item = Event>) -> ControlFlow<Ended> {
+        for event in events {
+            if self.events.send(Ok(event)).await.is_err() {
+                return ControlFlow::Break(Ended::ReceiverGone);
+            }
+        }
+        ControlFlow::Continue(())
     }
 
     /// Publishes a state change, without waking watchers when nothing changed.
@@ -733,6 +663,132 @@ impl Driver {
             *current = state;
             changed
         });
+    }
+}
+
+/// The state of one MQTT connection.
+struct Connection<'a> {
+    driver: &'a Driver,
+    mqtt: AsyncClient,
+    /// Generation of the access token this connection logged in with.
+    generation: u64,
+    filter: String,
+    events_topic: String,
+    /// SUBACK received: pushes flow, syncing may start.
+    subscribed: bool,
+    /// Caught up at least once: the reconnect backoff starts over.
+    live: bool,
+}
+
+impl Connection<'_> {
+    fn broker(&self) -> String {
+        self.driver.endpoint.to_string()
+    }
+
+    fn lost(&self, error: SdkError) -> ControlFlow<Ended> {
+        ControlFlow::Break(Ended::Lost {
+            error,
+            live: self.live,
+        })
+    }
+
+    async fn on_incoming(
+        &mut self,
+        sequencer: &mut Sequencer,
+        incoming: Option<Incoming>,
+    ) -> ControlFlow<Ended> {
+        match incoming {
+            Some(Incoming::ConnAck) => {
+                tracing::debug!(broker = %self.driver.endpoint, filter = %self.filter, "connected; subscribing");
+                match self
+                    .mqtt
+                    .subscribe(self.filter.as_str(), QoS::AtLeastOnce)
+                    .await
+                {
+                    Ok(()) => ControlFlow::Continue(()),
+                    Err(source) => self.lost(SdkError::MqttClient {
+                        broker: self.broker(),
+                        source: Box::new(source),
+                    }),
+                }
+            }
+            Some(Incoming::SubAck { granted: true }) => {
+                self.subscribed = true;
+                sequencer.on_connected();
+                ControlFlow::Continue(())
+            }
+            Some(Incoming::SubAck { granted: false }) => self.lost(SdkError::SubscribeRefused {
+                broker: self.broker(),
+                filter: self.filter.clone(),
+            }),
+            Some(Incoming::Publish { topic, payload }) => {
+                if topic != self.events_topic {
+                    tracing::debug!(topic, "ignoring push outside the events topic");
+                    return ControlFlow::Continue(());
+                }
+                let event = match Event::from_slice(&payload) {
+                    Ok(event) => event,
+                    Err(err) => {
+                        // Sync reads the store, so a gap this leaves is filled there.
+                        tracing::warn!(%err, "undecodable push ignored");
+                        return ControlFlow::Continue(());
+                    }
+                };
+                match sequencer.on_push(event) {
+                    PushOutcome::Deliver(event) => self.driver.deliver([event]).await,
+                    PushOutcome::Duplicate => {
+                        tracing::trace!("duplicate push dropped");
+                        ControlFlow::Continue(())
+                    }
+                    PushOutcome::Deferred => {
+                        tracing::debug!(last = sequencer.last(), "push ahead of a gap; syncing");
+                        ControlFlow::Continue(())
+                    }
+                }
+            }
+            Some(Incoming::Failed(source)) => {
+                let refused = matches!(
+                    source,
+                    ConnectionError::ConnectionRefused(
+                        ConnectReturnCode::BadUserNamePassword | ConnectReturnCode::NotAuthorized
+                    )
+                );
+                let error = SdkError::Mqtt {
+                    broker: self.broker(),
+                    source: Box::new(source),
+                };
+                if refused {
+                    ControlFlow::Break(Ended::Refused {
+                        generation: self.generation,
+                        error,
+                    })
+                } else {
+                    self.lost(error)
+                }
+            }
+            // The pump only stops after reporting a failure, or when aborted.
+            None => self.lost(SdkError::MqttClosed {
+                broker: self.broker(),
+            }),
+        }
+    }
+
+    async fn on_page(
+        &mut self,
+        sequencer: &mut Sequencer,
+        page: Result<SyncPage>,
+    ) -> ControlFlow<Ended> {
+        match page {
+            Ok(page) => self.driver.deliver(sequencer.on_sync_page(page)).await,
+            Err(error) => {
+                sequencer.on_sync_failed();
+                if error.is_transient() {
+                    self.lost(error)
+                } else {
+                    ControlFlow::Break(Ended::Fatal(error))
+                }
+            }
+        }
     }
 }
 

@@ -1,8 +1,8 @@
 //! The SDK against an in-process fake of chatd: a minimal HTTP/1.1 server and
 //! a minimal MQTT 3.1.1 broker, both scripted by the test. They check the
 //! SDK's side of the protocol (token refresh, send retries, the event stream's
-//! ordering and reconnection) without the real server; the end-to-end tests in
-//! the workspace's `tests/` run the SDK against chatd itself.
+//! ordering and reconnection) without the real server, and without timing
+//! luck: the fake does exactly what each test scripts.
 
 use std::error::Error;
 use std::future::Future;
