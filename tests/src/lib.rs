@@ -69,14 +69,18 @@ impl TestServer {
     /// Starts chatd on fresh ports with `data_dir` (kept by the caller) and
     /// extra flags.
     pub async fn start_in(data_dir: &Path, extra: &[&str]) -> Result<TestServer> {
+        Self::start_at(data_dir, "127.0.0.1:0", "127.0.0.1:0", extra).await
+    }
+
+    /// Starts chatd on the given addresses (to restart on the same ports).
+    pub async fn start_at(
+        data_dir: &Path,
+        http: &str,
+        mqtt: &str,
+        extra: &[&str],
+    ) -> Result<TestServer> {
         let mut child = Command::new(chatd_bin()?)
-            .args([
-                "--http",
-                "127.0.0.1:0",
-                "--mqtt",
-                "127.0.0.1:0",
-                "--data-dir",
-            ])
+            .args(["--http", http, "--mqtt", mqtt, "--data-dir"])
             .arg(data_dir)
             .args(extra)
             .env("RUST_LOG", "info,rumqttd=warn")
@@ -270,6 +274,14 @@ impl TestServer {
         }
         Ok(m)
     }
+}
+
+/// Two loopback addresses with ports that were free a moment ago, for a
+/// server that must come back on the same ports after a restart.
+pub fn free_ports() -> Result<(String, String)> {
+    let a = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let b = std::net::TcpListener::bind("127.0.0.1:0")?;
+    Ok((a.local_addr()?.to_string(), b.local_addr()?.to_string()))
 }
 
 fn rand_suffix() -> u64 {
