@@ -1,0 +1,118 @@
+//! The JSON Schemas in `schemas/` match what a real chatd sends and accepts:
+//! every payload below comes from a live server or is sent to one.
+
+use std::time::Duration;
+
+use anyhow::{anyhow, Result};
+use mqchat_e2e::TestServer;
+use serde_json::{json, Value};
+
+struct Schemas {
+    bundle: Value,
+}
+
+impl Schemas {
+    fn load() -> Result<Schemas> {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../schemas/mqchat.schema.json");
+        Ok(Schemas {
+            bundle: serde_json::from_str(&std::fs::read_to_string(path)?)?,
+        })
+    }
+
+    /// Validates `value` against `$defs/{name}`.
+    fn check(&self, name: &str, value: &Value) -> Result<()> {
+        let mut schema = self.bundle.clone();
+        if schema["$defs"].get(name).is_none() {
+            return Err(anyhow!("no $defs/{name} in the schema bundle"));
+        }
+        schema["$ref"] = json!(format!("#/$defs/{name}"));
+        let validator = jsonschema::draft202012::new(&schema).map_err(|e| anyhow!("schema: {e}"))?;
+        let errors: Vec<String> = validator.iter_errors(value).map(|e| format!("{} at {}", e, e.instance_path())).collect();
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(anyhow!("{name} does not match {value}:\n  {}", errors.join("\n  ")))
+        }
+    }
+}
+
+#[tokio::test]
+async fn real_payloads_match_the_schemas() -> Result<()> {
+    let schemas = Schemas::load()?;
+    let server = TestServer::start().await?;
+    let http = &server.http_client;
+
+    let credentials = json!({"username": "alice", "password": "password-alice"});
+    schemas.check("Credentials", &credentials)?;
+    let user: Value = http.post(server.url("/v1/auth/register")).json(&credentials).send().await?.json().await?;
+    schemas.check("User", &user)?;
+    let grant: Value = http.post(server.url("/v1/auth/login")).json(&credentials).send().await?.json().await?;
+    schemas.check("LoginGrant", &grant)?;
+
+    let alice = server.login("alice", "password-alice").await?;
+    let bob = server.user("bob").await?;
+    let mut bob_mqtt = server.mqtt(&bob).await?;
+
+    let send = json!({"to": {"user": bob.id}, "client_msg_id": "s-1", "body": {"text": "hi", "mentions": [bob.id]}});
+    schemas.check("SendRequest", &send)?;
+    let (status, message) = alice.post("/v1/messages", &send).await?;
+    assert_eq!(status, 201);
+    schemas.check("Message", &message)?;
+
+    let pushed = bob_mqtt.next_event(Duration::from_secs(2)).await?.ok_or_else(|| anyhow!("no push"))?;
+    schemas.check("Event", &pushed)?;
+
+    let (_, page) = bob.get("/v1/sync?after=0").await?;
+    schemas.check("SyncPage", &page)?;
+    let (_, convs) = bob.get("/v1/conversations").await?;
+    schemas.check("ConversationList", &convs)?;
+    let conv = convs["conversations"][0]["id"].as_u64().unwrap_or(0);
+    let (_, history) = bob.get(&format!("/v1/conversations/{conv}/messages")).await?;
+    schemas.check("HistoryPage", &history)?;
+
+    let ack = json!({"device_id": "phone", "cursor": 1});
+    schemas.check("AckRequest", &ack)?;
+    let (status, _) = bob.post("/v1/sync/ack", &ack).await?;
+    assert_eq!(status, 204);
+    let refresh = json!({"refresh_token": bob.refresh_token});
+    schemas.check("RefreshRequest", &refresh)?;
+    let regrant: Value = http.post(server.url("/v1/auth/refresh")).json(&refresh).send().await?.json().await?;
+    schemas.check("LoginGrant", &regrant)?;
+    let update = json!({"display_name": "Bob"});
+    schemas.check("UpdateMe", &update)?;
+    schemas.check("LogoutRequest", &json!({"everywhere": true}))?;
+
+    // Error bodies of several kinds.
+    for (status, body) in [
+        alice.post("/v1/messages", &json!({"to": {"user": 999}, "client_msg_id": "x", "body": {"text": "x"}})).await?,
+        alice.post("/v1/messages", &json!({"nope": 1})).await?,
+        alice.get("/v1/nope").await?,
+        bob.get("/v1/conversations/999/messages").await?,
+    ] {
+        assert!(status >= 400);
+        schemas.check("Error", &body)?;
+    }
+    let (_, unauth) = {
+        let res = http.get(server.url("/v1/me")).send().await?;
+        (res.status(), res.json::<Value>().await?)
+    };
+    schemas.check("Error", &unauth)?;
+    Ok(())
+}
+
+#[test]
+fn schemas_reject_what_the_server_rejects() -> Result<()> {
+    let schemas = Schemas::load()?;
+    for bad in [
+        json!({"to": {"user": 2}, "body": {"text": "x"}}),
+        json!({"to": {"user": 2}, "client_msg_id": "", "body": {"text": "x"}}),
+        json!({"to": {"user": 2}, "client_msg_id": "a", "body": {}}),
+        json!({"to": {"user": 2}, "client_msg_id": "a", "body": {"text": 1}}),
+        json!({"to": {"user": 2, "group": 3}, "client_msg_id": "a", "body": {"text": "x"}}),
+        json!({"to": {"user": 2}, "client_msg_id": "a", "body": {"text": "x"}, "extra": true}),
+    ] {
+        assert!(schemas.check("SendRequest", &bad).is_err(), "schema accepted {bad}");
+    }
+    assert!(schemas.check("Event", &json!({"type": "message.created", "cursor": 0})).is_err());
+    Ok(())
+}
