@@ -26,12 +26,19 @@ impl Schemas {
             return Err(anyhow!("no $defs/{name} in the schema bundle"));
         }
         schema["$ref"] = json!(format!("#/$defs/{name}"));
-        let validator = jsonschema::draft202012::new(&schema).map_err(|e| anyhow!("schema: {e}"))?;
-        let errors: Vec<String> = validator.iter_errors(value).map(|e| format!("{} at {}", e, e.instance_path())).collect();
+        let validator =
+            jsonschema::draft202012::new(&schema).map_err(|e| anyhow!("schema: {e}"))?;
+        let errors: Vec<String> = validator
+            .iter_errors(value)
+            .map(|e| format!("{} at {}", e, e.instance_path()))
+            .collect();
         if errors.is_empty() {
             Ok(())
         } else {
-            Err(anyhow!("{name} does not match {value}:\n  {}", errors.join("\n  ")))
+            Err(anyhow!(
+                "{name} does not match {value}:\n  {}",
+                errors.join("\n  ")
+            ))
         }
     }
 }
@@ -44,9 +51,21 @@ async fn real_payloads_match_the_schemas() -> Result<()> {
 
     let credentials = json!({"username": "alice", "password": "password-alice"});
     schemas.check("Credentials", &credentials)?;
-    let user: Value = http.post(server.url("/v1/auth/register")).json(&credentials).send().await?.json().await?;
+    let user: Value = http
+        .post(server.url("/v1/auth/register"))
+        .json(&credentials)
+        .send()
+        .await?
+        .json()
+        .await?;
     schemas.check("User", &user)?;
-    let grant: Value = http.post(server.url("/v1/auth/login")).json(&credentials).send().await?.json().await?;
+    let grant: Value = http
+        .post(server.url("/v1/auth/login"))
+        .json(&credentials)
+        .send()
+        .await?
+        .json()
+        .await?;
     schemas.check("LoginGrant", &grant)?;
 
     let alice = server.login("alice", "password-alice").await?;
@@ -59,7 +78,10 @@ async fn real_payloads_match_the_schemas() -> Result<()> {
     assert_eq!(status, 201);
     schemas.check("Message", &message)?;
 
-    let pushed = bob_mqtt.next_event(Duration::from_secs(2)).await?.ok_or_else(|| anyhow!("no push"))?;
+    let pushed = bob_mqtt
+        .next_event(Duration::from_secs(2))
+        .await?
+        .ok_or_else(|| anyhow!("no push"))?;
     schemas.check("Event", &pushed)?;
 
     let (_, page) = bob.get("/v1/sync?after=0").await?;
@@ -67,7 +89,9 @@ async fn real_payloads_match_the_schemas() -> Result<()> {
     let (_, convs) = bob.get("/v1/conversations").await?;
     schemas.check("ConversationList", &convs)?;
     let conv = convs["conversations"][0]["id"].as_u64().unwrap_or(0);
-    let (_, history) = bob.get(&format!("/v1/conversations/{conv}/messages")).await?;
+    let (_, history) = bob
+        .get(&format!("/v1/conversations/{conv}/messages"))
+        .await?;
     schemas.check("HistoryPage", &history)?;
 
     let ack = json!({"device_id": "phone", "cursor": 1});
@@ -76,7 +100,13 @@ async fn real_payloads_match_the_schemas() -> Result<()> {
     assert_eq!(status, 204);
     let refresh = json!({"refresh_token": bob.refresh_token});
     schemas.check("RefreshRequest", &refresh)?;
-    let regrant: Value = http.post(server.url("/v1/auth/refresh")).json(&refresh).send().await?.json().await?;
+    let regrant: Value = http
+        .post(server.url("/v1/auth/refresh"))
+        .json(&refresh)
+        .send()
+        .await?
+        .json()
+        .await?;
     schemas.check("LoginGrant", &regrant)?;
     let update = json!({"display_name": "Bob"});
     schemas.check("UpdateMe", &update)?;
@@ -84,7 +114,12 @@ async fn real_payloads_match_the_schemas() -> Result<()> {
 
     // Error bodies of several kinds.
     for (status, body) in [
-        alice.post("/v1/messages", &json!({"to": {"user": 999}, "client_msg_id": "x", "body": {"text": "x"}})).await?,
+        alice
+            .post(
+                "/v1/messages",
+                &json!({"to": {"user": 999}, "client_msg_id": "x", "body": {"text": "x"}}),
+            )
+            .await?,
         alice.post("/v1/messages", &json!({"nope": 1})).await?,
         alice.get("/v1/nope").await?,
         bob.get("/v1/conversations/999/messages").await?,
@@ -111,8 +146,13 @@ fn schemas_reject_what_the_server_rejects() -> Result<()> {
         json!({"to": {"user": 2, "group": 3}, "client_msg_id": "a", "body": {"text": "x"}}),
         json!({"to": {"user": 2}, "client_msg_id": "a", "body": {"text": "x"}, "extra": true}),
     ] {
-        assert!(schemas.check("SendRequest", &bad).is_err(), "schema accepted {bad}");
+        assert!(
+            schemas.check("SendRequest", &bad).is_err(),
+            "schema accepted {bad}"
+        );
     }
-    assert!(schemas.check("Event", &json!({"type": "message.created", "cursor": 0})).is_err());
+    assert!(schemas
+        .check("Event", &json!({"type": "message.created", "cursor": 0}))
+        .is_err());
     Ok(())
 }
