@@ -238,42 +238,47 @@ impl TestServer {
     /// A rumqttc (MQTT 3.1.1) client over TCP for `user`, subscribed to its
     /// own topic space at QoS 1.
     pub async fn mqtt(&self, user: &TestUser) -> Result<Mqtt> {
-        let mut opts = MqttOptions::new(
-            format!("t-{}-{}", user.name, rand_suffix()),
-            "127.0.0.1",
-            self.mqtt.port(),
-        );
-        opts.set_credentials(user.id.to_string(), user.access_token.clone());
-        opts.set_keep_alive(Duration::from_secs(30));
-        let mut m = Mqtt::connect(opts).await?;
-        let codes = m
-            .subscribe_ack(&format!("users/{}/#", user.id), QoS::AtLeastOnce)
-            .await?;
-        if codes != [rumqttc::SubscribeReasonCode::Success(QoS::AtLeastOnce)] {
-            bail!("own-topic subscription refused: {codes:?}");
-        }
-        Ok(m)
+        let id = format!("t-{}-{}", user.name, rand_suffix());
+        let opts = MqttOptions::new(id, "127.0.0.1", self.mqtt.port());
+        subscribed_to_own_space(opts, user).await
     }
 
     /// Same over WebSocket at `/mqtt`.
     pub async fn mqtt_ws(&self, user: &TestUser) -> Result<Mqtt> {
-        let mut opts = MqttOptions::new(
-            format!("w-{}-{}", user.name, rand_suffix()),
-            self.ws_url(),
-            self.http.port(),
-        );
+        let id = format!("w-{}-{}", user.name, rand_suffix());
+        let mut opts = MqttOptions::new(id, self.ws_url(), self.http.port());
         opts.set_transport(Transport::Ws);
-        opts.set_credentials(user.id.to_string(), user.access_token.clone());
-        opts.set_keep_alive(Duration::from_secs(30));
-        let mut m = Mqtt::connect(opts).await?;
-        let codes = m
-            .subscribe_ack(&format!("users/{}/#", user.id), QoS::AtLeastOnce)
-            .await?;
-        if codes != [rumqttc::SubscribeReasonCode::Success(QoS::AtLeastOnce)] {
-            bail!("own-topic subscription refused: {codes:?}");
-        }
-        Ok(m)
+        subscribed_to_own_space(opts, user).await
     }
+
+    /// Connects over TCP with these credentials, expecting a refusal;
+    /// returns the refusal (e.g. "refused: BadUserNamePassword").
+    pub async fn mqtt_refusal(&self, username: &str, password: &str) -> Result<String> {
+        let mut opts = MqttOptions::new(
+            format!("r-{}", rand_suffix()),
+            "127.0.0.1",
+            self.mqtt.port(),
+        );
+        opts.set_credentials(username, password);
+        opts.set_keep_alive(Duration::from_secs(30));
+        match Mqtt::connect(opts).await {
+            Ok(_) => bail!("CONNECT as {username} was accepted"),
+            Err(e) => Ok(e.to_string()),
+        }
+    }
+}
+
+async fn subscribed_to_own_space(mut opts: MqttOptions, user: &TestUser) -> Result<Mqtt> {
+    opts.set_credentials(user.id.to_string(), user.access_token.clone());
+    opts.set_keep_alive(Duration::from_secs(30));
+    let mut m = Mqtt::connect(opts).await?;
+    let codes = m
+        .subscribe_ack(&format!("users/{}/#", user.id), QoS::AtLeastOnce)
+        .await?;
+    if codes != [rumqttc::SubscribeReasonCode::Success(QoS::AtLeastOnce)] {
+        bail!("own-topic subscription refused: {codes:?}");
+    }
+    Ok(m)
 }
 
 /// Two loopback addresses with ports that were free a moment ago, for a

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use anyhow::Result;
-use mqchat_e2e::{Mqtt, TestServer};
+use mqchat_e2e::TestServer;
 use serde_json::json;
 
 #[tokio::test]
@@ -25,13 +25,9 @@ async fn logout_disconnects_the_sessions_mqtt_connections() -> Result<()> {
     let (status, body) = bob.get("/v1/me").await?;
     assert_eq!(status, 401);
     assert_eq!(body["error"]["code"], "invalid_token");
-    let mut opts = rumqttc::MqttOptions::new("again", "127.0.0.1", server.mqtt.port());
-    opts.set_credentials(bob.id.to_string(), bob.access_token.clone());
-    let err = Mqtt::connect(opts)
-        .await
-        .err()
-        .map(|e| e.to_string())
-        .unwrap_or_default();
+    let err = server
+        .mqtt_refusal(&bob.id.to_string(), &bob.access_token)
+        .await?;
     assert!(err.contains("BadUserNamePassword"), "{err}");
     // And its refresh token.
     let res = server
@@ -137,13 +133,9 @@ async fn expired_access_tokens_are_refused() -> Result<()> {
     let (status, body) = alice.get("/v1/me").await?;
     assert_eq!(status, 401);
     assert_eq!(body["error"]["code"], "token_expired");
-    let mut opts = rumqttc::MqttOptions::new("late", "127.0.0.1", server.mqtt.port());
-    opts.set_credentials(alice.id.to_string(), alice.access_token.clone());
-    let err = Mqtt::connect(opts)
-        .await
-        .err()
-        .map(|e| e.to_string())
-        .unwrap_or_default();
+    let err = server
+        .mqtt_refusal(&alice.id.to_string(), &alice.access_token)
+        .await?;
     assert!(err.contains("BadUserNamePassword"), "{err}");
     Ok(())
 }
