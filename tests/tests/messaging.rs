@@ -223,3 +223,43 @@ async fn profiles() -> Result<()> {
     assert_eq!(res.status(), 409);
     Ok(())
 }
+
+/// Reads `name` (a plain sample, no labels) from the Prometheus text.
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[tokio::test]
+async fn concurrent_sends_share_commits() -> Result<()> {
+    let server = TestServer::start().await?;
+    let bob = server.user("bob").await?;
+    let mut senders = Vec::new();
+    for i in 0..8 {
+        senders.push(server.user(&format!("sender{i}")).await?);
+    }
+    let before = server.http_client.get(server.url("/metrics")).send().await?.text().await?;
+    let mut tasks = tokio::task::JoinSet::new();
+    for (i, s) in senders.into_iter().enumerate() {
+        let to = bob.id;
+        tasks.spawn(async move {
+            for n in 0..25 {
+                let (status, m) = s.send_text(to, &format!("{i}-{n}"), "burst").await?;
+                anyhow::ensure!(status == 201, "{status} {m}");
+            }
+            Ok::<_, anyhow::Error>(())
+        });
+    }
+    while let Some(r) = tasks.join_next().await {
+        r??;
+    }
+    let after = server.http_client.get(server.url("/metrics")).send().await?.text().await?;
+    let jobs = metric(&after, "store_commit_batch_size_sum") - metric(&before, "store_commit_batch_size_sum");
+    let commits = metric(&after, "store_commit_batch_size_count") - metric(&before, "store_commit_batch_size_count");
+    assert!(jobs >= 200.0, "every send is a write job: {jobs}");
+    assert!(commits < jobs, "no commit carried more than one send ({commits} commits for {jobs} jobs)");
+    assert_eq!(bob.sync_all(0).await?.len(), 200);
+    Ok(())
+}
