@@ -205,11 +205,17 @@ async fn empty_client_id_needs_a_clean_session() -> Result<()> {
     let alice = server.user("alice").await?;
     let mut ok = TcpStream::connect(server.mqtt).await?;
     ok.write_all(&connect_with("", true, &alice)).await?;
-    assert_eq!(read_some(&mut ok, Duration::from_secs(3)).await?, [0x20, 0x02, 0x00, 0x00]);
+    assert_eq!(
+        read_some(&mut ok, Duration::from_secs(3)).await?,
+        [0x20, 0x02, 0x00, 0x00]
+    );
     let mut refused = TcpStream::connect(server.mqtt).await?;
     refused.write_all(&connect_with("", false, &alice)).await?;
     // 3.1.1 §3.1.3-8: identifier rejected.
-    assert_eq!(read_some(&mut refused, Duration::from_secs(3)).await?, [0x20, 0x02, 0x00, 0x02]);
+    assert_eq!(
+        read_some(&mut refused, Duration::from_secs(3)).await?,
+        [0x20, 0x02, 0x00, 0x02]
+    );
     Ok(())
 }
 
@@ -218,12 +224,19 @@ async fn persistent_session_reports_session_present() -> Result<()> {
     let server = TestServer::start().await?;
     let alice = server.user("alice").await?;
     let mut first = TcpStream::connect(server.mqtt).await?;
-    first.write_all(&connect_with("laptop", false, &alice)).await?;
-    assert_eq!(read_some(&mut first, Duration::from_secs(3)).await?, [0x20, 0x02, 0x00, 0x00]);
+    first
+        .write_all(&connect_with("laptop", false, &alice))
+        .await?;
+    assert_eq!(
+        read_some(&mut first, Duration::from_secs(3)).await?,
+        [0x20, 0x02, 0x00, 0x00]
+    );
     first.write_all(&[0xE0, 0x00]).await?; // DISCONNECT
     expect_closed(&mut first, Duration::from_secs(3)).await?;
     let mut again = TcpStream::connect(server.mqtt).await?;
-    again.write_all(&connect_with("laptop", false, &alice)).await?;
+    again
+        .write_all(&connect_with("laptop", false, &alice))
+        .await?;
     assert_eq!(
         read_some(&mut again, Duration::from_secs(3)).await?,
         [0x20, 0x02, 0x01, 0x00],

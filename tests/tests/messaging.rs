@@ -240,7 +240,13 @@ async fn concurrent_sends_share_commits() -> Result<()> {
     for i in 0..8 {
         senders.push(server.user(&format!("sender{i}")).await?);
     }
-    let before = server.http_client.get(server.url("/metrics")).send().await?.text().await?;
+    let before = server
+        .http_client
+        .get(server.url("/metrics"))
+        .send()
+        .await?
+        .text()
+        .await?;
     let mut tasks = tokio::task::JoinSet::new();
     for (i, s) in senders.into_iter().enumerate() {
         let to = bob.id;
@@ -255,11 +261,22 @@ async fn concurrent_sends_share_commits() -> Result<()> {
     while let Some(r) = tasks.join_next().await {
         r??;
     }
-    let after = server.http_client.get(server.url("/metrics")).send().await?.text().await?;
-    let jobs = metric(&after, "store_commit_batch_size_sum") - metric(&before, "store_commit_batch_size_sum");
-    let commits = metric(&after, "store_commit_batch_size_count") - metric(&before, "store_commit_batch_size_count");
+    let after = server
+        .http_client
+        .get(server.url("/metrics"))
+        .send()
+        .await?
+        .text()
+        .await?;
+    let jobs = metric(&after, "store_commit_batch_size_sum")
+        - metric(&before, "store_commit_batch_size_sum");
+    let commits = metric(&after, "store_commit_batch_size_count")
+        - metric(&before, "store_commit_batch_size_count");
     assert!(jobs >= 200.0, "every send is a write job: {jobs}");
-    assert!(commits < jobs, "no commit carried more than one send ({commits} commits for {jobs} jobs)");
+    assert!(
+        commits < jobs,
+        "no commit carried more than one send ({commits} commits for {jobs} jobs)"
+    );
     assert_eq!(bob.sync_all(0).await?.len(), 200);
     Ok(())
 }

@@ -1,0 +1,164 @@
+//! Handler tests: the axum router driven in-process with `oneshot`, over a
+//! real SQLite file and a real (in-process) broker.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use http_body_util::BodyExt;
+use mqchat_chatsvc::api::{self, AppState};
+use mqchat_chatsvc::domain::{Chat, Limits, Tokens};
+use mqchat_chatsvc::downlink::BrokerDownlink;
+use mqchat_chatsvc::store::Store;
+use serde_json::{json, Value};
+use tower::ServiceExt;
+
+type TestResult = Result<(), Box<dyn std::error::Error>>;
+
+struct App {
+    router: axum::Router,
+    _dir: tempfile::TempDir,
+}
+
+fn app() -> Result<App, Box<dyn std::error::Error>> {
+    let dir = tempfile::tempdir()?;
+    let store = Store::open(&dir.path().join("chat.db"))?;
+    let tokens = Arc::new(Tokens::new(
+        b"handler-test-secret-handler-test-secret-handler-test-secret!!!!",
+        Duration::from_secs(60),
+        Duration::from_secs(3600),
+    ));
+    let broker = mqchat_broker::Broker::start(
+        mqchat_broker::Settings::default(),
+        tokens.clone(),
+        tokio_util::sync::CancellationToken::new(),
+    )?;
+    let chat = Chat::new(
+        store,
+        tokens,
+        Arc::new(BrokerDownlink(broker.clone())),
+        Limits::default(),
+    );
+    Ok(App {
+        router: api::router(AppState {
+            chat,
+            broker,
+            metrics: None,
+        }),
+        _dir: dir,
+    })
+}
+
+async fn call(
+    app: &App,
+    method: &str,
+    uri: &str,
+    token: Option<&str>,
+    body: Option<Value>,
+) -> Result<(StatusCode, Value), Box<dyn std::error::Error>> {
+    let mut req = Request::builder().method(method).uri(uri);
+    if let Some(t) = token {
+        req = req.header("authorization", format!("Bearer {t}"));
+    }
+    let req = match body {
+        Some(b) => req
+            .header("content-type", "application/json")
+            .body(Body::from(serde_json::to_vec(&b)?))?,
+        None => req.body(Body::empty())?,
+    };
+    let res = app.router.clone().oneshot(req).await?;
+    let status = res.status();
+    let bytes = res.into_body().collect().await?.to_bytes();
+    let value = if bytes.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&bytes)?
+    };
+    Ok((status, value))
+}
+
+#[tokio::test]
+async fn register_login_send_sync() -> TestResult {
+    let app = app()?;
+    for name in ["alice", "bob"] {
+        let (s, user) = call(
+            &app,
+            "POST",
+            "/v1/auth/register",
+            None,
+            Some(json!({"username": name, "password": "12345678"})),
+        )
+        .await?;
+        assert_eq!(s, StatusCode::CREATED, "{user}");
+    }
+    let (s, grant) = call(
+        &app,
+        "POST",
+        "/v1/auth/login",
+        None,
+        Some(json!({"username": "alice", "password": "12345678"})),
+    )
+    .await?;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(grant["token_type"], "Bearer");
+    let token = grant["access_token"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let send = json!({"to": {"user": 2}, "client_msg_id": "c1", "body": {"text": "hi"}});
+    let (s, m) = call(
+        &app,
+        "POST",
+        "/v1/messages",
+        Some(&token),
+        Some(send.clone()),
+    )
+    .await?;
+    assert_eq!(s, StatusCode::CREATED);
+    assert_eq!(
+        (m["seq"].as_u64(), m["sender_id"].as_u64()),
+        (Some(1), Some(1))
+    );
+    let (s, again) = call(&app, "POST", "/v1/messages", Some(&token), Some(send)).await?;
+    assert_eq!((s, &again), (StatusCode::OK, &m));
+    let (s, page) = call(&app, "GET", "/v1/sync?after=0", Some(&token), None).await?;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(page["cursor"], 1, "the sender's own inbox has it too");
+    Ok(())
+}
+
+#[tokio::test]
+async fn errors_are_json_with_stable_codes() -> TestResult {
+    let app = app()?;
+    let (s, v) = call(&app, "GET", "/v1/me", None, None).await?;
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (StatusCode::UNAUTHORIZED, Some("missing_token"))
+    );
+    let (s, v) = call(&app, "GET", "/v1/me", Some("x.y.z"), None).await?;
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (StatusCode::UNAUTHORIZED, Some("invalid_token"))
+    );
+    let (s, v) = call(&app, "GET", "/nowhere", None, None).await?;
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (StatusCode::NOT_FOUND, Some("not_found"))
+    );
+    let (s, v) = call(
+        &app,
+        "POST",
+        "/v1/auth/login",
+        None,
+        Some(json!({"username": "x"})),
+    )
+    .await?;
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_request"))
+    );
+    let (s, v) = call(&app, "GET", "/healthz", None, None).await?;
+    assert_eq!((s, v["status"].as_str()), (StatusCode::OK, Some("ok")));
+    Ok(())
+}
