@@ -41,9 +41,37 @@ pub struct Config {
     #[arg(long, env = "CHAT_MAX_CONNECTIONS", default_value_t = 50_000)]
     pub max_connections: usize,
 
+    /// Who may start a direct conversation: `open` (anyone not blocked) or
+    /// `friends` (friends only).
+    #[arg(long, env = "CHAT_DM_POLICY", default_value = "open")]
+    pub dm_policy: DmPolicyArg,
+
+    /// Most members in a group.
+    #[arg(long, env = "CHAT_MAX_GROUP_SIZE", default_value_t = 2000)]
+    pub max_group_size: usize,
+
+    /// Days a friend request stays pending before it expires.
+    #[arg(long, env = "CHAT_FRIEND_REQUEST_TTL_DAYS", default_value_t = 30)]
+    pub friend_request_ttl_days: u64,
+
+    /// Seconds after sending during which a message may be recalled.
+    #[arg(long, env = "CHAT_RECALL_WINDOW", default_value_t = 120)]
+    pub recall_window: u64,
+
+    /// Milliseconds a user must stay offline before friends are told
+    /// (a flapping mobile link does not spam them).
+    #[arg(long, env = "CHAT_PRESENCE_DEBOUNCE_MS", default_value_t = 5000)]
+    pub presence_debounce_ms: u64,
+
     /// Log format: `text` or `json`.
     #[arg(long, env = "CHAT_LOG_FORMAT", default_value = "text")]
     pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum DmPolicyArg {
+    Open,
+    Friends,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -59,5 +87,20 @@ impl Config {
 
     pub fn refresh_ttl(&self) -> Duration {
         Duration::from_secs(self.refresh_token_ttl_days.max(1) * 86_400)
+    }
+
+    /// The domain's rules from the flags.
+    pub fn limits(&self) -> crate::domain::Limits {
+        crate::domain::Limits {
+            dm_policy: match self.dm_policy {
+                DmPolicyArg::Open => crate::domain::DmPolicy::Open,
+                DmPolicyArg::Friends => crate::domain::DmPolicy::Friends,
+            },
+            max_group_size: self.max_group_size.max(2),
+            friend_request_ttl: Duration::from_secs(self.friend_request_ttl_days.max(1) * 86_400),
+            recall_window: Duration::from_secs(self.recall_window),
+            presence_debounce: Duration::from_millis(self.presence_debounce_ms),
+            ..Default::default()
+        }
     }
 }

@@ -8,12 +8,9 @@ use crate::domain::Downlink;
 /// Pushes events to `users/{id}/events` through the in-process broker.
 pub struct BrokerDownlink(pub Broker);
 
-/// The subtopic every stored event is pushed on.
-pub const EVENTS_SUBTOPIC: &str = "events";
-
 impl Downlink for BrokerDownlink {
-    fn push(&self, user_id: u64, event: Bytes) -> bool {
-        self.0.push(user_id, EVENTS_SUBTOPIC, event)
+    fn push(&self, user_id: u64, subtopic: &str, event: Bytes) -> bool {
+        self.0.push(user_id, subtopic, event)
     }
 
     fn end_sessions(&self, user_id: u64, session_id: Option<u64>) -> usize {

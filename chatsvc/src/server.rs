@@ -13,7 +13,7 @@ use tracing::{info, warn};
 
 use crate::api::{self, AppState};
 use crate::config::Config;
-use crate::domain::{Chat, Limits, Tokens};
+use crate::domain::{Chat, Tokens};
 use crate::downlink::BrokerDownlink;
 use crate::store::{Store, StoreError};
 
@@ -104,9 +104,10 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         store.clone(),
         tokens,
         Arc::new(BrokerDownlink(broker.clone())),
-        Limits::default(),
+        config.limits(),
     );
     chat.load_revocations().await?;
+    spawn_presence(&chat, &broker, shutdown.clone());
 
     let mqtt_listener =
         TcpListener::bind(config.mqtt)
@@ -227,4 +228,31 @@ fn load_or_create_secret(path: &Path) -> std::io::Result<Vec<u8>> {
     file.sync_all()?;
     info!(path = %path.display(), "generated a new JWT secret");
     Ok(hex.into_bytes())
+}
+
+/// Feeds the broker's connection changes to the domain's presence logic.
+fn spawn_presence(chat: &Chat, broker: &mqchat_broker::Broker, shutdown: CancellationToken) {
+    let (tx, rx) = tokio::sync::mpsc::channel(4096);
+    let mut changes = broker.presence_changes();
+    let stop = shutdown.clone();
+    tokio::spawn(async move {
+        loop {
+            let change = tokio::select! {
+                _ = stop.cancelled() => return,
+                c = changes.recv() => c,
+            };
+            match change {
+                Ok(c) => {
+                    if tx.send((c.user_id, c.online)).await.is_err() {
+                        return;
+                    }
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                    warn!(missed = n, "presence changes dropped");
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            }
+        }
+    });
+    tokio::spawn(chat.clone().run_presence(rx, shutdown));
 }

@@ -1,7 +1,8 @@
 //! `/v1/conversations`: the conversation list and history.
 
 use axum::extract::State;
-use axum::routing::get;
+use axum::http::StatusCode;
+use axum::routing::{get, post};
 use axum::Router;
 use serde::{Deserialize, Serialize};
 
@@ -14,6 +15,8 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/conversations", get(list))
         .route("/conversations/{id}/messages", get(history))
+        .route("/conversations/{id}/read", post(read))
+        .route("/conversations/{id}/typing", post(typing))
 }
 
 #[derive(Debug, Deserialize)]
@@ -70,4 +73,40 @@ async fn history(
         .history(caller, id, q.before_seq, q.limit.unwrap_or(50))
         .await?;
     Ok(Json(HistoryPage { messages, has_more }))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReadRequest {
+    /// Everything up to and including this seq has been read.
+    pub seq: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ReadMarker {
+    pub read_seq: u64,
+}
+
+/// `POST /v1/conversations/{id}/read {seq}` → the read marker, which never
+/// moves backwards; the other party (groups: the senders) get `receipt.read`.
+async fn read(
+    State(state): State<AppState>,
+    AuthUser(caller): AuthUser,
+    Path(id): Path<u64>,
+    Json(req): Json<ReadRequest>,
+) -> Result<Json<ReadMarker>, ApiError> {
+    Ok(Json(ReadMarker {
+        read_seq: state.chat.mark_read(caller, id, req.seq).await?,
+    }))
+}
+
+/// `POST /v1/conversations/{id}/typing` → 204; the other members get a
+/// `typing` push on `users/{id}/typing` (not stored, not synced).
+async fn typing(
+    State(state): State<AppState>,
+    AuthUser(caller): AuthUser,
+    Path(id): Path<u64>,
+) -> Result<StatusCode, ApiError> {
+    state.chat.typing(caller, id).await?;
+    Ok(StatusCode::NO_CONTENT)
 }

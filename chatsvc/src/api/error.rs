@@ -93,6 +93,11 @@ impl From<DomainError> for ApiError {
             DomainError::NotFound(what) => {
                 ApiError::new(S::NOT_FOUND, "not_found", format!("{what} not found"))
             }
+            DomainError::Forbidden(m) => ApiError::new(S::FORBIDDEN, "forbidden", m),
+            DomainError::Conflict(m) => ApiError::new(S::CONFLICT, "conflict", m),
+            DomainError::RecallWindowPassed => {
+                ApiError::new(S::FORBIDDEN, "recall_window_passed", e.to_string())
+            }
             DomainError::Unavailable(inner) => {
                 tracing::error!(error = %inner, "storage unavailable");
                 ApiError::new(

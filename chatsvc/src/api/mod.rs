@@ -5,6 +5,8 @@ pub mod auth;
 pub mod conversations;
 pub mod error;
 pub mod extract;
+pub mod friends;
+pub mod groups;
 pub mod messages;
 pub mod ops;
 pub mod sync;
@@ -44,6 +46,8 @@ pub fn router(state: AppState) -> Router {
         .merge(users::router())
         .merge(messages::router())
         .merge(conversations::router())
+        .merge(friends::router())
+        .merge(groups::router())
         .merge(sync::router());
     Router::new()
         .nest("/v1", v1)

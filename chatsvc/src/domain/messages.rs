@@ -1,13 +1,15 @@
-//! Sending, history, conversations and sync.
+//! Sending, editing, recalling, history, conversations, read markers,
+//! receipts, typing, search and sync.
 
-use bytes::Bytes;
+use serde_json::json;
 use serde_json::value::RawValue;
 
 use super::model::{Conversation, Event, Message, Recipient, SyncPage, User};
+use super::outbox::{Outbox, TYPING};
 use super::tokens::Caller;
-use super::{now_ms, Chat, DomainError};
-use crate::store::messages::{self as store, SendOutcome};
-use crate::store::users;
+use super::{now_ms, Chat, DmPolicy, DomainError};
+use crate::store::messages::{self as store, MessageRow};
+use crate::store::{groups, social, users};
 
 /// A validated send request.
 #[derive(Debug, Clone)]
@@ -25,28 +27,79 @@ pub struct Sent {
     pub created: bool,
 }
 
+pub(crate) const MESSAGE_CREATED: &str = "message.created";
+pub(crate) const MESSAGE_EDITED: &str = "message.edited";
+pub(crate) const MESSAGE_RECALLED: &str = "message.recalled";
+pub(crate) const MESSAGE_HIDDEN: &str = "message.hidden";
+pub(crate) const RECEIPT_READ: &str = "receipt.read";
+pub(crate) const RECEIPT_DELIVERED: &str = "receipt.delivered";
+pub(crate) const CONVERSATION_READ: &str = "conversation.read";
+
+fn internal(e: impl std::fmt::Display) -> DomainError {
+    DomainError::Internal(e.to_string())
+}
+
+/// Serializes a stored message once, for every push of it.
+pub(crate) fn message_json(row: &MessageRow) -> Result<String, DomainError> {
+    let message = Message::try_from(row.clone()).map_err(internal)?;
+    serde_json::to_string(&message).map_err(internal)
+}
+
+/// A message about to be stored.
+pub(crate) struct Post<'a> {
+    pub conversation_id: u64,
+    pub sender: u64,
+    pub client_msg_id: &'a str,
+    /// JSON object text.
+    pub body: &'a str,
+    /// `user` or `system`.
+    pub kind: &'a str,
+    pub now: i64,
+}
+
+/// Stores a message in a conversation, appends it to every recipient's
+/// inbox and queues the pushes.
+pub(crate) fn post(
+    c: &rusqlite::Connection,
+    out: &mut Outbox,
+    p: Post<'_>,
+    recipients: &[u64],
+) -> Result<MessageRow, DomainError> {
+    let row = store::insert(
+        c,
+        p.conversation_id,
+        p.sender,
+        p.client_msg_id,
+        p.body,
+        p.kind,
+        p.now,
+    )?;
+    let deliveries = store::fan_out(c, recipients, MESSAGE_CREATED, row.id)?;
+    out.message(MESSAGE_CREATED, &message_json(&row)?, &deliveries);
+    Ok(row)
+}
+
 impl Chat {
-    fn validate(&self, m: &NewMessage) -> Result<(), DomainError> {
-        let id_len = m.client_msg_id.chars().count();
-        if !(1..=64).contains(&id_len) || m.client_msg_id.chars().any(char::is_control) {
-            return Err(DomainError::Invalid(
-                "client_msg_id must be 1-64 characters, no control characters".into(),
-            ));
-        }
-        let raw = m.body.get();
+    fn validate_body(&self, body: &RawValue) -> Result<(), DomainError> {
+        let raw = body.get();
         if raw.len() > self.limits.max_body_bytes {
             return Err(DomainError::Invalid(format!(
                 "body is larger than {} bytes",
                 self.limits.max_body_bytes
             )));
         }
-        let body: serde_json::Value =
+        let value: serde_json::Value =
             serde_json::from_str(raw).map_err(|e| DomainError::Invalid(format!("body: {e}")))?;
-        let Some(obj) = body.as_object() else {
+        let Some(obj) = value.as_object() else {
             return Err(DomainError::Invalid("body must be a JSON object".into()));
         };
         if obj.is_empty() {
             return Err(DomainError::Invalid("body must not be empty".into()));
+        }
+        if obj.contains_key("system") {
+            return Err(DomainError::Invalid(
+                "body.system is reserved for the server".into(),
+            ));
         }
         if let Some(text) = obj.get("text") {
             let ok = text.as_str().is_some_and(|t| {
@@ -63,45 +116,219 @@ impl Chat {
         Ok(())
     }
 
-    /// Stores a message and, after commit, pushes it to the recipient and to
-    /// the sender's other devices. Idempotent on `(sender, client_msg_id)`.
+    /// Stores a message and, after commit, pushes it to every recipient and
+    /// to the sender's other devices. Idempotent on `(sender, client_msg_id)`.
     pub async fn send(&self, caller: Caller, m: NewMessage) -> Result<Sent, DomainError> {
-        self.validate(&m)?;
-        let recipient = match m.to {
-            Recipient::User(id) => id,
-            Recipient::Group(_) => return Err(DomainError::NotFound("group")),
-        };
+        let id_len = m.client_msg_id.chars().count();
+        if !(1..=64).contains(&id_len) || m.client_msg_id.chars().any(char::is_control) {
+            return Err(DomainError::Invalid(
+                "client_msg_id must be 1-64 characters, no control characters".into(),
+            ));
+        }
+        self.validate_body(&m.body)?;
         let sender = caller.user_id;
         let now = now_ms();
+        let dm_policy = self.limits.dm_policy;
         let downlink = self.downlink.clone();
         let body = m.body.get().to_owned();
         let client_msg_id = m.client_msg_id;
-        let outcome = self
+        let to = m.to;
+        let (row, created, _) = self
             .store
             .write_then(
-                move |c| store::send_direct(c, sender, recipient, &client_msg_id, &body, now),
-                move |outcome| {
-                    if let SendOutcome::Created {
-                        message,
-                        deliveries,
-                    } = outcome
-                    {
-                        push_created(&*downlink, message, deliveries);
+                move |c| {
+                    let mut out = Outbox::default();
+                    if let Some(original) = store::by_client_id(c, sender, &client_msg_id)? {
+                        return Ok((original, false, out));
                     }
+                    let (conversation, recipients) = match to {
+                        Recipient::User(peer) => {
+                            // Unknown and blocking users get the same answer,
+                            // so a block is not revealed.
+                            if !users::exists(c, peer)? || social::has_blocked(c, peer, sender)? {
+                                return Err(DomainError::NotFound("recipient"));
+                            }
+                            if social::has_blocked(c, sender, peer)? {
+                                return Err(DomainError::Forbidden(
+                                    "you have blocked this user; unblock them first".into(),
+                                ));
+                            }
+                            if dm_policy == DmPolicy::Friends
+                                && peer != sender
+                                && !social::are_friends(c, sender, peer)?
+                            {
+                                return Err(DomainError::Forbidden(
+                                    "only friends may message each other".into(),
+                                ));
+                            }
+                            (
+                                store::direct_conversation(c, sender, peer, now)?,
+                                vec![peer, sender],
+                            )
+                        }
+                        Recipient::Group(group_id) => {
+                            let group = groups::by_id(c, group_id)?
+                                .ok_or(DomainError::NotFound("group"))?;
+                            if store::membership(c, sender, group.conversation_id)?.is_none() {
+                                return Err(DomainError::NotFound("group"));
+                            }
+                            (
+                                group.conversation_id,
+                                store::members(c, group.conversation_id)?,
+                            )
+                        }
+                    };
+                    let post_ = Post {
+                        conversation_id: conversation,
+                        sender,
+                        client_msg_id: &client_msg_id,
+                        body: &body,
+                        kind: "user",
+                        now,
+                    };
+                    let row = post(c, &mut out, post_, &recipients)?;
+                    Ok((row, true, out))
                 },
+                move |(_, _, out): &(MessageRow, bool, Outbox)| out.push(&*downlink),
             )
-            .await
-            .map_err(|e| match e {
-                crate::store::StoreError::NotFound(_) => DomainError::NotFound("recipient"),
-                e => e.into(),
-            })?;
-        let (row, created) = match outcome {
-            SendOutcome::Created { message, .. } => (message, true),
-            SendOutcome::Duplicate(message) => (message, false),
-        };
+            .await?;
         metrics::counter!("messages_accepted_total", "created" => created.to_string()).increment(1);
-        let message = Message::try_from(row).map_err(|e| DomainError::Internal(e.to_string()))?;
+        let message = Message::try_from(row).map_err(internal)?;
         Ok(Sent { message, created })
+    }
+
+    /// Loads a message the caller can see (a current member, joined before it).
+    async fn visible_message(
+        &self,
+        caller: Caller,
+        message_id: u64,
+    ) -> Result<MessageRow, DomainError> {
+        let user = caller.user_id;
+        self.store
+            .read(move |c| {
+                let row = store::by_id(c, message_id)?.ok_or(DomainError::NotFound("message"))?;
+                match store::membership(c, user, row.conversation_id)? {
+                    Some(m) if row.seq > m.joined_seq => Ok(row),
+                    _ => Err(DomainError::NotFound("message")),
+                }
+            })
+            .await
+    }
+
+    /// Replaces the text of one's own text message; every member gets
+    /// `message.edited` and history shows the new text with `edited_at`.
+    pub async fn edit(
+        &self,
+        caller: Caller,
+        message_id: u64,
+        body: Box<RawValue>,
+    ) -> Result<Message, DomainError> {
+        self.validate_body(&body)?;
+        let new: serde_json::Value = serde_json::from_str(body.get()).map_err(internal)?;
+        if new.get("text").is_none() {
+            return Err(DomainError::Invalid("an edit must carry body.text".into()));
+        }
+        let row = self.visible_message(caller, message_id).await?;
+        if row.sender_id != caller.user_id || row.kind != "user" {
+            return Err(DomainError::Forbidden(
+                "only the sender may edit a message".into(),
+            ));
+        }
+        if row.recalled_at.is_some() {
+            return Err(DomainError::Conflict(
+                "a recalled message can't be edited".into(),
+            ));
+        }
+        let old: serde_json::Value = serde_json::from_str(&row.body).map_err(internal)?;
+        if old.get("text").is_none() {
+            return Err(DomainError::Conflict(
+                "only text messages can be edited".into(),
+            ));
+        }
+        let now = now_ms();
+        let body = body.get().to_owned();
+        self.rewrite(row, MESSAGE_EDITED, move |c, id| {
+            Ok(store::edit(c, id, &body, now)?)
+        })
+        .await
+    }
+
+    /// Takes back one's own message within the recall window: the content is
+    /// removed from the store, every member gets `message.recalled`, and
+    /// history and sync show a tombstone.
+    pub async fn recall(&self, caller: Caller, message_id: u64) -> Result<Message, DomainError> {
+        let row = self.visible_message(caller, message_id).await?;
+        if row.sender_id != caller.user_id || row.kind != "user" {
+            return Err(DomainError::Forbidden(
+                "only the sender may recall a message".into(),
+            ));
+        }
+        if row.recalled_at.is_some() {
+            return Message::try_from(row).map_err(internal);
+        }
+        let now = now_ms();
+        if now - row.sent_at > self.limits.recall_window.as_millis() as i64 {
+            return Err(DomainError::RecallWindowPassed);
+        }
+        self.rewrite(row, MESSAGE_RECALLED, move |c, id| {
+            Ok(store::recall(c, id, now)?)
+        })
+        .await
+    }
+
+    /// Applies `change` to a message and tells every member with `kind`.
+    async fn rewrite<F>(
+        &self,
+        row: MessageRow,
+        kind: &'static str,
+        change: F,
+    ) -> Result<Message, DomainError>
+    where
+        F: FnOnce(&rusqlite::Connection, u64) -> Result<(), DomainError> + Send + 'static,
+    {
+        let downlink = self.downlink.clone();
+        let (updated, _) = self
+            .store
+            .write_then(
+                move |c| {
+                    change(c, row.id)?;
+                    let updated =
+                        store::by_id(c, row.id)?.ok_or(DomainError::NotFound("message"))?;
+                    let members = store::members(c, row.conversation_id)?;
+                    let deliveries = store::fan_out(c, &members, kind, row.id)?;
+                    let mut out = Outbox::default();
+                    out.message(kind, &message_json(&updated)?, &deliveries);
+                    Ok::<_, DomainError>((updated, out))
+                },
+                move |(_, out): &(MessageRow, Outbox)| out.push(&*downlink),
+            )
+            .await?;
+        Message::try_from(updated).map_err(internal)
+    }
+
+    /// Delete for me: the message disappears from the caller's history and
+    /// search; the caller's devices get `message.hidden`.
+    pub async fn hide(&self, caller: Caller, message_id: u64) -> Result<(), DomainError> {
+        let row = self.visible_message(caller, message_id).await?;
+        let user = caller.user_id;
+        let downlink = self.downlink.clone();
+        self.store
+            .write_then(
+                move |c| {
+                    store::hide(c, user, row.id)?;
+                    let mut out = Outbox::default();
+                    out.emit(
+                        c,
+                        user,
+                        MESSAGE_HIDDEN,
+                        &json!({"message_id": row.id, "conversation_id": row.conversation_id}),
+                    )?;
+                    Ok::<_, DomainError>(out)
+                },
+                move |out: &Outbox| out.push(&*downlink),
+            )
+            .await?;
+        Ok(())
     }
 
     /// Events after `after`, at most `limit` (capped by the page limit).
@@ -124,7 +351,7 @@ impl Chat {
             .map(Event::try_from)
             .collect::<Result<Vec<_>, _>>()
             .map_err(DomainError::Internal)?;
-        let cursor = events.last().map_or(after, Event::cursor);
+        let cursor = events.last().map_or(after, |e| e.cursor);
         metrics::counter!("events_synced_total").increment(events.len() as u64);
         Ok(SyncPage {
             events,
@@ -133,8 +360,8 @@ impl Chat {
         })
     }
 
-    /// Records the cursor a device has processed; returns the stored value
-    /// (it never moves backwards).
+    /// Records the cursor a device has processed (never backwards). Newly
+    /// delivered messages produce `receipt.delivered` for their senders.
     pub async fn ack(
         &self,
         caller: Caller,
@@ -148,17 +375,100 @@ impl Chat {
             ));
         }
         let user = caller.user_id;
-        let head = self.store.read(move |c| store::inbox_head(c, user)).await?;
-        if cursor > head {
-            return Err(DomainError::Invalid(format!(
-                "cursor {cursor} is past the newest event ({head})"
-            )));
-        }
         let now = now_ms();
-        Ok(self
+        let downlink = self.downlink.clone();
+        let (stored, _) = self
             .store
-            .write(move |c| store::ack(c, user, &device_id, cursor, now))
-            .await?)
+            .write_then(
+                move |c| {
+                    let head = store::inbox_head(c, user)?;
+                    if cursor > head {
+                        return Err(DomainError::Invalid(format!("cursor {cursor} is past the newest event ({head})")));
+                    }
+                    let (previous, stored) = store::ack(c, user, &device_id, cursor, now)?;
+                    let mut out = Outbox::default();
+                    if stored > previous {
+                        for (conversation_id, sender, seq) in store::delivered_between(c, user, previous, stored)? {
+                            out.emit(
+                                c,
+                                sender,
+                                RECEIPT_DELIVERED,
+                                &json!({"conversation_id": conversation_id, "user_id": user, "seq": seq}),
+                            )?;
+                        }
+                    }
+                    Ok((stored, out))
+                },
+                move |(_, out): &(u64, Outbox)| out.push(&*downlink),
+            )
+            .await?;
+        Ok(stored)
+    }
+
+    /// Moves the caller's read marker (never backwards). The other party (in
+    /// groups: the senders of the newly read messages) gets `receipt.read`;
+    /// the caller's own devices get `conversation.read`, so unread counts
+    /// agree across devices.
+    pub async fn mark_read(
+        &self,
+        caller: Caller,
+        conversation_id: u64,
+        seq: u64,
+    ) -> Result<u64, DomainError> {
+        let user = caller.user_id;
+        let downlink = self.downlink.clone();
+        let (new, _) = self
+            .store
+            .write_then(
+                move |c| {
+                    let (old, new) = store::mark_read(c, user, conversation_id, seq)?;
+                    let mut out = Outbox::default();
+                    if new > old {
+                        let receipt = json!({"conversation_id": conversation_id, "user_id": user, "seq": new});
+                        for sender in store::senders_between(c, conversation_id, user, old, new)? {
+                            out.emit(c, sender, RECEIPT_READ, &receipt)?;
+                        }
+                        out.emit(c, user, CONVERSATION_READ, &json!({"conversation_id": conversation_id, "read_seq": new}))?;
+                    }
+                    Ok::<_, DomainError>((new, out))
+                },
+                move |(_, out): &(u64, Outbox)| out.push(&*downlink),
+            )
+            .await?;
+        Ok(new)
+    }
+
+    /// Typing indicator: pushed to the other members now, never stored.
+    pub async fn typing(&self, caller: Caller, conversation_id: u64) -> Result<(), DomainError> {
+        let user = caller.user_id;
+        let members = self
+            .store
+            .read(move |c| {
+                if store::membership(c, user, conversation_id)?.is_none() {
+                    return Err(DomainError::NotFound("conversation"));
+                }
+                let mut members = store::members(c, conversation_id)?;
+                // Nobody who blocked the typist hears it.
+                let mut keep = Vec::with_capacity(members.len());
+                for m in members.drain(..) {
+                    if m != user && !social::has_blocked(c, m, user)? {
+                        keep.push(m);
+                    }
+                }
+                Ok(keep)
+            })
+            .await?;
+        let payload =
+            json!({"type": "typing", "conversation_id": conversation_id, "user_id": user});
+        let mut out = Outbox::default();
+        for m in members {
+            out.ephemeral(m, TYPING, &payload);
+        }
+        let downlink = self.downlink.clone();
+        tokio::task::spawn_blocking(move || out.push(&*downlink))
+            .await
+            .map_err(internal)?;
+        Ok(())
     }
 
     pub async fn history(
@@ -182,7 +492,7 @@ impl Chat {
             .skip(skip)
             .map(Message::try_from)
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| DomainError::Internal(e.to_string()))?;
+            .map_err(internal)?;
         Ok((messages, has_more))
     }
 
@@ -202,40 +512,64 @@ impl Chat {
                         Some(id) => users::by_id(c, id)?.map(User::from),
                         None => None,
                     };
-                    out.push(Conversation::from_row(row, peer)?);
+                    out.push(Conversation::from_row(row, peer).map_err(internal)?);
                 }
                 Ok(out)
             })
             .await
-            .map_err(DomainError::from)
+    }
+
+    /// Full-text search over the caller's own conversations.
+    pub async fn search(
+        &self,
+        caller: Caller,
+        query: &str,
+        limit: usize,
+    ) -> Result<Vec<Message>, DomainError> {
+        let expr =
+            fts_query(query).ok_or_else(|| DomainError::Invalid("q must contain a word".into()))?;
+        let limit = limit.clamp(1, 100);
+        let user = caller.user_id;
+        let rows = self
+            .store
+            .read(move |c| store::search(c, user, &expr, limit))
+            .await?;
+        rows.into_iter()
+            .map(|r| Message::try_from(r).map_err(internal))
+            .collect()
     }
 }
 
-/// Serializes the event for each delivery and hands it to the downlink.
-fn push_created(
-    downlink: &dyn super::Downlink,
-    row: &crate::store::messages::MessageRow,
-    deliveries: &[(u64, u64)],
-) {
-    let message = match Message::try_from(row.clone()) {
-        Ok(m) => m,
-        Err(e) => {
-            tracing::error!(error = %e, "stored body is not JSON");
-            return;
-        }
-    };
-    for &(user_id, cursor) in deliveries {
-        let event = Event::MessageCreated {
-            cursor,
-            message: message.clone(),
-        };
-        match serde_json::to_vec(&event) {
-            Ok(bytes) => {
-                if downlink.push(user_id, Bytes::from(bytes)) {
-                    metrics::counter!("events_pushed_total").increment(1);
-                }
-            }
-            Err(e) => tracing::error!(error = %e, "serialize event"),
-        }
+/// Turns user input into a safe FTS5 expression: every word quoted (so
+/// operators and syntax in the input are literal), all required; the last
+/// word also matches as a prefix. `None` if there is no word.
+fn fts_query(input: &str) -> Option<String> {
+    let words: Vec<String> = input
+        .split_whitespace()
+        .take(16)
+        .map(|w| format!("\"{}\"", w.replace('"', "\"\"")))
+        .collect();
+    let last = words.last()?.clone();
+    let mut expr = words[..words.len() - 1].join(" ");
+    if !expr.is_empty() {
+        expr.push(' ');
+    }
+    expr.push_str(&last);
+    expr.push('*');
+    Some(expr)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fts_query;
+
+    #[test]
+    fn fts_queries_are_quoted() {
+        assert_eq!(
+            fts_query("hello world").as_deref(),
+            Some("\"hello\" \"world\"*")
+        );
+        assert_eq!(fts_query("a\"b OR").as_deref(), Some("\"a\"\"b\" \"OR\"*"));
+        assert_eq!(fts_query("   ").as_deref(), None);
     }
 }

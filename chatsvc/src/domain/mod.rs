@@ -2,8 +2,12 @@
 //! here; no HTTP (that is `api`) and no SQL (that is `store`).
 
 pub mod accounts;
+pub mod groups;
 pub mod messages;
 pub mod model;
+mod outbox;
+pub mod presence;
+pub mod social;
 pub mod tokens;
 
 use std::sync::Arc;
@@ -33,6 +37,12 @@ pub enum DomainError {
     TokenExpired,
     #[error("{0} not found")]
     NotFound(&'static str),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("the recall window has passed")]
+    RecallWindowPassed,
     #[error("storage unavailable: {0}")]
     Unavailable(StoreError),
     #[error("internal: {0}")]
@@ -52,23 +62,38 @@ impl From<StoreError> for DomainError {
 /// Where events go after commit. chatd plugs in the embedded broker; a
 /// scaled-out deployment plugs in a bus.
 pub trait Downlink: Send + Sync + 'static {
-    /// Pushes one serialized event to the user's event topic. Called on the
-    /// store's writer thread right after the commit, in commit order, so it
-    /// must hand off quickly. Returns false when the user had no live
-    /// connection (nothing was sent; sync will deliver).
-    fn push(&self, user_id: u64, event: Bytes) -> bool;
+    /// Pushes one serialized event to `users/{user_id}/{subtopic}`. Called
+    /// on the store's writer thread right after the commit, in commit order,
+    /// so it must hand off quickly. Returns false when the user had no live
+    /// connection (nothing was sent; sync will deliver stored events).
+    fn push(&self, user_id: u64, subtopic: &str, event: Bytes) -> bool;
     /// Ends a user's live connections (of one login session, when given).
     fn end_sessions(&self, user_id: u64, session_id: Option<u64>) -> usize;
     /// Does the user have a live connection?
     fn is_online(&self, user_id: u64) -> bool;
 }
 
-/// Limits on what clients may send.
+/// Who may open a direct conversation with whom.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DmPolicy {
+    /// Anyone may message anyone who has not blocked them.
+    Open,
+    /// Only friends may message each other.
+    Friends,
+}
+
+/// The service's rules and limits.
 #[derive(Debug, Clone)]
 pub struct Limits {
     pub max_body_bytes: usize,
     pub max_text_chars: usize,
     pub max_page: usize,
+    pub dm_policy: DmPolicy,
+    pub max_group_size: usize,
+    pub friend_request_ttl: std::time::Duration,
+    pub recall_window: std::time::Duration,
+    /// How long a user must stay offline before friends are told.
+    pub presence_debounce: std::time::Duration,
 }
 
 impl Default for Limits {
@@ -77,6 +102,11 @@ impl Default for Limits {
             max_body_bytes: 16 * 1024,
             max_text_chars: 4000,
             max_page: 500,
+            dm_policy: DmPolicy::Open,
+            max_group_size: 2000,
+            friend_request_ttl: std::time::Duration::from_secs(30 * 86_400),
+            recall_window: std::time::Duration::from_secs(120),
+            presence_debounce: std::time::Duration::from_secs(5),
         }
     }
 }
@@ -88,6 +118,7 @@ pub struct Chat {
     pub(crate) tokens: Arc<Tokens>,
     pub(crate) downlink: Arc<dyn Downlink>,
     pub(crate) limits: Limits,
+    pub(crate) presence: Arc<presence::Tracker>,
 }
 
 impl std::fmt::Debug for Chat {
@@ -108,6 +139,7 @@ impl Chat {
             tokens,
             downlink,
             limits,
+            presence: Arc::new(presence::Tracker::default()),
         }
     }
 

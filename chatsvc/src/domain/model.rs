@@ -3,8 +3,11 @@
 
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
+use serde_json::{Map, Value};
 
+use crate::store::groups::GroupRow;
 use crate::store::messages::{ConversationRow, InboxRow, MessageRow};
+use crate::store::social::FriendRequestRow;
 use crate::store::users::UserRow;
 
 /// A user's public profile.
@@ -45,59 +48,75 @@ pub struct Message {
     pub seq: u64,
     pub sender_id: u64,
     pub to: Recipient,
+    /// `user`, or `system` for group membership changes (body `{"system": {...}}`).
+    pub kind: String,
     pub client_msg_id: String,
-    /// The JSON object the sender sent, verbatim.
+    /// The JSON object the sender sent, verbatim (its latest edit); `{}` once recalled.
     pub body: Box<RawValue>,
     /// Unix time, milliseconds, when the server committed it.
     pub sent_at: i64,
+    pub edited_at: Option<i64>,
+    pub recalled_at: Option<i64>,
 }
 
 impl TryFrom<MessageRow> for Message {
     type Error = serde_json::Error;
 
     fn try_from(r: MessageRow) -> Result<Self, Self::Error> {
+        let to = match (r.to_group, r.to_user) {
+            (Some(g), _) => Recipient::Group(g),
+            (None, Some(u)) => Recipient::User(u),
+            (None, None) => Recipient::User(r.sender_id),
+        };
         Ok(Message {
             id: r.id,
             conversation_id: r.conversation_id,
             seq: r.seq,
             sender_id: r.sender_id,
-            to: Recipient::User(r.to_user),
+            to,
+            kind: r.kind,
             client_msg_id: r.client_msg_id,
             body: RawValue::from_string(r.body)?,
             sent_at: r.sent_at,
+            edited_at: r.edited_at,
+            recalled_at: r.recalled_at,
         })
     }
 }
 
 /// An entry of a user's event log, as returned by sync and pushed on
-/// `users/{id}/events`. `cursor` is the user's inbox position: 1, 2, 3...
-/// with no gaps, so a client that sees a jump knows to sync.
+/// `users/{id}/events`: a `type`, the user's inbox `cursor` (1, 2, 3... with
+/// no gaps, so a client that sees a jump knows to sync) and the fields of
+/// that type, e.g. `message` for `message.created`.
 #[derive(Debug, Clone, Serialize)]
-#[serde(tag = "type")]
-pub enum Event {
-    #[serde(rename = "message.created")]
-    MessageCreated { cursor: u64, message: Message },
-}
-
-impl Event {
-    pub fn cursor(&self) -> u64 {
-        match self {
-            Event::MessageCreated { cursor, .. } => *cursor,
-        }
-    }
+pub struct Event {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub cursor: u64,
+    #[serde(flatten)]
+    pub data: Map<String, Value>,
 }
 
 impl TryFrom<InboxRow> for Event {
     type Error = String;
 
     fn try_from(r: InboxRow) -> Result<Self, Self::Error> {
-        match (r.kind.as_str(), r.message) {
-            ("message.created", Some(m)) => Ok(Event::MessageCreated {
-                cursor: r.cursor,
-                message: Message::try_from(m).map_err(|e| e.to_string())?,
-            }),
-            (kind, _) => Err(format!("inbox entry {} of unknown kind {kind}", r.cursor)),
+        let mut data = match &r.payload {
+            Some(p) => serde_json::from_str::<Map<String, Value>>(p).map_err(|e| e.to_string())?,
+            None => Map::new(),
+        };
+        if let Some(m) = r.message {
+            let message = Message::try_from(m).map_err(|e| e.to_string())?;
+            data.insert(
+                "message".into(),
+                serde_json::to_value(message).map_err(|e| e.to_string())?,
+            );
         }
+        Ok(Event {
+            kind: r.kind,
+            cursor: r.cursor,
+            data,
+        })
     }
 }
 
@@ -110,13 +129,28 @@ pub struct SyncPage {
     pub has_more: bool,
 }
 
+/// A group as listed in a conversation.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct GroupRef {
+    pub id: u64,
+    pub name: String,
+}
+
 /// A conversation in the user's list.
 #[derive(Debug, Clone, Serialize)]
 pub struct Conversation {
     pub id: u64,
+    /// `direct` or `group`.
     pub kind: String,
+    /// Direct conversations: the other user.
     pub peer: Option<User>,
+    /// Group conversations: the group.
+    pub group: Option<GroupRef>,
     pub last_seq: u64,
+    /// The user's read marker.
+    pub read_seq: u64,
+    /// Messages from others after the read marker.
+    pub unread_count: u64,
     pub last_message: Option<Message>,
 }
 
@@ -129,7 +163,13 @@ impl Conversation {
             id: r.id,
             kind: r.kind,
             peer,
+            group: match (r.group_id, r.group_name) {
+                (Some(id), Some(name)) => Some(GroupRef { id, name }),
+                _ => None,
+            },
             last_seq: r.last_seq,
+            read_seq: r.read_seq,
+            unread_count: r.unread,
             last_message: r.last_message.map(Message::try_from).transpose()?,
         })
     }
@@ -144,4 +184,88 @@ pub struct LoginGrant {
     pub expires_in: u64,
     pub token_type: &'static str,
     pub user: User,
+}
+
+/// A friend request. `status`: pending, accepted, rejected, cancelled, expired.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct FriendRequest {
+    pub id: u64,
+    pub from: u64,
+    pub to: u64,
+    pub note: Option<String>,
+    pub status: String,
+    pub created_at: i64,
+    pub expires_at: i64,
+}
+
+impl FriendRequest {
+    pub(crate) fn from_row(r: FriendRequestRow, now: i64) -> Self {
+        let status = if r.status == "pending" && r.expires_at <= now {
+            "expired".to_owned()
+        } else {
+            r.status
+        };
+        FriendRequest {
+            id: r.id,
+            from: r.from_id,
+            to: r.to_id,
+            note: r.note,
+            status,
+            created_at: r.created_at,
+            expires_at: r.expires_at,
+        }
+    }
+}
+
+/// A friend with presence.
+#[derive(Debug, Clone, Serialize)]
+pub struct Friend {
+    pub user: User,
+    /// Friends since, Unix ms.
+    pub since: i64,
+    pub online: bool,
+    /// When the friend's last connection closed, Unix ms (null if never seen).
+    pub last_seen: Option<i64>,
+}
+
+/// A user's presence, as friends see it.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Presence {
+    pub user_id: u64,
+    pub online: bool,
+    pub last_seen: Option<i64>,
+}
+
+/// A group member and role (`owner`, `admin`, `member`).
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct GroupMember {
+    pub user_id: u64,
+    pub role: String,
+}
+
+/// A group, as its members see it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Group {
+    pub id: u64,
+    pub conversation_id: u64,
+    pub name: String,
+    pub owner_id: u64,
+    pub created_at: i64,
+    pub members: Vec<GroupMember>,
+}
+
+impl Group {
+    pub(crate) fn from_row(r: GroupRow, members: Vec<(u64, String)>) -> Self {
+        Group {
+            id: r.id,
+            conversation_id: r.conversation_id,
+            name: r.name,
+            owner_id: r.owner_id,
+            created_at: r.created_at,
+            members: members
+                .into_iter()
+                .map(|(user_id, role)| GroupMember { user_id, role })
+                .collect(),
+        }
+    }
 }

@@ -51,7 +51,9 @@ impl std::fmt::Debug for Tokens {
 impl Tokens {
     pub fn new(secret: &[u8], access_ttl: Duration, refresh_ttl: Duration) -> Tokens {
         let mut validation = Validation::new(Algorithm::HS256);
-        validation.leeway = 5;
+        // Tokens are checked by the service that signed them: only a second
+        // of slack for rounding.
+        validation.leeway = 1;
         validation.set_required_spec_claims(&["exp", "sub"]);
         Tokens {
             encoding: EncodingKey::from_secret(secret),

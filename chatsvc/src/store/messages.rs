@@ -1,29 +1,34 @@
-//! Conversations, messages, inboxes and device cursors.
+//! Conversations, messages, inboxes, read markers, search and device cursors.
 
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
 use super::{users, StoreError};
 
-/// A stored message. `to_user` is the other member of the direct
-/// conversation, as seen from the sender.
+/// A stored message. For a direct conversation `to_user` is the other member
+/// as seen from the sender; for a group `to_group` is the group.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MessageRow {
     pub id: u64,
     pub conversation_id: u64,
     pub seq: u64,
     pub sender_id: u64,
-    pub to_user: u64,
+    pub to_user: Option<u64>,
+    pub to_group: Option<u64>,
     pub client_msg_id: String,
-    /// The body as JSON text, exactly as accepted.
+    /// The body as JSON text (`{}` once recalled).
     pub body: String,
     pub sent_at: i64,
+    /// `user` or `system` (group membership changes).
+    pub kind: String,
+    pub edited_at: Option<i64>,
+    pub recalled_at: Option<i64>,
 }
 
 /// Columns of [`MessageRow`], for a query joining `messages m` with
 /// `conversations c`.
 const MESSAGE_COLUMNS: &str = "m.id, m.conversation_id, m.seq, m.sender_id,
-    CASE WHEN m.sender_id = c.user_lo THEN c.user_hi ELSE c.user_lo END,
-    m.client_msg_id, m.body, m.sent_at";
+    CASE WHEN c.kind = 'direct' THEN (CASE WHEN m.sender_id = c.user_lo THEN c.user_hi ELSE c.user_lo END) END,
+    c.group_id, m.client_msg_id, m.body, m.sent_at, m.kind, m.edited_at, m.recalled_at";
 
 fn message(r: &Row<'_>, at: usize) -> rusqlite::Result<MessageRow> {
     Ok(MessageRow {
@@ -32,10 +37,19 @@ fn message(r: &Row<'_>, at: usize) -> rusqlite::Result<MessageRow> {
         seq: r.get(at + 2)?,
         sender_id: r.get(at + 3)?,
         to_user: r.get(at + 4)?,
-        client_msg_id: r.get(at + 5)?,
-        body: r.get(at + 6)?,
-        sent_at: r.get(at + 7)?,
+        to_group: r.get(at + 5)?,
+        client_msg_id: r.get(at + 6)?,
+        body: r.get(at + 7)?,
+        sent_at: r.get(at + 8)?,
+        kind: r.get(at + 9)?,
+        edited_at: r.get(at + 10)?,
+        recalled_at: r.get(at + 11)?,
     })
+}
+
+fn optional_message(r: &Row<'_>, at: usize) -> rusqlite::Result<Option<MessageRow>> {
+    let id: Option<u64> = r.get(at)?;
+    id.map(|_| message(r, at)).transpose()
 }
 
 /// One entry of a user's inbox.
@@ -43,24 +57,33 @@ fn message(r: &Row<'_>, at: usize) -> rusqlite::Result<MessageRow> {
 pub struct InboxRow {
     pub cursor: u64,
     pub kind: String,
+    /// The message the event is about, in its current state.
     pub message: Option<MessageRow>,
+    /// The event's own fields, as a JSON object, for events not about a message.
+    pub payload: Option<String>,
 }
 
-/// Result of a send.
-#[derive(Debug, Clone)]
-pub enum SendOutcome {
-    /// Stored now; `deliveries` are the `(user, inbox cursor)` it was
-    /// appended to, recipient first.
-    Created {
-        message: MessageRow,
-        deliveries: Vec<(u64, u64)>,
-    },
-    /// `(sender, client_msg_id)` was already used: the original message.
-    Duplicate(MessageRow),
+/// A member's standing in a conversation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Membership {
+    pub role: String,
+    pub joined_seq: u64,
+    pub read_seq: u64,
 }
 
-/// Inbox entry kind for a new message.
-pub const KIND_MESSAGE_CREATED: &str = "message.created";
+/// Appends an event to a user's inbox; returns its cursor.
+pub fn append(
+    c: &Connection,
+    user_id: u64,
+    kind: &str,
+    message_id: Option<u64>,
+    payload: Option<&str>,
+) -> Result<u64, StoreError> {
+    let cursor = users::next_cursor(c, user_id)?;
+    c.prepare_cached("INSERT INTO inbox (user_id, cursor, kind, message_id, payload) VALUES (?1, ?2, ?3, ?4, ?5)")?
+        .execute(params![user_id, cursor, kind, message_id, payload])?;
+    Ok(cursor)
+}
 
 pub fn by_client_id(
     c: &Connection,
@@ -76,48 +99,140 @@ pub fn by_client_id(
         .optional()?)
 }
 
-/// Stores a direct message and appends it to both inboxes.
-pub fn send_direct(
+pub fn by_id(c: &Connection, id: u64) -> Result<Option<MessageRow>, StoreError> {
+    let sql = format!(
+        "SELECT {MESSAGE_COLUMNS} FROM messages m JOIN conversations c ON c.id = m.conversation_id WHERE m.id = ?1"
+    );
+    Ok(c.prepare_cached(&sql)?
+        .query_row([id], |r| message(r, 0))
+        .optional()?)
+}
+
+/// The direct conversation of two users, created (with both as members) if needed.
+pub fn direct_conversation(c: &Connection, a: u64, b: u64, now: i64) -> Result<u64, StoreError> {
+    let (lo, hi) = (a.min(b), a.max(b));
+    let existing: Option<u64> = c
+        .prepare_cached(
+            "SELECT id FROM conversations WHERE kind = 'direct' AND user_lo = ?1 AND user_hi = ?2",
+        )?
+        .query_row(params![lo, hi], |r| r.get(0))
+        .optional()?;
+    if let Some(id) = existing {
+        return Ok(id);
+    }
+    c.prepare_cached("INSERT INTO conversations (kind, user_lo, user_hi, created_at) VALUES ('direct', ?1, ?2, ?3)")?
+        .execute(params![lo, hi, now])?;
+    let id = c.last_insert_rowid() as u64;
+    add_member(c, id, lo, "member", now)?;
+    add_member(c, id, hi, "member", now)?;
+    Ok(id)
+}
+
+/// Adds a member who sees what comes after the conversation's current seq.
+pub fn add_member(
     c: &Connection,
+    conversation_id: u64,
+    user_id: u64,
+    role: &str,
+    now: i64,
+) -> Result<(), StoreError> {
+    c.prepare_cached(
+        "INSERT OR IGNORE INTO conversation_members (user_id, conversation_id, joined_at, role, joined_seq, read_seq)
+         SELECT ?1, id, ?3, ?4, last_seq, last_seq FROM conversations WHERE id = ?2",
+    )?
+    .execute(params![user_id, conversation_id, now, role])?;
+    Ok(())
+}
+
+pub fn remove_member(
+    c: &Connection,
+    conversation_id: u64,
+    user_id: u64,
+) -> Result<bool, StoreError> {
+    Ok(c.prepare_cached(
+        "DELETE FROM conversation_members WHERE conversation_id = ?1 AND user_id = ?2",
+    )?
+    .execute(params![conversation_id, user_id])?
+        > 0)
+}
+
+pub fn set_role(
+    c: &Connection,
+    conversation_id: u64,
+    user_id: u64,
+    role: &str,
+) -> Result<(), StoreError> {
+    c.prepare_cached(
+        "UPDATE conversation_members SET role = ?3 WHERE conversation_id = ?1 AND user_id = ?2",
+    )?
+    .execute(params![conversation_id, user_id, role])?;
+    Ok(())
+}
+
+pub fn membership(
+    c: &Connection,
+    user_id: u64,
+    conversation_id: u64,
+) -> Result<Option<Membership>, StoreError> {
+    Ok(c
+        .prepare_cached(
+            "SELECT role, joined_seq, read_seq FROM conversation_members WHERE user_id = ?1 AND conversation_id = ?2",
+        )?
+        .query_row(params![user_id, conversation_id], |r| {
+            Ok(Membership {
+                role: r.get(0)?,
+                joined_seq: r.get(1)?,
+                read_seq: r.get(2)?,
+            })
+        })
+        .optional()?)
+}
+
+/// Member ids of a conversation, ascending.
+pub fn members(c: &Connection, conversation_id: u64) -> Result<Vec<u64>, StoreError> {
+    let mut stmt = c.prepare_cached(
+        "SELECT user_id FROM conversation_members WHERE conversation_id = ?1 ORDER BY user_id",
+    )?;
+    let ids = stmt
+        .query_map([conversation_id], |r| r.get(0))?
+        .collect::<Result<Vec<u64>, _>>()?;
+    Ok(ids)
+}
+
+/// Members with their roles, owner first, then admins, then by id.
+pub fn members_with_roles(
+    c: &Connection,
+    conversation_id: u64,
+) -> Result<Vec<(u64, String)>, StoreError> {
+    let mut stmt = c.prepare_cached(
+        "SELECT user_id, role FROM conversation_members WHERE conversation_id = ?1
+         ORDER BY CASE role WHEN 'owner' THEN 0 WHEN 'admin' THEN 1 ELSE 2 END, user_id",
+    )?;
+    let rows = stmt
+        .query_map([conversation_id], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(rows)
+}
+
+/// Stores a message as the conversation's next seq. The sender's read marker
+/// moves to it: writing in a conversation means having read it.
+pub fn insert(
+    c: &Connection,
+    conversation_id: u64,
     sender: u64,
-    recipient: u64,
     client_msg_id: &str,
     body: &str,
+    kind: &str,
     now: i64,
-) -> Result<SendOutcome, StoreError> {
-    if let Some(original) = by_client_id(c, sender, client_msg_id)? {
-        return Ok(SendOutcome::Duplicate(original));
-    }
-    if !users::exists(c, recipient)? {
-        return Err(StoreError::NotFound("recipient"));
-    }
-    let (lo, hi) = (sender.min(recipient), sender.max(recipient));
-    let existing: Option<(u64, u64)> = c
+) -> Result<MessageRow, StoreError> {
+    let seq: u64 = c
         .prepare_cached(
-            "SELECT id, last_seq FROM conversations WHERE kind = 'direct' AND user_lo = ?1 AND user_hi = ?2",
+            "UPDATE conversations SET last_seq = last_seq + 1 WHERE id = ?1 RETURNING last_seq",
         )?
-        .query_row(params![lo, hi], |r| Ok((r.get(0)?, r.get(1)?)))
-        .optional()?;
-    let (conversation_id, last_seq) = match existing {
-        Some(v) => v,
-        None => {
-            c.prepare_cached(
-                "INSERT INTO conversations (kind, user_lo, user_hi, created_at) VALUES ('direct', ?1, ?2, ?3)",
-            )?
-            .execute(params![lo, hi, now])?;
-            let id = c.last_insert_rowid() as u64;
-            let mut member = c.prepare_cached(
-                "INSERT OR IGNORE INTO conversation_members (user_id, conversation_id, joined_at) VALUES (?1, ?2, ?3)",
-            )?;
-            member.execute(params![lo, id, now])?;
-            member.execute(params![hi, id, now])?;
-            (id, 0)
-        }
-    };
-    let seq = last_seq + 1;
+        .query_row([conversation_id], |r| r.get(0))?;
     c.prepare_cached(
-        "INSERT INTO messages (conversation_id, seq, sender_id, client_msg_id, body, sent_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        "INSERT INTO messages (conversation_id, seq, sender_id, client_msg_id, body, sent_at, kind)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
     )?
     .execute(params![
         conversation_id,
@@ -125,37 +240,78 @@ pub fn send_direct(
         sender,
         client_msg_id,
         body,
-        now
+        now,
+        kind
     ])?;
     let id = c.last_insert_rowid() as u64;
-    c.prepare_cached("UPDATE conversations SET last_seq = ?2, last_message_id = ?3 WHERE id = ?1")?
-        .execute(params![conversation_id, seq, id])?;
+    c.prepare_cached("UPDATE conversations SET last_message_id = ?2 WHERE id = ?1")?
+        .execute(params![conversation_id, id])?;
+    c.prepare_cached(
+        "UPDATE conversation_members SET read_seq = MAX(read_seq, ?3) WHERE conversation_id = ?1 AND user_id = ?2",
+    )?
+    .execute(params![conversation_id, sender, seq])?;
+    index_text(c, id, body)?;
+    by_id(c, id)?.ok_or(StoreError::NotFound("message"))
+}
 
-    let mut deliveries = Vec::with_capacity(2);
-    let mut append = c.prepare_cached(
-        "INSERT INTO inbox (user_id, cursor, kind, message_id) VALUES (?1, ?2, ?3, ?4)",
-    )?;
-    for user in [recipient, sender] {
-        if deliveries.iter().any(|(u, _)| *u == user) {
-            continue; // notes to self: one inbox entry
+/// Appends `kind` about `message_id` to each user's inbox; returns the
+/// `(user, cursor)` pairs in the given order.
+pub fn fan_out(
+    c: &Connection,
+    users_to: &[u64],
+    kind: &str,
+    message_id: u64,
+) -> Result<Vec<(u64, u64)>, StoreError> {
+    let mut out = Vec::with_capacity(users_to.len());
+    for &user in users_to {
+        if out.iter().any(|(u, _)| *u == user) {
+            continue;
         }
-        let cursor = users::next_cursor(c, user)?;
-        append.execute(params![user, cursor, KIND_MESSAGE_CREATED, id])?;
-        deliveries.push((user, cursor));
+        let cursor = append(c, user, kind, Some(message_id), None)?;
+        out.push((user, cursor));
     }
-    Ok(SendOutcome::Created {
-        message: MessageRow {
-            id,
-            conversation_id,
-            seq,
-            sender_id: sender,
-            to_user: recipient,
-            client_msg_id: client_msg_id.to_owned(),
-            body: body.to_owned(),
-            sent_at: now,
-        },
-        deliveries,
-    })
+    Ok(out)
+}
+
+fn index_text(c: &Connection, id: u64, body: &str) -> Result<(), StoreError> {
+    let text = serde_json::from_str::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v.get("text").and_then(|t| t.as_str()).map(str::to_owned));
+    if let Some(text) = text {
+        c.prepare_cached("INSERT INTO message_text (rowid, text) VALUES (?1, ?2)")?
+            .execute(params![id, text])?;
+    }
+    Ok(())
+}
+
+fn unindex_text(c: &Connection, id: u64) -> Result<(), StoreError> {
+    c.prepare_cached("DELETE FROM message_text WHERE rowid = ?1")?
+        .execute([id])?;
+    Ok(())
+}
+
+/// Replaces a message's body (edit).
+pub fn edit(c: &Connection, id: u64, body: &str, now: i64) -> Result<(), StoreError> {
+    c.prepare_cached("UPDATE messages SET body = ?2, edited_at = ?3 WHERE id = ?1")?
+        .execute(params![id, body, now])?;
+    unindex_text(c, id)?;
+    index_text(c, id, body)
+}
+
+/// Removes a message's content, leaving a tombstone.
+pub fn recall(c: &Connection, id: u64, now: i64) -> Result<(), StoreError> {
+    c.prepare_cached("UPDATE messages SET body = '{}', recalled_at = ?2 WHERE id = ?1")?
+        .execute(params![id, now])?;
+    unindex_text(c, id)
+}
+
+/// Hides a message from one user's history (delete for me).
+pub fn hide(c: &Connection, user_id: u64, id: u64) -> Result<(), StoreError> {
+    c.prepare_cached(
+        "INSERT OR IGNORE INTO hidden_messages (user_id, message_id) VALUES (?1, ?2)",
+    )?
+    .execute(params![user_id, id])?;
+    Ok(())
 }
 
 /// The user's inbox after `after`, at most `limit` entries, in cursor order.
@@ -166,7 +322,7 @@ pub fn sync(
     limit: usize,
 ) -> Result<Vec<InboxRow>, StoreError> {
     let sql = format!(
-        "SELECT i.cursor, i.kind, {MESSAGE_COLUMNS}
+        "SELECT i.cursor, i.kind, i.payload, {MESSAGE_COLUMNS}
          FROM inbox i
          LEFT JOIN messages m ON m.id = i.message_id
          LEFT JOIN conversations c ON c.id = m.conversation_id
@@ -177,14 +333,11 @@ pub fn sync(
     let mut stmt = c.prepare_cached(&sql)?;
     let rows = stmt
         .query_map(params![user_id, after, limit as i64], |r| {
-            let has_message: Option<u64> = r.get(2)?;
             Ok(InboxRow {
                 cursor: r.get(0)?,
                 kind: r.get(1)?,
-                message: match has_message {
-                    Some(_) => Some(message(r, 2)?),
-                    None => None,
-                },
+                payload: r.get(2)?,
+                message: optional_message(r, 3)?,
             })
         })?
         .collect::<Result<Vec<_>, _>>()?;
@@ -201,15 +354,9 @@ pub fn inbox_head(c: &Connection, user_id: u64) -> Result<u64, StoreError> {
     )
 }
 
-fn is_member(c: &Connection, user_id: u64, conversation_id: u64) -> Result<bool, StoreError> {
-    Ok(c.prepare_cached(
-        "SELECT 1 FROM conversation_members WHERE user_id = ?1 AND conversation_id = ?2",
-    )?
-    .exists(params![user_id, conversation_id])?)
-}
-
-/// Up to `limit` messages with `seq < before_seq`, oldest first. `None` when
-/// the user is not a member (indistinguishable from "no such conversation").
+/// Up to `limit` messages with `seq < before_seq`, oldest first, that the
+/// user may see: after they joined, not hidden by them. `None` when the
+/// user is not a member (indistinguishable from "no such conversation").
 pub fn history(
     c: &Connection,
     user_id: u64,
@@ -217,20 +364,28 @@ pub fn history(
     before_seq: Option<u64>,
     limit: usize,
 ) -> Result<Option<Vec<MessageRow>>, StoreError> {
-    if !is_member(c, user_id, conversation_id)? {
+    let Some(member) = membership(c, user_id, conversation_id)? else {
         return Ok(None);
-    }
+    };
     let sql = format!(
         "SELECT {MESSAGE_COLUMNS} FROM messages m JOIN conversations c ON c.id = m.conversation_id
-         WHERE m.conversation_id = ?1 AND m.seq < ?2
+         WHERE m.conversation_id = ?1 AND m.seq < ?2 AND m.seq > ?4
+           AND NOT EXISTS (SELECT 1 FROM hidden_messages h WHERE h.user_id = ?5 AND h.message_id = m.id)
          ORDER BY m.seq DESC LIMIT ?3"
     );
     let before = before_seq.map_or(i64::MAX, |s| s as i64);
     let mut rows = c
         .prepare_cached(&sql)?
-        .query_map(params![conversation_id, before, limit as i64], |r| {
-            message(r, 0)
-        })?
+        .query_map(
+            params![
+                conversation_id,
+                before,
+                limit as i64,
+                member.joined_seq,
+                user_id
+            ],
+            |r| message(r, 0),
+        )?
         .collect::<Result<Vec<_>, _>>()?;
     rows.reverse();
     Ok(Some(rows))
@@ -243,60 +398,168 @@ pub struct ConversationRow {
     pub kind: String,
     /// Direct conversations: the other user (the user itself for notes-to-self).
     pub peer_id: Option<u64>,
+    pub group_id: Option<u64>,
+    pub group_name: Option<String>,
     pub last_seq: u64,
+    pub read_seq: u64,
+    pub unread: u64,
     pub last_message: Option<MessageRow>,
 }
 
-/// The user's conversations, most recent activity first.
+/// The user's conversations, most recent activity first, with unread counts
+/// (others' user messages after the read marker).
 pub fn conversations(
     c: &Connection,
     user_id: u64,
     limit: usize,
 ) -> Result<Vec<ConversationRow>, StoreError> {
     let sql = format!(
-        "SELECT c.id, c.kind, CASE WHEN c.user_lo = ?1 THEN c.user_hi ELSE c.user_lo END, c.last_seq,
+        "SELECT c.id, c.kind, CASE WHEN c.kind = 'direct' THEN (CASE WHEN c.user_lo = ?1 THEN c.user_hi ELSE c.user_lo END) END,
+                c.group_id, g.name, c.last_seq, cm.read_seq,
+                (SELECT COUNT(*) FROM messages u WHERE u.conversation_id = c.id AND u.seq > cm.read_seq
+                    AND u.sender_id != ?1 AND u.kind = 'user' AND u.recalled_at IS NULL),
                 {MESSAGE_COLUMNS}
          FROM conversation_members cm
          JOIN conversations c ON c.id = cm.conversation_id
-         LEFT JOIN messages m ON m.id = c.last_message_id
+         LEFT JOIN groups g ON g.id = c.group_id
+         LEFT JOIN messages m ON m.id = c.last_message_id AND m.seq > cm.joined_seq
          WHERE cm.user_id = ?1
-         ORDER BY c.last_message_id DESC
+         ORDER BY COALESCE(c.last_message_id, 0) DESC, c.id DESC
          LIMIT ?2"
     );
     let mut stmt = c.prepare_cached(&sql)?;
     let rows = stmt
         .query_map(params![user_id, limit as i64], |r| {
-            let has_last: Option<u64> = r.get(4)?;
             Ok(ConversationRow {
                 id: r.get(0)?,
                 kind: r.get(1)?,
                 peer_id: r.get(2)?,
-                last_seq: r.get(3)?,
-                last_message: match has_last {
-                    Some(_) => Some(message(r, 4)?),
-                    None => None,
-                },
+                group_id: r.get(3)?,
+                group_name: r.get(4)?,
+                last_seq: r.get(5)?,
+                read_seq: r.get(6)?,
+                unread: r.get(7)?,
+                last_message: optional_message(r, 8)?,
             })
         })?
         .collect::<Result<Vec<_>, _>>()?;
     Ok(rows)
 }
 
+/// Moves the read marker forward (never back, never past the last seq).
+/// Returns `(old, new)`; equal when nothing moved.
+pub fn mark_read(
+    c: &Connection,
+    user_id: u64,
+    conversation_id: u64,
+    seq: u64,
+) -> Result<(u64, u64), StoreError> {
+    let (old, last): (u64, u64) = c
+        .prepare_cached(
+            "SELECT cm.read_seq, c.last_seq FROM conversation_members cm JOIN conversations c ON c.id = cm.conversation_id
+             WHERE cm.user_id = ?1 AND cm.conversation_id = ?2",
+        )?
+        .query_row(params![user_id, conversation_id], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?
+        .ok_or(StoreError::NotFound("conversation"))?;
+    let new = seq.min(last).max(old);
+    if new > old {
+        c.prepare_cached("UPDATE conversation_members SET read_seq = ?3 WHERE user_id = ?1 AND conversation_id = ?2")?
+            .execute(params![user_id, conversation_id, new])?;
+    }
+    Ok((old, new))
+}
+
+/// Distinct senders (other than `reader`) of user messages with seq in
+/// `(from, to]`.
+pub fn senders_between(
+    c: &Connection,
+    conversation_id: u64,
+    reader: u64,
+    from: u64,
+    to: u64,
+) -> Result<Vec<u64>, StoreError> {
+    let mut stmt = c.prepare_cached(
+        "SELECT DISTINCT sender_id FROM messages
+         WHERE conversation_id = ?1 AND seq > ?2 AND seq <= ?3 AND sender_id != ?4 AND kind = 'user'",
+    )?;
+    let ids = stmt
+        .query_map(params![conversation_id, from, to, reader], |r| r.get(0))?
+        .collect::<Result<Vec<u64>, _>>()?;
+    Ok(ids)
+}
+
+/// Full-text search over what the user can see: conversations they are in
+/// (after joining), not recalled, not hidden by them, not from users they
+/// block. `query` is an FTS5 expression the caller has made safe.
+pub fn search(
+    c: &Connection,
+    user_id: u64,
+    query: &str,
+    limit: usize,
+) -> Result<Vec<MessageRow>, StoreError> {
+    let sql = format!(
+        "SELECT {MESSAGE_COLUMNS}
+         FROM message_text t
+         JOIN messages m ON m.id = t.rowid
+         JOIN conversations c ON c.id = m.conversation_id
+         JOIN conversation_members cm ON cm.conversation_id = m.conversation_id AND cm.user_id = ?1
+         WHERE message_text MATCH ?2
+           AND m.seq > cm.joined_seq
+           AND m.recalled_at IS NULL
+           AND NOT EXISTS (SELECT 1 FROM hidden_messages h WHERE h.user_id = ?1 AND h.message_id = m.id)
+           AND NOT EXISTS (SELECT 1 FROM blocks b WHERE b.user_id = ?1 AND b.blocked_id = m.sender_id)
+         ORDER BY m.id DESC
+         LIMIT ?3"
+    );
+    let mut stmt = c.prepare_cached(&sql)?;
+    let rows = stmt
+        .query_map(params![user_id, query, limit as i64], |r| message(r, 0))?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(rows)
+}
+
 /// Records a device's acknowledged cursor; it never moves backwards.
-/// Returns the stored value.
+/// Returns `(previous, stored)`.
 pub fn ack(
     c: &Connection,
     user_id: u64,
     device_id: &str,
     cursor: u64,
     now: i64,
-) -> Result<u64, StoreError> {
-    Ok(c
+) -> Result<(u64, u64), StoreError> {
+    let previous: u64 = c
+        .prepare_cached("SELECT COALESCE(MAX(cursor), 0) FROM device_cursors WHERE user_id = ?1")?
+        .query_row([user_id], |r| r.get(0))?;
+    let stored = c
         .prepare_cached(
             "INSERT INTO device_cursors (user_id, device_id, cursor, updated_at) VALUES (?1, ?2, ?3, ?4)
              ON CONFLICT (user_id, device_id) DO UPDATE
                SET cursor = MAX(cursor, excluded.cursor), updated_at = excluded.updated_at
              RETURNING cursor",
         )?
-        .query_row(params![user_id, device_id, cursor, now], |r| r.get(0))?)
+        .query_row(params![user_id, device_id, cursor, now], |r| r.get(0))?;
+    Ok((previous, stored))
+}
+
+/// Message events in the user's inbox with cursor in `(from, to]`: for
+/// delivery receipts, the newest seq per (conversation, sender).
+pub fn delivered_between(
+    c: &Connection,
+    user_id: u64,
+    from: u64,
+    to: u64,
+) -> Result<Vec<(u64, u64, u64)>, StoreError> {
+    let mut stmt = c.prepare_cached(
+        "SELECT m.conversation_id, m.sender_id, MAX(m.seq) FROM inbox i JOIN messages m ON m.id = i.message_id
+         WHERE i.user_id = ?1 AND i.cursor > ?2 AND i.cursor <= ?3 AND i.kind = 'message.created'
+           AND m.sender_id != ?1 AND m.kind = 'user'
+         GROUP BY m.conversation_id, m.sender_id",
+    )?;
+    let rows = stmt
+        .query_map(params![user_id, from, to], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(rows)
 }

@@ -39,10 +39,12 @@ const MIGRATIONS: &[&str] = &[
 
     CREATE TABLE conversations (
         id              INTEGER PRIMARY KEY,
-        kind            TEXT    NOT NULL CHECK (kind IN ('direct')),
+        kind            TEXT    NOT NULL CHECK (kind IN ('direct', 'group')),
         -- direct: the two users, lower id first (equal for notes-to-self)
         user_lo         INTEGER REFERENCES users(id),
         user_hi         INTEGER REFERENCES users(id),
+        -- group: the group (groups are created by migration 2)
+        group_id        INTEGER,
         last_seq        INTEGER NOT NULL DEFAULT 0,
         last_message_id INTEGER,
         created_at      INTEGER NOT NULL,
@@ -85,6 +87,79 @@ const MIGRATIONS: &[&str] = &[
         updated_at INTEGER NOT NULL,
         PRIMARY KEY (user_id, device_id)
     ) WITHOUT ROWID;
+    "#,
+    // 2: the social layer: friends, blocks, groups, read markers, edits and
+    // recalls, delete-for-me, full-text search, last-seen times.
+    r#"
+    ALTER TABLE messages ADD COLUMN kind TEXT NOT NULL DEFAULT 'user' CHECK (kind IN ('user', 'system'));
+    ALTER TABLE messages ADD COLUMN edited_at INTEGER;
+    ALTER TABLE messages ADD COLUMN recalled_at INTEGER;
+
+    -- role: owner / admin / member (direct conversations: member).
+    -- joined_seq: the conversation's last seq when the user joined; history
+    -- and search show only what came after.
+    -- read_seq: the read marker; it never moves backwards.
+    ALTER TABLE conversation_members ADD COLUMN role TEXT NOT NULL DEFAULT 'member';
+    ALTER TABLE conversation_members ADD COLUMN joined_seq INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE conversation_members ADD COLUMN read_seq INTEGER NOT NULL DEFAULT 0;
+    CREATE INDEX conversation_members_by_conversation ON conversation_members(conversation_id, user_id);
+
+    -- Events that are not about one message carry their JSON here.
+    ALTER TABLE inbox ADD COLUMN payload TEXT;
+
+    CREATE TABLE groups (
+        id              INTEGER PRIMARY KEY,
+        conversation_id INTEGER NOT NULL UNIQUE REFERENCES conversations(id),
+        name            TEXT    NOT NULL,
+        owner_id        INTEGER NOT NULL REFERENCES users(id),
+        created_at      INTEGER NOT NULL,
+        dissolved_at    INTEGER
+    );
+
+    -- Symmetric: one row per direction.
+    CREATE TABLE friends (
+        user_id   INTEGER NOT NULL REFERENCES users(id),
+        friend_id INTEGER NOT NULL REFERENCES users(id),
+        since     INTEGER NOT NULL,
+        PRIMARY KEY (user_id, friend_id)
+    ) WITHOUT ROWID;
+
+    CREATE TABLE friend_requests (
+        id         INTEGER PRIMARY KEY,
+        from_id    INTEGER NOT NULL REFERENCES users(id),
+        to_id      INTEGER NOT NULL REFERENCES users(id),
+        note       TEXT,
+        status     TEXT    NOT NULL CHECK (status IN ('pending', 'accepted', 'rejected', 'cancelled')),
+        created_at INTEGER NOT NULL,
+        expires_at INTEGER NOT NULL,
+        decided_at INTEGER
+    );
+    CREATE UNIQUE INDEX friend_requests_one_pending ON friend_requests(from_id, to_id) WHERE status = 'pending';
+    CREATE INDEX friend_requests_to ON friend_requests(to_id, status);
+
+    CREATE TABLE blocks (
+        user_id    INTEGER NOT NULL REFERENCES users(id),
+        blocked_id INTEGER NOT NULL REFERENCES users(id),
+        created_at INTEGER NOT NULL,
+        PRIMARY KEY (user_id, blocked_id)
+    ) WITHOUT ROWID;
+
+    -- Delete-for-me.
+    CREATE TABLE hidden_messages (
+        user_id    INTEGER NOT NULL REFERENCES users(id),
+        message_id INTEGER NOT NULL REFERENCES messages(id),
+        PRIMARY KEY (user_id, message_id)
+    ) WITHOUT ROWID;
+
+    -- When each user's last connection closed.
+    ALTER TABLE users ADD COLUMN last_seen_at INTEGER;
+
+    -- Full-text index of message text; rowid = messages.id. Contentless: the
+    -- text lives in messages only, and a recall deletes it from both.
+    CREATE VIRTUAL TABLE message_text USING fts5(text, content = '', contentless_delete = 1);
+    INSERT INTO message_text (rowid, text)
+        SELECT id, json_extract(body, '$.text') FROM messages
+        WHERE json_type(body, '$.text') = 'text';
     "#,
 ];
 

@@ -6,9 +6,11 @@
 //! answered before the group's COMMIT (WAL, `synchronous=FULL`) returns.
 //! Reads run on a small pool of read-only connections on blocking threads.
 
+pub mod groups;
 pub mod messages;
 mod migrations;
 pub mod sessions;
+pub mod social;
 pub mod users;
 mod writer;
 
@@ -93,10 +95,12 @@ impl Store {
     }
 
     /// Runs `f` in the next group commit; returns its result once committed.
-    pub async fn write<T, F>(&self, f: F) -> Result<T, StoreError>
+    /// An `Err` from `f` rolls back what `f` wrote (and only that).
+    pub async fn write<T, E, F>(&self, f: F) -> Result<T, E>
     where
         T: Send + 'static,
-        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+        E: From<StoreError> + Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, E> + Send + 'static,
     {
         self.writer.run(f, |_| {}).await
     }
@@ -104,20 +108,22 @@ impl Store {
     /// Like [`Store::write`], and runs `after_commit` on the writer thread
     /// right after the commit, in commit order, before answering. The push
     /// path uses it so events leave in the order their cursors were assigned.
-    pub async fn write_then<T, F, A>(&self, f: F, after_commit: A) -> Result<T, StoreError>
+    pub async fn write_then<T, E, F, A>(&self, f: F, after_commit: A) -> Result<T, E>
     where
         T: Send + 'static,
-        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+        E: From<StoreError> + Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, E> + Send + 'static,
         A: FnOnce(&T) + Send + 'static,
     {
         self.writer.run(f, after_commit).await
     }
 
     /// Runs `f` on a read-only connection on a blocking thread.
-    pub async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
+    pub async fn read<T, E, F>(&self, f: F) -> Result<T, E>
     where
         T: Send + 'static,
-        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+        E: From<StoreError> + Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, E> + Send + 'static,
     {
         let pool = self.readers.clone();
         tokio::task::spawn_blocking(move || {
@@ -127,7 +133,7 @@ impl Store {
             result
         })
         .await
-        .map_err(|_| StoreError::Closed)?
+        .map_err(|_| E::from(StoreError::Closed))?
     }
 
     /// Waits for queued writes, then checkpoints the WAL into the main file.

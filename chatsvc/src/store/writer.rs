@@ -27,22 +27,23 @@ enum Msg {
     Checkpoint(oneshot::Sender<Result<(), StoreError>>),
 }
 
-struct Typed<F, A, T> {
+struct Typed<F, A, T, E> {
     f: F,
     after_commit: A,
-    reply: oneshot::Sender<Result<T, StoreError>>,
+    reply: oneshot::Sender<Result<T, E>>,
 }
 
-struct Done<A, T> {
-    result: Result<T, StoreError>,
+struct Done<A, T, E> {
+    result: Result<T, E>,
     after_commit: A,
-    reply: oneshot::Sender<Result<T, StoreError>>,
+    reply: oneshot::Sender<Result<T, E>>,
 }
 
-impl<F, A, T> Job for Typed<F, A, T>
+impl<F, A, T, E> Job for Typed<F, A, T, E>
 where
     T: Send + 'static,
-    F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    E: From<StoreError> + Send + 'static,
+    F: FnOnce(&Connection) -> Result<T, E> + Send + 'static,
     A: FnOnce(&T) + Send + 'static,
 {
     fn run(self: Box<Self>, conn: &Connection) -> Box<dyn Finish> {
@@ -57,13 +58,14 @@ where
     fn abort(self: Box<Self>, error: &str) {
         let _ = self
             .reply
-            .send(Err(StoreError::CommitFailed(error.to_owned())));
+            .send(Err(StoreError::CommitFailed(error.to_owned()).into()));
     }
 }
 
-impl<A, T> Finish for Done<A, T>
+impl<A, T, E> Finish for Done<A, T, E>
 where
     T: Send + 'static,
+    E: From<StoreError> + Send + 'static,
     A: FnOnce(&T) + Send + 'static,
 {
     fn finish(self: Box<Self>, commit: Result<(), &str>) {
@@ -74,7 +76,7 @@ where
                 Ok(v)
             }
             (Err(e), _) => Err(e),
-            (Ok(_), Err(e)) => Err(StoreError::CommitFailed(e.to_owned())),
+            (Ok(_), Err(e)) => Err(StoreError::CommitFailed(e.to_owned()).into()),
         };
         let _ = this.reply.send(out);
     }
@@ -96,10 +98,11 @@ impl Writer {
         Ok(Writer { tx })
     }
 
-    pub(super) async fn run<T, F, A>(&self, f: F, after_commit: A) -> Result<T, StoreError>
+    pub(super) async fn run<T, E, F, A>(&self, f: F, after_commit: A) -> Result<T, E>
     where
         T: Send + 'static,
-        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+        E: From<StoreError> + Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, E> + Send + 'static,
         A: FnOnce(&T) + Send + 'static,
     {
         let (reply, rx) = oneshot::channel();
@@ -111,8 +114,8 @@ impl Writer {
         self.tx
             .send(Msg::Job(job))
             .await
-            .map_err(|_| StoreError::Closed)?;
-        rx.await.map_err(|_| StoreError::Closed)?
+            .map_err(|_| E::from(StoreError::Closed))?;
+        rx.await.map_err(|_| E::from(StoreError::Closed))?
     }
 
     /// Checkpoints the WAL (after every job queued before it).
@@ -126,18 +129,22 @@ impl Writer {
     }
 }
 
-fn in_savepoint<T>(
+fn in_savepoint<T, E: From<StoreError>>(
     conn: &Connection,
-    f: impl FnOnce(&Connection) -> Result<T, StoreError>,
-) -> Result<T, StoreError> {
-    conn.execute_batch("SAVEPOINT job")?;
+    f: impl FnOnce(&Connection) -> Result<T, E>,
+) -> Result<T, E> {
+    let sql = |s: &str| {
+        conn.execute_batch(s)
+            .map_err(|e| E::from(StoreError::from(e)))
+    };
+    sql("SAVEPOINT job")?;
     match f(conn) {
         Ok(v) => {
-            conn.execute_batch("RELEASE job")?;
+            sql("RELEASE job")?;
             Ok(v)
         }
         Err(e) => {
-            conn.execute_batch("ROLLBACK TO job; RELEASE job")?;
+            sql("ROLLBACK TO job; RELEASE job")?;
             Err(e)
         }
     }

@@ -1,0 +1,100 @@
+//! Events collected during a write, pushed after it commits.
+
+use bytes::Bytes;
+use rusqlite::Connection;
+use serde_json::Value;
+
+use super::Downlink;
+use crate::store::{messages, StoreError};
+
+/// Subtopic of stored events (they carry a cursor and are returned by sync).
+pub const EVENTS: &str = "events";
+/// Subtopic of presence changes (ephemeral).
+pub const PRESENCE: &str = "presence";
+/// Subtopic of typing indicators (ephemeral).
+pub const TYPING: &str = "typing";
+
+/// Pushes to make once the write that produced them has committed.
+#[derive(Debug, Default)]
+pub struct Outbox {
+    items: Vec<(u64, &'static str, Bytes)>,
+}
+
+/// `{"type":KIND,"cursor":N,...fields}` from a fields object's JSON text.
+/// `kind` is one of our own constants, so it needs no escaping.
+fn compose(kind: &str, cursor: u64, fields: &str) -> String {
+    let inner = fields
+        .trim()
+        .strip_prefix('{')
+        .and_then(|f| f.strip_suffix('}'))
+        .unwrap_or("")
+        .trim();
+    if inner.is_empty() {
+        format!(r#"{{"type":"{kind}","cursor":{cursor}}}"#)
+    } else {
+        format!(r#"{{"type":"{kind}","cursor":{cursor},{inner}}}"#)
+    }
+}
+
+impl Outbox {
+    /// Stores an event with `fields` in `user`'s inbox and queues its push.
+    pub fn emit(
+        &mut self,
+        c: &Connection,
+        user: u64,
+        kind: &str,
+        fields: &Value,
+    ) -> Result<u64, StoreError> {
+        let json = fields.to_string();
+        let cursor = messages::append(c, user, kind, None, Some(&json))?;
+        self.items
+            .push((user, EVENTS, Bytes::from(compose(kind, cursor, &json))));
+        Ok(cursor)
+    }
+
+    /// Queues the pushes of a message event already appended to inboxes.
+    /// The message is serialized once for all recipients.
+    pub fn message(&mut self, kind: &str, message_json: &str, deliveries: &[(u64, u64)]) {
+        let fields = format!(r#"{{"message":{message_json}}}"#);
+        for &(user, cursor) in deliveries {
+            self.items
+                .push((user, EVENTS, Bytes::from(compose(kind, cursor, &fields))));
+        }
+    }
+
+    /// Queues an ephemeral push (not stored, no cursor).
+    pub fn ephemeral(&mut self, user: u64, subtopic: &'static str, payload: &Value) {
+        self.items
+            .push((user, subtopic, Bytes::from(payload.to_string())));
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    /// Hands everything to the downlink, in order.
+    pub fn push(&self, downlink: &dyn Downlink) {
+        for (user, subtopic, bytes) in &self.items {
+            if downlink.push(*user, subtopic, bytes.clone()) && *subtopic == EVENTS {
+                metrics::counter!("events_pushed_total").increment(1);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::compose;
+
+    #[test]
+    fn composes_events() {
+        assert_eq!(compose("a.b", 3, "{}"), r#"{"type":"a.b","cursor":3}"#);
+        assert_eq!(
+            compose("a.b", 3, r#"{"x":1}"#),
+            r#"{"type":"a.b","cursor":3,"x":1}"#
+        );
+        let v: serde_json::Value =
+            serde_json::from_str(&compose("k", 1, r#"{"m":{"y":[1,2]}}"#)).unwrap_or_default();
+        assert_eq!(v["m"]["y"][1], 2);
+    }
+}
