@@ -337,6 +337,67 @@ impl TestUser {
         ))
     }
 
+    /// Any method with an optional JSON body; returns (status, body or Null).
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<(u16, Value)> {
+        let mut req = self.request(method, path);
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        let res = req.send().await?;
+        let status = res.status().as_u16();
+        let text = res.text().await?;
+        Ok((status, serde_json::from_str(&text).unwrap_or(Value::Null)))
+    }
+
+    pub async fn delete(&self, path: &str) -> Result<(u16, Value)> {
+        self.call(reqwest::Method::DELETE, path, None).await
+    }
+
+    pub async fn patch(&self, path: &str, body: &Value) -> Result<(u16, Value)> {
+        self.call(reqwest::Method::PATCH, path, Some(body)).await
+    }
+
+    pub async fn put(&self, path: &str, body: &Value) -> Result<(u16, Value)> {
+        self.call(reqwest::Method::PUT, path, Some(body)).await
+    }
+
+    /// Sends to a group; returns (status, body).
+    pub async fn send_group(
+        &self,
+        group: u64,
+        client_msg_id: &str,
+        text: &str,
+    ) -> Result<(u16, Value)> {
+        self.post(
+            "/v1/messages",
+            &json!({"to": {"group": group}, "client_msg_id": client_msg_id, "body": {"text": text}}),
+        )
+        .await
+    }
+
+    /// Makes `self` and `other` friends (request + accept); returns once done.
+    pub async fn befriend(&self, other: &TestUser) -> Result<()> {
+        let (s, req) = self
+            .post("/v1/friends/requests", &json!({"user_id": other.id}))
+            .await?;
+        if s != 201 {
+            bail!("friend request: {s} {req}");
+        }
+        let id = req["id"].as_u64().unwrap_or(0);
+        let (s, acc) = other
+            .post(&format!("/v1/friends/requests/{id}/accept"), &json!({}))
+            .await?;
+        if s != 200 {
+            bail!("accept: {s} {acc}");
+        }
+        Ok(())
+    }
+
     /// Sends a text message to a user; returns (status, body).
     pub async fn send_text(
         &self,
@@ -457,6 +518,36 @@ impl Mqtt {
             Ok(Some(s)) => Ok(Some(s)),
             Ok(None) => Ok(None),
             Err(_) => Ok(None),
+        }
+    }
+
+    /// The next publish on a topic ending in `/{subtopic}` within `wait`.
+    pub async fn next_on(&mut self, subtopic: &str, wait: Duration) -> Result<Option<Value>> {
+        let deadline = tokio::time::Instant::now() + wait;
+        let suffix = format!("/{subtopic}");
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match self.next(left).await? {
+                Some(Seen::Publish { topic, payload }) if topic.ends_with(&suffix) => {
+                    return Ok(Some(payload))
+                }
+                Some(Seen::Error(e)) => bail!("connection failed: {e}"),
+                Some(_) => {}
+                None => return Ok(None),
+            }
+        }
+    }
+
+    /// Events (on `/events`) until one of `kind` arrives; returns it.
+    pub async fn next_of_type(&mut self, kind: &str, wait: Duration) -> Result<Option<Value>> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match self.next_on("events", left).await? {
+                Some(v) if v["type"] == kind => return Ok(Some(v)),
+                Some(_) => {}
+                None => return Ok(None),
+            }
         }
     }
 
