@@ -269,3 +269,26 @@ impl Group {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::FriendRequest;
+    use crate::store::social::FriendRequestRow;
+
+    #[test]
+    fn pending_requests_past_their_expiry_read_as_expired() {
+        let row = FriendRequestRow {
+            id: 1,
+            from_id: 1,
+            to_id: 2,
+            note: None,
+            status: "pending".into(),
+            created_at: 0,
+            expires_at: 100,
+        };
+        assert_eq!(FriendRequest::from_row(row.clone(), 99).status, "pending");
+        assert_eq!(FriendRequest::from_row(row.clone(), 100).status, "expired");
+        let decided = FriendRequestRow { status: "accepted".into(), ..row };
+        assert_eq!(FriendRequest::from_row(decided, 1000).status, "accepted");
+    }
+}
