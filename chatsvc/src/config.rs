@@ -63,6 +63,18 @@ pub struct Config {
     #[arg(long, env = "CHAT_PRESENCE_DEBOUNCE_MS", default_value_t = 5000)]
     pub presence_debounce_ms: u64,
 
+    /// Login attempts per account per minute (0: no limit).
+    #[arg(long, env = "CHAT_LOGIN_RATE", default_value_t = 10)]
+    pub login_rate: u32,
+
+    /// Login and registration attempts per client address per minute (0: no limit).
+    #[arg(long, env = "CHAT_AUTH_IP_RATE", default_value_t = 60)]
+    pub auth_ip_rate: u32,
+
+    /// Messages a user may send per second, with bursts of 10 s worth (0: no limit).
+    #[arg(long, env = "CHAT_SEND_RATE", default_value_t = 50)]
+    pub send_rate: u32,
+
     /// Log format: `text` or `json`.
     #[arg(long, env = "CHAT_LOG_FORMAT", default_value = "text")]
     pub log_format: LogFormat,
@@ -100,6 +112,11 @@ impl Config {
             friend_request_ttl: Duration::from_secs(self.friend_request_ttl_days.max(1) * 86_400),
             recall_window: Duration::from_secs(self.recall_window),
             presence_debounce: Duration::from_millis(self.presence_debounce_ms),
+            rates: crate::domain::limits::RateConfig {
+                login_per_account_per_min: self.login_rate,
+                auth_per_ip_per_min: self.auth_ip_rate,
+                sends_per_user_per_sec: self.send_rate,
+            },
             ..Default::default()
         }
     }

@@ -108,6 +108,19 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     );
     chat.load_revocations().await?;
     spawn_presence(&chat, &broker, shutdown.clone());
+    {
+        let chat = chat.clone();
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(60));
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tick.tick() => chat.forget_idle_rate_limits(),
+                }
+            }
+        });
+    }
 
     let mqtt_listener =
         TcpListener::bind(config.mqtt)
@@ -165,6 +178,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let token = shutdown.clone();
     let task = tokio::spawn(async move {
         let graceful = token.clone();
+        let app = app.into_make_service_with_connect_info::<SocketAddr>();
         let served = axum::serve(http_listener, app)
             .with_graceful_shutdown(async move { graceful.cancelled().await })
             .await;

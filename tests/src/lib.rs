@@ -59,9 +59,14 @@ pub struct TestServer {
 impl TestServer {
     /// Starts chatd on fresh ports with a fresh data dir.
     pub async fn start() -> Result<TestServer> {
+        Self::start_with(&[]).await
+    }
+
+    /// Starts chatd with extra flags on fresh ports and a fresh data dir.
+    pub async fn start_with(extra: &[&str]) -> Result<TestServer> {
         let tmp = Arc::new(tempfile::tempdir()?);
         let dir = tmp.path().join("data");
-        let mut s = Self::start_in(&dir, &[]).await?;
+        let mut s = Self::start_in(&dir, extra).await?;
         s._tmp = Some(tmp);
         Ok(s)
     }

@@ -11,6 +11,9 @@ use mqchat_e2e::{TestServer, TestUser};
 use serde_json::Value;
 
 const SENDERS: usize = 6;
+/// The senders go as fast as they can; the per-user send limit is not what
+/// this test is about.
+const UNLIMITED: &[&str] = &["--send-rate", "0"];
 const ROUNDS: usize = 3;
 
 /// Cheap varying delay without a rand dependency.
@@ -25,7 +28,7 @@ fn jitter_ms(round: usize) -> u64 {
 async fn acknowledged_sends_survive_sigkill() -> Result<()> {
     let tmp = tempfile::tempdir()?;
     let dir = tmp.path().join("data");
-    let mut server = TestServer::start_in(&dir, &[]).await?;
+    let mut server = TestServer::start_in(&dir, UNLIMITED).await?;
     let mut names: Vec<String> = (0..SENDERS).map(|i| format!("sender{i}")).collect();
     names.push("bob".into());
     for n in &names {
@@ -74,7 +77,7 @@ async fn acknowledged_sends_survive_sigkill() -> Result<()> {
             }
             attempted.extend(tried.into_iter().map(|id| (s, id)));
         }
-        server = TestServer::start_in(&dir, &[]).await?;
+        server = TestServer::start_in(&dir, UNLIMITED).await?;
     }
     eprintln!(
         "{} sends acknowledged, {} attempted over {ROUNDS} kills",

@@ -42,7 +42,7 @@ async fn online_recipient_gets_the_push_within_a_second() -> Result<()> {
 
 #[tokio::test]
 async fn offline_recipient_gets_everything_by_sync_in_order_once() -> Result<()> {
-    let server = TestServer::start().await?;
+    let server = TestServer::start_with(&["--send-rate", "0"]).await?;
     let alice = server.user("alice").await?;
     let bob = server.user("bob").await?;
     let carol = server.user("carol").await?;
@@ -234,7 +234,7 @@ fn metric(text: &str, name: &str) -> f64 {
 
 #[tokio::test]
 async fn concurrent_sends_share_commits() -> Result<()> {
-    let server = TestServer::start().await?;
+    let server = TestServer::start_with(&["--send-rate", "0"]).await?;
     let bob = server.user("bob").await?;
     let mut senders = Vec::new();
     for i in 0..8 {

@@ -7,7 +7,7 @@ use axum::Router;
 use serde::Deserialize;
 
 use super::error::{ApiError, Json};
-use super::extract::AuthUser;
+use super::extract::{AuthUser, ClientIp};
 use super::AppState;
 use crate::domain::model::{LoginGrant, User};
 
@@ -29,18 +29,25 @@ pub struct Credentials {
 /// `POST /v1/auth/register {username, password}` → 201 with the user.
 async fn register(
     State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
     Json(req): Json<Credentials>,
 ) -> Result<(StatusCode, Json<User>), ApiError> {
-    let user = state.chat.register(&req.username, &req.password).await?;
+    let user = state
+        .chat
+        .register(&req.username, &req.password, ip)
+        .await?;
     Ok((StatusCode::CREATED, Json(user)))
 }
 
 /// `POST /v1/auth/login {username, password}` → tokens and the user.
 async fn login(
     State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
     Json(req): Json<Credentials>,
 ) -> Result<Json<LoginGrant>, ApiError> {
-    Ok(Json(state.chat.login(&req.username, &req.password).await?))
+    Ok(Json(
+        state.chat.login(&req.username, &req.password, ip).await?,
+    ))
 }
 
 #[derive(Debug, Deserialize)]

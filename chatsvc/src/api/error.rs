@@ -17,6 +17,8 @@ pub struct ApiError {
     pub status: StatusCode,
     pub code: &'static str,
     pub message: String,
+    /// Sent as `Retry-After` (whole seconds, rounded up).
+    pub retry_after: Option<std::time::Duration>,
 }
 
 impl ApiError {
@@ -25,6 +27,7 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            retry_after: None,
         }
     }
 
@@ -57,6 +60,12 @@ impl IntoResponse for ApiError {
             },
         };
         let mut res = (self.status, axum::Json(body)).into_response();
+        if let Some(wait) = self.retry_after {
+            let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+            if let Ok(v) = axum::http::HeaderValue::from_str(&secs.to_string()) {
+                res.headers_mut().insert(axum::http::header::RETRY_AFTER, v);
+            }
+        }
         if self.status == StatusCode::UNAUTHORIZED {
             res.headers_mut().insert(
                 axum::http::header::WWW_AUTHENTICATE,
@@ -95,6 +104,15 @@ impl From<DomainError> for ApiError {
             }
             DomainError::Forbidden(m) => ApiError::new(S::FORBIDDEN, "forbidden", m),
             DomainError::Conflict(m) => ApiError::new(S::CONFLICT, "conflict", m),
+            DomainError::RateLimited { retry_after } => {
+                let mut e = ApiError::new(
+                    S::TOO_MANY_REQUESTS,
+                    "rate_limited",
+                    "too many requests, slow down",
+                );
+                e.retry_after = Some(retry_after);
+                e
+            }
             DomainError::RecallWindowPassed => {
                 ApiError::new(S::FORBIDDEN, "recall_window_passed", e.to_string())
             }

@@ -35,3 +35,22 @@ impl FromRequestParts<AppState> for AuthUser {
         Ok(AuthUser(caller))
     }
 }
+
+/// The client's address, when the server was started with connect info
+/// (chatd always is; handler tests may not be). Proxies are not trusted:
+/// `X-Forwarded-For` is ignored, since any client can set it.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientIp(pub Option<std::net::IpAddr>);
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(ClientIp(
+            parts
+                .extensions
+                .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+                .map(|c| c.0.ip()),
+        ))
+    }
+}

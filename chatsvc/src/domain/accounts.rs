@@ -67,7 +67,13 @@ async fn verify_password(password: String, stored: Option<String>) -> Result<boo
 }
 
 impl Chat {
-    pub async fn register(&self, username: &str, password: &str) -> Result<User, DomainError> {
+    pub async fn register(
+        &self,
+        username: &str,
+        password: &str,
+        ip: Option<std::net::IpAddr>,
+    ) -> Result<User, DomainError> {
+        self.rates.register(ip)?;
         let username = normalize_username(username)?;
         check_password(password)?;
         let hash = hash_password(password.to_owned()).await?;
@@ -84,7 +90,15 @@ impl Chat {
         Ok(user.into())
     }
 
-    pub async fn login(&self, username: &str, password: &str) -> Result<LoginGrant, DomainError> {
+    /// Logs in. Attempts are rate-limited per account and per client
+    /// address, so passwords can't be guessed at speed.
+    pub async fn login(
+        &self,
+        username: &str,
+        password: &str,
+        ip: Option<std::net::IpAddr>,
+    ) -> Result<LoginGrant, DomainError> {
+        self.rates.login(username, ip)?;
         // A name that can't exist still pays for a hash verification.
         let name = normalize_username(username).unwrap_or_default();
         let found = self

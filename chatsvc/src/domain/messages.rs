@@ -119,6 +119,7 @@ impl Chat {
     /// Stores a message and, after commit, pushes it to every recipient and
     /// to the sender's other devices. Idempotent on `(sender, client_msg_id)`.
     pub async fn send(&self, caller: Caller, m: NewMessage) -> Result<Sent, DomainError> {
+        self.rates.send(caller.user_id)?;
         let id_len = m.client_msg_id.chars().count();
         if !(1..=64).contains(&id_len) || m.client_msg_id.chars().any(char::is_control) {
             return Err(DomainError::Invalid(

@@ -3,6 +3,7 @@
 
 pub mod accounts;
 pub mod groups;
+pub mod limits;
 pub mod messages;
 pub mod model;
 mod outbox;
@@ -43,6 +44,8 @@ pub enum DomainError {
     Conflict(String),
     #[error("the recall window has passed")]
     RecallWindowPassed,
+    #[error("too many requests; retry in {retry_after:?}")]
+    RateLimited { retry_after: std::time::Duration },
     #[error("storage unavailable: {0}")]
     Unavailable(StoreError),
     #[error("internal: {0}")]
@@ -94,6 +97,7 @@ pub struct Limits {
     pub recall_window: std::time::Duration,
     /// How long a user must stay offline before friends are told.
     pub presence_debounce: std::time::Duration,
+    pub rates: limits::RateConfig,
 }
 
 impl Default for Limits {
@@ -107,6 +111,7 @@ impl Default for Limits {
             friend_request_ttl: std::time::Duration::from_secs(30 * 86_400),
             recall_window: std::time::Duration::from_secs(120),
             presence_debounce: std::time::Duration::from_secs(5),
+            rates: limits::RateConfig::default(),
         }
     }
 }
@@ -119,6 +124,7 @@ pub struct Chat {
     pub(crate) downlink: Arc<dyn Downlink>,
     pub(crate) limits: Limits,
     pub(crate) presence: Arc<presence::Tracker>,
+    pub(crate) rates: Arc<limits::RateLimits>,
 }
 
 impl std::fmt::Debug for Chat {
@@ -134,13 +140,20 @@ impl Chat {
         downlink: Arc<dyn Downlink>,
         limits: Limits,
     ) -> Self {
+        let rates = Arc::new(limits::RateLimits::new(&limits.rates));
         Chat {
             store,
             tokens,
             downlink,
             limits,
             presence: Arc::new(presence::Tracker::default()),
+            rates,
         }
+    }
+
+    /// Drops idle rate-limit state; call periodically.
+    pub fn forget_idle_rate_limits(&self) {
+        self.rates.forget_idle();
     }
 
     pub fn tokens(&self) -> &Tokens {

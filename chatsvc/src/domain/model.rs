@@ -288,7 +288,10 @@ mod tests {
         };
         assert_eq!(FriendRequest::from_row(row.clone(), 99).status, "pending");
         assert_eq!(FriendRequest::from_row(row.clone(), 100).status, "expired");
-        let decided = FriendRequestRow { status: "accepted".into(), ..row };
+        let decided = FriendRequestRow {
+            status: "accepted".into(),
+            ..row
+        };
         assert_eq!(FriendRequest::from_row(decided, 1000).status, "accepted");
     }
 }
