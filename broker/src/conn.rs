@@ -28,6 +28,8 @@ use crate::auth::{Principal, Refusal};
 use crate::codec::{self, Sniff, Version};
 use crate::registry::KickReason;
 use crate::server::{LinkSpec, Shared};
+use crate::uplink;
+use tokio::sync::mpsc;
 
 /// Why a connection ended. Logged, never sent to the client.
 #[derive(Debug, thiserror::Error)]
@@ -75,6 +77,12 @@ struct Connection<S> {
     link_rx: LinkRx,
     /// Packets decoded from the client that go on to the router.
     to_router: Vec<Packet>,
+    /// Uplink publishes decoded from the client, for the worker.
+    to_uplink: Vec<uplink::Job>,
+    /// The connection's uplink worker, started on its first uplink publish.
+    uplink: Option<mpsc::Sender<uplink::Job>>,
+    /// Acknowledgements from the uplink worker, in PUBLISH order.
+    uplink_acks: (mpsc::Sender<Packet>, mpsc::Receiver<Packet>),
     /// SUBSCRIBEs forwarded to the router, by packet id: one slot per filter
     /// of the client's packet, `Some` for those the gateway already refused.
     pending_subacks: HashMap<u16, Vec<Option<SubscribeReasonCode>>>,
@@ -265,6 +273,9 @@ where
             link_tx,
             link_rx,
             to_router: Vec::new(),
+            to_uplink: Vec::new(),
+            uplink: None,
+            uplink_acks: mpsc::channel(64),
             pending_subacks: HashMap::new(),
         }))
     }
@@ -291,6 +302,7 @@ where
         // Packets that arrived together with CONNECT.
         let early = self.handle_input()?;
         self.forward_to_router().await?;
+        self.forward_to_uplink().await?;
         self.flush().await?;
         if let Some(end) = early {
             return Ok(end);
@@ -306,6 +318,7 @@ where
             tokio::select! {
                 _ = kick.cancelled() => return Ok(Ended::Kicked),
                 _ = keepalive => return Err(ConnError::KeepAlive),
+                Some(ack) = self.uplink_acks.1.recv() => self.write(ack)?,
                 read = self.stream.read_buf(&mut self.inbuf) => {
                     if read? == 0 {
                         return Ok(Ended::ClientClosed);
@@ -313,6 +326,7 @@ where
                     deadline = self.keep_alive.map(|k| Instant::now() + k);
                     let end = self.handle_input()?;
                     self.forward_to_router().await?;
+                    self.forward_to_uplink().await?;
                     if let Some(end) = end {
                         self.flush().await?;
                         return Ok(end);
@@ -397,18 +411,31 @@ where
                     self.to_router.push(Packet::Unsubscribe(unsub, props));
                     self.write(Packet::UnsubAck(UnsubAck { pkid, reasons }, None))?;
                 }
-                Packet::Publish(publish, _) => {
+                Packet::Publish(publish, props) => {
                     let (qos, pkid) = publish_ids.unwrap_or((0, 0));
                     if !acl::is_valid_topic_name(&publish.topic) {
                         return Err(ConnError::Violation("invalid topic name in PUBLISH"));
                     }
-                    self.refuse_publish(qos, pkid, &publish.topic)?;
+                    match self.uplink_subtopic(&publish.topic) {
+                        Some(subtopic) => {
+                            let props = props.unwrap_or_default();
+                            self.to_uplink.push(uplink::Job {
+                                subtopic,
+                                payload: publish.payload,
+                                qos,
+                                pkid,
+                                response_topic: props.response_topic,
+                                correlation_data: props.correlation_data,
+                            });
+                        }
+                        None => self.refuse_publish(qos, pkid, &publish.topic)?,
+                    }
                 }
                 Packet::PubAck(ack, props) => {
                     self.to_router.push(Packet::PubAck(ack, props));
                 }
                 Packet::PubRel(rel, _) => {
-                    // Only reachable after a refused QoS 2 PUBLISH on 3.1.1.
+                    // Ends a QoS 2 PUBLISH that was refused or handed to the uplink.
                     let comp = PubComp {
                         pkid: rel.pkid,
                         reason: PubCompReason::Success,
@@ -436,6 +463,47 @@ where
             }
         }
         Ok(None)
+    }
+
+    /// The subtopic below `users/{id}/` when this publish goes to the uplink
+    /// handler (an open subtree, and a handler installed).
+    fn uplink_subtopic(&self, topic: &[u8]) -> Option<String> {
+        self.shared.uplink.get()?;
+        let topic = std::str::from_utf8(topic).ok()?;
+        let user = self.principal.user_id;
+        if !self.shared.acl.may_publish(user, topic) {
+            return None;
+        }
+        topic
+            .strip_prefix(&format!("users/{user}/"))
+            .map(str::to_owned)
+    }
+
+    /// Queues uplink publishes for the connection's worker. Waiting here when
+    /// the queue is full stops reading from this client: backpressure.
+    async fn forward_to_uplink(&mut self) -> Result<(), ConnError> {
+        if self.to_uplink.is_empty() {
+            return Ok(());
+        }
+        let worker = match &self.uplink {
+            Some(w) => w.clone(),
+            None => {
+                let w = uplink::spawn_worker(
+                    self.shared.clone(),
+                    self.principal,
+                    self.uplink_acks.0.clone(),
+                );
+                self.uplink = Some(w.clone());
+                w
+            }
+        };
+        for job in self.to_uplink.drain(..) {
+            worker
+                .send(job)
+                .await
+                .map_err(|_| ConnError::Router("uplink worker stopped".into()))?;
+        }
+        Ok(())
     }
 
     /// Hands the packets collected by `handle_input` to the router: all but

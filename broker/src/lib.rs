@@ -12,6 +12,7 @@
 //! - [`auth`]: the [`Authenticator`] chatsvc implements (JWT check).
 //! - `registry`: live connections per user: presence, and kicking a user's sessions.
 //! - `codec`: protocol-level sniffing and the v3.1.1 / v5 codecs.
+//! - [`uplink`]: client publishes to `users/{id}/up/...`, handed to chatsvc in order.
 //! - [`ws`]: the `/mqtt` WebSocket route.
 
 pub mod acl;
@@ -20,8 +21,10 @@ mod codec;
 mod conn;
 mod registry;
 pub mod server;
+pub mod uplink;
 pub mod ws;
 
 pub use auth::{Authenticator, Principal, Refusal};
 pub use registry::PresenceChange;
 pub use server::{bind, Broker, BrokerError, Settings};
+pub use uplink::{Uplink, UplinkRequest};

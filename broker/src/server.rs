@@ -3,12 +3,12 @@
 //! who is online.
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
 use rumqttd::local::{LinkBuilder, LinkError, LinkRx, LinkTx};
-use rumqttd::protocol::{LastWill, LastWillProperties, Packet, Publish};
+use rumqttd::protocol::{LastWill, LastWillProperties, Packet, Publish, PublishProperties};
 use rumqttd::{Notification, Router, RouterConfig};
 use tokio::net::TcpListener;
 use tokio::sync::{broadcast, Semaphore};
@@ -19,6 +19,7 @@ use crate::acl::Acl;
 use crate::auth::Authenticator;
 use crate::conn;
 use crate::registry::{KickReason, PresenceChange, Registry};
+use crate::uplink::Uplink;
 
 /// Broker settings. The defaults suit a single node with many small per-user
 /// topics.
@@ -41,8 +42,12 @@ pub struct Settings {
     /// Unacknowledged QoS 1 deliveries per connection before the router
     /// waits for PUBACKs.
     pub max_inflight: u64,
-    /// Topic subtrees (under `users/{id}/`) where clients may publish.
+    /// Topic subtrees (under `users/{id}/`) where clients may publish; the
+    /// publishes go to the [`Uplink`] handler, never to other clients.
     pub open_publish: Vec<String>,
+    /// Uplink publishes a connection may have queued before the gateway stops
+    /// reading from it.
+    pub uplink_queue: usize,
 }
 
 impl Default for Settings {
@@ -55,7 +60,8 @@ impl Default for Settings {
             segment_size: 64 * 1024,
             segment_count: 2,
             max_inflight: 100,
-            open_publish: Vec::new(),
+            open_publish: vec!["up".to_owned()],
+            uplink_queue: 32,
         }
     }
 }
@@ -84,13 +90,32 @@ pub(crate) struct Shared {
     pub links: LinkFactory,
     pub connection_slots: Arc<Semaphore>,
     pub shutdown: CancellationToken,
+    /// The broker's own link: every push and uplink reply goes through it.
+    pub publisher: Mutex<LinkTx>,
+    /// Handles client publishes to open subtrees (set once chatsvc is up).
+    pub uplink: OnceLock<Arc<dyn Uplink>>,
+}
+
+impl Shared {
+    /// Publishes into the router. Synchronous: it may block briefly when the
+    /// router's queue is full.
+    pub(crate) fn publish(&self, topic: String, payload: Bytes, props: Option<PublishProperties>) {
+        let packet = Packet::Publish(Publish::new(Bytes::from(topic), payload, false), props);
+        let mut tx = self.publisher.lock().unwrap_or_else(|e| e.into_inner());
+        // `LinkTx::send` is an async fn that never awaits; it completes on
+        // its first poll.
+        match futures_util::FutureExt::now_or_never(tx.send(packet)) {
+            Some(Ok(_)) => metrics::counter!("mqtt_pushes_total").increment(1),
+            Some(Err(e)) => error!(error = %e, "downlink publish failed"),
+            None => error!("downlink publish did not complete"),
+        }
+    }
 }
 
 /// The running broker. Cheap to clone; every clone is the same broker.
 #[derive(Clone)]
 pub struct Broker {
     shared: Arc<Shared>,
-    publisher: Arc<Mutex<LinkTx>>,
 }
 
 impl std::fmt::Debug for Broker {
@@ -159,11 +184,10 @@ impl Broker {
             registry: Registry::new(),
             links,
             shutdown,
+            publisher: Mutex::new(publisher),
+            uplink: OnceLock::new(),
         });
-        Ok(Broker {
-            shared,
-            publisher: Arc::new(Mutex::new(publisher)),
-        })
+        Ok(Broker { shared })
     }
 
     /// Accepts MQTT over TCP until shutdown.
@@ -230,15 +254,13 @@ impl Broker {
 
     /// Publishes unconditionally. Same blocking note as [`Broker::push`].
     pub fn publish(&self, topic: String, payload: Bytes) {
-        let packet = Packet::Publish(Publish::new(Bytes::from(topic), payload, false), None);
-        let mut tx = self.publisher.lock().unwrap_or_else(|e| e.into_inner());
-        // `LinkTx::send` is an async fn that never awaits; it completes on
-        // its first poll.
-        match futures_util::FutureExt::now_or_never(tx.send(packet)) {
-            Some(Ok(_)) => metrics::counter!("mqtt_pushes_total").increment(1),
-            Some(Err(e)) => error!(error = %e, "downlink publish failed"),
-            None => error!("downlink publish did not complete"),
-        }
+        self.shared.publish(topic, payload, None);
+    }
+
+    /// Installs the handler for client publishes to the open subtrees
+    /// ([`Settings::open_publish`]). Only the first call takes effect.
+    pub fn set_uplink(&self, uplink: Arc<dyn Uplink>) {
+        let _ = self.shared.uplink.set(uplink);
     }
 
     pub(crate) fn max_packet_size(&self) -> usize {

@@ -107,6 +107,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         config.limits(),
     );
     chat.load_revocations().await?;
+    broker.set_uplink(Arc::new(api::uplink::MqttUplink::new(chat.clone())));
     spawn_presence(&chat, &broker, shutdown.clone());
     {
         let chat = chat.clone();

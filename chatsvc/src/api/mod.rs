@@ -10,6 +10,7 @@ pub mod groups;
 pub mod messages;
 pub mod ops;
 pub mod sync;
+pub mod uplink;
 pub mod users;
 
 use std::time::{Duration, Instant};
