@@ -7,13 +7,31 @@ use std::time::Duration;
 /// mqchat server: HTTP API, MQTT over TCP and MQTT over WebSocket in one process.
 #[derive(Debug, Clone, clap::Parser)]
 #[command(name = "chatd", version, about)]
+pub struct Cli {
+    #[command(flatten)]
+    pub config: Config,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// What to run; the server when none is given.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum Command {
+    /// Operator commands on the data dir (and the running server).
+    #[command(subcommand)]
+    Admin(crate::admin::AdminCommand),
+}
+
+/// The server's settings.
+#[derive(Debug, Clone, clap::Args)]
 pub struct Config {
     /// HTTP listen address (API, /healthz, /metrics, and MQTT over WebSocket
     /// at /mqtt). Port 0 picks a free port; the bound address is logged.
     #[arg(
         long = "http",
         env = "CHAT_HTTP_ADDR",
-        default_value = "127.0.0.1:8080"
+        default_value = "127.0.0.1:8080",
+        global = true
     )]
     pub http: SocketAddr,
 
@@ -26,7 +44,12 @@ pub struct Config {
     pub mqtt: SocketAddr,
 
     /// Data directory: SQLite database and JWT secret. Created on first run.
-    #[arg(long = "data-dir", env = "CHAT_DATA_DIR", default_value = "./data")]
+    #[arg(
+        long = "data-dir",
+        env = "CHAT_DATA_DIR",
+        default_value = "./data",
+        global = true
+    )]
     pub data_dir: PathBuf,
 
     /// Lifetime of access tokens, in seconds.

@@ -21,3 +21,21 @@ impl Downlink for BrokerDownlink {
         self.0.is_online(user_id)
     }
 }
+
+/// For tools that change the store without a running broker (`chatd admin`):
+/// nobody is connected, so nothing is pushed.
+pub struct NoDownlink;
+
+impl Downlink for NoDownlink {
+    fn push(&self, _: u64, _: &str, _: Bytes) -> bool {
+        false
+    }
+
+    fn end_sessions(&self, _: u64, _: Option<u64>) -> usize {
+        0
+    }
+
+    fn is_online(&self, _: u64) -> bool {
+        false
+    }
+}

@@ -8,10 +8,12 @@
 //!   place that knows rusqlite.
 //! - [`downlink`]: the embedded broker behind the domain's `Downlink` trait.
 //! - [`config`]: flags and environment.
+//! - [`admin`]: `chatd admin ...` operator commands.
 //! - [`server`]: wires it all together: [`server::start`] and shutdown.
 //!
 //! One message, end to end, is traced in `ARCHITECTURE.md`.
 
+pub mod admin;
 pub mod api;
 pub mod config;
 pub mod domain;

@@ -87,6 +87,12 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             source,
         }
     })?;
+    let admin_token = load_or_create_secret(&data_dir.join("admin.token")).map_err(|source| {
+        StartError::DataDir {
+            path: data_dir.join("admin.token").display().to_string(),
+            source,
+        }
+    })?;
     let store = Store::open(&data_dir.join("chat.db"))?;
     let tokens = Arc::new(Tokens::new(
         &secret,
@@ -169,6 +175,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         chat,
         broker: broker.clone(),
         metrics,
+        admin_token: Arc::from(String::from_utf8_lossy(&admin_token).as_ref()),
     };
     let app = api::router(state);
 
@@ -217,9 +224,9 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     })
 }
 
-/// Reads the JWT signing secret, or creates a random one readable only by
-/// the owner (mode 0600).
-fn load_or_create_secret(path: &Path) -> std::io::Result<Vec<u8>> {
+/// Reads a secret (JWT signing key, admin token), or creates a random one
+/// readable only by the owner (mode 0600).
+pub(crate) fn load_or_create_secret(path: &Path) -> std::io::Result<Vec<u8>> {
     match std::fs::read_to_string(path) {
         Ok(s) if s.trim().len() >= 64 => return Ok(s.trim().as_bytes().to_vec()),
         Ok(_) => {
@@ -241,7 +248,7 @@ fn load_or_create_secret(path: &Path) -> std::io::Result<Vec<u8>> {
     let mut file = options.open(path)?;
     file.write_all(hex.as_bytes())?;
     file.sync_all()?;
-    info!(path = %path.display(), "generated a new JWT secret");
+    info!(path = %path.display(), "generated a new secret");
     Ok(hex.into_bytes())
 }
 

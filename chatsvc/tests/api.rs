@@ -45,6 +45,7 @@ fn app() -> Result<App, Box<dyn std::error::Error>> {
             chat,
             broker,
             metrics: None,
+            admin_token: Arc::from("handler-test-admin-token"),
         }),
         _dir: dir,
     })

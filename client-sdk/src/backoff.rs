@@ -44,10 +44,12 @@ impl Default for Backoff {
     }
 }
 
-/// How often an idempotent HTTP call is tried before its error is returned.
+/// How often an HTTP call is tried before its error is returned.
 ///
 /// Only transient failures are retried (transport errors, timeouts, 5xx, 408,
-/// 429); see [`SdkError::is_transient`](crate::SdkError::is_transient).
+/// 429); see [`SdkError::is_transient`](crate::SdkError::is_transient). Calls
+/// that must not run twice are retried only while their request provably
+/// never reached the server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RetryPolicy {
     /// Total tries, the first one included; 1 disables retries.

@@ -3,8 +3,26 @@
 //! Every authenticated call goes through [`Client::call`], which
 //! - refreshes the access token shortly before it expires (so calls rarely
 //!   meet a 401 at all),
-//! - on a 401 `token_expired` / `invalid_token` refreshes once and retries,
-//! - retries idempotent calls on transient failures with backoff.
+//! - on a 401 `token_expired` / `invalid_token` refreshes once and retries
+//!   (the server refused the request before doing anything),
+//! - retries transient failures with backoff, as far as the call's [`Retry`]
+//!   class allows.
+//!
+//! A lost answer does not mean a lost request: the server may have done the
+//! work. So a call is retried after a failure that may have reached the
+//! server only when doing it twice is the same as doing it once:
+//!
+//! | class | calls | why |
+//! | --- | --- | --- |
+//! | `Always` | reads; `send` (deduplicated by `client_msg_id`); `ack`, `mark_read` (markers only move forward); `block`, `delete_for_me`, `add_group_members`, `set_group_role` (a repeat finds the state already set and changes nothing visible); `recall` (a repeat answers the tombstone again) | repeats are harmless |
+//! | `Always`, 404 = done | `remove_friend`, `unblock`, `leave_group`, `remove_group_member`, `dissolve_group` | a repeat after the first attempt worked answers 404; the goal state holds, so that 404 is a success |
+//! | `IfNotSent` | `send_friend_request`, `accept/reject/cancel_friend_request`, `create_group`, `rename_group`, `transfer_group`, `edit`, `logout` | a repeat creates a second group, posts a second system message, answers 409/403 for work that succeeded, or (edits) may overwrite a newer edit made meanwhile on another device |
+//! | `Never` | `typing` | a late typing indicator is worse than none |
+//!
+//! `IfNotSent` calls are retried only when the request provably never
+//! reached the server: the connection was refused, or a 429 refused it
+//! unprocessed. Otherwise the error goes to the caller, who knows whether to
+//! look (e.g. [`Client::groups`]) before trying again.
 //!
 //! Refresh tokens rotate: each refresh answers a new one and the old one stops
 //! working. So refreshes are single-flight (one at a time, and a caller that
@@ -27,8 +45,9 @@ use tokio::time::Instant;
 use crate::backoff::RetryPolicy;
 use crate::error::{api_error, SdkError};
 use crate::model::{
-    Body, Conversation, ConversationList, HistoryPage, LoginResponse, Message, Recipient, SyncPage,
-    User,
+    BlockList, Body, Conversation, ConversationList, Friend, FriendList, FriendRequest,
+    FriendRequestList, Group, GroupList, GroupRole, HistoryPage, LoginResponse, Message, Presence,
+    PresenceList, ReadMarker, Recipient, SearchResults, SyncPage, User,
 };
 use crate::Result;
 
@@ -43,6 +62,11 @@ const MAX_REFRESH_MARGIN: Duration = Duration::from_secs(60);
 pub const MAX_CLIENT_MSG_ID_LEN: usize = 64;
 /// Largest `limit` the server accepts on `GET /v1/sync`.
 pub const MAX_SYNC_LIMIT: u32 = 500;
+/// Most users the server answers in one `GET /v1/presence`;
+/// [`Client::presence`] asks in batches of this size.
+pub const MAX_PRESENCE_BATCH: usize = 200;
+/// Longest search query the server accepts, in characters.
+pub const MAX_SEARCH_QUERY_LEN: usize = 200;
 
 /// A fresh random `client_msg_id` (32 alphanumeric characters).
 ///
@@ -106,7 +130,10 @@ impl ClientBuilder {
         self
     }
 
-    /// Retries of idempotent calls (every call except the `auth` ones).
+    /// Retries of transient failures: of every call that is safe to repeat,
+    /// and of the others only while the request never reached the server
+    /// (see the table in the `client` module's docs). Login, register and
+    /// resume are never retried.
     pub fn retry(mut self, retry: RetryPolicy) -> ClientBuilder {
         self.retry = retry;
         self
@@ -324,7 +351,7 @@ impl Client {
     pub async fn logout(&self) -> Result<()> {
         let refresh_token = self.refresh_token()?;
         let request = Request::post("/v1/auth/logout", json!({"refresh_token": refresh_token}))
-            .not_idempotent();
+            .retry(Retry::IfNotSent);
         match self.call(request).await {
             // The session is gone either way.
             Ok(_) | Err(SdkError::SessionExpired) => {
@@ -371,6 +398,7 @@ impl Client {
     }
 
     /// `POST /v1/messages` with body `{"text": text}`; see [`send`](Self::send).
+    /// To write in a group, send to [`Recipient::Group`].
     pub async fn send_text(&self, to: Recipient, text: &str) -> Result<Message> {
         let mut body = Body::new();
         body.insert("text".to_owned(), Value::String(text.to_owned()));
@@ -455,6 +483,354 @@ impl Client {
         self.call(request).await.map(drop)
     }
 
+    /// `PATCH /v1/messages/{id}` with body `{"text": text}`; see
+    /// [`edit`](Self::edit).
+    pub async fn edit_text(&self, message_id: u64, text: &str) -> Result<Message> {
+        let mut body = Body::new();
+        body.insert("text".to_owned(), Value::String(text.to_owned()));
+        self.edit(message_id, body).await
+    }
+
+    /// `PATCH /v1/messages/{id}`: replaces the body of one's own text message
+    /// (the new body must carry `text`) and returns the message as edited.
+    /// Every member gets [`Event::MessageEdited`](crate::Event::MessageEdited).
+    ///
+    /// Not retried once the request may have reached the server: a late
+    /// repeat could overwrite a newer edit made meanwhile on another device.
+    /// Errors: `forbidden` (not the sender's, or a system message),
+    /// `conflict` (recalled, or not a text message).
+    pub async fn edit(&self, message_id: u64, body: Body) -> Result<Message> {
+        let request = Request::new(
+            Method::PATCH,
+            format!("/v1/messages/{message_id}"),
+            Some(json!({"body": body})),
+        )
+        .retry(Retry::IfNotSent);
+        self.call_json(request).await
+    }
+
+    /// `POST /v1/messages/{id}/recall`: takes one's own message back and
+    /// returns the tombstone (body `{}`, `recalled_at` set). Every member
+    /// gets [`Event::MessageRecalled`](crate::Event::MessageRecalled).
+    /// Recalling again answers the same tombstone, so this is retried.
+    ///
+    /// Errors: `forbidden` (not the sender's), `recall_window_passed` (see
+    /// [`ErrorCode::RecallWindowPassed`](crate::ErrorCode::RecallWindowPassed)).
+    pub async fn recall(&self, message_id: u64) -> Result<Message> {
+        let request = Request::post_empty(format!("/v1/messages/{message_id}/recall"));
+        self.call_json(request).await
+    }
+
+    /// `DELETE /v1/messages/{id}`: deletes a message for this user only (it
+    /// leaves their history and search; others keep it). This user's devices
+    /// get [`Event::MessageHidden`](crate::Event::MessageHidden).
+    pub async fn delete_for_me(&self, message_id: u64) -> Result<()> {
+        let request = Request::new(Method::DELETE, format!("/v1/messages/{message_id}"), None);
+        self.call(request).await.map(drop)
+    }
+
+    /// `GET /v1/search?q=&limit=`: messages of this user's conversations that
+    /// contain every word of `query` (the last one as a prefix), newest
+    /// first. The server caps `limit` at 100 (default 20).
+    pub async fn search(&self, query: &str, limit: Option<u32>) -> Result<Vec<Message>> {
+        let len = query.chars().count();
+        if query.trim().is_empty() || len > MAX_SEARCH_QUERY_LEN {
+            return Err(SdkError::InvalidInput {
+                what: "search query",
+                reason: format!(
+                    "{len} characters, expected 1..={MAX_SEARCH_QUERY_LEN} with a word in them"
+                ),
+            });
+        }
+        let mut request = Request::get("/v1/search").query("q", query.to_owned());
+        if let Some(limit) = limit {
+            request = request.query("limit", limit.to_string());
+        }
+        let results: SearchResults = self.call_json(request).await?;
+        Ok(results.messages)
+    }
+
+    /// `POST /v1/conversations/{id}/read`: everything up to `seq` has been
+    /// read. Answers the read marker, which never moves backwards (nor past
+    /// the conversation's last message). Senders get
+    /// [`Event::ReceiptRead`](crate::Event::ReceiptRead); this user's devices
+    /// get [`Event::ConversationRead`](crate::Event::ConversationRead).
+    pub async fn mark_read(&self, conversation_id: u64, seq: u64) -> Result<u64> {
+        let request = Request::post(
+            &format!("/v1/conversations/{conversation_id}/read"),
+            json!({"seq": seq}),
+        );
+        let marker: ReadMarker = self.call_json(request).await?;
+        Ok(marker.read_seq)
+    }
+
+    /// `POST /v1/conversations/{id}/typing`: tells the other members this
+    /// user is typing ([`Event::Typing`](crate::Event::Typing); not stored).
+    /// Call it every few seconds while the user types, not per keystroke.
+    /// Never retried: a late indicator is worse than none.
+    pub async fn typing(&self, conversation_id: u64) -> Result<()> {
+        let request = Request::post_empty(format!("/v1/conversations/{conversation_id}/typing"))
+            .retry(Retry::Never);
+        self.call(request).await.map(drop)
+    }
+
+    /// `GET /v1/friends`: this user's friends, with presence.
+    pub async fn friends(&self) -> Result<Vec<Friend>> {
+        let list: FriendList = self.call_json(Request::get("/v1/friends")).await?;
+        Ok(list.friends)
+    }
+
+    /// `GET /v1/friends/online`: the friends online now.
+    pub async fn online_friends(&self) -> Result<Vec<Friend>> {
+        let list: FriendList = self.call_json(Request::get("/v1/friends/online")).await?;
+        Ok(list.friends)
+    }
+
+    /// `DELETE /v1/friends/{user_id}`: ends a friendship; both sides get
+    /// [`Event::FriendRemoved`](crate::Event::FriendRemoved). `not_found` if
+    /// the two are not friends.
+    pub async fn remove_friend(&self, user_id: u64) -> Result<()> {
+        let request =
+            Request::new(Method::DELETE, format!("/v1/friends/{user_id}"), None).done_if_gone();
+        self.call(request).await.map(drop)
+    }
+
+    /// `GET /v1/friends/requests?direction=incoming`: pending requests other
+    /// users sent to this one (to accept or reject), newest first.
+    pub async fn incoming_friend_requests(&self) -> Result<Vec<FriendRequest>> {
+        self.friend_requests("incoming").await
+    }
+
+    /// `GET /v1/friends/requests?direction=outgoing`: pending requests this
+    /// user sent (to cancel), newest first.
+    pub async fn outgoing_friend_requests(&self) -> Result<Vec<FriendRequest>> {
+        self.friend_requests("outgoing").await
+    }
+
+    async fn friend_requests(&self, direction: &str) -> Result<Vec<FriendRequest>> {
+        let request = Request::get("/v1/friends/requests").query("direction", direction.to_owned());
+        let list: FriendRequestList = self.call_json(request).await?;
+        Ok(list.requests)
+    }
+
+    /// `POST /v1/friends/requests`: asks `user_id` to be friends, with an
+    /// optional note (at most 200 characters).
+    ///
+    /// Usually answers the new request, `Pending`. If `user_id` had already
+    /// asked this user, the server accepts *their* request instead and
+    /// answers it (`from` is `user_id`) with status `Accepted`: the two are
+    /// friends now.
+    ///
+    /// Errors: `not_found` (no such user, or one who blocks this user),
+    /// `forbidden` (this user blocks them), `conflict` (already friends, or a
+    /// request already pending). Not retried once the request may have
+    /// reached the server, since a repeat would answer `conflict`; see
+    /// [`outgoing_friend_requests`](Self::outgoing_friend_requests) to find
+    /// out.
+    pub async fn send_friend_request(
+        &self,
+        user_id: u64,
+        note: Option<&str>,
+    ) -> Result<FriendRequest> {
+        let request = Request::post(
+            "/v1/friends/requests",
+            json!({"user_id": user_id, "note": note}),
+        )
+        .retry(Retry::IfNotSent);
+        self.call_json(request).await
+    }
+
+    /// `POST /v1/friends/requests/{id}/accept` (the recipient): the two
+    /// become friends. Answers the accepted request. `conflict` if the request
+    /// is no longer pending.
+    pub async fn accept_friend_request(&self, request_id: u64) -> Result<FriendRequest> {
+        self.decide_friend_request(request_id, "accept").await
+    }
+
+    /// `POST /v1/friends/requests/{id}/reject` (the recipient). Answers the
+    /// rejected request.
+    pub async fn reject_friend_request(&self, request_id: u64) -> Result<FriendRequest> {
+        self.decide_friend_request(request_id, "reject").await
+    }
+
+    /// `POST /v1/friends/requests/{id}/cancel` (the sender). Answers the
+    /// cancelled request.
+    pub async fn cancel_friend_request(&self, request_id: u64) -> Result<FriendRequest> {
+        self.decide_friend_request(request_id, "cancel").await
+    }
+
+    /// A repeat of a decision answers `conflict` ("the request is accepted"),
+    /// which cannot tell our own lost success from someone else's decision:
+    /// so no repeat once the request may have arrived.
+    async fn decide_friend_request(&self, id: u64, decision: &str) -> Result<FriendRequest> {
+        let request = Request::post_empty(format!("/v1/friends/requests/{id}/{decision}"))
+            .retry(Retry::IfNotSent);
+        self.call_json(request).await
+    }
+
+    /// `GET /v1/blocks`: the users this user blocks.
+    pub async fn blocks(&self) -> Result<Vec<u64>> {
+        let list: BlockList = self.call_json(Request::get("/v1/blocks")).await?;
+        Ok(list.user_ids)
+    }
+
+    /// `POST /v1/blocks`: blocks `user_id`. They can no longer message this
+    /// user, send it friend requests or see its presence, and a friendship
+    /// ends. Only this user's devices are told
+    /// ([`Event::BlockUpdated`](crate::Event::BlockUpdated)); the blocked user
+    /// just sees `not_found` from then on.
+    pub async fn block(&self, user_id: u64) -> Result<()> {
+        let request = Request::post("/v1/blocks", json!({"user_id": user_id}));
+        self.call(request).await.map(drop)
+    }
+
+    /// `DELETE /v1/blocks/{user_id}`. `not_found` if not blocked.
+    pub async fn unblock(&self, user_id: u64) -> Result<()> {
+        let request =
+            Request::new(Method::DELETE, format!("/v1/blocks/{user_id}"), None).done_if_gone();
+        self.call(request).await.map(drop)
+    }
+
+    /// `GET /v1/presence?users=`: the presence of those of `user_ids` who are
+    /// this user's friends (and of this user); the others are left out, since
+    /// presence is for friends only. Asks in batches of
+    /// [`MAX_PRESENCE_BATCH`]; no request at all for an empty list.
+    ///
+    /// Changes arrive afterwards as [`Event::Presence`](crate::Event::Presence).
+    pub async fn presence(&self, user_ids: &[u64]) -> Result<Vec<Presence>> {
+        let mut out = Vec::with_capacity(user_ids.len());
+        for batch in user_ids.chunks(MAX_PRESENCE_BATCH) {
+            let users = batch
+                .iter()
+                .map(u64::to_string)
+                .collect::<Vec<_>>()
+                .join(",");
+            let request = Request::get("/v1/presence").query("users", users);
+            let list: PresenceList = self.call_json(request).await?;
+            out.extend(list.presence);
+        }
+        Ok(out)
+    }
+
+    /// `POST /v1/groups`: creates a group owned by this user, with `members`
+    /// added (this user need not be listed). Its timeline opens with a
+    /// `created` system message.
+    ///
+    /// Not retried once the request may have reached the server: a repeat
+    /// would create a second group. After such an error, look in
+    /// [`groups`](Self::groups) before trying again.
+    pub async fn create_group(&self, name: &str, members: &[u64]) -> Result<Group> {
+        let request = Request::post("/v1/groups", json!({"name": name, "members": members}))
+            .retry(Retry::IfNotSent);
+        self.call_json(request).await
+    }
+
+    /// `GET /v1/groups`: the groups this user is a member of.
+    pub async fn groups(&self) -> Result<Vec<Group>> {
+        let list: GroupList = self.call_json(Request::get("/v1/groups")).await?;
+        Ok(list.groups)
+    }
+
+    /// `GET /v1/groups/{id}`: one group with its members (members only;
+    /// others get `not_found`).
+    pub async fn group(&self, group_id: u64) -> Result<Group> {
+        self.call_json(Request::get(format!("/v1/groups/{group_id}")))
+            .await
+    }
+
+    /// `PATCH /v1/groups/{id}` (owner or admin): renames the group. Not
+    /// retried once it may have arrived: every rename posts a system message,
+    /// even to the same name.
+    pub async fn rename_group(&self, group_id: u64, name: &str) -> Result<Group> {
+        let request = Request::new(
+            Method::PATCH,
+            format!("/v1/groups/{group_id}"),
+            Some(json!({"name": name})),
+        )
+        .retry(Retry::IfNotSent);
+        self.call_json(request).await
+    }
+
+    /// `DELETE /v1/groups/{id}` (owner): dissolves the group. Every member
+    /// gets a `dissolved` system message, then nobody is a member.
+    pub async fn dissolve_group(&self, group_id: u64) -> Result<()> {
+        let request =
+            Request::new(Method::DELETE, format!("/v1/groups/{group_id}"), None).done_if_gone();
+        self.call(request).await.map(drop)
+    }
+
+    /// `POST /v1/groups/{id}/members` (owner or admin): adds users (those
+    /// already in are skipped; at most 500 at once). New members see the
+    /// timeline from their addition on. Answers the group.
+    pub async fn add_group_members(&self, group_id: u64, user_ids: &[u64]) -> Result<Group> {
+        let request = Request::post(
+            &format!("/v1/groups/{group_id}/members"),
+            json!({"user_ids": user_ids}),
+        );
+        self.call_json(request).await
+    }
+
+    /// `DELETE /v1/groups/{id}/members/{user_id}`: the owner removes anyone,
+    /// an admin removes plain members; removing oneself is
+    /// [`leave_group`](Self::leave_group).
+    pub async fn remove_group_member(&self, group_id: u64, user_id: u64) -> Result<()> {
+        let request = Request::new(
+            Method::DELETE,
+            format!("/v1/groups/{group_id}/members/{user_id}"),
+            None,
+        )
+        .done_if_gone();
+        self.call(request).await.map(drop)
+    }
+
+    /// `PUT /v1/groups/{id}/members/{user_id}/role` (owner): makes a member
+    /// an [`Admin`](GroupRole::Admin) or a plain
+    /// [`Member`](GroupRole::Member) again. Ownership moves only with
+    /// [`transfer_group`](Self::transfer_group). Answers the group.
+    pub async fn set_group_role(
+        &self,
+        group_id: u64,
+        user_id: u64,
+        role: GroupRole,
+    ) -> Result<Group> {
+        let role = match role {
+            GroupRole::Admin => "admin",
+            GroupRole::Member => "member",
+            other => {
+                return Err(SdkError::InvalidInput {
+                    what: "group role",
+                    reason: format!("{other:?}: expected Admin or Member (use transfer_group)"),
+                })
+            }
+        };
+        let request = Request::new(
+            Method::PUT,
+            format!("/v1/groups/{group_id}/members/{user_id}/role"),
+            Some(json!({"role": role})),
+        );
+        self.call_json(request).await
+    }
+
+    /// `POST /v1/groups/{id}/leave`. The owner must
+    /// [`transfer_group`](Self::transfer_group) first (`conflict`), unless it
+    /// is the last member: then the group is dissolved.
+    pub async fn leave_group(&self, group_id: u64) -> Result<()> {
+        let request = Request::post_empty(format!("/v1/groups/{group_id}/leave")).done_if_gone();
+        self.call(request).await.map(drop)
+    }
+
+    /// `POST /v1/groups/{id}/transfer` (owner): makes member `user_id` the
+    /// owner; this user becomes an admin. Answers the group. Not retried once
+    /// it may have arrived: a repeat by the former owner answers `forbidden`.
+    pub async fn transfer_group(&self, group_id: u64, user_id: u64) -> Result<Group> {
+        let request = Request::post(
+            &format!("/v1/groups/{group_id}/transfer"),
+            json!({"user_id": user_id}),
+        )
+        .retry(Retry::IfNotSent);
+        self.call_json(request).await
+    }
+
     fn session(&self) -> MutexGuard<'_, Session> {
         // A panic while holding this lock cannot leave a half-written session
         // (every write is a plain field assignment), so poisoning is ignored.
@@ -521,21 +897,29 @@ impl Client {
     }
 
     /// One authenticated call: bearer token, one refresh on a stale-token
-    /// 401, retries of transient failures when the request is idempotent.
+    /// 401, retries of transient failures as far as `request.retry` allows.
     async fn call(&self, request: Request) -> Result<Bytes> {
         let retry = self.inner.http.retry;
         let mut attempt = 0u32;
         let mut refreshed = false;
+        // An earlier attempt failed after it may have reached the server, so
+        // it may have done the work.
+        let mut maybe_done = false;
         loop {
             let (token, generation) = self.bearer().await?;
             let err = match self.inner.http.execute(&request, Some(&token)).await {
                 Ok(bytes) => return Ok(bytes),
                 Err(err) => err,
             };
+            if maybe_done && request.done_if_gone && err.status() == Some(StatusCode::NOT_FOUND) {
+                tracing::debug!(%err, "an earlier attempt took effect");
+                return Ok(Bytes::new());
+            }
             if err.is_stale_token() && !refreshed {
                 refreshed = true;
                 self.refresh(generation).await?;
-            } else if request.idempotent && err.is_transient() && attempt + 1 < retry.max_attempts {
+            } else if request.retry.allows(&err) && attempt + 1 < retry.max_attempts {
+                maybe_done |= !err.never_reached_server();
                 let delay = retry.backoff.delay(attempt);
                 attempt += 1;
                 tracing::debug!(%err, ?delay, attempt, "retrying");
@@ -547,6 +931,29 @@ impl Client {
     }
 }
 
+/// When a failed request may be sent again; see the module docs for which
+/// call is which.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Retry {
+    /// Doing it twice is the same as once: retry every transient failure.
+    Always,
+    /// A repeat would not be harmless: retry only when the request never
+    /// reached the server.
+    IfNotSent,
+    /// Worthless late: never retry.
+    Never,
+}
+
+impl Retry {
+    fn allows(self, err: &SdkError) -> bool {
+        match self {
+            Retry::Always => err.is_transient(),
+            Retry::IfNotSent => err.is_transient() && err.never_reached_server(),
+            Retry::Never => false,
+        }
+    }
+}
+
 /// One HTTP request, described so it can be sent again unchanged.
 #[derive(Debug, Clone)]
 struct Request {
@@ -554,18 +961,22 @@ struct Request {
     path: String,
     query: Vec<(&'static str, String)>,
     body: Option<Value>,
-    /// Safe to send twice: reads, and writes the server deduplicates.
-    idempotent: bool,
+    retry: Retry,
+    /// A delete: once an attempt may have reached the server, a 404 answer
+    /// to a later one means that attempt did the job (the thing is gone).
+    done_if_gone: bool,
 }
 
 impl Request {
+    /// A request that is safe to repeat ([`Retry::Always`]).
     fn new(method: Method, path: String, body: Option<Value>) -> Request {
         Request {
             method,
             path,
             query: Vec::new(),
             body,
-            idempotent: true,
+            retry: Retry::Always,
+            done_if_gone: false,
         }
     }
 
@@ -577,13 +988,23 @@ impl Request {
         Request::new(Method::POST, path.to_owned(), Some(body))
     }
 
+    /// A POST whose endpoint takes no body.
+    fn post_empty(path: String) -> Request {
+        Request::new(Method::POST, path, None)
+    }
+
     fn query(mut self, key: &'static str, value: String) -> Request {
         self.query.push((key, value));
         self
     }
 
-    fn not_idempotent(mut self) -> Request {
-        self.idempotent = false;
+    fn retry(mut self, retry: Retry) -> Request {
+        self.retry = retry;
+        self
+    }
+
+    fn done_if_gone(mut self) -> Request {
+        self.done_if_gone = true;
         self
     }
 }
@@ -688,6 +1109,49 @@ mod tests {
         // Already expired, or no lifetime at all.
         assert!(refresh_due(now + hour, now, hour));
         assert!(refresh_due(now, now, Duration::ZERO));
+    }
+
+    fn api(status: StatusCode) -> SdkError {
+        SdkError::Api {
+            method: Method::POST,
+            path: "/v1/groups".into(),
+            status,
+            code: String::new(),
+            message: String::new(),
+        }
+    }
+
+    #[test]
+    fn retry_classes() {
+        let unavailable = api(StatusCode::SERVICE_UNAVAILABLE);
+        let throttled = api(StatusCode::TOO_MANY_REQUESTS);
+        let refused = api(StatusCode::CONFLICT);
+        assert!(Retry::Always.allows(&unavailable));
+        assert!(Retry::Always.allows(&throttled));
+        assert!(!Retry::Always.allows(&refused));
+        // A 503 may come after the work was done; a 429 never does.
+        assert!(!Retry::IfNotSent.allows(&unavailable));
+        assert!(Retry::IfNotSent.allows(&throttled));
+        assert!(!Retry::IfNotSent.allows(&refused));
+        assert!(!Retry::Never.allows(&throttled));
+    }
+
+    #[tokio::test]
+    async fn a_refused_connection_never_reached_the_server(
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        // A port nothing listens on any more: the connection is refused.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        let addr = listener.local_addr()?;
+        drop(listener);
+        let http = ClientBuilder::new(format!("http://{addr}")).http()?;
+        let err = http
+            .execute(&Request::post("/v1/groups", json!({})), None)
+            .await
+            .err()
+            .ok_or("a request to a closed port succeeded")?;
+        assert!(err.never_reached_server(), "{err}");
+        assert!(Retry::IfNotSent.allows(&err));
+        Ok(())
     }
 
     #[test]

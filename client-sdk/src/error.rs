@@ -94,6 +94,24 @@ impl SdkError {
         }
     }
 
+    /// [`code`](Self::code), typed. Two answers with one status can mean
+    /// different things (403 `forbidden` vs `recall_window_passed`), so match
+    /// on this rather than on [`status`](Self::status).
+    ///
+    /// ```
+    /// # fn explain(err: &mqchat_sdk::SdkError) -> &'static str {
+    /// use mqchat_sdk::ErrorCode;
+    /// match err.error_code() {
+    ///     Some(ErrorCode::RecallWindowPassed) => "too late to recall",
+    ///     Some(ErrorCode::Forbidden) => "not yours to recall",
+    ///     _ => "failed",
+    /// }
+    /// # }
+    /// ```
+    pub fn error_code(&self) -> Option<ErrorCode> {
+        self.code().map(ErrorCode::from_code)
+    }
+
     /// Whether trying the same request again later can succeed: transport
     /// failures, timeouts, 5xx, 408 and 429. Everything else is an answer that
     /// will not change by asking again.
@@ -118,6 +136,17 @@ impl SdkError {
         }
     }
 
+    /// Whether the request provably never reached the server's handler, so
+    /// even a call that must not run twice may be sent again: the connection
+    /// was never made, or a 429 refused the request unprocessed.
+    pub(crate) fn never_reached_server(&self) -> bool {
+        match self {
+            SdkError::Transport { source, .. } => source.is_connect(),
+            SdkError::Api { status, .. } => *status == StatusCode::TOO_MANY_REQUESTS,
+            _ => false,
+        }
+    }
+
     /// A 401 that a fresh access token can cure (the server's documented codes
     /// for an expired or unacceptable access token).
     pub(crate) fn is_stale_token(&self) -> bool {
@@ -127,6 +156,87 @@ impl SdkError {
                 if *status == StatusCode::UNAUTHORIZED
                     && (code == "token_expired" || code == "invalid_token")
         )
+    }
+}
+
+/// The server's error codes (`schemas/errors.md`). Codes this SDK does not
+/// know yet are [`ErrorCode::Other`]; the string is in [`SdkError::code`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorCode {
+    /// 400: a field is missing, has the wrong type or is out of range.
+    InvalidRequest,
+    /// 400: the body is not valid JSON.
+    MalformedJson,
+    /// 400: username is not 3–32 of `a-z 0-9 _ . -`.
+    InvalidUsername,
+    /// 400: password is not 8–256 characters.
+    WeakPassword,
+    /// 401: no bearer token.
+    MissingToken,
+    /// 401: a bad or revoked token (the SDK refreshes once by itself).
+    InvalidToken,
+    /// 401: the access token expired (the SDK refreshes by itself).
+    TokenExpired,
+    /// 401: wrong username or password.
+    InvalidCredentials,
+    /// 403: not allowed: a group role too low, a DM to a non-friend under the
+    /// `friends` policy, a message to someone you block, someone else's
+    /// message to edit or recall.
+    Forbidden,
+    /// 403: the message is older than the server's recall window.
+    RecallWindowPassed,
+    /// 404: no such thing, or one the caller may not see (a user who blocked
+    /// you looks exactly like one who does not exist).
+    NotFound,
+    /// 405.
+    MethodNotAllowed,
+    /// 409: the username exists.
+    UsernameTaken,
+    /// 409: the state forbids it: already friends, a request already pending
+    /// or decided, the owner leaving a group with members, editing a recalled
+    /// or non-text message.
+    Conflict,
+    /// 413: request body over 64 KiB.
+    PayloadTooLarge,
+    /// 415: a JSON body without the JSON content type.
+    UnsupportedMediaType,
+    /// 429: slow down.
+    RateLimited,
+    /// 503: storage is failing; retry later.
+    Unavailable,
+    /// 500: a server bug.
+    Internal,
+    /// A code this SDK does not know, or `unknown` for a body that was not
+    /// the documented error shape.
+    Other,
+}
+
+impl ErrorCode {
+    /// Types a wire code.
+    pub fn from_code(code: &str) -> ErrorCode {
+        match code {
+            "invalid_request" => ErrorCode::InvalidRequest,
+            "malformed_json" => ErrorCode::MalformedJson,
+            "invalid_username" => ErrorCode::InvalidUsername,
+            "weak_password" => ErrorCode::WeakPassword,
+            "missing_token" => ErrorCode::MissingToken,
+            "invalid_token" => ErrorCode::InvalidToken,
+            "token_expired" => ErrorCode::TokenExpired,
+            "invalid_credentials" => ErrorCode::InvalidCredentials,
+            "forbidden" => ErrorCode::Forbidden,
+            "recall_window_passed" => ErrorCode::RecallWindowPassed,
+            "not_found" => ErrorCode::NotFound,
+            "method_not_allowed" => ErrorCode::MethodNotAllowed,
+            "username_taken" => ErrorCode::UsernameTaken,
+            "conflict" => ErrorCode::Conflict,
+            "payload_too_large" => ErrorCode::PayloadTooLarge,
+            "unsupported_media_type" => ErrorCode::UnsupportedMediaType,
+            "rate_limited" => ErrorCode::RateLimited,
+            "unavailable" => ErrorCode::Unavailable,
+            "internal" => ErrorCode::Internal,
+            _ => ErrorCode::Other,
+        }
     }
 }
 
@@ -181,6 +291,7 @@ mod tests {
         assert_eq!(err.code(), Some("not_found"));
         assert_eq!(err.status(), Some(StatusCode::NOT_FOUND));
         assert!(!err.is_transient());
+        assert_eq!(err.error_code(), Some(ErrorCode::NotFound));
         assert_eq!(
             err.to_string(),
             "GET /v1/users/9: server answered 404 Not Found not_found: no such user"
@@ -197,11 +308,37 @@ mod tests {
             body.as_bytes(),
         );
         assert_eq!(err.code(), Some("unknown"));
+        assert_eq!(err.error_code(), Some(ErrorCode::Other));
         assert!(err.is_transient());
         match err {
             SdkError::Api { message, .. } => assert_eq!(message.chars().count(), MAX_RAW_ERROR),
             other => panic!("unexpected {other:?}"),
         }
+    }
+
+    #[test]
+    fn types_the_social_error_codes() {
+        for (status, code, typed) in [
+            (StatusCode::FORBIDDEN, "forbidden", ErrorCode::Forbidden),
+            (
+                StatusCode::FORBIDDEN,
+                "recall_window_passed",
+                ErrorCode::RecallWindowPassed,
+            ),
+            (StatusCode::CONFLICT, "conflict", ErrorCode::Conflict),
+            (
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                ErrorCode::RateLimited,
+            ),
+            (StatusCode::IM_A_TEAPOT, "brand_new", ErrorCode::Other),
+        ] {
+            let body = format!(r#"{{"error":{{"code":"{code}","message":"m"}}}}"#);
+            let err = api_error(Method::POST, "/v1/x", status, body.as_bytes());
+            assert_eq!(err.error_code(), Some(typed), "{code}");
+            assert_eq!(err.code(), Some(code));
+        }
+        assert_eq!(SdkError::LoggedOut.error_code(), None);
     }
 
     #[test]

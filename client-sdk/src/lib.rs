@@ -4,15 +4,21 @@
 //! The push is only a notification; the server's store is the truth. This
 //! crate hides that split behind two things:
 //!
-//! - [`Client`]: typed calls for every HTTP endpoint. It keeps the session's
-//!   tokens fresh (refreshing before expiry and once on a stale-token 401) and
-//!   retries transient failures. Sends are retried with the same
-//!   `client_msg_id`, which the server deduplicates, so a retry never doubles
-//!   a message.
-//! - [`EventStream`] from [`Client::connect`]: the user's inbox events,
-//!   **gap-free, duplicate-free and in cursor order**, across disconnects. It
-//!   subscribes over MQTT, then reads whatever the push missed through
-//!   `GET /v1/sync`, and reconnects with backoff on its own.
+//! - [`Client`]: typed calls for every HTTP endpoint: messages (send, edit,
+//!   recall, delete for me, search, read markers, typing), conversations,
+//!   friends and friend requests, blocks, presence, groups. It keeps the
+//!   session's tokens fresh (refreshing before expiry and once on a
+//!   stale-token 401) and retries transient failures, but only where a repeat
+//!   is harmless: sends carry a `client_msg_id` the server deduplicates, while
+//!   e.g. [`Client::create_group`] is not sent again once it may have reached
+//!   the server (the `client` module's docs list every call's class).
+//! - [`EventStream`] from [`Client::connect`]: the user's inbox events
+//!   (messages, edits, recalls, receipts, read markers, friend and block
+//!   changes), **gap-free, duplicate-free and in cursor order**, across
+//!   disconnects. It subscribes over MQTT, then reads whatever the push missed
+//!   through `GET /v1/sync`, and reconnects with backoff on its own.
+//!   Ephemeral presence and typing pushes come through the same stream, as
+//!   they arrive, outside the cursor order.
 //!
 //! ```no_run
 //! use mqchat_sdk::{Client, Event, Recipient, StreamOptions, Transport};
@@ -45,10 +51,12 @@
 //! - [`sequencer`]: [`Sequencer`], the pure state machine that merges pushes
 //!   and sync pages into cursor order. All the ordering logic lives here, so
 //!   it is tested without a network.
-//! - `event`: [`Event`] parsing; unknown event types pass through untyped.
-//! - `model`: the other wire types ([`User`], [`Message`], ...).
+//! - `event`: [`Event`] parsing, inbox and ephemeral; unknown event types
+//!   pass through untyped.
+//! - `model`: the other wire types ([`User`], [`Message`], [`Group`],
+//!   [`FriendRequest`], ...).
 //! - `backoff`: [`Backoff`] and [`RetryPolicy`].
-//! - `error`: [`SdkError`].
+//! - `error`: [`SdkError`], [`ErrorCode`].
 
 mod backoff;
 mod client;
@@ -59,11 +67,16 @@ pub mod sequencer;
 mod stream;
 
 pub use backoff::{Backoff, RetryPolicy};
-pub use client::{new_client_msg_id, Client, ClientBuilder, MAX_CLIENT_MSG_ID_LEN, MAX_SYNC_LIMIT};
-pub use error::SdkError;
+pub use client::{
+    new_client_msg_id, Client, ClientBuilder, MAX_CLIENT_MSG_ID_LEN, MAX_PRESENCE_BATCH,
+    MAX_SEARCH_QUERY_LEN, MAX_SYNC_LIMIT,
+};
+pub use error::{ErrorCode, SdkError};
 pub use event::{Event, NotAnObject};
 pub use model::{
-    Body, Conversation, ConversationKind, HistoryPage, Message, Recipient, SyncPage, User,
+    Body, Conversation, ConversationKind, Friend, FriendRequest, FriendRequestStatus, Group,
+    GroupMember, GroupRef, GroupRole, HistoryPage, Message, MessageKind, Presence, Recipient,
+    SyncPage, SystemEvent, SystemEventKind, User,
 };
 pub use sequencer::Sequencer;
 pub use stream::{

@@ -422,6 +422,34 @@ mod tests {
     }
 
     #[test]
+    fn typed_social_events_are_ordered_like_messages() -> Result<(), serde_json::Error> {
+        let typed = |raw: serde_json::Value| serde_json::from_value::<Event>(raw);
+        let receipt = typed(json!({
+            "type": "receipt.read", "cursor": 2, "conversation_id": 1, "user_id": 5, "seq": 1
+        }))?;
+        let friend = typed(json!({"type": "friend.removed", "cursor": 3, "user_id": 5}))?;
+        let block =
+            typed(json!({"type": "block.updated", "cursor": 4, "user_id": 5, "blocked": true}))?;
+        let typing = typed(json!({"type": "typing", "conversation_id": 1, "user_id": 5}))?;
+        let mut s = Sequencer::new(1);
+        // 3 and 4 arrive before 2: held back for a sync, not delivered early.
+        assert_eq!(s.on_push(friend.clone()), PushOutcome::Deferred);
+        assert_eq!(s.on_push(block.clone()), PushOutcome::Deferred);
+        assert_eq!(s.start_sync(), Some(1));
+        // An ephemeral push goes straight out, even with a sync in flight.
+        assert_eq!(s.on_push(typing.clone()), PushOutcome::Deliver(typing));
+        let out = s.on_sync_page(SyncPage {
+            events: vec![receipt.clone(), friend.clone(), block.clone()],
+            cursor: 4,
+            has_more: false,
+        });
+        assert_eq!(out, [receipt, friend.clone(), block]);
+        assert!(s.is_synced());
+        assert_eq!(s.on_push(friend), PushOutcome::Duplicate);
+        Ok(())
+    }
+
+    #[test]
     fn cursor_at_u64_max_does_not_overflow() {
         let mut s = Sequencer::new(u64::MAX);
         assert_eq!(s.on_push(ev(u64::MAX)), PushOutcome::Duplicate);

@@ -6,6 +6,9 @@
 //! 2. subscribes `users/{id}/#` at QoS 1 and waits for the SUBACK;
 //! 3. syncs from the last delivered cursor, page by page, while pushes keep
 //!    arriving; the sequencer merges both into cursor order;
+//!    ephemeral pushes (`users/{id}/presence`, `users/{id}/typing`) have no
+//!    cursor and nothing to catch up on, so they skip the sequencer and go
+//!    out as they arrive;
 //! 4. on any failure drops the connection, waits (exponential backoff with
 //!    jitter) and starts over at 1, refreshing the token first when the
 //!    broker refused the credentials.
@@ -49,6 +52,12 @@ pub const MAX_DEVICE_ID_LEN: usize = 64;
 const PUMP_CAPACITY: usize = 64;
 /// Requests (subscribe, disconnect) the MQTT client may queue.
 const MQTT_REQUEST_CAPACITY: usize = 8;
+/// `users/{id}/events`: inbox events, with cursors.
+const EVENTS_SUBTOPIC: &str = "events";
+/// `users/{id}/presence`: ephemeral; the payload's `type` is the same word.
+const PRESENCE_SUBTOPIC: &str = "presence";
+/// `users/{id}/typing`: ephemeral; the payload's `type` is the same word.
+const TYPING_SUBTOPIC: &str = "typing";
 
 /// How to reach the MQTT broker.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -273,6 +282,11 @@ pub enum StreamState {
 /// The stream of a user's inbox events: gap-free, duplicate-free, in cursor
 /// order, across disconnects. Made by [`Client::connect`].
 ///
+/// Ephemeral pushes ([`Event::Presence`], [`Event::Typing`]) come interleaved,
+/// as they arrive; they have no cursor, do not move
+/// [`last_cursor`](Self::last_cursor), and those sent while the stream was
+/// disconnected are gone.
+///
 /// Items are `Ok(event)`; an `Err` is final (the session ended, or the server
 /// refuses the stream) and is followed by the end of the stream. Connection
 /// trouble is not an error: the stream reconnects and catches up on its own.
@@ -371,6 +385,9 @@ impl Client {
     ///     match event? {
     ///         Event::MessageCreated { message, .. } => {
     ///             println!("{}: {}", message.sender_id, message.text().unwrap_or("<non-text>"))
+    ///         }
+    ///         Event::Typing { conversation_id, user_id } => {
+    ///             println!("{user_id} is typing in {conversation_id}")
     ///         }
     ///         other => println!("{} event", other.kind()),
     ///     }
@@ -614,7 +631,7 @@ impl Driver {
             mqtt,
             generation,
             filter: format!("users/{user_id}/#"),
-            events_topic: format!("users/{user_id}/events"),
+            prefix: format!("users/{user_id}/"),
             subscribed: false,
             live: false,
         };
@@ -673,7 +690,8 @@ struct Connection<'a> {
     /// Generation of the access token this connection logged in with.
     generation: u64,
     filter: String,
-    events_topic: String,
+    /// `users/{id}/`: what every topic under `filter` starts with.
+    prefix: String,
     /// SUBACK received: pushes flow, syncing may start.
     subscribed: bool,
     /// Caught up at least once: the reconnect backoff starts over.
@@ -722,26 +740,13 @@ impl Connection<'_> {
                 filter: self.filter.clone(),
             }),
             Some(Incoming::Publish { topic, payload }) => {
-                if topic != self.events_topic {
-                    tracing::debug!(topic, "ignoring push outside the events topic");
-                    return ControlFlow::Continue(());
-                }
-                let event = match Event::from_slice(&payload) {
-                    Ok(event) => event,
-                    Err(err) => {
-                        // Sync reads the store, so a gap this leaves is filled there.
-                        tracing::warn!(%err, "undecodable push ignored");
-                        return ControlFlow::Continue(());
+                match topic.strip_prefix(self.prefix.as_str()) {
+                    Some(EVENTS_SUBTOPIC) => self.on_event_push(sequencer, &payload).await,
+                    Some(subtopic @ (PRESENCE_SUBTOPIC | TYPING_SUBTOPIC)) => {
+                        self.on_ephemeral_push(subtopic, &payload).await
                     }
-                };
-                match sequencer.on_push(event) {
-                    PushOutcome::Deliver(event) => self.driver.deliver([event]).await,
-                    PushOutcome::Duplicate => {
-                        tracing::trace!("duplicate push dropped");
-                        ControlFlow::Continue(())
-                    }
-                    PushOutcome::Deferred => {
-                        tracing::debug!(last = sequencer.last(), "push ahead of a gap; syncing");
+                    _ => {
+                        tracing::debug!(topic, "ignoring push on a topic this SDK does not know");
                         ControlFlow::Continue(())
                     }
                 }
@@ -770,6 +775,53 @@ impl Connection<'_> {
             None => self.lost(SdkError::MqttClosed {
                 broker: self.broker(),
             }),
+        }
+    }
+
+    /// An inbox event: ordered by the sequencer like every synced one.
+    async fn on_event_push(&self, sequencer: &mut Sequencer, payload: &[u8]) -> ControlFlow<Ended> {
+        let event = match Event::from_slice(payload) {
+            Ok(event) => event,
+            Err(err) => {
+                // Sync reads the store, so a gap this leaves is filled there.
+                tracing::warn!(%err, "undecodable push ignored");
+                return ControlFlow::Continue(());
+            }
+        };
+        match sequencer.on_push(event) {
+            PushOutcome::Deliver(event) => self.driver.deliver([event]).await,
+            PushOutcome::Duplicate => {
+                tracing::trace!("duplicate push dropped");
+                ControlFlow::Continue(())
+            }
+            PushOutcome::Deferred => {
+                tracing::debug!(last = sequencer.last(), "push ahead of a gap; syncing");
+                ControlFlow::Continue(())
+            }
+        }
+    }
+
+    /// A presence or typing push: delivered now, outside cursor order. Only
+    /// the typed, cursorless event the topic promises goes out; anything else
+    /// is dropped, because an untyped payload with a `cursor` field would
+    /// move [`EventStream::last_cursor`] past inbox events never delivered.
+    async fn on_ephemeral_push(&self, subtopic: &str, payload: &[u8]) -> ControlFlow<Ended> {
+        match Event::from_slice(payload) {
+            Ok(event) if event.is_ephemeral() && event.kind() == subtopic => {
+                self.driver.deliver([event]).await
+            }
+            Ok(event) => {
+                tracing::warn!(
+                    subtopic,
+                    kind = event.kind(),
+                    "unexpected ephemeral push ignored"
+                );
+                ControlFlow::Continue(())
+            }
+            Err(err) => {
+                tracing::warn!(%err, subtopic, "undecodable ephemeral push ignored");
+                ControlFlow::Continue(())
+            }
         }
     }
 

@@ -9,8 +9,8 @@ use std::future::Future;
 use std::time::Duration;
 
 use mqchat_sdk::{
-    Backoff, Client, Event, EventStream, Recipient, RetryPolicy, SdkError, StartFrom,
-    StreamOptions, StreamState, Transport,
+    Backoff, Client, ErrorCode, Event, EventStream, FriendRequestStatus, GroupRole, Recipient,
+    RetryPolicy, SdkError, StartFrom, StreamOptions, StreamState, Transport,
 };
 use serde_json::json;
 
@@ -331,11 +331,510 @@ async fn logout_ends_the_stream_with_an_error() -> TestResult {
     Ok(())
 }
 
+fn message_json(id: u64) -> serde_json::Value {
+    json!({
+        "id": id, "conversation_id": 8, "seq": 3, "sender_id": fake::USER_ID,
+        "to": {"group": 2}, "kind": "user", "client_msg_id": "c", "body": {"text": "new"},
+        "sent_at": 1_700_000_000_000i64, "edited_at": 1_700_000_001_000i64, "recalled_at": null
+    })
+}
+
+fn request_json(status: &str) -> serde_json::Value {
+    json!({
+        "id": 3, "from": fake::USER_ID, "to": 9, "note": "hi", "status": status,
+        "created_at": 1, "expires_at": 2
+    })
+}
+
+fn group_json() -> serde_json::Value {
+    json!({
+        "id": 2, "conversation_id": 8, "name": "climbers", "owner_id": fake::USER_ID,
+        "created_at": 1, "members": [
+            {"user_id": fake::USER_ID, "role": "owner"}, {"user_id": 9, "role": "admin"}
+        ]
+    })
+}
+
+#[tokio::test]
+async fn social_calls_use_the_documented_routes_and_bodies() -> TestResult {
+    let server = fake::Server::start().await?;
+    let client = login(&server).await?;
+    let bob = json!({"id": 9, "username": "bob", "display_name": null, "created_at": 1});
+    {
+        let mut state = server.state();
+        let friend = json!({"user": bob, "since": 5, "online": true, "last_seen": null});
+        state.script(
+            "GET /v1/friends",
+            [(200, Some(json!({"friends": [friend]})))],
+        );
+        state.script(
+            "GET /v1/friends/online",
+            [(200, Some(json!({"friends": []})))],
+        );
+        state.script("DELETE /v1/friends/9", [(204, None)]);
+        let requests = json!({"requests": [request_json("pending")]});
+        state.script("GET /v1/friends/requests", [(200, Some(requests))]);
+        state.script(
+            "POST /v1/friends/requests",
+            [(201, Some(request_json("pending")))],
+        );
+        for decision in ["accept", "reject", "cancel"] {
+            let status = match decision {
+                "accept" => "accepted",
+                "reject" => "rejected",
+                _ => "cancelled",
+            };
+            let route = format!("POST /v1/friends/requests/3/{decision}");
+            state.script(&route, [(200, Some(request_json(status)))]);
+        }
+        state.script("GET /v1/blocks", [(200, Some(json!({"user_ids": [9]})))]);
+        state.script("POST /v1/blocks", [(204, None)]);
+        state.script("DELETE /v1/blocks/9", [(204, None)]);
+        let presence = json!({"presence": [{"user_id": 9, "online": false, "last_seen": 7}]});
+        state.script("GET /v1/presence", [(200, Some(presence))]);
+        state.script("POST /v1/groups", [(201, Some(group_json()))]);
+        state.script(
+            "GET /v1/groups",
+            [(200, Some(json!({"groups": [group_json()]})))],
+        );
+        state.script("GET /v1/groups/2", [(200, Some(group_json()))]);
+        state.script("PATCH /v1/groups/2", [(200, Some(group_json()))]);
+        state.script("DELETE /v1/groups/2", [(204, None)]);
+        state.script("POST /v1/groups/2/members", [(200, Some(group_json()))]);
+        state.script("DELETE /v1/groups/2/members/11", [(204, None)]);
+        state.script(
+            "PUT /v1/groups/2/members/9/role",
+            [(200, Some(group_json()))],
+        );
+        state.script("POST /v1/groups/2/leave", [(204, None)]);
+        state.script("POST /v1/groups/2/transfer", [(200, Some(group_json()))]);
+        state.script("PATCH /v1/messages/10", [(200, Some(message_json(10)))]);
+        let mut tombstone = message_json(10);
+        tombstone["body"] = json!({});
+        tombstone["recalled_at"] = json!(1_700_000_002_000i64);
+        state.script("POST /v1/messages/10/recall", [(200, Some(tombstone))]);
+        state.script("DELETE /v1/messages/10", [(204, None)]);
+        let found = json!({"messages": [message_json(10)]});
+        state.script("GET /v1/search", [(200, Some(found))]);
+        state.script(
+            "POST /v1/conversations/8/read",
+            [(200, Some(json!({"read_seq": 3})))],
+        );
+        state.script("POST /v1/conversations/8/typing", [(204, None)]);
+    }
+
+    let friends = client.friends().await?;
+    assert_eq!(friends.iter().map(|f| f.user.id).collect::<Vec<_>>(), [9]);
+    assert!(client.online_friends().await?.is_empty());
+    client.remove_friend(9).await?;
+    let outgoing = client.outgoing_friend_requests().await?;
+    assert_eq!(outgoing.len(), 1);
+    let sent = client.send_friend_request(9, Some("hi")).await?;
+    assert_eq!(sent.status, FriendRequestStatus::Pending);
+    let decided = [
+        client.accept_friend_request(3).await?.status,
+        client.reject_friend_request(3).await?.status,
+        client.cancel_friend_request(3).await?.status,
+    ];
+    assert_eq!(
+        decided,
+        [
+            FriendRequestStatus::Accepted,
+            FriendRequestStatus::Rejected,
+            FriendRequestStatus::Cancelled
+        ]
+    );
+    assert_eq!(client.blocks().await?, [9]);
+    client.block(9).await?;
+    client.unblock(9).await?;
+    let presence = client.presence(&[9, 10]).await?;
+    assert_eq!(
+        presence
+            .iter()
+            .map(|p| (p.user_id, p.online))
+            .collect::<Vec<_>>(),
+        [(9, false)]
+    );
+    let group = client.create_group("climbers", &[9, 10]).await?;
+    assert_eq!(group.role_of(9), Some(GroupRole::Admin));
+    assert_eq!(client.groups().await?.len(), 1);
+    assert_eq!(client.group(2).await?.conversation_id, 8);
+    client.rename_group(2, "boulderers").await?;
+    client.dissolve_group(2).await?;
+    client.add_group_members(2, &[11]).await?;
+    client.remove_group_member(2, 11).await?;
+    client.set_group_role(2, 9, GroupRole::Admin).await?;
+    client.leave_group(2).await?;
+    client.transfer_group(2, 9).await?;
+    let edited = client.edit_text(10, "new").await?;
+    assert!(edited.edited_at.is_some());
+    assert!(client.recall(10).await?.is_recalled());
+    client.delete_for_me(10).await?;
+    assert_eq!(client.search("hello wor", Some(5)).await?.len(), 1);
+    assert_eq!(client.mark_read(8, 7).await?, 3);
+    client.typing(8).await?;
+    client.send_text(Recipient::Group(2), "hi all").await?;
+
+    // Caught before sending.
+    let invalid = |r: Result<_, SdkError>| matches!(r, Err(SdkError::InvalidInput { .. }));
+    assert!(invalid(
+        client
+            .set_group_role(2, 9, GroupRole::Owner)
+            .await
+            .map(drop)
+    ));
+    assert!(invalid(client.search("   ", None).await.map(drop)));
+    assert!(invalid(
+        client.search(&"x".repeat(201), None).await.map(drop)
+    ));
+    assert!(client.presence(&[]).await?.is_empty());
+
+    let q = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    };
+    let none = serde_json::Value::Null;
+    let expected = [
+        ("GET", "/v1/friends", vec![], none.clone()),
+        ("GET", "/v1/friends/online", vec![], none.clone()),
+        ("DELETE", "/v1/friends/9", vec![], none.clone()),
+        (
+            "GET",
+            "/v1/friends/requests",
+            q(&[("direction", "outgoing")]),
+            none.clone(),
+        ),
+        (
+            "POST",
+            "/v1/friends/requests",
+            vec![],
+            json!({"user_id": 9, "note": "hi"}),
+        ),
+        (
+            "POST",
+            "/v1/friends/requests/3/accept",
+            vec![],
+            none.clone(),
+        ),
+        (
+            "POST",
+            "/v1/friends/requests/3/reject",
+            vec![],
+            none.clone(),
+        ),
+        (
+            "POST",
+            "/v1/friends/requests/3/cancel",
+            vec![],
+            none.clone(),
+        ),
+        ("GET", "/v1/blocks", vec![], none.clone()),
+        ("POST", "/v1/blocks", vec![], json!({"user_id": 9})),
+        ("DELETE", "/v1/blocks/9", vec![], none.clone()),
+        ("GET", "/v1/presence", q(&[("users", "9,10")]), none.clone()),
+        (
+            "POST",
+            "/v1/groups",
+            vec![],
+            json!({"name": "climbers", "members": [9, 10]}),
+        ),
+        ("GET", "/v1/groups", vec![], none.clone()),
+        ("GET", "/v1/groups/2", vec![], none.clone()),
+        (
+            "PATCH",
+            "/v1/groups/2",
+            vec![],
+            json!({"name": "boulderers"}),
+        ),
+        ("DELETE", "/v1/groups/2", vec![], none.clone()),
+        (
+            "POST",
+            "/v1/groups/2/members",
+            vec![],
+            json!({"user_ids": [11]}),
+        ),
+        ("DELETE", "/v1/groups/2/members/11", vec![], none.clone()),
+        (
+            "PUT",
+            "/v1/groups/2/members/9/role",
+            vec![],
+            json!({"role": "admin"}),
+        ),
+        ("POST", "/v1/groups/2/leave", vec![], none.clone()),
+        (
+            "POST",
+            "/v1/groups/2/transfer",
+            vec![],
+            json!({"user_id": 9}),
+        ),
+        (
+            "PATCH",
+            "/v1/messages/10",
+            vec![],
+            json!({"body": {"text": "new"}}),
+        ),
+        ("POST", "/v1/messages/10/recall", vec![], none.clone()),
+        ("DELETE", "/v1/messages/10", vec![], none.clone()),
+        (
+            "GET",
+            "/v1/search",
+            q(&[("q", "hello wor"), ("limit", "5")]),
+            none.clone(),
+        ),
+        (
+            "POST",
+            "/v1/conversations/8/read",
+            vec![],
+            json!({"seq": 7}),
+        ),
+        ("POST", "/v1/conversations/8/typing", vec![], none.clone()),
+    ];
+    let state = server.state();
+    let recorded = &state.requests;
+    for (i, (method, path, query, body)) in expected.iter().enumerate() {
+        let got = recorded
+            .get(i)
+            .ok_or(format!("request {i} ({method} {path}) missing"))?;
+        assert_eq!(
+            (
+                got.method.as_str(),
+                got.path.as_str(),
+                &got.query,
+                &got.body
+            ),
+            (*method, *path, query, body),
+            "request {i}"
+        );
+    }
+    let send = recorded
+        .get(expected.len())
+        .ok_or("the group send is missing")?;
+    assert_eq!(send.path, "/v1/messages");
+    assert_eq!(send.body["to"], json!({"group": 2}));
+    assert_eq!(recorded.len(), expected.len() + 1, "nothing else was sent");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_delete_whose_answer_was_lost_is_a_success() -> TestResult {
+    let server = fake::Server::start().await?;
+    let client = login(&server).await?;
+    // The first attempt removed the friend but its answer was lost; the
+    // retry finds nothing to remove.
+    server
+        .state()
+        .script("DELETE /v1/friends/9", [(503, None), (404, None)]);
+    client.remove_friend(9).await?;
+    assert_eq!(server.state().attempts("DELETE /v1/friends/9"), 2);
+
+    // A 404 to a first attempt is an answer: they were not friends.
+    server.state().script("DELETE /v1/friends/9", [(404, None)]);
+    let err = client.remove_friend(9).await.err().ok_or("should fail")?;
+    assert_eq!(err.error_code(), Some(ErrorCode::NotFound));
+
+    server
+        .state()
+        .script("POST /v1/groups/2/leave", [(503, None), (404, None)]);
+    client.leave_group(2).await?;
+    assert_eq!(server.state().attempts("POST /v1/groups/2/leave"), 2);
+    Ok(())
+}
+
+#[tokio::test]
+async fn calls_unsafe_to_repeat_are_not_retried_once_they_may_have_arrived() -> TestResult {
+    let server = fake::Server::start().await?;
+    let client = login(&server).await?;
+    {
+        let mut state = server.state();
+        state.script("POST /v1/groups", [(503, None)]);
+        state.script("POST /v1/friends/requests", [(503, None)]);
+        state.script("POST /v1/friends/requests/3/accept", [(503, None)]);
+        state.script("PATCH /v1/messages/10", [(503, None)]);
+        state.script("POST /v1/groups/2/transfer", [(503, None)]);
+        state.script("POST /v1/conversations/8/typing", [(429, None)]);
+    }
+    let status = |r: Result<(), SdkError>| r.err().and_then(|e| e.status()).map(|s| s.as_u16());
+    assert_eq!(
+        status(client.create_group("x", &[]).await.map(drop)),
+        Some(503)
+    );
+    assert_eq!(
+        status(client.send_friend_request(9, None).await.map(drop)),
+        Some(503)
+    );
+    assert_eq!(
+        status(client.accept_friend_request(3).await.map(drop)),
+        Some(503)
+    );
+    assert_eq!(status(client.edit_text(10, "x").await.map(drop)), Some(503));
+    assert_eq!(
+        status(client.transfer_group(2, 9).await.map(drop)),
+        Some(503)
+    );
+    assert_eq!(status(client.typing(8).await), Some(429));
+    {
+        let state = server.state();
+        for route in [
+            "POST /v1/groups",
+            "POST /v1/friends/requests",
+            "POST /v1/friends/requests/3/accept",
+            "PATCH /v1/messages/10",
+            "POST /v1/groups/2/transfer",
+            "POST /v1/conversations/8/typing",
+        ] {
+            assert_eq!(state.attempts(route), 1, "{route}");
+        }
+    }
+
+    // A 429 refused the request unprocessed: safe to send again.
+    server
+        .state()
+        .script("POST /v1/groups", [(429, None), (201, Some(group_json()))]);
+    client.create_group("x", &[]).await?;
+    assert_eq!(server.state().attempts("POST /v1/groups"), 1 + 2);
+    Ok(())
+}
+
+#[tokio::test]
+async fn calls_safe_to_repeat_are_retried() -> TestResult {
+    let server = fake::Server::start().await?;
+    let client = login(&server).await?;
+    let mut tombstone = message_json(10);
+    tombstone["body"] = json!({});
+    tombstone["recalled_at"] = json!(1_700_000_002_000i64);
+    {
+        let mut state = server.state();
+        state.script(
+            "POST /v1/messages/10/recall",
+            [(503, None), (200, Some(tombstone))],
+        );
+        state.script(
+            "POST /v1/conversations/8/read",
+            [(503, None), (200, Some(json!({"read_seq": 3})))],
+        );
+        state.script(
+            "POST /v1/groups/2/members",
+            [(503, None), (200, Some(group_json()))],
+        );
+        state.script("POST /v1/blocks", [(503, None), (204, None)]);
+    }
+    assert!(client.recall(10).await?.is_recalled());
+    assert_eq!(client.mark_read(8, 3).await?, 3);
+    client.add_group_members(2, &[9]).await?;
+    client.block(9).await?;
+    let state = server.state();
+    for route in [
+        "POST /v1/messages/10/recall",
+        "POST /v1/conversations/8/read",
+        "POST /v1/groups/2/members",
+        "POST /v1/blocks",
+    ] {
+        assert_eq!(state.attempts(route), 2, "{route}");
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn social_events_are_ordered_and_ephemeral_pushes_bypass_the_cursor() -> TestResult {
+    let server = fake::Server::start().await?;
+    let client = login(&server).await?;
+    server.commit_raw(json!({"type": "friend.request", "request": request_json("pending")}));
+    server.commit_raw(json!({"type": "block.updated", "user_id": 9, "blocked": true}));
+    let mut stream = client.connect(server.tcp(), stream_options())?;
+    let first = within("event", stream.recv()).await?.ok_or("ended")??;
+    assert!(
+        matches!(first, Event::FriendRequest { cursor: 1, .. }),
+        "{first:?}"
+    );
+    let second = within("event", stream.recv()).await?.ok_or("ended")??;
+    assert!(
+        matches!(
+            second,
+            Event::BlockUpdated {
+                cursor: 2,
+                user_id: 9,
+                blocked: true
+            }
+        ),
+        "{second:?}"
+    );
+    wait_live(&stream).await?;
+
+    server.push_on(
+        "presence",
+        &json!({"type": "presence", "user_id": 9, "online": true, "last_seen": null}),
+    );
+    let presence = within("presence", stream.recv()).await?.ok_or("ended")??;
+    assert!(
+        matches!(&presence, Event::Presence(p) if p.user_id == 9 && p.online),
+        "{presence:?}"
+    );
+    assert_eq!(
+        stream.last_cursor(),
+        2,
+        "ephemeral pushes leave the cursor alone"
+    );
+
+    // An inbox event not pushed (yet), then a typing push: typing comes out
+    // at once; the event comes when a later push reveals the gap.
+    server.commit_raw(json!({"type": "friend.removed", "user_id": 9}));
+    server.push_on(
+        "typing",
+        &json!({"type": "typing", "conversation_id": 8, "user_id": 9}),
+    );
+    let typing = within("typing", stream.recv()).await?.ok_or("ended")??;
+    assert_eq!(
+        typing,
+        Event::Typing {
+            conversation_id: 8,
+            user_id: 9
+        }
+    );
+
+    // Junk on the ephemeral topics and unknown topics is dropped; a payload
+    // with a cursor there must not move the stream's cursor.
+    server.push_on(
+        "presence",
+        &json!({"type": "message.created", "cursor": 99}),
+    );
+    server.push_on("calls", &json!({"type": "call.ringing", "cursor": 98}));
+    let e4 = server
+        .commit_raw(json!({"type": "receipt.read", "conversation_id": 8, "user_id": 9, "seq": 3}));
+    server.push(&e4);
+    let removed = within("event", stream.recv()).await?.ok_or("ended")??;
+    assert!(
+        matches!(
+            removed,
+            Event::FriendRemoved {
+                cursor: 3,
+                user_id: 9
+            }
+        ),
+        "{removed:?}"
+    );
+    let read = within("event", stream.recv()).await?.ok_or("ended")??;
+    assert!(
+        matches!(
+            read,
+            Event::ReceiptRead {
+                cursor: 4,
+                seq: 3,
+                ..
+            }
+        ),
+        "{read:?}"
+    );
+    assert_eq!(stream.last_cursor(), 4);
+    Ok(())
+}
+
 mod fake {
     //! The fake chatd. One user (id 7, "alice"); state in a mutex the tests
     //! can read and script.
 
-    use std::collections::HashMap;
+    use std::collections::{HashMap, VecDeque};
     use std::net::SocketAddr;
     use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -377,6 +876,43 @@ mod fake {
         pub acks: Vec<(String, u64)>,
         pub mqtt_connects: Vec<MqttConnect>,
         pub logged_out: bool,
+        /// Answers to give, in order, keyed by `"METHOD /path"`, before the
+        /// built-in routes are asked.
+        pub scripted: HashMap<String, VecDeque<(u16, Option<Value>)>>,
+        /// Every authenticated request, in arrival order.
+        pub requests: Vec<Recorded>,
+    }
+
+    /// One request as the fake received it.
+    #[derive(Debug, Clone, PartialEq)]
+    pub struct Recorded {
+        pub method: String,
+        pub path: String,
+        pub query: Vec<(String, String)>,
+        /// `Null` when there was no body.
+        pub body: Value,
+    }
+
+    impl State {
+        /// Queues answers for `route` (`"POST /v1/groups"`).
+        pub fn script(
+            &mut self,
+            route: &str,
+            answers: impl IntoIterator<Item = (u16, Option<Value>)>,
+        ) {
+            self.scripted
+                .entry(route.to_owned())
+                .or_default()
+                .extend(answers);
+        }
+
+        /// How many requests went to `route` (`"POST /v1/groups"`).
+        pub fn attempts(&self, route: &str) -> usize {
+            self.requests
+                .iter()
+                .filter(|r| format!("{} {}", r.method, r.path) == route)
+                .count()
+        }
     }
 
     impl State {
@@ -419,7 +955,11 @@ mod fake {
 
     #[derive(Clone, Debug)]
     enum Control {
-        Push(Vec<u8>),
+        /// Publish on `users/{USER_ID}/{subtopic}`.
+        Push {
+            subtopic: &'static str,
+            payload: Vec<u8>,
+        },
         Kick,
     }
 
@@ -446,6 +986,8 @@ mod fake {
                 acks: Vec::new(),
                 mqtt_connects: Vec::new(),
                 logged_out: false,
+                scripted: HashMap::new(),
+                requests: Vec::new(),
             };
             state.rotate();
             let state = Arc::new(Mutex::new(state));
@@ -502,9 +1044,15 @@ mod fake {
         }
 
         pub fn push(&self, event: &Value) {
-            let _ = self
-                .control
-                .send(Control::Push(event.to_string().into_bytes()));
+            self.push_on("events", event);
+        }
+
+        /// Publishes on `users/{USER_ID}/{subtopic}`.
+        pub fn push_on(&self, subtopic: &'static str, payload: &Value) {
+            let _ = self.control.send(Control::Push {
+                subtopic,
+                payload: payload.to_string().into_bytes(),
+            });
         }
 
         /// Drops every MQTT connection.
@@ -516,7 +1064,7 @@ mod fake {
     struct HttpRequest {
         method: String,
         path: String,
-        query: HashMap<String, String>,
+        query: Vec<(String, String)>,
         bearer: Option<String>,
         body: Value,
     }
@@ -555,7 +1103,7 @@ mod fake {
         let query = query
             .split('&')
             .filter_map(|kv| kv.split_once('='))
-            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .map(|(k, v)| (k.to_owned(), percent_decode(v)))
             .collect();
         let request = HttpRequest {
             method,
@@ -591,6 +1139,31 @@ mod fake {
             state.unauthorized += 1;
             return error(401, "token_expired");
         }
+        if !public {
+            state.requests.push(Recorded {
+                method: req.method.clone(),
+                path: req.path.clone(),
+                query: req.query.clone(),
+                body: req.body.clone(),
+            });
+        }
+        let route_key = format!("{} {}", req.method, req.path);
+        if let Some(answer) = state
+            .scripted
+            .get_mut(&route_key)
+            .and_then(VecDeque::pop_front)
+        {
+            return match answer {
+                (status, None) if status >= 400 => error(status, code_of(status)),
+                answer => answer,
+            };
+        }
+        let param = |k: &str| {
+            req.query
+                .iter()
+                .find(|(key, _)| key == k)
+                .map(|(_, v)| v.as_str())
+        };
         match (req.method.as_str(), req.path.as_str()) {
             ("POST", "/v1/auth/login") => {
                 state.rotate();
@@ -611,7 +1184,7 @@ mod fake {
                 (204, None)
             }
             ("GET", "/v1/me") => (200, Some(user())),
-            ("GET", "/v1/users") => match req.query.get("username").map(String::as_str) {
+            ("GET", "/v1/users") => match param("username") {
                 Some("alice") => (200, Some(user())),
                 _ => error(404, "not_found"),
             },
@@ -643,7 +1216,7 @@ mod fake {
                 (status, Some(message))
             }
             ("GET", "/v1/sync") => {
-                let num = |k: &str| req.query.get(k).and_then(|v| v.parse::<u64>().ok());
+                let num = |k: &str| param(k).and_then(|v| v.parse::<u64>().ok());
                 let after = num("after").unwrap_or(0);
                 let limit = num("limit").unwrap_or(100);
                 let events: Vec<Value> = state
@@ -673,6 +1246,44 @@ mod fake {
             }
             _ => error(404, "not_found"),
         }
+    }
+
+    /// The documented code of a scripted error status.
+    fn code_of(status: u16) -> &'static str {
+        match status {
+            403 => "forbidden",
+            404 => "not_found",
+            409 => "conflict",
+            429 => "rate_limited",
+            503 => "unavailable",
+            _ => "internal",
+        }
+    }
+
+    /// `%XX` escapes and `+` of a query value (what the SDK's `,` in a list
+    /// and spaces in a search become).
+    fn percent_decode(s: &str) -> String {
+        let bytes = s.as_bytes();
+        let mut out = Vec::with_capacity(bytes.len());
+        let mut i = 0;
+        while i < bytes.len() {
+            match bytes[i] {
+                b'+' => out.push(b' '),
+                b'%' if i + 2 < bytes.len() => {
+                    let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("");
+                    match u8::from_str_radix(hex, 16) {
+                        Ok(b) => {
+                            out.push(b);
+                            i += 2;
+                        }
+                        Err(_) => out.push(b'%'),
+                    }
+                }
+                b => out.push(b),
+            }
+            i += 1;
+        }
+        String::from_utf8_lossy(&out).into_owned()
     }
 
     async fn read_packet(
@@ -757,14 +1368,17 @@ mod fake {
                     Some(_) => {}
                 },
                 control = control.recv() => match control {
-                    Ok(Control::Push(payload)) if subscribed => {
+                    Ok(Control::Push { subtopic, payload }) if subscribed => {
                         pkid = pkid % u16::MAX + 1;
-                        let mut publish =
-                            Publish::new(format!("users/{USER_ID}/events"), QoS::AtLeastOnce, payload);
+                        let mut publish = Publish::new(
+                            format!("users/{USER_ID}/{subtopic}"),
+                            QoS::AtLeastOnce,
+                            payload,
+                        );
                         publish.pkid = pkid;
                         publish.write(&mut out)?;
                     }
-                    Ok(Control::Push(_)) => {}
+                    Ok(Control::Push { .. }) => {}
                     Ok(Control::Kick) | Err(_) => return Ok(()),
                 },
             }

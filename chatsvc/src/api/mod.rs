@@ -1,6 +1,7 @@
 //! HTTP API (axum): routing, request/response types, auth extractor, error
 //! mapping. The only module that knows axum.
 
+pub mod admin;
 pub mod auth;
 pub mod conversations;
 pub mod error;
@@ -34,6 +35,8 @@ pub struct AppState {
     pub chat: Chat,
     pub broker: mqchat_broker::Broker,
     pub metrics: Option<PrometheusHandle>,
+    /// Bearer token of the `/admin` API (`admin.token` in the data dir).
+    pub admin_token: std::sync::Arc<str>,
 }
 
 /// Largest accepted request body. Message bodies are limited further by the
@@ -52,6 +55,7 @@ pub fn router(state: AppState) -> Router {
         .merge(sync::router());
     Router::new()
         .nest("/v1", v1)
+        .nest("/admin", admin::router())
         .merge(ops::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

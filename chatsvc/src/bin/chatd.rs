@@ -1,12 +1,12 @@
 //! `chatd`: parse configuration, set up logging, run until SIGINT/SIGTERM.
 
 use clap::Parser;
-use mqchat_chatsvc::config::{Config, LogFormat};
+use mqchat_chatsvc::config::{Cli, Command, LogFormat};
 use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let config = Config::parse();
+    let Cli { config, command } = Cli::parse();
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new("info,rumqttd=warn,tower_http=warn"));
     let logs = tracing_subscriber::fmt()
@@ -15,6 +15,18 @@ async fn main() -> anyhow::Result<()> {
     match config.log_format {
         LogFormat::Json => logs.json().init(),
         LogFormat::Text => logs.init(),
+    }
+    if let Some(Command::Admin(admin)) = command {
+        match mqchat_chatsvc::admin::run(admin, &config.data_dir, config.http).await {
+            Ok(out) => {
+                println!("{out}");
+                return Ok(());
+            }
+            Err(e) => {
+                eprintln!("chatd admin: {e}");
+                std::process::exit(1);
+            }
+        }
     }
     let running = mqchat_chatsvc::start(config).await?;
     let token = running.shutdown_token();

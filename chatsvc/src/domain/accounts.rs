@@ -212,6 +212,34 @@ impl Chat {
         Ok(())
     }
 
+    /// Sets a new password and ends every session of the user: refresh
+    /// tokens revoked, access tokens refused, MQTT connections closed.
+    pub async fn reset_password(&self, user_id: u64, password: &str) -> Result<(), DomainError> {
+        check_password(password)?;
+        let hash = hash_password(password.to_owned()).await?;
+        let now = now_ms();
+        let sessions = self
+            .store
+            .write(move |c| {
+                if !users::set_password_hash(c, user_id, &hash)? {
+                    return Err(DomainError::NotFound("user"));
+                }
+                Ok(sessions::revoke_all(c, user_id, now)?)
+            })
+            .await?;
+        for sid in sessions {
+            self.tokens.revoke(sid, now);
+        }
+        self.downlink.end_sessions(user_id, None);
+        tracing::info!(user_id, "password reset; sessions ended");
+        Ok(())
+    }
+
+    /// Looks a user up by name (for operator tools).
+    pub async fn user_id_by_name(&self, name: &str) -> Result<u64, DomainError> {
+        Ok(self.user_by_name(name).await?.id)
+    }
+
     pub async fn user(&self, id: u64) -> Result<User, DomainError> {
         self.store
             .read(move |c| users::by_id(c, id))

@@ -308,6 +308,9 @@ impl Chat {
         self.group_write(move |c, out, now| {
             let (group, role) = load(c, group_id, actor)?;
             require(&role, &[OWNER, ADMIN], "rename the group")?;
+            if group.name == name {
+                return Ok(());
+            }
             store::rename(c, group.id, &name)?;
             system(
                 c,

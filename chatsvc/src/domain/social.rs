@@ -256,8 +256,11 @@ impl Chat {
                         return Err(DomainError::NotFound("user"));
                     }
                     let were_friends = store::are_friends(c, me, other)?;
-                    store::block(c, me, other, now_ms())?;
+                    let new = store::block(c, me, other, now_ms())?;
                     let mut out = Outbox::default();
+                    if !new {
+                        return Ok(out);
+                    }
                     if were_friends {
                         out.emit(c, me, FRIEND_REMOVED, &json!({"user_id": other}))?;
                         out.emit(c, other, FRIEND_REMOVED, &json!({"user_id": me}))?;

@@ -373,7 +373,7 @@ pub fn history(
            AND NOT EXISTS (SELECT 1 FROM hidden_messages h WHERE h.user_id = ?5 AND h.message_id = m.id)
          ORDER BY m.seq DESC LIMIT ?3"
     );
-    let before = before_seq.map_or(i64::MAX, |s| s as i64);
+    let before = before_seq.map_or(i64::MAX, |s| i64::try_from(s).unwrap_or(i64::MAX));
     let mut rows = c
         .prepare_cached(&sql)?
         .query_map(
@@ -417,7 +417,8 @@ pub fn conversations(
         "SELECT c.id, c.kind, CASE WHEN c.kind = 'direct' THEN (CASE WHEN c.user_lo = ?1 THEN c.user_hi ELSE c.user_lo END) END,
                 c.group_id, g.name, c.last_seq, cm.read_seq,
                 (SELECT COUNT(*) FROM messages u WHERE u.conversation_id = c.id AND u.seq > cm.read_seq
-                    AND u.sender_id != ?1 AND u.kind = 'user' AND u.recalled_at IS NULL),
+                    AND u.sender_id != ?1 AND u.kind = 'user' AND u.recalled_at IS NULL
+                    AND NOT EXISTS (SELECT 1 FROM hidden_messages h WHERE h.user_id = ?1 AND h.message_id = u.id)),
                 {MESSAGE_COLUMNS}
          FROM conversation_members cm
          JOIN conversations c ON c.id = cm.conversation_id

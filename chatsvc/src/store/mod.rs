@@ -136,6 +136,34 @@ impl Store {
         .map_err(|_| E::from(StoreError::Closed))?
     }
 
+    /// Copies the whole database to `dest` with SQLite's online backup:
+    /// one consistent snapshot, even while this or another process writes.
+    /// `dest` must not exist.
+    pub fn backup(source: &Path, dest: &Path) -> Result<(), StoreError> {
+        if dest.exists() {
+            return Err(StoreError::Migration(format!(
+                "{} already exists",
+                dest.display()
+            )));
+        }
+        let src = Connection::open_with_flags(source, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+        src.busy_timeout(std::time::Duration::from_secs(10))?;
+        let mut dst = Connection::open(dest)?;
+        {
+            let backup = rusqlite::backup::Backup::new(&src, &mut dst)?;
+            // All pages in one step: a single read transaction, so the copy
+            // is one snapshot.
+            backup.run_to_completion(i32::MAX, std::time::Duration::ZERO, None)?;
+        }
+        let check: String = dst.query_row("PRAGMA integrity_check", [], |r| r.get(0))?;
+        if check != "ok" {
+            return Err(StoreError::Migration(format!(
+                "backup integrity check: {check}"
+            )));
+        }
+        Ok(())
+    }
+
     /// Waits for queued writes, then checkpoints the WAL into the main file.
     pub async fn close(&self) -> Result<(), StoreError> {
         self.writer.checkpoint().await

@@ -91,3 +91,11 @@ pub(super) fn next_cursor(c: &Connection, user_id: u64) -> Result<u64, StoreErro
     )?
     .query_row([user_id], |r| r.get(0))?)
 }
+
+/// Replaces a user's password hash; false if there is no such user.
+pub fn set_password_hash(c: &Connection, id: u64, hash: &str) -> Result<bool, StoreError> {
+    Ok(c.execute(
+        "UPDATE users SET password_hash = ?2 WHERE id = ?1",
+        params![id, hash],
+    )? > 0)
+}

@@ -1,0 +1,186 @@
+//! `chatd admin ...`: operator commands on a data dir, or on a running
+//! server through its `/admin` API.
+
+use std::io::BufRead;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::domain::{Chat, DomainError, Limits, Tokens};
+use crate::downlink::NoDownlink;
+use crate::store::{Store, StoreError};
+
+/// Operator commands.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum AdminCommand {
+    /// Creates a user in the data dir.
+    CreateUser {
+        username: String,
+        /// The password; else `CHAT_ADMIN_PASSWORD`, else one line on stdin.
+        #[arg(long, env = "CHAT_ADMIN_PASSWORD", hide_env_values = true)]
+        password: Option<String>,
+    },
+    /// Sets a user's password and ends all of their sessions. With `--live`,
+    /// through the running server's admin API, which also closes their MQTT
+    /// connections at once; otherwise in the data dir (access tokens already
+    /// issued then stay valid until they expire).
+    ResetPassword {
+        username: String,
+        #[arg(long, env = "CHAT_ADMIN_PASSWORD", hide_env_values = true)]
+        password: Option<String>,
+        #[arg(long)]
+        live: bool,
+    },
+    /// Copies the database to FILE while the server runs (SQLite online
+    /// backup: one consistent snapshot). Restore by putting the file in an
+    /// empty data dir as `chat.db`, with the same `jwt.secret`.
+    Backup { file: PathBuf },
+    /// Lists the users with a live MQTT connection (asks the running server).
+    Online,
+}
+
+/// Why an admin command failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    Domain(#[from] DomainError),
+    #[error("reading the password: {0}")]
+    Password(std::io::Error),
+    #[error("admin token: {0}")]
+    Token(std::io::Error),
+    #[error("no chatd data in {0} (start chatd once, or check --data-dir)")]
+    NoDataDir(PathBuf),
+    #[error("server at {addr}: {message}")]
+    Server { addr: SocketAddr, message: String },
+}
+
+/// Runs one command against `data_dir` (and the server on `http` for live
+/// commands). Returns what to print.
+pub async fn run(
+    command: AdminCommand,
+    data_dir: &Path,
+    http: SocketAddr,
+) -> Result<String, AdminError> {
+    match command {
+        AdminCommand::CreateUser { username, password } => {
+            // Like the server, create the data dir on first use.
+            std::fs::create_dir_all(data_dir).map_err(|e| {
+                AdminError::Store(StoreError::Migration(format!(
+                    "{}: {e}",
+                    data_dir.display()
+                )))
+            })?;
+            let chat = offline(data_dir)?;
+            let user = chat
+                .register(&username, &password_or_stdin(password)?, None)
+                .await?;
+            Ok(format!("created user {} (id {})", user.username, user.id))
+        }
+        AdminCommand::ResetPassword {
+            username,
+            password,
+            live,
+        } => {
+            let password = password_or_stdin(password)?;
+            let chat = offline(data_dir)?;
+            let id = chat.user_id_by_name(&username).await?;
+            if live {
+                let body = serde_json::json!({"password": password});
+                api(
+                    data_dir,
+                    http,
+                    reqwest::Method::POST,
+                    &format!("/admin/users/{id}/password"),
+                    Some(body),
+                )
+                .await?;
+            } else {
+                chat.reset_password(id, &password).await?;
+            }
+            Ok(format!(
+                "password of {username} (id {id}) reset; sessions ended"
+            ))
+        }
+        AdminCommand::Backup { file } => {
+            let source = data_dir.join("chat.db");
+            if !source.is_file() {
+                return Err(AdminError::NoDataDir(data_dir.to_owned()));
+            }
+            let dest = file.clone();
+            tokio::task::spawn_blocking(move || Store::backup(&source, &dest))
+                .await
+                .map_err(|e| AdminError::Store(StoreError::Migration(e.to_string())))??;
+            Ok(format!("backed up to {}", file.display()))
+        }
+        AdminCommand::Online => {
+            let v = api(data_dir, http, reqwest::Method::GET, "/admin/online", None).await?;
+            Ok(v.to_string())
+        }
+    }
+}
+
+/// A Chat over the data dir with nobody connected.
+fn offline(data_dir: &Path) -> Result<Chat, AdminError> {
+    if !data_dir.is_dir() {
+        return Err(AdminError::NoDataDir(data_dir.to_owned()));
+    }
+    let store = Store::open(&data_dir.join("chat.db"))?;
+    // Offline commands never issue or check tokens.
+    let tokens = Arc::new(Tokens::new(
+        &[0u8; 32],
+        Duration::from_secs(1),
+        Duration::from_secs(1),
+    ));
+    let limits = Limits {
+        rates: crate::domain::limits::RateConfig {
+            login_per_account_per_min: 0,
+            auth_per_ip_per_min: 0,
+            sends_per_user_per_sec: 0,
+        },
+        ..Limits::default()
+    };
+    Ok(Chat::new(store, tokens, Arc::new(NoDownlink), limits))
+}
+
+fn password_or_stdin(password: Option<String>) -> Result<String, AdminError> {
+    if let Some(p) = password {
+        return Ok(p);
+    }
+    let mut line = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut line)
+        .map_err(AdminError::Password)?;
+    Ok(line.trim_end_matches(['\n', '\r']).to_owned())
+}
+
+async fn api(
+    data_dir: &Path,
+    addr: SocketAddr,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> Result<serde_json::Value, AdminError> {
+    let token = std::fs::read_to_string(data_dir.join("admin.token")).map_err(AdminError::Token)?;
+    let server = |message: String| AdminError::Server { addr, message };
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .map_err(|e| server(e.to_string()))?;
+    let mut req = client
+        .request(method, format!("http://{addr}{path}"))
+        .bearer_auth(token.trim());
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let res = req.send().await.map_err(|e| server(e.to_string()))?;
+    let status = res.status();
+    let text = res.text().await.map_err(|e| server(e.to_string()))?;
+    if !status.is_success() {
+        return Err(server(format!("{status}: {text}")));
+    }
+    Ok(serde_json::from_str(&text).unwrap_or(serde_json::Value::Null))
+}
