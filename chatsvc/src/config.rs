@@ -98,6 +98,17 @@ pub struct Config {
     #[arg(long, env = "CHAT_SEND_RATE", default_value_t = 50)]
     pub send_rate: u32,
 
+    /// Serve the web client (`index.html`, `mqchat.js`) from this directory
+    /// instead of the copies built into chatd.
+    #[arg(long, env = "CHAT_WEB_DIR")]
+    pub web_dir: Option<PathBuf>,
+
+    /// Directory with MQTT.js's browser bundle `mqtt.min.js`, served at
+    /// `/vendor/mqtt.min.js` for the web client (`npm install mqtt`, then
+    /// `node_modules/mqtt/dist`).
+    #[arg(long, env = "CHAT_WEB_VENDOR_DIR")]
+    pub web_vendor_dir: Option<PathBuf>,
+
     /// Log format: `text` or `json`.
     #[arg(long, env = "CHAT_LOG_FORMAT", default_value = "text")]
     pub log_format: LogFormat,

@@ -176,6 +176,10 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         broker: broker.clone(),
         metrics,
         admin_token: Arc::from(String::from_utf8_lossy(&admin_token).as_ref()),
+        web: Arc::new(api::web::WebConfig {
+            dir: config.web_dir.clone(),
+            vendor_dir: config.web_vendor_dir.clone(),
+        }),
     };
     let app = api::router(state);
 

@@ -46,6 +46,7 @@ fn app() -> Result<App, Box<dyn std::error::Error>> {
             broker,
             metrics: None,
             admin_token: Arc::from("handler-test-admin-token"),
+            web: Arc::default(),
         }),
         _dir: dir,
     })

@@ -13,6 +13,7 @@ pub mod ops;
 pub mod sync;
 pub mod uplink;
 pub mod users;
+pub mod web;
 
 use std::time::{Duration, Instant};
 
@@ -37,6 +38,8 @@ pub struct AppState {
     pub metrics: Option<PrometheusHandle>,
     /// Bearer token of the `/admin` API (`admin.token` in the data dir).
     pub admin_token: std::sync::Arc<str>,
+    /// Where the web client's files come from.
+    pub web: std::sync::Arc<web::WebConfig>,
 }
 
 /// Largest accepted request body. Message bodies are limited further by the
@@ -57,6 +60,7 @@ pub fn router(state: AppState) -> Router {
         .nest("/v1", v1)
         .nest("/admin", admin::router())
         .merge(ops::router())
+        .merge(web::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_REQUEST_BYTES))

@@ -1,0 +1,2 @@
+// mqchat JS SDK (placeholder until the SDK lands)
+export {};
