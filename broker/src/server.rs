@@ -252,6 +252,39 @@ impl Broker {
         true
     }
 
+    /// Pushes many `(user, subtopic, payload)` at once: one lock and one
+    /// router wake-up for the whole batch (a group message to 1000 members
+    /// is one batch). Offline users are skipped; returns how many were sent.
+    pub fn push_many<'a, I>(&self, items: I) -> usize
+    where
+        I: IntoIterator<Item = (u64, &'a str, Bytes)>,
+    {
+        let mut packets: Vec<Packet> = items
+            .into_iter()
+            .filter(|(user, _, _)| self.shared.registry.is_online(*user))
+            .map(|(user, subtopic, payload)| {
+                let topic = Bytes::from(format!("users/{user}/{subtopic}"));
+                Packet::Publish(Publish::new(topic, payload, false), None)
+            })
+            .collect();
+        let n = packets.len();
+        let Some(last) = packets.pop() else {
+            return 0;
+        };
+        let mut tx = self
+            .shared
+            .publisher
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        tx.buffer().extend(packets);
+        match futures_util::FutureExt::now_or_never(tx.send(last)) {
+            Some(Ok(_)) => metrics::counter!("mqtt_pushes_total").increment(n as u64),
+            Some(Err(e)) => error!(error = %e, "downlink publish failed"),
+            None => error!("downlink publish did not complete"),
+        }
+        n
+    }
+
     /// Publishes unconditionally. Same blocking note as [`Broker::push`].
     pub fn publish(&self, topic: String, payload: Bytes) {
         self.shared.publish(topic, payload, None);

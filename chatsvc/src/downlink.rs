@@ -13,6 +13,11 @@ impl Downlink for BrokerDownlink {
         self.0.push(user_id, subtopic, event)
     }
 
+    fn push_batch(&self, items: &[(u64, &'static str, Bytes)]) -> usize {
+        self.0
+            .push_many(items.iter().map(|(u, s, b)| (*u, *s, b.clone())))
+    }
+
     fn end_sessions(&self, user_id: u64, session_id: Option<u64>) -> usize {
         self.0.disconnect(user_id, session_id)
     }

@@ -63,7 +63,6 @@ fn system(
     event: serde_json::Value,
     now: i64,
 ) -> Result<(), DomainError> {
-    let members = messages::members(c, group.conversation_id)?;
     let body = json!({"system": event}).to_string();
     let client_msg_id = format!("system-{:016x}", rand::random::<u64>());
     let p = Post {
@@ -74,7 +73,7 @@ fn system(
         kind: "system",
         now,
     };
-    post(c, out, p, &members)?;
+    post(c, out, p)?;
     Ok(())
 }
 

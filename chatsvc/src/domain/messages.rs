@@ -57,13 +57,12 @@ pub(crate) struct Post<'a> {
     pub now: i64,
 }
 
-/// Stores a message in a conversation, appends it to every recipient's
-/// inbox and queues the pushes.
+/// Stores a message in a conversation, appends it to every member's inbox
+/// and queues the pushes.
 pub(crate) fn post(
     c: &rusqlite::Connection,
     out: &mut Outbox,
     p: Post<'_>,
-    recipients: &[u64],
 ) -> Result<MessageRow, DomainError> {
     let row = store::insert(
         c,
@@ -74,7 +73,7 @@ pub(crate) fn post(
         p.kind,
         p.now,
     )?;
-    let deliveries = store::fan_out(c, recipients, MESSAGE_CREATED, row.id)?;
+    let deliveries = store::fan_out(c, p.conversation_id, MESSAGE_CREATED, row.id)?;
     out.message(MESSAGE_CREATED, &message_json(&row)?, &deliveries);
     Ok(row)
 }
@@ -142,7 +141,7 @@ impl Chat {
                     if let Some(original) = store::by_client_id(c, sender, &client_msg_id)? {
                         return Ok((original, false, out));
                     }
-                    let (conversation, recipients) = match to {
+                    let conversation = match to {
                         Recipient::User(peer) => {
                             // Unknown and blocking users get the same answer,
                             // so a block is not revealed.
@@ -162,10 +161,7 @@ impl Chat {
                                     "only friends may message each other".into(),
                                 ));
                             }
-                            (
-                                store::direct_conversation(c, sender, peer, now)?,
-                                vec![peer, sender],
-                            )
+                            store::direct_conversation(c, sender, peer, now)?
                         }
                         Recipient::Group(group_id) => {
                             let group = groups::by_id(c, group_id)?
@@ -173,10 +169,7 @@ impl Chat {
                             if store::membership(c, sender, group.conversation_id)?.is_none() {
                                 return Err(DomainError::NotFound("group"));
                             }
-                            (
-                                group.conversation_id,
-                                store::members(c, group.conversation_id)?,
-                            )
+                            group.conversation_id
                         }
                     };
                     let post_ = Post {
@@ -187,7 +180,7 @@ impl Chat {
                         kind: "user",
                         now,
                     };
-                    let row = post(c, &mut out, post_, &recipients)?;
+                    let row = post(c, &mut out, post_)?;
                     Ok((row, true, out))
                 },
                 move |(_, _, out): &(MessageRow, bool, Outbox)| out.push(&*downlink),
@@ -295,8 +288,7 @@ impl Chat {
                     change(c, row.id)?;
                     let updated =
                         store::by_id(c, row.id)?.ok_or(DomainError::NotFound("message"))?;
-                    let members = store::members(c, row.conversation_id)?;
-                    let deliveries = store::fan_out(c, &members, kind, row.id)?;
+                    let deliveries = store::fan_out(c, row.conversation_id, kind, row.id)?;
                     let mut out = Outbox::default();
                     out.message(kind, &message_json(&updated)?, &deliveries);
                     Ok::<_, DomainError>((updated, out))

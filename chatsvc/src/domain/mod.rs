@@ -70,6 +70,14 @@ pub trait Downlink: Send + Sync + 'static {
     /// so it must hand off quickly. Returns false when the user had no live
     /// connection (nothing was sent; sync will deliver stored events).
     fn push(&self, user_id: u64, subtopic: &str, event: Bytes) -> bool;
+    /// Pushes a batch in order; returns how many reached a live connection.
+    /// Same calling context as [`Downlink::push`].
+    fn push_batch(&self, items: &[(u64, &'static str, Bytes)]) -> usize {
+        items
+            .iter()
+            .filter(|(user, subtopic, event)| self.push(*user, subtopic, event.clone()))
+            .count()
+    }
     /// Ends a user's live connections (of one login session, when given).
     fn end_sessions(&self, user_id: u64, session_id: Option<u64>) -> usize;
     /// Does the user have a live connection?

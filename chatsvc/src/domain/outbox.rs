@@ -72,13 +72,13 @@ impl Outbox {
         self.items.is_empty()
     }
 
-    /// Hands everything to the downlink, in order.
+    /// Hands everything to the downlink, in order, as one batch.
     pub fn push(&self, downlink: &dyn Downlink) {
-        for (user, subtopic, bytes) in &self.items {
-            if downlink.push(*user, subtopic, bytes.clone()) && *subtopic == EVENTS {
-                metrics::counter!("events_pushed_total").increment(1);
-            }
+        if self.items.is_empty() {
+            return;
         }
+        let sent = downlink.push_batch(&self.items);
+        metrics::counter!("events_pushed_total").increment(sent as u64);
     }
 }
 

@@ -254,23 +254,31 @@ pub fn insert(
     by_id(c, id)?.ok_or(StoreError::NotFound("message"))
 }
 
-/// Appends `kind` about `message_id` to each user's inbox; returns the
-/// `(user, cursor)` pairs in the given order.
+/// Appends `kind` about `message_id` to the inbox of every member of the
+/// conversation; returns the `(user, cursor)` pairs. Two statements whatever
+/// the group's size: cursors are bumped in one UPDATE, rows added in one
+/// INSERT ... SELECT.
 pub fn fan_out(
     c: &Connection,
-    users_to: &[u64],
+    conversation_id: u64,
     kind: &str,
     message_id: u64,
 ) -> Result<Vec<(u64, u64)>, StoreError> {
-    let mut out = Vec::with_capacity(users_to.len());
-    for &user in users_to {
-        if out.iter().any(|(u, _)| *u == user) {
-            continue;
-        }
-        let cursor = append(c, user, kind, Some(message_id), None)?;
-        out.push((user, cursor));
-    }
-    Ok(out)
+    let deliveries = c
+        .prepare_cached(
+            "UPDATE users SET inbox_cursor = inbox_cursor + 1
+             WHERE id IN (SELECT user_id FROM conversation_members WHERE conversation_id = ?1)
+             RETURNING id, inbox_cursor",
+        )?
+        .query_map([conversation_id], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<Result<Vec<(u64, u64)>, _>>()?;
+    c.prepare_cached(
+        "INSERT INTO inbox (user_id, cursor, kind, message_id)
+         SELECT id, inbox_cursor, ?2, ?3 FROM users
+         WHERE id IN (SELECT user_id FROM conversation_members WHERE conversation_id = ?1)",
+    )?
+    .execute(params![conversation_id, kind, message_id])?;
+    Ok(deliveries)
 }
 
 fn index_text(c: &Connection, id: u64, body: &str) -> Result<(), StoreError> {
