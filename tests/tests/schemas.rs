@@ -112,6 +112,105 @@ async fn real_payloads_match_the_schemas() -> Result<()> {
     schemas.check("UpdateMe", &update)?;
     schemas.check("LogoutRequest", &json!({"everywhere": true}))?;
 
+    // Groups: system messages, membership and the social payloads.
+    let carol = server.user("carol").await?;
+    let (s, group) = alice
+        .post("/v1/groups", &json!({"name": "g", "members": [bob.id]}))
+        .await?;
+    assert_eq!(s, 201);
+    schemas.check("Group", &group)?;
+    let gid = group["id"].as_u64().unwrap_or(0);
+    alice
+        .post(
+            &format!("/v1/groups/{gid}/members"),
+            &json!({"user_ids": [carol.id]}),
+        )
+        .await?;
+    alice
+        .put(
+            &format!("/v1/groups/{gid}/members/{}/role", bob.id),
+            &json!({"role": "admin"}),
+        )
+        .await?;
+    alice
+        .patch(&format!("/v1/groups/{gid}"), &json!({"name": "renamed"}))
+        .await?;
+    let (_, mine) = alice.get("/v1/groups").await?;
+    schemas.check("GroupList", &mine)?;
+    let (s, req) = carol
+        .post(
+            "/v1/friends/requests",
+            &json!({"user_id": alice.id, "note": "hi"}),
+        )
+        .await?;
+    assert_eq!(s, 201);
+    schemas.check("FriendRequest", &req)?;
+    alice
+        .post(
+            &format!("/v1/friends/requests/{}/accept", req["id"]),
+            &json!({}),
+        )
+        .await?;
+    let (_, friends) = alice.get("/v1/friends").await?;
+    schemas.check("FriendList", &friends)?;
+    let (_, presence) = alice
+        .get(&format!("/v1/presence?users={}", carol.id))
+        .await?;
+    schemas.check("PresenceList", &presence)?;
+    let (_, m2) = alice.send_text(carol.id, "s-2", "to carol").await?;
+    let (_, edited) = alice
+        .patch(
+            &format!("/v1/messages/{}", m2["id"]),
+            &json!({"body": {"text": "edited"}}),
+        )
+        .await?;
+    schemas.check("Message", &edited)?;
+    let (_, tomb) = alice
+        .post(&format!("/v1/messages/{}/recall", m2["id"]), &json!({}))
+        .await?;
+    schemas.check("Message", &tomb)?;
+    carol
+        .post(
+            &format!("/v1/conversations/{}/read", m2["conversation_id"]),
+            &json!({"seq": 1}),
+        )
+        .await?;
+    carol
+        .post("/v1/blocks", &json!({"user_id": bob.id}))
+        .await?;
+    let (_, found) = alice.get("/v1/search?q=hi").await?;
+    schemas.check("SearchResults", &found)?;
+    // Every event anyone got, of every type, matches the Event schema.
+    for user in [&alice, &bob, &carol] {
+        for event in user.sync_all(0).await? {
+            schemas.check("Event", &event)?;
+        }
+        let (_, convs) = user.get("/v1/conversations").await?;
+        schemas.check("ConversationList", &convs)?;
+    }
+    let kinds: std::collections::BTreeSet<String> = carol
+        .sync_all(0)
+        .await?
+        .iter()
+        .chain(alice.sync_all(0).await?.iter())
+        .map(|e| e["type"].as_str().unwrap_or("").to_owned())
+        .collect();
+    for kind in [
+        "message.created",
+        "message.edited",
+        "message.recalled",
+        "friend.request",
+        "friend.added",
+        "receipt.read",
+        "conversation.read",
+        "block.updated",
+    ] {
+        assert!(
+            kinds.contains(kind),
+            "no {kind} event was produced to check: {kinds:?}"
+        );
+    }
+
     // Error bodies of several kinds.
     for (status, body) in [
         alice
