@@ -54,7 +54,18 @@ fn instance(schema: &Value, node: &Value) -> Result<Value, Box<dyn Error>> {
     }
     if let Some(all) = node.get("allOf").and_then(Value::as_array) {
         let mut merged = Map::new();
-        for part in all {
+        // The node's own properties, then each part; `if`/`then` parts only
+        // constrain (e.g. a system message's body) and add no fields.
+        if node.get("properties").is_some() || node.get("type").is_some() {
+            let mut own = node.clone();
+            if let Some(o) = own.as_object_mut() {
+                o.remove("allOf");
+            }
+            if let Value::Object(fields) = instance(schema, &own)? {
+                merged.extend(fields);
+            }
+        }
+        for part in all.iter().filter(|p| p.get("if").is_none()) {
             if let Value::Object(fields) = instance(schema, part)? {
                 merged.extend(fields);
             }
