@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::{bail, Result};
 use mqchat_e2e::TestServer;
 
-fn prerequisites(browser_dir: &PathBuf) -> Result<bool> {
+fn prerequisites(browser_dir: &std::path::Path) -> Result<bool> {
     let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
     let missing: Vec<&str> = [
         (
