@@ -44,6 +44,8 @@ pub(crate) enum ConnError {
     ConnectTimeout,
     #[error("keep-alive timeout")]
     KeepAlive,
+    #[error("sent packets faster than allowed")]
+    RateLimited,
     #[error("router: {0}")]
     Router(String),
 }
@@ -83,6 +85,10 @@ struct Connection<S> {
     uplink: Option<mpsc::Sender<uplink::Job>>,
     /// Acknowledgements from the uplink worker, in PUBLISH order.
     uplink_acks: (mpsc::Sender<Packet>, mpsc::Receiver<Packet>),
+    /// Filters granted on this connection (bounded by `max_subscriptions`).
+    subscriptions: std::collections::HashSet<String>,
+    /// Inbound packets per second: a flood ends the connection.
+    inbound: governor::DefaultDirectRateLimiter,
     /// SUBSCRIBEs forwarded to the router, by packet id: one slot per filter
     /// of the client's packet, `Some` for those the gateway already refused.
     pending_subacks: HashMap<u16, Vec<Option<SubscribeReasonCode>>>,
@@ -261,6 +267,7 @@ where
             clean_session = clean,
             "client connected"
         );
+        let quota = shared_packet_quota(&shared);
         Ok(Some(Connection {
             shared,
             stream,
@@ -274,6 +281,8 @@ where
             link_rx,
             to_router: Vec::new(),
             to_uplink: Vec::new(),
+            subscriptions: std::collections::HashSet::new(),
+            inbound: governor::RateLimiter::direct(quota),
             uplink: None,
             uplink_acks: mpsc::channel(64),
             pending_subacks: HashMap::new(),
@@ -395,6 +404,16 @@ where
                 Err(protocol::Error::InsufficientBytes(_)) => break,
                 Err(e) => return Err(ConnError::Protocol(e)),
             };
+            // Acks answer our own deliveries and are bounded by them; only
+            // what the client starts counts against its budget.
+            let initiated = !matches!(
+                packet,
+                Packet::PubAck(..) | Packet::PubRec(..) | Packet::PubComp(..)
+            );
+            if initiated && self.inbound.check().is_err() {
+                metrics::counter!("mqtt_rate_limited_total").increment(1);
+                return Err(ConnError::RateLimited);
+            }
             match packet {
                 Packet::PingReq(_) => self.write(Packet::PingResp(PingResp))?,
                 Packet::Subscribe(sub, props) => {
@@ -403,6 +422,9 @@ where
                     }
                 }
                 Packet::Unsubscribe(unsub, props) => {
+                    for f in &unsub.filters {
+                        self.subscriptions.remove(f);
+                    }
                     // The router answers only for filters it knew, one ack per
                     // filter; the client is owed exactly one UNSUBACK, so the
                     // gateway answers and drops the router's.
@@ -530,9 +552,23 @@ where
         let user_id = self.principal.user_id;
         let mut slots = Vec::with_capacity(sub.filters.len());
         let mut allowed = Vec::with_capacity(sub.filters.len());
-        for mut filter in sub.filters.drain(..) {
+        let max_filters = self.shared.settings.max_filters_per_subscribe;
+        let max_subscriptions = self.shared.settings.max_subscriptions;
+        for (i, mut filter) in sub.filters.drain(..).enumerate() {
+            let over_quota = i >= max_filters
+                || (!self.subscriptions.contains(&filter.path)
+                    && self.subscriptions.len() >= max_subscriptions);
+            if over_quota {
+                metrics::counter!("mqtt_subscribe_quota_total").increment(1);
+                slots.push(Some(match self.version {
+                    Version::V311 => SubscribeReasonCode::Failure,
+                    Version::V5 => SubscribeReasonCode::QuotaExceeded,
+                }));
+                continue;
+            }
             match self.shared.acl.check_subscribe(user_id, &filter.path) {
                 Ok(()) => {
+                    self.subscriptions.insert(filter.path.clone());
                     // Every push is published at QoS 1, so a QoS 2
                     // subscription is granted QoS 1: delivery QoS is
                     // min(publish, subscription) by construction.
@@ -662,6 +698,7 @@ where
                 Some(DisconnectReasonCode::ServerShuttingDown)
             }
             Err(ConnError::KeepAlive) => Some(DisconnectReasonCode::KeepAliveTimeout),
+            Err(ConnError::RateLimited) => Some(DisconnectReasonCode::MessageRateTooHigh),
             Err(ConnError::Protocol(_)) => Some(DisconnectReasonCode::MalformedPacket),
             Err(ConnError::Violation(_)) => Some(DisconnectReasonCode::ProtocolError),
             _ => None,
@@ -691,6 +728,15 @@ where
             Err(e) => info!(user_id, client_id = %self.client_id, error = %e, "client dropped"),
         }
     }
+}
+
+/// The per-connection inbound packet budget from the settings.
+fn shared_packet_quota(shared: &Shared) -> governor::Quota {
+    let per_sec = std::num::NonZeroU32::new(shared.settings.max_packets_per_sec.max(1))
+        .unwrap_or(std::num::NonZeroU32::MIN);
+    let burst = std::num::NonZeroU32::new(shared.settings.packet_burst.max(1))
+        .unwrap_or(std::num::NonZeroU32::MIN);
+    governor::Quota::per_second(per_sec).allow_burst(burst)
 }
 
 /// How a connection ended without a protocol error.

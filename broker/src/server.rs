@@ -48,6 +48,14 @@ pub struct Settings {
     /// Uplink publishes a connection may have queued before the gateway stops
     /// reading from it.
     pub uplink_queue: usize,
+    /// Filters honoured in one SUBSCRIBE; the rest are refused.
+    pub max_filters_per_subscribe: usize,
+    /// Filters one connection may hold.
+    pub max_subscriptions: usize,
+    /// Sustained packets per second a client may send...
+    pub max_packets_per_sec: u32,
+    /// ...with bursts up to this many; beyond, the connection is closed.
+    pub packet_burst: u32,
 }
 
 impl Default for Settings {
@@ -62,6 +70,10 @@ impl Default for Settings {
             max_inflight: 100,
             open_publish: vec!["up".to_owned()],
             uplink_queue: 32,
+            max_filters_per_subscribe: 32,
+            max_subscriptions: 64,
+            max_packets_per_sec: 100,
+            packet_burst: 1000,
         }
     }
 }

@@ -244,3 +244,62 @@ async fn persistent_session_reports_session_present() -> Result<()> {
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn subscribe_with_hundreds_of_filters_is_capped() -> Result<()> {
+    let server = TestServer::start().await?;
+    let alice = server.user("alice").await?;
+    let mut sock = connected(&server, &alice, 30).await?;
+    let mut body = 9u16.to_be_bytes().to_vec();
+    for i in 0..200 {
+        string(&mut body, format!("users/{}/f{i}", alice.id).as_bytes());
+        body.push(1);
+    }
+    sock.write_all(&frame(0x82, &body)).await?;
+    // SUBACK: 2 + 200 bytes; read until complete.
+    let mut ack = Vec::new();
+    while ack.len() < 205 {
+        let chunk = read_some(&mut sock, Duration::from_secs(3)).await?;
+        if chunk.is_empty() {
+            anyhow::bail!("closed");
+        }
+        ack.extend(chunk);
+        if ack.len() >= 3 && ack[0] == 0x90 && ack.len() >= 2 + 2 + 200 {
+            break;
+        }
+    }
+    let codes = &ack[ack.len() - 200..];
+    assert!(
+        codes[..32].iter().all(|&c| c == 1),
+        "the first 32 are granted at QoS 1"
+    );
+    assert!(
+        codes[32..].iter().all(|&c| c == 0x80),
+        "the rest are refused"
+    );
+    // The connection is still fine.
+    sock.write_all(&[0xC0, 0x00]).await?;
+    assert_eq!(
+        read_some(&mut sock, Duration::from_secs(2)).await?,
+        [0xD0, 0x00]
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_packet_flood_closes_only_that_connection() -> Result<()> {
+    let server = TestServer::start().await?;
+    let alice = server.user("alice").await?;
+    let bob = server.user("bob").await?;
+    let mut calm = connected(&server, &bob, 30).await?;
+    let mut flood = connected(&server, &alice, 30).await?;
+    let pings = [0xC0u8, 0x00].repeat(3000);
+    let _ = flood.write_all(&pings).await;
+    expect_closed(&mut flood, Duration::from_secs(5)).await?;
+    calm.write_all(&[0xC0, 0x00]).await?;
+    assert_eq!(
+        read_some(&mut calm, Duration::from_secs(2)).await?,
+        [0xD0, 0x00]
+    );
+    Ok(())
+}
