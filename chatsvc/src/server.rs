@@ -115,6 +115,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     chat.load_revocations().await?;
     broker.set_uplink(Arc::new(api::uplink::MqttUplink::new(chat.clone())));
     spawn_presence(&chat, &broker, shutdown.clone());
+    tokio::spawn(chat.clone().run_webhooks(shutdown.clone()));
     {
         let chat = chat.clone();
         let stop = shutdown.clone();

@@ -13,6 +13,7 @@ use subtle::ConstantTimeEq;
 use super::error::{ApiError, Json, Path};
 use super::AppState;
 use crate::domain::model::User;
+use crate::domain::webhooks::Webhook;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -20,6 +21,9 @@ pub fn router() -> Router<AppState> {
         .route("/users", post(create_user))
         .route("/users/{id}/password", post(reset_password))
         .route("/users/{id}/disconnect", post(disconnect))
+        .route("/webhooks", get(list_webhooks).post(create_webhook))
+        .route("/webhooks/{id}", axum::routing::delete(delete_webhook))
+        .route("/webhooks/{id}/replay", post(replay_webhook))
 }
 
 /// Proof that the caller holds the admin token.
@@ -125,4 +129,76 @@ async fn disconnect(
     Json(Disconnected {
         connections: state.broker.disconnect(id, None),
     })
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewWebhook {
+    pub url: String,
+    /// Event types (`message.created`, `user.offline_message`); all if empty.
+    #[serde(default)]
+    pub events: Vec<String>,
+}
+
+/// `POST /admin/webhooks {url, events}` → 201 with the webhook and its
+/// signing secret (shown only now).
+async fn create_webhook(
+    State(state): State<AppState>,
+    _: Admin,
+    Json(req): Json<NewWebhook>,
+) -> Result<(StatusCode, Json<Webhook>), ApiError> {
+    Ok((
+        StatusCode::CREATED,
+        Json(state.chat.create_webhook(&req.url, req.events).await?),
+    ))
+}
+
+#[derive(Debug, Serialize)]
+pub struct WebhookList {
+    pub webhooks: Vec<Webhook>,
+}
+
+/// `GET /admin/webhooks` → active webhooks (without secrets).
+async fn list_webhooks(
+    State(state): State<AppState>,
+    _: Admin,
+) -> Result<Json<WebhookList>, ApiError> {
+    Ok(Json(WebhookList {
+        webhooks: state.chat.webhooks().await?,
+    }))
+}
+
+/// `DELETE /admin/webhooks/{id}` → 204; stops deliveries to it.
+async fn delete_webhook(
+    State(state): State<AppState>,
+    _: Admin,
+    Path(id): Path<u64>,
+) -> Result<StatusCode, ApiError> {
+    state.chat.delete_webhook(id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Replay {
+    /// Re-send deliveries with an id greater than this.
+    #[serde(default)]
+    pub after: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Replayed {
+    pub requeued: usize,
+}
+
+/// `POST /admin/webhooks/{id}/replay {after}` → how many deliveries were queued again.
+async fn replay_webhook(
+    State(state): State<AppState>,
+    _: Admin,
+    Path(id): Path<u64>,
+    Json(req): Json<Replay>,
+) -> Result<Json<Replayed>, ApiError> {
+    Ok(Json(Replayed {
+        requeued: state.chat.replay_webhook(id, req.after).await?,
+    }))
 }

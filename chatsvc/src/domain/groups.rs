@@ -98,12 +98,13 @@ impl Chat {
             + 'static,
     {
         let downlink = self.downlink.clone();
+        let presence = self.downlink.clone();
         let now = now_ms();
         let (v, _) = self
             .store
             .write_then(
                 move |c| {
-                    let mut out = Outbox::default();
+                    let mut out = Outbox::with_presence(presence);
                     let v = f(c, &mut out, now)?;
                     Ok::<_, DomainError>((v, out))
                 },

@@ -74,7 +74,9 @@ pub(crate) fn post(
         p.now,
     )?;
     let deliveries = store::fan_out(c, p.conversation_id, MESSAGE_CREATED, row.id)?;
-    out.message(MESSAGE_CREATED, &message_json(&row)?, &deliveries);
+    let json = message_json(&row)?;
+    super::webhooks::on_message(c, out, &row, &json, &deliveries, p.now)?;
+    out.message(MESSAGE_CREATED, &json, &deliveries);
     Ok(row)
 }
 
@@ -130,6 +132,7 @@ impl Chat {
         let now = now_ms();
         let dm_policy = self.limits.dm_policy;
         let downlink = self.downlink.clone();
+        let presence = self.downlink.clone();
         let body = m.body.get().to_owned();
         let client_msg_id = m.client_msg_id;
         let to = m.to;
@@ -137,7 +140,7 @@ impl Chat {
             .store
             .write_then(
                 move |c| {
-                    let mut out = Outbox::default();
+                    let mut out = Outbox::with_presence(presence);
                     if let Some(original) = store::by_client_id(c, sender, &client_msg_id)? {
                         return Ok((original, false, out));
                     }

@@ -10,6 +10,7 @@ mod outbox;
 pub mod presence;
 pub mod social;
 pub mod tokens;
+pub mod webhooks;
 
 use std::sync::Arc;
 
@@ -133,6 +134,8 @@ pub struct Chat {
     pub(crate) limits: Limits,
     pub(crate) presence: Arc<presence::Tracker>,
     pub(crate) rates: Arc<limits::RateLimits>,
+    /// Wakes the webhook worker early.
+    pub(crate) webhook_wake: Arc<tokio::sync::Notify>,
 }
 
 impl std::fmt::Debug for Chat {
@@ -156,6 +159,7 @@ impl Chat {
             limits,
             presence: Arc::new(presence::Tracker::default()),
             rates,
+            webhook_wake: Arc::new(tokio::sync::Notify::new()),
         }
     }
 

@@ -15,9 +15,19 @@ pub const PRESENCE: &str = "presence";
 pub const TYPING: &str = "typing";
 
 /// Pushes to make once the write that produced them has committed.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct Outbox {
     items: Vec<(u64, &'static str, Bytes)>,
+    /// Who is connected, for decisions taken during the write (offline push).
+    online: Option<std::sync::Arc<dyn Downlink>>,
+}
+
+impl std::fmt::Debug for Outbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Outbox")
+            .field("items", &self.items.len())
+            .finish()
+    }
 }
 
 /// `{"type":KIND,"cursor":N,...fields}` from a fields object's JSON text.
@@ -37,6 +47,19 @@ fn compose(kind: &str, cursor: u64, fields: &str) -> String {
 }
 
 impl Outbox {
+    /// An outbox that can tell who is online while the write runs.
+    pub fn with_presence(downlink: std::sync::Arc<dyn Downlink>) -> Self {
+        Outbox {
+            online: Some(downlink),
+            ..Default::default()
+        }
+    }
+
+    /// Does the user have a live connection? (False when unknown.)
+    pub fn is_online(&self, user: u64) -> bool {
+        self.online.as_ref().is_some_and(|d| d.is_online(user))
+    }
+
     /// Stores an event with `fields` in `user`'s inbox and queues its push.
     pub fn emit(
         &mut self,

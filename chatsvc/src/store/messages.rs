@@ -572,3 +572,17 @@ pub fn delivered_between(
         .collect::<Result<Vec<_>, _>>()?;
     Ok(rows)
 }
+
+/// Others' unread user messages in one conversation for `user` (as in the
+/// conversation list).
+pub fn unread(c: &Connection, user_id: u64, conversation_id: u64) -> Result<u64, StoreError> {
+    Ok(c
+        .prepare_cached(
+            "SELECT COUNT(*) FROM messages u JOIN conversation_members cm
+               ON cm.conversation_id = u.conversation_id AND cm.user_id = ?1
+             WHERE u.conversation_id = ?2 AND u.seq > cm.read_seq AND u.sender_id != ?1
+               AND u.kind = 'user' AND u.recalled_at IS NULL
+               AND NOT EXISTS (SELECT 1 FROM hidden_messages h WHERE h.user_id = ?1 AND h.message_id = u.id)",
+        )?
+        .query_row(params![user_id, conversation_id], |r| r.get(0))?)
+}

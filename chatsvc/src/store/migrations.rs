@@ -161,6 +161,33 @@ const MIGRATIONS: &[&str] = &[
         SELECT id, json_extract(body, '$.text') FROM messages
         WHERE json_type(body, '$.text') = 'text';
     "#,
+    // 3: outgoing webhooks and their durable delivery queue.
+    r#"
+    CREATE TABLE webhooks (
+        id          INTEGER PRIMARY KEY,
+        url         TEXT    NOT NULL,
+        secret      TEXT    NOT NULL,
+        -- comma-separated event types, or '*'
+        events      TEXT    NOT NULL,
+        created_at  INTEGER NOT NULL,
+        disabled_at INTEGER
+    );
+
+    -- Written in the same transaction as what they report, so a committed
+    -- message always has its webhook deliveries queued.
+    CREATE TABLE webhook_deliveries (
+        id              INTEGER PRIMARY KEY,
+        webhook_id      INTEGER NOT NULL REFERENCES webhooks(id),
+        event           TEXT    NOT NULL,
+        payload         TEXT    NOT NULL,
+        created_at      INTEGER NOT NULL,
+        attempts        INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at INTEGER NOT NULL,
+        delivered_at    INTEGER,
+        last_error      TEXT
+    );
+    CREATE INDEX webhook_deliveries_due ON webhook_deliveries(next_attempt_at) WHERE delivered_at IS NULL;
+    "#,
 ];
 
 /// Brings the database to the latest version, one transaction per step.

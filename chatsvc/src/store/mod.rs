@@ -12,6 +12,7 @@ mod migrations;
 pub mod sessions;
 pub mod social;
 pub mod users;
+pub mod webhooks;
 mod writer;
 
 use std::path::{Path, PathBuf};
