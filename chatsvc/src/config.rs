@@ -25,6 +25,12 @@ pub enum Command {
 /// The server's settings.
 #[derive(Debug, Clone, clap::Args)]
 pub struct Config {
+    /// A TOML file with any of these settings (keys are the flag names with
+    /// `_` for `-`, e.g. `http = "0.0.0.0:8080"`, `max_group_size = 500`).
+    /// Flags and environment variables win over the file.
+    #[arg(long, env = "CHAT_CONFIG", global = true)]
+    pub config: Option<PathBuf>,
+
     /// HTTP listen address (API, /healthz, /metrics, and MQTT over WebSocket
     /// at /mqtt). Port 0 picks a free port; the bound address is logged.
     #[arg(
@@ -154,4 +160,70 @@ impl Config {
             ..Default::default()
         }
     }
+}
+
+/// Why the configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("config file {path}: {message}")]
+    File { path: String, message: String },
+    #[error("{0}")]
+    Args(#[from] clap::Error),
+}
+
+/// Parses flags and environment, then fills every setting not given there
+/// from the `--config` TOML file, if any.
+pub fn load() -> Result<Cli, ConfigError> {
+    use clap::{CommandFactory, FromArgMatches};
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let matches = Cli::command().try_get_matches_from(&args)?;
+    let Some(path) = matches.get_one::<PathBuf>("config").cloned() else {
+        return Ok(Cli::from_arg_matches(&matches)?);
+    };
+    let file_error = |message: String| ConfigError::File {
+        path: path.display().to_string(),
+        message,
+    };
+    let text = std::fs::read_to_string(&path).map_err(|e| file_error(e.to_string()))?;
+    let table: toml::Table = text
+        .parse()
+        .map_err(|e: toml::de::Error| file_error(e.to_string()))?;
+    let command = Cli::command();
+    let mut extra: Vec<std::ffi::OsString> = Vec::new();
+    for (key, value) in table {
+        let id = key.replace('-', "_");
+        let Some(arg) = command
+            .get_arguments()
+            .find(|a| a.get_id().as_str() == id && a.get_long().is_some())
+        else {
+            return Err(file_error(format!("unknown setting `{key}`")));
+        };
+        if id == "config" {
+            return Err(file_error(
+                "`config` can't be set in the config file".into(),
+            ));
+        }
+        let given = matches!(
+            matches.value_source(&id),
+            Some(clap::parser::ValueSource::CommandLine | clap::parser::ValueSource::EnvVariable)
+        );
+        if given {
+            continue;
+        }
+        let value = match value {
+            toml::Value::String(s) => s,
+            toml::Value::Integer(i) => i.to_string(),
+            toml::Value::Float(f) => f.to_string(),
+            toml::Value::Boolean(b) => b.to_string(),
+            other => return Err(file_error(format!("`{key}`: unsupported value {other}"))),
+        };
+        extra.push(format!("--{}", arg.get_long().unwrap_or(&id)).into());
+        extra.push(value.into());
+    }
+    let mut argv = vec![args.first().cloned().unwrap_or_else(|| "chatd".into())];
+    argv.extend(extra);
+    argv.extend(args.into_iter().skip(1));
+    Ok(Cli::from_arg_matches(
+        &Cli::command().try_get_matches_from(argv)?,
+    )?)
 }

@@ -109,3 +109,42 @@ async fn health_and_prometheus_metrics() -> Result<()> {
     }
     Ok(())
 }
+
+#[tokio::test]
+async fn settings_from_a_toml_file_flags_win() -> Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let file = tmp.path().join("chatd.toml");
+    std::fs::write(
+        &file,
+        "dm_policy = \"friends\"\nmax-group-size = 2\nsend_rate = 1\n",
+    )?;
+    let config = format!("--config={}", file.display());
+    // The file says send_rate = 1; the flag says unlimited, and wins.
+    let server = TestServer::start_with(&[&config, "--send-rate", "0"]).await?;
+    let alice = server.user("alice").await?;
+    let bob = server.user("bob").await?;
+    let (s, _) = alice.send_text(bob.id, "x", "hi").await?;
+    assert_eq!(s, 403, "dm_policy = friends from the file");
+    alice.befriend(&bob).await?;
+    for i in 0..15 {
+        let (s, _) = alice.send_text(bob.id, &format!("m{i}"), "fast").await?;
+        assert_eq!(s, 201, "the --send-rate flag overrides the file");
+    }
+    let carol = server.user("carol").await?;
+    let (s, _) = alice
+        .post(
+            "/v1/groups",
+            &serde_json::json!({"name": "g", "members": [bob.id, carol.id]}),
+        )
+        .await?;
+    assert_eq!(s, 400, "max-group-size = 2 from the file");
+
+    std::fs::write(&file, "no_such_setting = 1\n")?;
+    let err = TestServer::start_with(&[&config])
+        .await
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(err.contains("before listening"), "{err}");
+    Ok(())
+}

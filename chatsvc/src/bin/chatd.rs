@@ -1,12 +1,18 @@
 //! `chatd`: parse configuration, set up logging, run until SIGINT/SIGTERM.
 
-use clap::Parser;
 use mqchat_chatsvc::config::{Cli, Command, LogFormat};
 use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let Cli { config, command } = Cli::parse();
+    let Cli { config, command } = match mqchat_chatsvc::config::load() {
+        Ok(cli) => cli,
+        Err(mqchat_chatsvc::config::ConfigError::Args(e)) => e.exit(),
+        Err(e) => {
+            eprintln!("chatd: {e}");
+            std::process::exit(2);
+        }
+    };
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new("info,rumqttd=warn,tower_http=warn"));
     let logs = tracing_subscriber::fmt()
