@@ -115,6 +115,14 @@ pub struct Config {
     #[arg(long, env = "CHAT_WEB_VENDOR_DIR")]
     pub web_vendor_dir: Option<PathBuf>,
 
+    /// Largest file upload, in MiB.
+    #[arg(long, env = "CHAT_MAX_UPLOAD_MB", default_value_t = 20)]
+    pub max_upload_mb: u64,
+
+    /// Hours after which an upload no message references is deleted.
+    #[arg(long, env = "CHAT_UNREFERENCED_FILE_HOURS", default_value_t = 24)]
+    pub unreferenced_file_hours: u64,
+
     /// Log format: `text` or `json`.
     #[arg(long, env = "CHAT_LOG_FORMAT", default_value = "text")]
     pub log_format: LogFormat,
@@ -141,6 +149,10 @@ impl Config {
         Duration::from_secs(self.refresh_token_ttl_days.max(1) * 86_400)
     }
 
+    pub fn unreferenced_file_ttl(&self) -> Duration {
+        Duration::from_secs(self.unreferenced_file_hours * 3600)
+    }
+
     /// The domain's rules from the flags.
     pub fn limits(&self) -> crate::domain::Limits {
         crate::domain::Limits {
@@ -157,6 +169,7 @@ impl Config {
                 auth_per_ip_per_min: self.auth_ip_rate,
                 sends_per_user_per_sec: self.send_rate,
             },
+            max_upload_bytes: self.max_upload_mb.max(1) * 1024 * 1024,
             ..Default::default()
         }
     }

@@ -111,11 +111,30 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         tokens,
         Arc::new(BrokerDownlink(broker.clone())),
         config.limits(),
-    );
+    )
+    .with_files_dir(data_dir.join("files"));
     chat.load_revocations().await?;
     broker.set_uplink(Arc::new(api::uplink::MqttUplink::new(chat.clone())));
     spawn_presence(&chat, &broker, shutdown.clone());
     tokio::spawn(chat.clone().run_webhooks(shutdown.clone()));
+    {
+        let chat = chat.clone();
+        let stop = shutdown.clone();
+        let age = config.unreferenced_file_ttl();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(600));
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tick.tick() => match chat.clean_unreferenced_files(age).await {
+                        Ok(0) => {}
+                        Ok(n) => info!(files = n, "deleted unreferenced uploads"),
+                        Err(e) => warn!(error = %e, "cleaning uploads"),
+                    },
+                }
+            }
+        });
+    }
     {
         let chat = chat.clone();
         let stop = shutdown.clone();

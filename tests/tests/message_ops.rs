@@ -129,11 +129,11 @@ async fn edit_and_delete_for_me() -> Result<()> {
     let (_, found) = bob.get("/v1/search?q=hello").await?;
     assert_eq!(found["messages"], json!([]));
 
-    // Non-text messages can't be edited into text.
+    // Non-text messages (here a location) can't be edited into text.
     let (_, pic) = alice
         .post(
             "/v1/messages",
-            &json!({"to": {"user": bob.id}, "client_msg_id": "p1", "body": {"image": {"id": "x"}}}),
+            &json!({"to": {"user": bob.id}, "client_msg_id": "p1", "body": {"location": {"lat": 52.5, "lon": 13.4}}}),
         )
         .await?;
     let (s, _) = alice

@@ -144,14 +144,21 @@ async fn mqtt5_reply_goes_to_the_response_topic_with_correlation_data() -> Resul
     opts.set_keep_alive(Duration::from_secs(30));
     let (client, mut events) = AsyncClient::new(opts, 16);
     let inbox = format!("users/{}/rpc/answers", alice.id);
+    // Both answer topics are subscribed before anything is asked.
     client.subscribe(&inbox, Qos5::AtLeastOnce).await?;
+    client
+        .subscribe(format!("users/{}/replies", alice.id), Qos5::AtLeastOnce)
+        .await?;
     let mut replies: Vec<(String, Value, Option<bytes::Bytes>)> = Vec::new();
-    let mut sent = 0;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(8);
+    let mut subacks = 0;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
     while replies.len() < 2 && tokio::time::Instant::now() < deadline {
         match tokio::time::timeout(Duration::from_secs(5), events.poll()).await?? {
-            Event::Incoming(Packet::SubAck(_)) if sent == 0 => {
-                sent = 1;
+            Event::Incoming(Packet::SubAck(_)) => {
+                subacks += 1;
+                if subacks < 2 {
+                    continue;
+                }
                 for (i, response_topic) in [inbox.clone(), format!("users/{}/rpc/answers", bob.id)]
                     .into_iter()
                     .enumerate()
@@ -172,10 +179,8 @@ async fn mqtt5_reply_goes_to_the_response_topic_with_correlation_data() -> Resul
                         )
                         .await?;
                 }
-                // The second asked for bob's space; it is answered on alice's replies.
-                client
-                    .subscribe(format!("users/{}/replies", alice.id), Qos5::AtLeastOnce)
-                    .await?;
+                // The second asked for bob's space; it is answered on
+                // alice's replies.
             }
             Event::Incoming(Packet::Publish(p)) => {
                 let topic = String::from_utf8(p.topic.to_vec())?;

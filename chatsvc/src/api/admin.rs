@@ -9,8 +9,9 @@ use axum::routing::{get, post};
 use axum::Router;
 use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
+use utoipa::{OpenApi, ToSchema};
 
-use super::error::{ApiError, Json, Path};
+use super::error::{ApiError, ErrorBody, Json, Path};
 use super::AppState;
 use crate::domain::model::User;
 use crate::domain::webhooks::Webhook;
@@ -21,10 +22,26 @@ pub fn router() -> Router<AppState> {
         .route("/users", post(create_user))
         .route("/users/{id}/password", post(reset_password))
         .route("/users/{id}/disconnect", post(disconnect))
+        .route("/files/cleanup", post(clean_files))
         .route("/webhooks", get(list_webhooks).post(create_webhook))
         .route("/webhooks/{id}", axum::routing::delete(delete_webhook))
         .route("/webhooks/{id}/replay", post(replay_webhook))
 }
+
+/// These routes in the OpenAPI document (paths relative to `/admin`).
+#[derive(OpenApi)]
+#[openapi(paths(
+    online,
+    create_user,
+    reset_password,
+    disconnect,
+    clean_files,
+    list_webhooks,
+    create_webhook,
+    delete_webhook,
+    replay_webhook
+))]
+pub(super) struct Doc;
 
 /// Proof that the caller holds the admin token.
 #[derive(Debug)]
@@ -59,13 +76,20 @@ impl FromRequestParts<AppState> for Admin {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct Online {
     pub user_ids: Vec<u64>,
     pub connections: usize,
 }
 
 /// `GET /admin/online` → users with a live MQTT connection.
+#[utoipa::path(
+    get,
+    path = "/online",
+    operation_id = "admin_online",
+    responses((status = 200, description = "Online users and the number of MQTT connections.", body = Online)),
+    security(("admin_token" = []))
+)]
 async fn online(State(state): State<AppState>, _: Admin) -> Json<Online> {
     Json(Online {
         user_ids: state.broker.online_users(),
@@ -73,7 +97,7 @@ async fn online(State(state): State<AppState>, _: Admin) -> Json<Online> {
     })
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewUser {
     pub username: String,
@@ -81,6 +105,18 @@ pub struct NewUser {
 }
 
 /// `POST /admin/users {username, password}` → 201 with the user.
+#[utoipa::path(
+    post,
+    path = "/users",
+    operation_id = "admin_create_user",
+    request_body = NewUser,
+    responses(
+        (status = 201, description = "The new user.", body = User),
+        (status = 400, description = "`invalid_username`, `weak_password`, `invalid_request` or `malformed_json`.", body = ErrorBody),
+        (status = 409, description = "`username_taken`.", body = ErrorBody),
+    ),
+    security(("admin_token" = []))
+)]
 async fn create_user(
     State(state): State<AppState>,
     _: Admin,
@@ -97,14 +133,29 @@ async fn create_user(
     ))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewPassword {
     pub password: String,
 }
 
-/// `POST /admin/users/{id}/password {password}` → 204; every session of the
-/// user ends (refresh tokens, access tokens, MQTT connections).
+/// `POST /admin/users/{id}/password {password}` → 204.
+///
+/// Every session of the user ends (refresh tokens, access tokens, MQTT
+/// connections).
+#[utoipa::path(
+    post,
+    path = "/users/{id}/password",
+    operation_id = "admin_reset_password",
+    params(("id" = u64, Path, description = "The user's id.")),
+    request_body = NewPassword,
+    responses(
+        (status = 204, description = "Password set, sessions ended."),
+        (status = 400, description = "`weak_password`, `invalid_request` or `malformed_json`.", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such user.", body = ErrorBody),
+    ),
+    security(("admin_token" = []))
+)]
 async fn reset_password(
     State(state): State<AppState>,
     _: Admin,
@@ -115,12 +166,20 @@ async fn reset_password(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct Disconnected {
     pub connections: usize,
 }
 
 /// `POST /admin/users/{id}/disconnect` → how many MQTT connections were closed.
+#[utoipa::path(
+    post,
+    path = "/users/{id}/disconnect",
+    operation_id = "admin_disconnect_user",
+    params(("id" = u64, Path, description = "The user's id.")),
+    responses((status = 200, description = "Connections closed (0 for a user who is offline or does not exist).", body = Disconnected)),
+    security(("admin_token" = []))
+)]
 async fn disconnect(
     State(state): State<AppState>,
     _: Admin,
@@ -131,7 +190,7 @@ async fn disconnect(
     })
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewWebhook {
     pub url: String,
@@ -140,8 +199,20 @@ pub struct NewWebhook {
     pub events: Vec<String>,
 }
 
-/// `POST /admin/webhooks {url, events}` → 201 with the webhook and its
-/// signing secret (shown only now).
+/// `POST /admin/webhooks {url, events}` → 201 with the webhook and its secret.
+///
+/// The signing secret is shown only now.
+#[utoipa::path(
+    post,
+    path = "/webhooks",
+    operation_id = "admin_create_webhook",
+    request_body = NewWebhook,
+    responses(
+        (status = 201, description = "The webhook, with its `secret`.", body = Webhook),
+        (status = 400, description = "`invalid_request` (not an http(s) URL, an unknown event) or `malformed_json`.", body = ErrorBody),
+    ),
+    security(("admin_token" = []))
+)]
 async fn create_webhook(
     State(state): State<AppState>,
     _: Admin,
@@ -153,12 +224,19 @@ async fn create_webhook(
     ))
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct WebhookList {
     pub webhooks: Vec<Webhook>,
 }
 
 /// `GET /admin/webhooks` → active webhooks (without secrets).
+#[utoipa::path(
+    get,
+    path = "/webhooks",
+    operation_id = "admin_list_webhooks",
+    responses((status = 200, description = "Active webhooks, without `secret`.", body = WebhookList)),
+    security(("admin_token" = []))
+)]
 async fn list_webhooks(
     State(state): State<AppState>,
     _: Admin,
@@ -169,6 +247,17 @@ async fn list_webhooks(
 }
 
 /// `DELETE /admin/webhooks/{id}` → 204; stops deliveries to it.
+#[utoipa::path(
+    delete,
+    path = "/webhooks/{id}",
+    operation_id = "admin_delete_webhook",
+    params(("id" = u64, Path, description = "The webhook's id.")),
+    responses(
+        (status = 204, description = "Stopped."),
+        (status = 404, description = "`not_found`: no such active webhook.", body = ErrorBody),
+    ),
+    security(("admin_token" = []))
+)]
 async fn delete_webhook(
     State(state): State<AppState>,
     _: Admin,
@@ -178,7 +267,7 @@ async fn delete_webhook(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Replay {
     /// Re-send deliveries with an id greater than this.
@@ -186,12 +275,21 @@ pub struct Replay {
     pub after: u64,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct Replayed {
     pub requeued: usize,
 }
 
 /// `POST /admin/webhooks/{id}/replay {after}` → how many deliveries were queued again.
+#[utoipa::path(
+    post,
+    path = "/webhooks/{id}/replay",
+    operation_id = "admin_replay_webhook",
+    params(("id" = u64, Path, description = "The webhook's id.")),
+    request_body = Replay,
+    responses((status = 200, description = "Deliveries queued again.", body = Replayed)),
+    security(("admin_token" = []))
+)]
 async fn replay_webhook(
     State(state): State<AppState>,
     _: Admin,
@@ -201,4 +299,39 @@ async fn replay_webhook(
     Ok(Json(Replayed {
         requeued: state.chat.replay_webhook(id, req.after).await?,
     }))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Cleanup {
+    /// Delete unreferenced uploads older than this many seconds.
+    pub older_than_secs: u64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Cleaned {
+    pub deleted: usize,
+}
+
+/// `POST /admin/files/cleanup {older_than_secs}` → deletes unreferenced uploads.
+///
+/// Uploads no message references; chatd also does this periodically.
+#[utoipa::path(
+    post,
+    path = "/files/cleanup",
+    operation_id = "admin_clean_files",
+    request_body = Cleanup,
+    responses((status = 200, description = "How many uploads were deleted.", body = Cleaned)),
+    security(("admin_token" = []))
+)]
+async fn clean_files(
+    State(state): State<AppState>,
+    _: Admin,
+    Json(req): Json<Cleanup>,
+) -> Result<Json<Cleaned>, ApiError> {
+    let deleted = state
+        .chat
+        .clean_unreferenced_files(std::time::Duration::from_secs(req.older_than_secs))
+        .await?;
+    Ok(Json(Cleaned { deleted }))
 }

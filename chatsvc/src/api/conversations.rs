@@ -5,8 +5,9 @@ use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::Router;
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, OpenApi, ToSchema};
 
-use super::error::{ApiError, Json, Path, Query};
+use super::error::{ApiError, ErrorBody, Json, Path, Query};
 use super::extract::AuthUser;
 use super::AppState;
 use crate::domain::model::{Conversation, Message};
@@ -19,19 +20,36 @@ pub fn router() -> Router<AppState> {
         .route("/conversations/{id}/typing", post(typing))
 }
 
-#[derive(Debug, Deserialize)]
+/// These routes in the OpenAPI document (paths relative to `/v1`).
+#[derive(OpenApi)]
+#[openapi(paths(list, history, read, typing))]
+pub(super) struct Doc;
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
+    /// Most conversations (default 100, at most 500).
     pub limit: Option<usize>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct ConversationList {
     pub conversations: Vec<Conversation>,
 }
 
-/// `GET /v1/conversations?limit=N` → the caller's conversations with their
-/// last message, most recent first.
+/// `GET /v1/conversations?limit=N` → the caller's conversations, most recent first.
+///
+/// Each with the peer or group, the last message, the read marker and the
+/// unread count.
+#[utoipa::path(
+    get,
+    path = "/conversations",
+    operation_id = "list_conversations",
+    params(ListQuery),
+    responses((status = 200, description = "The conversations.", body = ConversationList)),
+    security(("bearer" = []))
+)]
 async fn list(
     State(state): State<AppState>,
     AuthUser(caller): AuthUser,
@@ -44,15 +62,17 @@ async fn list(
     Ok(Json(ConversationList { conversations }))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct HistoryQuery {
     /// Only messages with a smaller seq (page backwards from here).
     pub before_seq: Option<u64>,
+    /// Most messages (default 50, at most 500).
     pub limit: Option<usize>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct HistoryPage {
     /// Oldest first.
     pub messages: Vec<Message>,
@@ -60,8 +80,20 @@ pub struct HistoryPage {
     pub has_more: bool,
 }
 
-/// `GET /v1/conversations/{id}/messages?before_seq=&limit=` → a page of
-/// history, oldest first. 404 for conversations the caller is not in.
+/// `GET /v1/conversations/{id}/messages?before_seq=&limit=` → a page of history.
+///
+/// Oldest first. 404 for conversations the caller is not in.
+#[utoipa::path(
+    get,
+    path = "/conversations/{id}/messages",
+    operation_id = "conversation_history",
+    params(("id" = u64, Path, description = "The conversation's id."), HistoryQuery),
+    responses(
+        (status = 200, description = "A page of messages.", body = HistoryPage),
+        (status = 404, description = "`not_found`: no such conversation, or the caller is not in it.", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
 async fn history(
     State(state): State<AppState>,
     AuthUser(caller): AuthUser,
@@ -75,20 +107,34 @@ async fn history(
     Ok(Json(HistoryPage { messages, has_more }))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReadRequest {
     /// Everything up to and including this seq has been read.
     pub seq: u64,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct ReadMarker {
     pub read_seq: u64,
 }
 
-/// `POST /v1/conversations/{id}/read {seq}` → the read marker, which never
-/// moves backwards; the other party (groups: the senders) get `receipt.read`.
+/// `POST /v1/conversations/{id}/read {seq}` → the read marker.
+///
+/// The marker never moves backwards; the other party (groups: the senders)
+/// get `receipt.read`.
+#[utoipa::path(
+    post,
+    path = "/conversations/{id}/read",
+    operation_id = "mark_read",
+    params(("id" = u64, Path, description = "The conversation's id.")),
+    request_body = ReadRequest,
+    responses(
+        (status = 200, description = "The read marker now.", body = ReadMarker),
+        (status = 404, description = "`not_found`: no such conversation, or the caller is not in it.", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
 async fn read(
     State(state): State<AppState>,
     AuthUser(caller): AuthUser,
@@ -100,8 +146,21 @@ async fn read(
     }))
 }
 
-/// `POST /v1/conversations/{id}/typing` → 204; the other members get a
-/// `typing` push on `users/{id}/typing` (not stored, not synced).
+/// `POST /v1/conversations/{id}/typing` → 204.
+///
+/// The other members get a `typing` push on `users/{id}/typing` (not stored,
+/// not synced).
+#[utoipa::path(
+    post,
+    path = "/conversations/{id}/typing",
+    operation_id = "send_typing",
+    params(("id" = u64, Path, description = "The conversation's id.")),
+    responses(
+        (status = 204, description = "Pushed."),
+        (status = 404, description = "`not_found`: no such conversation, or the caller is not in it.", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
 async fn typing(
     State(state): State<AppState>,
     AuthUser(caller): AuthUser,

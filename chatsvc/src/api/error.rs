@@ -40,21 +40,25 @@ impl ApiError {
     }
 }
 
-#[derive(Serialize)]
-struct Body<'a> {
-    error: Inner<'a>,
+/// The body of every error answer: `{"error": {"code", "message"}}`.
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = Error)]
+pub struct ErrorBody<'a> {
+    pub error: ErrorDetail<'a>,
 }
 
-#[derive(Serialize)]
-struct Inner<'a> {
-    code: &'a str,
-    message: &'a str,
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ErrorDetail<'a> {
+    /// Stable, snake_case, meant for programs (listed in `schemas/errors.md`).
+    pub code: &'a str,
+    /// For people; may change.
+    pub message: &'a str,
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = Body {
-            error: Inner {
+        let body = ErrorBody {
+            error: ErrorDetail {
                 code: self.code,
                 message: &self.message,
             },
@@ -103,6 +107,11 @@ impl From<DomainError> for ApiError {
                 ApiError::new(S::NOT_FOUND, "not_found", format!("{what} not found"))
             }
             DomainError::Forbidden(m) => ApiError::new(S::FORBIDDEN, "forbidden", m),
+            DomainError::TooLarge(limit) => ApiError::new(
+                S::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                format!("larger than {limit} bytes"),
+            ),
             DomainError::Conflict(m) => ApiError::new(S::CONFLICT, "conflict", m),
             DomainError::RateLimited { retry_after } => {
                 let mut e = ApiError::new(

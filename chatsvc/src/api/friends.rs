@@ -5,8 +5,9 @@ use axum::http::StatusCode;
 use axum::routing::{delete, get, post};
 use axum::Router;
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, OpenApi, ToSchema};
 
-use super::error::{ApiError, Json, Path, Query};
+use super::error::{ApiError, ErrorBody, Json, Path, Query};
 use super::extract::AuthUser;
 use super::AppState;
 use crate::domain::model::{Friend, FriendRequest, Presence};
@@ -26,12 +27,36 @@ pub fn router() -> Router<AppState> {
         .route("/presence", get(presence))
 }
 
-#[derive(Debug, Serialize)]
+/// These routes in the OpenAPI document (paths relative to `/v1`).
+#[derive(OpenApi)]
+#[openapi(paths(
+    list_friends,
+    online_friends,
+    remove_friend,
+    list_requests,
+    send_request,
+    accept,
+    reject,
+    cancel,
+    list_blocks,
+    block,
+    unblock,
+    presence
+))]
+pub(super) struct Doc;
+
+#[derive(Debug, Serialize, ToSchema)]
 pub struct FriendList {
     pub friends: Vec<Friend>,
 }
 
 /// `GET /v1/friends` → friends with presence and last-seen time.
+#[utoipa::path(
+    get,
+    path = "/friends",
+    responses((status = 200, description = "The caller's friends.", body = FriendList)),
+    security(("bearer" = []))
+)]
 async fn list_friends(
     State(state): State<AppState>,
     AuthUser(caller): AuthUser,
@@ -42,6 +67,12 @@ async fn list_friends(
 }
 
 /// `GET /v1/friends/online` → only the friends online now.
+#[utoipa::path(
+    get,
+    path = "/friends/online",
+    responses((status = 200, description = "The caller's friends with a live connection.", body = FriendList)),
+    security(("bearer" = []))
+)]
 async fn online_friends(
     State(state): State<AppState>,
     AuthUser(caller): AuthUser,
@@ -57,6 +88,16 @@ async fn online_friends(
 }
 
 /// `DELETE /v1/friends/{user_id}` → 204; both sides get `friend.removed`.
+#[utoipa::path(
+    delete,
+    path = "/friends/{user_id}",
+    params(("user_id" = u64, Path, description = "The friend's user id.")),
+    responses(
+        (status = 204, description = "No longer friends."),
+        (status = 404, description = "`not_found`: not a friend.", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
 async fn remove_friend(
     State(state): State<AppState>,
     AuthUser(caller): AuthUser,
@@ -66,19 +107,31 @@ async fn remove_friend(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct RequestQuery {
     /// `incoming` (default) or `outgoing`.
     pub direction: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct RequestList {
     pub requests: Vec<FriendRequest>,
 }
 
 /// `GET /v1/friends/requests?direction=incoming|outgoing` → pending requests.
+#[utoipa::path(
+    get,
+    path = "/friends/requests",
+    operation_id = "list_friend_requests",
+    params(RequestQuery),
+    responses(
+        (status = 200, description = "Pending requests to (incoming) or from (outgoing) the caller.", body = RequestList),
+        (status = 400, description = "`invalid_request`: `direction` is neither `incoming` nor `outgoing`.", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
 async fn list_requests(
     State(state): State<AppState>,
     AuthUser(caller): AuthUser,
@@ -98,15 +151,32 @@ async fn list_requests(
     }))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewRequest {
     pub user_id: u64,
+    /// Shown to the other user; at most 200 characters.
     pub note: Option<String>,
 }
 
-/// `POST /v1/friends/requests {user_id, note?}` → 201 with the request (or
-/// 200 with it accepted, when the other user had already asked).
+/// `POST /v1/friends/requests {user_id, note?}` → 201 with the request.
+///
+/// 200 with the other user's request, accepted, when they had already asked.
+#[utoipa::path(
+    post,
+    path = "/friends/requests",
+    operation_id = "send_friend_request",
+    request_body = NewRequest,
+    responses(
+        (status = 201, description = "The pending request.", body = FriendRequest),
+        (status = 200, description = "The other user had already asked: their request, now accepted.", body = FriendRequest),
+        (status = 400, description = "`invalid_request` (e.g. oneself, too long a note) or `malformed_json`.", body = ErrorBody),
+        (status = 403, description = "`forbidden`: the caller blocks this user.", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such user (or one who blocks the caller).", body = ErrorBody),
+        (status = 409, description = "`conflict`: already friends, or a request is already pending.", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
 async fn send_request(
     State(state): State<AppState>,
     AuthUser(caller): AuthUser,
@@ -134,6 +204,18 @@ async fn decide(
 }
 
 /// `POST /v1/friends/requests/{id}/accept` → the accepted request.
+#[utoipa::path(
+    post,
+    path = "/friends/requests/{id}/accept",
+    operation_id = "accept_friend_request",
+    params(("id" = u64, Path, description = "The request's id.")),
+    responses(
+        (status = 200, description = "The accepted request; both users get `friend.added`.", body = FriendRequest),
+        (status = 404, description = "`not_found`: no such request, or the recipient is someone else.", body = ErrorBody),
+        (status = 409, description = "`conflict`: the request is no longer pending.", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
 async fn accept(
     State(state): State<AppState>,
     AuthUser(caller): AuthUser,
@@ -143,6 +225,18 @@ async fn accept(
 }
 
 /// `POST /v1/friends/requests/{id}/reject` → the rejected request.
+#[utoipa::path(
+    post,
+    path = "/friends/requests/{id}/reject",
+    operation_id = "reject_friend_request",
+    params(("id" = u64, Path, description = "The request's id.")),
+    responses(
+        (status = 200, description = "The rejected request.", body = FriendRequest),
+        (status = 404, description = "`not_found`: no such request, or the recipient is someone else.", body = ErrorBody),
+        (status = 409, description = "`conflict`: the request is no longer pending.", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
 async fn reject(
     State(state): State<AppState>,
     AuthUser(caller): AuthUser,
@@ -152,6 +246,18 @@ async fn reject(
 }
 
 /// `POST /v1/friends/requests/{id}/cancel` → the cancelled request (sender only).
+#[utoipa::path(
+    post,
+    path = "/friends/requests/{id}/cancel",
+    operation_id = "cancel_friend_request",
+    params(("id" = u64, Path, description = "The request's id.")),
+    responses(
+        (status = 200, description = "The cancelled request.", body = FriendRequest),
+        (status = 404, description = "`not_found`: no such request, or the sender is someone else.", body = ErrorBody),
+        (status = 409, description = "`conflict`: the request is no longer pending.", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
 async fn cancel(
     State(state): State<AppState>,
     AuthUser(caller): AuthUser,
@@ -160,12 +266,18 @@ async fn cancel(
     decide(state, caller, id, Decision::Cancel).await
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct BlockList {
     pub user_ids: Vec<u64>,
 }
 
 /// `GET /v1/blocks` → the users the caller blocks.
+#[utoipa::path(
+    get,
+    path = "/blocks",
+    responses((status = 200, description = "Ids of the users the caller blocks.", body = BlockList)),
+    security(("bearer" = []))
+)]
 async fn list_blocks(
     State(state): State<AppState>,
     AuthUser(caller): AuthUser,
@@ -175,13 +287,25 @@ async fn list_blocks(
     }))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BlockRequest {
     pub user_id: u64,
 }
 
 /// `POST /v1/blocks {user_id}` → 204.
+#[utoipa::path(
+    post,
+    path = "/blocks",
+    operation_id = "block_user",
+    request_body = BlockRequest,
+    responses(
+        (status = 204, description = "Blocked; a friendship with the user ends."),
+        (status = 400, description = "`invalid_request` (e.g. oneself) or `malformed_json`.", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such user.", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
 async fn block(
     State(state): State<AppState>,
     AuthUser(caller): AuthUser,
@@ -192,6 +316,17 @@ async fn block(
 }
 
 /// `DELETE /v1/blocks/{user_id}` → 204.
+#[utoipa::path(
+    delete,
+    path = "/blocks/{user_id}",
+    operation_id = "unblock_user",
+    params(("user_id" = u64, Path, description = "The blocked user's id.")),
+    responses(
+        (status = 204, description = "No longer blocked."),
+        (status = 404, description = "`not_found`: the caller does not block this user.", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
 async fn unblock(
     State(state): State<AppState>,
     AuthUser(caller): AuthUser,
@@ -201,20 +336,32 @@ async fn unblock(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct PresenceQuery {
     /// Comma-separated user ids (at most 200).
     pub users: String,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct PresenceList {
     pub presence: Vec<Presence>,
 }
 
-/// `GET /v1/presence?users=1,2,3` → presence of those who are friends (others
-/// are left out).
+/// `GET /v1/presence?users=1,2,3` → presence of those who are friends.
+///
+/// Others are left out: presence is for friends only.
+#[utoipa::path(
+    get,
+    path = "/presence",
+    params(PresenceQuery),
+    responses(
+        (status = 200, description = "Presence of the listed users who are the caller's friends.", body = PresenceList),
+        (status = 400, description = "`invalid_request`: `users` is not a comma-separated list of at most 200 ids.", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
 async fn presence(
     State(state): State<AppState>,
     AuthUser(caller): AuthUser,

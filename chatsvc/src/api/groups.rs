@@ -5,8 +5,9 @@ use axum::http::StatusCode;
 use axum::routing::{delete, get, post, put};
 use axum::Router;
 use serde::{Deserialize, Serialize};
+use utoipa::{OpenApi, ToSchema};
 
-use super::error::{ApiError, Json, Path};
+use super::error::{ApiError, ErrorBody, Json, Path};
 use super::extract::AuthUser;
 use super::AppState;
 use crate::domain::model::Group;
@@ -22,15 +23,45 @@ pub fn router() -> Router<AppState> {
         .route("/groups/{id}/transfer", post(transfer))
 }
 
-#[derive(Debug, Deserialize)]
+/// These routes in the OpenAPI document (paths relative to `/v1`).
+#[derive(OpenApi)]
+#[openapi(paths(
+    list,
+    create,
+    show,
+    rename,
+    dissolve,
+    add_members,
+    remove_member,
+    set_role,
+    leave,
+    transfer
+))]
+pub(super) struct Doc;
+
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateGroup {
+    /// 1-64 characters.
     pub name: String,
+    /// Users to add besides the caller.
     #[serde(default)]
     pub members: Vec<u64>,
 }
 
 /// `POST /v1/groups {name, members}` → 201 with the group (caller is owner).
+#[utoipa::path(
+    post,
+    path = "/groups",
+    operation_id = "create_group",
+    request_body = CreateGroup,
+    responses(
+        (status = 201, description = "The new group.", body = Group),
+        (status = 400, description = "`invalid_request` (e.g. a bad name, too many members) or `malformed_json`.", body = ErrorBody),
+        (status = 404, description = "`not_found`: a member does not exist (or blocks the caller).", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
 async fn create(
     State(state): State<AppState>,
     AuthUser(caller): AuthUser,
@@ -43,12 +74,19 @@ async fn create(
     Ok((StatusCode::CREATED, Json(group)))
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct GroupList {
     pub groups: Vec<Group>,
 }
 
 /// `GET /v1/groups` → the caller's groups.
+#[utoipa::path(
+    get,
+    path = "/groups",
+    operation_id = "list_groups",
+    responses((status = 200, description = "The groups the caller is a member of.", body = GroupList)),
+    security(("bearer" = []))
+)]
 async fn list(
     State(state): State<AppState>,
     AuthUser(caller): AuthUser,
@@ -59,6 +97,17 @@ async fn list(
 }
 
 /// `GET /v1/groups/{id}` → the group with members (members only).
+#[utoipa::path(
+    get,
+    path = "/groups/{id}",
+    operation_id = "get_group",
+    params(("id" = u64, Path, description = "The group's id.")),
+    responses(
+        (status = 200, description = "The group.", body = Group),
+        (status = 404, description = "`not_found`: no such group, or the caller is not a member.", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
 async fn show(
     State(state): State<AppState>,
     AuthUser(caller): AuthUser,
@@ -67,13 +116,28 @@ async fn show(
     Ok(Json(state.chat.group(caller, id).await?))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Rename {
+    /// 1-64 characters.
     pub name: String,
 }
 
 /// `PATCH /v1/groups/{id} {name}` → the renamed group (owner or admin).
+#[utoipa::path(
+    patch,
+    path = "/groups/{id}",
+    operation_id = "rename_group",
+    params(("id" = u64, Path, description = "The group's id.")),
+    request_body = Rename,
+    responses(
+        (status = 200, description = "The renamed group.", body = Group),
+        (status = 400, description = "`invalid_request` (a bad name) or `malformed_json`.", body = ErrorBody),
+        (status = 403, description = "`forbidden`: the caller is a plain member.", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such group, or the caller is not a member.", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
 async fn rename(
     State(state): State<AppState>,
     AuthUser(caller): AuthUser,
@@ -84,6 +148,18 @@ async fn rename(
 }
 
 /// `DELETE /v1/groups/{id}` → 204; dissolves the group (owner).
+#[utoipa::path(
+    delete,
+    path = "/groups/{id}",
+    operation_id = "dissolve_group",
+    params(("id" = u64, Path, description = "The group's id.")),
+    responses(
+        (status = 204, description = "Dissolved."),
+        (status = 403, description = "`forbidden`: the caller is not the owner.", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such group, or the caller is not a member.", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
 async fn dissolve(
     State(state): State<AppState>,
     AuthUser(caller): AuthUser,
@@ -93,13 +169,29 @@ async fn dissolve(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AddMembers {
+    /// At most 500 at once; those already in are skipped.
     pub user_ids: Vec<u64>,
 }
 
 /// `POST /v1/groups/{id}/members {user_ids}` → the group (owner or admin).
+#[utoipa::path(
+    post,
+    path = "/groups/{id}/members",
+    operation_id = "add_group_members",
+    params(("id" = u64, Path, description = "The group's id.")),
+    request_body = AddMembers,
+    responses(
+        (status = 200, description = "The group with its new members.", body = Group),
+        (status = 400, description = "`invalid_request` (over 500 users) or `malformed_json`.", body = ErrorBody),
+        (status = 403, description = "`forbidden`: the caller is a plain member.", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such group (or the caller is not a member), or a user does not exist (or blocks the caller).", body = ErrorBody),
+        (status = 409, description = "`conflict`: the group would exceed its size limit.", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
 async fn add_members(
     State(state): State<AppState>,
     AuthUser(caller): AuthUser,
@@ -117,8 +209,23 @@ async fn add_members(
     ))
 }
 
-/// `DELETE /v1/groups/{id}/members/{user_id}` → 204 (owner: anyone; admin:
-/// members; anyone: themself, which is leaving).
+/// `DELETE /v1/groups/{id}/members/{user_id}` → 204.
+///
+/// The owner may remove anyone, admins plain members, anyone themself (which
+/// is leaving).
+#[utoipa::path(
+    delete,
+    path = "/groups/{id}/members/{user_id}",
+    operation_id = "remove_group_member",
+    params(("id" = u64, Path, description = "The group's id."), ("user_id" = u64, Path, description = "The member's user id.")),
+    responses(
+        (status = 204, description = "Removed."),
+        (status = 403, description = "`forbidden`: the caller's role does not allow it.", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such group (or the caller is not a member), or the user is not a member.", body = ErrorBody),
+        (status = 409, description = "`conflict`: the owner removing themself while others remain (transfer first).", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
 async fn remove_member(
     State(state): State<AppState>,
     AuthUser(caller): AuthUser,
@@ -128,7 +235,7 @@ async fn remove_member(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SetRole {
     /// `admin` or `member`.
@@ -136,6 +243,21 @@ pub struct SetRole {
 }
 
 /// `PUT /v1/groups/{id}/members/{user_id}/role {role}` → the group (owner).
+#[utoipa::path(
+    put,
+    path = "/groups/{id}/members/{user_id}/role",
+    operation_id = "set_group_role",
+    params(("id" = u64, Path, description = "The group's id."), ("user_id" = u64, Path, description = "The member's user id.")),
+    request_body = SetRole,
+    responses(
+        (status = 200, description = "The group.", body = Group),
+        (status = 400, description = "`invalid_request` (a role other than `admin` or `member`) or `malformed_json`.", body = ErrorBody),
+        (status = 403, description = "`forbidden`: the caller is not the owner.", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such group (or the caller is not a member), or the user is not a member.", body = ErrorBody),
+        (status = 409, description = "`conflict`: the user is the owner (use transfer).", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
 async fn set_role(
     State(state): State<AppState>,
     AuthUser(caller): AuthUser,
@@ -151,6 +273,18 @@ async fn set_role(
 }
 
 /// `POST /v1/groups/{id}/leave` → 204.
+#[utoipa::path(
+    post,
+    path = "/groups/{id}/leave",
+    operation_id = "leave_group",
+    params(("id" = u64, Path, description = "The group's id.")),
+    responses(
+        (status = 204, description = "Left."),
+        (status = 404, description = "`not_found`: no such group, or the caller is not a member.", body = ErrorBody),
+        (status = 409, description = "`conflict`: the owner leaving while others remain (transfer first).", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
 async fn leave(
     State(state): State<AppState>,
     AuthUser(caller): AuthUser,
@@ -160,13 +294,26 @@ async fn leave(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Transfer {
     pub user_id: u64,
 }
 
 /// `POST /v1/groups/{id}/transfer {user_id}` → the group (owner).
+#[utoipa::path(
+    post,
+    path = "/groups/{id}/transfer",
+    operation_id = "transfer_group",
+    params(("id" = u64, Path, description = "The group's id.")),
+    request_body = Transfer,
+    responses(
+        (status = 200, description = "The group; the old owner is now an admin.", body = Group),
+        (status = 403, description = "`forbidden`: the caller is not the owner.", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such group (or the caller is not a member), or the user is not a member.", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
 async fn transfer(
     State(state): State<AppState>,
     AuthUser(caller): AuthUser,

@@ -6,8 +6,9 @@ use axum::routing::{get, post};
 use axum::Router;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
+use utoipa::{IntoParams, OpenApi, ToSchema};
 
-use super::error::{ApiError, Json, Path, Query};
+use super::error::{ApiError, ErrorBody, Json, Path, Query};
 use super::extract::AuthUser;
 use super::AppState;
 use crate::domain::messages::NewMessage;
@@ -21,8 +22,13 @@ pub fn router() -> Router<AppState> {
         .route("/search", get(search))
 }
 
+/// These routes in the OpenAPI document (paths relative to `/v1`).
+#[derive(OpenApi)]
+#[openapi(paths(send, edit, hide, recall, search))]
+pub(super) struct Doc;
+
 /// Body of `POST /v1/messages`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SendRequest {
     pub to: Recipient,
@@ -30,12 +36,30 @@ pub struct SendRequest {
     /// returns the original message instead of storing a new one.
     pub client_msg_id: String,
     /// A JSON object; a text message is `{"text": "..."}`.
+    #[schema(value_type = Object)]
     pub body: Box<RawValue>,
 }
 
-/// `POST /v1/messages` → 201 with the stored message, or 200 with the
-/// original when `client_msg_id` was already used by this sender. Answered
-/// only after the message is committed to disk.
+/// `POST /v1/messages` → 201 with the stored message, or 200 with the original.
+///
+/// 200 when `client_msg_id` was already used by this sender. Answered only
+/// after the message is committed to disk.
+#[utoipa::path(
+    post,
+    path = "/messages",
+    operation_id = "send_message",
+    request_body = SendRequest,
+    responses(
+        (status = 201, description = "Stored.", body = Message),
+        (status = 200, description = "This sender already used this `client_msg_id`: the original, nothing stored.", body = Message),
+        (status = 400, description = "`invalid_request` (e.g. a body that is not an object, too long a text, a reserved key) or `malformed_json`.", body = ErrorBody),
+        (status = 403, description = "`forbidden`: the recipient is blocked by the caller, or not a friend under the `friends` policy.", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such recipient or group, or one the caller may not message.", body = ErrorBody),
+        (status = 429, description = "`rate_limited`: too many sends.", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait."))),
+    ),
+    security(("bearer" = []))
+)]
 async fn send(
     State(state): State<AppState>,
     AuthUser(caller): AuthUser,
@@ -60,15 +84,32 @@ async fn send(
     Ok((status, Json(sent.message)))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EditRequest {
     /// The new body; it must carry `text`.
+    #[schema(value_type = Object)]
     pub body: Box<RawValue>,
 }
 
-/// `PATCH /v1/messages/{id} {body}` → the edited message (sender only, text
-/// messages only); every member gets `message.edited`.
+/// `PATCH /v1/messages/{id} {body}` → the edited message.
+///
+/// Sender only, text messages only; every member gets `message.edited`.
+#[utoipa::path(
+    patch,
+    path = "/messages/{id}",
+    operation_id = "edit_message",
+    params(("id" = u64, Path, description = "The message's id.")),
+    request_body = EditRequest,
+    responses(
+        (status = 200, description = "The edited message.", body = Message),
+        (status = 400, description = "`invalid_request` (e.g. no `body.text`) or `malformed_json`.", body = ErrorBody),
+        (status = 403, description = "`forbidden`: someone else's message.", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such message, or one the caller can't see.", body = ErrorBody),
+        (status = 409, description = "`conflict`: the message is recalled or not a text message.", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
 async fn edit(
     State(state): State<AppState>,
     AuthUser(caller): AuthUser,
@@ -78,8 +119,21 @@ async fn edit(
     Ok(Json(state.chat.edit(caller, id, req.body).await?))
 }
 
-/// `POST /v1/messages/{id}/recall` → the tombstone (sender only, within the
-/// recall window); every member gets `message.recalled`.
+/// `POST /v1/messages/{id}/recall` → the tombstone.
+///
+/// Sender only, within the recall window; every member gets `message.recalled`.
+#[utoipa::path(
+    post,
+    path = "/messages/{id}/recall",
+    operation_id = "recall_message",
+    params(("id" = u64, Path, description = "The message's id.")),
+    responses(
+        (status = 200, description = "The tombstone: `body` is `{}`, `recalled_at` is set.", body = Message),
+        (status = 403, description = "`forbidden` (someone else's message) or `recall_window_passed`.", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such message, or one the caller can't see.", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
 async fn recall(
     State(state): State<AppState>,
     AuthUser(caller): AuthUser,
@@ -88,8 +142,20 @@ async fn recall(
     Ok(Json(state.chat.recall(caller, id).await?))
 }
 
-/// `DELETE /v1/messages/{id}` → 204; hides the message from the caller's own
-/// history and search (delete for me).
+/// `DELETE /v1/messages/{id}` → 204.
+///
+/// Hides the message from the caller's own history and search (delete for me).
+#[utoipa::path(
+    delete,
+    path = "/messages/{id}",
+    operation_id = "hide_message",
+    params(("id" = u64, Path, description = "The message's id.")),
+    responses(
+        (status = 204, description = "Hidden."),
+        (status = 404, description = "`not_found`: no such message, or one the caller can't see.", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
 async fn hide(
     State(state): State<AppState>,
     AuthUser(caller): AuthUser,
@@ -99,21 +165,36 @@ async fn hide(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct SearchQuery {
+    /// Words to find (at most 200 characters); the last one is a prefix.
     pub q: String,
+    /// Most results (default 20, at most 100).
     pub limit: Option<usize>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct SearchResults {
     /// Newest first.
     pub messages: Vec<Message>,
 }
 
-/// `GET /v1/search?q=...&limit=` → matching messages from the caller's own
-/// conversations, newest first.
+/// `GET /v1/search?q=...&limit=` → matching messages, newest first.
+///
+/// Only the caller's own conversations, never hidden or recalled messages.
+#[utoipa::path(
+    get,
+    path = "/search",
+    operation_id = "search_messages",
+    params(SearchQuery),
+    responses(
+        (status = 200, description = "Matching messages.", body = SearchResults),
+        (status = 400, description = "`invalid_request`: `q` missing, over 200 characters or without a word.", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
 async fn search(
     State(state): State<AppState>,
     AuthUser(caller): AuthUser,

@@ -6,9 +6,11 @@ pub mod auth;
 pub mod conversations;
 pub mod error;
 pub mod extract;
+pub mod files;
 pub mod friends;
 pub mod groups;
 pub mod messages;
+pub mod openapi;
 pub mod ops;
 pub mod sync;
 pub mod uplink;
@@ -55,11 +57,13 @@ pub fn router(state: AppState) -> Router {
         .merge(conversations::router())
         .merge(friends::router())
         .merge(groups::router())
+        .merge(files::router())
         .merge(sync::router());
     Router::new()
         .nest("/v1", v1)
         .nest("/admin", admin::router())
         .merge(ops::router())
+        .merge(openapi::router())
         .merge(web::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

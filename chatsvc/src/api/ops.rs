@@ -5,7 +5,8 @@ use axum::http::header::CONTENT_TYPE;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
-use serde_json::json;
+use serde::Serialize;
+use utoipa::{OpenApi, ToSchema};
 
 use super::AppState;
 
@@ -15,15 +16,40 @@ pub fn router() -> Router<AppState> {
         .route("/metrics", get(metrics))
 }
 
+/// These routes in the OpenAPI document.
+#[derive(OpenApi)]
+#[openapi(paths(healthz, metrics))]
+pub(super) struct Doc;
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Health {
+    /// Always `ok`: an answer at all means the service runs.
+    pub status: &'static str,
+    pub mqtt_connections: usize,
+}
+
 /// `GET /healthz` → 200 `{"status":"ok", ...}` while the service runs.
-async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
-    axum::Json(json!({
-        "status": "ok",
-        "mqtt_connections": state.broker.connection_count(),
-    }))
+#[utoipa::path(
+    get,
+    tag = "ops",
+    path = "/healthz",
+    responses((status = 200, description = "The service runs.", body = Health))
+)]
+async fn healthz(State(state): State<AppState>) -> axum::Json<Health> {
+    axum::Json(Health {
+        status: "ok",
+        mqtt_connections: state.broker.connection_count(),
+    })
 }
 
 /// `GET /metrics` → Prometheus text format.
+#[utoipa::path(
+    get,
+    tag = "ops",
+    path = "/metrics",
+    responses((status = 200, description = "Prometheus text exposition format 0.0.4.", body = String,
+        content_type = "text/plain; version=0.0.4"))
+)]
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     metrics::gauge!("mqtt_online_users").set(state.broker.online_users().len() as f64);
     let body = state

@@ -4,8 +4,9 @@ use axum::extract::State;
 use axum::routing::get;
 use axum::Router;
 use serde::Deserialize;
+use utoipa::{IntoParams, OpenApi, ToSchema};
 
-use super::error::{ApiError, Json, Path, Query};
+use super::error::{ApiError, ErrorBody, Json, Path, Query};
 use super::extract::AuthUser;
 use super::AppState;
 use crate::domain::model::User;
@@ -17,7 +18,18 @@ pub fn router() -> Router<AppState> {
         .route("/users/{id}", get(user))
 }
 
+/// These routes in the OpenAPI document (paths relative to `/v1`).
+#[derive(OpenApi)]
+#[openapi(paths(me, update_me, find_user, user))]
+pub(super) struct Doc;
+
 /// `GET /v1/me` → the caller's profile.
+#[utoipa::path(
+    get,
+    path = "/me",
+    responses((status = 200, description = "The caller.", body = User)),
+    security(("bearer" = []))
+)]
 async fn me(
     State(state): State<AppState>,
     AuthUser(caller): AuthUser,
@@ -25,7 +37,7 @@ async fn me(
     Ok(Json(state.chat.user(caller.user_id).await?))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateMe {
     /// New display name; `null` or empty clears it.
@@ -33,6 +45,17 @@ pub struct UpdateMe {
 }
 
 /// `PATCH /v1/me {display_name}` → the updated profile.
+#[utoipa::path(
+    patch,
+    path = "/me",
+    operation_id = "update_me",
+    request_body = UpdateMe,
+    responses(
+        (status = 200, description = "The updated profile.", body = User),
+        (status = 400, description = "`invalid_request` (e.g. a display name over 64 characters) or `malformed_json`.", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
 async fn update_me(
     State(state): State<AppState>,
     AuthUser(caller): AuthUser,
@@ -47,6 +70,17 @@ async fn update_me(
 }
 
 /// `GET /v1/users/{id}` → a public profile.
+#[utoipa::path(
+    get,
+    path = "/users/{id}",
+    operation_id = "get_user",
+    params(("id" = u64, Path, description = "The user's id.")),
+    responses(
+        (status = 200, description = "The user.", body = User),
+        (status = 404, description = "`not_found`: no such user.", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
 async fn user(
     State(state): State<AppState>,
     _: AuthUser,
@@ -55,12 +89,24 @@ async fn user(
     Ok(Json(state.chat.user(id).await?))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct FindUser {
+    /// Matched ignoring case.
     pub username: String,
 }
 
 /// `GET /v1/users?username=NAME` → the profile with that username.
+#[utoipa::path(
+    get,
+    path = "/users",
+    params(FindUser),
+    responses(
+        (status = 200, description = "The user.", body = User),
+        (status = 404, description = "`not_found`: no user with that name.", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
 async fn find_user(
     State(state): State<AppState>,
     _: AuthUser,

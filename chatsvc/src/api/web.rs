@@ -12,8 +12,9 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
+use utoipa::OpenApi;
 
-use super::error::ApiError;
+use super::error::{ApiError, ErrorBody};
 use super::AppState;
 
 const INDEX: &str = include_str!("../../../client-sdk/web/index.html");
@@ -34,6 +35,11 @@ pub fn router() -> Router<AppState> {
         .route("/sdk/mqchat.js", get(sdk))
         .route("/vendor/mqtt.min.js", get(mqtt_js))
 }
+
+/// These routes in the OpenAPI document.
+#[derive(OpenApi)]
+#[openapi(paths(index, sdk, mqtt_js))]
+pub(super) struct Doc;
 
 fn file(content_type: &'static str, body: impl Into<axum::body::Body>) -> Response {
     (
@@ -61,18 +67,47 @@ async fn from_dir_or(
 }
 
 /// `GET /` → the demo web client.
+#[utoipa::path(
+    get,
+    tag = "web",
+    path = "/",
+    operation_id = "web_client",
+    responses(
+        (status = 200, description = "The page.", body = String, content_type = "text/html; charset=utf-8"),
+        (status = 404, description = "`not_found`: `index.html` is missing from `--web-dir`.", body = ErrorBody),
+    )
+)]
 async fn index(State(state): State<AppState>) -> Result<Response, ApiError> {
     let body = from_dir_or(state.web.dir.as_ref(), "index.html", INDEX).await?;
     Ok(file("text/html; charset=utf-8", body))
 }
 
 /// `GET /sdk/mqchat.js` → the JS SDK (an ES module).
+#[utoipa::path(
+    get,
+    tag = "web",
+    path = "/sdk/mqchat.js",
+    operation_id = "js_sdk",
+    responses(
+        (status = 200, description = "The module.", body = String, content_type = "text/javascript; charset=utf-8"),
+        (status = 404, description = "`not_found`: `mqchat.js` is missing from `--web-dir`.", body = ErrorBody),
+    )
+)]
 async fn sdk(State(state): State<AppState>) -> Result<Response, ApiError> {
     let body = from_dir_or(state.web.dir.as_ref(), "mqchat.js", SDK).await?;
     Ok(file("text/javascript; charset=utf-8", body))
 }
 
 /// `GET /vendor/mqtt.min.js` → MQTT.js, when `--web-vendor-dir` is set.
+#[utoipa::path(
+    get,
+    tag = "web",
+    path = "/vendor/mqtt.min.js",
+    responses(
+        (status = 200, description = "MQTT.js's browser bundle.", body = String, content_type = "text/javascript; charset=utf-8"),
+        (status = 404, description = "`not_found`: no `--web-vendor-dir`, or no `mqtt.min.js` in it.", body = ErrorBody),
+    )
+)]
 async fn mqtt_js(State(state): State<AppState>) -> Result<Response, ApiError> {
     let Some(dir) = state.web.vendor_dir.as_ref() else {
         return Err(ApiError::new(

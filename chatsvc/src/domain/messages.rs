@@ -73,6 +73,9 @@ pub(crate) fn post(
         p.kind,
         p.now,
     )?;
+    for file in Chat::referenced_files(c, p.sender, p.body)? {
+        crate::store::files::link(c, row.id, &file)?;
+    }
     let deliveries = store::fan_out(c, p.conversation_id, MESSAGE_CREATED, row.id)?;
     let json = message_json(&row)?;
     super::webhooks::on_message(c, out, &row, &json, &deliveries, p.now)?;

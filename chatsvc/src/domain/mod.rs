@@ -2,6 +2,7 @@
 //! here; no HTTP (that is `api`) and no SQL (that is `store`).
 
 pub mod accounts;
+pub mod files;
 pub mod groups;
 pub mod limits;
 pub mod messages;
@@ -45,6 +46,8 @@ pub enum DomainError {
     Conflict(String),
     #[error("the recall window has passed")]
     RecallWindowPassed,
+    #[error("larger than {0} bytes")]
+    TooLarge(u64),
     #[error("too many requests; retry in {retry_after:?}")]
     RateLimited { retry_after: std::time::Duration },
     #[error("storage unavailable: {0}")]
@@ -107,6 +110,8 @@ pub struct Limits {
     /// How long a user must stay offline before friends are told.
     pub presence_debounce: std::time::Duration,
     pub rates: limits::RateConfig,
+    /// Largest upload, bytes.
+    pub max_upload_bytes: u64,
 }
 
 impl Default for Limits {
@@ -121,6 +126,7 @@ impl Default for Limits {
             recall_window: std::time::Duration::from_secs(120),
             presence_debounce: std::time::Duration::from_secs(5),
             rates: limits::RateConfig::default(),
+            max_upload_bytes: 20 * 1024 * 1024,
         }
     }
 }
@@ -136,6 +142,8 @@ pub struct Chat {
     pub(crate) rates: Arc<limits::RateLimits>,
     /// Wakes the webhook worker early.
     pub(crate) webhook_wake: Arc<tokio::sync::Notify>,
+    /// Where attachments are kept (`files/` in the data dir).
+    pub(crate) files_dir: Option<std::path::PathBuf>,
 }
 
 impl std::fmt::Debug for Chat {
@@ -160,7 +168,14 @@ impl Chat {
             presence: Arc::new(presence::Tracker::default()),
             rates,
             webhook_wake: Arc::new(tokio::sync::Notify::new()),
+            files_dir: None,
         }
+    }
+
+    /// Keeps attachments under `dir`.
+    pub fn with_files_dir(mut self, dir: std::path::PathBuf) -> Self {
+        self.files_dir = Some(dir);
+        self
     }
 
     /// Drops idle rate-limit state; call periodically.

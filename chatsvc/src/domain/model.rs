@@ -4,6 +4,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
+use utoipa::ToSchema;
 
 use crate::store::groups::GroupRow;
 use crate::store::messages::{ConversationRow, InboxRow, MessageRow};
@@ -11,10 +12,11 @@ use crate::store::social::FriendRequestRow;
 use crate::store::users::UserRow;
 
 /// A user's public profile.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, ToSchema)]
 pub struct User {
     pub id: u64,
     pub username: String,
+    #[schema(required = true)]
     pub display_name: Option<String>,
     /// Unix time, milliseconds.
     pub created_at: i64,
@@ -32,7 +34,7 @@ impl From<UserRow> for User {
 }
 
 /// Who a message is for: `{"user": ID}` or `{"group": ID}`.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
 #[serde(rename_all = "lowercase", deny_unknown_fields)]
 pub enum Recipient {
     User(u64),
@@ -40,7 +42,7 @@ pub enum Recipient {
 }
 
 /// A stored message.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct Message {
     pub id: u64,
     pub conversation_id: u64,
@@ -52,10 +54,13 @@ pub struct Message {
     pub kind: String,
     pub client_msg_id: String,
     /// The JSON object the sender sent, verbatim (its latest edit); `{}` once recalled.
+    #[schema(value_type = Object)]
     pub body: Box<RawValue>,
     /// Unix time, milliseconds, when the server committed it.
     pub sent_at: i64,
+    #[schema(required = true)]
     pub edited_at: Option<i64>,
+    #[schema(required = true)]
     pub recalled_at: Option<i64>,
 }
 
@@ -88,12 +93,14 @@ impl TryFrom<MessageRow> for Message {
 /// `users/{id}/events`: a `type`, the user's inbox `cursor` (1, 2, 3... with
 /// no gaps, so a client that sees a jump knows to sync) and the fields of
 /// that type, e.g. `message` for `message.created`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct Event {
     #[serde(rename = "type")]
     pub kind: String,
     pub cursor: u64,
+    /// The fields of this type of event (described in `schemas/mqchat.schema.json`).
     #[serde(flatten)]
+    #[schema(value_type = HashMap<String, Value>)]
     pub data: Map<String, Value>,
 }
 
@@ -121,7 +128,7 @@ impl TryFrom<InboxRow> for Event {
 }
 
 /// A page of the event log.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct SyncPage {
     pub events: Vec<Event>,
     /// The cursor to pass as `after` next time.
@@ -130,27 +137,30 @@ pub struct SyncPage {
 }
 
 /// A group as listed in a conversation.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, ToSchema)]
 pub struct GroupRef {
     pub id: u64,
     pub name: String,
 }
 
 /// A conversation in the user's list.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct Conversation {
     pub id: u64,
     /// `direct` or `group`.
     pub kind: String,
     /// Direct conversations: the other user.
+    #[schema(required = true)]
     pub peer: Option<User>,
     /// Group conversations: the group.
+    #[schema(required = true)]
     pub group: Option<GroupRef>,
     pub last_seq: u64,
     /// The user's read marker.
     pub read_seq: u64,
     /// Messages from others after the read marker.
     pub unread_count: u64,
+    #[schema(required = true)]
     pub last_message: Option<Message>,
 }
 
@@ -176,7 +186,7 @@ impl Conversation {
 }
 
 /// What a login or refresh hands out.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct LoginGrant {
     pub access_token: String,
     pub refresh_token: String,
@@ -187,11 +197,12 @@ pub struct LoginGrant {
 }
 
 /// A friend request. `status`: pending, accepted, rejected, cancelled, expired.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, ToSchema)]
 pub struct FriendRequest {
     pub id: u64,
     pub from: u64,
     pub to: u64,
+    #[schema(required = true)]
     pub note: Option<String>,
     pub status: String,
     pub created_at: i64,
@@ -218,33 +229,35 @@ impl FriendRequest {
 }
 
 /// A friend with presence.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct Friend {
     pub user: User,
     /// Friends since, Unix ms.
     pub since: i64,
     pub online: bool,
     /// When the friend's last connection closed, Unix ms (null if never seen).
+    #[schema(required = true)]
     pub last_seen: Option<i64>,
 }
 
 /// A user's presence, as friends see it.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, ToSchema)]
 pub struct Presence {
     pub user_id: u64,
     pub online: bool,
+    #[schema(required = true)]
     pub last_seen: Option<i64>,
 }
 
 /// A group member and role (`owner`, `admin`, `member`).
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, ToSchema)]
 pub struct GroupMember {
     pub user_id: u64,
     pub role: String,
 }
 
 /// A group, as its members see it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct Group {
     pub id: u64,
     pub conversation_id: u64,

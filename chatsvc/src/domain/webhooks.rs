@@ -118,7 +118,7 @@ fn preview(body: &str) -> String {
 }
 
 /// A webhook as the admin API shows it; the secret only at creation.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct Webhook {
     pub id: u64,
     pub url: String,

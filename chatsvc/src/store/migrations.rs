@@ -188,6 +188,30 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX webhook_deliveries_due ON webhook_deliveries(next_attempt_at) WHERE delivered_at IS NULL;
     "#,
+    // 4: attachments. Blobs live on disk under files/, named by SHA-256;
+    // rows here say who uploaded what and which messages reference it.
+    r#"
+    CREATE TABLE files (
+        id           TEXT    PRIMARY KEY,
+        sha256       TEXT    NOT NULL,
+        size         INTEGER NOT NULL,
+        content_type TEXT    NOT NULL,
+        name         TEXT,
+        uploader_id  INTEGER NOT NULL REFERENCES users(id),
+        created_at   INTEGER NOT NULL,
+        -- images: the thumbnail's file id
+        thumbnail_id TEXT,
+        width        INTEGER,
+        height       INTEGER
+    );
+    CREATE INDEX files_by_sha ON files(sha256);
+
+    CREATE TABLE message_files (
+        message_id INTEGER NOT NULL REFERENCES messages(id),
+        file_id    TEXT    NOT NULL REFERENCES files(id),
+        PRIMARY KEY (file_id, message_id)
+    ) WITHOUT ROWID;
+    "#,
 ];
 
 /// Brings the database to the latest version, one transaction per step.

@@ -6,6 +6,7 @@
 //! answered before the group's COMMIT (WAL, `synchronous=FULL`) returns.
 //! Reads run on a small pool of read-only connections on blocking threads.
 
+pub mod files;
 pub mod groups;
 pub mod messages;
 mod migrations;

@@ -1,0 +1,124 @@
+//! `/v1/files`: attachments.
+
+use axum::body::Body;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::header::{CACHE_CONTROL, CONTENT_DISPOSITION, CONTENT_LENGTH, CONTENT_TYPE};
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use serde::Deserialize;
+
+use super::error::{ApiError, ErrorBody, Json, Path, Query};
+use super::extract::AuthUser;
+use super::AppState;
+use crate::domain::files::FileInfo;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        // The upload is streamed and limited by the domain, not buffered.
+        .route("/files", post(upload).layer(DefaultBodyLimit::disable()))
+        .route("/files/{id}", get(download))
+}
+
+/// These routes in the OpenAPI document (paths relative to `/v1`).
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(upload, download))]
+pub(super) struct Doc;
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct UploadQuery {
+    /// The file's name, shown to recipients.
+    pub name: Option<String>,
+}
+
+/// `POST /v1/files?name=NAME`: upload a file (the raw bytes as the body).
+///
+/// 201 with the file (`id`, `size`, sniffed `content_type`, `sha256`; images
+/// also `width`, `height`, `thumbnail_id`). Reference it in a message as
+/// `{"file": {"id": ...}}` or `{"image": {"id": ...}}`.
+#[utoipa::path(
+    post,
+    path = "/files",
+    params(UploadQuery),
+    request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "The file's bytes, streamed; the type is sniffed from them."),
+    responses(
+        (status = 201, description = "Stored.", body = FileInfo),
+        (status = 400, description = "`invalid_request`: an empty upload or a bad name.", body = ErrorBody),
+        (status = 413, description = "`payload_too_large`: over the upload limit.", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+async fn upload(
+    State(state): State<AppState>,
+    AuthUser(caller): AuthUser,
+    Query(q): Query<UploadQuery>,
+    request: Request,
+) -> Result<(StatusCode, Json<FileInfo>), ApiError> {
+    let stream = request.into_body().into_data_stream();
+    let info = state.chat.upload(caller, q.name, stream).await?;
+    Ok((StatusCode::CREATED, Json(info)))
+}
+
+/// `GET /v1/files/{id}`: download a file.
+///
+/// The bytes, for the uploader and for members who can see a message
+/// referencing the file; 404 for everyone else.
+#[utoipa::path(
+    get,
+    path = "/files/{id}",
+    params(("id" = String, Path, description = "The file id (32 hex characters).")),
+    responses(
+        (status = 200, description = "The file's bytes, with its sniffed Content-Type.", content_type = "application/octet-stream", body = Vec<u8>),
+        (status = 404, description = "`not_found`: no such file, or not one the caller may see.", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+async fn download(
+    State(state): State<AppState>,
+    AuthUser(caller): AuthUser,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let d = state.chat.download(caller, &id).await?;
+    let file = tokio::fs::File::open(&d.path).await.map_err(|e| {
+        ApiError::from(crate::domain::DomainError::Internal(format!(
+            "open {}: {e}",
+            d.path.display()
+        )))
+    })?;
+    let body = Body::from_stream(tokio_util::io::ReaderStream::new(file));
+    let mut res = body.into_response();
+    let headers = res.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&d.info.content_type) {
+        headers.insert(CONTENT_TYPE, v);
+    }
+    headers.insert(CONTENT_LENGTH, HeaderValue::from(d.info.size));
+    headers.insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(
+        CACHE_CONTROL,
+        HeaderValue::from_static("private, max-age=31536000, immutable"),
+    );
+    // Inline only for images; everything else downloads, so an uploaded HTML
+    // file can't run in the API's origin.
+    let disposition = if d.info.content_type.starts_with("image/") {
+        "inline"
+    } else {
+        "attachment"
+    };
+    let name: String = d
+        .info
+        .name
+        .unwrap_or_else(|| d.info.id.clone())
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || "._- ".contains(*c))
+        .collect();
+    if let Ok(v) = HeaderValue::from_str(&format!("{disposition}; filename=\"{name}\"")) {
+        headers.insert(CONTENT_DISPOSITION, v);
+    }
+    Ok(res)
+}
