@@ -38,6 +38,18 @@ pub enum AdminCommand {
     Backup { file: PathBuf },
     /// Lists the users with a live MQTT connection (asks the running server).
     Online,
+    /// Creates a service: a bot user and an API key (printed once).
+    CreateService {
+        username: String,
+        /// Comma-separated: send, notice.
+        #[arg(long, default_value = "send")]
+        scopes: String,
+        /// Requests per second for the key (0 = unlimited).
+        #[arg(long, default_value_t = 10)]
+        rate: u32,
+    },
+    /// Revokes a service key by id.
+    RevokeServiceKey { key_id: u64 },
 }
 
 /// Why an admin command failed.
@@ -114,6 +126,30 @@ pub async fn run(
                 .await
                 .map_err(|e| AdminError::Store(StoreError::Migration(e.to_string())))??;
             Ok(format!("backed up to {}", file.display()))
+        }
+        AdminCommand::CreateService {
+            username,
+            scopes,
+            rate,
+        } => {
+            let chat = offline(data_dir)?;
+            let scopes = scopes
+                .split(',')
+                .map(|s| s.trim().to_owned())
+                .filter(|s| !s.is_empty())
+                .collect();
+            let service = chat.create_service(&username, scopes, rate).await?;
+            Ok(format!(
+                "created service {} (user id {}, key id {})\nkey: {}\n(the key is not stored; keep it now)",
+                service.user.username,
+                service.user.id,
+                service.key_id,
+                service.key.unwrap_or_default()
+            ))
+        }
+        AdminCommand::RevokeServiceKey { key_id } => {
+            offline(data_dir)?.revoke_service_key(key_id).await?;
+            Ok(format!("revoked service key {key_id}"))
         }
         AdminCommand::Online => {
             let v = api(data_dir, http, reqwest::Method::GET, "/admin/online", None).await?;

@@ -14,6 +14,7 @@ use utoipa::{OpenApi, ToSchema};
 use super::error::{ApiError, ErrorBody, Json, Path};
 use super::AppState;
 use crate::domain::model::User;
+use crate::domain::services::Service;
 use crate::domain::webhooks::Webhook;
 
 pub fn router() -> Router<AppState> {
@@ -26,11 +27,16 @@ pub fn router() -> Router<AppState> {
         .route("/webhooks", get(list_webhooks).post(create_webhook))
         .route("/webhooks/{id}", axum::routing::delete(delete_webhook))
         .route("/webhooks/{id}/replay", post(replay_webhook))
+        .route("/services", get(list_services).post(create_service))
+        .route("/services/{key_id}/revoke", post(revoke_service_key))
 }
 
 /// These routes in the OpenAPI document (paths relative to `/admin`).
 #[derive(OpenApi)]
 #[openapi(paths(
+    create_service,
+    list_services,
+    revoke_service_key,
     online,
     create_user,
     reset_password,
@@ -334,4 +340,97 @@ async fn clean_files(
         .clean_unreferenced_files(std::time::Duration::from_secs(req.older_than_secs))
         .await?;
     Ok(Json(Cleaned { deleted }))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewService {
+    /// The bot user's username (3-32 of a-z 0-9 _ . -).
+    pub username: String,
+    /// `send` (messages as the bot), `notice` (messages with a `notice`
+    /// object); `send` if empty.
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    /// Requests per second the key may make (bursts of 2 s); 0 = unlimited.
+    #[serde(default = "default_service_rate")]
+    pub rate_per_sec: u32,
+}
+
+fn default_service_rate() -> u32 {
+    10
+}
+
+/// `POST /admin/services {username, scopes, rate_per_sec}` → 201 with the service and its key.
+///
+/// Creates a bot user and an API key for it; the key (`mqk_...`) is shown
+/// only now. The service sends with `Authorization: Bearer <key>`.
+#[utoipa::path(
+    post,
+    path = "/services",
+    operation_id = "admin_create_service",
+    request_body = NewService,
+    responses(
+        (status = 201, description = "The service, with its `key`.", body = Service),
+        (status = 400, description = "`invalid_request` (an unknown scope), `invalid_username` or `malformed_json`.", body = ErrorBody),
+        (status = 409, description = "`username_taken`.", body = ErrorBody),
+    ),
+    security(("admin_token" = []))
+)]
+async fn create_service(
+    State(state): State<AppState>,
+    _: Admin,
+    Json(req): Json<NewService>,
+) -> Result<(StatusCode, Json<Service>), ApiError> {
+    Ok((
+        StatusCode::CREATED,
+        Json(
+            state
+                .chat
+                .create_service(&req.username, req.scopes, req.rate_per_sec)
+                .await?,
+        ),
+    ))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ServiceList {
+    pub services: Vec<Service>,
+}
+
+/// `GET /admin/services` → every service key (without the keys).
+#[utoipa::path(
+    get,
+    path = "/services",
+    operation_id = "admin_list_services",
+    responses((status = 200, description = "Service keys, revoked ones included.", body = ServiceList)),
+    security(("admin_token" = []))
+)]
+async fn list_services(
+    State(state): State<AppState>,
+    _: Admin,
+) -> Result<Json<ServiceList>, ApiError> {
+    Ok(Json(ServiceList {
+        services: state.chat.services().await?,
+    }))
+}
+
+/// `POST /admin/services/{key_id}/revoke` → 204; the key is refused from now on.
+#[utoipa::path(
+    post,
+    path = "/services/{key_id}/revoke",
+    operation_id = "admin_revoke_service_key",
+    params(("key_id" = u64, Path, description = "The key's id.")),
+    responses(
+        (status = 204, description = "Revoked."),
+        (status = 404, description = "`not_found`: no live key with that id.", body = ErrorBody),
+    ),
+    security(("admin_token" = []))
+)]
+async fn revoke_service_key(
+    State(state): State<AppState>,
+    _: Admin,
+    Path(key_id): Path<u64>,
+) -> Result<StatusCode, ApiError> {
+    state.chat.revoke_service_key(key_id).await?;
+    Ok(StatusCode::NO_CONTENT)
 }

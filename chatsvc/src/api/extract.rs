@@ -31,6 +31,28 @@ impl FromRequestParts<AppState> for AuthUser {
             })
             .map(str::trim)
             .ok_or_else(|| ApiError::unauthorized("invalid_token", "expected a Bearer token"))?;
+        if token.starts_with(crate::domain::services::KEY_PREFIX) {
+            // Service keys reach only what a sending service needs. (Nested
+            // routers see a stripped path; the original URI is the real one.)
+            let path = parts
+                .extensions
+                .get::<axum::extract::OriginalUri>()
+                .map_or_else(|| parts.uri.path().to_owned(), |u| u.0.path().to_owned());
+            let allowed = matches!(
+                (parts.method.as_str(), path.as_str()),
+                ("POST", "/v1/messages") | ("GET", "/v1/me") | ("POST", "/v1/files")
+            ) || (parts.method == axum::http::Method::GET
+                && path.starts_with("/v1/users"));
+            let caller = state.chat.authenticate_key(token).await?;
+            if !allowed {
+                return Err(ApiError::new(
+                    axum::http::StatusCode::FORBIDDEN,
+                    "forbidden",
+                    "a service key can't call this endpoint",
+                ));
+            }
+            return Ok(AuthUser(caller));
+        }
         let caller = state.chat.tokens().verify(token)?;
         Ok(AuthUser(caller))
     }

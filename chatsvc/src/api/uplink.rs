@@ -69,6 +69,7 @@ impl Uplink for MqttUplink {
             let caller = Caller {
                 user_id: request.principal.user_id,
                 session_id: request.principal.session_id,
+                service: None,
             };
             let client_msg_id = serde_json::from_slice::<Value>(&request.payload)
                 .ok()

@@ -56,8 +56,10 @@ async fn verify_password(password: String, stored: Option<String>) -> Result<boo
             let _ = Argon2::default().hash_password(password.as_bytes(), &salt);
             return Ok(false);
         };
-        let parsed = PasswordHash::new(&stored)
-            .map_err(|e| DomainError::Internal(format!("stored hash: {e}")))?;
+        // Accounts that can't log in (service bots) store a non-hash.
+        let Ok(parsed) = PasswordHash::new(&stored) else {
+            return Ok(false);
+        };
         Ok(Argon2::default()
             .verify_password(password.as_bytes(), &parsed)
             .is_ok())

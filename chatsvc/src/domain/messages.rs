@@ -124,6 +124,27 @@ impl Chat {
     /// to the sender's other devices. Idempotent on `(sender, client_msg_id)`.
     pub async fn send(&self, caller: Caller, m: NewMessage) -> Result<Sent, DomainError> {
         self.rates.send(caller.user_id)?;
+        let has_notice = m.body.get().contains("\"notice\"")
+            && serde_json::from_str::<serde_json::Value>(m.body.get())
+                .is_ok_and(|v| v.get("notice").is_some());
+        match caller.service {
+            Some(grant) if !(grant.send || (grant.notice && has_notice)) => {
+                return Err(DomainError::Forbidden(
+                    "this service key may not send messages".into(),
+                ));
+            }
+            Some(grant) if has_notice && !grant.notice => {
+                return Err(DomainError::Forbidden(
+                    "this service key may not send notices".into(),
+                ));
+            }
+            None if has_notice => {
+                return Err(DomainError::Invalid(
+                    "body.notice is reserved for services".into(),
+                ));
+            }
+            _ => {}
+        }
         let id_len = m.client_msg_id.chars().count();
         if !(1..=64).contains(&id_len) || m.client_msg_id.chars().any(char::is_control) {
             return Err(DomainError::Invalid(

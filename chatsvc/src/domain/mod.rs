@@ -9,6 +9,7 @@ pub mod messages;
 pub mod model;
 mod outbox;
 pub mod presence;
+pub mod services;
 pub mod social;
 pub mod tokens;
 pub mod webhooks;
@@ -144,6 +145,8 @@ pub struct Chat {
     pub(crate) webhook_wake: Arc<tokio::sync::Notify>,
     /// Where attachments are kept (`files/` in the data dir).
     pub(crate) files_dir: Option<std::path::PathBuf>,
+    /// Per-service-key rate limiters.
+    pub(crate) key_limits: Arc<services::KeyLimits>,
 }
 
 impl std::fmt::Debug for Chat {
@@ -169,6 +172,7 @@ impl Chat {
             rates,
             webhook_wake: Arc::new(tokio::sync::Notify::new()),
             files_dir: None,
+            key_limits: Arc::default(),
         }
     }
 

@@ -27,6 +27,18 @@ pub struct Claims {
 pub struct Caller {
     pub user_id: u64,
     pub session_id: u64,
+    /// Set when the caller is a service, authenticated by an API key.
+    pub service: Option<ServiceGrant>,
+}
+
+/// What a service key allows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServiceGrant {
+    pub key_id: u64,
+    /// May send messages as its bot user.
+    pub send: bool,
+    /// May send system notices (`body.notice`).
+    pub notice: bool,
 }
 
 /// Issues and checks tokens. Revoked sessions are kept in memory for one
@@ -104,6 +116,7 @@ impl Tokens {
         Ok(Caller {
             user_id,
             session_id: data.claims.sid,
+            service: None,
         })
     }
 
@@ -177,7 +190,8 @@ mod tests {
             t.verify(&token)?,
             Caller {
                 user_id: 42,
-                session_id: 7
+                session_id: 7,
+                service: None,
             }
         );
         Ok(())

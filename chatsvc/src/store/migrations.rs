@@ -212,6 +212,20 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (file_id, message_id)
     ) WITHOUT ROWID;
     "#,
+    // 5: service accounts: bot users that third-party services send as,
+    // with API keys (stored hashed), scopes and per-key rate limits.
+    r#"
+    ALTER TABLE users ADD COLUMN is_bot INTEGER NOT NULL DEFAULT 0;
+    CREATE TABLE service_keys (
+        id           INTEGER PRIMARY KEY,
+        user_id      INTEGER NOT NULL REFERENCES users(id),
+        key_hash     BLOB    NOT NULL UNIQUE,
+        scopes       TEXT    NOT NULL,
+        rate_per_sec INTEGER NOT NULL,
+        created_at   INTEGER NOT NULL,
+        revoked_at   INTEGER
+    );
+    "#,
 ];
 
 /// Brings the database to the latest version, one transaction per step.

@@ -10,6 +10,7 @@ pub mod files;
 pub mod groups;
 pub mod messages;
 mod migrations;
+pub mod services;
 pub mod sessions;
 pub mod social;
 pub mod users;
