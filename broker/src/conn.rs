@@ -298,6 +298,7 @@ where
         metrics::gauge!("mqtt_connections").increment(1.0);
         let result = self.event_loop(&kick).await;
         metrics::gauge!("mqtt_connections").decrement(1.0);
+        metrics::gauge!("mqtt_subscriptions").decrement(self.subscriptions.len() as f64);
         match (result, registration.kick_reason()) {
             (Ok(Ended::Kicked), Some(why)) => Ok(Ended::KickedFor(why)),
             (r, _) => r,
@@ -423,7 +424,9 @@ where
                 }
                 Packet::Unsubscribe(unsub, props) => {
                     for f in &unsub.filters {
-                        self.subscriptions.remove(f);
+                        if self.subscriptions.remove(f) {
+                            metrics::gauge!("mqtt_subscriptions").decrement(1.0);
+                        }
                     }
                     // The router answers only for filters it knew, one ack per
                     // filter; the client is owed exactly one UNSUBACK, so the
@@ -568,7 +571,9 @@ where
             }
             match self.shared.acl.check_subscribe(user_id, &filter.path) {
                 Ok(()) => {
-                    self.subscriptions.insert(filter.path.clone());
+                    if self.subscriptions.insert(filter.path.clone()) {
+                        metrics::gauge!("mqtt_subscriptions").increment(1.0);
+                    }
                     // Every push is published at QoS 1, so a QoS 2
                     // subscription is granted QoS 1: delivery QoS is
                     // min(publish, subscription) by construction.

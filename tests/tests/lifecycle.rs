@@ -104,6 +104,7 @@ async fn health_and_prometheus_metrics() -> Result<()> {
         "messages_accepted_total{created=\"true\"} 1",
         "events_pushed_total 1",
         "mqtt_connections 1",
+        "mqtt_subscriptions 1",
     ] {
         assert!(text.contains(needle), "/metrics lacks {needle}:\n{text}");
     }
