@@ -180,6 +180,59 @@ async fn real_payloads_match_the_schemas() -> Result<()> {
         .await?;
     let (_, found) = alice.get("/v1/search?q=hi").await?;
     schemas.check("SearchResults", &found)?;
+    // The ephemeral pushes and the MQTT uplink's reply.
+    let (_, dm) = alice.send_text(carol.id, "s-3", "typing soon").await?;
+    let mut carol_rx = server.mqtt(&carol).await?;
+    alice
+        .post(
+            &format!("/v1/conversations/{}/typing", dm["conversation_id"]),
+            &json!({}),
+        )
+        .await?;
+    let typing = carol_rx
+        .next_on("typing", Duration::from_secs(2))
+        .await?
+        .ok_or_else(|| anyhow!("no typing push"))?;
+    schemas.check("TypingPush", &typing)?;
+    let alice_conn = server.mqtt(&alice).await?;
+    let presence = carol_rx
+        .next_on("presence", Duration::from_secs(2))
+        .await?
+        .ok_or_else(|| anyhow!("no presence push"))?;
+    schemas.check("PresencePush", &presence)?;
+    let up =
+        json!({"to": {"user": carol.id}, "client_msg_id": "up-1", "body": {"text": "over mqtt"}});
+    schemas.check("SendRequest", &up)?;
+    alice_conn
+        .client
+        .publish(
+            format!("users/{}/up/messages", alice.id),
+            rumqttc::QoS::AtLeastOnce,
+            false,
+            up.to_string(),
+        )
+        .await?;
+    let mut alice_conn = alice_conn;
+    let reply = alice_conn
+        .next_on("replies", Duration::from_secs(3))
+        .await?
+        .ok_or_else(|| anyhow!("no uplink reply"))?;
+    schemas.check("UplinkReply", &reply)?;
+    alice_conn
+        .client
+        .publish(
+            format!("users/{}/up/messages", alice.id),
+            rumqttc::QoS::AtLeastOnce,
+            false,
+            "{oops",
+        )
+        .await?;
+    let bad = alice_conn
+        .next_on("replies", Duration::from_secs(3))
+        .await?
+        .ok_or_else(|| anyhow!("no uplink error reply"))?;
+    schemas.check("UplinkReply", &bad)?;
+
     // Every event anyone got, of every type, matches the Event schema.
     for user in [&alice, &bob, &carol] {
         for event in user.sync_all(0).await? {
