@@ -25,7 +25,8 @@
  * - Calls are retried after transient failures (network errors, timeouts,
  *   5xx, 408, 429) only where a repeat cannot change the outcome: reads, sends
  *   (deduplicated by their `client_msg_id`, generated once and reused on every
- *   retry), markers that only move forward. Calls whose repeat would do the
+ *   retry), markers that only move forward, file uploads (a repeat at worst
+ *   leaves an unreferenced copy, which the server deletes). Calls whose repeat would do the
  *   work twice (create a group, answer a friend request...) are retried only
  *   after a 429, which the server refused unprocessed.
  * - {@link EventStream} (from {@link Client#connect}) is gap-free,
@@ -71,7 +72,7 @@ const MQTT_REFUSED = new Set([4, 5, 0x86, 0x87]);
  * @property {Recipient} to
  * @property {'user'|'system'} kind
  * @property {string} client_msg_id
- * @property {object} body `{text}` for text; `{system: {...}}` for group changes; `{}` once recalled
+ * @property {object} body `{text}` for text; `{image: {...}}` / `{file: {...}}` (and maybe `text`) for attachments ({@link attachmentOf}); `{system: {...}}` for group changes; `{}` once recalled
  * @property {number} sent_at
  * @property {?number} edited_at
  * @property {?number} recalled_at
@@ -133,6 +134,34 @@ const MQTT_REFUSED = new Set([4, 5, 0x86, 0x87]);
  * know are passed on too). Ephemeral events have no cursor: `presence`
  * (`{user_id, online, last_seen}`) and `typing` (`{conversation_id, user_id}`).
  * @typedef {{type: string, cursor?: number} & Record<string, any>} MqchatEvent
+ */
+/**
+ * An uploaded file, as `POST /v1/files` answers it ({@link Client#uploadFile}).
+ * @typedef {object} FileInfo
+ * @property {string} id 32 hex characters
+ * @property {number} size bytes
+ * @property {string} content_type sniffed by the server from the bytes (`application/octet-stream` when unknown)
+ * @property {?string} name
+ * @property {string} sha256
+ * @property {number} created_at Unix ms
+ * @property {?number} width images the server could decode
+ * @property {?number} height
+ * @property {?string} thumbnail_id a PNG at most 256 px on its longer side (images)
+ */
+/**
+ * What an attachment message carries, read from its body by {@link attachmentOf}.
+ * Image bodies are `{image: {id, name, width, height, thumbnail_id}}`, file
+ * bodies `{file: {id, name, size, content_type}}`; either may have a `text`.
+ * @typedef {object} Attachment
+ * @property {'image'|'file'} kind
+ * @property {string} id
+ * @property {?string} name
+ * @property {?number} size
+ * @property {?string} content_type
+ * @property {?number} width
+ * @property {?number} height
+ * @property {?string} thumbnail_id
+ * @property {?string} text the caption, if any
  */
 /**
  * @typedef {object} LoginGrant
@@ -229,6 +258,61 @@ export function newClientMsgId() {
   return randomId(32);
 }
 
+/** Drops `null` / `undefined` members. @param {Record<string, any>} obj */
+function compact(obj) {
+  return Object.fromEntries(Object.entries(obj).filter(([, v]) => v !== undefined && v !== null));
+}
+
+/** @param {Record<string, any>} body @param {string} [text] */
+function withText(body, text) {
+  if (text !== undefined && text !== null && text !== '') body.text = text;
+  return body;
+}
+
+/** @param {any} info @returns {FileInfo} */
+function checkFileInfo(info) {
+  if (!info || typeof info.id !== 'string' || !info.id) {
+    throw new MqchatError('expected a FileInfo (what uploadFile answers)', { code: 'invalid_input' });
+  }
+  return info;
+}
+
+/** @param {FileInfo} info */
+function isImageInfo(info) {
+  return String(info?.content_type ?? '').startsWith('image/') && !!info.width && !!info.height;
+}
+
+/**
+ * The attachment a message body references, or `null` (text, system,
+ * recalled messages). Reads `{image: {...}}` and `{file: {...}}` bodies.
+ * @param {Message | object} messageOrBody a message, or its `body`
+ * @returns {?Attachment}
+ */
+export function attachmentOf(messageOrBody) {
+  const m = /** @type {any} */ (messageOrBody);
+  const body = m && typeof m === 'object' && 'body' in m && 'seq' in m ? m.body : m;
+  if (!body || typeof body !== 'object') return null;
+  for (const kind of /** @type {const} */ (['image', 'file'])) {
+    const a = body[kind];
+    if (a && typeof a === 'object' && typeof a.id === 'string') {
+      const num = (/** @type {any} */ v) => (typeof v === 'number' && Number.isFinite(v) ? v : null);
+      const str = (/** @type {any} */ v) => (typeof v === 'string' && v ? v : null);
+      return {
+        kind,
+        id: a.id,
+        name: str(a.name),
+        size: num(a.size),
+        content_type: str(a.content_type),
+        width: num(a.width),
+        height: num(a.height),
+        thumbnail_id: str(a.thumbnail_id),
+        text: typeof body.text === 'string' ? body.text : null,
+      };
+    }
+  }
+  return null;
+}
+
 /**
  * @param {number} ms
  * @param {AbortSignal} [signal] ends the wait early (resolves, does not throw)
@@ -292,12 +376,91 @@ export function websocketUrlFor(baseUrl) {
 }
 
 /**
+ * `fetch` over `XMLHttpRequest`, the only browser API that reports upload
+ * progress. Same contract as `fetch` for what {@link request} uses: resolves a
+ * `Response` (body as a Blob) for any HTTP answer, rejects on network failure
+ * or abort.
+ * @param {string} url
+ * @param {{method: string, headers: Record<string, string>, body?: any, signal?: AbortSignal}} init
+ * @param {(sent: number, total: ?number) => void} onUploadProgress
+ * @returns {Promise<Response>}
+ */
+function xhrFetch(url, init, onUploadProgress) {
+  return new Promise((resolve, reject) => {
+    const abortError = () => new DOMException('aborted', 'AbortError');
+    if (init.signal?.aborted) return reject(abortError());
+    const xhr = new XMLHttpRequest();
+    xhr.open(init.method, url);
+    for (const [k, v] of Object.entries(init.headers)) xhr.setRequestHeader(k, v);
+    xhr.responseType = 'blob';
+    const onAbort = () => xhr.abort();
+    init.signal?.addEventListener('abort', onAbort, { once: true });
+    const cleanup = () => init.signal?.removeEventListener('abort', onAbort);
+    xhr.upload.onprogress = (e) => onUploadProgress(e.loaded, e.lengthComputable ? e.total : null);
+    xhr.onload = () => {
+      cleanup();
+      const headers = new Headers();
+      for (const line of xhr.getAllResponseHeaders().split(/\r?\n/)) {
+        const i = line.indexOf(':');
+        try {
+          if (i > 0) headers.append(line.slice(0, i).trim(), line.slice(i + 1).trim());
+        } catch {
+          // a header the Headers class refuses: not one this SDK reads
+        }
+      }
+      const noBody = xhr.status === 204 || xhr.status === 205 || xhr.status === 304;
+      try {
+        resolve(new Response(noBody ? null : xhr.response, { status: xhr.status, headers }));
+      } catch (err) {
+        reject(err);
+      }
+    };
+    xhr.onerror = () => {
+      cleanup();
+      reject(new TypeError('network error'));
+    };
+    xhr.onabort = () => {
+      cleanup();
+      reject(abortError());
+    };
+    xhr.send(init.body ?? null);
+  });
+}
+
+/** Calls an application callback; its exceptions must not break a transfer. */
+function notify(fn, ...args) {
+  try {
+    fn?.(...args);
+  } catch (err) {
+    setTimeout(() => {
+      throw err;
+    });
+  }
+}
+
+/**
+ * Options of one HTTP request ({@link request}).
+ * @typedef {object} RequestOptions
+ * @property {Record<string, any>} [query]
+ * @property {any} [body] sent as JSON
+ * @property {Blob | ArrayBuffer | ArrayBufferView} [raw] sent as is (instead of `body`)
+ * @property {'json'|'blob'} [responseType] how to read a successful answer (default JSON)
+ * @property {string} [token]
+ * @property {number} [timeoutMs] default 30 s
+ * @property {boolean} [idleTimeout] `timeoutMs` is the longest time without progress (bytes sent or received), not the limit of the whole request
+ * @property {(sent: number, total: ?number) => void} [onUploadProgress] bytes of the body sent so far; uses `XMLHttpRequest` where there is one (and no custom `fetch`), else is called once the body is sent
+ * @property {(received: number, total: ?number) => void} [onDownloadProgress] bytes of a `blob` answer received so far
+ * @property {AbortSignal} [signal]
+ * @property {typeof fetch} [fetch]
+ */
+
+/**
  * One HTTP request to chatd, no auth logic, no retries.
  * @param {string} baseUrl
  * @param {string} method
  * @param {string} path
- * @param {{query?: Record<string, any>, body?: any, token?: string, timeoutMs?: number, signal?: AbortSignal, fetch?: typeof fetch}} [opts]
- * @returns {Promise<any>} the parsed JSON answer, or null for 204
+ * @param {RequestOptions} [opts]
+ * @returns {Promise<any>} the parsed JSON answer (null for 204), or a Blob with `responseType: 'blob'`
  */
 async function request(baseUrl, method, path, opts = {}) {
   let url = baseUrl + path;
@@ -310,28 +473,74 @@ async function request(baseUrl, method, path, opts = {}) {
     if (qs) url += '?' + qs;
   }
   /** @type {Record<string, string>} */
-  const headers = { accept: 'application/json' };
+  const headers = { accept: opts.responseType === 'blob' ? '*/*' : 'application/json' };
   if (opts.token) headers.authorization = `Bearer ${opts.token}`;
   let body;
-  if (opts.body !== undefined) {
+  if (opts.raw !== undefined) {
+    // The server sniffs the type from the bytes; this header is only a hint.
+    headers['content-type'] = (typeof Blob !== 'undefined' && opts.raw instanceof Blob && opts.raw.type) || 'application/octet-stream';
+    body = opts.raw;
+  } else if (opts.body !== undefined) {
     headers['content-type'] = 'application/json';
     body = JSON.stringify(opts.body);
   }
   const controller = new AbortController();
   let timedOut = false;
-  const timer = setTimeout(() => {
-    timedOut = true;
-    controller.abort();
-  }, opts.timeoutMs ?? 30_000);
+  let timer;
+  const arm = () => {
+    clearTimeout(timer);
+    timer = setTimeout(() => {
+      timedOut = true;
+      controller.abort();
+    }, opts.timeoutMs ?? 30_000);
+  };
+  arm();
+  const progressed = opts.idleTimeout ? arm : () => {};
   const onAbort = () => controller.abort();
   opts.signal?.addEventListener('abort', onAbort, { once: true });
+  const useXhr = !!opts.onUploadProgress && !opts.fetch && typeof globalThis.XMLHttpRequest === 'function';
   const doFetch = opts.fetch ?? globalThis.fetch;
   let res;
   let text;
+  let blob;
   try {
     if (opts.signal?.aborted) throw new Error('aborted');
-    res = await doFetch(url, { method, headers, body, signal: controller.signal });
-    text = await res.text();
+    const init = { method, headers, body, signal: controller.signal };
+    if (useXhr) {
+      res = await xhrFetch(url, init, (sent, total) => {
+        progressed();
+        notify(opts.onUploadProgress, sent, total);
+      });
+    } else {
+      res = await doFetch(url, init);
+      if (opts.onUploadProgress && body !== undefined) {
+        const size = body.size ?? body.byteLength ?? null;
+        notify(opts.onUploadProgress, size ?? 0, size);
+      }
+    }
+    if (opts.responseType === 'blob' && res.ok) {
+      const total = Number(res.headers.get('content-length')) || null;
+      const type = res.headers.get('content-type') ?? '';
+      if (res.body && typeof res.body.getReader === 'function' && (opts.idleTimeout || opts.onDownloadProgress)) {
+        const reader = res.body.getReader();
+        const chunks = [];
+        let received = 0;
+        for (;;) {
+          const { done, value } = await reader.read();
+          if (done) break;
+          chunks.push(value);
+          received += value.byteLength;
+          progressed();
+          notify(opts.onDownloadProgress, received, total);
+        }
+        blob = new Blob(chunks, { type });
+      } else {
+        blob = await res.blob();
+        notify(opts.onDownloadProgress, blob.size, total);
+      }
+    } else {
+      text = await res.text();
+    }
   } catch (cause) {
     if (timedOut) {
       throw new MqchatError(`${method} ${path}: timed out`, { code: 'timeout', cause });
@@ -344,6 +553,7 @@ async function request(baseUrl, method, path, opts = {}) {
     clearTimeout(timer);
     opts.signal?.removeEventListener('abort', onAbort);
   }
+  if (blob) return blob;
   let json = null;
   if (text) {
     try {
@@ -609,7 +819,7 @@ export class Client extends EventTarget {
    * retries of transient failures as far as `retry` allows.
    * @param {string} method
    * @param {string} path
-   * @param {{query?: Record<string, any>, body?: any, retry?: 'always'|'ifNotSent'|'never', doneIfGone?: boolean, signal?: AbortSignal}} [opts]
+   * @param {{query?: Record<string, any>, body?: any, raw?: any, responseType?: 'json'|'blob', retry?: 'always'|'ifNotSent'|'never', doneIfGone?: boolean, signal?: AbortSignal, timeoutMs?: number, idleTimeout?: boolean, onUploadProgress?: Function, onDownloadProgress?: Function}} [opts]
    */
   async _call(method, path, opts = {}) {
     const retry = opts.retry ?? 'always';
@@ -623,8 +833,13 @@ export class Client extends EventTarget {
         return await request(this.baseUrl, method, path, {
           query: opts.query,
           body: opts.body,
+          raw: opts.raw,
+          responseType: opts.responseType,
           token,
-          timeoutMs: this._timeoutMs,
+          timeoutMs: opts.timeoutMs ?? this._timeoutMs,
+          idleTimeout: opts.idleTimeout,
+          onUploadProgress: /** @type {any} */ (opts.onUploadProgress),
+          onDownloadProgress: /** @type {any} */ (opts.onDownloadProgress),
           signal: opts.signal,
           fetch: this._options.fetch,
         });
@@ -740,6 +955,132 @@ export class Client extends EventTarget {
   /** @param {number} groupId @param {string} text @param {{clientMsgId?: string}} [opts] @returns {Promise<Message>} */
   sendTextToGroup(groupId, text, opts) {
     return this.sendText({ group: groupId }, text, opts);
+  }
+
+  // --- attachments ------------------------------------------------------------
+
+  /**
+   * `POST /v1/files?name=`: uploads a file (the raw bytes; the server sniffs
+   * the type) and answers its {@link FileInfo}; images come back with
+   * `width`, `height` and a `thumbnail_id`. Then reference it in a message:
+   * {@link Client#sendImage}, {@link Client#sendFile} or {@link Client#sendAttachment}.
+   *
+   * Retried after transient failures like reads are (with a fresh token after
+   * a 401). An upload is not idempotent, so a retry after the body may have
+   * reached the server can store a second copy; that is harmless: identical
+   * bytes share one blob on the server, and uploads no message references are
+   * deleted after a while (a day by default). Errors that a repeat would not
+   * cure are not retried: `payload_too_large` (413; 20 MiB by default),
+   * `invalid_request` (400: an empty file, a bad name).
+   *
+   * In a browser the bytes go through `XMLHttpRequest`, which reports upload
+   * progress (elsewhere, or with a custom `fetch`, `onProgress` is called once
+   * the body is sent).
+   *
+   * @param {Blob | ArrayBuffer | ArrayBufferView} file a `File`, `Blob` or bytes (not a stream: a retry re-reads it)
+   * @param {object} [opts]
+   * @param {string} [opts.name] shown to recipients; default the `File`'s name. 1–255 characters, no slashes or control characters
+   * @param {(sent: number, total: ?number) => void} [opts.onProgress] bytes sent so far of the current attempt (it starts again from 0 on a retry)
+   * @param {AbortSignal} [opts.signal] cancels the upload (rejects with code `aborted`)
+   * @param {number} [opts.timeoutMs] in a browser the longest time without progress, elsewhere the limit of the whole upload;
+   *   default the client's `timeoutMs` but at least 60 s (elsewhere plus 1 s per 16 KiB)
+   * @returns {Promise<FileInfo>}
+   */
+  async uploadFile(file, opts = {}) {
+    const isBlob = typeof Blob !== 'undefined' && file instanceof Blob;
+    if (!isBlob && !(file instanceof ArrayBuffer) && !ArrayBuffer.isView(file)) {
+      throw new MqchatError('uploadFile takes a File, a Blob or bytes', { code: 'invalid_input' });
+    }
+    let name = opts.name;
+    const fileName = /** @type {any} */ (file).name;
+    if (name === undefined && typeof fileName === 'string' && fileName) name = fileName;
+    const size = isBlob ? /** @type {Blob} */ (file).size : /** @type {ArrayBuffer} */ (file).byteLength;
+    const progress = !this._options.fetch && typeof globalThis.XMLHttpRequest === 'function';
+    const base = Math.max(this._timeoutMs, 60_000);
+    return this._call('POST', '/v1/files', {
+      query: { name: name || undefined },
+      raw: file,
+      retry: 'always',
+      signal: opts.signal,
+      timeoutMs: opts.timeoutMs ?? (progress ? base : base + Math.ceil(size / 16_384) * 1000),
+      idleTimeout: progress,
+      onUploadProgress: opts.onProgress ?? (progress ? () => {} : undefined),
+    });
+  }
+
+  /**
+   * `GET /v1/files/{id}`: a file's bytes, as a `Blob` typed with the file's
+   * content type. 404 (`not_found`) unless this user uploaded it or can see a
+   * message referencing it. Retried after transient failures.
+   *
+   * The endpoint needs the bearer token, so a page cannot point `<img src>`
+   * at it: fetch it here and show `URL.createObjectURL(blob)` (keep one URL
+   * per id, and revoke them when done).
+   * @param {string} id a file id, or an image's `thumbnail_id`
+   * @param {object} [opts]
+   * @param {(received: number, total: ?number) => void} [opts.onProgress] bytes received so far
+   * @param {AbortSignal} [opts.signal]
+   * @param {number} [opts.timeoutMs] the longest time without progress; default the client's `timeoutMs`
+   * @returns {Promise<Blob>}
+   */
+  async downloadFile(id, opts = {}) {
+    return this._call('GET', `/v1/files/${encodeURIComponent(id)}`, {
+      responseType: 'blob',
+      signal: opts.signal,
+      timeoutMs: opts.timeoutMs,
+      idleTimeout: true,
+      onDownloadProgress: opts.onProgress,
+    });
+  }
+
+  /**
+   * Sends an uploaded image: `{image: {id, name, width, height, thumbnail_id}}`
+   * (plus `text` as a caption). Same guarantees as {@link Client#send}: one
+   * `client_msg_id` (generated unless given) for every retry.
+   * @param {Recipient} to
+   * @param {FileInfo} fileInfo what {@link Client#uploadFile} answered
+   * @param {{text?: string, clientMsgId?: string}} [opts]
+   * @returns {Promise<Message>}
+   */
+  async sendImage(to, fileInfo, opts = {}) {
+    const info = checkFileInfo(fileInfo);
+    return this.send(
+      to,
+      withText(
+        { image: compact({ id: info.id, name: info.name, width: info.width, height: info.height, thumbnail_id: info.thumbnail_id }) },
+        opts.text,
+      ),
+      opts,
+    );
+  }
+
+  /**
+   * Sends an uploaded file: `{file: {id, name, size, content_type}}` (plus
+   * `text`). Same guarantees as {@link Client#send}.
+   * @param {Recipient} to
+   * @param {FileInfo} fileInfo what {@link Client#uploadFile} answered
+   * @param {{text?: string, clientMsgId?: string}} [opts]
+   * @returns {Promise<Message>}
+   */
+  async sendFile(to, fileInfo, opts = {}) {
+    const info = checkFileInfo(fileInfo);
+    return this.send(
+      to,
+      withText({ file: compact({ id: info.id, name: info.name, size: info.size, content_type: info.content_type }) }, opts.text),
+      opts,
+    );
+  }
+
+  /**
+   * {@link Client#sendImage} for images the server could decode (it gave
+   * them a size), else {@link Client#sendFile}.
+   * @param {Recipient} to
+   * @param {FileInfo} fileInfo
+   * @param {{text?: string, clientMsgId?: string}} [opts]
+   * @returns {Promise<Message>}
+   */
+  sendAttachment(to, fileInfo, opts = {}) {
+    return isImageInfo(fileInfo) ? this.sendImage(to, fileInfo, opts) : this.sendFile(to, fileInfo, opts);
   }
 
   /**

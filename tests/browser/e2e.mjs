@@ -12,7 +12,7 @@
 //
 // Exit code 0 when every check passed; 1 with a message on the first failure.
 
-import { mkdirSync } from 'node:fs';
+import { mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { chromium } from 'playwright-core';
 
@@ -257,6 +257,89 @@ async function main() {
     }
     await p2.locator('[data-testid="connection-state"][data-state="live"]').waitFor();
     await checkSameOrder([p1, p2], expected, 'after reconnects');
+  });
+
+  await step(`${USER1} sends ${USER2} a picture and a text file; ${USER2} sees the thumbnail, opens it, downloads the file`, async () => {
+    // A 120x80 PNG drawn in the page, handed to the real file input.
+    const W = 120;
+    const H = 80;
+    const pngBase64 = await p1.evaluate(async ({ w, hgt }) => {
+      const canvas = new OffscreenCanvas(w, hgt);
+      const g = canvas.getContext('2d');
+      const grad = g.createLinearGradient(0, 0, w, hgt);
+      grad.addColorStop(0, '#2563eb');
+      grad.addColorStop(1, '#f59e0b');
+      g.fillStyle = grad;
+      g.fillRect(0, 0, w, hgt);
+      g.fillStyle = '#fff';
+      g.font = 'bold 28px sans-serif';
+      g.fillText('mq', 38, 52);
+      const bytes = new Uint8Array(await (await canvas.convertToBlob({ type: 'image/png' })).arrayBuffer());
+      let bin = '';
+      for (const b of bytes) bin += String.fromCharCode(b);
+      return btoa(bin);
+    }, { w: W, hgt: H });
+    const imageName = `picture-${nonce}.png`;
+    // Hold the upload back a moment, to see the page say it is uploading.
+    let release;
+    const held = new Promise((resolve) => (release = resolve));
+    let passed;
+    const gone = new Promise((resolve) => (passed = resolve));
+    const isUpload = (url) => url.pathname === '/v1/files';
+    await p1.route(isUpload, async (route) => {
+      await held;
+      await route.continue().finally(passed);
+    }, { times: 1 });
+    await byTestId(p1, 'attach-input').setInputFiles({ name: imageName, mimeType: 'image/png', buffer: Buffer.from(pngBase64, 'base64') });
+    await p1.locator('[data-testid="message-pending"][data-uploading="true"] [data-testid="pending-image"]').waitFor();
+    await p1.locator('[data-testid="attach-status"]', { hasText: `Uploading ${imageName}` }).waitFor();
+    release();
+    await gone;
+    await p1.unroute(isUpload);
+    await byTestId(p1, 'attach-status').waitFor({ state: 'hidden' });
+
+    const loaded = (page, selector) => page.waitForFunction((sel) => {
+      const el = document.querySelector(sel);
+      return el && el.src.startsWith('blob:') && el.complete && el.naturalWidth > 0 ? el.naturalWidth : 0;
+    }, selector, { timeout: WAIT_MS }).then((handle) => handle.jsonValue());
+    const imageSel = `[data-testid="message-list"] [data-testid="message"] [data-testid="message-image"][data-name="${imageName}"]`;
+    const w1 = await loaded(p1, imageSel);
+    const thumbWidth = await loaded(p2, imageSel);
+    const dims = await p2.locator(imageSel).evaluate((el) => [Number(el.dataset.width), Number(el.dataset.height)]);
+    check(dims[0] === W && dims[1] === H, `${USER2}'s image message says ${dims.join('x')}, expected ${W}x${H}`);
+    log(`   image shown on both pages (${USER1}: ${w1} px wide, ${USER2}'s thumbnail: ${thumbWidth} px wide)`);
+    // Clicking it opens the full image.
+    await p2.locator(imageSel).click();
+    await byTestId(p2, 'image-viewer').waitFor();
+    const full = await p2.waitForFunction(() => {
+      const el = document.querySelector('[data-testid="image-viewer-img"]');
+      return el?.dataset.full === 'true' && el.src.startsWith('blob:') && el.complete && el.naturalWidth > 0 ? [el.naturalWidth, el.naturalHeight] : null;
+    }, null, { timeout: WAIT_MS }).then((handle) => handle.jsonValue());
+    check(full[0] === W && full[1] === H, `the full image is ${full.join('x')}, expected ${W}x${H}`);
+    await byTestId(p2, 'image-viewer-close').click();
+    await byTestId(p2, 'image-viewer').waitFor({ state: 'hidden' });
+
+    const fileName = `notes-${nonce}.txt`;
+    const content = `notes from ${USER1} ${nonce}\n`;
+    await byTestId(p1, 'attach-input').setInputFiles({ name: fileName, mimeType: 'text/plain', buffer: Buffer.from(content) });
+    const fileLink = p2.locator(`[data-testid="message-list"] [data-testid="message"] [data-testid="message-file"][data-name="${fileName}"]`);
+    await fileLink.waitFor();
+    const shownName = (await fileLink.locator('[data-testid="message-file-name"]').textContent())?.trim();
+    check(shownName === fileName, `${USER2}'s file message shows ${JSON.stringify(shownName)}, expected ${fileName}`);
+    const size = (await fileLink.locator('[data-testid="message-file-size"]').textContent())?.trim();
+    check(size?.startsWith(`${Buffer.byteLength(content)} B`), `${USER2}'s file message shows size ${JSON.stringify(size)}`);
+    const [download] = await Promise.all([p2.waitForEvent('download', { timeout: WAIT_MS }), fileLink.click()]);
+    check(download.suggestedFilename() === fileName, `the download is named ${JSON.stringify(download.suggestedFilename())}`);
+    const got = readFileSync(await download.path(), 'utf8');
+    check(got === content, `the downloaded file holds ${JSON.stringify(got)}`);
+    await p1.locator(`[data-testid="message"] [data-testid="message-file"][data-name="${fileName}"]`).waitFor();
+    await screenshots('-attachments');
+
+    // An upload the server refuses (an empty file) is reported in the composer, and nothing is sent.
+    await byTestId(p1, 'attach-input').setInputFiles({ name: `empty-${nonce}.txt`, mimeType: 'text/plain', buffer: Buffer.alloc(0) });
+    await p1.locator('[data-testid="attach-error"]', { hasText: `empty-${nonce}.txt` }).waitFor();
+    await p1.locator('[data-testid="message-pending"]').waitFor({ state: 'detached' });
+    log(`   composer says: ${(await byTestId(p1, 'attach-error').textContent())?.replace('✕', '').trim()}`);
   });
 
   const groupName = `e2e ${nonce}`;

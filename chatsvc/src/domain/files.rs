@@ -328,7 +328,12 @@ fn make_thumbnail(path: &Path) -> Option<(u32, u32, Vec<u8>)> {
         .ok()?
         .decode()
         .ok()?;
-    let thumb = img.thumbnail(THUMBNAIL_SIZE, THUMBNAIL_SIZE);
+    // Never enlarge: a small image is its own thumbnail.
+    let thumb = if w <= THUMBNAIL_SIZE && h <= THUMBNAIL_SIZE {
+        img
+    } else {
+        img.thumbnail(THUMBNAIL_SIZE, THUMBNAIL_SIZE)
+    };
     let mut png = Vec::new();
     thumb
         .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
