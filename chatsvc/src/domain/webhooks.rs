@@ -255,13 +255,14 @@ impl Chat {
                     Err(e) => Err(e.to_string()),
                 };
                 let id = d.id;
+                let generation = d.generation;
                 let attempts = d.attempts + 1;
                 let write = match result {
                     Ok(()) => {
                         metrics::counter!("webhook_deliveries_total", "result" => "ok")
                             .increment(1);
                         self.store
-                            .write(move |c| store::delivered(c, id, now_ms()))
+                            .write(move |c| store::delivered(c, id, generation, now_ms()))
                             .await
                     }
                     Err(error) => {
@@ -274,7 +275,7 @@ impl Chat {
                             now_ms() + 1000 * (1i64 << attempts.min(10)).min(600)
                         };
                         self.store
-                            .write(move |c| store::failed(c, id, next, &error))
+                            .write(move |c| store::failed(c, id, generation, next, &error))
                             .await
                     }
                 };

@@ -184,7 +184,10 @@ const MIGRATIONS: &[&str] = &[
         attempts        INTEGER NOT NULL DEFAULT 0,
         next_attempt_at INTEGER NOT NULL,
         delivered_at    INTEGER,
-        last_error      TEXT
+        last_error      TEXT,
+        -- bumped by a replay, so an attempt in flight during the replay
+        -- can't mark the replayed delivery as done
+        generation      INTEGER NOT NULL DEFAULT 0
     );
     CREATE INDEX webhook_deliveries_due ON webhook_deliveries(next_attempt_at) WHERE delivered_at IS NULL;
     "#,

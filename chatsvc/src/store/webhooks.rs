@@ -29,6 +29,7 @@ pub struct DeliveryRow {
     pub event: String,
     pub payload: String,
     pub attempts: u32,
+    pub generation: u64,
 }
 
 pub fn create(
@@ -96,7 +97,7 @@ pub fn enqueue(
 /// Deliveries due at `now` for active webhooks, oldest first.
 pub fn due(c: &Connection, now: i64, limit: usize) -> Result<Vec<DeliveryRow>, StoreError> {
     let mut stmt = c.prepare_cached(
-        "SELECT d.id, d.webhook_id, w.url, w.secret, d.event, d.payload, d.attempts
+        "SELECT d.id, d.webhook_id, w.url, w.secret, d.event, d.payload, d.attempts, d.generation
          FROM webhook_deliveries d JOIN webhooks w ON w.id = d.webhook_id
          WHERE d.delivered_at IS NULL AND d.next_attempt_at <= ?1 AND w.disabled_at IS NULL
          ORDER BY d.id LIMIT ?2",
@@ -111,30 +112,36 @@ pub fn due(c: &Connection, now: i64, limit: usize) -> Result<Vec<DeliveryRow>, S
                 event: r.get(4)?,
                 payload: r.get(5)?,
                 attempts: r.get(6)?,
+                generation: r.get(7)?,
             })
         })?
         .collect::<Result<Vec<_>, _>>()?;
     Ok(rows)
 }
 
-pub fn delivered(c: &Connection, id: u64, now: i64) -> Result<(), StoreError> {
+/// Records a successful attempt of `generation` (a replay since then wins).
+pub fn delivered(c: &Connection, id: u64, generation: u64, now: i64) -> Result<(), StoreError> {
     c.prepare_cached(
-        "UPDATE webhook_deliveries SET delivered_at = ?2, attempts = attempts + 1 WHERE id = ?1",
+        "UPDATE webhook_deliveries SET delivered_at = ?2, attempts = attempts + 1
+         WHERE id = ?1 AND generation = ?3",
     )?
-    .execute(params![id, now])?;
+    .execute(params![id, now, generation])?;
     Ok(())
 }
 
+/// Records a failed attempt of `generation` and when to try again.
 pub fn failed(
     c: &Connection,
     id: u64,
+    generation: u64,
     next_attempt_at: i64,
     error: &str,
 ) -> Result<(), StoreError> {
     c.prepare_cached(
-        "UPDATE webhook_deliveries SET attempts = attempts + 1, next_attempt_at = ?2, last_error = ?3 WHERE id = ?1",
+        "UPDATE webhook_deliveries SET attempts = attempts + 1, next_attempt_at = ?2, last_error = ?3
+         WHERE id = ?1 AND generation = ?4",
     )?
-    .execute(params![id, next_attempt_at, error])?;
+    .execute(params![id, next_attempt_at, error, generation])?;
     Ok(())
 }
 
@@ -142,7 +149,8 @@ pub fn failed(
 /// Returns how many.
 pub fn replay(c: &Connection, webhook_id: u64, after: u64, now: i64) -> Result<usize, StoreError> {
     Ok(c.execute(
-        "UPDATE webhook_deliveries SET delivered_at = NULL, next_attempt_at = ?3, attempts = 0
+        "UPDATE webhook_deliveries SET delivered_at = NULL, next_attempt_at = ?3, attempts = 0,
+             generation = generation + 1
          WHERE webhook_id = ?1 AND id > ?2",
         params![webhook_id, after, now],
     )?)
