@@ -69,17 +69,21 @@ async fn sends_are_limited_per_user() -> Result<()> {
     let server = TestServer::start_with(&["--send-rate", "1"]).await?;
     let alice = server.user("alice").await?;
     let bob = server.user("bob").await?;
+    let started = std::time::Instant::now();
     let mut statuses = Vec::new();
-    for i in 0..12 {
+    for i in 0..15 {
         let (s, _) = alice.send_text(bob.id, &format!("r{i}"), "spam").await?;
         statuses.push(s);
     }
-    assert_eq!(
-        statuses.iter().filter(|&&s| s == 201).count(),
-        10,
-        "a burst of 10 s worth: {statuses:?}"
+    // A burst of 10 s worth, plus at most one more per second the loop took.
+    let ok = statuses.iter().filter(|&&s| s == 201).count();
+    let slack = started.elapsed().as_secs() as usize + 1;
+    assert!((10..=10 + slack).contains(&ok), "{ok} sent: {statuses:?}");
+    assert!(
+        statuses.iter().all(|&s| s == 201 || s == 429),
+        "{statuses:?}"
     );
-    assert_eq!(statuses[11], 429);
+    assert!(statuses.contains(&429), "{statuses:?}");
     let (s, _) = bob.send_text(alice.id, "b1", "I'm fine").await?;
     assert_eq!(s, 201, "per user");
     assert_eq!(
