@@ -24,10 +24,11 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::sync::mpsc;
 
-/// Path of the chatd binary: `$CHATD_BIN`, else next to the test binary's
-/// directory (`target/<profile>/chatd`, built by `cargo test --workspace`).
-pub fn chatd_bin() -> Result<PathBuf> {
-    if let Ok(p) = std::env::var("CHATD_BIN") {
+/// Path of a workspace binary: `$ENV_VAR` if set, else next to the test
+/// binary's directory (`target/<profile>/NAME`, built by `cargo test
+/// --workspace`).
+pub fn workspace_bin(name: &str, env_var: &str) -> Result<PathBuf> {
+    if let Ok(p) = std::env::var(env_var) {
         return Ok(PathBuf::from(p));
     }
     let exe = std::env::current_exe()?;
@@ -35,14 +36,37 @@ pub fn chatd_bin() -> Result<PathBuf> {
         .parent()
         .and_then(Path::parent)
         .ok_or_else(|| anyhow!("unexpected test binary location {}", exe.display()))?;
-    let bin = profile_dir.join("chatd");
+    let bin = profile_dir.join(name);
     if !bin.exists() {
         bail!(
-            "{} not found: run `cargo test --workspace` (which builds it) or set CHATD_BIN",
+            "{} not found: run `cargo test --workspace` (which builds it) or set {env_var}",
             bin.display()
         );
     }
     Ok(bin)
+}
+
+/// Path of the chatd binary (`$CHATD_BIN` or next to the test binary).
+pub fn chatd_bin() -> Result<PathBuf> {
+    workspace_bin("chatd", "CHATD_BIN")
+}
+
+/// Whether an external tool the test needs is installed. Outside CI a
+/// missing tool skips the test (returns false, with a note); in CI
+/// (`CI=true`) it is an error, because `.ci/run` installs it.
+pub fn tool_available(tool: &str, package: &str) -> Result<bool> {
+    if std::process::Command::new(tool)
+        .arg("--help")
+        .output()
+        .is_ok()
+    {
+        return Ok(true);
+    }
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        bail!("{tool} is required in CI (apt-get install {package})");
+    }
+    eprintln!("SKIPPED: {tool} not installed");
+    Ok(false)
 }
 
 /// A running chatd process.
@@ -194,6 +218,20 @@ impl TestServer {
             bail!("kill -TERM failed");
         }
         Ok(tokio::time::timeout(Duration::from_secs(15), child.wait()).await??)
+    }
+
+    /// POST to the `/admin` API with the admin token from the data dir.
+    pub async fn admin_post(&self, path: &str, body: Value) -> Result<(u16, Value)> {
+        let token = std::fs::read_to_string(self.data_dir().join("admin.token"))?;
+        let res = self
+            .http_client
+            .post(self.url(path))
+            .bearer_auth(token.trim())
+            .json(&body)
+            .send()
+            .await?;
+        let status = res.status().as_u16();
+        Ok((status, res.json().await.unwrap_or(Value::Null)))
     }
 
     /// Registers `name` (password `password-{name}`) and logs in.

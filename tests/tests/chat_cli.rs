@@ -10,7 +10,7 @@
 //! binary (`target/<profile>/chat-cli`, built by `cargo test --workspace`).
 //! Without `script` the pty test is skipped, except in CI (CI=true).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{ExitStatus, Stdio};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -27,22 +27,7 @@ const SCREEN_WAIT: Duration = Duration::from_secs(15);
 const EXIT_WAIT: Duration = Duration::from_secs(20);
 
 fn chat_cli_bin() -> Result<PathBuf> {
-    if let Ok(path) = std::env::var("CHAT_CLI_BIN") {
-        return Ok(PathBuf::from(path));
-    }
-    let exe = std::env::current_exe()?;
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .ok_or_else(|| anyhow!("unexpected test binary location {}", exe.display()))?;
-    let bin = profile_dir.join("chat-cli");
-    if !bin.exists() {
-        bail!(
-            "{} not found: run `cargo test --workspace` (which builds it) or set CHAT_CLI_BIN",
-            bin.display()
-        );
-    }
-    Ok(bin)
+    mqchat_e2e::workspace_bin("chat-cli", "CHAT_CLI_BIN")
 }
 
 /// Whether `script` can give chat-cli a terminal; in CI it must.

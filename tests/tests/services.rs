@@ -5,19 +5,6 @@ use mqchat_e2e::{chatd_bin, TestServer};
 use serde_json::{json, Value};
 use std::time::Duration;
 
-async fn admin_post(server: &TestServer, path: &str, body: Value) -> Result<(u16, Value)> {
-    let token = std::fs::read_to_string(server.data_dir().join("admin.token"))?;
-    let res = server
-        .http_client
-        .post(server.url(path))
-        .bearer_auth(token.trim())
-        .json(&body)
-        .send()
-        .await?;
-    let status = res.status().as_u16();
-    Ok((status, res.json().await.unwrap_or(Value::Null)))
-}
-
 async fn as_key(
     server: &TestServer,
     key: &str,
@@ -42,12 +29,12 @@ async fn a_service_sends_as_its_bot_within_its_scopes() -> Result<()> {
     let server = TestServer::start().await?;
     let alice = server.user("alice").await?;
     let mut alice_rx = server.mqtt(&alice).await?;
-    let (s, svc) = admin_post(
-        &server,
-        "/admin/services",
-        json!({"username": "weather-bot", "scopes": ["send"], "rate_per_sec": 0}),
-    )
-    .await?;
+    let (s, svc) = server
+        .admin_post(
+            "/admin/services",
+            json!({"username": "weather-bot", "scopes": ["send"], "rate_per_sec": 0}),
+        )
+        .await?;
     assert_eq!(s, 201, "{svc}");
     let key = svc["key"]
         .as_str()
@@ -109,12 +96,12 @@ async fn a_service_sends_as_its_bot_within_its_scopes() -> Result<()> {
     assert!(server.login("weather-bot", "!").await.is_err());
 
     // Revoked: refused at once.
-    let (s, _) = admin_post(
-        &server,
-        &format!("/admin/services/{}/revoke", svc["key_id"]),
-        json!({}),
-    )
-    .await?;
+    let (s, _) = server
+        .admin_post(
+            &format!("/admin/services/{}/revoke", svc["key_id"]),
+            json!({}),
+        )
+        .await?;
     assert_eq!(s, 204);
     let (s, body) = as_key(&server, &key, reqwest::Method::GET, "/v1/me", None).await?;
     assert_eq!(

@@ -91,15 +91,7 @@ async fn mqtt5_client_gets_reason_codes_and_pushes() -> Result<()> {
 /// outside CI; in CI (CI=true) a missing tool is a failure.
 #[tokio::test]
 async fn mosquitto_sub_receives_pushes() -> Result<()> {
-    let found = std::process::Command::new("mosquitto_sub")
-        .arg("--help")
-        .output()
-        .is_ok();
-    if !found {
-        if std::env::var("CI").is_ok_and(|v| v == "true") {
-            bail!("mosquitto_sub is required in CI (apt-get install mosquitto-clients)");
-        }
-        eprintln!("SKIPPED: mosquitto_sub not installed");
+    if !mqchat_e2e::tool_available("mosquitto_sub", "mosquitto-clients")? {
         return Ok(());
     }
     let server = TestServer::start().await?;

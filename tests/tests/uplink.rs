@@ -214,15 +214,7 @@ async fn mqtt5_reply_goes_to_the_response_topic_with_correlation_data() -> Resul
 /// The stock Debian clients: mosquitto_pub sends, mosquitto_sub reads the reply.
 #[tokio::test]
 async fn mosquitto_pub_can_send() -> Result<()> {
-    let found = std::process::Command::new("mosquitto_pub")
-        .arg("--help")
-        .output()
-        .is_ok();
-    if !found {
-        if std::env::var("CI").is_ok_and(|v| v == "true") {
-            bail!("mosquitto_pub is required in CI (apt-get install mosquitto-clients)");
-        }
-        eprintln!("SKIPPED: mosquitto_pub not installed");
+    if !mqchat_e2e::tool_available("mosquitto_pub", "mosquitto-clients")? {
         return Ok(());
     }
     let server = TestServer::start().await?;

@@ -61,19 +61,6 @@ impl Receiver {
     }
 }
 
-async fn admin_post(server: &TestServer, path: &str, body: Value) -> Result<(u16, Value)> {
-    let token = std::fs::read_to_string(server.data_dir().join("admin.token"))?;
-    let res = server
-        .http_client
-        .post(server.url(path))
-        .bearer_auth(token.trim())
-        .json(&body)
-        .send()
-        .await?;
-    let status = res.status().as_u16();
-    Ok((status, res.json().await.unwrap_or(Value::Null)))
-}
-
 fn verify(secret: &str, headers: &HeaderMap, body: &str) -> bool {
     let ts = headers
         .get("x-mqchat-timestamp")
@@ -101,12 +88,12 @@ async fn signed_events_and_offline_push() -> Result<()> {
     let receiver = Receiver::default();
     let addr = receiver.start("127.0.0.1:0").await?;
     let server = TestServer::start().await?;
-    let (s, hook) = admin_post(
-        &server,
-        "/admin/webhooks",
-        json!({"url": format!("http://{addr}/hook")}),
-    )
-    .await?;
+    let (s, hook) = server
+        .admin_post(
+            "/admin/webhooks",
+            json!({"url": format!("http://{addr}/hook")}),
+        )
+        .await?;
     assert_eq!(s, 201, "{hook}");
     let secret = hook["secret"]
         .as_str()
@@ -167,12 +154,12 @@ async fn deliveries_retry_survive_restarts_and_replay() -> Result<()> {
     let tmp = tempfile::tempdir()?;
     let dir = tmp.path().join("d");
     let mut server = TestServer::start_in(&dir, &[]).await?;
-    let (s, hook) = admin_post(
-        &server,
-        "/admin/webhooks",
-        json!({"url": format!("http://{receiver_addr}/hook"), "events": ["message.created"]}),
-    )
-    .await?;
+    let (s, hook) = server
+        .admin_post(
+            "/admin/webhooks",
+            json!({"url": format!("http://{receiver_addr}/hook"), "events": ["message.created"]}),
+        )
+        .await?;
     assert_eq!(s, 201);
     let alice = server.user("alice").await?;
     let bob = server.user("bob").await?;
@@ -214,12 +201,12 @@ async fn deliveries_retry_survive_restarts_and_replay() -> Result<()> {
     assert_eq!(sorted, ["r0", "r1", "r2"], "all three, once each: {ids:?}");
 
     // Replay from the start: the same deliveries (same ids) again.
-    let (s, r) = admin_post(
-        &server,
-        &format!("/admin/webhooks/{}/replay", hook["id"]),
-        json!({"after": 0}),
-    )
-    .await?;
+    let (s, r) = server
+        .admin_post(
+            &format!("/admin/webhooks/{}/replay", hook["id"]),
+            json!({"after": 0}),
+        )
+        .await?;
     assert_eq!((s, r["requeued"].as_u64()), (200, Some(3)));
     let again = eventually(Duration::from_secs(10), || async {
         let e = receiver.events();

@@ -127,6 +127,16 @@ impl Chat {
                     chunk.map_err(|e| DomainError::Invalid(format!("upload interrupted: {e}")))?;
                 size += chunk.len() as u64;
                 if size > limit {
+                    // Read (and drop) up to another `limit` bytes so that a
+                    // client still sending sees the 413 rather than a reset
+                    // connection; beyond that, stop reading.
+                    let mut drained = 0u64;
+                    while let Some(Ok(rest)) = body.next().await {
+                        drained += rest.len() as u64;
+                        if drained > limit {
+                            break;
+                        }
+                    }
                     return Err(DomainError::TooLarge(limit));
                 }
                 if head.len() < 8192 {
