@@ -142,3 +142,39 @@ async fn mosquitto_sub_receives_pushes() -> Result<()> {
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn mqtt5_over_websocket() -> Result<()> {
+    use rumqttc::v5::mqttbytes::v5::Packet;
+    use rumqttc::v5::mqttbytes::QoS;
+    use rumqttc::v5::{AsyncClient, Event, MqttOptions};
+    let server = TestServer::start().await?;
+    let alice = server.user("alice").await?;
+    let bob = server.user("bob").await?;
+    let mut opts = MqttOptions::new("v5-ws-bob", server.ws_url(), server.http.port());
+    opts.set_transport(rumqttc::Transport::Ws);
+    opts.set_credentials(bob.id.to_string(), bob.access_token.clone());
+    opts.set_keep_alive(Duration::from_secs(30));
+    let (client, mut events) = AsyncClient::new(opts, 16);
+    client
+        .subscribe(format!("users/{}/#", bob.id), QoS::AtLeastOnce)
+        .await?;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while tokio::time::Instant::now() < deadline {
+        match tokio::time::timeout(Duration::from_secs(5), events.poll()).await?? {
+            Event::Incoming(Packet::SubAck(_)) => {
+                let (s, _) = alice
+                    .send_text(bob.id, "v5ws", "hello v5 over websocket")
+                    .await?;
+                assert_eq!(s, 201);
+            }
+            Event::Incoming(Packet::Publish(p)) => {
+                let v: serde_json::Value = serde_json::from_slice(&p.payload)?;
+                assert_eq!(v["message"]["body"]["text"], "hello v5 over websocket");
+                return Ok(());
+            }
+            _ => {}
+        }
+    }
+    bail!("no push over MQTT 5 on WebSocket")
+}
