@@ -1,56 +1,17 @@
 //! Handler tests: the axum router driven in-process with `oneshot`, over a
 //! real SQLite file and a real (in-process) broker.
 
-use std::sync::Arc;
-use std::time::Duration;
+mod common;
+
+use common::{app, App};
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use http_body_util::BodyExt;
-use mqchat_chatsvc::api::{self, AppState};
-use mqchat_chatsvc::domain::{Chat, Limits, Tokens};
-use mqchat_chatsvc::downlink::BrokerDownlink;
-use mqchat_chatsvc::store::Store;
 use serde_json::{json, Value};
 use tower::ServiceExt;
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
-
-struct App {
-    router: axum::Router,
-    _dir: tempfile::TempDir,
-}
-
-fn app() -> Result<App, Box<dyn std::error::Error>> {
-    let dir = tempfile::tempdir()?;
-    let store = Store::open(&dir.path().join("chat.db"))?;
-    let tokens = Arc::new(Tokens::new(
-        b"handler-test-secret-handler-test-secret-handler-test-secret!!!!",
-        Duration::from_secs(60),
-        Duration::from_secs(3600),
-    ));
-    let broker = mqchat_broker::Broker::start(
-        mqchat_broker::Settings::default(),
-        tokens.clone(),
-        tokio_util::sync::CancellationToken::new(),
-    )?;
-    let chat = Chat::new(
-        store,
-        tokens,
-        Arc::new(BrokerDownlink(broker.clone())),
-        Limits::default(),
-    );
-    Ok(App {
-        router: api::router(AppState {
-            chat,
-            broker,
-            metrics: None,
-            admin_token: Arc::from("handler-test-admin-token"),
-            web: Arc::default(),
-        }),
-        _dir: dir,
-    })
-}
 
 async fn call(
     app: &App,

@@ -6,18 +6,16 @@
 //! `UPDATE_OPENAPI=1 cargo test -p mqchat-chatsvc --test openapi` and review
 //! the diff.
 
+mod common;
+
+use common::{app, App};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use http_body_util::BodyExt;
-use mqchat_chatsvc::api::{self, openapi, AppState};
-use mqchat_chatsvc::domain::{Chat, Limits, Tokens};
-use mqchat_chatsvc::downlink::BrokerDownlink;
-use mqchat_chatsvc::store::Store;
+use mqchat_chatsvc::api::openapi;
 use serde_json::Value;
 use tower::ServiceExt;
 
@@ -238,42 +236,6 @@ fn collect_refs(v: &Value, out: &mut Vec<String>) {
         Value::Array(items) => items.iter().for_each(|v| collect_refs(v, out)),
         _ => {}
     }
-}
-
-struct App {
-    router: axum::Router,
-    _dir: tempfile::TempDir,
-}
-
-fn app() -> Result<App, Box<dyn std::error::Error>> {
-    let dir = tempfile::tempdir()?;
-    let store = Store::open(&dir.path().join("chat.db"))?;
-    let tokens = Arc::new(Tokens::new(
-        b"openapi-test-secret-openapi-test-secret-openapi-test-secret!!!!",
-        Duration::from_secs(60),
-        Duration::from_secs(3600),
-    ));
-    let broker = mqchat_broker::Broker::start(
-        mqchat_broker::Settings::default(),
-        tokens.clone(),
-        tokio_util::sync::CancellationToken::new(),
-    )?;
-    let chat = Chat::new(
-        store,
-        tokens,
-        Arc::new(BrokerDownlink(broker.clone())),
-        Limits::default(),
-    );
-    Ok(App {
-        router: api::router(AppState {
-            chat,
-            broker,
-            metrics: None,
-            admin_token: Arc::from("openapi-test-admin-token"),
-            web: Arc::default(),
-        }),
-        _dir: dir,
-    })
 }
 
 async fn call(

@@ -268,6 +268,10 @@ impl Chat {
         sender: u64,
         body: &str,
     ) -> Result<Vec<String>, DomainError> {
+        // Most bodies reference nothing: skip the parse on the writer thread.
+        if !body.contains("\"file\"") && !body.contains("\"image\"") {
+            return Ok(Vec::new());
+        }
         let value: serde_json::Value =
             serde_json::from_str(body).unwrap_or(serde_json::Value::Null);
         let mut ids = Vec::new();

@@ -84,7 +84,12 @@ pub(crate) fn post(
 }
 
 impl Chat {
-    fn validate_body(&self, body: &RawValue) -> Result<(), DomainError> {
+    /// Checks a body against the limits; returns it parsed, so callers
+    /// don't parse it again.
+    fn validate_body(
+        &self,
+        body: &RawValue,
+    ) -> Result<serde_json::Map<String, serde_json::Value>, DomainError> {
         let raw = body.get();
         if raw.len() > self.limits.max_body_bytes {
             return Err(DomainError::Invalid(format!(
@@ -94,7 +99,7 @@ impl Chat {
         }
         let value: serde_json::Value =
             serde_json::from_str(raw).map_err(|e| DomainError::Invalid(format!("body: {e}")))?;
-        let Some(obj) = value.as_object() else {
+        let serde_json::Value::Object(obj) = value else {
             return Err(DomainError::Invalid("body must be a JSON object".into()));
         };
         if obj.is_empty() {
@@ -117,16 +122,20 @@ impl Chat {
                 )));
             }
         }
-        Ok(())
+        Ok(obj)
     }
 
     /// Stores a message and, after commit, pushes it to every recipient and
     /// to the sender's other devices. Idempotent on `(sender, client_msg_id)`.
     pub async fn send(&self, caller: Caller, m: NewMessage) -> Result<Sent, DomainError> {
         self.rates.send(caller.user_id)?;
-        let has_notice = m.body.get().contains("\"notice\"")
-            && serde_json::from_str::<serde_json::Value>(m.body.get())
-                .is_ok_and(|v| v.get("notice").is_some());
+        let id_len = m.client_msg_id.chars().count();
+        if !(1..=64).contains(&id_len) || m.client_msg_id.chars().any(char::is_control) {
+            return Err(DomainError::Invalid(
+                "client_msg_id must be 1-64 characters, no control characters".into(),
+            ));
+        }
+        let has_notice = self.validate_body(&m.body)?.contains_key("notice");
         match caller.service {
             Some(grant) if !(grant.send || (grant.notice && has_notice)) => {
                 return Err(DomainError::Forbidden(
@@ -145,13 +154,6 @@ impl Chat {
             }
             _ => {}
         }
-        let id_len = m.client_msg_id.chars().count();
-        if !(1..=64).contains(&id_len) || m.client_msg_id.chars().any(char::is_control) {
-            return Err(DomainError::Invalid(
-                "client_msg_id must be 1-64 characters, no control characters".into(),
-            ));
-        }
-        self.validate_body(&m.body)?;
         let sender = caller.user_id;
         let now = now_ms();
         let dm_policy = self.limits.dm_policy;
@@ -244,9 +246,7 @@ impl Chat {
         message_id: u64,
         body: Box<RawValue>,
     ) -> Result<Message, DomainError> {
-        self.validate_body(&body)?;
-        let new: serde_json::Value = serde_json::from_str(body.get()).map_err(internal)?;
-        if new.get("text").is_none() {
+        if !self.validate_body(&body)?.contains_key("text") {
             return Err(DomainError::Invalid("an edit must carry body.text".into()));
         }
         let row = self.visible_message(caller, message_id).await?;
