@@ -19,12 +19,14 @@
 //! - `stats`: percentiles and medians.
 //! - `report`: machine facts, JSON, Markdown, latency CDF as CSV and SVG.
 
+pub mod chat;
 mod cpu;
 mod fleet;
 mod payload;
+pub mod plot;
 mod report;
 mod scenario;
-mod stats;
+pub mod stats;
 mod target;
 
 use std::path::PathBuf;
@@ -37,7 +39,8 @@ use tokio::runtime::Runtime;
 
 use crate::fleet::{Fleet, Signal};
 use crate::payload::Template;
-use crate::report::{Comparison, Machine, Report, TargetReport};
+use crate::report::{Comparison, TargetReport};
+pub use crate::report::{Machine, Report, ThroughputSummary};
 use crate::scenario::{Bench, Limits};
 pub use crate::target::Kind;
 
@@ -142,32 +145,12 @@ pub struct Args {
 /// Runs the benchmark and prints the report: JSON on stdout, then Markdown
 /// with `--markdown`; progress on stderr.
 pub fn run(args: Args) -> Result<()> {
-    if args.subscribers == 0 || args.reps == 0 || args.rate == 0 || args.window == 0 {
-        bail!("--subscribers, --reps, --rate and --window must be positive");
-    }
-    if args.targets.is_empty() || args.scenarios.is_empty() {
-        bail!("nothing to measure");
-    }
     if !args.no_metrics_recorder {
         metrics_exporter_prometheus::PrometheusBuilder::new()
             .install_recorder()
             .context("metrics recorder")?;
     }
-    let machine = Machine::probe();
-    eprintln!("machine: {}", machine.line());
-    let clients_rt = runtime("clients-rt", args.client_threads)?;
-    let gateway_rt = runtime("gw-rt", args.gateway_threads)?;
-
-    // The publisher gets its own named thread: receivers unpark it, and its
-    // CPU time is reported apart from the main thread's.
-    let report = std::thread::scope(|s| {
-        std::thread::Builder::new()
-            .name("publisher".into())
-            .spawn_scoped(s, || drive(&args, machine, &clients_rt, &gateway_rt))?
-            .join()
-            .map_err(|_| anyhow!("publisher thread panicked"))?
-    })?;
-
+    let report = measure(&args)?;
     let json = serde_json::to_string_pretty(&report)?;
     println!("{json}");
     let markdown = report.markdown();
@@ -182,9 +165,60 @@ pub fn run(args: Args) -> Result<()> {
         std::fs::write(dir.join("latency_cdf.svg"), report.cdf_svg())?;
         eprintln!("wrote {}", dir.display());
     }
+    Ok(())
+}
+
+/// Runs the benchmark and returns its report. Blocks the calling thread;
+/// call it outside any tokio runtime.
+pub fn measure(args: &Args) -> Result<Report> {
+    if args.subscribers == 0 || args.reps == 0 || args.rate == 0 || args.window == 0 {
+        bail!("--subscribers, --reps, --rate and --window must be positive");
+    }
+    if args.targets.is_empty() || args.scenarios.is_empty() {
+        bail!("nothing to measure");
+    }
+    let machine = Machine::probe();
+    eprintln!("machine: {}", machine.line());
+    let clients_rt = runtime("clients-rt", args.client_threads)?;
+    let gateway_rt = runtime("gw-rt", args.gateway_threads)?;
+
+    // The publisher gets its own named thread: receivers unpark it, and its
+    // CPU time is reported apart from the main thread's.
+    let report = std::thread::scope(|s| {
+        std::thread::Builder::new()
+            .name("publisher".into())
+            .spawn_scoped(s, || drive(args, machine, &clients_rt, &gateway_rt))?
+            .join()
+            .map_err(|_| anyhow!("publisher thread panicked"))?
+    })?;
     clients_rt.shutdown_timeout(Duration::from_millis(500));
     gateway_rt.shutdown_timeout(Duration::from_millis(500));
-    Ok(())
+    Ok(report)
+}
+
+/// Bare rumqttd's QoS 1 push throughput to `subscribers` subscribers, the
+/// median of `reps` saturation runs of `messages` pushes each (after one
+/// warm-up run): the limit `chat-bench` reports its figures against.
+pub fn bare_rumqttd_throughput(
+    subscribers: u64,
+    messages: u64,
+    reps: usize,
+) -> Result<ThroughputSummary> {
+    let args = Args::parse_from([
+        "gateway-bench".to_string(),
+        "--targets=bare".into(),
+        "--scenarios=throughput".into(),
+        format!("--subscribers={subscribers}"),
+        format!("--messages={messages}"),
+        format!("--reps={reps}"),
+        "--no-metrics-recorder".into(),
+    ]);
+    let report = measure(&args)?;
+    report
+        .targets
+        .into_iter()
+        .find_map(|t| t.throughput)
+        .ok_or_else(|| anyhow!("the bare rumqttd run reported no throughput"))
 }
 
 fn runtime(name: &str, threads: usize) -> Result<Runtime> {

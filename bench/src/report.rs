@@ -8,6 +8,7 @@ use std::fs;
 
 use serde::Serialize;
 
+use crate::plot::{self, cdf_points, thousands};
 use crate::scenario::{LatencyRun, Throughput};
 use crate::stats::{self, median, Latency};
 
@@ -442,151 +443,16 @@ impl Report {
         out
     }
 
-    /// Latency by percentile, HdrHistogram style: the x axis spreads the
-    /// tail (1/(1-p) on a log scale), the y axis is milliseconds.
+    /// Latency by percentile, HdrHistogram style (see [`plot::cdf_svg`]).
     pub fn cdf_svg(&self) -> String {
-        const W: f64 = 720.0;
-        const H: f64 = 420.0;
-        const L: f64 = 64.0;
-        const R: f64 = 130.0;
-        const T: f64 = 30.0;
-        const B: f64 = 50.0;
-        let x_of = |p: f64| {
-            let nines = (1.0 / (1.0 - (p / 100.0).min(0.9999))).log10(); // 0..4
-            L + nines / 4.0 * (W - L - R)
-        };
-        let curves: Vec<(&str, Vec<(f64, f64)>)> = self
+        let curves: Vec<(&str, &[u64])> = self
             .targets
             .iter()
-            .filter(|t| !t.latency_samples.is_empty())
-            .map(|t| {
-                let pts = cdf_points()
-                    .into_iter()
-                    .filter(|&p| p <= 99.99)
-                    .map(|p| {
-                        let ns = stats::quantile(&t.latency_samples, p / 100.0);
-                        (p, ns as f64 / 1e6)
-                    })
-                    .collect();
-                (t.name, pts)
-            })
+            .map(|t| (t.name, t.latency_samples.as_slice()))
             .collect();
-        // Log scale: the median is a tenth of a millisecond, the tail tens.
-        let (lo, hi) = curves
-            .iter()
-            .flat_map(|(_, pts)| pts.iter().map(|&(_, ms)| ms))
-            .fold((f64::MAX, 0.0f64), |(lo, hi), ms| (lo.min(ms), hi.max(ms)));
-        let y_lo = 10f64.powf(lo.clamp(1e-3, 1e3).log10().floor());
-        let y_hi = 10f64.powf(hi.max(y_lo * 10.0).log10().ceil());
-        let decades = (y_hi / y_lo).log10();
-        let y_of = |ms: f64| {
-            let d = (ms.max(y_lo) / y_lo).log10() / decades;
-            T + (1.0 - d) * (H - T - B)
-        };
-        let mut svg = String::new();
-        let _ = writeln!(
-            svg,
-            r#"<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" viewBox="0 0 {W} {H}" font-family="sans-serif" font-size="12">"#
-        );
-        let _ = writeln!(svg, r#"<rect width="{W}" height="{H}" fill="white"/>"#);
-        let _ = writeln!(
-            svg,
-            r#"<text x="{L}" y="18" font-size="14">Push latency by percentile at a fixed rate (all runs)</text>"#
-        );
-        for i in 0..=decades.round() as i32 {
-            let tick = y_lo * 10f64.powi(i);
-            let label = (tick * 1e6).round() / 1e6;
-            let y = y_of(tick);
-            let _ = writeln!(
-                svg,
-                r##"<line x1="{L}" y1="{y:.1}" x2="{:.1}" y2="{y:.1}" stroke="#ddd"/><text x="{:.1}" y="{:.1}" text-anchor="end">{label}</text>"##,
-                W - R,
-                L - 6.0,
-                y + 4.0
-            );
-        }
-        for (p, label) in [
-            (0.0, "0%"),
-            (50.0, "50%"),
-            (90.0, "90%"),
-            (99.0, "99%"),
-            (99.9, "99.9%"),
-            (99.99, "99.99%"),
-        ] {
-            let x = x_of(p);
-            let _ = writeln!(
-                svg,
-                r##"<line x1="{x:.1}" y1="{T}" x2="{x:.1}" y2="{:.1}" stroke="#ddd"/><text x="{x:.1}" y="{:.1}" text-anchor="middle">{label}</text>"##,
-                H - B,
-                H - B + 16.0
-            );
-        }
-        let _ = writeln!(
-            svg,
-            r#"<text x="{:.1}" y="{:.1}" text-anchor="middle">percentile</text>"#,
-            (L + W - R) / 2.0,
-            H - 10.0
-        );
-        let _ = writeln!(
-            svg,
-            r#"<text x="14" y="{:.1}" transform="rotate(-90 14 {:.1})" text-anchor="middle">latency, ms (log)</text>"#,
-            (T + H - B) / 2.0,
-            (T + H - B) / 2.0
-        );
-        let colors = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd"];
-        for (i, (name, pts)) in curves.iter().enumerate() {
-            let color = colors[i % colors.len()];
-            let path: Vec<String> = pts
-                .iter()
-                .map(|&(p, ms)| format!("{:.1},{:.1}", x_of(p), y_of(ms)))
-                .collect();
-            let _ = writeln!(
-                svg,
-                r#"<polyline fill="none" stroke="{color}" stroke-width="2" points="{}"/>"#,
-                path.join(" ")
-            );
-            let y = T + 20.0 + 20.0 * i as f64;
-            let _ = writeln!(
-                svg,
-                r#"<line x1="{:.1}" y1="{y:.1}" x2="{:.1}" y2="{y:.1}" stroke="{color}" stroke-width="2"/><text x="{:.1}" y="{:.1}">{name}</text>"#,
-                W - R + 12.0,
-                W - R + 36.0,
-                W - R + 42.0,
-                y + 4.0
-            );
-        }
-        svg.push_str("</svg>\n");
-        svg
-    }
-}
-
-/// Percentiles for the CDF: every percent, then the tail.
-fn cdf_points() -> Vec<f64> {
-    let mut v: Vec<f64> = (0..=99).map(f64::from).collect();
-    v.extend([99.5, 99.9, 99.95, 99.99, 100.0]);
-    v
-}
-
-/// 123456.7 → "123,457".
-fn thousands(v: f64) -> String {
-    let digits = format!("{:.0}", v.max(0.0));
-    let mut out = String::new();
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn formats_thousands() {
-        assert_eq!(thousands(123_456.7), "123,457");
-        assert_eq!(thousands(999.0), "999");
+        plot::cdf_svg(
+            "Push latency by percentile at a fixed rate (all runs)",
+            &curves,
+        )
     }
 }

@@ -202,19 +202,17 @@ where
         let router_client_id = namespaced_client_id(principal.user_id, &client_id);
 
         let topic_alias_max = props.as_ref().and_then(|p| p.topic_alias_max).unwrap_or(0);
-        let factory = shared.links.clone();
         let clean = connect.clean_session;
-        let built = tokio::task::spawn_blocking(move || {
-            factory(LinkSpec {
+        let built = shared
+            .links
+            .build(LinkSpec {
                 client_id: router_client_id,
                 clean_session: clean,
                 will,
                 will_props,
                 topic_alias_max,
             })
-        })
-        .await
-        .map_err(|e| ConnError::Router(e.to_string()))?;
+            .await;
         let (link_tx, link_rx, ack) = match built {
             Ok(v) => v,
             Err(e) => {

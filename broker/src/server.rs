@@ -93,13 +93,49 @@ pub(crate) struct LinkSpec {
 pub(crate) type LinkFactory =
     Arc<dyn Fn(LinkSpec) -> Result<(LinkTx, LinkRx, Notification), String> + Send + Sync>;
 
+type Built = Result<(LinkTx, LinkRx, Notification), String>;
+
+/// Builds client links on one dedicated thread. Building waits for the
+/// router's answer; thousands of connections arriving together would each
+/// hold a blocking-pool thread (and its stack) while they wait.
+pub(crate) struct Links {
+    queue: std::sync::mpsc::Sender<(LinkSpec, tokio::sync::oneshot::Sender<Built>)>,
+}
+
+impl Links {
+    fn start(factory: LinkFactory) -> std::io::Result<Links> {
+        let (queue, requests) =
+            std::sync::mpsc::channel::<(LinkSpec, tokio::sync::oneshot::Sender<Built>)>();
+        std::thread::Builder::new()
+            .name("mqtt-links".into())
+            .spawn(move || {
+                // Ends when the broker (every sender) is gone.
+                while let Ok((spec, reply)) = requests.recv() {
+                    let _ = reply.send(factory(spec));
+                }
+            })?;
+        Ok(Links { queue })
+    }
+
+    /// A new link into the router, with the router's CONNACK.
+    pub(crate) async fn build(&self, spec: LinkSpec) -> Built {
+        let (reply, built) = tokio::sync::oneshot::channel();
+        self.queue
+            .send((spec, reply))
+            .map_err(|_| "link builder stopped".to_string())?;
+        built
+            .await
+            .map_err(|_| "link builder stopped".to_string())?
+    }
+}
+
 /// State shared by every connection task.
 pub(crate) struct Shared {
     pub settings: Settings,
     pub acl: Acl,
     pub authenticator: Arc<dyn Authenticator>,
     pub registry: Registry,
-    pub links: LinkFactory,
+    pub links: Links,
     pub connection_slots: Arc<Semaphore>,
     pub shutdown: CancellationToken,
     /// The broker's own link: every push and uplink reply goes through it.
@@ -194,7 +230,7 @@ impl Broker {
             settings,
             authenticator,
             registry: Registry::new(),
-            links,
+            links: Links::start(links).map_err(|e| BrokerError::Link(e.to_string()))?,
             shutdown,
             publisher: Mutex::new(publisher),
             uplink: OnceLock::new(),
@@ -346,7 +382,20 @@ impl Broker {
     }
 }
 
-/// Binds a TCP listener and logs the bound address (port 0 picks one).
+/// Connections the kernel may hold for a listener before it accepts them
+/// (capped by `net.core.somaxconn`). The usual 128 overflows when thousands
+/// of clients reconnect at once: the kernel drops their SYNs and they retry
+/// only after a second.
+pub const LISTEN_BACKLOG: u32 = 4096;
+
+/// Binds a TCP listener (address reuse on, backlog [`LISTEN_BACKLOG`]);
+/// port 0 picks a free port.
 pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    TcpListener::bind(addr).await
+    let socket = match addr {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
 }

@@ -6,7 +6,6 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -150,7 +149,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     }
 
     let mqtt_listener =
-        TcpListener::bind(config.mqtt)
+        mqchat_broker::bind(config.mqtt)
             .await
             .map_err(|source| StartError::Bind {
                 what: "mqtt",
@@ -158,7 +157,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
                 source,
             })?;
     let http_listener =
-        TcpListener::bind(config.http)
+        mqchat_broker::bind(config.http)
             .await
             .map_err(|source| StartError::Bind {
                 what: "http",

@@ -3,6 +3,9 @@
 use mqchat_chatsvc::config::{Cli, Command, LogFormat};
 use tracing_subscriber::EnvFilter;
 
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let Cli { config, command } = match mqchat_chatsvc::config::load() {

@@ -1,0 +1,301 @@
+//! The chatd under test: a process this tool starts (fresh data dir, free
+//! loopback ports, the same flags as a default run but for rate limits), or
+//! one already running at a given address. Also: users for the scenarios,
+//! and the HTTP calls they make.
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use mqchat_chatsvc::domain::Tokens;
+use mqchat_chatsvc::store::{sessions, users, StoreError};
+use serde_json::{json, Value};
+
+/// A user the load acts as: its id and a valid access token.
+#[derive(Debug, Clone)]
+pub struct BenchUser {
+    pub id: u64,
+    pub token: String,
+}
+
+/// How to reach (and, if this tool started it, observe) the chatd under test.
+pub struct Chatd {
+    pub http: SocketAddr,
+    pub mqtt: SocketAddr,
+    child: Option<Child>,
+    /// chatd's data dir, when this tool can write to its store.
+    data_dir: Option<PathBuf>,
+    /// Removes the data dir of a chatd this tool started.
+    _tmp: Option<tempfile::TempDir>,
+    /// From spawning the process to the first `/healthz` answer.
+    pub start_to_ready: Option<Duration>,
+    pub client: reqwest::Client,
+}
+
+impl Drop for Chatd {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.child {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Where `chatd` is: `--chatd`, or next to this executable.
+pub fn locate(explicit: Option<&Path>) -> Result<PathBuf> {
+    if let Some(p) = explicit {
+        return Ok(p.to_owned());
+    }
+    let exe = std::env::current_exe()?;
+    let path = exe.with_file_name("chatd");
+    if !path.exists() {
+        bail!(
+            "{} not found: build it (`cargo build --release --bin chatd`) or pass --chatd",
+            path.display()
+        );
+    }
+    Ok(path)
+}
+
+fn free_port() -> Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+pub fn http_client() -> Result<reqwest::Client> {
+    Ok(reqwest::Client::builder()
+        .tcp_nodelay(true)
+        .pool_max_idle_per_host(4096)
+        .timeout(Duration::from_secs(30))
+        .build()?)
+}
+
+impl Chatd {
+    /// Starts `bin` on a fresh data dir and waits until `/healthz` answers.
+    /// Sends are not rate-limited (the load is many messages from few users).
+    pub async fn spawn(bin: &Path, extra: &[String]) -> Result<Chatd> {
+        let dir = tempfile::Builder::new().prefix("chat-bench-").tempdir()?;
+        let http: SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
+        let mqtt: SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
+        let log = std::fs::File::create(dir.path().join("chatd.log"))?;
+        let started = Instant::now();
+        let child = Command::new(bin)
+            .arg("--http")
+            .arg(http.to_string())
+            .arg("--mqtt")
+            .arg(mqtt.to_string())
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .args([
+                "--send-rate",
+                "0",
+                "--login-rate",
+                "0",
+                "--auth-ip-rate",
+                "0",
+            ])
+            .args(extra)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("start {}", bin.display()))?;
+        let mut chatd = Chatd {
+            http,
+            mqtt,
+            child: Some(child),
+            data_dir: Some(dir.path().join("data")),
+            _tmp: Some(dir),
+            start_to_ready: None,
+            client: http_client()?,
+        };
+        let ready = chatd.wait_ready(started, Duration::from_secs(20)).await?;
+        chatd.start_to_ready = Some(ready);
+        Ok(chatd)
+    }
+
+    /// A chatd already running (its rate limits are its own business).
+    /// With its data dir, users are provisioned in its store.
+    pub fn attach(http: SocketAddr, mqtt: SocketAddr, data_dir: Option<PathBuf>) -> Result<Chatd> {
+        Ok(Chatd {
+            http,
+            mqtt,
+            child: None,
+            data_dir,
+            _tmp: None,
+            start_to_ready: None,
+            client: http_client()?,
+        })
+    }
+
+    async fn wait_ready(&mut self, started: Instant, limit: Duration) -> Result<Duration> {
+        // A plain client: the pooled one must not keep a refused attempt.
+        let probe = reqwest::Client::builder()
+            .timeout(Duration::from_millis(500))
+            .build()?;
+        let url = self.url("/healthz");
+        loop {
+            if let Ok(r) = probe.get(&url).send().await {
+                if r.status().is_success() {
+                    return Ok(started.elapsed());
+                }
+            }
+            if let Some(child) = &mut self.child {
+                if let Some(status) = child.try_wait()? {
+                    bail!("chatd exited with {status}; log: {}", self.log_tail());
+                }
+            }
+            if started.elapsed() > limit {
+                bail!("chatd not ready after {limit:?}; log: {}", self.log_tail());
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+
+    fn log_tail(&self) -> String {
+        self._tmp
+            .as_ref()
+            .and_then(|d| std::fs::read_to_string(d.path().join("chatd.log")).ok())
+            .map(|s| s.lines().rev().take(20).collect::<Vec<_>>().join("\n"))
+            .unwrap_or_default()
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.http)
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// chatd's resident memory, KiB (only for a chatd this tool started).
+    pub fn rss_kib(&self) -> Option<u64> {
+        rss_kib(self.pid()?)
+    }
+
+    /// Creates `n` users named `{prefix}{i}` and returns them with access
+    /// tokens valid for an hour.
+    ///
+    /// For a chatd this tool started (or given with `--data-dir`), users are written straight into its
+    /// store with the same code chatd uses, and tokens are signed with its
+    /// key: registering 20,000 users over HTTP would spend ~20 minutes in
+    /// argon2, which is not what any scenario measures. These users have no
+    /// password (they can't log in); their sessions are real. For a chatd at
+    /// a given address, users register and log in over HTTP.
+    pub async fn provision(&self, prefix: &str, n: usize) -> Result<Vec<BenchUser>> {
+        match &self.data_dir {
+            Some(dir) => provision_in_store(dir, prefix, n).await,
+            None => self.provision_over_http(prefix, n).await,
+        }
+    }
+
+    async fn provision_over_http(&self, prefix: &str, n: usize) -> Result<Vec<BenchUser>> {
+        let bar = super::progress::bar(n as u64, &format!("register {prefix}*"));
+        let run = format!("{:x}", std::process::id());
+        let mut out = Vec::with_capacity(n);
+        for i in 0..n {
+            let username = format!("{prefix}{run}x{i}");
+            let password = "chat-bench-password";
+            let creds = json!({"username": username, "password": password});
+            let r = self
+                .client
+                .post(self.url("/v1/auth/register"))
+                .json(&creds)
+                .send()
+                .await?;
+            if r.status().as_u16() != 201 {
+                bail!("register {username}: {} {}", r.status(), r.text().await?);
+            }
+            let grant: Value = self
+                .client
+                .post(self.url("/v1/auth/login"))
+                .json(&creds)
+                .send()
+                .await?
+                .error_for_status()?
+                .json()
+                .await?;
+            out.push(BenchUser {
+                id: grant["user"]["id"]
+                    .as_u64()
+                    .ok_or_else(|| anyhow!("login answer without user.id: {grant}"))?,
+                token: grant["access_token"]
+                    .as_str()
+                    .ok_or_else(|| anyhow!("login answer without access_token"))?
+                    .to_string(),
+            });
+            bar.inc(1);
+        }
+        bar.finish_and_clear();
+        Ok(out)
+    }
+
+    /// `POST path` with a user's token; the status and the JSON answer.
+    pub async fn post(&self, user: &BenchUser, path: &str, body: &Value) -> Result<(u16, Value)> {
+        let r = self
+            .client
+            .post(self.url(path))
+            .bearer_auth(&user.token)
+            .json(body)
+            .send()
+            .await?;
+        let status = r.status().as_u16();
+        let body = r.json().await.unwrap_or(Value::Null);
+        Ok((status, body))
+    }
+}
+
+async fn provision_in_store(data: &Path, prefix: &str, n: usize) -> Result<Vec<BenchUser>> {
+    let secret = std::fs::read_to_string(data.join("jwt.secret")).context("read jwt.secret")?;
+    let tokens = Tokens::new(
+        secret.trim().as_bytes(),
+        Duration::from_secs(3600),
+        Duration::from_secs(86_400),
+    );
+    let store = mqchat_chatsvc::store::Store::open(&data.join("chat.db"))?;
+    let prefix = prefix.to_string();
+    let now = now_ms();
+    let ids: Vec<(u64, u64)> = store
+        .write(move |c| {
+            let mut ids = Vec::with_capacity(n);
+            for i in 0..n {
+                let name = format!("{prefix}{i}");
+                // Not a password hash: these accounts can't log in.
+                let user = users::insert(c, &name, "!chat-bench", now)?;
+                let refresh = format!("chat-bench refresh {name}");
+                let sid = sessions::create(c, user.id, refresh.as_bytes(), now, now + 86_400_000)?;
+                ids.push((user.id, sid));
+            }
+            Ok::<_, StoreError>(ids)
+        })
+        .await?;
+    ids.into_iter()
+        .map(|(id, sid)| {
+            Ok(BenchUser {
+                id,
+                token: tokens.issue(id, sid)?,
+            })
+        })
+        .collect()
+}
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// A process's resident memory, KiB.
+pub fn rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()
+}

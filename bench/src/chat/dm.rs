@@ -1,0 +1,371 @@
+//! **dm**: N senders over HTTP keep-alive, M receivers online over MQTT at
+//! QoS 1. Fixed rates, then saturation; every acknowledged send must reach
+//! its recipient exactly once.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Result};
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use tokio::task::JoinSet;
+
+use super::chatd::{BenchUser, Chatd};
+use super::{mqtt, progress, Clock};
+use crate::stats::Latency;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DmConfig {
+    pub senders: usize,
+    pub receivers: usize,
+    pub rates: Vec<u64>,
+    pub rate_secs: f64,
+    pub saturation_secs: f64,
+    pub text_bytes: usize,
+}
+
+/// One phase: a fixed rate, or saturation (`target_rate` none).
+#[derive(Debug, Clone, Serialize)]
+pub struct DmPhase {
+    pub name: String,
+    pub target_rate: Option<u64>,
+    pub seconds: f64,
+    /// Sends answered 2xx.
+    pub acked: u64,
+    pub errors: u64,
+    pub acked_per_s: f64,
+    /// Acknowledged messages delivered to their recipient per second, from
+    /// the phase's first send to its last delivery.
+    pub delivered_per_s: f64,
+    /// Acknowledged but never delivered (after a drain wait).
+    pub lost: u64,
+    /// Delivered more than once.
+    pub duplicates: u64,
+    /// From just before the HTTP request to the recipient's receipt.
+    pub latency: Latency,
+    /// The HTTP send alone (request to 2xx answer).
+    pub send_latency: Latency,
+    /// Worst lateness of a send against its schedule (fixed rates).
+    pub max_schedule_lag_ms: f64,
+    #[serde(skip)]
+    pub samples: Vec<u64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DmReport {
+    pub config: DmConfig,
+    pub phases: Vec<DmPhase>,
+}
+
+#[derive(Deserialize)]
+struct Event<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: &'a str,
+    message: Option<EventMessage>,
+}
+
+#[derive(Deserialize)]
+struct EventMessage {
+    id: u64,
+}
+
+#[derive(Deserialize)]
+struct Sent {
+    id: u64,
+}
+
+/// Message id → (deliveries, first receipt ns, last receipt ns).
+pub type Receipts = Arc<Mutex<HashMap<u64, (u32, u64, u64)>>>;
+
+/// What the receivers record, and a wake-up after every batch.
+#[derive(Clone, Default)]
+pub struct Inbox {
+    pub receipts: Receipts,
+    pub arrived: Arc<tokio::sync::Notify>,
+}
+
+/// Receives `users/{id}/#` for each receiver and records message receipts.
+pub async fn receive_all(
+    chatd: &Chatd,
+    users: &[BenchUser],
+    clock: &Clock,
+    stop: &Arc<AtomicBool>,
+    label: &str,
+) -> Result<(Inbox, JoinSet<()>)> {
+    let receipts = Inbox::default();
+    let mut tasks = JoinSet::new();
+    let bar = progress::bar(users.len() as u64, label);
+    let mut connecting = JoinSet::new();
+    for u in users {
+        let (addr, u) = (chatd.mqtt, u.clone());
+        connecting.spawn(async move { mqtt::subscribe(addr, None, &u).await });
+        if connecting.len() >= 64 {
+            if let Some(r) = connecting.join_next().await {
+                spawn_receiver(&mut tasks, r??, &receipts, clock, stop);
+                bar.inc(1);
+            }
+        }
+    }
+    while let Some(r) = connecting.join_next().await {
+        spawn_receiver(&mut tasks, r??, &receipts, clock, stop);
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    Ok((receipts, tasks))
+}
+
+pub(super) fn spawn_receiver(
+    tasks: &mut JoinSet<()>,
+    mut sub: mqtt::Subscriber,
+    inbox: &Inbox,
+    clock: &Clock,
+    stop: &Arc<AtomicBool>,
+) {
+    let (inbox, clock, stop) = (inbox.clone(), clock.clone(), stop.clone());
+    tasks.spawn(async move {
+        let mut batch: Vec<Bytes> = Vec::new();
+        while !stop.load(Ordering::Relaxed) {
+            if sub.next_batch(&mut batch).await.is_err() {
+                return;
+            }
+            let now = clock.ns();
+            {
+                let mut seen = inbox.receipts.lock().unwrap_or_else(|e| e.into_inner());
+                for payload in batch.drain(..) {
+                    let Ok(ev) = serde_json::from_slice::<Event<'_>>(&payload) else {
+                        continue;
+                    };
+                    if let (true, Some(m)) = (ev.kind == "message.created", ev.message) {
+                        let e = seen.entry(m.id).or_insert((0, now, now));
+                        e.0 += 1;
+                        e.2 = now;
+                    }
+                }
+            }
+            inbox.arrived.notify_waiters();
+        }
+    });
+}
+
+pub async fn run(chatd: &Chatd, cfg: &DmConfig) -> Result<DmReport> {
+    let senders = chatd.provision("dms", cfg.senders).await?;
+    let receivers = chatd.provision("dmr", cfg.receivers).await?;
+    let clock = Clock::new();
+    let stop = Arc::new(AtomicBool::new(false));
+    let (inbox, _rx_tasks) =
+        receive_all(chatd, &receivers, &clock, &stop, "receivers online").await?;
+    let receipts = &inbox.receipts;
+    let receivers: Arc<Vec<u64>> = Arc::new(receivers.iter().map(|u| u.id).collect());
+    let text = "x".repeat(cfg.text_bytes);
+    // Warm-up first (connections, caches, the allocator, SQLite's pages),
+    // then the fixed rates, then saturation.
+    let mut plan: Vec<(Option<u64>, f64, String)> = vec![(None, 1.0, "warm-up".into())];
+    plan.extend(
+        cfg.rates
+            .iter()
+            .map(|&r| (Some(r), cfg.rate_secs, format!("{r} msg/s"))),
+    );
+    plan.push((None, cfg.saturation_secs, "saturation".into()));
+    let mut phases = Vec::new();
+    for (rate, secs, name) in plan {
+        let p = phase(
+            chatd, &senders, &receivers, &text, &clock, receipts, rate, secs, &name,
+        )
+        .await?;
+        if name != "warm-up" {
+            phases.push(p);
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    Ok(DmReport {
+        config: cfg.clone(),
+        phases,
+    })
+}
+
+struct SenderLog {
+    /// (message id, ns just before the request, ns at the answer)
+    acked: Vec<(u64, u64, u64)>,
+    errors: u64,
+    max_lag_ns: u64,
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn phase(
+    chatd: &Chatd,
+    senders: &[BenchUser],
+    receivers: &Arc<Vec<u64>>,
+    text: &str,
+    clock: &Clock,
+    receipts: &Receipts,
+    rate: Option<u64>,
+    secs: f64,
+    name: &str,
+) -> Result<DmPhase> {
+    let bar = progress::timed(secs, &format!("dm {name}"));
+    let n = senders.len() as u64;
+    let started = Instant::now();
+    let until = started + Duration::from_secs_f64(secs);
+    let sent = Arc::new(AtomicU64::new(0));
+    let mut tasks = JoinSet::new();
+    let run_id = clock.ns();
+    for (k, sender) in senders.iter().enumerate() {
+        let (chatd_client, url) = (chatd.client.clone(), chatd.url("/v1/messages"));
+        let (sender, receivers, clock, sent) = (
+            sender.clone(),
+            receivers.clone(),
+            clock.clone(),
+            sent.clone(),
+        );
+        let text = text.to_string();
+        let k = k as u64;
+        tasks.spawn(async move {
+            let mut log = SenderLog {
+                acked: Vec::new(),
+                errors: 0,
+                max_lag_ns: 0,
+            };
+            let auth = format!("Bearer {}", sender.token);
+            let mut j: u64 = 0;
+            loop {
+                if let Some(rate) = rate {
+                    // Sender k's j-th send is due at (j·n + k) / rate.
+                    let due = started
+                        + Duration::from_secs_f64((j * n + k) as f64 / rate as f64);
+                    if due >= until {
+                        break;
+                    }
+                    let now = Instant::now();
+                    if due > now {
+                        tokio::time::sleep_until(due.into()).await;
+                    } else {
+                        log.max_lag_ns = log.max_lag_ns.max((now - due).as_nanos() as u64);
+                    }
+                } else if Instant::now() >= until {
+                    break;
+                }
+                let to = receivers[((k + j) % receivers.len() as u64) as usize];
+                let body = format!(
+                    r#"{{"to":{{"user":{to}}},"client_msg_id":"{run_id}-{k}-{j}","body":{{"text":"{text}"}}}}"#
+                );
+                let t0 = clock.ns();
+                let answer = chatd_client
+                    .post(&url)
+                    .header("authorization", &auth)
+                    .header("content-type", "application/json")
+                    .body(body)
+                    .send()
+                    .await;
+                let ok = match answer {
+                    Ok(r) if r.status().as_u16() == 201 => r.bytes().await.ok(),
+                    _ => None,
+                };
+                match ok.and_then(|b| serde_json::from_slice::<Sent>(&b).ok()) {
+                    Some(s) => log.acked.push((s.id, t0, clock.ns())),
+                    None => log.errors += 1,
+                }
+                sent.fetch_add(1, Ordering::Relaxed);
+                j += 1;
+            }
+            log
+        });
+    }
+    let ticker = {
+        let bar = bar.clone();
+        let sent = sent.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                bar.inc(1);
+                bar.set_prefix(format!("{} sent", sent.load(Ordering::Relaxed)));
+            }
+        })
+    };
+    let mut acked = Vec::new();
+    let (mut errors, mut max_lag) = (0, 0);
+    while let Some(log) = tasks.join_next().await {
+        let log = log?;
+        acked.extend(log.acked);
+        errors += log.errors;
+        max_lag = max_lag.max(log.max_lag_ns);
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    ticker.abort();
+    bar.finish_and_clear();
+
+    // Drain: wait until every acked message arrived, or nothing moved for 5 s.
+    let mut last_missing = usize::MAX;
+    let mut still = Instant::now();
+    loop {
+        let missing = {
+            let seen = receipts.lock().unwrap_or_else(|e| e.into_inner());
+            acked
+                .iter()
+                .filter(|(id, ..)| !seen.contains_key(id))
+                .count()
+        };
+        if missing == 0 {
+            break;
+        }
+        if missing < last_missing {
+            last_missing = missing;
+            still = Instant::now();
+        } else if still.elapsed() > Duration::from_secs(5) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let seen = receipts.lock().unwrap_or_else(|e| e.into_inner());
+    let (mut lost, mut duplicates) = (0, 0);
+    let mut samples = Vec::with_capacity(acked.len());
+    let mut send_samples = Vec::with_capacity(acked.len());
+    let first_send = acked.iter().map(|a| a.1).min().unwrap_or(0);
+    let mut last_rx = first_send;
+    for &(id, t0, t1) in &acked {
+        send_samples.push(t1.saturating_sub(t0));
+        match seen.get(&id) {
+            None => lost += 1,
+            Some(&(count, rx, _)) => {
+                if count > 1 {
+                    duplicates += 1;
+                }
+                samples.push(rx.saturating_sub(t0));
+                last_rx = last_rx.max(rx);
+            }
+        }
+    }
+    drop(seen);
+    samples.sort_unstable();
+    send_samples.sort_unstable();
+    let delivered = samples.len() as f64;
+    let span_s = (last_rx.saturating_sub(first_send)) as f64 / 1e9;
+    let p = DmPhase {
+        name: name.to_string(),
+        target_rate: rate,
+        seconds: elapsed,
+        acked: acked.len() as u64,
+        errors,
+        acked_per_s: acked.len() as f64 / elapsed,
+        delivered_per_s: if span_s > 0.0 {
+            delivered / span_s
+        } else {
+            0.0
+        },
+        lost,
+        duplicates,
+        latency: Latency::of_sorted(&samples),
+        send_latency: Latency::of_sorted(&send_samples),
+        max_schedule_lag_ms: max_lag as f64 / 1e6,
+        samples,
+    };
+    eprintln!(
+        "dm {name}: {} acked ({:.0}/s), {} errors, {:.0} delivered/s, lost {}, duplicates {}, p50 {:.2} ms, p99 {:.2} ms",
+        p.acked, p.acked_per_s, p.errors, p.delivered_per_s, p.lost, p.duplicates, p.latency.p50_ms, p.latency.p99_ms
+    );
+    if p.acked == 0 {
+        bail!("dm {name}: no send was acknowledged ({errors} errors)");
+    }
+    Ok(p)
+}

@@ -1,0 +1,317 @@
+//! `chat-bench`: what a whole chatd carries on this machine, end to end:
+//! HTTP sends in, MQTT pushes out, SQLite underneath.
+//!
+//! Each scenario starts its own chatd (release build, fresh data dir,
+//! loopback ports) as a separate process, or uses one at `--http`/`--mqtt`;
+//! the load runs in this process. See BENCHMARKS.md for the scenarios, the
+//! targets, and the figures.
+//!
+//! # Layout
+//! - `chatd`: the process under test, users for the load, RSS.
+//! - `mqtt`: a minimal subscriber (thousands of them stay cheap).
+//! - `dm`, `group`, `conns`, `sync`, `idle`, `baseline`: the scenarios.
+//! - `report`: targets and verdicts, JSON, Markdown, the latency plot.
+
+mod baseline;
+mod chatd;
+mod conns;
+mod dm;
+mod group;
+mod idle;
+mod mqtt;
+mod progress;
+mod report;
+mod sync;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{bail, Result};
+use clap::Parser;
+use serde::Serialize;
+
+use self::chatd::Chatd;
+pub use self::report::ChatReport;
+
+/// The scenarios.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Scenario {
+    /// One-to-one messages: latency at fixed rates, saturation throughput.
+    Dm,
+    /// A large group, every member online: time to the last member.
+    Group,
+    /// Many idle connections: connect rate, RSS per connection.
+    Connections,
+    /// Catching up on a backlog over /v1/sync.
+    Sync,
+    /// A fresh chatd: start to ready, idle RSS.
+    Idle,
+    /// Bare rumqttd and the store alone, for ratios.
+    Baseline,
+}
+
+/// End-to-end benchmarks of chatd.
+#[derive(Debug, Clone, Parser, Serialize)]
+#[command(name = "chat-bench", version)]
+pub struct Args {
+    /// Scenarios to run, in this order.
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "baseline,idle,dm,group,sync,connections"
+    )]
+    pub scenarios: Vec<Scenario>,
+    /// The chatd binary to start (default: the one next to this binary).
+    #[arg(long)]
+    pub chatd: Option<PathBuf>,
+    /// Use the chatd serving HTTP here instead of starting one (with
+    /// `--mqtt`). Its RSS is not read; users register over HTTP, so keep
+    /// the counts small and its rate limits off.
+    #[arg(long, requires = "mqtt")]
+    pub http: Option<SocketAddr>,
+    /// MQTT address of the chatd given by `--http`.
+    #[arg(long, requires = "http")]
+    pub mqtt: Option<SocketAddr>,
+    /// Data dir of the chatd given by `--http`, if this tool may write to
+    /// its store: users are then provisioned there instead of over HTTP.
+    #[arg(long, requires = "http")]
+    pub data_dir: Option<PathBuf>,
+
+    /// dm: senders, each one HTTP keep-alive connection.
+    #[arg(long, default_value_t = 32)]
+    pub senders: usize,
+    /// dm: receivers online over MQTT (QoS 1).
+    #[arg(long, default_value_t = 100)]
+    pub receivers: usize,
+    /// dm: fixed rates, messages/s.
+    #[arg(long, value_delimiter = ',', default_value = "1000,10000")]
+    pub rates: Vec<u64>,
+    /// dm: seconds per fixed rate.
+    #[arg(long, default_value_t = 5.0)]
+    pub rate_secs: f64,
+    /// dm: seconds at saturation.
+    #[arg(long, default_value_t = 5.0)]
+    pub saturation_secs: f64,
+    /// dm: characters of text per message.
+    #[arg(long, default_value_t = 64)]
+    pub text_bytes: usize,
+
+    /// group: members, all online (the sender is one of them).
+    #[arg(long, default_value_t = 1000)]
+    pub members: usize,
+    /// group: messages, one after another.
+    #[arg(long, default_value_t = 100)]
+    pub group_messages: usize,
+
+    /// connections: idle authenticated connections to open.
+    #[arg(long, default_value_t = 19_000)]
+    pub connections: usize,
+    /// connections: loopback source addresses to spread them over
+    /// (127.0.0.1..=127.0.0.N), for more than one address's ports.
+    #[arg(long, default_value_t = 1)]
+    pub source_addrs: usize,
+    /// connections: connection attempts in flight at once.
+    #[arg(long, default_value_t = 256)]
+    pub connect_concurrency: usize,
+    /// connections: idle connections a push is sent to and timed.
+    #[arg(long, default_value_t = 100)]
+    pub push_sample: usize,
+
+    /// sync: events in the backlog.
+    #[arg(long, default_value_t = 10_000)]
+    pub backlog: usize,
+    /// sync: events per page (chatd allows up to 500).
+    #[arg(long, default_value_t = 500)]
+    pub sync_page: usize,
+    /// sync: catch-ups timed.
+    #[arg(long, default_value_t = 5)]
+    pub sync_reps: usize,
+
+    /// idle: fresh starts timed.
+    #[arg(long, default_value_t = 5)]
+    pub starts: usize,
+
+    /// baseline: pushes per bare rumqttd run.
+    #[arg(long, default_value_t = 200_000)]
+    pub bare_messages: u64,
+    /// baseline: bare rumqttd runs (the median is reported).
+    #[arg(long, default_value_t = 3)]
+    pub bare_reps: usize,
+
+    /// Small sizes everywhere, to check the tool itself quickly.
+    #[arg(long)]
+    pub quick: bool,
+    /// Write results.json, results.md and latency.svg here.
+    #[arg(long)]
+    pub out_dir: Option<PathBuf>,
+}
+
+impl Args {
+    fn apply_quick(&mut self) {
+        if self.quick {
+            self.senders = self.senders.min(4);
+            self.receivers = self.receivers.min(8);
+            self.rates = vec![200];
+            self.rate_secs = self.rate_secs.min(1.0);
+            self.saturation_secs = self.saturation_secs.min(1.0);
+            self.members = self.members.min(20);
+            self.group_messages = self.group_messages.min(5);
+            self.connections = self.connections.min(200);
+            self.push_sample = self.push_sample.min(10);
+            self.backlog = self.backlog.min(300);
+            self.sync_reps = self.sync_reps.min(2);
+            self.starts = self.starts.min(2);
+            self.bare_messages = self.bare_messages.min(5_000);
+            self.bare_reps = 1;
+        }
+    }
+}
+
+/// One clock for the whole run: nanoseconds since the run started.
+#[derive(Debug, Clone)]
+pub struct Clock(Arc<Instant>);
+
+impl Clock {
+    pub fn new() -> Clock {
+        Clock(Arc::new(Instant::now()))
+    }
+
+    pub fn ns(&self) -> u64 {
+        self.0.elapsed().as_nanos() as u64
+    }
+}
+
+impl Default for Clock {
+    fn default() -> Self {
+        Clock::new()
+    }
+}
+
+/// Runs the scenarios; prints the report (JSON on stdout, progress and a
+/// Markdown summary on stderr) and writes it to `--out-dir`.
+pub fn main(mut args: Args) -> Result<()> {
+    args.apply_quick();
+    if args.senders == 0 || args.receivers == 0 || args.connect_concurrency == 0 {
+        bail!("--senders, --receivers and --connect-concurrency must be positive");
+    }
+    let mut report = ChatReport::new(&args);
+    eprintln!("machine: {}", report.machine.line());
+    // Bare rumqttd runs its own runtimes: before ours exists.
+    if args.scenarios.contains(&Scenario::Baseline) {
+        report.bare = Some(baseline::bare(
+            args.receivers as u64,
+            args.bare_messages,
+            args.bare_reps,
+        )?);
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("bench-rt")
+        .enable_all()
+        .build()?;
+    rt.block_on(scenarios(&args, &mut report))?;
+    rt.shutdown_timeout(std::time::Duration::from_secs(1));
+    report.judge();
+    let json = serde_json::to_string_pretty(&report)?;
+    println!("{json}");
+    let markdown = report.markdown();
+    eprintln!("\n{markdown}");
+    if let Some(dir) = &args.out_dir {
+        std::fs::create_dir_all(dir)?;
+        std::fs::write(dir.join("results.json"), &json)?;
+        std::fs::write(dir.join("results.md"), &markdown)?;
+        std::fs::write(dir.join("latency.svg"), report.latency_svg())?;
+        eprintln!("wrote {}", dir.display());
+    }
+    if report.failed_checks() > 0 {
+        bail!(
+            "{} correctness checks failed (loss, duplicates, missing)",
+            report.failed_checks()
+        );
+    }
+    Ok(())
+}
+
+async fn scenarios(args: &Args, report: &mut ChatReport) -> Result<()> {
+    let bin = match args.http {
+        Some(_) => None,
+        None => Some(chatd::locate(args.chatd.as_deref())?),
+    };
+    let start = |extra: Vec<String>| {
+        let bin = bin.clone();
+        async move {
+            match (bin, args.http, args.mqtt) {
+                (Some(bin), _, _) => Chatd::spawn(&bin, &extra).await,
+                (None, Some(http), Some(mqtt)) => Chatd::attach(http, mqtt, args.data_dir.clone()),
+                _ => bail!("give both --http and --mqtt"),
+            }
+        }
+    };
+    for s in &args.scenarios {
+        match s {
+            Scenario::Baseline => {
+                report.store = Some(
+                    baseline::store(
+                        args.senders,
+                        args.receivers,
+                        args.saturation_secs,
+                        args.text_bytes,
+                    )
+                    .await?,
+                );
+            }
+            Scenario::Idle => match &bin {
+                Some(bin) => report.idle = Some(idle::run(bin, args.starts).await?),
+                None => eprintln!("idle: needs a chatd started by this tool; skipped"),
+            },
+            Scenario::Dm => {
+                let chatd = start(vec![]).await?;
+                let cfg = dm::DmConfig {
+                    senders: args.senders,
+                    receivers: args.receivers,
+                    rates: args.rates.clone(),
+                    rate_secs: args.rate_secs,
+                    saturation_secs: args.saturation_secs,
+                    text_bytes: args.text_bytes,
+                };
+                report.dm = Some(dm::run(&chatd, &cfg).await?);
+                report.dm_rss_kib = chatd.rss_kib();
+            }
+            Scenario::Group => {
+                let chatd = start(vec![
+                    "--max-group-size".into(),
+                    args.members.max(2).to_string(),
+                ])
+                .await?;
+                report.group = Some(group::run(&chatd, args.members, args.group_messages).await?);
+            }
+            Scenario::Sync => {
+                let chatd = start(vec![]).await?;
+                report.sync =
+                    Some(sync::run(&chatd, args.backlog, args.sync_page, args.sync_reps).await?);
+            }
+            Scenario::Connections => {
+                let chatd = start(vec![
+                    "--max-connections".into(),
+                    (args.connections + 1000).to_string(),
+                ])
+                .await?;
+                report.connections = Some(
+                    conns::run(
+                        &chatd,
+                        args.connections,
+                        args.source_addrs,
+                        args.connect_concurrency,
+                        args.push_sample,
+                    )
+                    .await?,
+                );
+            }
+        }
+    }
+    Ok(())
+}

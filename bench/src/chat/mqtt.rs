@@ -1,0 +1,132 @@
+//! A minimal MQTT 3.1.1 subscriber: one TCP connection, CONNECT with a
+//! user's token, SUBSCRIBE `users/{id}/#` at QoS 1, then PUBLISH payloads
+//! in batches with their PUBACKs written back in one go. Much lighter than a
+//! full client, so that thousands of them leave the cores to the server.
+
+use std::net::{IpAddr, SocketAddr};
+
+use anyhow::{bail, Result};
+use bytes::{Bytes, BytesMut};
+use rumqttc::mqttbytes::v4::{Connect, Packet, PubAck, Subscribe};
+use rumqttc::mqttbytes::{Error as CodecError, QoS};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpSocket, TcpStream};
+
+use super::chatd::BenchUser;
+
+const MAX_PACKET: usize = 1 << 20;
+
+#[derive(Debug)]
+pub struct Subscriber {
+    stream: TcpStream,
+    buf: BytesMut,
+    out: BytesMut,
+}
+
+/// Connects as `user` (from `source`, if given: one of several loopback
+/// addresses, when one runs out of ports) and subscribes to its events.
+pub async fn subscribe(
+    addr: SocketAddr,
+    source: Option<IpAddr>,
+    user: &BenchUser,
+) -> Result<Subscriber> {
+    let socket = match addr {
+        SocketAddr::V4(_) => TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => TcpSocket::new_v6()?,
+    };
+    if let Some(ip) = source {
+        socket.bind(SocketAddr::new(ip, 0))?;
+    }
+    let stream = socket.connect(addr).await?;
+    stream.set_nodelay(true)?;
+    let mut s = Subscriber {
+        stream,
+        buf: BytesMut::with_capacity(4096),
+        out: BytesMut::with_capacity(256),
+    };
+    let mut connect = Connect::new(format!("bench-{}", user.id));
+    connect.keep_alive = 0;
+    connect.set_login(user.id.to_string(), user.token.clone());
+    Packet::Connect(connect).write(&mut s.out, MAX_PACKET)?;
+    s.flush().await?;
+    match s.next_packet().await? {
+        Packet::ConnAck(ack) if ack.code == rumqttc::ConnectReturnCode::Success => {}
+        other => bail!("user {}: CONNECT answered with {other:?}", user.id),
+    }
+    let mut sub = Subscribe::new(format!("users/{}/#", user.id), QoS::AtLeastOnce);
+    sub.pkid = 1;
+    Packet::Subscribe(sub).write(&mut s.out, MAX_PACKET)?;
+    s.flush().await?;
+    loop {
+        match s.next_packet().await? {
+            Packet::SubAck(ack)
+                if ack
+                    .return_codes
+                    .iter()
+                    .all(|c| matches!(c, rumqttc::SubscribeReasonCode::Success(_))) =>
+            {
+                break
+            }
+            Packet::SubAck(ack) => bail!("user {}: SUBSCRIBE refused: {ack:?}", user.id),
+            _ => {}
+        }
+    }
+    // Keep idle connections small on this side too.
+    s.buf = BytesMut::new();
+    Ok(s)
+}
+
+impl Subscriber {
+    async fn flush(&mut self) -> Result<()> {
+        if !self.out.is_empty() {
+            self.stream.write_all(&self.out).await?;
+            self.out.clear();
+        }
+        Ok(())
+    }
+
+    async fn fill(&mut self) -> Result<()> {
+        if self.buf.capacity() - self.buf.len() < 1024 {
+            self.buf.reserve(16 * 1024);
+        }
+        if self.stream.read_buf(&mut self.buf).await? == 0 {
+            bail!("connection closed by the server");
+        }
+        Ok(())
+    }
+
+    async fn next_packet(&mut self) -> Result<Packet> {
+        loop {
+            match Packet::read(&mut self.buf, MAX_PACKET) {
+                Ok(p) => return Ok(p),
+                Err(CodecError::InsufficientBytes(_)) => self.fill().await?,
+                Err(e) => bail!("bad packet from the server: {e}"),
+            }
+        }
+    }
+
+    /// Waits for data, then returns every PUBLISH payload it completed
+    /// (at least one), after acknowledging the QoS 1 ones.
+    pub async fn next_batch(&mut self, into: &mut Vec<Bytes>) -> Result<()> {
+        loop {
+            loop {
+                match Packet::read(&mut self.buf, MAX_PACKET) {
+                    Ok(Packet::Publish(p)) => {
+                        if p.qos != QoS::AtMostOnce {
+                            Packet::PubAck(PubAck::new(p.pkid)).write(&mut self.out, MAX_PACKET)?;
+                        }
+                        into.push(p.payload);
+                    }
+                    Ok(_) => {}
+                    Err(CodecError::InsufficientBytes(_)) => break,
+                    Err(e) => bail!("bad packet from the server: {e}"),
+                }
+            }
+            self.flush().await?;
+            if !into.is_empty() {
+                return Ok(());
+            }
+            self.fill().await?;
+        }
+    }
+}

@@ -1,0 +1,399 @@
+//! The targets of issue 5, what was measured against them, and the report
+//! as JSON, Markdown and an SVG latency plot.
+
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+use super::baseline::{BareBaseline, StoreBaseline};
+use super::conns::ConnReport;
+use super::dm::{DmPhase, DmReport};
+use super::group::GroupReport;
+use super::idle::IdleReport;
+use super::sync::SyncReport;
+use super::Args;
+use crate::plot::{self, thousands};
+use crate::report::{source_revision, Machine};
+
+/// One target and how the run did against it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Verdict {
+    pub scenario: &'static str,
+    pub goal: String,
+    pub measured: String,
+    pub met: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ChatReport {
+    pub machine: Machine,
+    pub source_revision: Option<String>,
+    pub args: Args,
+    pub bare: Option<BareBaseline>,
+    pub store: Option<StoreBaseline>,
+    pub idle: Option<IdleReport>,
+    pub dm: Option<DmReport>,
+    /// chatd's RSS at the end of the dm scenario.
+    pub dm_rss_kib: Option<u64>,
+    pub group: Option<GroupReport>,
+    pub sync: Option<SyncReport>,
+    pub connections: Option<ConnReport>,
+    pub verdicts: Vec<Verdict>,
+}
+
+impl ChatReport {
+    pub fn new(args: &Args) -> ChatReport {
+        ChatReport {
+            machine: Machine::probe(),
+            source_revision: source_revision(),
+            args: args.clone(),
+            bare: None,
+            store: None,
+            idle: None,
+            dm: None,
+            dm_rss_kib: None,
+            group: None,
+            sync: None,
+            connections: None,
+            verdicts: Vec::new(),
+        }
+    }
+
+    fn saturation(&self) -> Option<&DmPhase> {
+        self.dm
+            .as_ref()?
+            .phases
+            .iter()
+            .find(|p| p.target_rate.is_none())
+    }
+
+    /// Loss, duplicates and missing deliveries: correctness, not speed.
+    pub fn failed_checks(&self) -> usize {
+        let dm = self.dm.as_ref().map_or(0, |d| {
+            d.phases
+                .iter()
+                .filter(|p| p.lost > 0 || p.duplicates > 0)
+                .count()
+        });
+        let group = self
+            .group
+            .as_ref()
+            .map_or(0, |g| usize::from(g.missing > 0));
+        let conns = self
+            .connections
+            .as_ref()
+            .map_or(0, |c| usize::from(c.sample_missing > 0));
+        dm + group + conns
+    }
+
+    /// Fills `verdicts` from the figures.
+    pub fn judge(&mut self) {
+        let mut v = Vec::new();
+        let mut add = |scenario, goal: &str, measured: String, met: bool| {
+            v.push(Verdict {
+                scenario,
+                goal: goal.to_string(),
+                measured,
+                met,
+            })
+        };
+        if let Some(sat) = self.saturation() {
+            add(
+                "dm",
+                "≥ 40,000 durable messages/s end to end",
+                format!(
+                    "{} msg/s delivered ({} acked/s)",
+                    thousands(sat.delivered_per_s),
+                    thousands(sat.acked_per_s)
+                ),
+                sat.delivered_per_s >= 40_000.0 && sat.lost == 0 && sat.duplicates == 0,
+            );
+            if let Some(bare) = &self.bare {
+                let ratio = sat.delivered_per_s / bare.delivered_per_s;
+                add(
+                    "dm",
+                    "≥ 0.5× bare rumqttd QoS 1 throughput (same run)",
+                    format!(
+                        "{ratio:.2}× ({} / {})",
+                        thousands(sat.delivered_per_s),
+                        thousands(bare.delivered_per_s)
+                    ),
+                    ratio >= 0.5,
+                );
+            }
+        }
+        if let Some(dm) = &self.dm {
+            let (lost, dups): (u64, u64) = dm
+                .phases
+                .iter()
+                .fold((0, 0), |(l, d), p| (l + p.lost, d + p.duplicates));
+            let acked: u64 = dm.phases.iter().map(|p| p.acked).sum();
+            add(
+                "dm",
+                "zero loss, zero duplicates",
+                format!(
+                    "{} acked: {lost} lost, {dups} duplicated",
+                    thousands(acked as f64)
+                ),
+                lost == 0 && dups == 0,
+            );
+            if let Some(p) = dm.phases.iter().find(|p| p.target_rate == Some(10_000)) {
+                add(
+                    "dm",
+                    "at 10,000 msg/s: p50 ≤ 2 ms, p99 ≤ 10 ms",
+                    format!(
+                        "p50 {:.2} ms, p99 {:.2} ms (achieved {} msg/s)",
+                        p.latency.p50_ms,
+                        p.latency.p99_ms,
+                        thousands(p.acked_per_s)
+                    ),
+                    p.latency.p50_ms <= 2.0 && p.latency.p99_ms <= 10.0 && p.acked_per_s >= 9_500.0,
+                );
+            }
+        }
+        if let Some(g) = &self.group {
+            add(
+                "group",
+                &format!("last of {} online members within 50 ms (p99)", g.members),
+                format!(
+                    "p99 {:.1} ms (p50 {:.1} ms) over {} messages, {} missing",
+                    g.last_delivery.p99_ms, g.last_delivery.p50_ms, g.messages, g.missing
+                ),
+                g.last_delivery.p99_ms <= 50.0 && g.missing == 0,
+            );
+        }
+        if let Some(c) = &self.connections {
+            add(
+                "connections",
+                "≤ 16 KiB process RSS per connection",
+                format!(
+                    "{:.1} KiB ({} connections, RSS {:.0} → {:.0} MiB)",
+                    c.rss_per_connection_bytes / 1024.0,
+                    thousands(c.connections as f64),
+                    c.rss_before_kib as f64 / 1024.0,
+                    c.rss_connected_kib as f64 / 1024.0
+                ),
+                c.rss_per_connection_bytes <= 16.0 * 1024.0,
+            );
+            add(
+                "connections",
+                "connect rate ≥ 5,000/s",
+                format!("{}/s", thousands(c.connects_per_s)),
+                c.connects_per_s >= 5_000.0,
+            );
+            add(
+                "connections",
+                "pushes reach a sample of idle connections in < 10 ms",
+                format!(
+                    "p50 {:.2} ms, max {:.2} ms over {}, {} missing",
+                    c.sample_push.p50_ms,
+                    c.sample_push.max_ms,
+                    c.sample_push.samples,
+                    c.sample_missing
+                ),
+                c.sample_push.max_ms < 10.0 && c.sample_missing == 0,
+            );
+        }
+        if let Some(s) = &self.sync {
+            add(
+                "sync",
+                &format!("{}-event backlog in ≤ 300 ms", thousands(s.backlog as f64)),
+                format!(
+                    "{:.0} ms (median of {}), {} KiB",
+                    s.median_ms,
+                    s.runs.len(),
+                    s.bytes / 1024
+                ),
+                s.median_ms <= 300.0,
+            );
+        }
+        if let Some(i) = &self.idle {
+            add(
+                "idle",
+                "idle RSS ≤ 40 MiB",
+                format!("{:.1} MiB", i.median_rss_kib / 1024.0),
+                i.median_rss_kib <= 40.0 * 1024.0,
+            );
+            add(
+                "idle",
+                "start to ready ≤ 200 ms",
+                format!(
+                    "{:.0} ms median, {:.0} ms max",
+                    i.median_start_ms, i.max_start_ms
+                ),
+                i.median_start_ms <= 200.0,
+            );
+        }
+        self.verdicts = v;
+    }
+
+    pub fn markdown(&self) -> String {
+        let mut md = String::new();
+        let _ = writeln!(md, "Machine: {}", self.machine.line());
+        if let Some(rev) = &self.source_revision {
+            let _ = writeln!(md, "Source: `{rev}`");
+        }
+        let _ = writeln!(
+            md,
+            "\n| scenario | target | measured | met |\n| --- | --- | --- | --- |"
+        );
+        for v in &self.verdicts {
+            let _ = writeln!(
+                md,
+                "| {} | {} | {} | {} |",
+                v.scenario,
+                v.goal,
+                v.measured,
+                if v.met { "yes" } else { "**no**" }
+            );
+        }
+        if let Some(dm) = &self.dm {
+            let _ = writeln!(
+                md,
+                "\n**dm** ({} senders over HTTP keep-alive, {} receivers over MQTT QoS 1, {} characters of text)\n\n| phase | sent/s | delivered/s | lost | dup | p50 | p99 | p99.9 | max | HTTP send p50 / p99 |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+                dm.config.senders, dm.config.receivers, dm.config.text_bytes
+            );
+            for p in &dm.phases {
+                let _ = writeln!(
+                    md,
+                    "| {} | {} | {} | {} | {} | {:.2} ms | {:.2} ms | {:.2} ms | {:.1} ms | {:.2} / {:.2} ms |",
+                    p.name,
+                    thousands(p.acked_per_s),
+                    thousands(p.delivered_per_s),
+                    p.lost,
+                    p.duplicates,
+                    p.latency.p50_ms,
+                    p.latency.p99_ms,
+                    p.latency.p999_ms,
+                    p.latency.max_ms,
+                    p.send_latency.p50_ms,
+                    p.send_latency.p99_ms
+                );
+            }
+        }
+        if let Some(g) = &self.group {
+            let _ = writeln!(
+                md,
+                "\n**group** ({} members online, {} messages one after another)\n\n| send p50 / p99 | first member p50 | last member p50 / p99 / max | deliveries/s |\n| --- | --- | --- | --- |\n| {:.1} / {:.1} ms | {:.1} ms | {:.1} / {:.1} / {:.1} ms | {} |",
+                g.members,
+                g.messages,
+                g.send.p50_ms,
+                g.send.p99_ms,
+                g.first_delivery.p50_ms,
+                g.last_delivery.p50_ms,
+                g.last_delivery.p99_ms,
+                g.last_delivery.max_ms,
+                thousands(g.deliveries_per_s)
+            );
+        }
+        if let Some(c) = &self.connections {
+            let _ = writeln!(
+                md,
+                "\n**connections** ({} source address(es), {} connects in flight)\n\n| connections | failed | connect time | connects/s | RSS before → after | per connection | sample push p50 / p99 / max |\n| --- | --- | --- | --- | --- | --- | --- |\n| {} | {} | {:.2} s | {} | {:.1} → {:.1} MiB | {:.1} KiB | {:.2} / {:.2} / {:.2} ms |",
+                c.source_addresses,
+                c.concurrency,
+                thousands(c.connections as f64),
+                c.failed,
+                c.connect_secs,
+                thousands(c.connects_per_s),
+                c.rss_before_kib as f64 / 1024.0,
+                c.rss_connected_kib as f64 / 1024.0,
+                c.rss_per_connection_bytes / 1024.0,
+                c.sample_push.p50_ms,
+                c.sample_push.p99_ms,
+                c.sample_push.max_ms
+            );
+        }
+        if let Some(s) = &self.sync {
+            let runs: Vec<String> = s.runs.iter().map(|r| format!("{:.0}", r.ms)).collect();
+            let _ = writeln!(
+                md,
+                "\n**sync** ({} events, pages of {})\n\n| median | runs (ms) | pages | bytes |\n| --- | --- | --- | --- |\n| {:.0} ms | {} | {} | {} KiB |",
+                thousands(s.backlog as f64),
+                s.page,
+                s.median_ms,
+                runs.join(", "),
+                s.runs.first().map_or(0, |r| r.pages),
+                s.bytes / 1024
+            );
+        }
+        if let Some(i) = &self.idle {
+            let starts: Vec<String> = i
+                .start_to_ready_ms
+                .iter()
+                .map(|ms| format!("{ms:.0}"))
+                .collect();
+            let _ = writeln!(
+                md,
+                "\n**idle** ({} fresh starts)\n\n| start to ready (ms) | idle RSS |\n| --- | --- |\n| {} | {:.1} MiB |",
+                i.starts,
+                starts.join(", "),
+                i.median_rss_kib / 1024.0
+            );
+        }
+        if self.bare.is_some() || self.store.is_some() {
+            let _ = writeln!(
+                md,
+                "\n**baselines** (same run)\n\n| limit | figure |\n| --- | --- |"
+            );
+            if let Some(b) = &self.bare {
+                let _ = writeln!(
+                    md,
+                    "| bare rumqttd, QoS 1 pushes to {} subscribers (median of {}) | {} /s |",
+                    b.subscribers,
+                    b.runs,
+                    thousands(b.delivered_per_s)
+                );
+            }
+            if let Some(s) = &self.store {
+                let _ = writeln!(
+                    md,
+                    "| chatsvc send path on the SQLite writer alone ({} senders, no HTTP, no MQTT) | {} /s (send p50 {:.2} ms) |",
+                    s.senders,
+                    thousands(s.per_s),
+                    s.send.p50_ms
+                );
+            }
+            if let (Some(sat), Some(b)) = (self.saturation(), &self.bare) {
+                let _ = writeln!(
+                    md,
+                    "| dm saturation as a share of bare rumqttd | {:.2}× |",
+                    sat.delivered_per_s / b.delivered_per_s
+                );
+            }
+            if let (Some(sat), Some(s)) = (self.saturation(), &self.store) {
+                let _ = writeln!(
+                    md,
+                    "| dm saturation as a share of the store alone | {:.2}× |",
+                    sat.delivered_per_s / s.per_s
+                );
+            }
+        }
+        md
+    }
+
+    /// End-to-end latency by percentile: dm phases, the group's last
+    /// member, the connection sample.
+    pub fn latency_svg(&self) -> String {
+        let mut curves: Vec<(String, &[u64])> = Vec::new();
+        if let Some(dm) = &self.dm {
+            for p in &dm.phases {
+                curves.push((format!("dm {}", p.name), &p.samples));
+            }
+        }
+        if let Some(g) = &self.group {
+            curves.push((format!("group {} last member", g.members), &g.samples));
+        }
+        if let Some(c) = &self.connections {
+            curves.push((
+                format!("push to 1 of {} idle", thousands(c.connections as f64)),
+                &c.samples,
+            ));
+        }
+        let refs: Vec<(&str, &[u64])> = curves.iter().map(|(n, s)| (n.as_str(), *s)).collect();
+        plot::cdf_svg(
+            "chatd end-to-end latency by percentile (send to receipt)",
+            &refs,
+        )
+    }
+}
