@@ -80,6 +80,10 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         path: data_dir.display().to_string(),
         source,
     })?;
+    check_writable(data_dir).map_err(|source| StartError::DataDir {
+        path: data_dir.display().to_string(),
+        source,
+    })?;
     let secret = load_or_create_secret(&data_dir.join("jwt.secret")).map_err(|source| {
         StartError::DataDir {
             path: data_dir.join("jwt.secret").display().to_string(),
@@ -245,6 +249,16 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         shutdown,
         task,
     })
+}
+
+/// Fails unless a file can be created in `dir`. A read-only data dir would
+/// otherwise start a server that refuses every write (SQLite quietly opens
+/// the database read-only); better to say so and exit.
+fn check_writable(dir: &Path) -> std::io::Result<()> {
+    let probe = dir.join(".write-probe");
+    let written = std::fs::write(&probe, b"");
+    let _ = std::fs::remove_file(&probe);
+    written.map_err(|e| std::io::Error::new(e.kind(), format!("not writable: {e}")))
 }
 
 /// Reads a secret (JWT signing key, admin token), or creates a random one

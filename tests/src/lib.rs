@@ -8,6 +8,7 @@
 //! - [`Mqtt`]: a rumqttc client whose incoming publishes and connection
 //!   outcome are collected for assertions.
 //! - [`eventually`]: poll an async condition instead of sleeping a guess.
+//! - [`raw`]: hand-built MQTT packets for clients no library would be.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -185,6 +186,25 @@ impl TestServer {
         &self.data_dir
     }
 
+    /// The chatd process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().and_then(Child::id)
+    }
+
+    /// chatd's resident memory (`VmRSS` in `/proc/<pid>/status`), in bytes.
+    pub fn rss_bytes(&self) -> Result<u64> {
+        let pid = self.pid().ok_or_else(|| anyhow!("chatd is not running"))?;
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+        let kib: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().strip_suffix("kB"))
+            .ok_or_else(|| anyhow!("no VmRSS for pid {pid}"))?
+            .trim()
+            .parse()?;
+        Ok(kib * 1024)
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.http, path)
     }
@@ -220,6 +240,15 @@ impl TestServer {
         Ok(tokio::time::timeout(Duration::from_secs(15), child.wait()).await??)
     }
 
+    /// `GET /healthz`: the JSON body of a 200, an error otherwise.
+    pub async fn health(&self) -> Result<Value> {
+        let res = self.http_client.get(self.url("/healthz")).send().await?;
+        if res.status() != 200 {
+            bail!("/healthz: {}", res.status());
+        }
+        Ok(res.json().await?)
+    }
+
     /// POST to the `/admin` API with the admin token from the data dir.
     pub async fn admin_post(&self, path: &str, body: Value) -> Result<(u16, Value)> {
         let token = std::fs::read_to_string(self.data_dir().join("admin.token"))?;
@@ -236,46 +265,20 @@ impl TestServer {
 
     /// Registers `name` (password `password-{name}`) and logs in.
     pub async fn user(&self, name: &str) -> Result<TestUser> {
-        let password = format!("password-{name}");
-        let res = self
-            .http_client
-            .post(self.url("/v1/auth/register"))
-            .json(&json!({"username": name, "password": password}))
-            .send()
-            .await?;
-        if res.status() != 201 {
-            bail!("register {name}: {} {}", res.status(), res.text().await?);
-        }
-        self.login(name, &password).await
+        self.accounts().user(name).await
     }
 
     pub async fn login(&self, name: &str, password: &str) -> Result<TestUser> {
-        let res = self
-            .http_client
-            .post(self.url("/v1/auth/login"))
-            .json(&json!({"username": name, "password": password}))
-            .send()
-            .await?;
-        if res.status() != 200 {
-            bail!("login {name}: {} {}", res.status(), res.text().await?);
-        }
-        let grant: Value = res.json().await?;
-        Ok(TestUser {
-            id: grant["user"]["id"]
-                .as_u64()
-                .ok_or_else(|| anyhow!("no user id"))?,
-            name: name.to_owned(),
-            access_token: grant["access_token"]
-                .as_str()
-                .unwrap_or_default()
-                .to_owned(),
-            refresh_token: grant["refresh_token"]
-                .as_str()
-                .unwrap_or_default()
-                .to_owned(),
+        self.accounts().login(name, password).await
+    }
+
+    /// A cheap, `'static` handle for registering and logging in users from
+    /// spawned tasks (many users at once).
+    pub fn accounts(&self) -> Accounts {
+        Accounts {
             base: self.url(""),
             http: self.http_client.clone(),
-        })
+        }
     }
 
     /// A rumqttc (MQTT 3.1.1) client over TCP for `user`, subscribed to its
@@ -308,6 +311,80 @@ impl TestServer {
             Ok(_) => bail!("CONNECT as {username} was accepted"),
             Err(e) => Ok(e.to_string()),
         }
+    }
+}
+
+/// Registers and logs in users; see [`TestServer::accounts`].
+#[derive(Clone)]
+pub struct Accounts {
+    base: String,
+    http: reqwest::Client,
+}
+
+impl Accounts {
+    /// Registers `name` (password `password-{name}`) and logs in.
+    pub async fn user(&self, name: &str) -> Result<TestUser> {
+        let password = format!("password-{name}");
+        let res = self
+            .http
+            .post(format!("{}/v1/auth/register", self.base))
+            .json(&json!({"username": name, "password": password}))
+            .send()
+            .await?;
+        if res.status() != 201 {
+            bail!("register {name}: {} {}", res.status(), res.text().await?);
+        }
+        self.login(name, &password).await
+    }
+
+    pub async fn login(&self, name: &str, password: &str) -> Result<TestUser> {
+        let res = self
+            .http
+            .post(format!("{}/v1/auth/login", self.base))
+            .json(&json!({"username": name, "password": password}))
+            .send()
+            .await?;
+        if res.status() != 200 {
+            bail!("login {name}: {} {}", res.status(), res.text().await?);
+        }
+        let grant: Value = res.json().await?;
+        Ok(TestUser {
+            id: grant["user"]["id"]
+                .as_u64()
+                .ok_or_else(|| anyhow!("no user id"))?,
+            name: name.to_owned(),
+            access_token: grant["access_token"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+            refresh_token: grant["refresh_token"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+            base: self.base.clone(),
+            http: self.http.clone(),
+        })
+    }
+
+    /// Registers and logs in every name, `concurrency` at a time; users in
+    /// the order of `names`.
+    pub async fn users(&self, names: &[String], concurrency: usize) -> Result<Vec<TestUser>> {
+        let slots = Arc::new(tokio::sync::Semaphore::new(concurrency.max(1)));
+        let tasks: Vec<_> = names
+            .iter()
+            .map(|name| {
+                let (this, slots, name) = (self.clone(), slots.clone(), name.clone());
+                tokio::spawn(async move {
+                    let _slot = slots.acquire().await?;
+                    this.user(&name).await
+                })
+            })
+            .collect();
+        let mut users = Vec::with_capacity(tasks.len());
+        for t in tasks {
+            users.push(t.await??);
+        }
+        Ok(users)
     }
 }
 
@@ -640,5 +717,58 @@ where
             return Err(last_err.unwrap_or_else(|| anyhow!("condition not met within {within:?}")));
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Hand-built MQTT 3.1.1 packets, for raw-socket clients that misbehave on
+/// purpose (or stop reading).
+pub mod raw {
+    use super::TestUser;
+
+    /// A length-prefixed string or binary field.
+    pub fn string(out: &mut Vec<u8>, s: &[u8]) {
+        out.extend_from_slice(&(s.len() as u16).to_be_bytes());
+        out.extend_from_slice(s);
+    }
+
+    /// A packet: first byte, remaining length (variable-length), body.
+    pub fn frame(first: u8, body: &[u8]) -> Vec<u8> {
+        let mut out = vec![first];
+        let mut len = body.len();
+        loop {
+            let mut byte = (len % 128) as u8;
+            len /= 128;
+            if len > 0 {
+                byte |= 0x80;
+            }
+            out.push(byte);
+            if len == 0 {
+                break;
+            }
+        }
+        out.extend_from_slice(body);
+        out
+    }
+
+    /// CONNECT at protocol `level` (3: MQTT 3.1, 4: 3.1.1) with the user's
+    /// credentials and a clean session.
+    pub fn connect(level: u8, client_id: &str, user: &TestUser, keep_alive: u16) -> Vec<u8> {
+        let mut body = Vec::new();
+        string(&mut body, if level == 3 { b"MQIsdp" } else { b"MQTT" });
+        body.push(level);
+        body.push(0b1100_0010); // username, password, clean session
+        body.extend_from_slice(&keep_alive.to_be_bytes());
+        string(&mut body, client_id.as_bytes());
+        string(&mut body, user.id.to_string().as_bytes());
+        string(&mut body, user.access_token.as_bytes());
+        frame(0x10, &body)
+    }
+
+    /// SUBSCRIBE to one filter at `qos`.
+    pub fn subscribe(pkid: u16, filter: &str, qos: u8) -> Vec<u8> {
+        let mut body = pkid.to_be_bytes().to_vec();
+        string(&mut body, filter.as_bytes());
+        body.push(qos);
+        frame(0x82, &body)
     }
 }

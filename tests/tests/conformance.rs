@@ -4,44 +4,10 @@
 use std::time::Duration;
 
 use anyhow::{bail, Result};
+use mqchat_e2e::raw::{connect, frame, string};
 use mqchat_e2e::{TestServer, TestUser};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-
-fn string(out: &mut Vec<u8>, s: &[u8]) {
-    out.extend_from_slice(&(s.len() as u16).to_be_bytes());
-    out.extend_from_slice(s);
-}
-
-fn frame(first: u8, body: &[u8]) -> Vec<u8> {
-    let mut out = vec![first];
-    let mut len = body.len();
-    loop {
-        let mut byte = (len % 128) as u8;
-        len /= 128;
-        if len > 0 {
-            byte |= 0x80;
-        }
-        out.push(byte);
-        if len == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(body);
-    out
-}
-
-fn connect(level: u8, client_id: &str, user: &TestUser, keep_alive: u16) -> Vec<u8> {
-    let mut body = Vec::new();
-    string(&mut body, if level == 3 { b"MQIsdp" } else { b"MQTT" });
-    body.push(level);
-    body.push(0b1100_0010); // username, password, clean session
-    body.extend_from_slice(&keep_alive.to_be_bytes());
-    string(&mut body, client_id.as_bytes());
-    string(&mut body, user.id.to_string().as_bytes());
-    string(&mut body, user.access_token.as_bytes());
-    frame(0x10, &body)
-}
 
 async fn read_some(sock: &mut TcpStream, wait: Duration) -> Result<Vec<u8>> {
     let mut buf = vec![0u8; 256];

@@ -127,11 +127,16 @@ impl From<DomainError> for ApiError {
             }
             DomainError::Unavailable(inner) => {
                 tracing::error!(error = %inner, "storage unavailable");
-                ApiError::new(
+                let mut e = ApiError::new(
                     S::SERVICE_UNAVAILABLE,
                     "unavailable",
                     "storage is unavailable, retry later",
-                )
+                );
+                // A lock held elsewhere passes in seconds; a full or
+                // read-only disk needs an operator. Either way clients
+                // should back off, not hammer.
+                e.retry_after = Some(std::time::Duration::from_secs(2));
+                e
             }
             DomainError::Internal(inner) => {
                 tracing::error!(error = %inner, "internal error");

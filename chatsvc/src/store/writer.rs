@@ -12,9 +12,11 @@ const MAX_BATCH: usize = 512;
 /// A unit of work for the writer: run inside the group's transaction, then
 /// learn whether the COMMIT succeeded.
 trait Job: Send {
-    /// Runs the job in its own savepoint; returns how to finish it.
-    fn run(self: Box<Self>, conn: &Connection) -> Box<dyn Finish>;
-    /// The group never started (BEGIN failed): answer with the error.
+    /// Runs the job in its own savepoint; returns how to finish it, and
+    /// whether the group's transaction is still sound (see [`in_savepoint`]).
+    fn run(self: Box<Self>, conn: &Connection) -> (Box<dyn Finish>, bool);
+    /// The job did not run (BEGIN failed, or the group was lost before its
+    /// turn): answer with the error.
     fn abort(self: Box<Self>, error: &str);
 }
 
@@ -46,13 +48,15 @@ where
     F: FnOnce(&Connection) -> Result<T, E> + Send + 'static,
     A: FnOnce(&T) + Send + 'static,
 {
-    fn run(self: Box<Self>, conn: &Connection) -> Box<dyn Finish> {
+    fn run(self: Box<Self>, conn: &Connection) -> (Box<dyn Finish>, bool) {
         let this = *self;
-        Box::new(Done {
-            result: in_savepoint(conn, this.f),
+        let (result, sound) = in_savepoint(conn, this.f);
+        let done = Box::new(Done {
+            result,
             after_commit: this.after_commit,
             reply: this.reply,
-        })
+        });
+        (done, sound)
     }
 
     fn abort(self: Box<Self>, error: &str) {
@@ -129,23 +133,31 @@ impl Writer {
     }
 }
 
+/// Runs `f` inside `SAVEPOINT job`, so an `Err` undoes only what `f` wrote.
+///
+/// Also returns whether the group's transaction is still sound. It is not
+/// when SQLite rolled the whole transaction back by itself (it may on
+/// `SQLITE_FULL`, `SQLITE_IOERR`, `SQLITE_BUSY`, `SQLITE_NOMEM`) or when the
+/// savepoint could not be undone or released: then nothing of the group may be
+/// committed, and no later job may run outside the group (a `SAVEPOINT` in
+/// autocommit mode starts, and its `RELEASE` commits, a transaction of its own).
+/// `f`'s own error is kept either way: it says what went wrong.
 fn in_savepoint<T, E: From<StoreError>>(
     conn: &Connection,
     f: impl FnOnce(&Connection) -> Result<T, E>,
-) -> Result<T, E> {
-    let sql = |s: &str| {
-        conn.execute_batch(s)
-            .map_err(|e| E::from(StoreError::from(e)))
-    };
-    sql("SAVEPOINT job")?;
+) -> (Result<T, E>, bool) {
+    if let Err(e) = conn.execute_batch("SAVEPOINT job") {
+        return (Err(E::from(StoreError::from(e))), !conn.is_autocommit());
+    }
     match f(conn) {
-        Ok(v) => {
-            sql("RELEASE job")?;
-            Ok(v)
-        }
+        Ok(v) => match conn.execute_batch("RELEASE job") {
+            Ok(()) => (Ok(v), !conn.is_autocommit()),
+            Err(e) => (Err(E::from(StoreError::from(e))), false),
+        },
         Err(e) => {
-            sql("ROLLBACK TO job; RELEASE job")?;
-            Err(e)
+            let sound =
+                !conn.is_autocommit() && conn.execute_batch("ROLLBACK TO job; RELEASE job").is_ok();
+            (Err(e), sound)
         }
     }
 }
@@ -192,23 +204,256 @@ fn run(conn: Connection, mut rx: mpsc::Receiver<Msg>) {
 fn commit_group(conn: &Connection, batch: &mut Vec<Box<dyn Job>>) {
     let started = std::time::Instant::now();
     let size = batch.len();
+    // A failed ROLLBACK can leave a transaction open; the next BEGIN would
+    // then fail forever ("cannot start a transaction within a transaction").
+    if !conn.is_autocommit() {
+        if let Err(e) = conn.execute_batch("ROLLBACK") {
+            error!(error = %e, "rolling back a transaction left open failed");
+        }
+    }
+    // With `busy_timeout`, SQLite itself retries the write lock held by
+    // another connection (a backup, an operator's sqlite3 shell) before
+    // giving up with SQLITE_BUSY.
     if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
         let msg = e.to_string();
-        error!(error = %msg, "begin failed");
+        error!(error = %msg, size, "begin failed");
+        metrics::counter!("store_commit_failures_total").increment(1);
         for job in batch.drain(..) {
             job.abort(&msg);
         }
         return;
     }
-    let finishes: Vec<Box<dyn Finish>> = batch.drain(..).map(|job| job.run(conn)).collect();
-    let outcome = conn.execute_batch("COMMIT").map_err(|e| e.to_string());
+    let mut finishes: Vec<Box<dyn Finish>> = Vec::with_capacity(size);
+    let mut jobs = batch.drain(..);
+    let mut lost = false;
+    for job in jobs.by_ref() {
+        let (finish, sound) = job.run(conn);
+        finishes.push(finish);
+        if !sound {
+            lost = true;
+            break;
+        }
+    }
+    let outcome = if lost {
+        Err("the transaction was rolled back after a storage error".to_owned())
+    } else {
+        conn.execute_batch("COMMIT").map_err(|e| e.to_string())
+    };
     if let Err(e) = &outcome {
         warn!(error = %e, size, "commit failed, rolling back");
-        let _ = conn.execute_batch("ROLLBACK");
+        metrics::counter!("store_commit_failures_total").increment(1);
+        if !conn.is_autocommit() {
+            if let Err(e) = conn.execute_batch("ROLLBACK") {
+                error!(error = %e, "rollback failed");
+            }
+        }
+        for job in jobs {
+            job.abort(e);
+        }
     }
     metrics::histogram!("store_commit_seconds").record(started.elapsed().as_secs_f64());
     metrics::histogram!("store_commit_batch_size").record(size as f64);
     for finish in finishes {
         finish.finish(outcome.as_ref().map(|_| ()).map_err(String::as_str));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use std::sync::mpsc as std_mpsc;
+    use std::time::Duration;
+
+    use rusqlite::Connection;
+    use tokio::task::JoinHandle;
+
+    use super::Writer;
+    use crate::store::StoreError;
+
+    fn open(dir: &std::path::Path) -> Connection {
+        let conn = Connection::open(dir.join("t.db")).unwrap();
+        super::super::configure(&conn).unwrap();
+        conn.pragma_update(None, "journal_mode", "WAL").unwrap();
+        conn.execute_batch(
+            "CREATE TABLE IF NOT EXISTS parent (id INTEGER PRIMARY KEY);
+             CREATE TABLE IF NOT EXISTS t (
+                 x INTEGER PRIMARY KEY,
+                 parent INTEGER REFERENCES parent(id) DEFERRABLE INITIALLY DEFERRED
+             );",
+        )
+        .unwrap();
+        conn
+    }
+
+    fn rows(dir: &std::path::Path) -> Vec<i64> {
+        let conn = open(dir);
+        let mut stmt = conn.prepare("SELECT x FROM t ORDER BY x").unwrap();
+        let rows = stmt.query_map([], |r| r.get(0)).unwrap();
+        rows.collect::<Result<_, _>>().unwrap()
+    }
+
+    fn insert(x: i64) -> impl FnOnce(&Connection) -> Result<(), StoreError> + Send {
+        move |c| {
+            c.execute("INSERT INTO t (x) VALUES (?1)", [x])?;
+            Ok(())
+        }
+    }
+
+    /// Holds the writer inside a first group until `release` is sent, so the
+    /// jobs queued meanwhile form the next group together.
+    async fn hold_writer(w: &Writer) -> (std_mpsc::Sender<()>, tokio::task::JoinHandle<()>) {
+        let (release, wait) = std_mpsc::channel::<()>();
+        let (started_tx, started) = tokio::sync::oneshot::channel::<()>();
+        let w2 = w.clone();
+        let task = tokio::spawn(async move {
+            let r: Result<(), StoreError> = w2
+                .run(
+                    move |_| {
+                        let _ = started_tx.send(());
+                        let _ = wait.recv_timeout(Duration::from_secs(10));
+                        Ok(())
+                    },
+                    |_| {},
+                )
+                .await;
+            r.unwrap();
+        });
+        started.await.unwrap();
+        (release, task)
+    }
+
+    /// Queues a job behind the held group; returns once it is in the queue
+    /// as its `nth` job.
+    async fn queue<F, A>(
+        w: &Writer,
+        nth: usize,
+        f: F,
+        after: A,
+    ) -> JoinHandle<Result<(), StoreError>>
+    where
+        F: FnOnce(&Connection) -> Result<(), StoreError> + Send + 'static,
+        A: FnOnce(&()) + Send + 'static,
+    {
+        let task = tokio::spawn({
+            let w = w.clone();
+            async move { w.run(f, after).await }
+        });
+        for _ in 0..1000 {
+            if w.tx.max_capacity() - w.tx.capacity() >= nth {
+                return task;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        panic!("job {nth} was not queued");
+    }
+
+    #[tokio::test]
+    async fn a_group_that_sqlite_rolled_back_fails_whole_and_the_writer_goes_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let w = Writer::spawn(open(dir.path())).unwrap();
+        let (release, held) = hold_writer(&w).await;
+        let a = queue(&w, 1, insert(1), |_| {}).await;
+        // What SQLite does by itself on SQLITE_FULL or SQLITE_IOERR in the
+        // middle of a statement: the whole transaction is gone.
+        let b = queue(
+            &w,
+            2,
+            |c: &Connection| {
+                c.execute_batch("INSERT INTO t (x) VALUES (2); ROLLBACK")?;
+                Err(StoreError::CommitFailed("simulated disk full".into()))
+            },
+            |_| {},
+        )
+        .await;
+        let committed_after = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = committed_after.clone();
+        let c = queue(&w, 3, insert(3), move |_| {
+            flag.store(true, std::sync::atomic::Ordering::SeqCst)
+        })
+        .await;
+        release.send(()).unwrap();
+        held.await.unwrap();
+
+        for (name, r) in [
+            ("a", a.await.unwrap()),
+            ("b", b.await.unwrap()),
+            ("c", c.await.unwrap()),
+        ] {
+            let e = r.expect_err(name);
+            assert!(e.is_unavailable(), "{name}: {e}");
+        }
+        assert!(
+            !committed_after.load(std::sync::atomic::Ordering::SeqCst),
+            "a job after the lost transaction ran its after-commit"
+        );
+        // Nothing of the lost group is stored, not even a job that ran
+        // after the rollback (it would have committed on its own).
+        assert_eq!(rows(dir.path()), Vec::<i64>::new());
+
+        w.run(insert(4), |_| {}).await.unwrap();
+        assert_eq!(rows(dir.path()), vec![4]);
+    }
+
+    #[tokio::test]
+    async fn a_failed_commit_is_rolled_back_and_the_next_group_commits() {
+        let dir = tempfile::tempdir().unwrap();
+        let w = Writer::spawn(open(dir.path())).unwrap();
+        let (release, held) = hold_writer(&w).await;
+        let ok = queue(&w, 1, insert(1), |_| {}).await;
+        // A deferred foreign key is checked at COMMIT, which then fails and
+        // leaves the transaction open.
+        let dangling = queue(
+            &w,
+            2,
+            |c: &Connection| {
+                c.execute("INSERT INTO t (x, parent) VALUES (2, 99)", [])?;
+                Ok(())
+            },
+            |_| {},
+        )
+        .await;
+        release.send(()).unwrap();
+        held.await.unwrap();
+        assert!(matches!(
+            ok.await.unwrap(),
+            Err(StoreError::CommitFailed(_))
+        ));
+        assert!(matches!(
+            dangling.await.unwrap(),
+            Err(StoreError::CommitFailed(_))
+        ));
+        assert_eq!(rows(dir.path()), Vec::<i64>::new());
+
+        w.run(insert(3), |_| {}).await.unwrap();
+        assert_eq!(rows(dir.path()), vec![3]);
+    }
+
+    #[tokio::test]
+    async fn another_writer_is_waited_for_then_reported_busy() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = open(dir.path());
+        conn.busy_timeout(Duration::from_millis(500)).unwrap();
+        let w = Writer::spawn(conn).unwrap();
+        let other = open(dir.path());
+
+        // Held shorter than the busy timeout: the write waits, then succeeds.
+        other.execute_batch("BEGIN IMMEDIATE").unwrap();
+        let job = tokio::spawn({
+            let w = w.clone();
+            async move { w.run(insert(1), |_| {}).await }
+        });
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        other.execute_batch("COMMIT").unwrap();
+        job.await.unwrap().unwrap();
+
+        // Held longer: SQLITE_BUSY, a fault the API answers with 503.
+        other.execute_batch("BEGIN IMMEDIATE").unwrap();
+        let e = w.run(insert(2), |_| {}).await.unwrap_err();
+        assert!(e.is_unavailable(), "{e}");
+        other.execute_batch("COMMIT").unwrap();
+
+        w.run(insert(3), |_| {}).await.unwrap();
+        assert_eq!(rows(dir.path()), vec![1, 3]);
     }
 }
