@@ -92,6 +92,12 @@ struct Connection<S> {
     /// SUBSCRIBEs forwarded to the router, by packet id: one slot per filter
     /// of the client's packet, `Some` for those the gateway already refused.
     pending_subacks: HashMap<u16, Vec<Option<SubscribeReasonCode>>>,
+    /// QoS 1 deliveries written and not yet acknowledged, and since when
+    /// none was. A client that stops reading may never block a write (the
+    /// 100 deliveries in flight fit in the socket buffers), but it stops
+    /// acknowledging: no PUBACK for `write_timeout` ends the connection.
+    unacked: usize,
+    ack_wait_since: Option<Instant>,
 }
 
 impl<S> Connection<S>
@@ -284,6 +290,8 @@ where
             uplink: None,
             uplink_acks: mpsc::channel(64),
             pending_subacks: HashMap::new(),
+            unacked: 0,
+            ack_wait_since: None,
         }))
     }
 
@@ -317,6 +325,15 @@ where
         }
         let mut deadline = self.keep_alive.map(|k| Instant::now() + k);
         loop {
+            let ack_deadline = self
+                .ack_wait_since
+                .map(|since| since + self.shared.settings.write_timeout);
+            let ack_stall = async {
+                match ack_deadline {
+                    Some(d) => tokio::time::sleep_until(d).await,
+                    None => std::future::pending().await,
+                }
+            };
             let keepalive = async {
                 match deadline {
                     Some(d) => tokio::time::sleep_until(d).await,
@@ -326,6 +343,7 @@ where
             tokio::select! {
                 _ = kick.cancelled() => return Ok(Ended::Kicked),
                 _ = keepalive => return Err(ConnError::KeepAlive),
+                _ = ack_stall => return Err(ConnError::Violation("client stopped acknowledging")),
                 Some(ack) = self.uplink_acks.1.recv() => self.write(ack)?,
                 read = self.stream.read_buf(&mut self.inbuf) => {
                     if read? == 0 {
@@ -455,6 +473,8 @@ where
                     }
                 }
                 Packet::PubAck(ack, props) => {
+                    self.unacked = self.unacked.saturating_sub(1);
+                    self.ack_wait_since = (self.unacked > 0).then(Instant::now);
                     self.to_router.push(Packet::PubAck(ack, props));
                 }
                 Packet::PubRel(rel, _) => {
@@ -660,7 +680,14 @@ where
         match notification {
             Notification::Forward(forward) => {
                 metrics::counter!("mqtt_deliveries_total").increment(1);
+                let start = self.outbuf.len();
                 self.write(Packet::Publish(forward.publish, forward.properties))?;
+                // The delivery's QoS (set by the router) is in the fixed
+                // header; rumqttd keeps the field private.
+                if self.outbuf.get(start).is_some_and(|h| h & 0b0110 != 0) {
+                    self.unacked += 1;
+                    self.ack_wait_since.get_or_insert_with(Instant::now);
+                }
             }
             Notification::DeviceAck(ack) => match Packet::from(ack) {
                 Packet::SubAck(mut suback, props) => {

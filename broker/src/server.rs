@@ -31,7 +31,8 @@ pub struct Settings {
     pub max_packet_size: usize,
     /// Time a new connection has to send CONNECT.
     pub connect_timeout: Duration,
-    /// Time a write to a client may block before the client is dropped.
+    /// Time a write to a client may block, or its QoS 1 deliveries may wait
+    /// with no PUBACK at all, before the client is dropped.
     pub write_timeout: Duration,
     /// Per-topic in-memory log in the router: segment size in bytes...
     pub segment_size: usize,

@@ -70,6 +70,13 @@ pub struct Config {
     #[arg(long, env = "CHAT_MAX_CONNECTIONS", default_value_t = 50_000)]
     pub max_connections: usize,
 
+    /// Seconds an MQTT client that stopped reading may hold the server up
+    /// before it is disconnected: a write that blocks (its socket buffers
+    /// are full), or QoS 1 deliveries with no PUBACK at all. It catches up
+    /// by sync when it comes back.
+    #[arg(long, env = "CHAT_MQTT_WRITE_TIMEOUT", default_value_t = 30)]
+    pub mqtt_write_timeout: u64,
+
     /// Who may start a direct conversation: `open` (anyone not blocked) or
     /// `friends` (friends only).
     #[arg(long, env = "CHAT_DM_POLICY", default_value = "open")]
