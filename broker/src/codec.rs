@@ -5,14 +5,14 @@ use rumqttd::protocol::{self, v4, v5, Packet, Protocol};
 
 /// Which MQTT version a connection speaks; fixed by its CONNECT.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Version {
+pub enum Version {
     V311,
     V5,
 }
 
 /// What the first bytes of a connection say about its protocol.
 #[derive(Debug, PartialEq, Eq)]
-pub(crate) enum Sniff {
+pub enum Sniff {
     /// Not enough bytes yet.
     Incomplete,
     /// A CONNECT for this version.
@@ -25,7 +25,7 @@ pub(crate) enum Sniff {
 
 /// Looks at the first frame without consuming it. The protocol level sits
 /// after the fixed header and the length-prefixed protocol name.
-pub(crate) fn sniff(buf: &[u8], max_packet: usize) -> Sniff {
+pub fn sniff(buf: &[u8], max_packet: usize) -> Sniff {
     match buf.first() {
         None => return Sniff::Incomplete,
         Some(b) if b >> 4 != 1 => return Sniff::NotConnect,
@@ -54,7 +54,7 @@ pub(crate) fn sniff(buf: &[u8], max_packet: usize) -> Sniff {
 /// QoS and packet id of a PUBLISH frame at the start of `buf`, read from the
 /// raw bytes (the decoded `Publish` keeps them private). `None` if the frame
 /// at the start is not a complete PUBLISH.
-pub(crate) fn peek_publish(buf: &[u8], max_packet: usize) -> Option<(u8, u16)> {
+pub fn peek_publish(buf: &[u8], max_packet: usize) -> Option<(u8, u16)> {
     let header = v4::check(buf.iter(), max_packet).ok()?;
     if buf[0] >> 4 != 3 {
         return None;
@@ -75,22 +75,84 @@ pub(crate) fn peek_publish(buf: &[u8], max_packet: usize) -> Option<(u8, u16)> {
 }
 
 impl Version {
-    pub(crate) fn read(self, buf: &mut BytesMut, max: usize) -> Result<Packet, protocol::Error> {
-        match self {
+    /// Decodes the packet at the start of `buf` and removes it from `buf`.
+    /// `InsufficientBytes` means the frame is not complete yet and nothing
+    /// was taken; any other error means the connection must close.
+    pub fn read(self, buf: &mut BytesMut, max: usize) -> Result<Packet, protocol::Error> {
+        // Framing is the same in both versions. Checking it first means the
+        // guards below, and the decoders, always see one whole frame.
+        let header = v4::check(buf.iter(), max)?;
+        // rumqttd's v5 decoder has no arm for CONNACK (2) or UNSUBACK (11)
+        // and panics (`unreachable!`) on either with a body. Only a server
+        // sends them.
+        let kind = header.byte1 >> 4;
+        if self == Version::V5 && matches!(kind, 2 | 11) {
+            return Err(protocol::Error::InvalidPacketType(kind));
+        }
+        let decoded = match self {
             Version::V311 => v4::V4.read_mut(buf, max),
             Version::V5 => v5::V5.read_mut(buf, max),
+        };
+        // The decoders take the whole frame off `buf` before parsing it, and
+        // report a field cut short inside it (a v5 property length) as
+        // `InsufficientBytes`. That frame is gone and malformed; waiting for
+        // more bytes would silently drop it.
+        match decoded {
+            Err(protocol::Error::InsufficientBytes(_)) => Err(protocol::Error::MalformedPacket),
+            other => other,
         }
     }
 
-    pub(crate) fn write(
-        self,
-        packet: Packet,
-        out: &mut BytesMut,
-    ) -> Result<usize, protocol::Error> {
+    pub fn write(self, packet: Packet, out: &mut BytesMut) -> Result<usize, protocol::Error> {
         match self {
-            Version::V311 => v4::V4.write(packet, out),
-            Version::V5 => v5::V5.write(packet, out),
+            Version::V311 => v4::V4.write(without_properties(packet), out),
+            Version::V5 => {
+                let start = out.len();
+                let written = v5::V5.write(packet, out)?;
+                Ok(fix_disconnect_length(&mut out[start..], written))
+            }
         }
+    }
+}
+
+/// rumqttd's v5 encoder writes a DISCONNECT that has a reason code and no
+/// properties as `E0 01 <reason> 00`: the reason and an empty property
+/// length under a remaining length of 1, so the client reads the last byte
+/// as the start of another packet. (An explicit empty property set is no way
+/// around it: that encodes as `E0 00`, losing the reason.) Sets the length
+/// to 2; returns how many bytes the frame really has.
+fn fix_disconnect_length(frame: &mut [u8], written: usize) -> usize {
+    match frame {
+        [0xE0, len @ 1, _, 0] => {
+            *len = 2;
+            4
+        }
+        _ => written,
+    }
+}
+
+/// MQTT 3.1.1 has no properties, and rumqttd's v4 encoder panics
+/// (`unreachable!`) on a packet that carries some. They do reach 3.1.1
+/// connections: the router forwards a publish with the properties it was
+/// made with (an uplink reply with correlation data) to every subscriber,
+/// whatever its protocol version.
+fn without_properties(packet: Packet) -> Packet {
+    match packet {
+        Packet::Connect(connect, _, will, _, login) => {
+            Packet::Connect(connect, None, will, None, login)
+        }
+        Packet::ConnAck(ack, _) => Packet::ConnAck(ack, None),
+        Packet::Publish(publish, _) => Packet::Publish(publish, None),
+        Packet::PubAck(ack, _) => Packet::PubAck(ack, None),
+        Packet::Subscribe(sub, _) => Packet::Subscribe(sub, None),
+        Packet::SubAck(ack, _) => Packet::SubAck(ack, None),
+        Packet::PubRec(rec, _) => Packet::PubRec(rec, None),
+        Packet::PubRel(rel, _) => Packet::PubRel(rel, None),
+        Packet::PubComp(comp, _) => Packet::PubComp(comp, None),
+        Packet::Unsubscribe(unsub, _) => Packet::Unsubscribe(unsub, None),
+        Packet::UnsubAck(ack, _) => Packet::UnsubAck(ack, None),
+        Packet::Disconnect(disconnect, _) => Packet::Disconnect(disconnect, None),
+        p @ (Packet::PingReq(_) | Packet::PingResp(_)) => p,
     }
 }
 
@@ -134,5 +196,84 @@ mod tests {
         let frame0 = [0x30, 6, 0, 3, b'a', b'/', b'b', b'x'];
         assert_eq!(peek_publish(&frame0, 1024), Some((0, 0)));
         assert_eq!(peek_publish(&frame[..4], 1024), None);
+    }
+
+    // Found by the `codec` fuzz target: rumqttd's v5 decoder has no arm for
+    // CONNACK or UNSUBACK and panicked on them.
+    #[test]
+    fn v5_server_only_packets_are_errors_not_panics() {
+        for frame in [&[0x2E, 1, 0][..], &[0x20, 2, 0, 0], &[0xB0, 3, 0, 1, 0]] {
+            let mut buf = BytesMut::from(frame);
+            assert!(Version::V5.read(&mut buf, 1024).is_err(), "{frame:?}");
+        }
+        // MQTT 3.1.1 decodes them (the connection then refuses them).
+        let mut buf = BytesMut::from(&[0xB0, 2, 0, 1][..]);
+        assert!(matches!(
+            Version::V311.read(&mut buf, 1024),
+            Ok(Packet::UnsubAck(..))
+        ));
+    }
+
+    // Found by the `codec` fuzz target: a v5 property length cut short inside
+    // a complete frame came back as "insufficient bytes" after the frame had
+    // been taken off the buffer, so the connection dropped it silently and
+    // read on instead of closing.
+    #[test]
+    fn a_field_cut_short_inside_a_frame_is_malformed() {
+        // PUBLISH "a" whose property length has a continuation bit and ends
+        // the frame, then a PINGREQ.
+        let mut buf = BytesMut::from(&[0x30, 4, 0, 1, b'a', 0x80, 0xC0, 0][..]);
+        assert!(matches!(
+            Version::V5.read(&mut buf, 1024),
+            Err(protocol::Error::MalformedPacket)
+        ));
+        // An incomplete frame is still left alone.
+        let mut buf = BytesMut::from(&[0x30, 4, 0, 1][..]);
+        assert!(matches!(
+            Version::V5.read(&mut buf, 1024),
+            Err(protocol::Error::InsufficientBytes(_))
+        ));
+        assert_eq!(buf.len(), 4);
+    }
+
+    // Found by the `connection` fuzz target: the v5 DISCONNECT the gateway
+    // sends when it closes a connection (here: malformed packet) was one
+    // byte longer than its remaining length.
+    #[test]
+    fn v5_disconnect_with_a_reason_is_well_framed() {
+        let mut out = BytesMut::new();
+        let disconnect = protocol::Disconnect {
+            reason_code: protocol::DisconnectReasonCode::MalformedPacket,
+        };
+        Version::V5
+            .write(Packet::Disconnect(disconnect.clone(), None), &mut out)
+            .unwrap();
+        assert_eq!(&out[..], &[0xE0, 2, 0x81, 0]);
+        let Ok(Packet::Disconnect(read, _)) = Version::V5.read(&mut out, 1024) else {
+            panic!("not a DISCONNECT");
+        };
+        assert_eq!(read, disconnect);
+        assert!(out.is_empty());
+    }
+
+    // The router forwards a publish with the properties it was made with
+    // (an uplink reply with correlation data) to 3.1.1 subscribers too;
+    // rumqttd's v4 encoder panicked on them.
+    #[test]
+    fn properties_are_dropped_for_mqtt_311() {
+        let publish = protocol::Publish::new("users/1/replies", "{}", false);
+        let props = protocol::PublishProperties {
+            correlation_data: Some(bytes::Bytes::from_static(b"c")),
+            ..Default::default()
+        };
+        let mut with = BytesMut::new();
+        Version::V311
+            .write(Packet::Publish(publish.clone(), Some(props)), &mut with)
+            .unwrap();
+        let mut without = BytesMut::new();
+        Version::V311
+            .write(Packet::Publish(publish, None), &mut without)
+            .unwrap();
+        assert_eq!(with, without);
     }
 }

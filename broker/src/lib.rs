@@ -14,11 +14,14 @@
 //! - `codec`: protocol-level sniffing and the v3.1.1 / v5 codecs.
 //! - [`uplink`]: client publishes to `users/{id}/up/...`, handed to chatsvc in order.
 //! - [`ws`]: the `/mqtt` WebSocket route.
+//! - `fuzzing`: hidden entry points for the cargo-fuzz targets in `broker/fuzz/`.
 
 pub mod acl;
 pub mod auth;
 mod codec;
 mod conn;
+#[doc(hidden)]
+pub mod fuzzing;
 mod registry;
 pub mod server;
 pub mod uplink;

@@ -339,6 +339,17 @@ impl Broker {
         self.shared.publish(topic, payload, None);
     }
 
+    /// Publishes with MQTT 5 properties (used by the fuzz targets; the
+    /// uplink worker reaches [`Shared::publish`] directly).
+    pub(crate) fn publish_with_properties(
+        &self,
+        topic: String,
+        payload: Bytes,
+        properties: PublishProperties,
+    ) {
+        self.shared.publish(topic, payload, Some(properties));
+    }
+
     /// Installs the handler for client publishes to the open subtrees
     /// ([`Settings::open_publish`]). Only the first call takes effect.
     pub fn set_uplink(&self, uplink: Arc<dyn Uplink>) {
