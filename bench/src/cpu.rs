@@ -59,6 +59,54 @@ impl Snapshot {
     }
 }
 
+/// CPU nanoseconds by thread name (threads of one name summed) of a
+/// process: `pid`, or this one.
+pub fn by_thread_name(pid: Option<u32>) -> BTreeMap<String, u64> {
+    let dir = match pid {
+        Some(pid) => format!("/proc/{pid}/task"),
+        None => "/proc/self/task".to_string(),
+    };
+    let mut ns = BTreeMap::new();
+    let Ok(tasks) = fs::read_dir(dir) else {
+        return ns;
+    };
+    for task in tasks.flatten() {
+        let dir = task.path();
+        let Ok(comm) = fs::read_to_string(dir.join("comm")) else {
+            continue;
+        };
+        let Some(t) = thread_ns(&dir) else { continue };
+        *ns.entry(comm.trim().to_string()).or_default() += t;
+    }
+    ns
+}
+
+/// CPU microseconds per unit of work, by thread name, between two
+/// [`by_thread_name`] readings (threads under 0.5% of the total left out).
+pub fn us_per(
+    before: &BTreeMap<String, u64>,
+    after: &BTreeMap<String, u64>,
+    units: u64,
+) -> BTreeMap<String, f64> {
+    let deltas: Vec<(&String, u64)> = after
+        .iter()
+        .map(|(name, &t)| {
+            (
+                name,
+                t.saturating_sub(before.get(name).copied().unwrap_or(0)),
+            )
+        })
+        .collect();
+    let total: u64 = deltas.iter().map(|(_, d)| d).sum();
+    let mut out: BTreeMap<String, f64> = deltas
+        .into_iter()
+        .filter(|&(_, d)| d * 200 >= total && d > 0)
+        .map(|(name, d)| (name.clone(), d as f64 / 1e3 / units.max(1) as f64))
+        .collect();
+    out.insert("all".into(), total as f64 / 1e3 / units.max(1) as f64);
+    out
+}
+
 fn thread_ns(dir: &std::path::Path) -> Option<u64> {
     let sched = fs::read_to_string(dir.join("schedstat")).ok();
     if let Some(ns) = sched

@@ -29,6 +29,8 @@ pub struct StoreBaseline {
     pub per_s: f64,
     /// One `Chat::send` call, from call to committed answer.
     pub send: Latency,
+    /// CPU µs per message by thread (`store-writer` is the one writer).
+    pub cpu_us_per_msg: std::collections::BTreeMap<String, f64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -93,6 +95,7 @@ pub async fn store(
     let chat = Chat::new(store, tokens, Arc::new(NoDownlink), limits);
     let text = "x".repeat(text_bytes);
     let bar = progress::timed(secs, "baseline: store alone");
+    let cpu_before = crate::cpu::by_thread_name(None);
     let started = Instant::now();
     let until = started + Duration::from_secs_f64(secs);
     let mut tasks = JoinSet::new();
@@ -135,6 +138,11 @@ pub async fn store(
         samples.extend(r??);
     }
     let seconds = started.elapsed().as_secs_f64();
+    let cpu = crate::cpu::us_per(
+        &cpu_before,
+        &crate::cpu::by_thread_name(None),
+        samples.len() as u64,
+    );
     ticker.abort();
     bar.finish_and_clear();
     samples.sort_unstable();
@@ -144,10 +152,11 @@ pub async fn store(
         messages: samples.len() as u64,
         per_s: samples.len() as f64 / seconds,
         send: Latency::of_sorted(&samples),
+        cpu_us_per_msg: cpu,
     };
     eprintln!(
-        "baseline: store alone {:.0} messages/s (send p50 {:.2} ms)",
-        report.per_s, report.send.p50_ms
+        "baseline: store alone {:.0} messages/s (send p50 {:.2} ms), CPU µs per message {:?}",
+        report.per_s, report.send.p50_ms, report.cpu_us_per_msg
     );
     Ok(report)
 }

@@ -49,6 +49,9 @@ pub struct DmPhase {
     pub send_latency: Latency,
     /// Worst lateness of a send against its schedule (fixed rates).
     pub max_schedule_lag_ms: f64,
+    /// chatd's CPU µs per acknowledged message, by thread name (only for
+    /// a chatd this tool started).
+    pub chatd_cpu_us_per_msg: std::collections::BTreeMap<String, f64>,
     #[serde(skip)]
     pub samples: Vec<u64>,
 }
@@ -211,6 +214,7 @@ async fn phase(
     let sent = Arc::new(AtomicU64::new(0));
     let mut tasks = JoinSet::new();
     let run_id = clock.ns();
+    let cpu_before = chatd.pid().map(|p| crate::cpu::by_thread_name(Some(p)));
     for (k, sender) in senders.iter().enumerate() {
         let (chatd_client, url) = (chatd.client.clone(), chatd.url("/v1/messages"));
         let (sender, receivers, clock, sent) = (
@@ -292,6 +296,14 @@ async fn phase(
         max_lag = max_lag.max(log.max_lag_ns);
     }
     let elapsed = started.elapsed().as_secs_f64();
+    let chatd_cpu = match (cpu_before, chatd.pid()) {
+        (Some(before), Some(pid)) => crate::cpu::us_per(
+            &before,
+            &crate::cpu::by_thread_name(Some(pid)),
+            acked.len() as u64,
+        ),
+        _ => Default::default(),
+    };
     ticker.abort();
     bar.finish_and_clear();
 
@@ -358,11 +370,12 @@ async fn phase(
         latency: Latency::of_sorted(&samples),
         send_latency: Latency::of_sorted(&send_samples),
         max_schedule_lag_ms: max_lag as f64 / 1e6,
+        chatd_cpu_us_per_msg: chatd_cpu,
         samples,
     };
     eprintln!(
-        "dm {name}: {} acked ({:.0}/s), {} errors, {:.0} delivered/s, lost {}, duplicates {}, p50 {:.2} ms, p99 {:.2} ms",
-        p.acked, p.acked_per_s, p.errors, p.delivered_per_s, p.lost, p.duplicates, p.latency.p50_ms, p.latency.p99_ms
+        "dm {name}: {} acked ({:.0}/s), {} errors, {:.0} delivered/s, lost {}, duplicates {}, p50 {:.2} ms, p99 {:.2} ms; chatd CPU µs/msg {:?}",
+        p.acked, p.acked_per_s, p.errors, p.delivered_per_s, p.lost, p.duplicates, p.latency.p50_ms, p.latency.p99_ms, p.chatd_cpu_us_per_msg
     );
     if p.acked == 0 {
         bail!("dm {name}: no send was acknowledged ({errors} errors)");

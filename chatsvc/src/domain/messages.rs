@@ -174,10 +174,14 @@ impl Chat {
                         Recipient::User(peer) => {
                             // Unknown and blocking users get the same answer,
                             // so a block is not revealed.
-                            if !users::exists(c, peer)? || social::has_blocked(c, peer, sender)? {
+                            let blocks = social::dm_blocks(c, sender, peer)?;
+                            let Some((peer_blocked_sender, sender_blocked_peer)) = blocks else {
+                                return Err(DomainError::NotFound("recipient"));
+                            };
+                            if peer_blocked_sender {
                                 return Err(DomainError::NotFound("recipient"));
                             }
-                            if social::has_blocked(c, sender, peer)? {
+                            if sender_blocked_peer {
                                 return Err(DomainError::Forbidden(
                                     "you have blocked this user; unblock them first".into(),
                                 ));

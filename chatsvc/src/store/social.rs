@@ -40,6 +40,23 @@ pub fn are_friends(c: &Connection, a: u64, b: u64) -> Result<bool, StoreError> {
 }
 
 /// Has `user` blocked `other`?
+/// Whether a direct message from `sender` to `peer` may go, in one lookup:
+/// `None` if `peer` does not exist, else (peer blocked sender, sender
+/// blocked peer).
+pub fn dm_blocks(
+    c: &Connection,
+    sender: u64,
+    peer: u64,
+) -> Result<Option<(bool, bool)>, StoreError> {
+    Ok(c.prepare_cached(
+        "SELECT EXISTS(SELECT 1 FROM blocks WHERE user_id = ?2 AND blocked_id = ?1),
+                EXISTS(SELECT 1 FROM blocks WHERE user_id = ?1 AND blocked_id = ?2)
+         FROM users WHERE id = ?2",
+    )?
+    .query_row(params![sender, peer], |r| Ok((r.get(0)?, r.get(1)?)))
+    .optional()?)
+}
+
 pub fn has_blocked(c: &Connection, user: u64, other: u64) -> Result<bool, StoreError> {
     Ok(
         c.prepare_cached("SELECT 1 FROM blocks WHERE user_id = ?1 AND blocked_id = ?2")?

@@ -92,12 +92,50 @@ pub struct Writer {
     tx: mpsc::Sender<Msg>,
 }
 
+/// Runs in every group's transaction after its jobs, before COMMIT, outside
+/// any job's savepoint (e.g. moving what the jobs staged into an index that
+/// is expensive to touch inside savepoints). An error loses the group.
+pub(super) type BeforeCommit = Box<BeforeCommitFn>;
+pub(super) type BeforeCommitFn = dyn Fn(&Connection) -> rusqlite::Result<()> + Send;
+
+/// How the writer runs, beyond its connection.
+#[derive(Default)]
+pub(super) struct Options {
+    pub before_commit: Option<BeforeCommit>,
+    /// Checkpoint the WAL from a thread of its own, with its own connection
+    /// to this database file, instead of in the writer's commits (set
+    /// `wal_autocheckpoint` to 0 on the writer's connection).
+    pub checkpoint_in_background: Option<std::path::PathBuf>,
+}
+
+/// How often the background checkpointer runs.
+const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(200);
+
 impl Writer {
+    #[cfg(test)]
     pub(super) fn spawn(conn: Connection) -> Result<Writer, StoreError> {
+        Writer::spawn_with(conn, Options::default())
+    }
+
+    pub(super) fn spawn_with(conn: Connection, options: Options) -> Result<Writer, StoreError> {
         let (tx, rx) = mpsc::channel::<Msg>(4096);
+        let stopped = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        if let Some(path) = options.checkpoint_in_background {
+            let checkpointer = Connection::open(&path)?;
+            checkpointer.busy_timeout(std::time::Duration::from_millis(100))?;
+            let stopped = stopped.clone();
+            std::thread::Builder::new()
+                .name("store-checkpoint".into())
+                .spawn(move || checkpoint_loop(checkpointer, &stopped))
+                .map_err(|e| StoreError::Migration(format!("spawn checkpointer: {e}")))?;
+        }
+        let before_commit = options.before_commit;
         std::thread::Builder::new()
             .name("store-writer".into())
-            .spawn(move || run(conn, rx))
+            .spawn(move || {
+                run(conn, rx, before_commit.as_deref());
+                stopped.store(true, std::sync::atomic::Ordering::Release);
+            })
             .map_err(|e| StoreError::Migration(format!("spawn writer: {e}")))?;
         Ok(Writer { tx })
     }
@@ -146,12 +184,19 @@ fn in_savepoint<T, E: From<StoreError>>(
     conn: &Connection,
     f: impl FnOnce(&Connection) -> Result<T, E>,
 ) -> (Result<T, E>, bool) {
-    if let Err(e) = conn.execute_batch("SAVEPOINT job") {
+    // Cached statements: preparing these two for every job showed up.
+    let savepoint = conn
+        .prepare_cached("SAVEPOINT job")
+        .and_then(|mut s| s.execute([]));
+    if let Err(e) = savepoint {
         return (Err(E::from(StoreError::from(e))), !conn.is_autocommit());
     }
     match f(conn) {
-        Ok(v) => match conn.execute_batch("RELEASE job") {
-            Ok(()) => (Ok(v), !conn.is_autocommit()),
+        Ok(v) => match conn
+            .prepare_cached("RELEASE job")
+            .and_then(|mut s| s.execute([]))
+        {
+            Ok(_) => (Ok(v), !conn.is_autocommit()),
             Err(e) => (Err(E::from(StoreError::from(e))), false),
         },
         Err(e) => {
@@ -162,7 +207,26 @@ fn in_savepoint<T, E: From<StoreError>>(
     }
 }
 
-fn run(conn: Connection, mut rx: mpsc::Receiver<Msg>) {
+/// Copies the WAL back into the database while the writer goes on
+/// (PASSIVE: never waits for readers or the writer). The WAL then restarts
+/// from its beginning at the writer's next transaction, so it stays small.
+fn checkpoint_loop(conn: Connection, stopped: &std::sync::atomic::AtomicBool) {
+    let mut failing = false;
+    while !stopped.load(std::sync::atomic::Ordering::Acquire) {
+        std::thread::sleep(CHECKPOINT_EVERY);
+        match conn.execute_batch("PRAGMA wal_checkpoint(PASSIVE)") {
+            Ok(()) => failing = false,
+            // Busy or a storage fault: the writer reports those; say it once.
+            Err(e) if !failing => {
+                failing = true;
+                warn!(error = %e, "background checkpoint failed; retrying");
+            }
+            Err(_) => {}
+        }
+    }
+}
+
+fn run(conn: Connection, mut rx: mpsc::Receiver<Msg>, before_commit: Option<&BeforeCommitFn>) {
     let mut batch: Vec<Box<dyn Job>> = Vec::with_capacity(MAX_BATCH);
     let mut pending: Option<Msg> = None;
     loop {
@@ -193,7 +257,7 @@ fn run(conn: Connection, mut rx: mpsc::Receiver<Msg>) {
                 Err(_) => break,
             }
         }
-        commit_group(&conn, &mut batch);
+        commit_group(&conn, &mut batch, before_commit);
     }
     // Every handle is gone. Leave the WAL checkpointed.
     if let Err(e) = conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)") {
@@ -201,7 +265,11 @@ fn run(conn: Connection, mut rx: mpsc::Receiver<Msg>) {
     }
 }
 
-fn commit_group(conn: &Connection, batch: &mut Vec<Box<dyn Job>>) {
+fn commit_group(
+    conn: &Connection,
+    batch: &mut Vec<Box<dyn Job>>,
+    before_commit: Option<&BeforeCommitFn>,
+) {
     let started = std::time::Instant::now();
     let size = batch.len();
     // A failed ROLLBACK can leave a transaction open; the next BEGIN would
@@ -237,7 +305,10 @@ fn commit_group(conn: &Connection, batch: &mut Vec<Box<dyn Job>>) {
     let outcome = if lost {
         Err("the transaction was rolled back after a storage error".to_owned())
     } else {
-        conn.execute_batch("COMMIT").map_err(|e| e.to_string())
+        before_commit
+            .map_or(Ok(()), |f| f(conn))
+            .and_then(|()| conn.execute_batch("COMMIT"))
+            .map_err(|e| e.to_string())
     };
     if let Err(e) = &outcome {
         warn!(error = %e, size, "commit failed, rolling back");
