@@ -12,6 +12,7 @@ use subtle::ConstantTimeEq;
 use utoipa::{OpenApi, ToSchema};
 
 use super::error::{ApiError, ErrorBody, Json, Path};
+use super::int64;
 use super::AppState;
 use crate::domain::model::User;
 use crate::domain::services::Service;
@@ -277,7 +278,7 @@ async fn delete_webhook(
 #[serde(deny_unknown_fields)]
 pub struct Replay {
     /// Re-send deliveries with an id greater than this.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "int64::one")]
     pub after: u64,
 }
 

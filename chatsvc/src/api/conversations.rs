@@ -9,6 +9,7 @@ use utoipa::{IntoParams, OpenApi, ToSchema};
 
 use super::error::{ApiError, ErrorBody, Json, Path, Query};
 use super::extract::AuthUser;
+use super::int64;
 use super::AppState;
 use crate::domain::model::{Conversation, Message};
 
@@ -67,6 +68,7 @@ async fn list(
 #[serde(deny_unknown_fields)]
 pub struct HistoryQuery {
     /// Only messages with a smaller seq (page backwards from here).
+    #[serde(default, deserialize_with = "int64::option")]
     pub before_seq: Option<u64>,
     /// Most messages (default 50, at most 500).
     pub limit: Option<usize>,
@@ -111,6 +113,7 @@ async fn history(
 #[serde(deny_unknown_fields)]
 pub struct ReadRequest {
     /// Everything up to and including this seq has been read.
+    #[serde(deserialize_with = "int64::one")]
     pub seq: u64,
 }
 

@@ -1,7 +1,7 @@
 //! The one place errors become HTTP responses.
 
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
-use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::extract::{FromRequest, FromRequestParts, RawPathParams, Request};
 use axum::http::request::Parts;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -224,11 +224,21 @@ where
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        axum::extract::Path::<T>::from_request_parts(parts, state)
+        let path = axum::extract::Path::<T>::from_request_parts(parts, state)
             .await
-            .map(|p| Path(p.0))
             .map_err(|r: PathRejection| {
                 ApiError::new(StatusCode::NOT_FOUND, "not_found", r.body_text())
-            })
+            })?;
+        // Ids are SQLite rowids, documented as int64: one past i64::MAX
+        // names nothing (and the store could not even bind it).
+        let raw = RawPathParams::from_request_parts(parts, state).await;
+        if raw.is_ok_and(|raw| raw.iter().any(|(_, v)| super::int64::out_of_range(v))) {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "no such resource",
+            ));
+        }
+        Ok(Path(path.0))
     }
 }

@@ -9,6 +9,7 @@ use utoipa::{IntoParams, OpenApi, ToSchema};
 
 use super::error::{ApiError, ErrorBody, Json, Path, Query};
 use super::extract::AuthUser;
+use super::int64;
 use super::AppState;
 use crate::domain::model::{Friend, FriendRequest, Presence};
 use crate::domain::social::Decision;
@@ -154,6 +155,7 @@ async fn list_requests(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewRequest {
+    #[serde(deserialize_with = "int64::one")]
     pub user_id: u64,
     /// Shown to the other user; at most 200 characters.
     pub note: Option<String>,
@@ -290,6 +292,7 @@ async fn list_blocks(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BlockRequest {
+    #[serde(deserialize_with = "int64::one")]
     pub user_id: u64,
 }
 
@@ -371,9 +374,9 @@ async fn presence(
         .users
         .split(',')
         .filter(|s| !s.trim().is_empty())
-        .map(|s| s.trim().parse::<u64>())
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|_| ApiError::bad_request("users must be comma-separated ids"))?;
+        .map(|s| s.trim().parse::<u64>().ok().filter(|&id| id <= int64::MAX))
+        .collect::<Option<Vec<_>>>()
+        .ok_or_else(|| ApiError::bad_request("users must be comma-separated ids"))?;
     if ids.len() > 200 {
         return Err(ApiError::bad_request("at most 200 users at once"));
     }

@@ -9,6 +9,7 @@ use utoipa::{OpenApi, ToSchema};
 
 use super::error::{ApiError, ErrorBody, Json, Path};
 use super::extract::AuthUser;
+use super::int64;
 use super::AppState;
 use crate::domain::model::Group;
 
@@ -45,7 +46,7 @@ pub struct CreateGroup {
     /// 1-64 characters.
     pub name: String,
     /// Users to add besides the caller.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "int64::list")]
     pub members: Vec<u64>,
 }
 
@@ -173,6 +174,7 @@ async fn dissolve(
 #[serde(deny_unknown_fields)]
 pub struct AddMembers {
     /// At most 500 at once; those already in are skipped.
+    #[serde(deserialize_with = "int64::list")]
     pub user_ids: Vec<u64>,
 }
 
@@ -297,6 +299,7 @@ async fn leave(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Transfer {
+    #[serde(deserialize_with = "int64::one")]
     pub user_id: u64,
 }
 

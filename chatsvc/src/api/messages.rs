@@ -10,6 +10,7 @@ use utoipa::{IntoParams, OpenApi, ToSchema};
 
 use super::error::{ApiError, ErrorBody, Json, Path, Query};
 use super::extract::AuthUser;
+use super::int64;
 use super::AppState;
 use crate::domain::messages::NewMessage;
 use crate::domain::model::{Message, Recipient};
@@ -31,6 +32,7 @@ pub(super) struct Doc;
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SendRequest {
+    #[serde(deserialize_with = "int64::recipient")]
     pub to: Recipient,
     /// Chosen by the client, 1-64 characters; a resend with the same id
     /// returns the original message instead of storing a new one.
@@ -191,7 +193,7 @@ pub struct SearchResults {
     params(SearchQuery),
     responses(
         (status = 200, description = "Matching messages.", body = SearchResults),
-        (status = 400, description = "`invalid_request`: `q` missing, over 200 characters or without a word.", body = ErrorBody),
+        (status = 400, description = "`invalid_request`: `q` missing, over 200 characters, with a NUL character or without a word.", body = ErrorBody),
     ),
     security(("bearer" = []))
 )]
@@ -202,6 +204,10 @@ async fn search(
 ) -> Result<Json<SearchResults>, ApiError> {
     if q.q.chars().count() > 200 {
         return Err(ApiError::bad_request("q is at most 200 characters"));
+    }
+    // SQLite's full-text query parser stops at a NUL ("unterminated string").
+    if q.q.contains('\0') {
+        return Err(ApiError::bad_request("q must not contain NUL characters"));
     }
     Ok(Json(SearchResults {
         messages: state

@@ -9,6 +9,7 @@ pub mod extract;
 pub mod files;
 pub mod friends;
 pub mod groups;
+pub mod int64;
 pub mod messages;
 pub mod openapi;
 pub mod ops;

@@ -9,6 +9,7 @@ use utoipa::{IntoParams, OpenApi, ToSchema};
 
 use super::error::{ApiError, ErrorBody, Json, Query};
 use super::extract::AuthUser;
+use super::int64;
 use super::AppState;
 use crate::domain::model::SyncPage;
 
@@ -28,7 +29,7 @@ pub(super) struct Doc;
 #[serde(deny_unknown_fields)]
 pub struct SyncQuery {
     /// Events with a cursor greater than this (0 = from the beginning).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "int64::one")]
     pub after: u64,
     /// Page size, 1-500 (default 100).
     pub limit: Option<usize>,
@@ -61,6 +62,7 @@ pub struct AckRequest {
     /// Chosen by the client, 1-64 characters.
     pub device_id: String,
     /// The newest cursor the device has processed.
+    #[serde(deserialize_with = "int64::one")]
     pub cursor: u64,
 }
 
