@@ -13,6 +13,7 @@ use rumqttd::{Notification, Router, RouterConfig};
 use tokio::net::TcpListener;
 use tokio::sync::{broadcast, Semaphore};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::{debug, error, info, warn};
 
 use crate::acl::Acl;
@@ -57,6 +58,11 @@ pub struct Settings {
     pub max_packets_per_sec: u32,
     /// ...with bursts up to this many; beyond, the connection is closed.
     pub packet_burst: u32,
+    /// Threads serving MQTT-over-TCP connections, each a single-threaded
+    /// runtime of its own (connections are spread over them in turn).
+    /// Keeping socket loops off the shared multi-threaded runtime saves the
+    /// cross-worker wake-ups that cost ~10% of push throughput on 2 cores.
+    pub io_threads: usize,
 }
 
 impl Default for Settings {
@@ -75,6 +81,7 @@ impl Default for Settings {
             max_subscriptions: 64,
             max_packets_per_sec: 100,
             packet_burst: 1000,
+            io_threads: 1,
         }
     }
 }
@@ -130,6 +137,38 @@ impl Links {
     }
 }
 
+/// The threads that run TCP connections: a current-thread runtime each,
+/// and the connections it runs, so shutdown can wait for their goodbyes.
+struct IoThread {
+    handle: tokio::runtime::Handle,
+    tasks: TaskTracker,
+}
+
+/// Starts `n` I/O threads. Each runs until `shutdown`, then until its
+/// connections have ended (they are kicked on shutdown), at most 5 s more.
+fn start_io_threads(n: usize, shutdown: &CancellationToken) -> std::io::Result<Vec<IoThread>> {
+    (0..n.max(1))
+        .map(|i| {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let handle = rt.handle().clone();
+            let tasks = TaskTracker::new();
+            let (stop, tracked) = (shutdown.clone(), tasks.clone());
+            std::thread::Builder::new()
+                .name(format!("mqtt-io-{i}"))
+                .spawn(move || {
+                    rt.block_on(async move {
+                        stop.cancelled().await;
+                        tracked.close();
+                        let _ = tokio::time::timeout(Duration::from_secs(5), tracked.wait()).await;
+                    });
+                })?;
+            Ok(IoThread { handle, tasks })
+        })
+        .collect()
+}
+
 /// State shared by every connection task.
 pub(crate) struct Shared {
     pub settings: Settings,
@@ -143,6 +182,8 @@ pub(crate) struct Shared {
     pub publisher: Mutex<LinkTx>,
     /// Handles client publishes to open subtrees (set once chatsvc is up).
     pub uplink: OnceLock<Arc<dyn Uplink>>,
+    io: Vec<IoThread>,
+    next_io: std::sync::atomic::AtomicUsize,
 }
 
 impl Shared {
@@ -225,6 +266,8 @@ impl Broker {
             }
         });
 
+        let io = start_io_threads(settings.io_threads, &shutdown)
+            .map_err(|e| BrokerError::Link(format!("start I/O threads: {e}")))?;
         let shared = Arc::new(Shared {
             acl: Acl::with_open_publish(settings.open_publish.clone()),
             connection_slots: Arc::new(Semaphore::new(settings.max_connections)),
@@ -235,6 +278,8 @@ impl Broker {
             shutdown,
             publisher: Mutex::new(publisher),
             uplink: OnceLock::new(),
+            io,
+            next_io: std::sync::atomic::AtomicUsize::new(0),
         });
         Ok(Broker { shared })
     }
@@ -263,12 +308,34 @@ impl Broker {
                 },
             };
             let _ = socket.set_nodelay(true);
+            // Handed over to an I/O thread: re-registered with its runtime.
+            let socket = match socket.into_std() {
+                Ok(s) => s,
+                Err(e) => {
+                    warn!(error = %e, "could not hand over a connection");
+                    continue;
+                }
+            };
             let shared = self.shared.clone();
-            tokio::spawn(async move {
-                let _permit = permit;
-                debug!(%peer, "tcp connection");
-                conn::serve(shared, socket, "tcp").await;
-            });
+            let n = shared
+                .next_io
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let io = &self.shared.io[n % self.shared.io.len()];
+            io.tasks.spawn_on(
+                async move {
+                    let _permit = permit;
+                    let socket = match tokio::net::TcpStream::from_std(socket) {
+                        Ok(s) => s,
+                        Err(e) => {
+                            warn!(error = %e, "could not register a connection");
+                            return;
+                        }
+                    };
+                    debug!(%peer, "tcp connection");
+                    conn::serve(shared, socket, "tcp").await;
+                },
+                &io.handle,
+            );
         }
         info!("mqtt tcp listener stopped");
     }

@@ -174,7 +174,8 @@ impl Store {
         Ok(())
     }
 
-    /// Waits for queued writes, then checkpoints the WAL into the main file.
+    /// Waits for queued writes, stops the background checkpoints, then
+    /// checkpoints the WAL into the main file (call it last, at shutdown).
     pub async fn close(&self) -> Result<(), StoreError> {
         self.writer.checkpoint().await
     }

@@ -119,23 +119,22 @@ impl Writer {
 
     pub(super) fn spawn_with(conn: Connection, options: Options) -> Result<Writer, StoreError> {
         let (tx, rx) = mpsc::channel::<Msg>(4096);
-        let stopped = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let mut background = None;
         if let Some(path) = options.checkpoint_in_background {
             let checkpointer = Connection::open(&path)?;
             checkpointer.busy_timeout(std::time::Duration::from_millis(100))?;
-            let stopped = stopped.clone();
-            std::thread::Builder::new()
+            let stopped = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let flag = stopped.clone();
+            let thread = std::thread::Builder::new()
                 .name("store-checkpoint".into())
-                .spawn(move || checkpoint_loop(checkpointer, &stopped))
+                .spawn(move || checkpoint_loop(checkpointer, &flag))
                 .map_err(|e| StoreError::Migration(format!("spawn checkpointer: {e}")))?;
+            background = Some(Checkpointer { stopped, thread });
         }
         let before_commit = options.before_commit;
         std::thread::Builder::new()
             .name("store-writer".into())
-            .spawn(move || {
-                run(conn, rx, before_commit.as_deref());
-                stopped.store(true, std::sync::atomic::Ordering::Release);
-            })
+            .spawn(move || run(conn, rx, before_commit.as_deref(), background))
             .map_err(|e| StoreError::Migration(format!("spawn writer: {e}")))?;
         Ok(Writer { tx })
     }
@@ -207,6 +206,36 @@ fn in_savepoint<T, E: From<StoreError>>(
     }
 }
 
+/// The background checkpointer, stopped before the writer's final
+/// checkpoint (two checkpoints at once make the second a silent no-op).
+struct Checkpointer {
+    stopped: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Checkpointer {
+    fn stop(self) {
+        self.stopped
+            .store(true, std::sync::atomic::Ordering::Release);
+        let _ = self.thread.join();
+    }
+}
+
+/// `PRAGMA wal_checkpoint(TRUNCATE)`, which reports "busy" as a result row,
+/// not as an error: retried a few times, then reported.
+fn checkpoint_truncate(conn: &Connection) -> Result<(), StoreError> {
+    for _ in 0..50 {
+        let busy: i64 = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get(0))?;
+        if busy == 0 {
+            return Ok(());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    Err(StoreError::CommitFailed(
+        "the WAL checkpoint stayed busy".into(),
+    ))
+}
+
 /// Copies the WAL back into the database while the writer goes on
 /// (PASSIVE: never waits for readers or the writer). The WAL then restarts
 /// from its beginning at the writer's next transaction, so it stays small.
@@ -226,7 +255,12 @@ fn checkpoint_loop(conn: Connection, stopped: &std::sync::atomic::AtomicBool) {
     }
 }
 
-fn run(conn: Connection, mut rx: mpsc::Receiver<Msg>, before_commit: Option<&BeforeCommitFn>) {
+fn run(
+    conn: Connection,
+    mut rx: mpsc::Receiver<Msg>,
+    before_commit: Option<&BeforeCommitFn>,
+    mut background: Option<Checkpointer>,
+) {
     let mut batch: Vec<Box<dyn Job>> = Vec::with_capacity(MAX_BATCH);
     let mut pending: Option<Msg> = None;
     loop {
@@ -239,10 +273,10 @@ fn run(conn: Connection, mut rx: mpsc::Receiver<Msg>, before_commit: Option<&Bef
         };
         match first {
             Msg::Checkpoint(reply) => {
-                let r = conn
-                    .execute_batch("PRAGMA wal_checkpoint(TRUNCATE)")
-                    .map_err(StoreError::from);
-                let _ = reply.send(r);
+                if let Some(c) = background.take() {
+                    c.stop();
+                }
+                let _ = reply.send(checkpoint_truncate(&conn));
                 continue;
             }
             Msg::Job(job) => batch.push(job),
@@ -260,7 +294,10 @@ fn run(conn: Connection, mut rx: mpsc::Receiver<Msg>, before_commit: Option<&Bef
         commit_group(&conn, &mut batch, before_commit);
     }
     // Every handle is gone. Leave the WAL checkpointed.
-    if let Err(e) = conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)") {
+    if let Some(c) = background.take() {
+        c.stop();
+    }
+    if let Err(e) = checkpoint_truncate(&conn) {
         warn!(error = %e, "final checkpoint failed");
     }
 }
