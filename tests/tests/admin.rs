@@ -154,7 +154,9 @@ async fn online_backup_under_concurrent_writes_restores_consistently() -> Result
     {
         let id = conv["id"].as_u64().unwrap_or(0);
         let mut seqs = Vec::new();
-        let mut before = u64::MAX;
+        // The newest page first: ids and seqs stop at i64::MAX (a larger
+        // before_seq is a 400).
+        let mut before = i64::MAX as u64;
         loop {
             let (_, h) = bob2
                 .get(&format!(
