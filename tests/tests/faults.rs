@@ -171,18 +171,11 @@ fn path_str(p: &Path) -> Result<&str> {
     p.to_str().ok_or_else(|| anyhow!("non-UTF-8 path"))
 }
 
-/// A send's status, `Retry-After` header and JSON body.
-async fn send(
-    user: &TestUser,
-    to: u64,
-    id: &str,
-    body: &Value,
-) -> Result<(u16, Option<String>, Value)> {
-    let res = user
-        .request(reqwest::Method::POST, "/v1/messages")
-        .json(&json!({"to": {"user": to}, "client_msg_id": id, "body": body}))
-        .send()
-        .await?;
+/// An answer's status, `Retry-After` header and JSON body.
+type Answer = (u16, Option<String>, Value);
+
+async fn answer(request: reqwest::RequestBuilder) -> Result<Answer> {
+    let res = request.send().await?;
     let status = res.status().as_u16();
     let retry_after = res
         .headers()
@@ -195,6 +188,25 @@ async fn send(
         retry_after,
         serde_json::from_str(&text).unwrap_or(Value::String(text)),
     ))
+}
+
+async fn send(user: &TestUser, to: u64, id: &str, body: &Value) -> Result<Answer> {
+    answer(
+        user.request(reqwest::Method::POST, "/v1/messages")
+            .json(&json!({"to": {"user": to}, "client_msg_id": id, "body": body})),
+    )
+    .await
+}
+
+/// Uploads `size` bytes as an attachment.
+async fn upload(user: &TestUser, size: usize) -> Result<Answer> {
+    let bytes: Vec<u8> = (0..size).map(|i| (i * 7 + i / 251) as u8).collect();
+    answer(
+        user.request(reqwest::Method::POST, "/v1/files?name=data.bin")
+            .header("content-type", "application/octet-stream")
+            .body(bytes),
+    )
+    .await
 }
 
 /// A 503 must be the documented error: JSON code `unavailable` and a
@@ -354,6 +366,11 @@ async fn a_full_disk_turns_sends_into_503_and_sends_resume_when_space_returns() 
         refused.push(cid);
     }
 
+    // An attachment can't be stored either: the same 503.
+    let (s, retry_after, m) = upload(&alice, 256 * 1024).await?;
+    assert_eq!(s, 503, "upload on a full disk: {m}");
+    assert_unavailable("upload", &retry_after, &m);
+
     // Reads work on a full disk.
     server.health().await?;
     let no_extra = BTreeSet::new();
@@ -378,6 +395,8 @@ async fn a_full_disk_turns_sends_into_503_and_sends_resume_when_space_returns() 
         "sends resumed {:?} after the filler was deleted",
         started.elapsed()
     );
+    let (s, _, m) = upload(&alice, 256 * 1024).await?;
+    assert_eq!(s, 201, "upload once space is back: {m}");
     acked.insert(cid, id);
     // The refused sends, retried with their ids, are stored once.
     for cid in &refused {
@@ -437,6 +456,9 @@ async fn a_data_dir_that_turns_read_only_refuses_sends_with_503_and_keeps_servin
         refused.insert(cid);
     }
     // Other writes too; reads keep working.
+    let (s, retry_after, m) = upload(&alice, 64 * 1024).await?;
+    assert_eq!(s, 503, "upload on a read-only data dir: {m}");
+    assert_unavailable("upload", &retry_after, &m);
     let (s, m) = bob
         .post("/v1/friends/requests", &json!({"user_id": alice.id}))
         .await?;

@@ -81,8 +81,27 @@ fn blob_path(dir: &Path, sha: &str) -> PathBuf {
     dir.join(&sha[..2]).join(sha)
 }
 
+/// Reads (and drops) up to `limit` more bytes of an upload that won't be
+/// stored (too large, or the disk is full), so that a client still sending
+/// sees the error answer rather than a reset connection; beyond that, stops
+/// reading.
+async fn drain<S, E>(body: &mut S, limit: u64)
+where
+    S: Stream<Item = Result<Bytes, E>> + Unpin,
+{
+    let mut drained = 0u64;
+    while let Some(Ok(rest)) = body.next().await {
+        drained += rest.len() as u64;
+        if drained > limit {
+            break;
+        }
+    }
+}
+
+/// A full or read-only disk is a storage fault (503), like the database's;
+/// anything else about the files directory is a bug.
 fn io(e: std::io::Error) -> DomainError {
-    DomainError::Internal(format!("files: {e}"))
+    crate::store::StoreError::File(e).into()
 }
 
 impl Chat {
@@ -115,9 +134,19 @@ impl Chat {
         }
         let dir = self.files_dir()?.to_owned();
         let limit = self.limits.max_upload_bytes;
-        tokio::fs::create_dir_all(&dir).await.map_err(io)?;
         let tmp = dir.join(format!("upload-{}", new_id()));
-        let mut file = tokio::fs::File::create(&tmp).await.map_err(io)?;
+        let opened = async {
+            tokio::fs::create_dir_all(&dir).await?;
+            tokio::fs::File::create(&tmp).await
+        }
+        .await;
+        let mut file = match opened {
+            Ok(f) => f,
+            Err(e) => {
+                drain(&mut body, limit).await;
+                return Err(io(e));
+            }
+        };
         let mut hasher = Sha256::new();
         let mut size: u64 = 0;
         let mut head: Vec<u8> = Vec::with_capacity(8192);
@@ -127,16 +156,7 @@ impl Chat {
                     chunk.map_err(|e| DomainError::Invalid(format!("upload interrupted: {e}")))?;
                 size += chunk.len() as u64;
                 if size > limit {
-                    // Read (and drop) up to another `limit` bytes so that a
-                    // client still sending sees the 413 rather than a reset
-                    // connection; beyond that, stop reading.
-                    let mut drained = 0u64;
-                    while let Some(Ok(rest)) = body.next().await {
-                        drained += rest.len() as u64;
-                        if drained > limit {
-                            break;
-                        }
-                    }
+                    drain(&mut body, limit).await;
                     return Err(DomainError::TooLarge(limit));
                 }
                 if head.len() < 8192 {
@@ -144,7 +164,10 @@ impl Chat {
                     head.extend_from_slice(&chunk[..take]);
                 }
                 hasher.update(&chunk);
-                file.write_all(&chunk).await.map_err(io)?;
+                if let Err(e) = file.write_all(&chunk).await {
+                    drain(&mut body, limit).await;
+                    return Err(io(e));
+                }
             }
             file.sync_all().await.map_err(io)?;
             Ok(())

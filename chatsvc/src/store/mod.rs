@@ -42,6 +42,10 @@ pub enum StoreError {
     Migration(String),
     #[error("encoding: {0}")]
     Encoding(#[from] serde_json::Error),
+    /// A file kept next to the database (an attachment) could not be
+    /// written or read.
+    #[error("file: {0}")]
+    File(#[source] std::io::Error),
 }
 
 impl StoreError {
@@ -59,11 +63,21 @@ impl StoreError {
                     | C::DatabaseLocked
                     | C::CannotOpen
             ),
+            StoreError::File(e) => {
+                use std::io::ErrorKind as K;
+                matches!(
+                    e.kind(),
+                    K::StorageFull | K::ReadOnlyFilesystem | K::QuotaExceeded
+                ) || e.raw_os_error() == Some(EIO)
+            }
             StoreError::CommitFailed(_) | StoreError::Closed => true,
             _ => false,
         }
     }
 }
+
+/// Linux's "I/O error" (`EIO`): the device failed, not the request.
+const EIO: i32 = 5;
 
 /// The store: a group-commit writer and a pool of readers over one file.
 #[derive(Clone)]
