@@ -272,6 +272,7 @@ where
             "client connected"
         );
         let quota = shared_packet_quota(&shared);
+        let clock = shared.clock.clone();
         Ok(Some(Connection {
             shared,
             stream,
@@ -286,7 +287,7 @@ where
             to_router: Vec::new(),
             to_uplink: Vec::new(),
             subscriptions: std::collections::HashSet::new(),
-            inbound: governor::RateLimiter::direct(quota),
+            inbound: governor::RateLimiter::direct_with_clock(quota, clock),
             uplink: None,
             uplink_acks: mpsc::channel(64),
             pending_subacks: HashMap::new(),

@@ -184,6 +184,10 @@ pub(crate) struct Shared {
     pub uplink: OnceLock<Arc<dyn Uplink>>,
     io: Vec<IoThread>,
     next_io: std::sync::atomic::AtomicUsize,
+    /// The clock of every connection's packet-rate limiter. Made once: a
+    /// new one calibrates itself with CPUID, which traps to the hypervisor
+    /// on a VM and was a tenth of the connect path.
+    pub clock: governor::clock::QuantaClock,
 }
 
 impl Shared {
@@ -280,6 +284,7 @@ impl Broker {
             uplink: OnceLock::new(),
             io,
             next_io: std::sync::atomic::AtomicUsize::new(0),
+            clock: governor::clock::QuantaClock::default(),
         });
         Ok(Broker { shared })
     }

@@ -81,8 +81,9 @@ pub struct Args {
     #[arg(long, requires = "http")]
     pub data_dir: Option<PathBuf>,
 
-    /// dm: senders, each one HTTP keep-alive connection.
-    #[arg(long, default_value_t = 32)]
+    /// dm: senders, each one HTTP keep-alive connection (sends in flight
+    /// at saturation: the group commit batches that many).
+    #[arg(long, default_value_t = 64)]
     pub senders: usize,
     /// dm: receivers online over MQTT (QoS 1).
     #[arg(long, default_value_t = 100)]
@@ -111,8 +112,9 @@ pub struct Args {
     #[arg(long, default_value_t = 19_000)]
     pub connections: usize,
     /// connections: loopback source addresses to spread them over
-    /// (127.0.0.1..=127.0.0.N), for more than one address's ports.
-    #[arg(long, default_value_t = 1)]
+    /// (127.0.0.1..=127.0.0.N). With one, the kernel's search for a free
+    /// ephemeral port slows this side's connects past ~10,000 connections.
+    #[arg(long, default_value_t = 8)]
     pub source_addrs: usize,
     /// connections: connection attempts in flight at once.
     #[arg(long, default_value_t = 256)]
