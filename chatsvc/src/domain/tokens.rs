@@ -66,6 +66,8 @@ impl Tokens {
         // Tokens are checked by the service that signed them: only a second
         // of slack for rounding.
         validation.leeway = 1;
+        // chatd never sets `nbf`, but a token that carries one is held to it.
+        validation.validate_nbf = true;
         validation.set_required_spec_claims(&["exp", "sub"]);
         Tokens {
             encoding: EncodingKey::from_secret(secret),
@@ -222,6 +224,70 @@ mod tests {
         let header = b64.encode(br#"{"alg":"none","typ":"JWT"}"#);
         let payload = b64.encode(br#"{"sub":"1","sid":1,"iat":0,"exp":99999999999}"#);
         assert!(t.verify(&format!("{header}.{payload}.")).is_err());
+    }
+
+    /// A token signed with the right secret but naming another algorithm
+    /// (HS512; RS256, the "key confusion" attack where the HMAC key is
+    /// passed off as a public key) is refused: only HS256 is accepted.
+    #[test]
+    fn other_algorithms_are_refused_even_with_the_right_key() {
+        use jsonwebtoken::{encode, Header};
+        let secret = b"0123456789abcdef0123456789abcdef";
+        let t = tokens();
+        let claims = Claims {
+            sub: "1".into(),
+            sid: 1,
+            iat: 0,
+            exp: 99_999_999_999,
+        };
+        let hs512 = encode(
+            &Header::new(Algorithm::HS512),
+            &claims,
+            &EncodingKey::from_secret(secret),
+        )
+        .expect("HS512 token");
+        assert!(matches!(t.verify(&hs512), Err(DomainError::InvalidToken)));
+        // RS256 in the header, HMAC-SHA256 over the same bytes as signature.
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let header = b64.encode(br#"{"alg":"RS256","typ":"JWT"}"#);
+        let payload = b64.encode(serde_json::to_vec(&claims).expect("claims"));
+        let signing_input = format!("{header}.{payload}");
+        let sig = {
+            use hmac::{Hmac, Mac};
+            let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret).expect("key");
+            mac.update(signing_input.as_bytes());
+            b64.encode(mac.finalize().into_bytes())
+        };
+        assert!(t.verify(&format!("{signing_input}.{sig}")).is_err());
+    }
+
+    /// A genuine token that is not valid yet (`nbf` in the future) is refused.
+    #[test]
+    fn not_yet_valid_tokens_are_refused() {
+        use jsonwebtoken::{encode, Header};
+        #[derive(serde::Serialize)]
+        struct WithNbf {
+            sub: String,
+            sid: u64,
+            iat: u64,
+            exp: u64,
+            nbf: u64,
+        }
+        let now = (now_ms() / 1000) as u64;
+        let t = tokens();
+        let token = encode(
+            &Header::new(Algorithm::HS256),
+            &WithNbf {
+                sub: "1".into(),
+                sid: 1,
+                iat: now,
+                exp: now + 600,
+                nbf: now + 300,
+            },
+            &EncodingKey::from_secret(b"0123456789abcdef0123456789abcdef"),
+        )
+        .expect("token");
+        assert!(t.verify(&token).is_err());
     }
 
     #[test]
