@@ -269,3 +269,90 @@ async fn a_packet_flood_closes_only_that_connection() -> Result<()> {
     );
     Ok(())
 }
+
+/// A fixed header announcing a packet far over the limit (here 268 MB, the
+/// most MQTT can say) closes that connection before anything is buffered;
+/// the server's memory does not move and other clients are unaffected.
+#[tokio::test]
+async fn an_oversized_remaining_length_closes_only_that_connection() -> Result<()> {
+    let server = TestServer::start().await?;
+    let alice = server.user("alice").await?;
+    let bob = server.user("bob").await?;
+    let mut calm = connected(&server, &bob, 30).await?;
+    let rss_before = server.rss_bytes()?;
+    let mut bad = connected(&server, &alice, 30).await?;
+    // PUBLISH, remaining length 268,435,455, then a trickle of payload.
+    bad.write_all(&[0x30, 0xFF, 0xFF, 0xFF, 0x7F]).await?;
+    let _ = bad.write_all(&[0u8; 4096]).await;
+    expect_closed(&mut bad, Duration::from_secs(5)).await?;
+    // Also as the very first packet, before CONNECT is even complete.
+    let mut early = TcpStream::connect(server.mqtt).await?;
+    early.write_all(&[0x10, 0xFF, 0xFF, 0xFF, 0x7F]).await?;
+    expect_closed(&mut early, Duration::from_secs(5)).await?;
+    let grown = server.rss_bytes()?.saturating_sub(rss_before);
+    assert!(grown < 8 << 20, "RSS grew by {grown} bytes");
+    calm.write_all(&[0xC0, 0x00]).await?;
+    assert_eq!(
+        read_some(&mut calm, Duration::from_secs(2)).await?,
+        [0xD0, 0x00]
+    );
+    Ok(())
+}
+
+/// A CONNECT flood: 500 sockets that open and say nothing, 300 that send a
+/// CONNECT with a bad token, and 200 that send a first packet that is not
+/// CONNECT, all at once. Meanwhile a legitimate client connects, subscribes
+/// and gets its push quickly, and `/healthz` answers.
+#[tokio::test]
+async fn a_connect_flood_does_not_starve_legitimate_clients() -> Result<()> {
+    let server = TestServer::start().await?;
+    let alice = server.user("alice").await?;
+    let bob = server.user("bob").await?;
+    let mut forged = bob.clone();
+    forged.access_token = "not-a-token".into();
+    let mut flood = Vec::new();
+    for i in 0..1000 {
+        let mut sock = TcpStream::connect(server.mqtt).await?;
+        match i % 10 {
+            0..=4 => {}
+            5..=7 => {
+                let _ = sock
+                    .write_all(&connect(4, &format!("f{i}"), &forged, 30))
+                    .await;
+            }
+            _ => {
+                let _ = sock.write_all(&frame(0x82, &[0, 1, 0, 1, b'#', 0])).await;
+            }
+        }
+        flood.push(sock);
+    }
+    let started = std::time::Instant::now();
+    let mut mqtt = server.mqtt(&bob).await?;
+    let (status, _) = alice.send_text(bob.id, "during-flood", "hello").await?;
+    assert_eq!(status, 201);
+    let event = mqtt
+        .next_of_type("message.created", Duration::from_secs(5))
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("no push during the flood"))?;
+    assert_eq!(event["message"]["client_msg_id"], "during-flood");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "a legitimate client took {:?} during the flood",
+        started.elapsed()
+    );
+    let probe = std::time::Instant::now();
+    server.health().await?;
+    assert!(
+        probe.elapsed() < Duration::from_secs(1),
+        "/healthz took {:?}",
+        probe.elapsed()
+    );
+    // The refused and the malformed ones were closed by the server.
+    let mut closed = 0;
+    for sock in flood.iter_mut().skip(5).take(5) {
+        expect_closed(sock, Duration::from_secs(5)).await?;
+        closed += 1;
+    }
+    assert_eq!(closed, 5);
+    Ok(())
+}
