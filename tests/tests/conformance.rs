@@ -32,6 +32,17 @@ async fn expect_closed(sock: &mut TcpStream, wait: Duration) -> Result<()> {
     }
 }
 
+/// The connection is still served: a PINGREQ gets its PINGRESP.
+async fn expect_alive(sock: &mut TcpStream) -> Result<()> {
+    sock.write_all(&[0xC0, 0x00]).await?;
+    assert_eq!(
+        read_some(sock, Duration::from_secs(2)).await?,
+        [0xD0, 0x00],
+        "PINGRESP"
+    );
+    Ok(())
+}
+
 async fn connected(server: &TestServer, user: &TestUser, keep_alive: u16) -> Result<TcpStream> {
     let mut sock = TcpStream::connect(server.mqtt).await?;
     sock.write_all(&connect(4, "raw", user, keep_alive)).await?;
@@ -46,11 +57,7 @@ async fn keep_alive_zero_is_accepted_and_never_times_out() -> Result<()> {
     let alice = server.user("alice").await?;
     let mut sock = connected(&server, &alice, 0).await?;
     tokio::time::sleep(Duration::from_millis(1600)).await;
-    sock.write_all(&[0xC0, 0x00]).await?; // PINGREQ
-    assert_eq!(
-        read_some(&mut sock, Duration::from_secs(2)).await?,
-        [0xD0, 0x00]
-    );
+    expect_alive(&mut sock).await?;
     Ok(())
 }
 
@@ -244,11 +251,7 @@ async fn subscribe_with_hundreds_of_filters_is_capped() -> Result<()> {
         "the rest are refused"
     );
     // The connection is still fine.
-    sock.write_all(&[0xC0, 0x00]).await?;
-    assert_eq!(
-        read_some(&mut sock, Duration::from_secs(2)).await?,
-        [0xD0, 0x00]
-    );
+    expect_alive(&mut sock).await?;
     Ok(())
 }
 
@@ -262,11 +265,7 @@ async fn a_packet_flood_closes_only_that_connection() -> Result<()> {
     let pings = [0xC0u8, 0x00].repeat(3000);
     let _ = flood.write_all(&pings).await;
     expect_closed(&mut flood, Duration::from_secs(5)).await?;
-    calm.write_all(&[0xC0, 0x00]).await?;
-    assert_eq!(
-        read_some(&mut calm, Duration::from_secs(2)).await?,
-        [0xD0, 0x00]
-    );
+    expect_alive(&mut calm).await?;
     Ok(())
 }
 
@@ -291,11 +290,7 @@ async fn an_oversized_remaining_length_closes_only_that_connection() -> Result<(
     expect_closed(&mut early, Duration::from_secs(5)).await?;
     let grown = server.rss_bytes()?.saturating_sub(rss_before);
     assert!(grown < 8 << 20, "RSS grew by {grown} bytes");
-    calm.write_all(&[0xC0, 0x00]).await?;
-    assert_eq!(
-        read_some(&mut calm, Duration::from_secs(2)).await?,
-        [0xD0, 0x00]
-    );
+    expect_alive(&mut calm).await?;
     Ok(())
 }
 

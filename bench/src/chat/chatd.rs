@@ -28,7 +28,7 @@ pub struct Chatd {
     /// chatd's data dir, when this tool can write to its store.
     data_dir: Option<PathBuf>,
     /// Removes the data dir of a chatd this tool started.
-    _tmp: Option<tempfile::TempDir>,
+    tmp: Option<tempfile::TempDir>,
     /// From spawning the process to the first `/healthz` answer.
     pub start_to_ready: Option<Duration>,
     pub client: reqwest::Client,
@@ -107,7 +107,7 @@ impl Chatd {
             mqtt,
             child: Some(child),
             data_dir: Some(dir.path().join("data")),
-            _tmp: Some(dir),
+            tmp: Some(dir),
             start_to_ready: None,
             client: http_client()?,
         };
@@ -124,7 +124,7 @@ impl Chatd {
             mqtt,
             child: None,
             data_dir,
-            _tmp: None,
+            tmp: None,
             start_to_ready: None,
             client: http_client()?,
         })
@@ -155,7 +155,7 @@ impl Chatd {
     }
 
     fn log_tail(&self) -> String {
-        self._tmp
+        self.tmp
             .as_ref()
             .and_then(|d| std::fs::read_to_string(d.path().join("chatd.log")).ok())
             .map(|s| s.lines().rev().take(20).collect::<Vec<_>>().join("\n"))
