@@ -104,6 +104,9 @@ impl Store {
         migrations::migrate(&mut conn)?;
         // Checkpoints run on their own thread (see `writer::Options`).
         conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+        // When the WAL starts over, a file that a burst made longer than
+        // this is cut back to it (otherwise it keeps its largest size).
+        conn.pragma_update(None, "journal_size_limit", 64 << 20)?;
         messages::prepare_text_staging(&conn)?;
         let options = writer::Options {
             before_commit: Some(Box::new(messages::index_staged_text)),
