@@ -52,6 +52,13 @@ pub struct DmPhase {
     /// chatd's CPU µs per acknowledged message, by thread name (only for
     /// a chatd this tool started).
     pub chatd_cpu_us_per_msg: std::collections::BTreeMap<String, f64>,
+    /// This tool's own CPU µs per acknowledged message (its HTTP senders and
+    /// MQTT receivers), on the same cores.
+    pub load_cpu_us_per_msg: f64,
+    /// Messages/s the cores could carry at this phase's CPU cost per message
+    /// (chatd's and this tool's) if the store cost nothing: the ceiling of
+    /// this setup, whatever the store does (only for a chatd this tool started).
+    pub ceiling_without_store_per_s: Option<f64>,
     #[serde(skip)]
     pub samples: Vec<u64>,
 }
@@ -215,6 +222,7 @@ async fn phase(
     let mut tasks = JoinSet::new();
     let run_id = clock.ns();
     let cpu_before = chatd.pid().map(|p| crate::cpu::by_thread_name(Some(p)));
+    let load_before = crate::cpu::by_thread_name(None);
     for (k, sender) in senders.iter().enumerate() {
         let (chatd_client, url) = (chatd.client.clone(), chatd.url("/v1/messages"));
         let (sender, receivers, clock, sent) = (
@@ -304,6 +312,20 @@ async fn phase(
         ),
         _ => Default::default(),
     };
+    let load_cpu = crate::cpu::us_per(
+        &load_before,
+        &crate::cpu::by_thread_name(None),
+        acked.len() as u64,
+    )["all"];
+    let ceiling = chatd_cpu.get("all").map(|all| {
+        let store: f64 = chatd_cpu
+            .iter()
+            .filter(|(name, _)| name.starts_with("store-"))
+            .map(|(_, us)| us)
+            .sum();
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+        cores * 1e6 / (all - store + load_cpu)
+    });
     ticker.abort();
     bar.finish_and_clear();
 
@@ -371,11 +393,13 @@ async fn phase(
         send_latency: Latency::of_sorted(&send_samples),
         max_schedule_lag_ms: max_lag as f64 / 1e6,
         chatd_cpu_us_per_msg: chatd_cpu,
+        load_cpu_us_per_msg: load_cpu,
+        ceiling_without_store_per_s: ceiling,
         samples,
     };
     eprintln!(
-        "dm {name}: {} acked ({:.0}/s), {} errors, {:.0} delivered/s, lost {}, duplicates {}, p50 {:.2} ms, p99 {:.2} ms; chatd CPU µs/msg {:?}",
-        p.acked, p.acked_per_s, p.errors, p.delivered_per_s, p.lost, p.duplicates, p.latency.p50_ms, p.latency.p99_ms, p.chatd_cpu_us_per_msg
+        "dm {name}: {} acked ({:.0}/s), {} errors, {:.0} delivered/s, lost {}, duplicates {}, p50 {:.2} ms, p99 {:.2} ms; chatd CPU µs/msg {:?}, this tool's {:.1}",
+        p.acked, p.acked_per_s, p.errors, p.delivered_per_s, p.lost, p.duplicates, p.latency.p50_ms, p.latency.p99_ms, p.chatd_cpu_us_per_msg, p.load_cpu_us_per_msg
     );
     if p.acked == 0 {
         bail!("dm {name}: no send was acknowledged ({errors} errors)");

@@ -250,13 +250,13 @@ impl ChatReport {
         if let Some(dm) = &self.dm {
             let _ = writeln!(
                 md,
-                "\n**dm** ({} senders over HTTP keep-alive, {} receivers over MQTT QoS 1, {} characters of text)\n\n| phase | sent/s | delivered/s | lost | dup | p50 | p99 | p99.9 | max | HTTP send p50 / p99 |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+                "\n**dm** ({} senders over HTTP keep-alive, {} receivers over MQTT QoS 1, {} characters of text)\n\n| phase | sent/s | delivered/s | lost | dup | p50 | p99 | p99.9 | max | HTTP send p50 / p99 | CPU µs/msg: chatd (store) / this tool |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
                 dm.config.senders, dm.config.receivers, dm.config.text_bytes
             );
             for p in &dm.phases {
                 let _ = writeln!(
                     md,
-                    "| {} | {} | {} | {} | {} | {:.2} ms | {:.2} ms | {:.2} ms | {:.1} ms | {:.2} / {:.2} ms |",
+                    "| {} | {} | {} | {} | {} | {:.2} ms | {:.2} ms | {:.2} ms | {:.1} ms | {:.2} / {:.2} ms | {} / {:.0} |",
                     p.name,
                     thousands(p.acked_per_s),
                     thousands(p.delivered_per_s),
@@ -267,8 +267,20 @@ impl ChatReport {
                     p.latency.p999_ms,
                     p.latency.max_ms,
                     p.send_latency.p50_ms,
-                    p.send_latency.p99_ms
+                    p.send_latency.p99_ms,
+                    chatd_cpu(&p.chatd_cpu_us_per_msg),
+                    p.load_cpu_us_per_msg
                 );
+            }
+            if let Some(p) = dm.phases.iter().find(|p| p.target_rate.is_none()) {
+                if let Some(ceiling) = p.ceiling_without_store_per_s {
+                    let _ = writeln!(
+                        md,
+                        "\nAt saturation, chatd's HTTP, MQTT and push work plus this tool's took {:.0} µs of CPU per message: these cores carry at most **{} msg/s** of this load even if the store cost nothing.",
+                        std::thread::available_parallelism().map_or(1, |n| n.get()) as f64 * 1e6 / ceiling,
+                        thousands(ceiling)
+                    );
+                }
             }
         }
         if let Some(g) = &self.group {
@@ -396,4 +408,17 @@ impl ChatReport {
             &refs,
         )
     }
+}
+
+/// chatd's CPU per message and its store threads' share, e.g. `107 (66)`.
+fn chatd_cpu(by_thread: &std::collections::BTreeMap<String, f64>) -> String {
+    let Some(all) = by_thread.get("all") else {
+        return "–".into();
+    };
+    let store: f64 = by_thread
+        .iter()
+        .filter(|(name, _)| name.starts_with("store-"))
+        .map(|(_, us)| us)
+        .sum();
+    format!("{all:.0} ({store:.0})")
 }

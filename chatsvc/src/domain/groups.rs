@@ -72,6 +72,7 @@ fn system(
         body: &body,
         kind: "system",
         now,
+        files: &[],
     };
     post(c, out, p)?;
     Ok(())

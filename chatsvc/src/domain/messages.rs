@@ -55,10 +55,15 @@ pub(crate) struct Post<'a> {
     /// `user` or `system`.
     pub kind: &'a str,
     pub now: i64,
+    /// Uploaded files the body references, already checked
+    /// ([`Chat::referenced_files`]).
+    pub files: &'a [String],
 }
 
 /// Stores a message in a conversation, appends it to every member's inbox
-/// and queues the pushes.
+/// and queues the pushes. Makes no check that bad input could fail: callers
+/// check first (sends run without a savepoint, see
+/// [`crate::store::Store::write_checks_first_then`]).
 pub(crate) fn post(
     c: &rusqlite::Connection,
     out: &mut Outbox,
@@ -73,8 +78,8 @@ pub(crate) fn post(
         p.kind,
         p.now,
     )?;
-    for file in Chat::referenced_files(c, p.sender, p.body)? {
-        crate::store::files::link(c, row.id, &file)?;
+    for file in p.files {
+        crate::store::files::link(c, row.id, file)?;
     }
     let deliveries = store::fan_out(c, p.conversation_id, MESSAGE_CREATED, row.id)?;
     let json = message_json(&row)?;
@@ -164,12 +169,14 @@ impl Chat {
         let to = m.to;
         let (row, created, _) = self
             .store
-            .write_then(
+            .write_checks_first_then(
                 move |c| {
                     let mut out = Outbox::with_presence(presence);
                     if let Some(original) = store::by_client_id(c, sender, &client_msg_id)? {
                         return Ok((original, false, out));
                     }
+                    // Every check before the first write (no savepoint).
+                    let files = Chat::referenced_files(c, sender, &body)?;
                     let conversation = match to {
                         Recipient::User(peer) => {
                             // Unknown and blocking users get the same answer,
@@ -212,6 +219,7 @@ impl Chat {
                         body: &body,
                         kind: "user",
                         now,
+                        files: &files,
                     };
                     let row = post(c, &mut out, post_)?;
                     Ok((row, true, out))

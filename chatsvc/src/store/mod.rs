@@ -145,6 +145,22 @@ impl Store {
         self.writer.run(f, after_commit).await
     }
 
+    /// [`Store::write_then`] without the savepoint around `f`, for hot paths
+    /// that make every check before their first write: if `f` fails after
+    /// writing, the whole group commit is lost (every job in it fails as
+    /// unavailable), so a late check must never fail on bad input.
+    pub async fn write_checks_first_then<T, E, F, A>(&self, f: F, after_commit: A) -> Result<T, E>
+    where
+        T: Send + 'static,
+        E: From<StoreError> + Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, E> + Send + 'static,
+        A: FnOnce(&T) + Send + 'static,
+    {
+        self.writer
+            .run_guarded(writer::Guard::ChecksFirst, f, after_commit)
+            .await
+    }
+
     /// Runs `f` on a read-only connection on a blocking thread.
     pub async fn read<T, E, F>(&self, f: F) -> Result<T, E>
     where
