@@ -225,14 +225,14 @@ pub fn insert(
     kind: &str,
     now: i64,
 ) -> Result<MessageRow, StoreError> {
-    // The conversation's next seq, and what the stored row reports as its
-    // recipient (as MESSAGE_COLUMNS computes it), in one statement.
+    // Plain one-row statements: an UPDATE ... RETURNING buffers its rows in
+    // a temporary table, which cost more than the extra SELECT.
     let (seq, to_user, to_group): (u64, Option<u64>, Option<u64>) = c
         .prepare_cached(
-            "UPDATE conversations SET last_seq = last_seq + 1 WHERE id = ?1
-             RETURNING last_seq,
+            "SELECT last_seq + 1,
                  CASE WHEN kind = 'direct' THEN (CASE WHEN ?2 = user_lo THEN user_hi ELSE user_lo END) END,
-                 group_id",
+                 group_id
+             FROM conversations WHERE id = ?1",
         )?
         .query_row(params![conversation_id, sender], |r| {
             Ok((r.get(0)?, r.get(1)?, r.get(2)?))
@@ -251,8 +251,8 @@ pub fn insert(
         kind
     ])?;
     let id = c.last_insert_rowid() as u64;
-    c.prepare_cached("UPDATE conversations SET last_message_id = ?2 WHERE id = ?1")?
-        .execute(params![conversation_id, id])?;
+    c.prepare_cached("UPDATE conversations SET last_seq = ?2, last_message_id = ?3 WHERE id = ?1")?
+        .execute(params![conversation_id, seq, id])?;
     c.prepare_cached(
         "UPDATE conversation_members SET read_seq = MAX(read_seq, ?3) WHERE conversation_id = ?1 AND user_id = ?2",
     )?
@@ -274,17 +274,47 @@ pub fn insert(
     })
 }
 
+/// Conversations up to this size get their inbox rows one member at a time.
+const FAN_OUT_ONE_BY_ONE: usize = 16;
+
 /// Appends `kind` about `message_id` to the inbox of every member of the
-/// conversation; returns the `(user, cursor)` pairs. Two statements whatever
-/// the group's size: cursors are bumped in one UPDATE, rows added in one
-/// INSERT ... SELECT.
+/// conversation; returns the `(user, cursor)` pairs, by user id.
+///
+/// Direct conversations and small groups: one-row statements per member.
+/// Larger groups: two statements whatever the size (cursors bumped in one
+/// UPDATE, rows added in one INSERT ... SELECT); those need a temporary
+/// table for the member list and a statement journal, which cost more than
+/// a few one-row statements.
 pub fn fan_out(
     c: &Connection,
     conversation_id: u64,
     kind: &str,
     message_id: u64,
 ) -> Result<Vec<(u64, u64)>, StoreError> {
-    let deliveries = c
+    let mut members = c.prepare_cached(
+        "SELECT u.id, u.inbox_cursor FROM conversation_members m JOIN users u ON u.id = m.user_id
+         WHERE m.conversation_id = ?1 ORDER BY m.user_id LIMIT ?2",
+    )?;
+    let small = members
+        .query_map(params![conversation_id, FAN_OUT_ONE_BY_ONE + 1], |r| {
+            Ok((r.get::<_, u64>(0)?, r.get::<_, u64>(1)?))
+        })?
+        .collect::<Result<Vec<(u64, u64)>, _>>()?;
+    if small.len() <= FAN_OUT_ONE_BY_ONE {
+        let mut insert = c.prepare_cached(
+            "INSERT INTO inbox (user_id, cursor, kind, message_id) VALUES (?1, ?2, ?3, ?4)",
+        )?;
+        let mut bump = c.prepare_cached("UPDATE users SET inbox_cursor = ?2 WHERE id = ?1")?;
+        let mut deliveries = Vec::with_capacity(small.len());
+        for (user, last) in small {
+            let cursor = last + 1;
+            insert.execute(params![user, cursor, kind, message_id])?;
+            bump.execute(params![user, cursor])?;
+            deliveries.push((user, cursor));
+        }
+        return Ok(deliveries);
+    }
+    let mut deliveries = c
         .prepare_cached(
             "UPDATE users SET inbox_cursor = inbox_cursor + 1
              WHERE id IN (SELECT user_id FROM conversation_members WHERE conversation_id = ?1)
@@ -298,6 +328,7 @@ pub fn fan_out(
          WHERE id IN (SELECT user_id FROM conversation_members WHERE conversation_id = ?1)",
     )?
     .execute(params![conversation_id, kind, message_id])?;
+    deliveries.sort_unstable();
     Ok(deliveries)
 }
 
@@ -708,5 +739,72 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(staged, 0);
+    }
+
+    /// Both fan-out paths (one-row statements for small conversations, two
+    /// set statements for large ones) give every member exactly one inbox
+    /// row per event, at the next gap-free cursor, and say so.
+    #[tokio::test]
+    async fn fan_out_gives_every_member_the_next_cursor_small_or_large() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("chat.db")).unwrap();
+        store
+            .write(|c| {
+                let users: Vec<u64> = (0..FAN_OUT_ONE_BY_ONE + 5)
+                    .map(|i| users::insert(c, &format!("u{i}"), "!", 0).map(|u| u.id))
+                    .collect::<Result<_, _>>()?;
+                let dm = direct_conversation(c, users[0], users[1], 0)?;
+                let small = crate::store::groups::create(c, "small", users[0], 0)?;
+                let large = crate::store::groups::create(c, "large", users[0], 0)?;
+                for &u in &users[1..3] {
+                    add_member(c, small.conversation_id, u, "member", 0)?;
+                }
+                for &u in &users[1..] {
+                    add_member(c, large.conversation_id, u, "member", 0)?;
+                }
+                // An event before, so cursors differ between users.
+                append(c, users[2], "test", None, Some("{}"))?;
+                let mut expected: std::collections::HashMap<u64, u64> =
+                    users.iter().map(|&u| (u, 0)).collect();
+                *expected.get_mut(&users[2]).unwrap() += 1;
+                for (conv, members) in [
+                    (dm, &users[..2]),
+                    (small.conversation_id, &users[..3]),
+                    (large.conversation_id, &users[..]),
+                    (dm, &users[..2]),
+                ] {
+                    let m = insert(c, conv, users[0], &format!("m{conv}-{}", expected[&users[0]]), "{}", "user", 0)?;
+                    let got = fan_out(c, conv, "message.created", m.id)?;
+                    let want: Vec<(u64, u64)> = members
+                        .iter()
+                        .map(|&u| {
+                            let next = expected[&u] + 1;
+                            expected.insert(u, next);
+                            (u, next)
+                        })
+                        .collect();
+                    assert_eq!(got, want, "conversation {conv}");
+                    for &(u, cursor) in &got {
+                        let id: Option<u64> = c.query_row(
+                            "SELECT message_id FROM inbox WHERE user_id = ?1 AND cursor = ?2",
+                            params![u, cursor],
+                            |r| r.get(0),
+                        )?;
+                        assert_eq!(id, Some(m.id));
+                    }
+                }
+                for (&u, &last) in &expected {
+                    let (n, max, stored): (u64, u64, u64) = c.query_row(
+                        "SELECT COUNT(*), COALESCE(MAX(cursor), 0), (SELECT inbox_cursor FROM users WHERE id = ?1)
+                         FROM inbox WHERE user_id = ?1",
+                        [u],
+                        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                    )?;
+                    assert_eq!((n, max, stored), (last, last, last), "user {u}");
+                }
+                Ok::<_, StoreError>(())
+            })
+            .await
+            .unwrap();
     }
 }

@@ -106,6 +106,22 @@ where
     }
 }
 
+/// A group's jobs once its COMMIT succeeded or failed, finished (after-commit
+/// work such as pushes, then the replies) on the `store-notify` thread, in
+/// commit order, while the writer goes on with the next group.
+struct Finished {
+    finishes: Vec<Box<dyn Finish>>,
+    outcome: Result<(), String>,
+}
+
+impl Finished {
+    fn run(self) {
+        for finish in self.finishes {
+            finish.finish(self.outcome.as_ref().map(|_| ()).map_err(String::as_str));
+        }
+    }
+}
+
 /// Handle to the writer thread.
 #[derive(Clone)]
 pub struct Writer {
@@ -160,10 +176,19 @@ impl Writer {
                 thread,
             });
         }
+        let (notify, finished) = std::sync::mpsc::channel::<Finished>();
+        std::thread::Builder::new()
+            .name("store-notify".into())
+            .spawn(move || {
+                for group in finished {
+                    group.run();
+                }
+            })
+            .map_err(|e| StoreError::Migration(format!("spawn notifier: {e}")))?;
         let before_commit = options.before_commit;
         std::thread::Builder::new()
             .name("store-writer".into())
-            .spawn(move || run(conn, rx, before_commit.as_deref(), background))
+            .spawn(move || run(conn, rx, before_commit.as_deref(), background, &notify))
             .map_err(|e| StoreError::Migration(format!("spawn writer: {e}")))?;
         Ok(Writer { tx })
     }
@@ -362,6 +387,7 @@ fn run(
     mut rx: mpsc::Receiver<Msg>,
     before_commit: Option<&BeforeCommitFn>,
     mut background: Option<Checkpointer>,
+    notify: &std::sync::mpsc::Sender<Finished>,
 ) {
     let mut batch: Vec<Box<dyn Job>> = Vec::with_capacity(MAX_BATCH);
     let mut pending: Option<Msg> = None;
@@ -393,7 +419,10 @@ fn run(
                 Err(_) => break,
             }
         }
-        commit_group(&conn, &mut batch, before_commit);
+        let finished = commit_group(&conn, &mut batch, before_commit);
+        if let Err(std::sync::mpsc::SendError(finished)) = notify.send(finished) {
+            finished.run();
+        }
         if let Some(c) = &background {
             c.restart.run_if_requested(&conn);
         }
@@ -411,7 +440,7 @@ fn commit_group(
     conn: &Connection,
     batch: &mut Vec<Box<dyn Job>>,
     before_commit: Option<&BeforeCommitFn>,
-) {
+) -> Finished {
     let started = std::time::Instant::now();
     let size = batch.len();
     // A failed ROLLBACK can leave a transaction open; the next BEGIN would
@@ -424,14 +453,20 @@ fn commit_group(
     // With `busy_timeout`, SQLite itself retries the write lock held by
     // another connection (a backup, an operator's sqlite3 shell) before
     // giving up with SQLITE_BUSY.
-    if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+    let begin = conn
+        .prepare_cached("BEGIN IMMEDIATE")
+        .and_then(|mut s| s.execute([]));
+    if let Err(e) = begin {
         let msg = e.to_string();
         error!(error = %msg, size, "begin failed");
         metrics::counter!("store_commit_failures_total").increment(1);
         for job in batch.drain(..) {
             job.abort(&msg);
         }
-        return;
+        return Finished {
+            finishes: Vec::new(),
+            outcome: Err(msg),
+        };
     }
     let mut finishes: Vec<Box<dyn Finish>> = Vec::with_capacity(size);
     let mut jobs = batch.drain(..);
@@ -449,7 +484,11 @@ fn commit_group(
     } else {
         before_commit
             .map_or(Ok(()), |f| f(conn))
-            .and_then(|()| conn.execute_batch("COMMIT"))
+            .and_then(|()| {
+                conn.prepare_cached("COMMIT")
+                    .and_then(|mut s| s.execute([]))
+            })
+            .map(|_| ())
             .map_err(|e| e.to_string())
     };
     if let Err(e) = &outcome {
@@ -466,9 +505,7 @@ fn commit_group(
     }
     metrics::histogram!("store_commit_seconds").record(started.elapsed().as_secs_f64());
     metrics::histogram!("store_commit_batch_size").record(size as f64);
-    for finish in finishes {
-        finish.finish(outcome.as_ref().map(|_| ()).map_err(String::as_str));
-    }
+    Finished { finishes, outcome }
 }
 
 #[cfg(test)]
