@@ -56,10 +56,13 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
     metrics::counter!("mqtt_connections_accepted_total", "transport" => transport).increment(1);
-    match Connection::handshake(shared, stream).await {
+    // The handshake's and the goodbye's states (a decoded CONNECT with its
+    // will and properties; timed writes) are boxed for their duration:
+    // inline, they would size the task that every idle connection keeps.
+    match Box::pin(Connection::handshake(shared, stream)).await {
         Ok(Some(mut conn)) => {
             let result = conn.run().await;
-            conn.finish(result).await;
+            Box::pin(conn.finish(result)).await;
         }
         Ok(None) => {}
         Err(e) => debug!(transport, error = %e, "connection refused before CONNACK"),
@@ -81,10 +84,11 @@ struct Connection<S> {
     to_router: Vec<Packet>,
     /// Uplink publishes decoded from the client, for the worker.
     to_uplink: Vec<uplink::Job>,
-    /// The connection's uplink worker, started on its first uplink publish.
-    uplink: Option<mpsc::Sender<uplink::Job>>,
-    /// Acknowledgements from the uplink worker, in PUBLISH order.
-    uplink_acks: (mpsc::Sender<Packet>, mpsc::Receiver<Packet>),
+    /// The connection's uplink worker, started on its first uplink publish,
+    /// and the acknowledgements it sends back, in PUBLISH order. Made only
+    /// then: the channel's first block is ~13 KiB, a third of what an idle
+    /// connection would otherwise cost.
+    uplink: Option<(mpsc::Sender<uplink::Job>, mpsc::Receiver<Packet>)>,
     /// Filters granted on this connection (bounded by `max_subscriptions`).
     subscriptions: std::collections::HashSet<String>,
     /// Inbound packets per second: a flood ends the connection.
@@ -239,7 +243,8 @@ where
             ))
         );
 
-        let mut outbuf = BytesMut::with_capacity(1024);
+        // Sized by what is written: an idle connection holds a few bytes.
+        let mut outbuf = BytesMut::new();
         let props = (version == Version::V5).then(|| ConnAckProperties {
             assigned_client_identifier: assigned,
             max_qos: Some(1),
@@ -289,7 +294,6 @@ where
             subscriptions: std::collections::HashSet::new(),
             inbound: governor::RateLimiter::direct_with_clock(quota, clock),
             uplink: None,
-            uplink_acks: mpsc::channel(64),
             pending_subacks: HashMap::new(),
             unacked: 0,
             ack_wait_since: None,
@@ -318,7 +322,7 @@ where
     ) -> Result<Ended, ConnError> {
         // Packets that arrived together with CONNECT.
         let early = self.handle_input()?;
-        self.forward_to_router().await?;
+        self.forward_to_router()?;
         self.forward_to_uplink().await?;
         self.flush().await?;
         if let Some(end) = early {
@@ -345,48 +349,84 @@ where
                 _ = kick.cancelled() => return Ok(Ended::Kicked),
                 _ = keepalive => return Err(ConnError::KeepAlive),
                 _ = ack_stall => return Err(ConnError::Violation("client stopped acknowledging")),
-                Some(ack) = self.uplink_acks.1.recv() => self.write(ack)?,
+                ack = uplink_ack(&mut self.uplink) => self.write(*ack)?,
                 read = self.stream.read_buf(&mut self.inbuf) => {
                     if read? == 0 {
                         return Ok(Ended::ClientClosed);
                     }
                     deadline = self.keep_alive.map(|k| Instant::now() + k);
                     let end = self.handle_input()?;
-                    self.forward_to_router().await?;
+                    self.forward_to_router()?;
                     self.forward_to_uplink().await?;
                     if let Some(end) = end {
                         self.flush().await?;
                         return Ok(end);
                     }
                 }
-                notification = self.link_rx.next() => {
-                    let first = notification.map_err(|e| ConnError::Router(e.to_string()))?;
-                    // Drain whatever else is ready, so one flush carries a batch.
-                    let mut unscheduled = false;
-                    let mut next = first;
-                    loop {
-                        if let Some(n) = next {
-                            if let Some(end) = self.handle_notification(n, &mut unscheduled)? {
-                                self.flush().await?;
-                                return Ok(end);
-                            }
-                        }
-                        if self.outbuf.len() > 64 * 1024 {
-                            break;
-                        }
-                        match self.link_rx.next().now_or_never() {
-                            Some(Ok(n)) => next = n,
-                            Some(Err(e)) => return Err(ConnError::Router(e.to_string())),
-                            None => break,
-                        }
+                notification = next_notification(&mut self.link_rx) => {
+                    let (end, unscheduled) = self.drain_notifications(notification?)?;
+                    if let Some(end) = end {
+                        self.flush().await?;
+                        return Ok(end);
                     }
                     if unscheduled {
-                        self.link_rx.wake().await.map_err(|e| ConnError::Router(e.to_string()))?;
+                        // Rare (the client's deliveries in flight were at the
+                        // limit), and the wake-up's future is 840 bytes:
+                        // boxed, it does not size every connection's task.
+                        Box::pin(self.link_rx.wake())
+                            .await
+                            .map_err(|e| ConnError::Router(e.to_string()))?;
                     }
+                    self.release_link_queue();
                 }
             }
             self.flush().await?;
         }
+    }
+
+    /// Handles `first` and whatever else the router has ready, so one flush
+    /// carries a batch. Returns how the connection ends, if it does, and
+    /// whether the router unscheduled it (it must be woken).
+    fn drain_notifications(
+        &mut self,
+        first: Option<Notification>,
+    ) -> Result<(Option<Ended>, bool), ConnError> {
+        let mut unscheduled = false;
+        let mut next = first;
+        loop {
+            if let Some(n) = next {
+                if let Some(end) = self.handle_notification(n, &mut unscheduled)? {
+                    return Ok((Some(end), unscheduled));
+                }
+            }
+            if self.outbuf.len() > 64 * 1024 {
+                break;
+            }
+            match self.link_rx.next().now_or_never() {
+                Some(Ok(n)) => next = n,
+                Some(Err(e)) => return Err(ConnError::Router(e.to_string())),
+                None => break,
+            }
+        }
+        Ok((None, unscheduled))
+    }
+
+    /// Swaps the link's input queue for an empty one when the router has
+    /// taken everything in it. rumqttd makes that queue with room for 200
+    /// packets (78 KiB) and trades it for its own on every batch, so each
+    /// link would keep one with its first page written: 4 KiB of every
+    /// idle connection. An empty queue grows only as packets come. Called
+    /// once the router has answered, which it does after taking the queue.
+    fn release_link_queue(&self) {
+        let idle = {
+            let mut queue = self.link_tx.buffer();
+            if !queue.is_empty() || queue.capacity() <= IDLE_LINK_QUEUE {
+                return;
+            }
+            std::mem::take(&mut *queue)
+        };
+        // Freed outside the router's lock.
+        drop(idle);
     }
 
     async fn flush(&mut self) -> Result<(), ConnError> {
@@ -400,7 +440,12 @@ where
             tokio::time::timeout(timeout, write)
                 .await
                 .map_err(|_| ConnError::Violation("client stopped reading"))??;
-            self.outbuf.clear();
+            if self.outbuf.capacity() > MAX_IDLE_OUTBUF {
+                // A burst's buffer is not kept by a connection gone quiet.
+                self.outbuf = BytesMut::new();
+            } else {
+                self.outbuf.clear();
+            }
         }
         Ok(())
     }
@@ -529,15 +574,18 @@ where
         if self.to_uplink.is_empty() {
             return Ok(());
         }
+        // Only clients that publish get here: boxed, the wait's state does
+        // not size the task of every connection.
+        Box::pin(self.queue_uplink()).await
+    }
+
+    async fn queue_uplink(&mut self) -> Result<(), ConnError> {
         let worker = match &self.uplink {
-            Some(w) => w.clone(),
+            Some((w, _)) => w.clone(),
             None => {
-                let w = uplink::spawn_worker(
-                    self.shared.clone(),
-                    self.principal,
-                    self.uplink_acks.0.clone(),
-                );
-                self.uplink = Some(w.clone());
+                let (acks, acked) = mpsc::channel(64);
+                let w = uplink::spawn_worker(self.shared.clone(), self.principal, acks);
+                self.uplink = Some((w.clone(), acked));
                 w
             }
         };
@@ -552,17 +600,26 @@ where
 
     /// Hands the packets collected by `handle_input` to the router: all but
     /// the last go straight into the link's buffer, the last one is sent with
-    /// the wake-up, so a batch costs one router event.
-    async fn forward_to_router(&mut self) -> Result<(), ConnError> {
-        let Some(last) = self.to_router.pop() else {
+    /// the wake-up, so a batch costs one router event. The batch's vector is
+    /// dropped with it (four packets are 1.5 KiB an idle connection would
+    /// keep).
+    ///
+    /// Synchronous: `LinkTx::send` is an async fn that never awaits (its
+    /// channel send blocks when the router's queue is full, as it always
+    /// did), so it completes on its first poll; awaited, its 448-byte state
+    /// would be part of every connection's task.
+    fn forward_to_router(&mut self) -> Result<(), ConnError> {
+        let mut batch = std::mem::take(&mut self.to_router);
+        let Some(last) = batch.pop() else {
             return Ok(());
         };
-        self.link_tx.buffer().extend(self.to_router.drain(..));
-        self.link_tx
-            .send(last)
-            .await
-            .map(|_| ())
-            .map_err(|e| ConnError::Router(e.to_string()))
+        self.link_tx.buffer().extend(batch);
+        match self.link_tx.send(last).now_or_never() {
+            Some(sent) => sent
+                .map(|_| ())
+                .map_err(|e| ConnError::Router(e.to_string())),
+            None => Err(ConnError::Router("link send did not complete".into())),
+        }
     }
 
     /// Checks each filter; returns the SUBSCRIBE to forward to the router
@@ -692,7 +749,12 @@ where
             }
             Notification::DeviceAck(ack) => match Packet::from(ack) {
                 Packet::SubAck(mut suback, props) => {
-                    if let Some(slots) = self.pending_subacks.remove(&suback.pkid) {
+                    let slots = self.pending_subacks.remove(&suback.pkid);
+                    if self.pending_subacks.is_empty() {
+                        // Its table would otherwise stay allocated for good.
+                        self.pending_subacks = HashMap::new();
+                    }
+                    if let Some(slots) = slots {
                         let mut granted = suback.return_codes.into_iter();
                         suback.return_codes = slots
                             .into_iter()
@@ -759,6 +821,36 @@ where
             Err(e) => info!(user_id, client_id = %self.client_id, error = %e, "client dropped"),
         }
     }
+}
+
+/// Output buffer capacity a connection keeps after a flush.
+const MAX_IDLE_OUTBUF: usize = 4 * 1024;
+
+/// Packets of room a link's input queue may keep when empty.
+const IDLE_LINK_QUEUE: usize = 8;
+
+/// The next acknowledgement from the connection's uplink worker; never
+/// when it has none. Boxed (a packet is 392 bytes): the results of a
+/// `select!`'s branches share a slot in the task's state.
+async fn uplink_ack(
+    uplink: &mut Option<(mpsc::Sender<uplink::Job>, mpsc::Receiver<Packet>)>,
+) -> Box<Packet> {
+    if let Some((_, acks)) = uplink {
+        if let Some(ack) = acks.recv().await {
+            return Box::new(ack);
+        }
+    }
+    std::future::pending().await
+}
+
+/// The router's next notification. The link's error becomes text here: a
+/// `LinkError` can hold a whole router event (800 bytes), and the results
+/// of a `select!`'s branches share a slot in the task's state.
+async fn next_notification(link_rx: &mut LinkRx) -> Result<Option<Notification>, ConnError> {
+    link_rx
+        .next()
+        .await
+        .map_err(|e| ConnError::Router(e.to_string()))
 }
 
 /// The per-connection inbound packet budget from the settings.
