@@ -329,6 +329,7 @@ impl WalRestart {
         if !self.0.swap(false, Ordering::AcqRel) {
             return;
         }
+        let started = std::time::Instant::now();
         // (busy, frames in the WAL, frames copied). Busy, or not all copied
         // (a reader still needs old frames): ask again after the next group.
         let done = conn
@@ -336,6 +337,7 @@ impl WalRestart {
                 Ok(r.get::<_, i64>(0)? == 0 && r.get::<_, i64>(1)? == r.get::<_, i64>(2)?)
             })
             .unwrap_or(false);
+        metrics::histogram!("store_wal_rewind_seconds").record(started.elapsed().as_secs_f64());
         if !done {
             self.request();
         }
