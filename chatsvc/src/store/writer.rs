@@ -364,22 +364,35 @@ fn checkpoint_truncate(conn: &Connection) -> Result<(), StoreError> {
 /// from its beginning at the writer's next transaction, so it stays small.
 fn checkpoint_loop(conn: Connection, stopped: &AtomicBool, restart: &WalRestart) {
     let mut failing = false;
+    let mut catching_up = false;
     while !stopped.load(Ordering::Acquire) {
-        std::thread::sleep(CHECKPOINT_EVERY);
+        if !catching_up {
+            std::thread::sleep(CHECKPOINT_EVERY);
+        }
         // Returns (busy, frames in the WAL, frames copied).
         match conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get::<_, i64>(1)) {
             Ok(frames) => {
                 failing = false;
-                if frames >= RESTART_WAL_AFTER_FRAMES {
+                let long = frames >= RESTART_WAL_AFTER_FRAMES;
+                // Before asking the writer, copy at once what came in during
+                // this pass: the writer stalls for whatever is left to copy.
+                if long && !catching_up {
+                    catching_up = true;
+                    continue;
+                }
+                catching_up = false;
+                if long {
                     restart.request();
                 }
             }
             // Busy or a storage fault: the writer reports those; say it once.
-            Err(e) if !failing => {
-                failing = true;
-                warn!(error = %e, "background checkpoint failed; retrying");
+            Err(e) => {
+                catching_up = false;
+                if !failing {
+                    failing = true;
+                    warn!(error = %e, "background checkpoint failed; retrying");
+                }
             }
-            Err(_) => {}
         }
     }
 }
