@@ -373,6 +373,7 @@ fn checkpoint_loop(conn: Connection, stopped: &AtomicBool, restart: &WalRestart)
         match conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get::<_, i64>(1)) {
             Ok(frames) => {
                 failing = false;
+                metrics::gauge!("store_wal_frames").set(frames as f64);
                 let long = frames >= RESTART_WAL_AFTER_FRAMES;
                 // Before asking the writer, copy at once what came in during
                 // this pass: the writer stalls for whatever is left to copy.
