@@ -51,21 +51,32 @@ pub(crate) enum ConnError {
 }
 
 /// Serves one client on any byte stream (TCP, or WebSocket adapted to bytes).
-pub(crate) async fn serve<S>(shared: Arc<Shared>, stream: S, transport: &'static str)
+///
+/// Not an `async fn`: the handshake's future is made (and boxed) here, so the
+/// returned future holds only that box, not also its own copies of `shared`
+/// and `stream`, which an `async fn` keeps for its whole life. The handshake's
+/// and the goodbye's states (a decoded CONNECT with its will and properties;
+/// timed writes) are boxed for their duration: inline, they would size the
+/// task that every idle connection keeps.
+pub(crate) fn serve<S>(
+    shared: Arc<Shared>,
+    stream: S,
+    transport: &'static str,
+) -> impl std::future::Future<Output = ()> + Send
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
-    metrics::counter!("mqtt_connections_accepted_total", "transport" => transport).increment(1);
-    // The handshake's and the goodbye's states (a decoded CONNECT with its
-    // will and properties; timed writes) are boxed for their duration:
-    // inline, they would size the task that every idle connection keeps.
-    match Box::pin(Connection::handshake(shared, stream)).await {
-        Ok(Some(mut conn)) => {
-            let result = conn.run().await;
-            Box::pin(conn.finish(result)).await;
+    let handshake = Box::pin(Connection::handshake(shared, stream));
+    async move {
+        metrics::counter!("mqtt_connections_accepted_total", "transport" => transport).increment(1);
+        match handshake.await {
+            Ok(Some(mut conn)) => {
+                let result = conn.run().await;
+                Box::pin(conn.finish(result)).await;
+            }
+            Ok(None) => {}
+            Err(e) => debug!(transport, error = %e, "connection refused before CONNACK"),
         }
-        Ok(None) => {}
-        Err(e) => debug!(transport, error = %e, "connection refused before CONNACK"),
     }
 }
 
@@ -333,23 +344,35 @@ where
             let ack_deadline = self
                 .ack_wait_since
                 .map(|since| since + self.shared.settings.write_timeout);
-            let ack_stall = async {
-                match ack_deadline {
+            // One timer for both limits: each is a timer entry in the task
+            // that every connection keeps.
+            let timer = match (deadline, ack_deadline) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            let expired = async {
+                match timer {
                     Some(d) => tokio::time::sleep_until(d).await,
                     None => std::future::pending().await,
                 }
             };
-            let keepalive = async {
-                match deadline {
-                    Some(d) => tokio::time::sleep_until(d).await,
-                    None => std::future::pending().await,
-                }
-            };
-            tokio::select! {
+            // The branches only decide; what awaits (forwarding to the
+            // uplink, flushing, waking the router) comes after the
+            // `select!`, whose futures would otherwise stay in the task's
+            // state alongside.
+            let step = tokio::select! {
                 _ = kick.cancelled() => return Ok(Ended::Kicked),
-                _ = keepalive => return Err(ConnError::KeepAlive),
-                _ = ack_stall => return Err(ConnError::Violation("client stopped acknowledging")),
-                ack = uplink_ack(&mut self.uplink) => self.write(*ack)?,
+                _ = expired => {
+                    let now = Instant::now();
+                    if deadline.is_some_and(|d| d <= now) {
+                        return Err(ConnError::KeepAlive);
+                    }
+                    return Err(ConnError::Violation("client stopped acknowledging"));
+                }
+                ack = uplink_ack(&mut self.uplink) => {
+                    self.write(*ack)?;
+                    Step::Wrote
+                }
                 read = self.stream.read_buf(&mut self.inbuf) => {
                     if read? == 0 {
                         return Ok(Ended::ClientClosed);
@@ -357,14 +380,23 @@ where
                     deadline = self.keep_alive.map(|k| Instant::now() + k);
                     let end = self.handle_input()?;
                     self.forward_to_router()?;
+                    Step::Read(end)
+                }
+                notification = next_notification(&mut self.link_rx) => {
+                    let (end, unscheduled) = self.drain_notifications(notification?)?;
+                    Step::Notified(end, unscheduled)
+                }
+            };
+            match step {
+                Step::Wrote => {}
+                Step::Read(end) => {
                     self.forward_to_uplink().await?;
                     if let Some(end) = end {
                         self.flush().await?;
                         return Ok(end);
                     }
                 }
-                notification = next_notification(&mut self.link_rx) => {
-                    let (end, unscheduled) = self.drain_notifications(notification?)?;
+                Step::Notified(end, unscheduled) => {
                     if let Some(end) = end {
                         self.flush().await?;
                         return Ok(end);
@@ -860,6 +892,17 @@ fn shared_packet_quota(shared: &Shared) -> governor::Quota {
     let burst = std::num::NonZeroU32::new(shared.settings.packet_burst.max(1))
         .unwrap_or(std::num::NonZeroU32::MIN);
     governor::Quota::per_second(per_sec).allow_burst(burst)
+}
+
+/// What a turn of the event loop did, for the part of it that awaits.
+enum Step {
+    /// An uplink acknowledgement was written.
+    Wrote,
+    /// Input was handled; the connection ends if it says so.
+    Read(Option<Ended>),
+    /// Router notifications were handled; the connection ends if it says
+    /// so, and the router must be woken if it unscheduled the link.
+    Notified(Option<Ended>, bool),
 }
 
 /// How a connection ended without a protocol error.

@@ -326,6 +326,8 @@ impl Broker {
                 .next_io
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let io = &self.shared.io[n % self.shared.io.len()];
+            // Logged here: the task keeps what it captures for its whole life.
+            debug!(%peer, "tcp connection");
             io.tasks.spawn_on(
                 async move {
                     let _permit = permit;
@@ -336,7 +338,6 @@ impl Broker {
                             return;
                         }
                     };
-                    debug!(%peer, "tcp connection");
                     conn::serve(shared, socket, "tcp").await;
                 },
                 &io.handle,
