@@ -443,16 +443,18 @@ where
         Ok((None, unscheduled))
     }
 
-    /// Swaps the link's input queue for an empty one when the router has
-    /// taken everything in it. rumqttd makes that queue with room for 200
-    /// packets (78 KiB) and trades it for its own on every batch, so each
-    /// link would keep one with its first page written: 4 KiB of every
-    /// idle connection. An empty queue grows only as packets come. Called
-    /// once the router has answered, which it does after taking the queue.
+    /// Swaps the link's input queue for an unallocated one when the router
+    /// has taken everything in it. The router trades the queue for its own
+    /// on every batch, so a link would keep whichever queue it was handed
+    /// last, written to: rumqttd's first ones have room for 200 packets
+    /// (78 KiB, 4 KiB of it resident), later ones what a client's batch
+    /// needed (1.8 KiB for a SUBSCRIBE). Called once the router has
+    /// answered, which it does after taking the queue; costs an allocation
+    /// per batch a client sends, from the thread's cache.
     fn release_link_queue(&self) {
         let idle = {
             let mut queue = self.link_tx.buffer();
-            if !queue.is_empty() || queue.capacity() <= IDLE_LINK_QUEUE {
+            if !queue.is_empty() || queue.capacity() == 0 {
                 return;
             }
             std::mem::take(&mut *queue)
@@ -857,9 +859,6 @@ where
 
 /// Output buffer capacity a connection keeps after a flush.
 const MAX_IDLE_OUTBUF: usize = 4 * 1024;
-
-/// Packets of room a link's input queue may keep when empty.
-const IDLE_LINK_QUEUE: usize = 8;
 
 /// The next acknowledgement from the connection's uplink worker; never
 /// when it has none. Boxed (a packet is 392 bytes): the results of a

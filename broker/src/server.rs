@@ -245,13 +245,21 @@ impl Broker {
         };
         let router_tx = Router::new(0, config).spawn();
         let links: LinkFactory = Arc::new(move |spec: LinkSpec| {
-            LinkBuilder::new(&spec.client_id, router_tx.clone())
+            let (tx, rx, ack) = LinkBuilder::new(&spec.client_id, router_tx.clone())
                 .clean_session(spec.clean_session)
                 .last_will(spec.will)
                 .last_will_properties(spec.will_props)
                 .topic_alias_max(spec.topic_alias_max)
                 .build()
-                .map_err(|e: LinkError| e.to_string())
+                .map_err(|e: LinkError| e.to_string())?;
+            // rumqttd makes the link's input queue with room for 200 packets
+            // (78 KiB). Given back before anything is written to it, its
+            // pages are clean, and the next link's queue reuses them; an
+            // empty queue grows only as the client sends (see
+            // `Connection::release_link_queue` for the queues the router
+            // trades back).
+            drop(std::mem::take(&mut *tx.buffer()));
+            Ok((tx, rx, ack))
         });
 
         // chatsvc's own link: it publishes every push. Its link_rx only ever
