@@ -32,12 +32,21 @@ pub struct ConnReport {
     pub rss_connected_kib: u64,
     /// (RSS connected − RSS before) / connections.
     pub rss_per_connection_bytes: f64,
+    /// RSS once pages freed while connecting have been given back:
+    /// `SETTLE` after the last connect (and after the sample's pushes).
+    /// chatd's allocator (jemalloc) returns freed pages over 10 s.
+    pub rss_settled_kib: u64,
+    /// (RSS settled − RSS before) / connections.
+    pub rss_settled_per_connection_bytes: f64,
     /// Send (HTTP) to receipt on a sampled idle connection.
     pub sample_push: Latency,
     pub sample_missing: usize,
     #[serde(skip)]
     pub samples: Vec<u64>,
 }
+
+/// How long after the last connect the settled RSS is read.
+const SETTLE: Duration = Duration::from_secs(12);
 
 pub async fn run(
     chatd: &Chatd,
@@ -112,6 +121,7 @@ pub async fn run(
     if connected == 0 {
         bail!("no connection succeeded");
     }
+    let connected_at = Instant::now();
     tokio::time::sleep(Duration::from_secs(2)).await;
     let rss_connected = chatd.rss_kib().unwrap_or(0);
 
@@ -161,6 +171,8 @@ pub async fn run(
         bar.inc(1);
     }
     bar.finish_and_clear();
+    tokio::time::sleep_until((connected_at + SETTLE).into()).await;
+    let rss_settled = chatd.rss_kib().unwrap_or(0);
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     samples.sort_unstable();
     connect_ns.sort_unstable();
@@ -176,12 +188,15 @@ pub async fn run(
         rss_connected_kib: rss_connected,
         rss_per_connection_bytes: (rss_connected.saturating_sub(rss_before) * 1024) as f64
             / connected as f64,
+        rss_settled_kib: rss_settled,
+        rss_settled_per_connection_bytes: (rss_settled.saturating_sub(rss_before) * 1024) as f64
+            / connected as f64,
         sample_push: Latency::of_sorted(&samples),
         sample_missing: missing,
         samples,
     };
     eprintln!(
-        "connections: {connected} in {connect_secs:.2} s ({:.0}/s; each p50 {:.2} ms, p99 {:.2} ms, max {:.0} ms), RSS {} → {} KiB ({:.0} B per connection), sample push p50 {:.2} ms / max {:.2} ms",
+        "connections: {connected} in {connect_secs:.2} s ({:.0}/s; each p50 {:.2} ms, p99 {:.2} ms, max {:.0} ms), RSS {} → {} KiB ({:.0} B per connection; {:.0} B after {} s), sample push p50 {:.2} ms / max {:.2} ms",
         report.connects_per_s,
         report.connect_latency.p50_ms,
         report.connect_latency.p99_ms,
@@ -189,6 +204,8 @@ pub async fn run(
         rss_before,
         rss_connected,
         report.rss_per_connection_bytes,
+        report.rss_settled_per_connection_bytes,
+        SETTLE.as_secs(),
         report.sample_push.p50_ms,
         report.sample_push.max_ms
     );
