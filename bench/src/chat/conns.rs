@@ -32,9 +32,10 @@ pub struct ConnReport {
     pub rss_connected_kib: u64,
     /// (RSS connected − RSS before) / connections.
     pub rss_per_connection_bytes: f64,
-    /// RSS once pages freed while connecting have been given back:
-    /// `SETTLE` after the last connect (and after the sample's pushes).
-    /// chatd's allocator (jemalloc) returns freed pages over 10 s.
+    /// RSS once pages freed while connecting could have been given back:
+    /// `SETTLE` after the last connect (and after the sample's pushes; at
+    /// once for fewer than 1,000 connections). chatd's allocator (jemalloc)
+    /// returns freed pages over 10 s, when it is called.
     pub rss_settled_kib: u64,
     /// (RSS settled − RSS before) / connections.
     pub rss_settled_per_connection_bytes: f64,
@@ -171,7 +172,13 @@ pub async fn run(
         bar.inc(1);
     }
     bar.finish_and_clear();
-    tokio::time::sleep_until((connected_at + SETTLE).into()).await;
+    // Small runs (`--quick`) read it at once rather than wait.
+    let settle = if connected >= 1_000 {
+        SETTLE
+    } else {
+        Duration::ZERO
+    };
+    tokio::time::sleep_until((connected_at + settle).into()).await;
     let rss_settled = chatd.rss_kib().unwrap_or(0);
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     samples.sort_unstable();
@@ -205,7 +212,7 @@ pub async fn run(
         rss_connected,
         report.rss_per_connection_bytes,
         report.rss_settled_per_connection_bytes,
-        SETTLE.as_secs(),
+        settle.as_secs(),
         report.sample_push.p50_ms,
         report.sample_push.max_ms
     );
