@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use tokio::task::JoinSet;
 
 use super::chatd::{BenchUser, Chatd};
-use super::{mqtt, progress, Clock};
+use super::{http1, mqtt, progress, Clock};
 use crate::stats::Latency;
 
 #[derive(Debug, Clone, Serialize)]
@@ -223,15 +223,19 @@ async fn phase(
     let run_id = clock.ns();
     let cpu_before = chatd.pid().map(|p| crate::cpu::by_thread_name(Some(p)));
     let load_before = crate::cpu::by_thread_name(None);
-    for (k, sender) in senders.iter().enumerate() {
-        let (chatd_client, url) = (chatd.client.clone(), chatd.url("/v1/messages"));
+    // Each sender's own keep-alive connection, opened before the clock starts.
+    let mut connections = Vec::with_capacity(senders.len());
+    for _ in senders {
+        connections.push(http1::Connection::open(chatd.http).await?);
+    }
+    for ((k, sender), mut conn) in senders.iter().enumerate().zip(connections) {
         let (sender, receivers, clock, sent) = (
             sender.clone(),
             receivers.clone(),
             clock.clone(),
             sent.clone(),
         );
-        let text = text.to_string();
+        let (text, http) = (text.to_string(), chatd.http);
         let k = k as u64;
         tasks.spawn(async move {
             let mut log = SenderLog {
@@ -263,16 +267,16 @@ async fn phase(
                     r#"{{"to":{{"user":{to}}},"client_msg_id":"{run_id}-{k}-{j}","body":{{"text":"{text}"}}}}"#
                 );
                 let t0 = clock.ns();
-                let answer = chatd_client
-                    .post(&url)
-                    .header("authorization", &auth)
-                    .header("content-type", "application/json")
-                    .body(body)
-                    .send()
-                    .await;
-                let ok = match answer {
-                    Ok(r) if r.status().as_u16() == 201 => r.bytes().await.ok(),
-                    _ => None,
+                let ok = match conn.post_json("/v1/messages", &auth, body).await {
+                    Ok((201, answer)) => Some(answer),
+                    Ok(_) => None,
+                    // The connection is gone: count the send, open another.
+                    Err(_) => {
+                        if let Ok(fresh) = http1::Connection::open(http).await {
+                            conn = fresh;
+                        }
+                        None
+                    }
                 };
                 match ok.and_then(|b| serde_json::from_slice::<Sent>(&b).ok()) {
                     Some(s) => log.acked.push((s.id, t0, clock.ns())),

@@ -9,6 +9,7 @@
 //! # Layout
 //! - `chatd`: the process under test, users for the load, RSS.
 //! - `mqtt`: a minimal subscriber (thousands of them stay cheap).
+//! - `http1`: a sender's own HTTP/1.1 connection (no pool).
 //! - `dm`, `group`, `conns`, `sync`, `idle`, `baseline`: the scenarios.
 //! - `report`: targets and verdicts, JSON, Markdown, the latency plot.
 
@@ -17,6 +18,7 @@ mod chatd;
 mod conns;
 mod dm;
 mod group;
+mod http1;
 mod idle;
 mod mqtt;
 mod progress;

@@ -82,9 +82,8 @@ pub(crate) fn post(
         crate::store::files::link(c, row.id, file)?;
     }
     let deliveries = store::fan_out(c, p.conversation_id, MESSAGE_CREATED, row.id)?;
-    let json = message_json(&row)?;
-    super::webhooks::on_message(c, out, &row, &json, &deliveries, p.now)?;
-    out.message(MESSAGE_CREATED, &json, &deliveries);
+    super::webhooks::on_message(c, out, &row, &deliveries, p.now)?;
+    out.message(MESSAGE_CREATED, &row, deliveries);
     Ok(row)
 }
 
@@ -329,7 +328,7 @@ impl Chat {
                         store::by_id(c, row.id)?.ok_or(DomainError::NotFound("message"))?;
                     let deliveries = store::fan_out(c, row.conversation_id, kind, row.id)?;
                     let mut out = Outbox::default();
-                    out.message(kind, &message_json(&updated)?, &deliveries);
+                    out.message(kind, &updated, deliveries);
                     Ok::<_, DomainError>((updated, out))
                 },
                 move |(_, out): &(MessageRow, Outbox)| out.push(&*downlink),

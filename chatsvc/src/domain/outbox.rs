@@ -4,7 +4,9 @@ use bytes::Bytes;
 use rusqlite::Connection;
 use serde_json::Value;
 
+use super::model::Message;
 use super::Downlink;
+use crate::store::messages::MessageRow;
 use crate::store::{messages, StoreError};
 
 /// Subtopic of stored events (they carry a cursor and are returned by sync).
@@ -14,10 +16,22 @@ pub const PRESENCE: &str = "presence";
 /// Subtopic of typing indicators (ephemeral).
 pub const TYPING: &str = "typing";
 
+/// One push, or one message event for several users.
+enum Item {
+    Ready(u64, &'static str, Bytes),
+    /// Serialized when pushed (after the commit, off the writer thread):
+    /// once for every recipient, each with their own cursor.
+    Message {
+        kind: &'static str,
+        row: MessageRow,
+        deliveries: Vec<(u64, u64)>,
+    },
+}
+
 /// Pushes to make once the write that produced them has committed.
 #[derive(Default)]
 pub struct Outbox {
-    items: Vec<(u64, &'static str, Bytes)>,
+    items: Vec<Item>,
     /// Who is connected, for decisions taken during the write (offline push).
     online: Option<std::sync::Arc<dyn Downlink>>,
 }
@@ -70,25 +84,33 @@ impl Outbox {
     ) -> Result<u64, StoreError> {
         let json = fields.to_string();
         let cursor = messages::append(c, user, kind, None, Some(&json))?;
-        self.items
-            .push((user, EVENTS, Bytes::from(compose(kind, cursor, &json))));
+        self.items.push(Item::Ready(
+            user,
+            EVENTS,
+            Bytes::from(compose(kind, cursor, &json)),
+        ));
         Ok(cursor)
     }
 
-    /// Queues the pushes of a message event already appended to inboxes.
-    /// The message is serialized once for all recipients.
-    pub fn message(&mut self, kind: &str, message_json: &str, deliveries: &[(u64, u64)]) {
-        let fields = format!(r#"{{"message":{message_json}}}"#);
-        for &(user, cursor) in deliveries {
-            self.items
-                .push((user, EVENTS, Bytes::from(compose(kind, cursor, &fields))));
+    /// Queues the pushes of a message event already appended to the
+    /// recipients' inboxes at `deliveries` (user, cursor).
+    pub fn message(&mut self, kind: &'static str, row: &MessageRow, deliveries: Vec<(u64, u64)>) {
+        if !deliveries.is_empty() {
+            self.items.push(Item::Message {
+                kind,
+                row: row.clone(),
+                deliveries,
+            });
         }
     }
 
     /// Queues an ephemeral push (not stored, no cursor).
     pub fn ephemeral(&mut self, user: u64, subtopic: &'static str, payload: &Value) {
-        self.items
-            .push((user, subtopic, Bytes::from(payload.to_string())));
+        self.items.push(Item::Ready(
+            user,
+            subtopic,
+            Bytes::from(payload.to_string()),
+        ));
     }
 
     pub fn is_empty(&self) -> bool {
@@ -100,9 +122,41 @@ impl Outbox {
         if self.items.is_empty() {
             return;
         }
-        let sent = downlink.push_batch(&self.items);
+        let mut batch = Vec::with_capacity(self.items.len());
+        for item in &self.items {
+            match item {
+                Item::Ready(user, subtopic, bytes) => batch.push((*user, *subtopic, bytes.clone())),
+                Item::Message {
+                    kind,
+                    row,
+                    deliveries,
+                } => {
+                    let fields = match message_fields(row) {
+                        Ok(fields) => fields,
+                        // Stored but not pushable: the recipients get it by sync.
+                        Err(e) => {
+                            tracing::error!(message = row.id, error = %e, "message not pushed");
+                            continue;
+                        }
+                    };
+                    for &(user, cursor) in deliveries {
+                        batch.push((user, EVENTS, Bytes::from(compose(kind, cursor, &fields))));
+                    }
+                }
+            }
+        }
+        let sent = downlink.push_batch(&batch);
         metrics::counter!("events_pushed_total").increment(sent as u64);
     }
+}
+
+/// `{"message":{...}}`, the fields of a message event.
+fn message_fields(row: &MessageRow) -> Result<String, serde_json::Error> {
+    let message = Message::try_from(row.clone())?;
+    Ok(format!(
+        r#"{{"message":{}}}"#,
+        serde_json::to_string(&message)?
+    ))
 }
 
 #[cfg(test)]

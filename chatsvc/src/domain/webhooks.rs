@@ -57,7 +57,6 @@ pub(crate) fn on_message(
     c: &rusqlite::Connection,
     out: &Outbox,
     row: &MessageRow,
-    message_json: &str,
     deliveries: &[(u64, u64)],
     now: i64,
 ) -> Result<(), DomainError> {
@@ -65,6 +64,7 @@ pub(crate) fn on_message(
     if hooks.is_empty() {
         return Ok(());
     }
+    let message_json = super::messages::message_json(row)?;
     let created = envelope(
         MESSAGE_CREATED,
         now,

@@ -229,6 +229,19 @@ const MIGRATIONS: &[&str] = &[
         revoked_at   INTEGER
     );
     "#,
+    // 6: fewer writes per message (`store::messages::insert`, `fan_out`):
+    // who sent each conversation's last message, so a send can tell without
+    // another read whether the sender's read marker has to move; no copy of
+    // each user's last inbox cursor.
+    r#"
+    ALTER TABLE conversations ADD COLUMN last_sender_id INTEGER;
+    UPDATE conversations
+        SET last_sender_id = (SELECT sender_id FROM messages WHERE id = last_message_id)
+        WHERE last_message_id IS NOT NULL;
+    -- A user's last cursor is the last in their inbox (its primary key
+    -- gives it); the copy kept here cost a write per delivery.
+    ALTER TABLE users DROP COLUMN inbox_cursor;
+    "#,
 ];
 
 /// Brings the database to the latest version, one transaction per step.
@@ -262,6 +275,39 @@ mod tests {
         migrate(&mut conn)?;
         let v: usize = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
         assert_eq!(v, MIGRATIONS.len());
+        Ok(())
+    }
+
+    /// Step 6 on a database with messages: who sent each conversation's
+    /// last message is filled in, and cursors carry on from the inbox.
+    #[test]
+    fn step_6_keeps_last_senders_and_cursors() -> Result<(), StoreError> {
+        let mut conn = Connection::open_in_memory()?;
+        for sql in &MIGRATIONS[..5] {
+            conn.execute_batch(sql)?;
+        }
+        conn.pragma_update(None, "user_version", 5)?;
+        conn.execute_batch(
+            "INSERT INTO users (id, username, password_hash, created_at, inbox_cursor)
+                 VALUES (1, 'a', '!', 0, 2), (2, 'b', '!', 0, 1), (3, 'c', '!', 0, 0);
+             INSERT INTO conversations (id, kind, user_lo, user_hi, last_seq, last_message_id, created_at)
+                 VALUES (1, 'direct', 1, 2, 2, 11, 0), (2, 'direct', 1, 3, 0, NULL, 0);
+             INSERT INTO messages (id, conversation_id, seq, sender_id, client_msg_id, body, sent_at)
+                 VALUES (10, 1, 1, 1, 'x', '{}', 0), (11, 1, 2, 2, 'y', '{}', 0);
+             INSERT INTO inbox (user_id, cursor, kind, message_id)
+                 VALUES (1, 1, 'message.created', 10), (1, 2, 'message.created', 11),
+                        (2, 1, 'message.created', 11);",
+        )?;
+        migrate(&mut conn)?;
+        let last: Vec<Option<u64>> = conn
+            .prepare("SELECT last_sender_id FROM conversations ORDER BY id")?
+            .query_map([], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
+        assert_eq!(last, vec![Some(2), None]);
+        let next: Vec<u64> = (1..=3)
+            .map(|u| super::super::users::next_cursor(&conn, u))
+            .collect::<Result<_, _>>()?;
+        assert_eq!(next, vec![3, 2, 1]);
         Ok(())
     }
 

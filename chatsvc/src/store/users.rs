@@ -84,10 +84,11 @@ pub fn exists(c: &Connection, id: u64) -> Result<bool, StoreError> {
         .exists([id])?)
 }
 
-/// Hands out the user's next inbox cursor.
+/// The user's next inbox cursor: one past the last in their inbox (rows
+/// are never deleted). An error if there is no such user.
 pub(super) fn next_cursor(c: &Connection, user_id: u64) -> Result<u64, StoreError> {
     Ok(c.prepare_cached(
-        "UPDATE users SET inbox_cursor = inbox_cursor + 1 WHERE id = ?1 RETURNING inbox_cursor",
+        "SELECT (SELECT COALESCE(MAX(cursor), 0) + 1 FROM inbox WHERE user_id = ?1) FROM users WHERE id = ?1",
     )?
     .query_row([user_id], |r| r.get(0))?)
 }
