@@ -39,18 +39,28 @@ fn quick_run_reports_every_scenario() {
         "store",
         "idle",
         "dm",
+        "dm_mqtt",
         "group",
         "sync",
         "connections",
     ] {
         assert!(!report[key].is_null(), "no {key} in the report: {report}");
     }
-    let phases = report["dm"]["phases"].as_array().expect("dm phases");
-    assert!(phases.len() >= 2, "fixed rate and saturation: {phases:?}");
-    for p in phases {
-        assert!(p["acked"].as_u64().unwrap_or(0) > 0, "nothing acked: {p}");
-        assert_eq!(p["lost"], 0, "{p}");
-        assert_eq!(p["duplicates"], 0, "{p}");
+    for dm in ["dm", "dm_mqtt"] {
+        let phases = report[dm]["phases"].as_array().expect("dm phases");
+        assert!(
+            phases.len() >= 2,
+            "{dm}: fixed rate and saturation: {phases:?}"
+        );
+        for p in phases {
+            assert!(
+                p["acked"].as_u64().unwrap_or(0) > 0,
+                "{dm}: nothing acked: {p}"
+            );
+            assert_eq!(p["errors"], 0, "{dm}: {p}");
+            assert_eq!(p["lost"], 0, "{dm}: {p}");
+            assert_eq!(p["duplicates"], 0, "{dm}: {p}");
+        }
     }
     assert_eq!(report["group"]["missing"], 0);
     assert_eq!(report["connections"]["failed"], 0);

@@ -507,7 +507,8 @@ where
                 packet,
                 Packet::PubAck(..) | Packet::PubRec(..) | Packet::PubComp(..)
             );
-            if initiated && self.inbound.check().is_err() {
+            let limited = self.shared.settings.max_packets_per_sec > 0;
+            if initiated && limited && self.inbound.check().is_err() {
                 metrics::counter!("mqtt_rate_limited_total").increment(1);
                 return Err(ConnError::RateLimited);
             }

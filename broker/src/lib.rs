@@ -30,4 +30,4 @@ pub mod ws;
 pub use auth::{Authenticator, Principal, Refusal};
 pub use registry::PresenceChange;
 pub use server::{bind, Broker, BrokerError, Settings};
-pub use uplink::{Uplink, UplinkRequest};
+pub use uplink::{PendingReply, Uplink, UplinkRequest};

@@ -54,7 +54,7 @@ pub struct Settings {
     pub max_filters_per_subscribe: usize,
     /// Filters one connection may hold.
     pub max_subscriptions: usize,
-    /// Sustained packets per second a client may send...
+    /// Sustained packets per second a client may send (0: no limit)...
     pub max_packets_per_sec: u32,
     /// ...with bursts up to this many; beyond, the connection is closed.
     pub packet_burst: u32,

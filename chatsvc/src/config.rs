@@ -77,6 +77,11 @@ pub struct Config {
     #[arg(long, env = "CHAT_MQTT_WRITE_TIMEOUT", default_value_t = 30)]
     pub mqtt_write_timeout: u64,
 
+    /// Packets per second an MQTT client may send, sustained (bursts of
+    /// 1,000); past that its connection is closed (0: no limit).
+    #[arg(long, env = "CHAT_MQTT_PACKET_RATE", default_value_t = 100)]
+    pub mqtt_packet_rate: u32,
+
     /// Who may start a direct conversation: `open` (anyone not blocked) or
     /// `friends` (friends only).
     #[arg(long, env = "CHAT_DM_POLICY", default_value = "open")]

@@ -107,6 +107,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let settings = mqchat_broker::Settings {
         max_connections: config.max_connections,
         write_timeout: Duration::from_secs(config.mqtt_write_timeout.max(1)),
+        max_packets_per_sec: config.mqtt_packet_rate,
         ..Default::default()
     };
     let broker = mqchat_broker::Broker::start(settings, tokens.clone(), shutdown.child_token())?;

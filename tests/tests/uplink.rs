@@ -88,6 +88,117 @@ async fn mqtt_311_send_is_stored_pushed_and_answered() -> Result<()> {
     Ok(())
 }
 
+/// A device that publishes many sends without waiting: they are handled
+/// while earlier ones are still committing, yet stored, answered and pushed
+/// in the order published, a refused one and a resend among them.
+#[tokio::test]
+async fn pipelined_sends_keep_their_order() -> Result<()> {
+    let server = TestServer::start().await?;
+    let alice = server.user("alice").await?;
+    let bob = server.user("bob").await?;
+    let mut alice_rx = server.mqtt(&alice).await?;
+    let mut bob_rx = server.mqtt(&bob).await?;
+    let up = format!("users/{}/up/messages", alice.id);
+    const N: usize = 150;
+    let mut expected: Vec<(String, u64)> = Vec::new();
+    for i in 0..N {
+        let payload = match i {
+            // Refused (empty body) in the middle of the stream.
+            50 => json!({"to": {"user": bob.id}, "client_msg_id": "p50", "body": {}}),
+            // A resend of p10 while later sends are in flight.
+            100 => {
+                json!({"to": {"user": bob.id}, "client_msg_id": "p10", "body": {"text": "again"}})
+            }
+            _ => {
+                json!({"to": {"user": bob.id}, "client_msg_id": format!("p{i}"), "body": {"text": format!("m{i}")}})
+            }
+        };
+        expected.push(match i {
+            50 => ("p50".to_owned(), 400),
+            100 => ("p10".to_owned(), 200),
+            _ => (format!("p{i}"), 201),
+        });
+        alice_rx
+            .client
+            .publish(&up, QoS::AtLeastOnce, false, payload.to_string())
+            .await?;
+    }
+    let mut replies = Vec::new();
+    for _ in 0..N {
+        let r = alice_rx
+            .next_on("replies", WAIT)
+            .await?
+            .ok_or_else(|| anyhow!("{} replies, then none", replies.len()))?;
+        replies.push(r);
+    }
+    let got: Vec<(String, u64)> = replies
+        .iter()
+        .map(|r| {
+            (
+                r["client_msg_id"].as_str().unwrap_or("").to_owned(),
+                r["status"].as_u64().unwrap_or(0),
+            )
+        })
+        .collect();
+    assert_eq!(got, expected, "replies in publish order");
+    assert_eq!(
+        replies[100]["message"], replies[10]["message"],
+        "the original"
+    );
+
+    // Stored in publish order: seqs follow it, once each.
+    let texts: Vec<String> = (0..N)
+        .filter(|&i| i != 50 && i != 100)
+        .map(|i| format!("m{i}"))
+        .collect();
+    let stored: Vec<(u64, String)> = replies
+        .iter()
+        .filter(|r| r["status"] == 201)
+        .map(|r| {
+            (
+                r["message"]["seq"].as_u64().unwrap_or(0),
+                r["message"]["body"]["text"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_owned(),
+            )
+        })
+        .collect();
+    assert!(stored.windows(2).all(|w| w[0].0 < w[1].0), "seqs in order");
+    assert_eq!(
+        stored.iter().map(|s| s.1.clone()).collect::<Vec<_>>(),
+        texts
+    );
+    // Bob's pushes and his sync agree.
+    let mut pushed = Vec::new();
+    while pushed.len() < texts.len() {
+        let ev = bob_rx
+            .next_of_type("message.created", WAIT)
+            .await?
+            .ok_or_else(|| anyhow!("bob got {} pushes", pushed.len()))?;
+        pushed.push(
+            ev["message"]["body"]["text"]
+                .as_str()
+                .unwrap_or("")
+                .to_owned(),
+        );
+    }
+    assert_eq!(pushed, texts);
+    let synced: Vec<String> = bob
+        .sync_all(0)
+        .await?
+        .iter()
+        .map(|e| {
+            e["message"]["body"]["text"]
+                .as_str()
+                .unwrap_or("")
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(synced, texts);
+    Ok(())
+}
+
 #[tokio::test]
 async fn uplink_is_only_open_in_ones_own_space() -> Result<()> {
     let server = TestServer::start().await?;

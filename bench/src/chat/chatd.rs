@@ -94,6 +94,8 @@ impl Chatd {
                 "0",
                 "--auth-ip-rate",
                 "0",
+                "--mqtt-packet-rate",
+                "0",
             ])
             .args(extra)
             .env("RUST_LOG", "warn")

@@ -24,6 +24,21 @@ pub struct DmConfig {
     pub rate_secs: f64,
     pub saturation_secs: f64,
     pub text_bytes: usize,
+    /// How the senders send.
+    pub uplink: Uplink,
+    /// MQTT uplink: sends in flight per sender.
+    pub window: usize,
+}
+
+/// How senders reach chatd.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Uplink {
+    /// `POST /v1/messages`, one after another on a keep-alive connection.
+    Http,
+    /// QoS 1 PUBLISHes to `users/{id}/up/messages`, pipelined up to a window,
+    /// each answered on `users/{id}/replies` after its commit.
+    Mqtt,
 }
 
 /// One phase: a fixed rate, or saturation (`target_rate` none).
@@ -181,7 +196,8 @@ pub async fn run(chatd: &Chatd, cfg: &DmConfig) -> Result<DmReport> {
     let mut phases = Vec::new();
     for (rate, secs, name) in plan {
         let p = phase(
-            chatd, &senders, &receivers, &text, &clock, receipts, rate, secs, &name,
+            chatd, &senders, &receivers, &text, &clock, receipts, rate, secs, &name, cfg.uplink,
+            cfg.window,
         )
         .await?;
         if name != "warm-up" {
@@ -202,6 +218,208 @@ struct SenderLog {
     max_lag_ns: u64,
 }
 
+/// When sends are due: sender k's j-th at (j·n + k) / rate, or as fast as
+/// they go (saturation) until the phase ends.
+#[derive(Clone, Copy)]
+struct Schedule {
+    started: Instant,
+    until: Instant,
+    rate: Option<u64>,
+    senders: u64,
+}
+
+impl Schedule {
+    /// When sender `k`'s `j`-th send is due; none once the phase is over.
+    fn due(&self, k: u64, j: u64) -> Option<Instant> {
+        let due = match self.rate {
+            Some(rate) => {
+                self.started + Duration::from_secs_f64((j * self.senders + k) as f64 / rate as f64)
+            }
+            None => Instant::now(),
+        };
+        (due < self.until).then_some(due)
+    }
+}
+
+/// What one sender sends in a phase.
+struct SenderJob {
+    k: u64,
+    receivers: Arc<Vec<u64>>,
+    text: String,
+    run_id: u64,
+    clock: Clock,
+    sent: Arc<AtomicU64>,
+    schedule: Schedule,
+}
+
+impl SenderJob {
+    /// The request body of send `j` (to the receivers in turn).
+    fn body(&self, j: u64) -> String {
+        let to = self.receivers[((self.k + j) % self.receivers.len() as u64) as usize];
+        format!(
+            r#"{{"to":{{"user":{to}}},"client_msg_id":"{}-{}-{j}","body":{{"text":"{}"}}}}"#,
+            self.run_id, self.k, self.text
+        )
+    }
+}
+
+/// Sends one after another over one HTTP keep-alive connection.
+async fn send_http(
+    job: SenderJob,
+    mut conn: http1::Connection,
+    http: std::net::SocketAddr,
+    token: &str,
+) -> SenderLog {
+    let mut log = SenderLog {
+        acked: Vec::new(),
+        errors: 0,
+        max_lag_ns: 0,
+    };
+    let auth = format!("Bearer {token}");
+    let mut j: u64 = 0;
+    while let Some(due) = job.schedule.due(job.k, j) {
+        let now = Instant::now();
+        if due > now {
+            tokio::time::sleep_until(due.into()).await;
+        } else if job.schedule.rate.is_some() {
+            log.max_lag_ns = log.max_lag_ns.max((now - due).as_nanos() as u64);
+        }
+        let t0 = job.clock.ns();
+        let ok = match conn.post_json("/v1/messages", &auth, job.body(j)).await {
+            Ok((201, answer)) => Some(answer),
+            Ok(_) => None,
+            // The connection is gone: count the send, open another.
+            Err(_) => {
+                if let Ok(fresh) = http1::Connection::open(http).await {
+                    conn = fresh;
+                }
+                None
+            }
+        };
+        match ok.and_then(|b| serde_json::from_slice::<Sent>(&b).ok()) {
+            Some(s) => log.acked.push((s.id, t0, job.clock.ns())),
+            None => log.errors += 1,
+        }
+        job.sent.fetch_add(1, Ordering::Relaxed);
+        j += 1;
+    }
+    log
+}
+
+/// The uplink's answer on `users/{id}/replies`.
+#[derive(Deserialize)]
+struct Reply<'a> {
+    status: u16,
+    #[serde(borrow)]
+    client_msg_id: Option<&'a str>,
+    message: Option<Sent>,
+}
+
+/// How long a sender over MQTT waits for the replies still due at the end.
+const REPLY_WAIT: Duration = Duration::from_secs(10);
+
+/// Sends over the MQTT uplink: QoS 1 PUBLISHes to `users/{id}/up/messages`,
+/// up to `window` unanswered; a send counts once its reply says 201 (chatd
+/// answers only after the commit).
+async fn send_mqtt(
+    job: SenderJob,
+    mut conn: mqtt::Subscriber,
+    topic: &str,
+    window: usize,
+) -> SenderLog {
+    let mut log = SenderLog {
+        acked: Vec::new(),
+        errors: 0,
+        max_lag_ns: 0,
+    };
+    // Sends waiting for their reply, in the order sent: (j, t0).
+    let mut waiting: std::collections::VecDeque<(u64, u64)> = Default::default();
+    let mut replies: Vec<Bytes> = Vec::new();
+    let mut j: u64 = 0;
+    let mut next_due = job.schedule.due(job.k, 0);
+    let mut give_up: Option<Instant> = None;
+    loop {
+        // Queue every send that is due and fits the window.
+        while waiting.len() < window {
+            let Some(due) = next_due else { break };
+            let now = Instant::now();
+            if due > now {
+                break;
+            }
+            if job.schedule.rate.is_some() {
+                log.max_lag_ns = log.max_lag_ns.max((now - due).as_nanos() as u64);
+            }
+            let t0 = job.clock.ns();
+            // Packet ids 1..=65535; far more than the window apart.
+            let pkid = (j % 65_535 + 1) as u16;
+            if conn
+                .queue_publish(topic, Bytes::from(job.body(j)), pkid)
+                .is_err()
+            {
+                log.errors += 1;
+            } else {
+                waiting.push_back((j, t0));
+            }
+            job.sent.fetch_add(1, Ordering::Relaxed);
+            j += 1;
+            next_due = job.schedule.due(job.k, j);
+        }
+        if conn.flush().await.is_err() {
+            break;
+        }
+        if next_due.is_none() && waiting.is_empty() {
+            break;
+        }
+        let wake = match next_due {
+            Some(due) if waiting.len() < window => due,
+            _ => {
+                let limit = *give_up.get_or_insert_with(|| Instant::now() + REPLY_WAIT);
+                if next_due.is_none() && Instant::now() >= limit {
+                    break;
+                }
+                limit
+            }
+        };
+        tokio::select! {
+            r = conn.read_more() => if r.is_err() { break },
+            _ = tokio::time::sleep_until(wake.into()) => {}
+        }
+        if conn.take_publishes(&mut replies).is_err() {
+            break;
+        }
+        let now = job.clock.ns();
+        for payload in replies.drain(..) {
+            let Ok(reply) = serde_json::from_slice::<Reply<'_>>(&payload) else {
+                continue;
+            };
+            let Some(sent_j) = reply
+                .client_msg_id
+                .and_then(|id| id.rsplit('-').next())
+                .and_then(|j| j.parse::<u64>().ok())
+            else {
+                continue;
+            };
+            // Replies come in order; anything before this one went unanswered.
+            while let Some(&(first, t0)) = waiting.front() {
+                waiting.pop_front();
+                if first == sent_j {
+                    match (reply.status, &reply.message) {
+                        (201, Some(m)) => log.acked.push((m.id, t0, now)),
+                        _ => log.errors += 1,
+                    }
+                    break;
+                }
+                log.errors += 1;
+            }
+        }
+        if next_due.is_some() {
+            give_up = None;
+        }
+    }
+    log.errors += waiting.len() as u64;
+    log
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn phase(
     chatd: &Chatd,
@@ -213,6 +431,8 @@ async fn phase(
     rate: Option<u64>,
     secs: f64,
     name: &str,
+    uplink: Uplink,
+    window: usize,
 ) -> Result<DmPhase> {
     let bar = progress::timed(secs, &format!("dm {name}"));
     let n = senders.len() as u64;
@@ -223,70 +443,36 @@ async fn phase(
     let run_id = clock.ns();
     let cpu_before = chatd.pid().map(|p| crate::cpu::by_thread_name(Some(p)));
     let load_before = crate::cpu::by_thread_name(None);
-    // Each sender's own keep-alive connection, opened before the clock starts.
-    let mut connections = Vec::with_capacity(senders.len());
-    for _ in senders {
-        connections.push(http1::Connection::open(chatd.http).await?);
-    }
-    for ((k, sender), mut conn) in senders.iter().enumerate().zip(connections) {
-        let (sender, receivers, clock, sent) = (
-            sender.clone(),
-            receivers.clone(),
-            clock.clone(),
-            sent.clone(),
-        );
-        let (text, http) = (text.to_string(), chatd.http);
-        let k = k as u64;
-        tasks.spawn(async move {
-            let mut log = SenderLog {
-                acked: Vec::new(),
-                errors: 0,
-                max_lag_ns: 0,
-            };
-            let auth = format!("Bearer {}", sender.token);
-            let mut j: u64 = 0;
-            loop {
-                if let Some(rate) = rate {
-                    // Sender k's j-th send is due at (j·n + k) / rate.
-                    let due = started
-                        + Duration::from_secs_f64((j * n + k) as f64 / rate as f64);
-                    if due >= until {
-                        break;
-                    }
-                    let now = Instant::now();
-                    if due > now {
-                        tokio::time::sleep_until(due.into()).await;
-                    } else {
-                        log.max_lag_ns = log.max_lag_ns.max((now - due).as_nanos() as u64);
-                    }
-                } else if Instant::now() >= until {
-                    break;
-                }
-                let to = receivers[((k + j) % receivers.len() as u64) as usize];
-                let body = format!(
-                    r#"{{"to":{{"user":{to}}},"client_msg_id":"{run_id}-{k}-{j}","body":{{"text":"{text}"}}}}"#
-                );
-                let t0 = clock.ns();
-                let ok = match conn.post_json("/v1/messages", &auth, body).await {
-                    Ok((201, answer)) => Some(answer),
-                    Ok(_) => None,
-                    // The connection is gone: count the send, open another.
-                    Err(_) => {
-                        if let Ok(fresh) = http1::Connection::open(http).await {
-                            conn = fresh;
-                        }
-                        None
-                    }
-                };
-                match ok.and_then(|b| serde_json::from_slice::<Sent>(&b).ok()) {
-                    Some(s) => log.acked.push((s.id, t0, clock.ns())),
-                    None => log.errors += 1,
-                }
-                sent.fetch_add(1, Ordering::Relaxed);
-                j += 1;
+    let schedule = Schedule {
+        started,
+        until,
+        rate,
+        senders: n,
+    };
+    // Each sender's own connection, opened before the clock starts.
+    for (k, sender) in senders.iter().enumerate() {
+        let job = SenderJob {
+            k: k as u64,
+            receivers: receivers.clone(),
+            text: text.to_string(),
+            run_id,
+            clock: clock.clone(),
+            sent: sent.clone(),
+            schedule,
+        };
+        match uplink {
+            Uplink::Http => {
+                let conn = http1::Connection::open(chatd.http).await?;
+                let (http, token) = (chatd.http, sender.token.clone());
+                tasks.spawn(async move { send_http(job, conn, http, &token).await });
             }
-            log
-        });
+            Uplink::Mqtt => {
+                let replies = format!("users/{}/replies", sender.id);
+                let conn = mqtt::subscribe_to(chatd.mqtt, None, sender, &replies).await?;
+                let topic = format!("users/{}/up/messages", sender.id);
+                tasks.spawn(async move { send_mqtt(job, conn, &topic, window).await });
+            }
+        }
     }
     let ticker = {
         let bar = bar.clone();

@@ -10,7 +10,8 @@
 //! - `chatd`: the process under test, users for the load, RSS.
 //! - `mqtt`: a minimal subscriber (thousands of them stay cheap).
 //! - `http1`: a sender's own HTTP/1.1 connection (no pool).
-//! - `dm`, `group`, `conns`, `sync`, `idle`, `baseline`: the scenarios.
+//! - `dm` (over HTTP, or the MQTT uplink), `group`, `conns`, `sync`, `idle`,
+//!   `baseline`: the scenarios.
 //! - `report`: targets and verdicts, JSON, Markdown, the latency plot.
 
 mod baseline;
@@ -43,6 +44,8 @@ pub use self::report::ChatReport;
 pub enum Scenario {
     /// One-to-one messages: latency at fixed rates, saturation throughput.
     Dm,
+    /// The same, with the senders on the MQTT uplink instead of HTTP.
+    DmMqtt,
     /// A large group, every member online: time to the last member.
     Group,
     /// Many idle connections: connect rate, RSS per connection.
@@ -64,7 +67,7 @@ pub struct Args {
         long,
         value_enum,
         value_delimiter = ',',
-        default_value = "baseline,idle,dm,group,sync,connections"
+        default_value = "baseline,idle,dm,dm-mqtt,group,sync,connections"
     )]
     pub scenarios: Vec<Scenario>,
     /// The chatd binary to start (default: the one next to this binary).
@@ -102,6 +105,10 @@ pub struct Args {
     /// dm: characters of text per message.
     #[arg(long, default_value_t = 64)]
     pub text_bytes: usize,
+    /// dm-mqtt: sends in flight per sender (chatd queues at most 32 per
+    /// connection).
+    #[arg(long, default_value_t = 16)]
+    pub uplink_window: usize,
 
     /// group: members, all online (the sender is one of them).
     #[arg(long, default_value_t = 1000)]
@@ -199,8 +206,12 @@ impl Default for Clock {
 /// Markdown summary on stderr) and writes it to `--out-dir`.
 pub fn main(mut args: Args) -> Result<()> {
     args.apply_quick();
-    if args.senders == 0 || args.receivers == 0 || args.connect_concurrency == 0 {
-        bail!("--senders, --receivers and --connect-concurrency must be positive");
+    if args.senders == 0
+        || args.receivers == 0
+        || args.connect_concurrency == 0
+        || args.uplink_window == 0
+    {
+        bail!("--senders, --receivers, --connect-concurrency and --uplink-window must be positive");
     }
     let mut report = ChatReport::new(&args);
     eprintln!("machine: {}", report.machine.line());
@@ -272,7 +283,7 @@ async fn scenarios(args: &Args, report: &mut ChatReport) -> Result<()> {
                 Some(bin) => report.idle = Some(idle::run(bin, args.starts).await?),
                 None => eprintln!("idle: needs a chatd started by this tool; skipped"),
             },
-            Scenario::Dm => {
+            Scenario::Dm | Scenario::DmMqtt => {
                 let chatd = start(vec![]).await?;
                 let cfg = dm::DmConfig {
                     senders: args.senders,
@@ -281,9 +292,20 @@ async fn scenarios(args: &Args, report: &mut ChatReport) -> Result<()> {
                     rate_secs: args.rate_secs,
                     saturation_secs: args.saturation_secs,
                     text_bytes: args.text_bytes,
+                    uplink: if *s == Scenario::Dm {
+                        dm::Uplink::Http
+                    } else {
+                        dm::Uplink::Mqtt
+                    },
+                    window: args.uplink_window,
                 };
-                report.dm = Some(dm::run(&chatd, &cfg).await?);
-                report.dm_rss_kib = chatd.rss_kib();
+                let run = dm::run(&chatd, &cfg).await?;
+                if *s == Scenario::Dm {
+                    report.dm = Some(run);
+                    report.dm_rss_kib = chatd.rss_kib();
+                } else {
+                    report.dm_mqtt = Some(run);
+                }
             }
             Scenario::Group => {
                 let chatd = start(vec![

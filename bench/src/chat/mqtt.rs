@@ -1,13 +1,15 @@
-//! A minimal MQTT 3.1.1 subscriber: one TCP connection, CONNECT with a
-//! user's token, SUBSCRIBE `users/{id}/#` at QoS 1, then PUBLISH payloads
-//! in batches with their PUBACKs written back in one go. Much lighter than a
-//! full client, so that thousands of them leave the cores to the server.
+//! A minimal MQTT 3.1.1 client: one TCP connection, CONNECT with a user's
+//! token, SUBSCRIBE `users/{id}/#` (or another filter) at QoS 1, then
+//! PUBLISH payloads in batches with their PUBACKs written back in one go;
+//! senders over the MQTT uplink also queue their own QoS 1 PUBLISHes. Much
+//! lighter than a full client, so that thousands of them leave the cores to
+//! the server.
 
 use std::net::{IpAddr, SocketAddr};
 
 use anyhow::{bail, Result};
 use bytes::{Bytes, BytesMut};
-use rumqttc::mqttbytes::v4::{Connect, Packet, PubAck, Subscribe};
+use rumqttc::mqttbytes::v4::{Connect, Packet, PubAck, Publish, Subscribe};
 use rumqttc::mqttbytes::{Error as CodecError, QoS};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
@@ -29,6 +31,16 @@ pub async fn subscribe(
     addr: SocketAddr,
     source: Option<IpAddr>,
     user: &BenchUser,
+) -> Result<Subscriber> {
+    subscribe_to(addr, source, user, &format!("users/{}/#", user.id)).await
+}
+
+/// Connects as `user` and subscribes to `filter` at QoS 1.
+pub async fn subscribe_to(
+    addr: SocketAddr,
+    source: Option<IpAddr>,
+    user: &BenchUser,
+    filter: &str,
 ) -> Result<Subscriber> {
     let socket = match addr {
         SocketAddr::V4(_) => TcpSocket::new_v4()?,
@@ -53,7 +65,7 @@ pub async fn subscribe(
         Packet::ConnAck(ack) if ack.code == rumqttc::ConnectReturnCode::Success => {}
         other => bail!("user {}: CONNECT answered with {other:?}", user.id),
     }
-    let mut sub = Subscribe::new(format!("users/{}/#", user.id), QoS::AtLeastOnce);
+    let mut sub = Subscribe::new(filter, QoS::AtLeastOnce);
     sub.pkid = 1;
     Packet::Subscribe(sub).write(&mut s.out, MAX_PACKET)?;
     s.flush().await?;
@@ -77,7 +89,39 @@ pub async fn subscribe(
 }
 
 impl Subscriber {
-    async fn flush(&mut self) -> Result<()> {
+    /// Queues a QoS 1 PUBLISH (written by the next [`Subscriber::flush`]).
+    pub fn queue_publish(&mut self, topic: &str, payload: Bytes, pkid: u16) -> Result<()> {
+        let mut publish = Publish::from_bytes(topic, QoS::AtLeastOnce, payload);
+        publish.pkid = pkid;
+        Packet::Publish(publish).write(&mut self.out, MAX_PACKET)?;
+        Ok(())
+    }
+
+    /// Reads what the server sent so far into the buffer (cancel-safe: a
+    /// read that did not complete took nothing).
+    pub async fn read_more(&mut self) -> Result<()> {
+        self.fill().await
+    }
+
+    /// Takes the PUBLISH payloads complete in the buffer, queueing the
+    /// acknowledgements of the QoS 1 ones; other packets are skipped.
+    pub fn take_publishes(&mut self, into: &mut Vec<Bytes>) -> Result<()> {
+        loop {
+            match Packet::read(&mut self.buf, MAX_PACKET) {
+                Ok(Packet::Publish(p)) => {
+                    if p.qos != QoS::AtMostOnce {
+                        Packet::PubAck(PubAck::new(p.pkid)).write(&mut self.out, MAX_PACKET)?;
+                    }
+                    into.push(p.payload);
+                }
+                Ok(_) => {}
+                Err(CodecError::InsufficientBytes(_)) => return Ok(()),
+                Err(e) => bail!("bad packet from the server: {e}"),
+            }
+        }
+    }
+
+    pub async fn flush(&mut self) -> Result<()> {
         if !self.out.is_empty() {
             self.stream.write_all(&self.out).await?;
             self.out.clear();
@@ -109,19 +153,7 @@ impl Subscriber {
     /// (at least one), after acknowledging the QoS 1 ones.
     pub async fn next_batch(&mut self, into: &mut Vec<Bytes>) -> Result<()> {
         loop {
-            loop {
-                match Packet::read(&mut self.buf, MAX_PACKET) {
-                    Ok(Packet::Publish(p)) => {
-                        if p.qos != QoS::AtMostOnce {
-                            Packet::PubAck(PubAck::new(p.pkid)).write(&mut self.out, MAX_PACKET)?;
-                        }
-                        into.push(p.payload);
-                    }
-                    Ok(_) => {}
-                    Err(CodecError::InsufficientBytes(_)) => break,
-                    Err(e) => bail!("bad packet from the server: {e}"),
-                }
-            }
+            self.take_publishes(into)?;
             self.flush().await?;
             if !into.is_empty() {
                 return Ok(());

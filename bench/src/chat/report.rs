@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use super::baseline::{BareBaseline, StoreBaseline};
 use super::conns::ConnReport;
-use super::dm::{DmPhase, DmReport};
+use super::dm::{DmPhase, DmReport, Uplink};
 use super::group::GroupReport;
 use super::idle::IdleReport;
 use super::sync::SyncReport;
@@ -33,6 +33,8 @@ pub struct ChatReport {
     pub store: Option<StoreBaseline>,
     pub idle: Option<IdleReport>,
     pub dm: Option<DmReport>,
+    /// dm with the senders on the MQTT uplink.
+    pub dm_mqtt: Option<DmReport>,
     /// chatd's RSS at the end of the dm scenario.
     pub dm_rss_kib: Option<u64>,
     pub group: Option<GroupReport>,
@@ -51,6 +53,7 @@ impl ChatReport {
             store: None,
             idle: None,
             dm: None,
+            dm_mqtt: None,
             dm_rss_kib: None,
             group: None,
             sync: None,
@@ -60,21 +63,21 @@ impl ChatReport {
     }
 
     fn saturation(&self) -> Option<&DmPhase> {
-        self.dm
-            .as_ref()?
-            .phases
-            .iter()
-            .find(|p| p.target_rate.is_none())
+        saturation(self.dm.as_ref()?)
     }
 
     /// Loss, duplicates and missing deliveries: correctness, not speed.
     pub fn failed_checks(&self) -> usize {
-        let dm = self.dm.as_ref().map_or(0, |d| {
-            d.phases
-                .iter()
-                .filter(|p| p.lost > 0 || p.duplicates > 0)
-                .count()
-        });
+        let dm: usize = [&self.dm, &self.dm_mqtt]
+            .into_iter()
+            .flatten()
+            .map(|d| {
+                d.phases
+                    .iter()
+                    .filter(|p| p.lost > 0 || p.duplicates > 0)
+                    .count()
+            })
+            .sum();
         let group = self
             .group
             .as_ref()
@@ -97,39 +100,40 @@ impl ChatReport {
                 met,
             })
         };
-        if let Some(sat) = self.saturation() {
-            add(
-                "dm",
-                "≥ 40,000 durable messages/s end to end",
-                format!(
-                    "{} msg/s delivered ({} acked/s)",
-                    thousands(sat.delivered_per_s),
-                    thousands(sat.acked_per_s)
-                ),
-                sat.delivered_per_s >= 40_000.0 && sat.lost == 0 && sat.duplicates == 0,
-            );
-            if let Some(bare) = &self.bare {
-                let ratio = sat.delivered_per_s / bare.delivered_per_s;
+        for (scenario, dm) in [("dm", &self.dm), ("dm (MQTT uplink)", &self.dm_mqtt)] {
+            let Some(dm) = dm else { continue };
+            if let Some(sat) = saturation(dm) {
                 add(
-                    "dm",
-                    "≥ 0.5× bare rumqttd QoS 1 throughput (same run)",
+                    scenario,
+                    "≥ 40,000 durable messages/s end to end",
                     format!(
-                        "{ratio:.2}× ({} / {})",
+                        "{} msg/s delivered ({} acked/s)",
                         thousands(sat.delivered_per_s),
-                        thousands(bare.delivered_per_s)
+                        thousands(sat.acked_per_s)
                     ),
-                    ratio >= 0.5,
+                    sat.delivered_per_s >= 40_000.0 && sat.lost == 0 && sat.duplicates == 0,
                 );
+                if let Some(bare) = &self.bare {
+                    let ratio = sat.delivered_per_s / bare.delivered_per_s;
+                    add(
+                        scenario,
+                        "≥ 0.5× bare rumqttd QoS 1 throughput (same run)",
+                        format!(
+                            "{ratio:.2}× ({} / {})",
+                            thousands(sat.delivered_per_s),
+                            thousands(bare.delivered_per_s)
+                        ),
+                        ratio >= 0.5,
+                    );
+                }
             }
-        }
-        if let Some(dm) = &self.dm {
             let (lost, dups): (u64, u64) = dm
                 .phases
                 .iter()
                 .fold((0, 0), |(l, d), p| (l + p.lost, d + p.duplicates));
             let acked: u64 = dm.phases.iter().map(|p| p.acked).sum();
             add(
-                "dm",
+                scenario,
                 "zero loss, zero duplicates",
                 format!(
                     "{} acked: {lost} lost, {dups} duplicated",
@@ -139,7 +143,7 @@ impl ChatReport {
             );
             if let Some(p) = dm.phases.iter().find(|p| p.target_rate == Some(10_000)) {
                 add(
-                    "dm",
+                    scenario,
                     "at 10,000 msg/s: p50 ≤ 2 ms, p99 ≤ 10 ms",
                     format!(
                         "p50 {:.2} ms, p99 {:.2} ms (achieved {} msg/s)",
@@ -248,40 +252,10 @@ impl ChatReport {
             );
         }
         if let Some(dm) = &self.dm {
-            let _ = writeln!(
-                md,
-                "\n**dm** ({} senders over HTTP keep-alive, {} receivers over MQTT QoS 1, {} characters of text)\n\n| phase | sent/s | delivered/s | lost | dup | p50 | p99 | p99.9 | max | HTTP send p50 / p99 | CPU µs/msg: chatd (store) / this tool |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
-                dm.config.senders, dm.config.receivers, dm.config.text_bytes
-            );
-            for p in &dm.phases {
-                let _ = writeln!(
-                    md,
-                    "| {} | {} | {} | {} | {} | {:.2} ms | {:.2} ms | {:.2} ms | {:.1} ms | {:.2} / {:.2} ms | {} / {:.0} |",
-                    p.name,
-                    thousands(p.acked_per_s),
-                    thousands(p.delivered_per_s),
-                    p.lost,
-                    p.duplicates,
-                    p.latency.p50_ms,
-                    p.latency.p99_ms,
-                    p.latency.p999_ms,
-                    p.latency.max_ms,
-                    p.send_latency.p50_ms,
-                    p.send_latency.p99_ms,
-                    chatd_cpu(&p.chatd_cpu_us_per_msg),
-                    p.load_cpu_us_per_msg
-                );
-            }
-            if let Some(p) = dm.phases.iter().find(|p| p.target_rate.is_none()) {
-                if let Some(ceiling) = p.ceiling_without_store_per_s {
-                    let _ = writeln!(
-                        md,
-                        "\nAt saturation, chatd's HTTP, MQTT and push work plus this tool's took {:.0} µs of CPU per message: these cores carry at most **{} msg/s** of this load even if the store cost nothing.",
-                        std::thread::available_parallelism().map_or(1, |n| n.get()) as f64 * 1e6 / ceiling,
-                        thousands(ceiling)
-                    );
-                }
-            }
+            dm_table(&mut md, "dm", dm);
+        }
+        if let Some(dm) = &self.dm_mqtt {
+            dm_table(&mut md, "dm-mqtt", dm);
         }
         if let Some(g) = &self.group {
             let _ = writeln!(
@@ -388,9 +362,9 @@ impl ChatReport {
     /// member, the connection sample.
     pub fn latency_svg(&self) -> String {
         let mut curves: Vec<(String, &[u64])> = Vec::new();
-        if let Some(dm) = &self.dm {
-            for p in &dm.phases {
-                curves.push((format!("dm {}", p.name), &p.samples));
+        for (name, dm) in [("dm", &self.dm), ("dm-mqtt", &self.dm_mqtt)] {
+            for p in dm.iter().flat_map(|d| &d.phases) {
+                curves.push((format!("{name} {}", p.name), &p.samples));
             }
         }
         if let Some(g) = &self.group {
@@ -407,6 +381,56 @@ impl ChatReport {
             "chatd end-to-end latency by percentile (send to receipt)",
             &refs,
         )
+    }
+}
+
+/// The saturation phase of a dm run.
+fn saturation(dm: &DmReport) -> Option<&DmPhase> {
+    dm.phases.iter().find(|p| p.target_rate.is_none())
+}
+
+/// A dm run's phases as a Markdown table, with the ceiling without store.
+fn dm_table(md: &mut String, name: &str, dm: &DmReport) {
+    let how = match dm.config.uplink {
+        Uplink::Http => "senders over HTTP keep-alive, one request at a time".to_string(),
+        Uplink::Mqtt => format!(
+            "senders over the MQTT uplink, QoS 1, up to {} unanswered each",
+            dm.config.window
+        ),
+    };
+    let _ = writeln!(
+        md,
+        "\n**{name}** ({} {how}, {} receivers over MQTT QoS 1, {} characters of text)\n\n| phase | sent/s | delivered/s | lost | dup | p50 | p99 | p99.9 | max | send answered p50 / p99 | CPU µs/msg: chatd (store) / this tool |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        dm.config.senders, dm.config.receivers, dm.config.text_bytes
+    );
+    for p in &dm.phases {
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {} | {} | {:.2} ms | {:.2} ms | {:.2} ms | {:.1} ms | {:.2} / {:.2} ms | {} / {:.0} |",
+            p.name,
+            thousands(p.acked_per_s),
+            thousands(p.delivered_per_s),
+            p.lost,
+            p.duplicates,
+            p.latency.p50_ms,
+            p.latency.p99_ms,
+            p.latency.p999_ms,
+            p.latency.max_ms,
+            p.send_latency.p50_ms,
+            p.send_latency.p99_ms,
+            chatd_cpu(&p.chatd_cpu_us_per_msg),
+            p.load_cpu_us_per_msg
+        );
+    }
+    if let Some(p) = saturation(dm) {
+        if let Some(ceiling) = p.ceiling_without_store_per_s {
+            let _ = writeln!(
+                md,
+                "\nAt saturation, chatd's uplink, MQTT and push work plus this tool's took {:.0} µs of CPU per message: these cores carry at most **{} msg/s** of this load even if the store cost nothing.",
+                std::thread::available_parallelism().map_or(1, |n| n.get()) as f64 * 1e6 / ceiling,
+                thousands(ceiling)
+            );
+        }
     }
 }
 

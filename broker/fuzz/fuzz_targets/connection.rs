@@ -29,7 +29,9 @@ use bytes::{Bytes, BytesMut};
 use futures_util::FutureExt;
 use libfuzzer_sys::fuzz_target;
 use mqchat_broker::fuzzing::{self, Version};
-use mqchat_broker::{Authenticator, Broker, Principal, Refusal, Settings, Uplink, UplinkRequest};
+use mqchat_broker::{
+    Authenticator, Broker, PendingReply, Principal, Refusal, Settings, Uplink, UplinkRequest,
+};
 use rumqttd::protocol::{
     v4, Connect, Filter, LastWill, Login, Packet, PublishProperties, QoS, RetainForwardRule,
     Subscribe,
@@ -73,8 +75,10 @@ impl Uplink for Echo {
     fn handle(
         &self,
         _request: UplinkRequest,
-    ) -> Pin<Box<dyn std::future::Future<Output = Bytes> + Send + '_>> {
-        Box::pin(async { Bytes::from_static(b"{\"status\":201}") })
+    ) -> Pin<Box<dyn std::future::Future<Output = PendingReply> + Send + '_>> {
+        Box::pin(async {
+            Box::pin(async { Bytes::from_static(b"{\"status\":201}") }) as PendingReply
+        })
     }
 }
 

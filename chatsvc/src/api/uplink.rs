@@ -12,12 +12,12 @@ use std::future::Future;
 use std::pin::Pin;
 
 use bytes::Bytes;
-use mqchat_broker::{Uplink, UplinkRequest};
+use mqchat_broker::{PendingReply, Uplink, UplinkRequest};
 use serde_json::{json, Value};
 
 use super::error::ApiError;
 use super::messages::SendRequest;
-use crate::domain::messages::NewMessage;
+use crate::domain::messages::{NewMessage, PendingSend};
 use crate::domain::tokens::Caller;
 use crate::domain::Chat;
 
@@ -33,8 +33,13 @@ impl MqttUplink {
         MqttUplink { chat }
     }
 
-    async fn send(&self, caller: Caller, payload: &[u8]) -> Result<(u16, Value), ApiError> {
-        let req: SendRequest = serde_json::from_slice(payload).map_err(|e| {
+    /// Parses and queues a send; its answer comes once it has committed.
+    async fn queue_send(
+        &self,
+        caller: Caller,
+        req: Result<SendRequest, serde_json::Error>,
+    ) -> Result<PendingSend, ApiError> {
+        let req = req.map_err(|e| {
             if e.is_syntax() || e.is_eof() {
                 ApiError::new(
                     axum::http::StatusCode::BAD_REQUEST,
@@ -45,9 +50,9 @@ impl MqttUplink {
                 ApiError::bad_request(e.to_string())
             }
         })?;
-        let sent = self
+        Ok(self
             .chat
-            .send(
+            .queue_send(
                 caller,
                 NewMessage {
                     to: req.to,
@@ -55,43 +60,72 @@ impl MqttUplink {
                     body: req.body,
                 },
             )
-            .await?;
+            .await?)
+    }
+}
+
+/// `{"status", "message" | "error", "client_msg_id"}`.
+async fn reply(queued: Result<PendingSend, ApiError>, client_msg_id: Option<String>) -> Bytes {
+    let sent = match queued {
+        Ok(pending) => pending.sent().await.map_err(ApiError::from),
+        Err(e) => Err(e),
+    };
+    let sent = sent.and_then(|sent| {
         let status = if sent.created { 201 } else { 200 };
         let message = serde_json::to_value(&sent.message)
             .map_err(|e| ApiError::from(crate::domain::DomainError::Internal(e.to_string())))?;
         Ok((status, message))
+    });
+    let mut reply = match sent {
+        Ok((status, message)) => json!({"status": status, "message": message}),
+        Err(e) => {
+            json!({"status": e.status.as_u16(), "error": {"code": e.code, "message": e.message}})
+        }
+    };
+    if let (Some(id), Some(obj)) = (client_msg_id, reply.as_object_mut()) {
+        obj.insert("client_msg_id".into(), Value::String(id));
     }
+    Bytes::from(reply.to_string())
 }
 
 impl Uplink for MqttUplink {
-    fn handle(&self, request: UplinkRequest) -> Pin<Box<dyn Future<Output = Bytes> + Send + '_>> {
+    #[expect(
+        clippy::async_yields_async,
+        reason = "two steps: taken in (queued in order), then the reply"
+    )]
+    fn handle(
+        &self,
+        request: UplinkRequest,
+    ) -> Pin<Box<dyn Future<Output = PendingReply> + Send + '_>> {
         Box::pin(async move {
             let caller = Caller {
                 user_id: request.principal.user_id,
                 session_id: request.principal.session_id,
                 service: None,
             };
-            let client_msg_id = serde_json::from_slice::<Value>(&request.payload)
-                .ok()
-                .and_then(|v| v.get("client_msg_id").cloned());
-            let result = match request.subtopic.as_str() {
-                SEND => self.send(caller, &request.payload).await,
-                other => Err(ApiError::new(
-                    axum::http::StatusCode::NOT_FOUND,
-                    "not_found",
-                    format!("no uplink handler for {other}"),
-                )),
-            };
-            let mut reply = match result {
-                Ok((status, message)) => json!({"status": status, "message": message}),
-                Err(e) => {
-                    json!({"status": e.status.as_u16(), "error": {"code": e.code, "message": e.message}})
+            let queued = match request.subtopic.as_str() {
+                SEND => {
+                    let req = serde_json::from_slice::<SendRequest>(&request.payload);
+                    // The id is echoed even when the request is refused,
+                    // so a 3.1.1 client can match the reply.
+                    let client_msg_id = match &req {
+                        Ok(r) => Some(r.client_msg_id.clone()),
+                        Err(_) => serde_json::from_slice::<Value>(&request.payload)
+                            .ok()
+                            .and_then(|v| v.get("client_msg_id")?.as_str().map(str::to_owned)),
+                    };
+                    (self.queue_send(caller, req).await, client_msg_id)
                 }
+                other => (
+                    Err(ApiError::new(
+                        axum::http::StatusCode::NOT_FOUND,
+                        "not_found",
+                        format!("no uplink handler for {other}"),
+                    )),
+                    None,
+                ),
             };
-            if let (Some(id), Some(obj)) = (client_msg_id, reply.as_object_mut()) {
-                obj.insert("client_msg_id".into(), id);
-            }
-            Bytes::from(reply.to_string())
+            Box::pin(reply(queued.0, queued.1)) as PendingReply
         })
     }
 }

@@ -45,6 +45,21 @@ pub(crate) fn message_json(row: &MessageRow) -> Result<String, DomainError> {
     serde_json::to_string(&message).map_err(internal)
 }
 
+/// A send queued for the store ([`Chat::queue_send`]).
+#[derive(Debug)]
+pub struct PendingSend(crate::store::Queued<(MessageRow, bool, Outbox), DomainError>);
+
+impl PendingSend {
+    /// Waits for the commit; the stored message (or the original, for a
+    /// resend).
+    pub async fn sent(self) -> Result<Sent, DomainError> {
+        let (row, created, _) = self.0.await?;
+        metrics::counter!("messages_accepted_total", "created" => created.to_string()).increment(1);
+        let message = Message::try_from(row).map_err(internal)?;
+        Ok(Sent { message, created })
+    }
+}
+
 /// A message about to be stored.
 pub(crate) struct Post<'a> {
     pub conversation_id: u64,
@@ -132,6 +147,19 @@ impl Chat {
     /// Stores a message and, after commit, pushes it to every recipient and
     /// to the sender's other devices. Idempotent on `(sender, client_msg_id)`.
     pub async fn send(&self, caller: Caller, m: NewMessage) -> Result<Sent, DomainError> {
+        self.queue_send(caller, m).await?.sent().await
+    }
+
+    /// [`Chat::send`] in two steps: checks the request and queues it for
+    /// the store, then returns; the answer comes once it has committed.
+    /// Sends queued one after another are stored (and get their seqs) in
+    /// that order, so a connection can have several in flight and still
+    /// keep them in order (the MQTT uplink does).
+    pub async fn queue_send(
+        &self,
+        caller: Caller,
+        m: NewMessage,
+    ) -> Result<PendingSend, DomainError> {
         self.rates.send(caller.user_id)?;
         let id_len = m.client_msg_id.chars().count();
         if !(1..=64).contains(&id_len) || m.client_msg_id.chars().any(char::is_control) {
@@ -166,9 +194,9 @@ impl Chat {
         let body = m.body.get().to_owned();
         let client_msg_id = m.client_msg_id;
         let to = m.to;
-        let (row, created, _) = self
+        let queued = self
             .store
-            .write_checks_first_then(
+            .queue_checks_first_then(
                 move |c| {
                     let mut out = Outbox::with_presence(presence);
                     if let Some(original) = store::by_client_id(c, sender, &client_msg_id)? {
@@ -226,9 +254,7 @@ impl Chat {
                 move |(_, _, out): &(MessageRow, bool, Outbox)| out.push(&*downlink),
             )
             .await?;
-        metrics::counter!("messages_accepted_total", "created" => created.to_string()).increment(1);
-        let message = Message::try_from(row).map_err(internal)?;
-        Ok(Sent { message, created })
+        Ok(PendingSend(queued))
     }
 
     /// Loads a message the caller can see (a current member, joined before it).

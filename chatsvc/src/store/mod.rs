@@ -22,7 +22,7 @@ use std::sync::{Arc, Mutex};
 
 use rusqlite::{Connection, OpenFlags};
 
-pub use writer::Writer;
+pub use writer::{Queued, Writer};
 
 /// Errors from the store. `Conflict` and `NotFound` are expected outcomes the
 /// domain turns into its own errors; the rest are faults.
@@ -156,8 +156,25 @@ impl Store {
         F: FnOnce(&Connection) -> Result<T, E> + Send + 'static,
         A: FnOnce(&T) + Send + 'static,
     {
+        self.queue_checks_first_then(f, after_commit).await?.await
+    }
+
+    /// [`Store::write_checks_first_then`] in two steps: returns once the job
+    /// is queued, with its result to come. Jobs queued one after another
+    /// commit in that order.
+    pub async fn queue_checks_first_then<T, E, F, A>(
+        &self,
+        f: F,
+        after_commit: A,
+    ) -> Result<writer::Queued<T, E>, E>
+    where
+        T: Send + 'static,
+        E: From<StoreError> + Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, E> + Send + 'static,
+        A: FnOnce(&T) + Send + 'static,
+    {
         self.writer
-            .run_guarded(writer::Guard::ChecksFirst, f, after_commit)
+            .queue_guarded(writer::Guard::ChecksFirst, f, after_commit)
             .await
     }
 

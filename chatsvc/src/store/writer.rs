@@ -122,6 +122,24 @@ impl Finished {
     }
 }
 
+/// A job on the writer's queue: resolves to its result once its group has
+/// committed (or failed).
+#[derive(Debug)]
+pub struct Queued<T, E>(oneshot::Receiver<Result<T, E>>);
+
+impl<T, E: From<StoreError>> std::future::Future for Queued<T, E> {
+    type Output = Result<T, E>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        std::pin::Pin::new(&mut self.0)
+            .poll(cx)
+            .map(|r| r.unwrap_or_else(|_| Err(E::from(StoreError::Closed))))
+    }
+}
+
 /// Handle to the writer thread.
 #[derive(Clone)]
 pub struct Writer {
@@ -215,6 +233,25 @@ impl Writer {
         F: FnOnce(&Connection) -> Result<T, E> + Send + 'static,
         A: FnOnce(&T) + Send + 'static,
     {
+        self.queue_guarded(guard, f, after_commit).await?.await
+    }
+
+    /// Puts a job on the writer's queue and returns once it is there, with
+    /// its answer to come: jobs queued one after another run (and commit)
+    /// in that order, so a caller can queue the next before the first
+    /// commits.
+    pub(super) async fn queue_guarded<T, E, F, A>(
+        &self,
+        guard: Guard,
+        f: F,
+        after_commit: A,
+    ) -> Result<Queued<T, E>, E>
+    where
+        T: Send + 'static,
+        E: From<StoreError> + Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, E> + Send + 'static,
+        A: FnOnce(&T) + Send + 'static,
+    {
         let (reply, rx) = oneshot::channel();
         let job = Box::new(Typed {
             f,
@@ -226,7 +263,7 @@ impl Writer {
             .send(Msg::Job(job))
             .await
             .map_err(|_| E::from(StoreError::Closed))?;
-        rx.await.map_err(|_| E::from(StoreError::Closed))?
+        Ok(Queued(rx))
     }
 
     /// Checkpoints the WAL (after every job queued before it).
