@@ -304,10 +304,9 @@ const _: () = assert!(FAN_OUT_ONE_BY_ONE + 1 == 17, "fan_out's LIMIT");
 /// statements and a page of `users` per direct message).
 ///
 /// Direct conversations and small groups: one-row statements per member.
-/// Larger groups: two statements whatever the size (the cursors read in
-/// one SELECT, the rows added in one INSERT ... SELECT); those need a
-/// temporary table for the member list and a statement journal, which cost
-/// more than a few one-row statements.
+/// Larger groups: one INSERT ... SELECT ... RETURNING whatever the size;
+/// it needs a temporary table for the member list and a statement journal,
+/// which cost more than a few one-row statements.
 pub fn fan_out(
     c: &Connection,
     conversation_id: u64,
@@ -334,19 +333,18 @@ pub fn fan_out(
         }
         return Ok(small);
     }
-    let deliveries = c
+    let mut deliveries = c
         .prepare_cached(
-            "SELECT m.user_id, (SELECT COALESCE(MAX(i.cursor), 0) + 1 FROM inbox i WHERE i.user_id = m.user_id)
-             FROM conversation_members m WHERE m.conversation_id = ?1 ORDER BY m.user_id",
+            "INSERT INTO inbox (user_id, cursor, kind, message_id)
+             SELECT m.user_id, (SELECT COALESCE(MAX(i.cursor), 0) + 1 FROM inbox i WHERE i.user_id = m.user_id), ?2, ?3
+             FROM conversation_members m WHERE m.conversation_id = ?1
+             RETURNING user_id, cursor",
         )?
-        .query_map([conversation_id], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .query_map(params![conversation_id, kind, message_id], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })?
         .collect::<Result<Vec<(u64, u64)>, _>>()?;
-    c.prepare_cached(
-        "INSERT INTO inbox (user_id, cursor, kind, message_id)
-         SELECT m.user_id, (SELECT COALESCE(MAX(i.cursor), 0) + 1 FROM inbox i WHERE i.user_id = m.user_id), ?2, ?3
-         FROM conversation_members m WHERE m.conversation_id = ?1",
-    )?
-    .execute(params![conversation_id, kind, message_id])?;
+    deliveries.sort_unstable();
     Ok(deliveries)
 }
 
