@@ -315,7 +315,7 @@ struct Reply<'a> {
     message: Option<Sent>,
 }
 
-/// How long a sender over MQTT waits for the replies still due at the end.
+/// How long a sender over MQTT waits for a reply when nothing else can move.
 const REPLY_WAIT: Duration = Duration::from_secs(10);
 
 /// Sends over the MQTT uplink: QoS 1 PUBLISHes to `users/{id}/up/messages`,
@@ -337,7 +337,7 @@ async fn send_mqtt(
     let mut replies: Vec<Bytes> = Vec::new();
     let mut j: u64 = 0;
     let mut next_due = job.schedule.due(job.k, 0);
-    let mut give_up: Option<Instant> = None;
+    let mut stalled: Option<Instant> = None;
     loop {
         // Queue every send that is due and fits the window.
         while waiting.len() < window {
@@ -370,11 +370,13 @@ async fn send_mqtt(
         if next_due.is_none() && waiting.is_empty() {
             break;
         }
+        // Wake for the next send if it may go; else only a reply moves
+        // things on, and none for REPLY_WAIT ends the sender.
         let wake = match next_due {
             Some(due) if waiting.len() < window => due,
             _ => {
-                let limit = *give_up.get_or_insert_with(|| Instant::now() + REPLY_WAIT);
-                if next_due.is_none() && Instant::now() >= limit {
+                let limit = *stalled.get_or_insert_with(|| Instant::now() + REPLY_WAIT);
+                if Instant::now() >= limit {
                     break;
                 }
                 limit
@@ -386,6 +388,9 @@ async fn send_mqtt(
         }
         if conn.take_publishes(&mut replies).is_err() {
             break;
+        }
+        if !replies.is_empty() {
+            stalled = None;
         }
         let now = job.clock.ns();
         for payload in replies.drain(..) {
@@ -411,9 +416,6 @@ async fn send_mqtt(
                 }
                 log.errors += 1;
             }
-        }
-        if next_due.is_some() {
-            give_up = None;
         }
     }
     log.errors += waiting.len() as u64;

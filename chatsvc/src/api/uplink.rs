@@ -103,7 +103,7 @@ impl Uplink for MqttUplink {
                 session_id: request.principal.session_id,
                 service: None,
             };
-            let queued = match request.subtopic.as_str() {
+            let (queued, client_msg_id) = match request.subtopic.as_str() {
                 SEND => {
                     let req = serde_json::from_slice::<SendRequest>(&request.payload);
                     // The id is echoed even when the request is refused,
@@ -125,7 +125,7 @@ impl Uplink for MqttUplink {
                     None,
                 ),
             };
-            Box::pin(reply(queued.0, queued.1)) as PendingReply
+            Box::pin(reply(queued, client_msg_id)) as PendingReply
         })
     }
 }

@@ -39,10 +39,12 @@ fn internal(e: impl std::fmt::Display) -> DomainError {
     DomainError::Internal(e.to_string())
 }
 
-/// Serializes a stored message once, for every push of it.
-pub(crate) fn message_json(row: &MessageRow) -> Result<String, DomainError> {
+/// `{"message":{...}}`, the fields of an event about a stored message:
+/// serialized once, for every recipient's push and every webhook.
+pub(crate) fn message_fields(row: &MessageRow) -> Result<String, DomainError> {
     let message = Message::try_from(row.clone()).map_err(internal)?;
-    serde_json::to_string(&message).map_err(internal)
+    let json = serde_json::to_string(&message).map_err(internal)?;
+    Ok(format!(r#"{{"message":{json}}}"#))
 }
 
 /// A send queued for the store ([`Chat::queue_send`]).

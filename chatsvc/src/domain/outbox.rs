@@ -4,7 +4,6 @@ use bytes::Bytes;
 use rusqlite::Connection;
 use serde_json::Value;
 
-use super::model::Message;
 use super::Downlink;
 use crate::store::messages::MessageRow;
 use crate::store::{messages, StoreError};
@@ -131,7 +130,7 @@ impl Outbox {
                     row,
                     deliveries,
                 } => {
-                    let fields = match message_fields(row) {
+                    let fields = match super::messages::message_fields(row) {
                         Ok(fields) => fields,
                         // Stored but not pushable: the recipients get it by sync.
                         Err(e) => {
@@ -148,15 +147,6 @@ impl Outbox {
         let sent = downlink.push_batch(&batch);
         metrics::counter!("events_pushed_total").increment(sent as u64);
     }
-}
-
-/// `{"message":{...}}`, the fields of a message event.
-fn message_fields(row: &MessageRow) -> Result<String, serde_json::Error> {
-    let message = Message::try_from(row.clone())?;
-    Ok(format!(
-        r#"{{"message":{}}}"#,
-        serde_json::to_string(&message)?
-    ))
 }
 
 #[cfg(test)]

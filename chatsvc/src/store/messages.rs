@@ -313,7 +313,7 @@ pub fn fan_out(
     kind: &str,
     message_id: u64,
 ) -> Result<Vec<(u64, u64)>, StoreError> {
-    // `LIMIT 17`: one more than FAN_OUT_ONE_BY_ONE (checked below).
+    // `LIMIT 17`: one more than FAN_OUT_ONE_BY_ONE (asserted next to it).
     let mut members = c.prepare_cached(
         "SELECT m.user_id, (SELECT COALESCE(MAX(i.cursor), 0) + 1 FROM inbox i WHERE i.user_id = m.user_id)
          FROM conversation_members m
@@ -755,9 +755,6 @@ mod tests {
         assert_eq!(staged, 0);
     }
 
-    /// Both fan-out paths (one-row statements for small conversations, two
-    /// set statements for large ones) give every member exactly one inbox
-    /// row per event, at the next gap-free cursor, and say so.
     /// The sender's read marker is written only when others' messages were
     /// unread; the unread counts are what they would be had it moved at
     /// every send.
@@ -810,6 +807,9 @@ mod tests {
             .unwrap();
     }
 
+    /// Both fan-out paths (one-row statements for small conversations, one
+    /// set statement for large ones) give every member exactly one inbox
+    /// row per event, at the next gap-free cursor, and say so.
     #[tokio::test]
     async fn fan_out_gives_every_member_the_next_cursor_small_or_large() {
         let dir = tempfile::tempdir().unwrap();

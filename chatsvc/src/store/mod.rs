@@ -250,7 +250,8 @@ fn configure(conn: &Connection) -> Result<(), StoreError> {
 /// paid the same.
 ///
 /// Also room for every statement a connection prepares: a direct message
-/// alone runs 16 different ones on the writer, rusqlite's default capacity.
+/// alone runs over a dozen different ones on the writer, and rusqlite's
+/// default cache holds 16.
 fn stable_plans(conn: &Connection) -> Result<(), StoreError> {
     conn.set_db_config(
         rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG,
