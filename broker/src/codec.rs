@@ -115,6 +115,63 @@ impl Version {
     }
 }
 
+impl Version {
+    /// Writes a delivery to a clean session: a PUBLISH at QoS 0, or at QoS 1
+    /// with `pkid`. rumqttd keeps a publish's QoS and packet id private to
+    /// its crate, so the frame is encoded at QoS 0 and then given both: the
+    /// QoS bits in the first byte, and the packet id, which goes right after
+    /// the topic name in 3.1.1 and 5 alike (the remaining length grows by 2).
+    pub fn write_publish(
+        self,
+        publish: protocol::Publish,
+        properties: Option<protocol::PublishProperties>,
+        pkid: Option<u16>,
+        out: &mut BytesMut,
+    ) -> Result<usize, protocol::Error> {
+        let start = out.len();
+        let written = self.write(Packet::Publish(publish, properties), out)?;
+        let Some(pkid) = pkid else {
+            return Ok(written);
+        };
+        let frame = &out[start..];
+        let header = v4::check(frame.iter(), usize::MAX)?;
+        let old_len = header.remaining_len;
+        let old_varint = header.fixed_header_len - 1;
+        let mut varint = [0u8; 4];
+        let new_varint = encode_length(old_len + 2, &mut varint)?;
+        let grow = new_varint - old_varint;
+        let topic_start = start + header.fixed_header_len;
+        let topic_len = out
+            .get(topic_start..topic_start + 2)
+            .map(|b| u16::from_be_bytes([b[0], b[1]]) as usize)
+            .ok_or(protocol::Error::MalformedPacket)?;
+        let topic_end = topic_start + 2 + topic_len;
+        let end = out.len();
+        out.resize(end + 2 + grow, 0);
+        out.copy_within(topic_end..end, topic_end + 2 + grow);
+        out.copy_within(topic_start..topic_end, topic_start + grow);
+        out[topic_end + grow..topic_end + grow + 2].copy_from_slice(&pkid.to_be_bytes());
+        out[start + 1..start + 1 + new_varint].copy_from_slice(&varint[..new_varint]);
+        out[start] |= 0b0010;
+        Ok(written + 2 + grow)
+    }
+}
+
+/// MQTT's variable-length remaining length (at most 4 bytes); returns how
+/// many bytes of `out` it took.
+fn encode_length(mut len: usize, out: &mut [u8; 4]) -> Result<usize, protocol::Error> {
+    for (i, byte) in out.iter_mut().enumerate() {
+        let low = (len % 128) as u8;
+        len /= 128;
+        if len == 0 {
+            *byte = low;
+            return Ok(i + 1);
+        }
+        *byte = low | 0x80;
+    }
+    Err(protocol::Error::PayloadTooLong)
+}
+
 /// rumqttd's v5 encoder writes a DISCONNECT that has a reason code and no
 /// properties as `E0 01 <reason> 00`: the reason and an empty property
 /// length under a remaining length of 1, so the client reads the last byte
@@ -259,6 +316,52 @@ mod tests {
     // The router forwards a publish with the properties it was made with
     // (an uplink reply with correlation data) to 3.1.1 subscribers too;
     // rumqttd's v4 encoder panicked on them.
+    #[test]
+    fn deliveries_get_their_qos_and_packet_id() {
+        use bytes::Bytes;
+        use protocol::{Publish, PublishProperties};
+        // 60 and 200 bytes of payload: the remaining length takes one byte
+        // at QoS 0 and stays one, or grows to two, with the packet id.
+        for (version, payload_len) in [
+            (Version::V311, 60),
+            (Version::V311, 120),
+            (Version::V311, 200),
+            (Version::V5, 120),
+            (Version::V5, 200),
+        ] {
+            let payload = Bytes::from(vec![b'p'; payload_len]);
+            let props = (version == Version::V5).then(|| PublishProperties {
+                subscription_identifiers: vec![7, 300],
+                correlation_data: Some(Bytes::from_static(b"corr")),
+                ..Default::default()
+            });
+            for pkid in [None, Some(1), Some(0xBEEF)] {
+                let mut out = BytesMut::from(&b"prefix"[..]);
+                let publish = Publish::new(
+                    Bytes::from_static(b"users/7/events"),
+                    payload.clone(),
+                    false,
+                );
+                let n = version
+                    .write_publish(publish, props.clone(), pkid, &mut out)
+                    .unwrap_or_else(|e| panic!("{version:?}: {e}"));
+                assert_eq!(out.len(), 6 + n, "{version:?} {pkid:?}: length returned");
+                let mut frame = out.split_off(6);
+                let expected = pkid.map_or((0, 0), |id| (1, id));
+                assert_eq!(peek_publish(&frame, 1 << 20), Some(expected));
+                match version.read(&mut frame, 1 << 20) {
+                    Ok(Packet::Publish(p, got_props)) => {
+                        assert_eq!(&p.topic[..], b"users/7/events");
+                        assert_eq!(p.payload, payload);
+                        assert_eq!(got_props, props, "{version:?} {pkid:?}");
+                    }
+                    other => panic!("{version:?} {pkid:?}: {other:?}"),
+                }
+                assert!(frame.is_empty(), "exactly one frame");
+            }
+        }
+    }
+
     #[test]
     fn properties_are_dropped_for_mqtt_311() {
         let publish = protocol::Publish::new("users/1/replies", "{}", false);

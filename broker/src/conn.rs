@@ -6,7 +6,7 @@
 //! PUBACKs for the router's own deliveries. PINGREQ, refused PUBLISHes and the
 //! protocol-level checks are answered here, at the edge.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,8 +15,8 @@ use futures_util::FutureExt;
 use rumqttd::local::{LinkRx, LinkTx};
 use rumqttd::protocol::{
     self, ConnAck, ConnAckProperties, ConnectReturnCode, Disconnect, DisconnectReasonCode, Packet,
-    PingResp, PubAck, PubAckReason, PubComp, PubCompReason, PubRec, PubRecReason, QoS, SubAck,
-    SubscribeReasonCode, UnsubAck, UnsubAckReason,
+    PingResp, PubAck, PubAckReason, PubComp, PubCompReason, PubRec, PubRecReason, Publish, QoS,
+    SubAck, SubscribeProperties, SubscribeReasonCode, UnsubAck, UnsubAckReason,
 };
 use rumqttd::Notification;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -26,6 +26,7 @@ use tracing::{debug, info, warn};
 use crate::acl::{self, FilterDenied};
 use crate::auth::{Principal, Refusal};
 use crate::codec::{self, Sniff, Version};
+use crate::mailbox::{Granted, Mailbox};
 use crate::registry::KickReason;
 use crate::server::{LinkSpec, Shared};
 use crate::uplink;
@@ -48,6 +49,8 @@ pub(crate) enum ConnError {
     RateLimited,
     #[error("router: {0}")]
     Router(String),
+    #[error("fell behind by more than {0} bytes of deliveries")]
+    FellBehind(usize),
 }
 
 /// Serves one client on any byte stream (TCP, or WebSocket adapted to bytes).
@@ -89,8 +92,9 @@ struct Connection<S> {
     keep_alive: Option<Duration>,
     inbuf: BytesMut,
     outbuf: BytesMut,
-    link_tx: LinkTx,
-    link_rx: LinkRx,
+    /// The router's (namespaced) client id.
+    router_id: Arc<str>,
+    downlink: Downlink,
     /// Packets decoded from the client that go on to the router.
     to_router: Vec<Packet>,
     /// Uplink publishes decoded from the client, for the worker.
@@ -113,6 +117,42 @@ struct Connection<S> {
     /// acknowledging: no PUBACK for `write_timeout` ends the connection.
     unacked: usize,
     ack_wait_since: Option<Instant>,
+}
+
+/// Where a connection's deliveries come from.
+enum Downlink {
+    /// A persistent session: a link of its own into the router, which keeps
+    /// the session's subscriptions and what it misses while away.
+    Link(LinkTx, LinkRx),
+    /// A clean session: no router state; the dispatcher fills its mailbox
+    /// (see `mailbox`), and the connection numbers its QoS 1 deliveries.
+    Mailbox(Direct),
+}
+
+/// A clean session's delivery state.
+struct Direct {
+    mailbox: Arc<Mailbox>,
+    /// Packet ids of QoS 1 deliveries written and not yet acknowledged,
+    /// oldest first.
+    inflight: VecDeque<u16>,
+    /// Most QoS 1 deliveries unacknowledged at once: the server's limit, or
+    /// the client's receive maximum (MQTT 5) when that is lower.
+    window: usize,
+    last_pkid: u16,
+    /// Largest packet the client accepts (MQTT 5); larger deliveries are
+    /// dropped, as the spec says (§3.1.2.11.4).
+    max_packet: Option<u32>,
+}
+
+impl Direct {
+    fn next_pkid(&mut self) -> u16 {
+        loop {
+            self.last_pkid = self.last_pkid.checked_add(1).unwrap_or(1);
+            if !self.inflight.contains(&self.last_pkid) {
+                return self.last_pkid;
+            }
+        }
+    }
 }
 
 impl<S> Connection<S>
@@ -224,17 +264,30 @@ where
 
         let topic_alias_max = props.as_ref().and_then(|p| p.topic_alias_max).unwrap_or(0);
         let clean = connect.clean_session;
-        let built = shared
-            .links
-            .build(LinkSpec {
-                client_id: router_client_id,
-                clean_session: clean,
-                will,
-                will_props,
-                topic_alias_max,
-            })
-            .await;
-        let (link_tx, link_rx, ack) = match built {
+        let built = if clean {
+            // A will is accepted (its topic was checked above) and never
+            // published, for clean and persistent sessions alike: a link
+            // leaves the router by a DISCONNECT, which discards its will.
+            drop((will, will_props));
+            shared
+                .discard_persistent(&router_client_id)
+                .await
+                .map(|()| None)
+        } else {
+            shared.note_persistent(&router_client_id);
+            shared
+                .links
+                .build(LinkSpec {
+                    client_id: router_client_id.clone(),
+                    clean_session: clean,
+                    will,
+                    will_props,
+                    topic_alias_max,
+                })
+                .await
+                .map(Some)
+        };
+        let built = match built {
             Ok(v) => v,
             Err(e) => {
                 let (out, _) = refuse(ConnectReturnCode::ServerUnavailable).await;
@@ -243,16 +296,40 @@ where
                 return Err(ConnError::Router(e));
             }
         };
-        let session_present = matches!(
-            Option::<Packet>::from(ack),
-            Some(Packet::ConnAck(
-                ConnAck {
-                    session_present: true,
-                    ..
-                },
-                _
-            ))
-        );
+        let (downlink, session_present) = match built {
+            Some((link_tx, link_rx, ack)) => {
+                let present = matches!(
+                    Option::<Packet>::from(ack),
+                    Some(Packet::ConnAck(
+                        ConnAck {
+                            session_present: true,
+                            ..
+                        },
+                        _
+                    ))
+                );
+                (Downlink::Link(link_tx, link_rx), present)
+            }
+            None => {
+                let settings = &shared.settings;
+                let limit = usize::try_from(settings.max_inflight).unwrap_or(usize::MAX);
+                let receive_max = props
+                    .as_ref()
+                    .and_then(|p| p.receive_maximum)
+                    .filter(|&n| n > 0)
+                    .map_or(limit, usize::from);
+                let direct = Direct {
+                    mailbox: Arc::new(Mailbox::new(
+                        settings.segment_size.saturating_mul(settings.segment_count),
+                    )),
+                    inflight: VecDeque::new(),
+                    window: limit.min(receive_max).max(1),
+                    last_pkid: 0,
+                    max_packet: props.as_ref().and_then(|p| p.max_packet_size),
+                };
+                (Downlink::Mailbox(direct), false)
+            }
+        };
 
         // Sized by what is written: an idle connection holds a few bytes.
         let mut outbuf = BytesMut::new();
@@ -298,8 +375,8 @@ where
             keep_alive,
             inbuf,
             outbuf,
-            link_tx,
-            link_rx,
+            router_id: router_client_id.into(),
+            downlink,
             to_router: Vec::new(),
             to_uplink: Vec::new(),
             subscriptions: std::collections::HashSet::new(),
@@ -313,9 +390,16 @@ where
 
     async fn run(&mut self) -> Result<Ended, ConnError> {
         let shared = self.shared.clone();
-        let registration = shared
-            .registry
-            .register(self.principal.user_id, self.principal.session_id);
+        let mailbox = match &self.downlink {
+            Downlink::Mailbox(direct) => Some(direct.mailbox.clone()),
+            Downlink::Link(..) => None,
+        };
+        let registration = shared.registry.register(
+            self.principal.user_id,
+            self.principal.session_id,
+            self.router_id.clone(),
+            mailbox,
+        );
         let kick = registration.kick.clone();
         metrics::gauge!("mqtt_connections").increment(1.0);
         let result = self.event_loop(&kick).await;
@@ -334,6 +418,7 @@ where
         // Packets that arrived together with CONNECT.
         let early = self.handle_input()?;
         self.forward_to_router()?;
+        self.drain_mailbox()?;
         self.forward_to_uplink().await?;
         self.flush().await?;
         if let Some(end) = early {
@@ -382,10 +467,13 @@ where
                     self.forward_to_router()?;
                     Step::Read(end)
                 }
-                notification = next_notification(&mut self.link_rx) => {
-                    let (end, unscheduled) = self.drain_notifications(notification?)?;
-                    Step::Notified(end, unscheduled)
-                }
+                down = next_downlink(&mut self.downlink) => match down? {
+                    Down::Router(notification) => {
+                        let (end, unscheduled) = self.drain_notifications(notification)?;
+                        Step::Notified(end, unscheduled)
+                    }
+                    Down::Mailbox => Step::Delivered,
+                },
             };
             match step {
                 Step::Wrote => {}
@@ -395,17 +483,20 @@ where
                         self.flush().await?;
                         return Ok(end);
                     }
+                    // PUBACKs may have opened the window.
+                    self.deliver_from_mailbox().await?;
                 }
+                Step::Delivered => self.deliver_from_mailbox().await?,
                 Step::Notified(end, unscheduled) => {
                     if let Some(end) = end {
                         self.flush().await?;
                         return Ok(end);
                     }
-                    if unscheduled {
+                    if let (true, Downlink::Link(_, link_rx)) = (unscheduled, &self.downlink) {
                         // Rare (the client's deliveries in flight were at the
                         // limit), and the wake-up's future is 840 bytes:
                         // boxed, it does not size every connection's task.
-                        Box::pin(self.link_rx.wake())
+                        Box::pin(link_rx.wake())
                             .await
                             .map_err(|e| ConnError::Router(e.to_string()))?;
                     }
@@ -434,13 +525,103 @@ where
             if self.outbuf.len() > 64 * 1024 {
                 break;
             }
-            match self.link_rx.next().now_or_never() {
+            let Downlink::Link(_, link_rx) = &mut self.downlink else {
+                break;
+            };
+            match link_rx.next().now_or_never() {
                 Some(Ok(n)) => next = n,
                 Some(Err(e)) => return Err(ConnError::Router(e.to_string())),
                 None => break,
             }
         }
         Ok((None, unscheduled))
+    }
+
+    /// Writes what the mailbox holds, as far as the window of QoS 1
+    /// deliveries allows, flushing every 64 KiB.
+    async fn deliver_from_mailbox(&mut self) -> Result<(), ConnError> {
+        while self.drain_mailbox()? {
+            self.flush().await?;
+        }
+        Ok(())
+    }
+
+    /// Takes deliveries from a clean session's mailbox into the output
+    /// buffer while the window of unacknowledged QoS 1 deliveries has room.
+    /// Returns whether it stopped only because the buffer is full (there is
+    /// more to take once it is flushed).
+    fn drain_mailbox(&mut self) -> Result<bool, ConnError> {
+        let Connection {
+            downlink: Downlink::Mailbox(direct),
+            outbuf,
+            version,
+            unacked,
+            ack_wait_since,
+            shared,
+            ..
+        } = self
+        else {
+            return Ok(false);
+        };
+        let (mut written, mut dropped, mut buffer_full) = (0u64, 0u64, false);
+        let mut failed = None;
+        let mailbox = direct.mailbox.clone();
+        let taken = mailbox.take(|d| {
+            if outbuf.len() >= 64 * 1024 {
+                buffer_full = true;
+                return false;
+            }
+            let qos1 = d.qos != QoS::AtMostOnce;
+            if qos1 && direct.inflight.len() >= direct.window {
+                return false;
+            }
+            let publish = Publish::new(d.topic.clone(), d.payload.clone(), false);
+            let pkid = qos1.then(|| direct.next_pkid());
+            let start = outbuf.len();
+            if let Err(e) = version.write_publish(publish, d.properties.clone(), pkid, outbuf) {
+                failed = Some(e);
+                return false;
+            }
+            let too_large = direct
+                .max_packet
+                .is_some_and(|max| outbuf.len() - start > max as usize);
+            if too_large {
+                outbuf.truncate(start);
+                dropped += 1;
+            } else {
+                if qos1 {
+                    direct.inflight.push_back(direct.last_pkid);
+                }
+                written += 1;
+            }
+            true
+        });
+        if let Some(e) = failed {
+            return Err(ConnError::Protocol(e));
+        }
+        if taken.is_err() {
+            let settings = &shared.settings;
+            return Err(ConnError::FellBehind(
+                settings.segment_size.saturating_mul(settings.segment_count),
+            ));
+        }
+        if dropped > 0 {
+            debug!(
+                dropped,
+                "deliveries over the client's maximum packet size dropped"
+            );
+        }
+        if written > 0 {
+            metrics::counter!("mqtt_deliveries_total").increment(written);
+        }
+        if direct.inflight.len() > *unacked {
+            ack_wait_since.get_or_insert_with(Instant::now);
+        }
+        *unacked = direct.inflight.len();
+        if direct.inflight.is_empty() && direct.inflight.capacity() > 0 {
+            direct.inflight = VecDeque::new();
+        }
+        Ok(buffer_full)
     }
 
     /// Swaps the link's input queue for an unallocated one when the router
@@ -452,8 +633,11 @@ where
     /// answered, which it does after taking the queue; costs an allocation
     /// per batch a client sends, from the thread's cache.
     fn release_link_queue(&self) {
+        let Downlink::Link(link_tx, _) = &self.downlink else {
+            return;
+        };
         let idle = {
-            let mut queue = self.link_tx.buffer();
+            let mut queue = link_tx.buffer();
             if !queue.is_empty() || queue.capacity() == 0 {
                 return;
             }
@@ -516,7 +700,12 @@ where
                 Packet::PingReq(_) => self.write(Packet::PingResp(PingResp))?,
                 Packet::Subscribe(sub, props) => {
                     if let Some(fwd) = self.authorize_subscribe(sub)? {
-                        self.to_router.push(Packet::Subscribe(fwd, props));
+                        match self.downlink {
+                            Downlink::Link(..) => {
+                                self.to_router.push(Packet::Subscribe(fwd, props))
+                            }
+                            Downlink::Mailbox(_) => self.subscribe_mailbox(fwd, props)?,
+                        }
                     }
                 }
                 Packet::Unsubscribe(unsub, props) => {
@@ -530,7 +719,16 @@ where
                     // gateway answers and drops the router's.
                     let reasons = vec![UnsubAckReason::Success; unsub.filters.len()];
                     let pkid = unsub.pkid;
-                    self.to_router.push(Packet::Unsubscribe(unsub, props));
+                    match &self.downlink {
+                        Downlink::Link(..) => {
+                            self.to_router.push(Packet::Unsubscribe(unsub, props));
+                        }
+                        Downlink::Mailbox(direct) => {
+                            for f in &unsub.filters {
+                                direct.mailbox.unsubscribe(f);
+                            }
+                        }
+                    }
                     self.write(Packet::UnsubAck(UnsubAck { pkid, reasons }, None))?;
                 }
                 Packet::Publish(publish, props) => {
@@ -553,11 +751,21 @@ where
                         None => self.refuse_publish(qos, pkid, &publish.topic)?,
                     }
                 }
-                Packet::PubAck(ack, props) => {
-                    self.unacked = self.unacked.saturating_sub(1);
-                    self.ack_wait_since = (self.unacked > 0).then(Instant::now);
-                    self.to_router.push(Packet::PubAck(ack, props));
-                }
+                Packet::PubAck(ack, props) => match &mut self.downlink {
+                    Downlink::Link(..) => {
+                        self.unacked = self.unacked.saturating_sub(1);
+                        self.ack_wait_since = (self.unacked > 0).then(Instant::now);
+                        self.to_router.push(Packet::PubAck(ack, props));
+                    }
+                    Downlink::Mailbox(direct) => {
+                        // An id not in flight (acknowledged twice) is ignored.
+                        if let Some(i) = direct.inflight.iter().position(|&p| p == ack.pkid) {
+                            direct.inflight.remove(i);
+                            self.unacked = direct.inflight.len();
+                            self.ack_wait_since = (self.unacked > 0).then(Instant::now);
+                        }
+                    }
+                },
                 Packet::PubRel(rel, _) => {
                     // Ends a QoS 2 PUBLISH that was refused or handed to the uplink.
                     let comp = PubComp {
@@ -648,8 +856,12 @@ where
         let Some(last) = batch.pop() else {
             return Ok(());
         };
-        self.link_tx.buffer().extend(batch);
-        match self.link_tx.send(last).now_or_never() {
+        let Downlink::Link(link_tx, _) = &mut self.downlink else {
+            // Nothing is queued for the router without a link.
+            return Ok(());
+        };
+        link_tx.buffer().extend(batch);
+        match link_tx.send(last).now_or_never() {
             Some(sent) => sent
                 .map(|_| ())
                 .map_err(|e| ConnError::Router(e.to_string())),
@@ -715,6 +927,70 @@ where
         self.pending_subacks.insert(sub.pkid, slots);
         sub.filters = allowed;
         Ok(Some(sub))
+    }
+
+    /// A clean session's SUBSCRIBE (the filters the gateway allowed): the
+    /// mailbox takes the filters, and the gateway answers.
+    fn subscribe_mailbox(
+        &mut self,
+        sub: protocol::Subscribe,
+        props: Option<SubscribeProperties>,
+    ) -> Result<(), ConnError> {
+        let Downlink::Mailbox(direct) = &self.downlink else {
+            return Ok(());
+        };
+        let id = props.as_ref().and_then(|p| p.id);
+        if id == Some(0) {
+            // MQTT 5 §3.8.2.1.2: 0 is not a subscription identifier.
+            return Err(ConnError::Violation("subscription identifier 0"));
+        }
+        let granted = sub
+            .filters
+            .into_iter()
+            .map(|f| {
+                let code = match f.qos {
+                    QoS::AtMostOnce => SubscribeReasonCode::QoS0,
+                    _ => SubscribeReasonCode::QoS1,
+                };
+                direct.mailbox.subscribe(Granted {
+                    filter: f.path,
+                    qos: f.qos,
+                    id,
+                });
+                code
+            })
+            .collect();
+        self.answer_subscribe(sub.pkid, granted, None)
+    }
+
+    /// Writes the SUBACK of a SUBSCRIBE: the codes of the filters the gateway
+    /// refused, in their places among those `granted` (in order) for the
+    /// filters it allowed.
+    fn answer_subscribe(
+        &mut self,
+        pkid: u16,
+        granted: Vec<SubscribeReasonCode>,
+        props: Option<protocol::SubAckProperties>,
+    ) -> Result<(), ConnError> {
+        let slots = self.pending_subacks.remove(&pkid);
+        if self.pending_subacks.is_empty() {
+            // Its table would otherwise stay allocated for good.
+            self.pending_subacks = HashMap::new();
+        }
+        let return_codes = match slots {
+            Some(slots) => {
+                let mut granted = granted.into_iter();
+                slots
+                    .into_iter()
+                    .map(|slot| {
+                        slot.or_else(|| granted.next())
+                            .unwrap_or(SubscribeReasonCode::Failure)
+                    })
+                    .collect()
+            }
+            None => granted,
+        };
+        self.write(Packet::SubAck(SubAck { pkid, return_codes }, props))
     }
 
     fn refusal_code(&self, denied: FilterDenied) -> SubscribeReasonCode {
@@ -783,23 +1059,8 @@ where
                 }
             }
             Notification::DeviceAck(ack) => match Packet::from(ack) {
-                Packet::SubAck(mut suback, props) => {
-                    let slots = self.pending_subacks.remove(&suback.pkid);
-                    if self.pending_subacks.is_empty() {
-                        // Its table would otherwise stay allocated for good.
-                        self.pending_subacks = HashMap::new();
-                    }
-                    if let Some(slots) = slots {
-                        let mut granted = suback.return_codes.into_iter();
-                        suback.return_codes = slots
-                            .into_iter()
-                            .map(|slot| {
-                                slot.or_else(|| granted.next())
-                                    .unwrap_or(SubscribeReasonCode::Failure)
-                            })
-                            .collect();
-                    }
-                    self.write(Packet::SubAck(suback, props))?;
+                Packet::SubAck(suback, props) => {
+                    self.answer_subscribe(suback.pkid, suback.return_codes, props)?;
                 }
                 Packet::UnsubAck(..) | Packet::PingResp(_) | Packet::ConnAck(..) => {}
                 other => self.write(other)?,
@@ -825,6 +1086,11 @@ where
             Ok(Ended::KickedFor(KickReason::ServerShutdown)) => {
                 Some(DisconnectReasonCode::ServerShuttingDown)
             }
+            Ok(Ended::KickedFor(KickReason::TakenOver)) => {
+                Some(DisconnectReasonCode::SessionTakenOver)
+            }
+            Ok(Ended::KickedFor(KickReason::Overloaded)) => Some(DisconnectReasonCode::ServerBusy),
+            Err(ConnError::FellBehind(_)) => Some(DisconnectReasonCode::QuotaExceeded),
             Err(ConnError::KeepAlive) => Some(DisconnectReasonCode::KeepAliveTimeout),
             Err(ConnError::RateLimited) => Some(DisconnectReasonCode::MessageRateTooHigh),
             Err(ConnError::Protocol(_)) => Some(DisconnectReasonCode::MalformedPacket),
@@ -839,17 +1105,15 @@ where
         // Tell the router the link is gone, unless the router ended it. A
         // DISCONNECT through the link is how a local link leaves the router:
         // it drops the connection (and saves a persistent session's state).
-        if !matches!(
+        let router_ended = matches!(
             result,
             Ok(Ended::RouterDisconnected) | Err(ConnError::Router(_))
-        ) {
+        );
+        if let (false, Downlink::Link(link_tx, _)) = (router_ended, &mut self.downlink) {
             let disconnect = Disconnect {
                 reason_code: DisconnectReasonCode::NormalDisconnection,
             };
-            let _ = self
-                .link_tx
-                .send(Packet::Disconnect(disconnect, None))
-                .await;
+            let _ = link_tx.send(Packet::Disconnect(disconnect, None)).await;
         }
         match result {
             Ok(end) => info!(user_id, client_id = %self.client_id, ?end, "client disconnected"),
@@ -885,6 +1149,28 @@ async fn next_notification(link_rx: &mut LinkRx) -> Result<Option<Notification>,
         .map_err(|e| ConnError::Router(e.to_string()))
 }
 
+/// What woke a connection on its downlink.
+#[expect(
+    clippy::large_enum_variant,
+    reason = "handed straight on; boxed, every router notification would be an allocation"
+)]
+enum Down {
+    /// The router's next notification (a persistent session's link).
+    Router(Option<Notification>),
+    /// The mailbox has deliveries (a clean session).
+    Mailbox,
+}
+
+async fn next_downlink(downlink: &mut Downlink) -> Result<Down, ConnError> {
+    match downlink {
+        Downlink::Link(_, link_rx) => next_notification(link_rx).await.map(Down::Router),
+        Downlink::Mailbox(direct) => {
+            direct.mailbox.ready().await;
+            Ok(Down::Mailbox)
+        }
+    }
+}
+
 /// The per-connection inbound packet budget from the settings.
 fn shared_packet_quota(shared: &Shared) -> governor::Quota {
     let per_sec = std::num::NonZeroU32::new(shared.settings.max_packets_per_sec.max(1))
@@ -903,6 +1189,8 @@ enum Step {
     /// Router notifications were handled; the connection ends if it says
     /// so, and the router must be woken if it unscheduled the link.
     Notified(Option<Ended>, bool),
+    /// The mailbox has deliveries to write.
+    Delivered,
 }
 
 /// How a connection ended without a protocol error.

@@ -8,6 +8,7 @@
 //! # Layout
 //! - [`server`]: [`Broker`]: starts the router, accepts TCP, the handle chatsvc holds.
 //! - `conn`: one client connection: CONNECT checks, the packet loop, the edge fixes.
+//! - `mailbox`: clean sessions' deliveries, dispatched from one router link.
 //! - [`acl`]: which filters a user may subscribe to, which topics it may publish to.
 //! - [`auth`]: the [`Authenticator`] chatsvc implements (JWT check).
 //! - `registry`: live connections per user: presence, and kicking a user's sessions.
@@ -22,6 +23,7 @@ mod codec;
 mod conn;
 #[doc(hidden)]
 pub mod fuzzing;
+mod mailbox;
 mod registry;
 pub mod server;
 pub mod uplink;

@@ -2,10 +2,15 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use rumqttd::protocol::PublishProperties;
 
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
+
+use crate::mailbox::Mailbox;
 
 /// A change in a user's online state: first connection opened, or last one closed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -21,12 +26,22 @@ pub enum KickReason {
     SessionEnded,
     /// The server is shutting down.
     ServerShutdown,
+    /// Another connection of the user took over its client id.
+    TakenOver,
+    /// Deliveries were lost on their way to clean sessions (the server fell
+    /// behind): they must reconnect and catch up.
+    Overloaded,
 }
 
 struct Conn {
     session_id: u64,
+    /// The router's (namespaced) client id.
+    client_id: Arc<str>,
+    /// Where a clean session's deliveries go; `None` for a connection with
+    /// its own router link.
+    mailbox: Option<Arc<Mailbox>>,
     kick: CancellationToken,
-    reason: std::sync::Arc<Mutex<Option<KickReason>>>,
+    reason: Arc<Mutex<Option<KickReason>>>,
 }
 
 /// Registry of live connections, keyed by user.
@@ -43,7 +58,7 @@ pub(crate) struct Registration<'a> {
     user_id: u64,
     conn_id: u64,
     pub(crate) kick: CancellationToken,
-    reason: std::sync::Arc<Mutex<Option<KickReason>>>,
+    reason: Arc<Mutex<Option<KickReason>>>,
 }
 
 impl Registration<'_> {
@@ -66,17 +81,33 @@ impl Registry {
         self.changes.subscribe()
     }
 
-    pub(crate) fn register(&self, user_id: u64, session_id: u64) -> Registration<'_> {
+    /// Registers a connection. A clean session's connection that had this
+    /// client id before is told to close (a connection with its own link is
+    /// taken over by the router when the new one builds its link).
+    pub(crate) fn register(
+        &self,
+        user_id: u64,
+        session_id: u64,
+        client_id: Arc<str>,
+        mailbox: Option<Arc<Mailbox>>,
+    ) -> Registration<'_> {
         let conn_id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let kick = CancellationToken::new();
-        let reason = std::sync::Arc::new(Mutex::new(None));
+        let reason = Arc::new(Mutex::new(None));
         let first = {
             let mut users = self.users.lock().unwrap_or_else(|e| e.into_inner());
             let conns = users.entry(user_id).or_default();
+            for old in conns.values() {
+                if old.mailbox.is_some() && old.client_id == client_id {
+                    old.kick_for(KickReason::TakenOver);
+                }
+            }
             conns.insert(
                 conn_id,
                 Conn {
                     session_id,
+                    client_id,
+                    mailbox,
                     kick: kick.clone(),
                     reason: reason.clone(),
                 },
@@ -95,6 +126,24 @@ impl Registry {
             conn_id,
             kick,
             reason,
+        }
+    }
+
+    /// Hands publishes, in order, to the mailboxes of the connections of the
+    /// user each is addressed to (`users/{id}/...`); each mailbox keeps what
+    /// its filters match. One lock for the whole batch.
+    pub(crate) fn deliver<'a, I>(&self, publishes: I)
+    where
+        I: IntoIterator<Item = (&'a Bytes, &'a Bytes, Option<&'a PublishProperties>)>,
+    {
+        let users = self.users.lock().unwrap_or_else(|e| e.into_inner());
+        for (topic, payload, properties) in publishes {
+            let Some(conns) = addressee(topic).and_then(|user| users.get(&user)) else {
+                continue;
+            };
+            for mailbox in conns.values().filter_map(|c| c.mailbox.as_ref()) {
+                mailbox.offer(topic, payload, properties);
+            }
         }
     }
 
@@ -159,21 +208,49 @@ impl Registry {
         let mut n = 0;
         for conn in conns.values() {
             if session_id.is_none_or(|s| s == conn.session_id) {
-                *conn.reason.lock().unwrap_or_else(|e| e.into_inner()) = Some(why);
-                conn.kick.cancel();
+                conn.kick_for(why);
                 n += 1;
             }
         }
         n
     }
 
+    /// Ends every clean session's connection (those served from mailboxes).
+    pub(crate) fn kick_mailboxes(&self, why: KickReason) {
+        let users = self.users.lock().unwrap_or_else(|e| e.into_inner());
+        for conn in users.values().flat_map(HashMap::values) {
+            if conn.mailbox.is_some() {
+                conn.kick_for(why);
+            }
+        }
+    }
+
     pub(crate) fn kick_all(&self, why: KickReason) {
         let users = self.users.lock().unwrap_or_else(|e| e.into_inner());
         for conn in users.values().flat_map(HashMap::values) {
-            *conn.reason.lock().unwrap_or_else(|e| e.into_inner()) = Some(why);
-            conn.kick.cancel();
+            conn.kick_for(why);
         }
     }
+}
+
+impl Conn {
+    fn kick_for(&self, why: KickReason) {
+        self.reason
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_or_insert(why);
+        self.kick.cancel();
+    }
+}
+
+/// The user a topic is addressed to: `users/{id}/...`, `id` in canonical
+/// decimal (so that no other spelling reaches user `id`).
+fn addressee(topic: &[u8]) -> Option<u64> {
+    let rest = topic.strip_prefix(b"users/")?;
+    let end = rest.iter().position(|&b| b == b'/')?;
+    let id = std::str::from_utf8(&rest[..end]).ok()?;
+    let user: u64 = id.parse().ok()?;
+    (user.to_string() == id).then_some(user)
 }
 
 impl Drop for Registration<'_> {
@@ -190,8 +267,8 @@ mod tests {
     fn presence_follows_first_and_last_connection() {
         let reg = Registry::new();
         let mut rx = reg.subscribe();
-        let a = reg.register(1, 10);
-        let b = reg.register(1, 11);
+        let a = reg.register(1, 10, "1|a".into(), None);
+        let b = reg.register(1, 11, "1|b".into(), None);
         assert!(reg.is_online(1));
         assert_eq!(
             rx.try_recv().ok(),
@@ -217,9 +294,9 @@ mod tests {
     #[test]
     fn kick_by_session_only_hits_that_session() {
         let reg = Registry::new();
-        let a = reg.register(1, 10);
-        let b = reg.register(1, 11);
-        let other = reg.register(2, 10);
+        let a = reg.register(1, 10, "1|a".into(), None);
+        let b = reg.register(1, 11, "1|b".into(), None);
+        let other = reg.register(2, 10, "2|a".into(), None);
         assert_eq!(reg.kick(1, Some(10), KickReason::SessionEnded), 1);
         assert!(a.kick.is_cancelled());
         assert!(!b.kick.is_cancelled());
@@ -227,5 +304,75 @@ mod tests {
         assert_eq!(a.kick_reason(), Some(KickReason::SessionEnded));
         assert_eq!(reg.kick(1, None, KickReason::SessionEnded), 2);
         assert!(b.kick.is_cancelled());
+    }
+
+    #[test]
+    fn a_clean_sessions_client_id_is_taken_over() {
+        let reg = Registry::new();
+        let mailbox = || Some(Arc::new(Mailbox::new(1024)));
+        let old = reg.register(1, 10, "1|phone".into(), mailbox());
+        let other_user = reg.register(2, 10, "2|phone".into(), mailbox());
+        let other_id = reg.register(1, 10, "1|laptop".into(), mailbox());
+        let new = reg.register(1, 11, "1|phone".into(), mailbox());
+        assert!(old.kick.is_cancelled());
+        assert_eq!(old.kick_reason(), Some(KickReason::TakenOver));
+        for r in [&other_user, &other_id, &new] {
+            assert!(!r.kick.is_cancelled());
+        }
+        // A connection with its own router link is the router's to take over.
+        let linked = reg.register(3, 10, "3|x".into(), None);
+        let _again = reg.register(3, 10, "3|x".into(), mailbox());
+        assert!(!linked.kick.is_cancelled());
+    }
+
+    #[test]
+    fn deliveries_reach_only_the_addressed_users_mailboxes() {
+        use crate::mailbox::Granted;
+        use rumqttd::protocol::QoS;
+        let reg = Registry::new();
+        let mailbox = |user: u64| {
+            let m = Arc::new(Mailbox::new(1 << 20));
+            m.subscribe(Granted {
+                filter: format!("users/{user}/#"),
+                qos: QoS::AtLeastOnce,
+                id: None,
+            });
+            m
+        };
+        let (one, two) = (mailbox(1), mailbox(2));
+        let _a = reg.register(1, 1, "1|a".into(), Some(one.clone()));
+        let _b = reg.register(2, 1, "2|a".into(), Some(two.clone()));
+        let payload = Bytes::from_static(b"{}");
+        let topics = [
+            "users/1/events",
+            "users/01/events",
+            "users/3/events",
+            "users/1",
+        ]
+        .map(|t| Bytes::from_static(t.as_bytes()));
+        reg.deliver(topics.iter().map(|t| (t, &payload, None)));
+        let mut got = Vec::new();
+        let _ = one.take(|d| {
+            got.push(d.topic.clone());
+            true
+        });
+        assert_eq!(got, vec![Bytes::from_static(b"users/1/events")]);
+        assert!(two.is_empty());
+    }
+
+    #[test]
+    fn addressee_is_the_canonical_user_id() {
+        assert_eq!(addressee(b"users/12/events"), Some(12));
+        assert_eq!(addressee(b"users/0/x"), Some(0));
+        for t in [
+            &b"users/012/x"[..],
+            b"users/+1/x",
+            b"users/1",
+            b"user/1/x",
+            b"users//x",
+            b"users/1a/x",
+        ] {
+            assert_eq!(addressee(t), None, "{}", String::from_utf8_lossy(t));
+        }
     }
 }

@@ -2,14 +2,18 @@
 //! listeners in front of it, and the handle chatsvc uses to push and to ask
 //! who is online.
 
+use std::collections::HashSet;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
 use rumqttd::local::{LinkBuilder, LinkError, LinkRx, LinkTx};
+use rumqttd::protocol::{
+    Disconnect, DisconnectReasonCode, Filter, QoS, RetainForwardRule, Subscribe,
+};
 use rumqttd::protocol::{LastWill, LastWillProperties, Packet, Publish, PublishProperties};
-use rumqttd::{Notification, Router, RouterConfig};
+use rumqttd::{Forward, Notification, Router, RouterConfig, SegmentConfig};
 use tokio::net::TcpListener;
 use tokio::sync::{broadcast, Semaphore};
 use tokio_util::sync::CancellationToken;
@@ -35,11 +39,13 @@ pub struct Settings {
     /// Time a write to a client may block, or its QoS 1 deliveries may wait
     /// with no PUBACK at all, before the client is dropped.
     pub write_timeout: Duration,
-    /// Per-topic in-memory log in the router: segment size in bytes...
+    /// Deliveries a subscriber may have waiting, in bytes: a persistent
+    /// session's log in the router is this many segments of this size...
     pub segment_size: usize,
-    /// ...and how many segments are kept. Pushes are also in the store, so
-    /// this only bounds how far a slow subscriber may fall behind before it
-    /// has to sync.
+    /// ...and a clean session's mailbox holds `segment_size * segment_count`
+    /// bytes. Pushes are also in the store, so this only bounds how far a
+    /// slow subscriber may fall behind before it has to sync (a clean session
+    /// that falls further is disconnected; a persistent one skips ahead).
     pub segment_count: usize,
     /// Unacknowledged QoS 1 deliveries per connection before the router
     /// waits for PUBACKs.
@@ -188,9 +194,53 @@ pub(crate) struct Shared {
     /// new one calibrates itself with CPUID, which traps to the hypervisor
     /// on a VM and was a tenth of the connect path.
     pub clock: governor::clock::QuantaClock,
+    /// Router client ids that connected with a persistent session: the
+    /// router may hold their state, which a clean session with the same id
+    /// must discard (see `Shared::discard_persistent`).
+    persistent: Mutex<HashSet<String>>,
 }
 
 impl Shared {
+    /// Notes that the router may keep a session for `client_id`.
+    pub(crate) fn note_persistent(&self, client_id: &str) {
+        self.persistent
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(client_id.to_owned());
+    }
+
+    /// A clean session starts with `client_id`: if the router may hold a
+    /// persistent session of that id, it is taken over (a live connection
+    /// that holds it is disconnected by the router) and discarded, by a link
+    /// built with a clean session and closed at once.
+    pub(crate) async fn discard_persistent(&self, client_id: &str) -> Result<(), String> {
+        let known = self
+            .persistent
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(client_id);
+        if !known {
+            return Ok(());
+        }
+        let (mut tx, _rx, _) = self
+            .links
+            .build(LinkSpec {
+                client_id: client_id.to_owned(),
+                clean_session: true,
+                will: None,
+                will_props: None,
+                topic_alias_max: 0,
+            })
+            .await?;
+        let disconnect = Disconnect {
+            reason_code: DisconnectReasonCode::NormalDisconnection,
+        };
+        futures_util::FutureExt::now_or_never(tx.send(Packet::Disconnect(disconnect, None)))
+            .ok_or_else(|| "link send did not complete".to_owned())?
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+
     /// Publishes into the router. Synchronous: it may block briefly when the
     /// router's queue is full.
     pub(crate) fn publish(&self, topic: String, payload: Bytes, props: Option<PublishProperties>) {
@@ -234,12 +284,25 @@ impl Broker {
         authenticator: Arc<dyn Authenticator>,
         shutdown: CancellationToken,
     ) -> Result<Broker, BrokerError> {
+        // Every filter a client can hold is `users/{id}/...`, which matches
+        // the custom entry and gets the per-subscriber log from the
+        // settings; the dispatcher's `users/#` does not match it (the router
+        // compares filters as topics, and `#` never matches `+`), so it gets
+        // the default, sized for every publish that passes through.
+        let mut custom = std::collections::HashMap::new();
+        custom.insert(
+            "users/+/#".to_owned(),
+            SegmentConfig {
+                max_segment_size: settings.segment_size.max(1024),
+                max_segment_count: settings.segment_count.max(1),
+            },
+        );
         let config = RouterConfig {
             max_connections: settings.max_connections + 16,
             max_outgoing_packet_count: settings.max_inflight,
-            max_segment_size: settings.segment_size.max(1024),
-            max_segment_count: settings.segment_count.max(1),
-            custom_segment: None,
+            max_segment_size: DISPATCH_SEGMENT_SIZE,
+            max_segment_count: DISPATCH_SEGMENT_COUNT,
+            custom_segment: Some(custom),
             initialized_filters: None,
             shared_subscriptions_strategy: Default::default(),
         };
@@ -278,6 +341,30 @@ impl Broker {
             }
         });
 
+        // The dispatcher's link: every publish to a user's topics, for the
+        // mailboxes of clean sessions (see `mailbox`).
+        let (mut dispatch_tx, dispatch_rx, _) = links(LinkSpec {
+            client_id: "_mqchat-dispatch".to_owned(),
+            clean_session: true,
+            will: None,
+            will_props: None,
+            topic_alias_max: 0,
+        })
+        .map_err(BrokerError::Link)?;
+        let subscribe = Subscribe {
+            pkid: 1,
+            filters: vec![Filter {
+                path: DISPATCH_FILTER.to_owned(),
+                qos: QoS::AtMostOnce,
+                nolocal: false,
+                preserve_retain: false,
+                retain_forward_rule: RetainForwardRule::Never,
+            }],
+        };
+        futures_util::FutureExt::now_or_never(dispatch_tx.send(Packet::Subscribe(subscribe, None)))
+            .ok_or_else(|| BrokerError::Link("dispatcher subscribe did not complete".into()))?
+            .map_err(|e| BrokerError::Link(e.to_string()))?;
+
         let io = start_io_threads(settings.io_threads, &shutdown)
             .map_err(|e| BrokerError::Link(format!("start I/O threads: {e}")))?;
         let shared = Arc::new(Shared {
@@ -293,7 +380,13 @@ impl Broker {
             io,
             next_io: std::sync::atomic::AtomicUsize::new(0),
             clock: governor::clock::QuantaClock::default(),
+            persistent: Mutex::new(HashSet::new()),
         });
+        let weak = Arc::downgrade(&shared);
+        std::thread::Builder::new()
+            .name("mqtt-dispatch".into())
+            .spawn(move || dispatch(weak, dispatch_tx, dispatch_rx))
+            .map_err(|e| BrokerError::Link(format!("start the dispatcher: {e}")))?;
         Ok(Broker { shared })
     }
 
@@ -472,6 +565,87 @@ impl Broker {
     /// Closes every client connection (server shutdown).
     pub fn disconnect_all(&self) {
         self.shared.registry.kick_all(KickReason::ServerShutdown);
+    }
+}
+
+/// The dispatcher's filter: every user's topics.
+const DISPATCH_FILTER: &str = "users/#";
+
+/// The dispatcher's log in the router holds every publish to users until the
+/// dispatcher has taken it. It may fall behind by at least 4 segments (4 MiB:
+/// a group message to 2,000 members is ~1 MiB, handed to the router at
+/// once) before the router drops what it has not taken; and the log keeps at
+/// most 5 MiB of publishes already taken (their payloads stay in memory until
+/// their segment is dropped).
+const DISPATCH_SEGMENT_SIZE: usize = 1 << 20;
+const DISPATCH_SEGMENT_COUNT: usize = 5;
+
+/// The dispatcher thread: takes the router's forwards on the dispatcher's
+/// link and hands them to the clean sessions' mailboxes. It never waits for
+/// a connection (a mailbox that is full makes its connection end), so one
+/// slow client can't hold up the others. Ends with the broker.
+fn dispatch(shared: Weak<Shared>, _tx: LinkTx, mut rx: LinkRx) {
+    let mut batch: Vec<Forward> = Vec::new();
+    let mut last_offset: Option<u64> = None;
+    loop {
+        let mut next = match rx.recv() {
+            Ok(n) => n,
+            Err(e) => {
+                debug!(error = %e, "dispatcher link closed");
+                return;
+            }
+        };
+        let mut unscheduled = false;
+        loop {
+            match next {
+                Some(Notification::Forward(forward)) => batch.push(forward),
+                Some(Notification::Unschedule) => unscheduled = true,
+                Some(other) => debug!(?other, "dispatcher: router notification"),
+                None => {}
+            }
+            if batch.len() >= 1024 {
+                break;
+            }
+            match futures_util::FutureExt::now_or_never(rx.next()) {
+                Some(Ok(n)) => next = n,
+                Some(Err(_)) | None => break,
+            }
+        }
+        let Some(shared) = shared.upgrade() else {
+            return;
+        };
+        // The router numbers a filter's publishes one after another; a gap
+        // means it dropped publishes the dispatcher had not taken yet (its
+        // log overflowed). Nobody can tell which clean sessions missed
+        // what, so all of them reconnect and catch up by sync.
+        let skipped = batch
+            .iter()
+            .filter_map(|f| f.cursor.map(|(_, offset)| offset))
+            .fold(0, |skipped, offset| {
+                let gap = last_offset.map_or(0, |last| offset.saturating_sub(last + 1));
+                last_offset = Some(offset);
+                skipped + gap
+            });
+        if skipped > 0 {
+            error!(
+                skipped,
+                "dispatcher fell behind the router: clean sessions must resync"
+            );
+            metrics::counter!("mqtt_dispatch_skipped_total").increment(skipped);
+            shared.registry.kick_mailboxes(KickReason::Overloaded);
+        }
+        shared.registry.deliver(
+            batch
+                .iter()
+                .map(|f| (&f.publish.topic, &f.publish.payload, f.properties.as_ref())),
+        );
+        batch.clear();
+        if unscheduled {
+            if let Err(e) = rx.ready() {
+                debug!(error = %e, "dispatcher link closed");
+                return;
+            }
+        }
     }
 }
 
