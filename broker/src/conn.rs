@@ -319,9 +319,7 @@ where
                     .filter(|&n| n > 0)
                     .map_or(limit, usize::from);
                 let direct = Direct {
-                    mailbox: Arc::new(Mailbox::new(
-                        settings.segment_size.saturating_mul(settings.segment_count),
-                    )),
+                    mailbox: Arc::new(Mailbox::new(settings.mailbox_size)),
                     inflight: VecDeque::new(),
                     window: limit.min(receive_max).max(1),
                     last_pkid: 0,
@@ -600,10 +598,7 @@ where
             return Err(ConnError::Protocol(e));
         }
         if taken.is_err() {
-            let settings = &shared.settings;
-            return Err(ConnError::FellBehind(
-                settings.segment_size.saturating_mul(settings.segment_count),
-            ));
+            return Err(ConnError::FellBehind(shared.settings.mailbox_size));
         }
         if dropped > 0 {
             debug!(

@@ -39,14 +39,16 @@ pub struct Settings {
     /// Time a write to a client may block, or its QoS 1 deliveries may wait
     /// with no PUBACK at all, before the client is dropped.
     pub write_timeout: Duration,
-    /// Deliveries a subscriber may have waiting, in bytes: a persistent
-    /// session's log in the router is this many segments of this size...
+    /// A persistent session's log in the router: segment size in bytes...
     pub segment_size: usize,
-    /// ...and a clean session's mailbox holds `segment_size * segment_count`
-    /// bytes. Pushes are also in the store, so this only bounds how far a
-    /// slow subscriber may fall behind before it has to sync (a clean session
-    /// that falls further is disconnected; a persistent one skips ahead).
+    /// ...and how many segments are kept. Pushes are also in the store, so
+    /// this only bounds how far a slow persistent session may fall behind
+    /// before it skips ahead (and has to sync).
     pub segment_count: usize,
+    /// Bytes of deliveries a clean session's mailbox holds (topics and
+    /// payloads) for a client that reads or acknowledges slowly; a client
+    /// further behind is disconnected (MQTT 5: 0x97) and syncs.
+    pub mailbox_size: usize,
     /// Unacknowledged QoS 1 deliveries per connection before the router
     /// waits for PUBACKs.
     pub max_inflight: u64,
@@ -80,6 +82,7 @@ impl Default for Settings {
             write_timeout: Duration::from_secs(30),
             segment_size: 64 * 1024,
             segment_count: 2,
+            mailbox_size: 1 << 20,
             max_inflight: 100,
             open_publish: vec!["up".to_owned()],
             uplink_queue: 32,
@@ -198,6 +201,8 @@ pub(crate) struct Shared {
     /// router may hold their state, which a clean session with the same id
     /// must discard (see `Shared::discard_persistent`).
     persistent: Mutex<HashSet<String>>,
+    /// What the dispatcher has yet to take from the router.
+    backlog: Backlog,
 }
 
 impl Shared {
@@ -244,15 +249,115 @@ impl Shared {
     /// Publishes into the router. Synchronous: it may block briefly when the
     /// router's queue is full.
     pub(crate) fn publish(&self, topic: String, payload: Bytes, props: Option<PublishProperties>) {
-        let packet = Packet::Publish(Publish::new(Bytes::from(topic), payload, false), props);
-        let mut tx = self.publisher.lock().unwrap_or_else(|e| e.into_inner());
-        // `LinkTx::send` is an async fn that never awaits; it completes on
-        // its first poll.
-        match futures_util::FutureExt::now_or_never(tx.send(packet)) {
-            Some(Ok(_)) => metrics::counter!("mqtt_pushes_total").increment(1),
-            Some(Err(e)) => error!(error = %e, "downlink publish failed"),
-            None => error!("downlink publish did not complete"),
+        let publish = Publish::new(Bytes::from(topic), payload, false);
+        self.publish_all(vec![(publish, props)]);
+    }
+
+    /// Publishes in order, one router wake-up per chunk. A chunk goes to
+    /// the router once the dispatcher has room for it ([`Backlog`]), so a
+    /// batch larger than the dispatcher's log (a group message of 16 KiB to
+    /// 2,000 members is 32 MiB) goes in as the dispatcher takes it.
+    fn publish_all(&self, publishes: Vec<(Publish, Option<PublishProperties>)>) {
+        let total = publishes.len();
+        let mut publishes = publishes.into_iter().peekable();
+        while publishes.peek().is_some() {
+            let mut chunk = Vec::new();
+            let mut bytes = 0;
+            while let Some((publish, _)) = publishes.peek() {
+                let size = dispatched_bytes(publish);
+                if !chunk.is_empty() && bytes + size > DISPATCH_CHUNK {
+                    break;
+                }
+                bytes += size;
+                if let Some((publish, props)) = publishes.next() {
+                    chunk.push(Packet::Publish(publish, props));
+                }
+            }
+            self.backlog.admit(bytes);
+            let Some(last) = chunk.pop() else {
+                break;
+            };
+            let mut tx = self.publisher.lock().unwrap_or_else(|e| e.into_inner());
+            tx.buffer().extend(chunk);
+            // `LinkTx::send` is an async fn that never awaits; it
+            // completes on its first poll.
+            match futures_util::FutureExt::now_or_never(tx.send(last)) {
+                Some(Ok(_)) => {}
+                Some(Err(e)) => error!(error = %e, "downlink publish failed"),
+                None => error!("downlink publish did not complete"),
+            }
         }
+        metrics::counter!("mqtt_pushes_total").increment(total as u64);
+    }
+}
+
+/// Bytes of topic and payload handed to the router and not yet taken by
+/// the dispatcher. The router drops what a subscriber has not read once
+/// newer publishes fill its log; the dispatcher's log keeps at least the
+/// newest 4 MiB, so publishers wait while 2 MiB are pending (plus at most
+/// one chunk of 1 MiB): the dispatcher loses no publish, however much
+/// faster the publishers are.
+#[derive(Default)]
+struct Backlog {
+    pending: Mutex<usize>,
+    taken: std::sync::Condvar,
+}
+
+/// Pending bytes above which publishers wait for the dispatcher.
+const DISPATCH_BACKLOG: usize = 2 << 20;
+/// Most bytes handed to the router at once.
+const DISPATCH_CHUNK: usize = 1 << 20;
+/// A publisher waits this long at most for the dispatcher, then publishes
+/// anyway (and the dispatcher's gap check makes clean sessions resync).
+const BACKLOG_WAIT: Duration = Duration::from_secs(5);
+
+impl Backlog {
+    /// Waits until `bytes` more fit, then counts them in. A chunk is always
+    /// let through when nothing is pending, whatever its size.
+    fn admit(&self, bytes: usize) {
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        let deadline = std::time::Instant::now() + BACKLOG_WAIT;
+        while *pending > 0 && *pending + bytes > DISPATCH_BACKLOG {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                // A dispatcher that stalled this long, or a count gone
+                // wrong: start counting afresh rather than make every
+                // publish wait.
+                error!(pending = *pending, "the dispatcher took nothing for 5 s");
+                *pending = 0;
+                break;
+            }
+            pending = self
+                .taken
+                .wait_timeout(pending, left)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        *pending += bytes;
+    }
+
+    /// The dispatcher took `bytes`.
+    fn took(&self, bytes: usize) {
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        *pending = pending.saturating_sub(bytes);
+        self.taken.notify_all();
+    }
+
+    /// Forgets everything pending (publishes were lost on the way).
+    fn clear(&self) {
+        *self.pending.lock().unwrap_or_else(|e| e.into_inner()) = 0;
+        self.taken.notify_all();
+    }
+}
+
+/// What a publish counts in the [`Backlog`]: its topic and payload if the
+/// dispatcher's filter (`users/#`) takes it, else nothing.
+fn dispatched_bytes(publish: &Publish) -> usize {
+    let topic = &publish.topic[..];
+    if topic == b"users" || topic.starts_with(b"users/") {
+        topic.len() + publish.payload.len()
+    } else {
+        0
     }
 }
 
@@ -299,7 +404,10 @@ impl Broker {
         );
         let config = RouterConfig {
             max_connections: settings.max_connections + 16,
-            max_outgoing_packet_count: settings.max_inflight,
+            // What the router forwards to a QoS 0 subscriber per round: the
+            // dispatcher's batch (QoS 1 links stop at 100 unacknowledged,
+            // a constant in rumqttd).
+            max_outgoing_packet_count: DISPATCH_READ,
             max_segment_size: DISPATCH_SEGMENT_SIZE,
             max_segment_count: DISPATCH_SEGMENT_COUNT,
             custom_segment: Some(custom),
@@ -381,6 +489,7 @@ impl Broker {
             next_io: std::sync::atomic::AtomicUsize::new(0),
             clock: governor::clock::QuantaClock::default(),
             persistent: Mutex::new(HashSet::new()),
+            backlog: Backlog::default(),
         });
         let weak = Arc::downgrade(&shared);
         std::thread::Builder::new()
@@ -477,34 +586,22 @@ impl Broker {
 
     /// Pushes many `(user, subtopic, payload)` at once: one lock and one
     /// router wake-up for the whole batch (a group message to 1000 members
-    /// is one batch). Offline users are skipped; returns how many were sent.
+    /// is one batch; a batch over 1 MiB goes in chunks). Offline users are
+    /// skipped; returns how many were sent.
     pub fn push_many<'a, I>(&self, items: I) -> usize
     where
         I: IntoIterator<Item = (u64, &'a str, Bytes)>,
     {
-        let mut packets: Vec<Packet> = items
+        let publishes: Vec<_> = items
             .into_iter()
             .filter(|(user, _, _)| self.shared.registry.is_online(*user))
             .map(|(user, subtopic, payload)| {
                 let topic = Bytes::from(format!("users/{user}/{subtopic}"));
-                Packet::Publish(Publish::new(topic, payload, false), None)
+                (Publish::new(topic, payload, false), None)
             })
             .collect();
-        let n = packets.len();
-        let Some(last) = packets.pop() else {
-            return 0;
-        };
-        let mut tx = self
-            .shared
-            .publisher
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        tx.buffer().extend(packets);
-        match futures_util::FutureExt::now_or_never(tx.send(last)) {
-            Some(Ok(_)) => metrics::counter!("mqtt_pushes_total").increment(n as u64),
-            Some(Err(e)) => error!(error = %e, "downlink publish failed"),
-            None => error!("downlink publish did not complete"),
-        }
+        let n = publishes.len();
+        self.shared.publish_all(publishes);
         n
     }
 
@@ -568,6 +665,11 @@ impl Broker {
     }
 }
 
+/// Publishes the router hands the dispatcher at a time. Large batches are
+/// cheap for the dispatcher and give each connection several deliveries per
+/// wake-up, so one write instead of several.
+const DISPATCH_READ: u64 = 1024;
+
 /// The dispatcher's filter: every user's topics.
 const DISPATCH_FILTER: &str = "users/#";
 
@@ -616,8 +718,10 @@ fn dispatch(shared: Weak<Shared>, _tx: LinkTx, mut rx: LinkRx) {
         };
         // The router numbers a filter's publishes one after another; a gap
         // means it dropped publishes the dispatcher had not taken yet (its
-        // log overflowed). Nobody can tell which clean sessions missed
-        // what, so all of them reconnect and catch up by sync.
+        // log overflowed, which the backlog's limit prevents unless the
+        // dispatcher stalls for `BACKLOG_WAIT`). Nobody can tell which
+        // clean sessions missed what, so all of them reconnect and catch up
+        // by sync.
         let skipped = batch
             .iter()
             .filter_map(|f| f.cursor.map(|(_, offset)| offset))
@@ -633,12 +737,16 @@ fn dispatch(shared: Weak<Shared>, _tx: LinkTx, mut rx: LinkRx) {
             );
             metrics::counter!("mqtt_dispatch_skipped_total").increment(skipped);
             shared.registry.kick_mailboxes(KickReason::Overloaded);
+            shared.backlog.clear();
         }
         shared.registry.deliver(
             batch
                 .iter()
                 .map(|f| (&f.publish.topic, &f.publish.payload, f.properties.as_ref())),
         );
+        shared
+            .backlog
+            .took(batch.iter().map(|f| dispatched_bytes(&f.publish)).sum());
         batch.clear();
         if unscheduled {
             if let Err(e) = rx.ready() {

@@ -2,12 +2,14 @@
 //! `broker/fuzz/` found: each drives a real gateway connection (router
 //! included) over an in-memory stream, like the `connection` target does.
 
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use mqchat_broker::fuzzing::{self, Version};
-use mqchat_broker::{Authenticator, Broker, Principal, Refusal, Settings};
+use mqchat_broker::{Broker, Settings};
 use rumqttd::protocol::{
     Connect, Filter, Login, Packet, PublishProperties, QoS, RetainForwardRule, Subscribe,
 };
@@ -17,23 +19,10 @@ use tokio_util::sync::CancellationToken;
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
 
-/// Username = user id, any password.
-struct AnyUser;
-
-impl Authenticator for AnyUser {
-    fn authenticate(&self, username: &str, _password: &[u8]) -> Result<Principal, Refusal> {
-        let user_id = username.parse().map_err(|_| Refusal::BadCredentials)?;
-        Ok(Principal {
-            user_id,
-            session_id: 1,
-        })
-    }
-}
-
 fn broker() -> Result<Broker, Box<dyn std::error::Error>> {
     Ok(Broker::start(
         Settings::default(),
-        Arc::new(AnyUser),
+        Arc::new(common::AnyUser),
         CancellationToken::new(),
     )?)
 }

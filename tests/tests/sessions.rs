@@ -343,15 +343,15 @@ async fn a_client_that_falls_behind_is_disconnected_and_catches_up_by_sync() -> 
     let alice = server.user("alice").await?;
     let bob = server.user("bob").await?;
     // It takes one QoS 1 delivery and never acknowledges it: the rest wait
-    // in its mailbox (128 KiB by default) until it overflows.
+    // in its mailbox (1 MiB by default) until it overflows.
     let mut opts = v5(&server, &bob, "bob-slow");
     opts.set_receive_maximum(Some(1));
     opts.set_max_packet_size(Some(1 << 20));
-    let (client, mut events) = subscribed(opts, &bob).await?;
+    let (_client, mut events) = subscribed(opts, &bob).await?;
 
     let pad = "p".repeat(15_000);
     let mut sent = Vec::new();
-    for i in 0..12 {
+    for i in 0..80 {
         let (s, m) = alice
             .post(
                 "/v1/messages",

@@ -224,10 +224,10 @@ async fn stuck_subscribers_cost_bounded_memory_and_do_not_slow_others() -> Resul
     let probe = watch_latency("busy", senders[0].clone(), watchers, stop_rx);
     let flood_started = Instant::now();
     // QoS 1: the gateway stops at 100 deliveries in flight, and the next
-    // ones wait in the connection's mailbox (128 KiB, 8 of these pushes);
-    // 150 overflow it, and the connection is closed: its client will catch
+    // ones wait in the connection's mailbox (1 MiB, 69 of these pushes);
+    // 200 overflow it, and the connection is closed: its client will catch
     // up by sync.
-    flood(&senders, &qos1_ids, 150, 1, false).await?;
+    flood(&senders, &qos1_ids, 200, 1, false).await?;
     // QoS 0: nothing waits for acks; the socket buffers fill, then the
     // gateway's write blocks (for the write timeout, 600 s here), then the
     // mailbox fills and overflows, which the connection notices once its
@@ -259,7 +259,7 @@ async fn stuck_subscribers_cost_bounded_memory_and_do_not_slow_others() -> Resul
     let late = growth[ROUNDS - 1] - growth[ROUNDS - 3];
     let late_sent = (2 * PER_ROUND * qos0.len() * 15_100) as f64 / MIB;
     eprintln!(
-        "slow: 6 stuck subscribers (3 at QoS 0 sent {} pushes of 15 KiB each, 3 at QoS 1 sent 150 each) in {flood_took:?}; \
+        "slow: 6 stuck subscribers (3 at QoS 0 sent {} pushes of 15 KiB each, 3 at QoS 1 sent 200 each) in {flood_took:?}; \
          chatd RSS {:.0} MiB before; growth after each QoS 0 round of {PER_ROUND}: {growth:.1?} MiB; \
          peak {per_stuck:.1} MiB per stuck QoS 0 connection; {late:.1} MiB over the last 2 rounds ({late_sent:.1} MiB sent); \
          healthy watchers' push latency: quiet p50 {quiet_p50:?} p99 {quiet_p99:?} worst {quiet_worst:?}; \
@@ -267,8 +267,8 @@ async fn stuck_subscribers_cost_bounded_memory_and_do_not_slow_others() -> Resul
         ROUNDS * PER_ROUND,
         rss0 as f64 / MIB,
     );
-    // A stuck QoS 0 connection holds at most 128 KiB (plus one push) in its
-    // mailbox and 64 KiB (plus one push) in its output buffer: ~0.25 MiB of
+    // A stuck QoS 0 connection holds at most 1 MiB (plus one push) in its
+    // mailbox and 64 KiB (plus one push) in its output buffer: ~1.1 MiB of
     // 15 KiB pushes. The RSS grows by more (3–6 MiB per stuck connection
     // here; 0 with the same load and nobody stuck; 2–4 MiB with jemalloc's
     // dirty-page decay off): memory the allocator keeps after the pushes
