@@ -20,6 +20,8 @@ use crate::stats::Latency;
 #[derive(Debug, Clone, Serialize)]
 pub struct ConnReport {
     pub connections: usize,
+    /// Persistent sessions (clean session 0) rather than clean ones.
+    pub persistent_sessions: bool,
     pub source_addresses: usize,
     pub concurrency: usize,
     pub failed: usize,
@@ -55,6 +57,7 @@ pub async fn run(
     sources: usize,
     concurrency: usize,
     sample: usize,
+    persistent: bool,
 ) -> Result<ConnReport> {
     let users = chatd.provision("conn", connections).await?;
     let sender = chatd
@@ -101,7 +104,8 @@ pub async fn run(
         let (addr, u, source) = (chatd.mqtt, u.clone(), sources[i % sources.len()]);
         connecting.spawn(async move {
             let t0 = Instant::now();
-            let r = mqtt::subscribe(addr, source, &u).await;
+            let filter = format!("users/{}/#", u.id);
+            let r = mqtt::subscribe_to(addr, source, &u, &filter, !persistent).await;
             (u.id, r.map(|s| (s, t0.elapsed().as_nanos() as u64)))
         });
         while connecting.len() >= concurrency {
@@ -186,6 +190,7 @@ pub async fn run(
     let report = ConnReport {
         connect_latency: Latency::of_sorted(&connect_ns),
         connections: connected,
+        persistent_sessions: persistent,
         source_addresses: sources.len(),
         concurrency,
         failed,

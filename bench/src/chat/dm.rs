@@ -470,7 +470,7 @@ async fn phase(
             }
             Uplink::Mqtt => {
                 let replies = format!("users/{}/replies", sender.id);
-                let conn = mqtt::subscribe_to(chatd.mqtt, None, sender, &replies).await?;
+                let conn = mqtt::subscribe_to(chatd.mqtt, None, sender, &replies, true).await?;
                 let topic = format!("users/{}/up/messages", sender.id);
                 tasks.spawn(async move { send_mqtt(job, conn, &topic, window).await });
             }

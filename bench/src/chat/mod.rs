@@ -131,6 +131,10 @@ pub struct Args {
     /// connections: idle connections a push is sent to and timed.
     #[arg(long, default_value_t = 100)]
     pub push_sample: usize,
+    /// connections: connect with persistent sessions (clean session 0),
+    /// which chatd serves through a router link each, instead of clean ones.
+    #[arg(long)]
+    pub persistent_sessions: bool,
 
     /// sync: events in the backlog.
     #[arg(long, default_value_t = 10_000)]
@@ -333,6 +337,7 @@ async fn scenarios(args: &Args, report: &mut ChatReport) -> Result<()> {
                         args.source_addrs,
                         args.connect_concurrency,
                         args.push_sample,
+                        args.persistent_sessions,
                     )
                     .await?,
                 );

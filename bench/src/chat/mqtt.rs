@@ -32,15 +32,17 @@ pub async fn subscribe(
     source: Option<IpAddr>,
     user: &BenchUser,
 ) -> Result<Subscriber> {
-    subscribe_to(addr, source, user, &format!("users/{}/#", user.id)).await
+    subscribe_to(addr, source, user, &format!("users/{}/#", user.id), true).await
 }
 
-/// Connects as `user` and subscribes to `filter` at QoS 1.
+/// Connects as `user` (with a clean or a persistent session) and
+/// subscribes to `filter` at QoS 1.
 pub async fn subscribe_to(
     addr: SocketAddr,
     source: Option<IpAddr>,
     user: &BenchUser,
     filter: &str,
+    clean_session: bool,
 ) -> Result<Subscriber> {
     let socket = match addr {
         SocketAddr::V4(_) => TcpSocket::new_v4()?,
@@ -58,6 +60,7 @@ pub async fn subscribe_to(
     };
     let mut connect = Connect::new(format!("bench-{}", user.id));
     connect.keep_alive = 0;
+    connect.clean_session = clean_session;
     connect.set_login(user.id.to_string(), user.token.clone());
     Packet::Connect(connect).write(&mut s.out, MAX_PACKET)?;
     s.flush().await?;

@@ -275,7 +275,12 @@ impl ChatReport {
         if let Some(c) = &self.connections {
             let _ = writeln!(
                 md,
-                "\n**connections** ({} source address(es), {} connects in flight)\n\n| connections | failed | connect time | connects/s | RSS before → after | per connection | sample push p50 / p99 / max |\n| --- | --- | --- | --- | --- | --- | --- |\n| {} | {} | {:.2} s | {} | {:.1} → {:.1} MiB | {:.1} KiB | {:.2} / {:.2} / {:.2} ms |",
+                "\n**connections** ({} sessions, {} source address(es), {} connects in flight)\n\n| connections | failed | connect time | connects/s | RSS before → after | per connection | sample push p50 / p99 / max |\n| --- | --- | --- | --- | --- | --- | --- |\n| {} | {} | {:.2} s | {} | {:.1} → {:.1} MiB | {:.1} KiB | {:.2} / {:.2} / {:.2} ms |",
+                if c.persistent_sessions {
+                    "persistent"
+                } else {
+                    "clean"
+                },
                 c.source_addresses,
                 c.concurrency,
                 thousands(c.connections as f64),
