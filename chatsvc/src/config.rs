@@ -82,6 +82,12 @@ pub struct Config {
     #[arg(long, env = "CHAT_MQTT_PACKET_RATE", default_value_t = 100)]
     pub mqtt_packet_rate: u32,
 
+    /// KiB of deliveries a clean-session MQTT client may have waiting while
+    /// it reads or acknowledges slowly; a client further behind is
+    /// disconnected (MQTT 5: 0x97) and catches up by sync.
+    #[arg(long, env = "CHAT_MQTT_QUEUE_KIB", default_value_t = 1024)]
+    pub mqtt_queue_kib: usize,
+
     /// Who may start a direct conversation: `open` (anyone not blocked) or
     /// `friends` (friends only).
     #[arg(long, env = "CHAT_DM_POLICY", default_value = "open")]
