@@ -62,8 +62,11 @@ impl Drop for Target {
     }
 }
 
-/// The router settings both targets share: exactly what the gateway derives
-/// from `Settings::default()` in `Broker::start`.
+/// Bare rumqttd's router settings: what the gateway's router gives a
+/// client's own filter (`Settings::default()`'s segments). The gateway's
+/// router also has the dispatcher's filter, with bigger segments, and reads
+/// up to 1,024 publishes at a time for it (`max_outgoing_packet_count`, which
+/// only QoS 0 subscribers use: bare rumqttd's subscribers here are QoS 1).
 pub fn router_config(s: &Settings) -> RouterConfig {
     RouterConfig {
         max_connections: s.max_connections + 16,

@@ -1,10 +1,14 @@
 //! One client connection: CONNECT checks, then a loop that moves authorized
-//! packets between the socket and the client's link into rumqttd's router.
+//! packets between the socket and where its deliveries come from
+//! ([`Downlink`]): a clean session's mailbox, or a persistent session's own
+//! link into rumqttd's router.
 //!
-//! What the router sees from a client is only what this file forwards:
-//! SUBSCRIBE (allowed filters only, QoS capped at 1), UNSUBSCRIBE and the
-//! PUBACKs for the router's own deliveries. PINGREQ, refused PUBLISHes and the
-//! protocol-level checks are answered here, at the edge.
+//! What the router sees from a persistent session is only what this file
+//! forwards: SUBSCRIBE (allowed filters only, QoS capped at 1), UNSUBSCRIBE
+//! and the PUBACKs for the router's own deliveries. A clean session sends the
+//! router nothing: its filters go to its mailbox, and the PUBACKs close the
+//! window this file keeps. PINGREQ, refused PUBLISHes and the protocol-level
+//! checks are answered here, at the edge.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;

@@ -49,8 +49,9 @@ pub struct Settings {
     /// payloads) for a client that reads or acknowledges slowly; a client
     /// further behind is disconnected (MQTT 5: 0x97) and syncs.
     pub mailbox_size: usize,
-    /// Unacknowledged QoS 1 deliveries per connection before the router
-    /// waits for PUBACKs.
+    /// Unacknowledged QoS 1 deliveries per clean-session connection before
+    /// the gateway waits for PUBACKs (an MQTT 5 client's receive maximum
+    /// lowers it). A persistent session's link has rumqttd's own limit, 100.
     pub max_inflight: u64,
     /// Topic subtrees (under `users/{id}/`) where clients may publish; the
     /// publishes go to the [`Uplink`] handler, never to other clients.
