@@ -136,6 +136,11 @@ enum Downlink {
 /// A clean session's delivery state.
 struct Direct {
     mailbox: Arc<Mailbox>,
+    flight: Flight,
+}
+
+/// A clean session's QoS 1 deliveries in flight.
+struct Flight {
     /// Packet ids of QoS 1 deliveries written and not yet acknowledged,
     /// oldest first.
     inflight: VecDeque<u16>,
@@ -146,9 +151,12 @@ struct Direct {
     /// Largest packet the client accepts (MQTT 5); larger deliveries are
     /// dropped, as the spec says (§3.1.2.11.4).
     max_packet: Option<u32>,
+    /// A PUBACK freed a slot since the mailbox was last drained: what waits
+    /// there may go now.
+    opened: bool,
 }
 
-impl Direct {
+impl Flight {
     fn next_pkid(&mut self) -> u16 {
         loop {
             self.last_pkid = self.last_pkid.checked_add(1).unwrap_or(1);
@@ -324,10 +332,13 @@ where
                     .map_or(limit, usize::from);
                 let direct = Direct {
                     mailbox: Arc::new(Mailbox::new(settings.mailbox_size)),
-                    inflight: VecDeque::new(),
-                    window: limit.min(receive_max).max(1),
-                    last_pkid: 0,
-                    max_packet: props.as_ref().and_then(|p| p.max_packet_size),
+                    flight: Flight {
+                        inflight: VecDeque::new(),
+                        window: limit.min(receive_max).max(1),
+                        last_pkid: 0,
+                        max_packet: props.as_ref().and_then(|p| p.max_packet_size),
+                        opened: false,
+                    },
                 };
                 (Downlink::Mailbox(direct), false)
             }
@@ -486,7 +497,11 @@ where
                         return Ok(end);
                     }
                     // PUBACKs may have opened the window.
-                    self.deliver_from_mailbox().await?;
+                    if let Downlink::Mailbox(Direct { flight, .. }) = &mut self.downlink {
+                        if std::mem::take(&mut flight.opened) {
+                            self.deliver_from_mailbox().await?;
+                        }
+                    }
                 }
                 Step::Delivered => self.deliver_from_mailbox().await?,
                 Step::Notified(end, unscheduled) => {
@@ -554,7 +569,7 @@ where
     /// more to take once it is flushed).
     fn drain_mailbox(&mut self) -> Result<bool, ConnError> {
         let Connection {
-            downlink: Downlink::Mailbox(direct),
+            downlink: Downlink::Mailbox(Direct { mailbox, flight }),
             outbuf,
             version,
             unacked,
@@ -567,24 +582,23 @@ where
         };
         let (mut written, mut dropped, mut buffer_full) = (0u64, 0u64, false);
         let mut failed = None;
-        let mailbox = direct.mailbox.clone();
         let taken = mailbox.take(|d| {
             if outbuf.len() >= 64 * 1024 {
                 buffer_full = true;
                 return false;
             }
             let qos1 = d.qos != QoS::AtMostOnce;
-            if qos1 && direct.inflight.len() >= direct.window {
+            if qos1 && flight.inflight.len() >= flight.window {
                 return false;
             }
             let publish = Publish::new(d.topic.clone(), d.payload.clone(), false);
-            let pkid = qos1.then(|| direct.next_pkid());
+            let pkid = qos1.then(|| flight.next_pkid());
             let start = outbuf.len();
             if let Err(e) = version.write_publish(publish, d.properties.clone(), pkid, outbuf) {
                 failed = Some(e);
                 return false;
             }
-            let too_large = direct
+            let too_large = flight
                 .max_packet
                 .is_some_and(|max| outbuf.len() - start > max as usize);
             if too_large {
@@ -592,7 +606,7 @@ where
                 dropped += 1;
             } else {
                 if qos1 {
-                    direct.inflight.push_back(direct.last_pkid);
+                    flight.inflight.push_back(flight.last_pkid);
                 }
                 written += 1;
             }
@@ -613,12 +627,12 @@ where
         if written > 0 {
             metrics::counter!("mqtt_deliveries_total").increment(written);
         }
-        if direct.inflight.len() > *unacked {
+        if flight.inflight.len() > *unacked {
             ack_wait_since.get_or_insert_with(Instant::now);
         }
-        *unacked = direct.inflight.len();
-        if direct.inflight.is_empty() && direct.inflight.capacity() > 0 {
-            direct.inflight = VecDeque::new();
+        *unacked = flight.inflight.len();
+        if flight.inflight.is_empty() && flight.inflight.capacity() > 0 {
+            flight.inflight = VecDeque::new();
         }
         Ok(buffer_full)
     }
@@ -756,11 +770,12 @@ where
                         self.ack_wait_since = (self.unacked > 0).then(Instant::now);
                         self.to_router.push(Packet::PubAck(ack, props));
                     }
-                    Downlink::Mailbox(direct) => {
+                    Downlink::Mailbox(Direct { flight, .. }) => {
                         // An id not in flight (acknowledged twice) is ignored.
-                        if let Some(i) = direct.inflight.iter().position(|&p| p == ack.pkid) {
-                            direct.inflight.remove(i);
-                            self.unacked = direct.inflight.len();
+                        if let Some(i) = flight.inflight.iter().position(|&p| p == ack.pkid) {
+                            flight.inflight.remove(i);
+                            flight.opened = true;
+                            self.unacked = flight.inflight.len();
                             self.ack_wait_since = (self.unacked > 0).then(Instant::now);
                         }
                     }
