@@ -31,6 +31,31 @@ pub struct StoreBaseline {
     pub send: Latency,
     /// CPU µs per message by thread (`store-writer` is the one writer).
     pub cpu_us_per_msg: std::collections::BTreeMap<String, f64>,
+    /// What the store wrote per message (WAL frames, checkpoints into the
+    /// database file), from `/proc/self/io`: unlike CPU time, this does not
+    /// drift with the machine's speed, so it compares two versions of the
+    /// write path within one hour or across days.
+    pub written: Option<Written>,
+}
+
+/// Writes per message through the kernel (`/proc/self/io`'s `wchar` and
+/// `syscw`).
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Written {
+    /// Bytes, e.g. a WAL frame is a 24-byte header and a 4 KiB page.
+    pub bytes_per_msg: f64,
+    /// Write calls: SQLite writes a frame's header and its page separately.
+    pub calls_per_msg: f64,
+}
+
+/// `(wchar, syscw)` of this process so far.
+fn io_written() -> Option<(u64, u64)> {
+    let io = std::fs::read_to_string("/proc/self/io").ok()?;
+    let field = |name: &str| {
+        io.lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse::<u64>().ok())
+    };
+    Some((field("wchar:")?, field("syscw:")?))
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -96,6 +121,7 @@ pub async fn store(
     let text = "x".repeat(text_bytes);
     let bar = progress::timed(secs, "baseline: store alone");
     let cpu_before = crate::cpu::by_thread_name(None);
+    let io_before = io_written();
     let started = Instant::now();
     let until = started + Duration::from_secs_f64(secs);
     let mut tasks = JoinSet::new();
@@ -143,6 +169,16 @@ pub async fn store(
         &crate::cpu::by_thread_name(None),
         samples.len() as u64,
     );
+    let written = io_written()
+        .zip(io_before)
+        .filter(|_| !samples.is_empty())
+        .map(|((bytes, calls), (bytes0, calls0))| {
+            let n = samples.len() as f64;
+            Written {
+                bytes_per_msg: bytes.saturating_sub(bytes0) as f64 / n,
+                calls_per_msg: calls.saturating_sub(calls0) as f64 / n,
+            }
+        });
     ticker.abort();
     bar.finish_and_clear();
     samples.sort_unstable();
@@ -153,10 +189,11 @@ pub async fn store(
         per_s: samples.len() as f64 / seconds,
         send: Latency::of_sorted(&samples),
         cpu_us_per_msg: cpu,
+        written,
     };
     eprintln!(
-        "baseline: store alone {:.0} messages/s (send p50 {:.2} ms), CPU µs per message {:?}",
-        report.per_s, report.send.p50_ms, report.cpu_us_per_msg
+        "baseline: store alone {:.0} messages/s (send p50 {:.2} ms), CPU µs per message {:?}, written per message {:?}",
+        report.per_s, report.send.p50_ms, report.cpu_us_per_msg, report.written
     );
     Ok(report)
 }

@@ -344,6 +344,13 @@ impl ChatReport {
                     thousands(s.per_s),
                     s.send.p50_ms
                 );
+                if let Some(w) = s.written {
+                    let _ = writeln!(
+                        md,
+                        "| the store alone: written per message (WAL frames and checkpoints, `/proc/self/io`) | {:.0} bytes in {:.1} write calls |",
+                        w.bytes_per_msg, w.calls_per_msg
+                    );
+                }
             }
             if let (Some(sat), Some(b)) = (self.saturation(), &self.bare) {
                 let _ = writeln!(

@@ -242,6 +242,15 @@ const MIGRATIONS: &[&str] = &[
     -- gives it); the copy kept here cost a write per delivery.
     ALTER TABLE users DROP COLUMN inbox_cursor;
     "#,
+    // 7: a conversation's last seq, message and sender are read from its
+    // newest message (the `(conversation_id, seq)` index), not kept in
+    // `conversations`: updating them dirtied a page per message that no
+    // other message of a group commit shared.
+    r#"
+    ALTER TABLE conversations DROP COLUMN last_seq;
+    ALTER TABLE conversations DROP COLUMN last_message_id;
+    ALTER TABLE conversations DROP COLUMN last_sender_id;
+    "#,
 ];
 
 /// Brings the database to the latest version, one transaction per step.
@@ -298,7 +307,8 @@ mod tests {
                  VALUES (1, 1, 'message.created', 10), (1, 2, 'message.created', 11),
                         (2, 1, 'message.created', 11);",
         )?;
-        migrate(&mut conn)?;
+        // Only step 6: step 7 drops what it filled in.
+        conn.execute_batch(MIGRATIONS[5])?;
         let last: Vec<Option<u64>> = conn
             .prepare("SELECT last_sender_id FROM conversations ORDER BY id")?
             .query_map([], |r| r.get(0))?
@@ -308,6 +318,46 @@ mod tests {
             .map(|u| super::super::users::next_cursor(&conn, u))
             .collect::<Result<_, _>>()?;
         assert_eq!(next, vec![3, 2, 1]);
+        Ok(())
+    }
+
+    /// Step 7 drops the conversation's copies of its last seq, message and
+    /// sender: they are read from its messages, and a send carries on from
+    /// the newest one.
+    #[test]
+    fn step_7_carries_seqs_on_from_the_messages() -> Result<(), StoreError> {
+        use super::super::messages;
+        let mut conn = Connection::open_in_memory()?;
+        for sql in &MIGRATIONS[..6] {
+            conn.execute_batch(sql)?;
+        }
+        conn.pragma_update(None, "user_version", 6)?;
+        conn.execute_batch(
+            "INSERT INTO users (id, username, password_hash, created_at)
+                 VALUES (1, 'a', '!', 0), (2, 'b', '!', 0), (3, 'c', '!', 0);
+             INSERT INTO conversations (id, kind, user_lo, user_hi, last_seq, last_message_id, last_sender_id, created_at)
+                 VALUES (1, 'direct', 1, 2, 2, 11, 2, 0), (2, 'direct', 1, 3, 0, NULL, NULL, 0);
+             INSERT INTO conversation_members (user_id, conversation_id, joined_at)
+                 VALUES (1, 1, 0), (2, 1, 0), (1, 2, 0), (3, 2, 0);
+             INSERT INTO messages (id, conversation_id, seq, sender_id, client_msg_id, body, sent_at)
+                 VALUES (10, 1, 1, 1, 'x', '{}', 0), (11, 1, 2, 2, 'y', '{}', 0);",
+        )?;
+        migrate(&mut conn)?;
+        let listed = messages::conversations(&conn, 1, 10)?;
+        let summary: Vec<_> = listed
+            .iter()
+            .map(|c| (c.id, c.last_seq, c.last_message.as_ref().map(|m| m.id)))
+            .collect();
+        assert_eq!(summary, vec![(1, 2, Some(11)), (2, 0, None)]);
+        let next = messages::insert(&conn, 1, 1, "z", "{}", "user", 1)?;
+        assert_eq!((next.seq, next.to_user), (3, Some(2)));
+        let first = messages::insert(&conn, 2, 3, "w", "{}", "user", 1)?;
+        assert_eq!((first.seq, first.to_user), (1, Some(1)));
+        let listed: Vec<_> = messages::conversations(&conn, 1, 10)?
+            .iter()
+            .map(|c| (c.id, c.last_seq))
+            .collect();
+        assert_eq!(listed, vec![(2, 1), (1, 3)], "newest activity first");
         Ok(())
     }
 
