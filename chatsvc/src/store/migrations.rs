@@ -291,7 +291,7 @@ mod tests {
     /// last message is filled in, and cursors carry on from the inbox.
     #[test]
     fn step_6_keeps_last_senders_and_cursors() -> Result<(), StoreError> {
-        let mut conn = Connection::open_in_memory()?;
+        let conn = Connection::open_in_memory()?;
         for sql in &MIGRATIONS[..5] {
             conn.execute_batch(sql)?;
         }
