@@ -301,3 +301,27 @@ pub(crate) fn conflict(what: &'static str) -> impl Fn(rusqlite::Error) -> StoreE
         _ => StoreError::Sqlite(e),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    /// Durability rests on these two: a commit returns once its WAL frames
+    /// are on disk.
+    #[tokio::test]
+    async fn the_writer_commits_to_a_synced_wal() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("chat.db")).unwrap();
+        let (synchronous, journal): (i64, String) = store
+            .write(|c| {
+                let s = c.query_row("PRAGMA synchronous", [], |r| r.get(0))?;
+                let j = c.query_row("PRAGMA journal_mode", [], |r| r.get(0))?;
+                Ok::<_, StoreError>((s, j))
+            })
+            .await
+            .unwrap();
+        assert_eq!((synchronous, journal.as_str()), (2, "wal"), "FULL, WAL");
+    }
+}
