@@ -140,6 +140,36 @@ async fn acknowledged_sends_survive_sigkill() -> Result<()> {
             "acknowledged {id} missing or changed"
         );
     }
+    // Search finds what was acknowledged: sends index their text in
+    // batches, and what was still staged at a kill is indexed at restart.
+    // Each sender's last acknowledged send before each kill is the likeliest
+    // to have been staged then.
+    let mut last: HashMap<(usize, usize), (u64, &Value)> = HashMap::new();
+    for (id, m) in &acked {
+        let parts: Vec<usize> = id
+            .split(['r', '-', 's'])
+            .filter_map(|p| p.parse().ok())
+            .collect();
+        let (round, s, n) = (parts[0], parts[1], parts[2] as u64);
+        let entry = last.entry((round, s)).or_insert((n, m));
+        if n >= entry.0 {
+            *entry = (n, m);
+        }
+    }
+    for ((round, s), (n, m)) in &last {
+        let q = format!("round%20{round}%20sender%20{s}%20%23{n}");
+        let (status, found) = bob.get(&format!("/v1/search?q={q}")).await?;
+        assert_eq!(status, 200, "{found}");
+        let ids: Vec<&Value> = found["messages"]
+            .as_array()
+            .map(|a| a.iter().map(|m| &m["id"]).collect())
+            .unwrap_or_default();
+        assert!(
+            ids.contains(&&m["id"]),
+            "round {round} sender {s} #{n} not found by search: {found}"
+        );
+    }
+
     // Per sender: seq gap-free and in the order sends were made.
     let mut by_conv: BTreeMap<u64, Vec<(u64, String)>> = BTreeMap::new();
     for e in &events {

@@ -107,9 +107,16 @@ impl Store {
         // When the WAL starts over, a file that a burst made longer than
         // this is cut back to it (otherwise it keeps its largest size).
         conn.pragma_update(None, "journal_size_limit", 64 << 20)?;
+        let indexed = messages::index_unindexed_text(&conn)?;
+        if indexed > 0 {
+            tracing::info!(
+                messages = indexed,
+                "indexed the text staged when chatd stopped"
+            );
+        }
         messages::prepare_text_staging(&conn)?;
         let options = writer::Options {
-            before_commit: Some(Box::new(messages::index_staged_text)),
+            before_commit: Some(Box::new(messages::index_staged_text_if_many)),
             checkpoint_in_background: Some(path.to_owned()),
         };
         Ok(Store {
@@ -178,6 +185,13 @@ impl Store {
             .await
     }
 
+    /// Moves the text of recent messages into the full-text index, which
+    /// the writer otherwise does in batches: call it before searching.
+    pub async fn index_staged_text(&self) -> Result<(), StoreError> {
+        self.write(|c| Ok::<_, StoreError>(messages::index_staged_text(c)?))
+            .await
+    }
+
     /// Runs `f` on a read-only connection on a blocking thread.
     pub async fn read<T, E, F>(&self, f: F) -> Result<T, E>
     where
@@ -227,6 +241,7 @@ impl Store {
     /// Waits for queued writes, stops the background checkpoints, then
     /// checkpoints the WAL into the main file (call it last, at shutdown).
     pub async fn close(&self) -> Result<(), StoreError> {
+        self.index_staged_text().await?;
         self.writer.checkpoint().await
     }
 }
