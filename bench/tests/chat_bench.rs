@@ -60,8 +60,24 @@ fn quick_run_reports_every_scenario() {
             assert_eq!(p["errors"], 0, "{dm}: {p}");
             assert_eq!(p["lost"], 0, "{dm}: {p}");
             assert_eq!(p["duplicates"], 0, "{dm}: {p}");
+            // The writer's activity, read from chatd's /metrics.
+            assert!(
+                p["store"]["commits"].as_u64().unwrap_or(0) > 0
+                    && p["store"]["jobs_per_commit"].as_f64().unwrap_or(0.0) >= 1.0,
+                "{dm}: no store activity: {p}"
+            );
         }
     }
+    // The store alone reports what it wrote per message (a WAL frame is
+    // over 4 KiB, and every message writes at least its own rows).
+    assert!(
+        report["store"]["written"]["bytes_per_msg"]
+            .as_f64()
+            .unwrap_or(0.0)
+            > 1000.0,
+        "{}",
+        report["store"]
+    );
     assert_eq!(report["group"]["missing"], 0);
     assert_eq!(report["connections"]["failed"], 0);
     assert_eq!(report["connections"]["connections"], 200);

@@ -168,6 +168,33 @@ impl Chatd {
         format!("http://{}{path}", self.http)
     }
 
+    /// The store's counters from chatd's `/metrics`; `None` if it can't be
+    /// read (any chatd serves it, started here or not).
+    pub async fn store_counters(&self) -> Option<StoreCounters> {
+        let text = self
+            .client
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        let value = |name: &str| {
+            text.lines().find_map(|l| {
+                let (key, v) = l.split_once(' ')?;
+                (key == name).then(|| v.trim().parse::<f64>().ok())?
+            })
+        };
+        Some(StoreCounters {
+            commits: value("store_commit_seconds_count")?,
+            commit_seconds: value("store_commit_seconds_sum")?,
+            jobs: value("store_commit_batch_size_sum")?,
+            wal_restarts: value("store_wal_rewind_seconds_count").unwrap_or(0.0),
+            wal_restart_seconds: value("store_wal_rewind_seconds_sum").unwrap_or(0.0),
+        })
+    }
+
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
     }
@@ -300,4 +327,48 @@ pub fn rss_kib(pid: u32) -> Option<u64> {
         .trim()
         .parse()
         .ok()
+}
+
+/// Running totals from chatd's `/metrics` about its store writer.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StoreCounters {
+    pub commits: f64,
+    pub commit_seconds: f64,
+    /// Jobs (sends among them) committed.
+    pub jobs: f64,
+    /// Times the writer made the WAL start over (`store_wal_rewind_seconds`).
+    pub wal_restarts: f64,
+    pub wal_restart_seconds: f64,
+}
+
+/// What the store writer did during a phase, from two [`StoreCounters`].
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct StoreActivity {
+    pub commits: u64,
+    pub jobs_per_commit: f64,
+    pub commit_mean_ms: f64,
+    /// The writer's time in group commits, as a share of the phase.
+    pub commit_busy: f64,
+    pub wal_restarts: u64,
+    pub wal_restart_mean_ms: f64,
+}
+
+impl StoreActivity {
+    pub fn between(before: StoreCounters, after: StoreCounters, seconds: f64) -> StoreActivity {
+        let commits = after.commits - before.commits;
+        let commit_s = after.commit_seconds - before.commit_seconds;
+        let restarts = after.wal_restarts - before.wal_restarts;
+        let per = |x: f64, n: f64| if n > 0.0 { x / n } else { 0.0 };
+        StoreActivity {
+            commits: commits as u64,
+            jobs_per_commit: per(after.jobs - before.jobs, commits),
+            commit_mean_ms: per(commit_s, commits) * 1e3,
+            commit_busy: per(commit_s, seconds),
+            wal_restarts: restarts as u64,
+            wal_restart_mean_ms: per(
+                after.wal_restart_seconds - before.wal_restart_seconds,
+                restarts,
+            ) * 1e3,
+        }
+    }
 }

@@ -74,6 +74,9 @@ pub struct DmPhase {
     /// (chatd's and this tool's) if the store cost nothing: the ceiling of
     /// this setup, whatever the store does (only for a chatd this tool started).
     pub ceiling_without_store_per_s: Option<f64>,
+    /// The store writer's group commits and WAL restarts during the phase,
+    /// from chatd's `/metrics`.
+    pub store: Option<super::chatd::StoreActivity>,
     #[serde(skip)]
     pub samples: Vec<u64>,
 }
@@ -443,6 +446,7 @@ async fn phase(
     let sent = Arc::new(AtomicU64::new(0));
     let mut tasks = JoinSet::new();
     let run_id = clock.ns();
+    let store_before = chatd.store_counters().await;
     let cpu_before = chatd.pid().map(|p| crate::cpu::by_thread_name(Some(p)));
     let load_before = crate::cpu::by_thread_name(None);
     let schedule = Schedule {
@@ -496,6 +500,14 @@ async fn phase(
         max_lag = max_lag.max(log.max_lag_ns);
     }
     let elapsed = started.elapsed().as_secs_f64();
+    let store = match (store_before, chatd.store_counters().await) {
+        (Some(before), Some(after)) => Some(super::chatd::StoreActivity::between(
+            before,
+            after,
+            started.elapsed().as_secs_f64(),
+        )),
+        _ => None,
+    };
     let chatd_cpu = match (cpu_before, chatd.pid()) {
         (Some(before), Some(pid)) => crate::cpu::us_per(
             &before,
@@ -587,6 +599,7 @@ async fn phase(
         chatd_cpu_us_per_msg: chatd_cpu,
         load_cpu_us_per_msg: load_cpu,
         ceiling_without_store_per_s: ceiling,
+        store,
         samples,
     };
     eprintln!(

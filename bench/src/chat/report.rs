@@ -434,6 +434,27 @@ fn dm_table(md: &mut String, name: &str, dm: &DmReport) {
             p.load_cpu_us_per_msg
         );
     }
+    if dm.phases.iter().any(|p| p.store.is_some()) {
+        let _ = writeln!(
+            md,
+            "\nThe store writer in each phase (chatd's `/metrics`): a WAL restart stalls the writer, and every send queued meanwhile waits.\n\n| phase | group commits | jobs per commit | commit mean | writer busy committing | WAL restarts | restart mean |\n| --- | --- | --- | --- | --- | --- | --- |"
+        );
+        for p in &dm.phases {
+            if let Some(st) = &p.store {
+                let _ = writeln!(
+                    md,
+                    "| {} | {} | {:.1} | {:.2} ms | {:.0}% | {} | {:.1} ms |",
+                    p.name,
+                    thousands(st.commits as f64),
+                    st.jobs_per_commit,
+                    st.commit_mean_ms,
+                    st.commit_busy * 100.0,
+                    st.wal_restarts,
+                    st.wal_restart_mean_ms
+                );
+            }
+        }
+    }
     if let Some(p) = saturation(dm) {
         if let Some(ceiling) = p.ceiling_without_store_per_s {
             let _ = writeln!(
