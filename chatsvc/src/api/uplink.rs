@@ -13,11 +13,13 @@ use std::pin::Pin;
 
 use bytes::Bytes;
 use mqchat_broker::{PendingReply, Uplink, UplinkRequest};
-use serde_json::{json, Value};
+use serde::Serialize;
+use serde_json::Value;
 
 use super::error::ApiError;
 use super::messages::SendRequest;
 use crate::domain::messages::{NewMessage, PendingSend};
+use crate::domain::model::Message;
 use crate::domain::tokens::Caller;
 use crate::domain::Chat;
 
@@ -64,28 +66,59 @@ impl MqttUplink {
     }
 }
 
-/// `{"status", "message" | "error", "client_msg_id"}`.
+/// `{"status", "message" | "error", "client_msg_id"}`, serialized in one
+/// pass (the message's body is copied verbatim, not parsed into a tree).
+#[derive(Serialize)]
+struct Reply<'a> {
+    status: u16,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    message: Option<&'a Message>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<ReplyError<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    client_msg_id: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct ReplyError<'a> {
+    code: &'a str,
+    message: &'a str,
+}
+
+impl<'a> Reply<'a> {
+    fn error(e: &'a ApiError, client_msg_id: Option<&'a str>) -> Self {
+        Reply {
+            status: e.status.as_u16(),
+            message: None,
+            error: Some(ReplyError {
+                code: e.code,
+                message: &e.message,
+            }),
+            client_msg_id,
+        }
+    }
+}
+
 async fn reply(queued: Result<PendingSend, ApiError>, client_msg_id: Option<String>) -> Bytes {
     let sent = match queued {
         Ok(pending) => pending.sent().await.map_err(ApiError::from),
         Err(e) => Err(e),
     };
-    let sent = sent.and_then(|sent| {
-        let status = if sent.created { 201 } else { 200 };
-        let message = serde_json::to_value(&sent.message)
-            .map_err(|e| ApiError::from(crate::domain::DomainError::Internal(e.to_string())))?;
-        Ok((status, message))
-    });
-    let mut reply = match sent {
-        Ok((status, message)) => json!({"status": status, "message": message}),
-        Err(e) => {
-            json!({"status": e.status.as_u16(), "error": {"code": e.code, "message": e.message}})
-        }
+    let id = client_msg_id.as_deref();
+    let json = match &sent {
+        Ok(sent) => serde_json::to_vec(&Reply {
+            status: if sent.created { 201 } else { 200 },
+            message: Some(&sent.message),
+            error: None,
+            client_msg_id: id,
+        }),
+        Err(e) => serde_json::to_vec(&Reply::error(e, id)),
     };
-    if let (Some(id), Some(obj)) = (client_msg_id, reply.as_object_mut()) {
-        obj.insert("client_msg_id".into(), Value::String(id));
-    }
-    Bytes::from(reply.to_string())
+    let json = json.unwrap_or_else(|e| {
+        let e = ApiError::from(crate::domain::DomainError::Internal(e.to_string()));
+        serde_json::to_vec(&Reply::error(&e, id)).unwrap_or_default()
+    });
+    Bytes::from(json)
 }
 
 impl Uplink for MqttUplink {
