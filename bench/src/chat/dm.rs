@@ -441,12 +441,13 @@ async fn phase(
 ) -> Result<DmPhase> {
     let bar = progress::timed(secs, &format!("dm {name}"));
     let n = senders.len() as u64;
+    // Read before the clock starts: the request must not delay the senders.
+    let store_before = chatd.store_counters().await;
     let started = Instant::now();
     let until = started + Duration::from_secs_f64(secs);
     let sent = Arc::new(AtomicU64::new(0));
     let mut tasks = JoinSet::new();
     let run_id = clock.ns();
-    let store_before = chatd.store_counters().await;
     let cpu_before = chatd.pid().map(|p| crate::cpu::by_thread_name(Some(p)));
     let load_before = crate::cpu::by_thread_name(None);
     let schedule = Schedule {
@@ -501,11 +502,9 @@ async fn phase(
     }
     let elapsed = started.elapsed().as_secs_f64();
     let store = match (store_before, chatd.store_counters().await) {
-        (Some(before), Some(after)) => Some(super::chatd::StoreActivity::between(
-            before,
-            after,
-            started.elapsed().as_secs_f64(),
-        )),
+        (Some(before), Some(after)) => {
+            Some(super::chatd::StoreActivity::between(before, after, elapsed))
+        }
         _ => None,
     };
     let chatd_cpu = match (cpu_before, chatd.pid()) {

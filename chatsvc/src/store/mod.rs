@@ -238,8 +238,9 @@ impl Store {
         Ok(())
     }
 
-    /// Waits for queued writes, stops the background checkpoints, then
-    /// checkpoints the WAL into the main file (call it last, at shutdown).
+    /// Waits for queued writes, moves staged text into the full-text index,
+    /// stops the background checkpoints, then checkpoints the WAL into the
+    /// main file (call it last, at shutdown).
     pub async fn close(&self) -> Result<(), StoreError> {
         self.index_staged_text().await?;
         self.writer.checkpoint().await
