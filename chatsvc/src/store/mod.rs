@@ -106,7 +106,8 @@ impl Store {
         conn.pragma_update(None, "wal_autocheckpoint", 0)?;
         // When the WAL starts over, a file that a burst made longer than
         // this is cut back to it (otherwise it keeps its largest size).
-        conn.pragma_update(None, "journal_size_limit", 64 << 20)?;
+        let restart = writer::RestartPolicy::default();
+        conn.pragma_update(None, "journal_size_limit", restart.wal_bytes_kept())?;
         let indexed = messages::index_unindexed_text(&conn)?;
         if indexed > 0 {
             tracing::info!(
@@ -118,6 +119,7 @@ impl Store {
         let options = writer::Options {
             before_commit: Some(Box::new(messages::index_staged_text_if_many)),
             checkpoint_in_background: Some(path.to_owned()),
+            restart,
         };
         Ok(Store {
             writer: Writer::spawn_with(conn, options)?,
