@@ -79,6 +79,16 @@ impl StoreError {
 /// Linux's "I/O error" (`EIO`): the device failed, not the request.
 const EIO: i32 = 5;
 
+/// The writer's page cache, in KiB (SQLite's default is 2,000). Sends touch
+/// the newest leaf of their conversation's index, and with thousands of
+/// conversations active those leaves outgrow 2 MB: the writer then read
+/// pages back with a `pread` each (~3 per message over the MQTT uplink at
+/// saturation), and a large group spilled dirty pages to the WAL before its
+/// commit, writing them twice. Store alone, 256 senders: 8.0 → 6.5 write
+/// calls per message, writer 57 → 51 µs per message. Filled only as pages
+/// are used.
+const WRITER_CACHE_KIB: i64 = 64 * 1024;
+
 /// The store: a group-commit writer and a pool of readers over one file.
 #[derive(Clone)]
 pub struct Store {
@@ -100,6 +110,7 @@ impl Store {
     pub fn open(path: &Path) -> Result<Store, StoreError> {
         let mut conn = Connection::open(path)?;
         configure(&conn)?;
+        conn.pragma_update(None, "cache_size", -WRITER_CACHE_KIB)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         migrations::migrate(&mut conn)?;
         // Checkpoints run on their own thread (see `writer::Options`).
