@@ -141,6 +141,13 @@ pub struct Config {
     #[arg(long, env = "CHAT_UNREFERENCED_FILE_HOURS", default_value_t = 24)]
     pub unreferenced_file_hours: u64,
 
+    /// The store writer's page cache, in MiB. It fills as pages are used;
+    /// below the newest pages of every active conversation's index, each
+    /// send reads pages back from disk and large group commits write pages
+    /// twice.
+    #[arg(long, env = "CHAT_STORE_CACHE_MIB", default_value_t = 64)]
+    pub store_cache_mib: u64,
+
     /// Log format: `text` or `json`.
     #[arg(long, env = "CHAT_LOG_FORMAT", default_value = "text")]
     pub log_format: LogFormat,
