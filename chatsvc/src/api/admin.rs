@@ -13,12 +13,12 @@ use utoipa::{OpenApi, ToSchema};
 
 use super::error::{ApiError, ErrorBody, Json, Path};
 use super::int64;
-use super::AppState;
+use super::SharedState;
 use crate::domain::model::User;
 use crate::domain::services::Service;
 use crate::domain::webhooks::Webhook;
 
-pub fn router() -> Router<AppState> {
+pub fn router() -> Router<SharedState> {
     Router::new()
         .route("/online", get(online))
         .route("/users", post(create_user))
@@ -54,12 +54,12 @@ pub(super) struct Doc;
 #[derive(Debug)]
 pub struct Admin;
 
-impl FromRequestParts<AppState> for Admin {
+impl FromRequestParts<SharedState> for Admin {
     type Rejection = ApiError;
 
     async fn from_request_parts(
         parts: &mut Parts,
-        state: &AppState,
+        state: &SharedState,
     ) -> Result<Self, Self::Rejection> {
         let presented = parts
             .headers
@@ -97,7 +97,7 @@ pub struct Online {
     responses((status = 200, description = "Online users and the number of MQTT connections.", body = Online)),
     security(("admin_token" = []))
 )]
-async fn online(State(state): State<AppState>, _: Admin) -> Json<Online> {
+async fn online(State(state): State<SharedState>, _: Admin) -> Json<Online> {
     Json(Online {
         user_ids: state.broker.online_users(),
         connections: state.broker.connection_count(),
@@ -125,7 +125,7 @@ pub struct NewUser {
     security(("admin_token" = []))
 )]
 async fn create_user(
-    State(state): State<AppState>,
+    State(state): State<SharedState>,
     _: Admin,
     Json(req): Json<NewUser>,
 ) -> Result<(StatusCode, Json<User>), ApiError> {
@@ -164,7 +164,7 @@ pub struct NewPassword {
     security(("admin_token" = []))
 )]
 async fn reset_password(
-    State(state): State<AppState>,
+    State(state): State<SharedState>,
     _: Admin,
     Path(id): Path<u64>,
     Json(req): Json<NewPassword>,
@@ -188,7 +188,7 @@ pub struct Disconnected {
     security(("admin_token" = []))
 )]
 async fn disconnect(
-    State(state): State<AppState>,
+    State(state): State<SharedState>,
     _: Admin,
     Path(id): Path<u64>,
 ) -> Json<Disconnected> {
@@ -221,7 +221,7 @@ pub struct NewWebhook {
     security(("admin_token" = []))
 )]
 async fn create_webhook(
-    State(state): State<AppState>,
+    State(state): State<SharedState>,
     _: Admin,
     Json(req): Json<NewWebhook>,
 ) -> Result<(StatusCode, Json<Webhook>), ApiError> {
@@ -245,7 +245,7 @@ pub struct WebhookList {
     security(("admin_token" = []))
 )]
 async fn list_webhooks(
-    State(state): State<AppState>,
+    State(state): State<SharedState>,
     _: Admin,
 ) -> Result<Json<WebhookList>, ApiError> {
     Ok(Json(WebhookList {
@@ -266,7 +266,7 @@ async fn list_webhooks(
     security(("admin_token" = []))
 )]
 async fn delete_webhook(
-    State(state): State<AppState>,
+    State(state): State<SharedState>,
     _: Admin,
     Path(id): Path<u64>,
 ) -> Result<StatusCode, ApiError> {
@@ -298,7 +298,7 @@ pub struct Replayed {
     security(("admin_token" = []))
 )]
 async fn replay_webhook(
-    State(state): State<AppState>,
+    State(state): State<SharedState>,
     _: Admin,
     Path(id): Path<u64>,
     Json(req): Json<Replay>,
@@ -332,7 +332,7 @@ pub struct Cleaned {
     security(("admin_token" = []))
 )]
 async fn clean_files(
-    State(state): State<AppState>,
+    State(state): State<SharedState>,
     _: Admin,
     Json(req): Json<Cleanup>,
 ) -> Result<Json<Cleaned>, ApiError> {
@@ -378,7 +378,7 @@ fn default_service_rate() -> u32 {
     security(("admin_token" = []))
 )]
 async fn create_service(
-    State(state): State<AppState>,
+    State(state): State<SharedState>,
     _: Admin,
     Json(req): Json<NewService>,
 ) -> Result<(StatusCode, Json<Service>), ApiError> {
@@ -407,7 +407,7 @@ pub struct ServiceList {
     security(("admin_token" = []))
 )]
 async fn list_services(
-    State(state): State<AppState>,
+    State(state): State<SharedState>,
     _: Admin,
 ) -> Result<Json<ServiceList>, ApiError> {
     Ok(Json(ServiceList {
@@ -428,7 +428,7 @@ async fn list_services(
     security(("admin_token" = []))
 )]
 async fn revoke_service_key(
-    State(state): State<AppState>,
+    State(state): State<SharedState>,
     _: Admin,
     Path(key_id): Path<u64>,
 ) -> Result<StatusCode, ApiError> {

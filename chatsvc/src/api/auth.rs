@@ -9,10 +9,10 @@ use utoipa::{OpenApi, ToSchema};
 
 use super::error::{ApiError, ErrorBody, Json};
 use super::extract::{AuthUser, ClientIp};
-use super::AppState;
+use super::SharedState;
 use crate::domain::model::{LoginGrant, User};
 
-pub fn router() -> Router<AppState> {
+pub fn router() -> Router<SharedState> {
     Router::new()
         .route("/auth/register", post(register))
         .route("/auth/login", post(login))
@@ -48,7 +48,7 @@ pub struct Credentials {
     )
 )]
 async fn register(
-    State(state): State<AppState>,
+    State(state): State<SharedState>,
     ClientIp(ip): ClientIp,
     Json(req): Json<Credentials>,
 ) -> Result<(StatusCode, Json<User>), ApiError> {
@@ -72,7 +72,7 @@ async fn register(
     )
 )]
 async fn login(
-    State(state): State<AppState>,
+    State(state): State<SharedState>,
     ClientIp(ip): ClientIp,
     Json(req): Json<Credentials>,
 ) -> Result<Json<LoginGrant>, ApiError> {
@@ -100,7 +100,7 @@ pub struct RefreshRequest {
     )
 )]
 async fn refresh(
-    State(state): State<AppState>,
+    State(state): State<SharedState>,
     Json(req): Json<RefreshRequest>,
 ) -> Result<Json<LoginGrant>, ApiError> {
     Ok(Json(state.chat.refresh(&req.refresh_token).await?))
@@ -135,7 +135,7 @@ pub struct LogoutRequest {
     security(("bearer" = []))
 )]
 async fn logout(
-    State(state): State<AppState>,
+    State(state): State<SharedState>,
     AuthUser(caller): AuthUser,
     body: axum::body::Bytes,
 ) -> Result<StatusCode, ApiError> {

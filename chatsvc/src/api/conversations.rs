@@ -10,10 +10,10 @@ use utoipa::{IntoParams, OpenApi, ToSchema};
 use super::error::{ApiError, ErrorBody, Json, Path, Query};
 use super::extract::AuthUser;
 use super::int64;
-use super::AppState;
+use super::SharedState;
 use crate::domain::model::{Conversation, Message};
 
-pub fn router() -> Router<AppState> {
+pub fn router() -> Router<SharedState> {
     Router::new()
         .route("/conversations", get(list))
         .route("/conversations/{id}/messages", get(history))
@@ -52,7 +52,7 @@ pub struct ConversationList {
     security(("bearer" = []))
 )]
 async fn list(
-    State(state): State<AppState>,
+    State(state): State<SharedState>,
     AuthUser(caller): AuthUser,
     Query(q): Query<ListQuery>,
 ) -> Result<Json<ConversationList>, ApiError> {
@@ -97,7 +97,7 @@ pub struct HistoryPage {
     security(("bearer" = []))
 )]
 async fn history(
-    State(state): State<AppState>,
+    State(state): State<SharedState>,
     AuthUser(caller): AuthUser,
     Path(id): Path<u64>,
     Query(q): Query<HistoryQuery>,
@@ -139,7 +139,7 @@ pub struct ReadMarker {
     security(("bearer" = []))
 )]
 async fn read(
-    State(state): State<AppState>,
+    State(state): State<SharedState>,
     AuthUser(caller): AuthUser,
     Path(id): Path<u64>,
     Json(req): Json<ReadRequest>,
@@ -165,7 +165,7 @@ async fn read(
     security(("bearer" = []))
 )]
 async fn typing(
-    State(state): State<AppState>,
+    State(state): State<SharedState>,
     AuthUser(caller): AuthUser,
     Path(id): Path<u64>,
 ) -> Result<StatusCode, ApiError> {

@@ -5,19 +5,19 @@ use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 
 use super::error::ApiError;
-use super::AppState;
+use super::SharedState;
 use crate::domain::tokens::Caller;
 
 /// The caller, authenticated by `Authorization: Bearer <access_token>`.
 #[derive(Debug, Clone, Copy)]
 pub struct AuthUser(pub Caller);
 
-impl FromRequestParts<AppState> for AuthUser {
+impl FromRequestParts<SharedState> for AuthUser {
     type Rejection = ApiError;
 
     async fn from_request_parts(
         parts: &mut Parts,
-        state: &AppState,
+        state: &SharedState,
     ) -> Result<Self, Self::Rejection> {
         let header = parts.headers.get(AUTHORIZATION).ok_or_else(|| {
             ApiError::unauthorized("missing_token", "Authorization: Bearer <token> required")

@@ -11,10 +11,10 @@ use serde::Deserialize;
 
 use super::error::{ApiError, ErrorBody, Json, Path, Query};
 use super::extract::AuthUser;
-use super::AppState;
+use super::SharedState;
 use crate::domain::files::FileInfo;
 
-pub fn router() -> Router<AppState> {
+pub fn router() -> Router<SharedState> {
     Router::new()
         // The upload is streamed and limited by the domain, not buffered.
         .route("/files", post(upload).layer(DefaultBodyLimit::disable()))
@@ -52,7 +52,7 @@ pub struct UploadQuery {
     security(("bearer" = []))
 )]
 async fn upload(
-    State(state): State<AppState>,
+    State(state): State<SharedState>,
     AuthUser(caller): AuthUser,
     Query(q): Query<UploadQuery>,
     request: Request,
@@ -77,7 +77,7 @@ async fn upload(
     security(("bearer" = []))
 )]
 async fn download(
-    State(state): State<AppState>,
+    State(state): State<SharedState>,
     AuthUser(caller): AuthUser,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {

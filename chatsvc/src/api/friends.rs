@@ -10,11 +10,11 @@ use utoipa::{IntoParams, OpenApi, ToSchema};
 use super::error::{ApiError, ErrorBody, Json, Path, Query};
 use super::extract::AuthUser;
 use super::int64;
-use super::AppState;
+use super::SharedState;
 use crate::domain::model::{Friend, FriendRequest, Presence};
 use crate::domain::social::Decision;
 
-pub fn router() -> Router<AppState> {
+pub fn router() -> Router<SharedState> {
     Router::new()
         .route("/friends", get(list_friends))
         .route("/friends/online", get(online_friends))
@@ -59,7 +59,7 @@ pub struct FriendList {
     security(("bearer" = []))
 )]
 async fn list_friends(
-    State(state): State<AppState>,
+    State(state): State<SharedState>,
     AuthUser(caller): AuthUser,
 ) -> Result<Json<FriendList>, ApiError> {
     Ok(Json(FriendList {
@@ -75,7 +75,7 @@ async fn list_friends(
     security(("bearer" = []))
 )]
 async fn online_friends(
-    State(state): State<AppState>,
+    State(state): State<SharedState>,
     AuthUser(caller): AuthUser,
 ) -> Result<Json<FriendList>, ApiError> {
     let friends = state
@@ -100,7 +100,7 @@ async fn online_friends(
     security(("bearer" = []))
 )]
 async fn remove_friend(
-    State(state): State<AppState>,
+    State(state): State<SharedState>,
     AuthUser(caller): AuthUser,
     Path(user_id): Path<u64>,
 ) -> Result<StatusCode, ApiError> {
@@ -134,7 +134,7 @@ pub struct RequestList {
     security(("bearer" = []))
 )]
 async fn list_requests(
-    State(state): State<AppState>,
+    State(state): State<SharedState>,
     AuthUser(caller): AuthUser,
     Query(q): Query<RequestQuery>,
 ) -> Result<Json<RequestList>, ApiError> {
@@ -180,7 +180,7 @@ pub struct NewRequest {
     security(("bearer" = []))
 )]
 async fn send_request(
-    State(state): State<AppState>,
+    State(state): State<SharedState>,
     AuthUser(caller): AuthUser,
     Json(req): Json<NewRequest>,
 ) -> Result<(StatusCode, Json<FriendRequest>), ApiError> {
@@ -197,7 +197,7 @@ async fn send_request(
 }
 
 async fn decide(
-    state: AppState,
+    state: SharedState,
     caller: crate::domain::tokens::Caller,
     id: u64,
     d: Decision,
@@ -219,7 +219,7 @@ async fn decide(
     security(("bearer" = []))
 )]
 async fn accept(
-    State(state): State<AppState>,
+    State(state): State<SharedState>,
     AuthUser(caller): AuthUser,
     Path(id): Path<u64>,
 ) -> Result<Json<FriendRequest>, ApiError> {
@@ -240,7 +240,7 @@ async fn accept(
     security(("bearer" = []))
 )]
 async fn reject(
-    State(state): State<AppState>,
+    State(state): State<SharedState>,
     AuthUser(caller): AuthUser,
     Path(id): Path<u64>,
 ) -> Result<Json<FriendRequest>, ApiError> {
@@ -261,7 +261,7 @@ async fn reject(
     security(("bearer" = []))
 )]
 async fn cancel(
-    State(state): State<AppState>,
+    State(state): State<SharedState>,
     AuthUser(caller): AuthUser,
     Path(id): Path<u64>,
 ) -> Result<Json<FriendRequest>, ApiError> {
@@ -281,7 +281,7 @@ pub struct BlockList {
     security(("bearer" = []))
 )]
 async fn list_blocks(
-    State(state): State<AppState>,
+    State(state): State<SharedState>,
     AuthUser(caller): AuthUser,
 ) -> Result<Json<BlockList>, ApiError> {
     Ok(Json(BlockList {
@@ -310,7 +310,7 @@ pub struct BlockRequest {
     security(("bearer" = []))
 )]
 async fn block(
-    State(state): State<AppState>,
+    State(state): State<SharedState>,
     AuthUser(caller): AuthUser,
     Json(req): Json<BlockRequest>,
 ) -> Result<StatusCode, ApiError> {
@@ -331,7 +331,7 @@ async fn block(
     security(("bearer" = []))
 )]
 async fn unblock(
-    State(state): State<AppState>,
+    State(state): State<SharedState>,
     AuthUser(caller): AuthUser,
     Path(user_id): Path<u64>,
 ) -> Result<StatusCode, ApiError> {
@@ -366,7 +366,7 @@ pub struct PresenceList {
     security(("bearer" = []))
 )]
 async fn presence(
-    State(state): State<AppState>,
+    State(state): State<SharedState>,
     AuthUser(caller): AuthUser,
     Query(q): Query<PresenceQuery>,
 ) -> Result<Json<PresenceList>, ApiError> {

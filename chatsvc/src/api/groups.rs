@@ -10,10 +10,10 @@ use utoipa::{OpenApi, ToSchema};
 use super::error::{ApiError, ErrorBody, Json, Path};
 use super::extract::AuthUser;
 use super::int64;
-use super::AppState;
+use super::SharedState;
 use crate::domain::model::Group;
 
-pub fn router() -> Router<AppState> {
+pub fn router() -> Router<SharedState> {
     Router::new()
         .route("/groups", get(list).post(create))
         .route("/groups/{id}", get(show).patch(rename).delete(dissolve))
@@ -64,7 +64,7 @@ pub struct CreateGroup {
     security(("bearer" = []))
 )]
 async fn create(
-    State(state): State<AppState>,
+    State(state): State<SharedState>,
     AuthUser(caller): AuthUser,
     Json(req): Json<CreateGroup>,
 ) -> Result<(StatusCode, Json<Group>), ApiError> {
@@ -89,7 +89,7 @@ pub struct GroupList {
     security(("bearer" = []))
 )]
 async fn list(
-    State(state): State<AppState>,
+    State(state): State<SharedState>,
     AuthUser(caller): AuthUser,
 ) -> Result<Json<GroupList>, ApiError> {
     Ok(Json(GroupList {
@@ -110,7 +110,7 @@ async fn list(
     security(("bearer" = []))
 )]
 async fn show(
-    State(state): State<AppState>,
+    State(state): State<SharedState>,
     AuthUser(caller): AuthUser,
     Path(id): Path<u64>,
 ) -> Result<Json<Group>, ApiError> {
@@ -140,7 +140,7 @@ pub struct Rename {
     security(("bearer" = []))
 )]
 async fn rename(
-    State(state): State<AppState>,
+    State(state): State<SharedState>,
     AuthUser(caller): AuthUser,
     Path(id): Path<u64>,
     Json(req): Json<Rename>,
@@ -162,7 +162,7 @@ async fn rename(
     security(("bearer" = []))
 )]
 async fn dissolve(
-    State(state): State<AppState>,
+    State(state): State<SharedState>,
     AuthUser(caller): AuthUser,
     Path(id): Path<u64>,
 ) -> Result<StatusCode, ApiError> {
@@ -195,7 +195,7 @@ pub struct AddMembers {
     security(("bearer" = []))
 )]
 async fn add_members(
-    State(state): State<AppState>,
+    State(state): State<SharedState>,
     AuthUser(caller): AuthUser,
     Path(id): Path<u64>,
     Json(req): Json<AddMembers>,
@@ -229,7 +229,7 @@ async fn add_members(
     security(("bearer" = []))
 )]
 async fn remove_member(
-    State(state): State<AppState>,
+    State(state): State<SharedState>,
     AuthUser(caller): AuthUser,
     Path((id, user_id)): Path<(u64, u64)>,
 ) -> Result<StatusCode, ApiError> {
@@ -261,7 +261,7 @@ pub struct SetRole {
     security(("bearer" = []))
 )]
 async fn set_role(
-    State(state): State<AppState>,
+    State(state): State<SharedState>,
     AuthUser(caller): AuthUser,
     Path((id, user_id)): Path<(u64, u64)>,
     Json(req): Json<SetRole>,
@@ -288,7 +288,7 @@ async fn set_role(
     security(("bearer" = []))
 )]
 async fn leave(
-    State(state): State<AppState>,
+    State(state): State<SharedState>,
     AuthUser(caller): AuthUser,
     Path(id): Path<u64>,
 ) -> Result<StatusCode, ApiError> {
@@ -318,7 +318,7 @@ pub struct Transfer {
     security(("bearer" = []))
 )]
 async fn transfer(
-    State(state): State<AppState>,
+    State(state): State<SharedState>,
     AuthUser(caller): AuthUser,
     Path(id): Path<u64>,
     Json(req): Json<Transfer>,

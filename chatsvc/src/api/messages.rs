@@ -11,11 +11,11 @@ use utoipa::{IntoParams, OpenApi, ToSchema};
 use super::error::{ApiError, ErrorBody, Json, Path, Query};
 use super::extract::AuthUser;
 use super::int64;
-use super::AppState;
+use super::SharedState;
 use crate::domain::messages::NewMessage;
 use crate::domain::model::{Message, Recipient};
 
-pub fn router() -> Router<AppState> {
+pub fn router() -> Router<SharedState> {
     Router::new()
         .route("/messages", post(send))
         .route("/messages/{id}", axum::routing::patch(edit).delete(hide))
@@ -63,7 +63,7 @@ pub struct SendRequest {
     security(("bearer" = []))
 )]
 async fn send(
-    State(state): State<AppState>,
+    State(state): State<SharedState>,
     AuthUser(caller): AuthUser,
     Json(req): Json<SendRequest>,
 ) -> Result<(StatusCode, Json<Message>), ApiError> {
@@ -113,7 +113,7 @@ pub struct EditRequest {
     security(("bearer" = []))
 )]
 async fn edit(
-    State(state): State<AppState>,
+    State(state): State<SharedState>,
     AuthUser(caller): AuthUser,
     Path(id): Path<u64>,
     Json(req): Json<EditRequest>,
@@ -137,7 +137,7 @@ async fn edit(
     security(("bearer" = []))
 )]
 async fn recall(
-    State(state): State<AppState>,
+    State(state): State<SharedState>,
     AuthUser(caller): AuthUser,
     Path(id): Path<u64>,
 ) -> Result<Json<Message>, ApiError> {
@@ -159,7 +159,7 @@ async fn recall(
     security(("bearer" = []))
 )]
 async fn hide(
-    State(state): State<AppState>,
+    State(state): State<SharedState>,
     AuthUser(caller): AuthUser,
     Path(id): Path<u64>,
 ) -> Result<StatusCode, ApiError> {
@@ -198,7 +198,7 @@ pub struct SearchResults {
     security(("bearer" = []))
 )]
 async fn search(
-    State(state): State<AppState>,
+    State(state): State<SharedState>,
     AuthUser(caller): AuthUser,
     Query(q): Query<SearchQuery>,
 ) -> Result<Json<SearchResults>, ApiError> {

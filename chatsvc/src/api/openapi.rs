@@ -38,7 +38,7 @@ use utoipa::openapi::{
 use utoipa::{Modify, OpenApi, ToSchema};
 
 use super::error::ErrorBody;
-use super::AppState;
+use super::SharedState;
 use super::{admin, auth, conversations, files, friends, groups, messages, ops, sync, users, web};
 
 /// Security scheme of the `/v1` routes: a user's access token.
@@ -52,7 +52,7 @@ pub fn document() -> utoipa::openapi::OpenApi {
 }
 
 /// `GET /openapi.json`.
-pub fn router() -> Router<AppState> {
+pub fn router() -> Router<SharedState> {
     Router::new().route("/openapi.json", get(openapi_json))
 }
 

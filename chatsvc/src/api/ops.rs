@@ -8,9 +8,9 @@ use axum::Router;
 use serde::Serialize;
 use utoipa::{OpenApi, ToSchema};
 
-use super::AppState;
+use super::SharedState;
 
-pub fn router() -> Router<AppState> {
+pub fn router() -> Router<SharedState> {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
@@ -35,7 +35,7 @@ pub struct Health {
     path = "/healthz",
     responses((status = 200, description = "The service runs.", body = Health))
 )]
-async fn healthz(State(state): State<AppState>) -> axum::Json<Health> {
+async fn healthz(State(state): State<SharedState>) -> axum::Json<Health> {
     axum::Json(Health {
         status: "ok",
         mqtt_connections: state.broker.connection_count(),
@@ -50,7 +50,7 @@ async fn healthz(State(state): State<AppState>) -> axum::Json<Health> {
     responses((status = 200, description = "Prometheus text exposition format 0.0.4.", body = String,
         content_type = "text/plain; version=0.0.4"))
 )]
-async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+async fn metrics(State(state): State<SharedState>) -> impl IntoResponse {
     metrics::gauge!("mqtt_online_users").set(state.broker.online_users().len() as f64);
     let body = state
         .metrics

@@ -10,10 +10,10 @@ use utoipa::{IntoParams, OpenApi, ToSchema};
 use super::error::{ApiError, ErrorBody, Json, Query};
 use super::extract::AuthUser;
 use super::int64;
-use super::AppState;
+use super::SharedState;
 use crate::domain::model::SyncPage;
 
-pub fn router() -> Router<AppState> {
+pub fn router() -> Router<SharedState> {
     Router::new()
         .route("/sync", get(sync))
         .route("/sync/ack", post(ack))
@@ -44,7 +44,7 @@ pub struct SyncQuery {
     security(("bearer" = []))
 )]
 async fn sync(
-    State(state): State<AppState>,
+    State(state): State<SharedState>,
     AuthUser(caller): AuthUser,
     Query(q): Query<SyncQuery>,
 ) -> Result<Json<SyncPage>, ApiError> {
@@ -82,7 +82,7 @@ pub struct AckRequest {
     security(("bearer" = []))
 )]
 async fn ack(
-    State(state): State<AppState>,
+    State(state): State<SharedState>,
     AuthUser(caller): AuthUser,
     Json(req): Json<AckRequest>,
 ) -> Result<StatusCode, ApiError> {

@@ -8,10 +8,10 @@ use utoipa::{IntoParams, OpenApi, ToSchema};
 
 use super::error::{ApiError, ErrorBody, Json, Path, Query};
 use super::extract::AuthUser;
-use super::AppState;
+use super::SharedState;
 use crate::domain::model::User;
 
-pub fn router() -> Router<AppState> {
+pub fn router() -> Router<SharedState> {
     Router::new()
         .route("/me", get(me).patch(update_me))
         .route("/users", get(find_user))
@@ -31,7 +31,7 @@ pub(super) struct Doc;
     security(("bearer" = []))
 )]
 async fn me(
-    State(state): State<AppState>,
+    State(state): State<SharedState>,
     AuthUser(caller): AuthUser,
 ) -> Result<Json<User>, ApiError> {
     Ok(Json(state.chat.user(caller.user_id).await?))
@@ -57,7 +57,7 @@ pub struct UpdateMe {
     security(("bearer" = []))
 )]
 async fn update_me(
-    State(state): State<AppState>,
+    State(state): State<SharedState>,
     AuthUser(caller): AuthUser,
     Json(req): Json<UpdateMe>,
 ) -> Result<Json<User>, ApiError> {
@@ -82,7 +82,7 @@ async fn update_me(
     security(("bearer" = []))
 )]
 async fn user(
-    State(state): State<AppState>,
+    State(state): State<SharedState>,
     _: AuthUser,
     Path(id): Path<u64>,
 ) -> Result<Json<User>, ApiError> {
@@ -108,7 +108,7 @@ pub struct FindUser {
     security(("bearer" = []))
 )]
 async fn find_user(
-    State(state): State<AppState>,
+    State(state): State<SharedState>,
     _: AuthUser,
     Query(q): Query<FindUser>,
 ) -> Result<Json<User>, ApiError> {

@@ -15,7 +15,7 @@ use axum::Router;
 use utoipa::OpenApi;
 
 use super::error::{ApiError, ErrorBody};
-use super::AppState;
+use super::SharedState;
 
 const INDEX: &str = include_str!("../../../client-sdk/web/index.html");
 const SDK: &str = include_str!("../../../client-sdk/js/mqchat.js");
@@ -29,7 +29,7 @@ pub struct WebConfig {
     pub vendor_dir: Option<PathBuf>,
 }
 
-pub fn router() -> Router<AppState> {
+pub fn router() -> Router<SharedState> {
     Router::new()
         .route("/", get(index))
         .route("/sdk/mqchat.js", get(sdk))
@@ -77,7 +77,7 @@ async fn from_dir_or(
         (status = 404, description = "`not_found`: `index.html` is missing from `--web-dir`.", body = ErrorBody),
     )
 )]
-async fn index(State(state): State<AppState>) -> Result<Response, ApiError> {
+async fn index(State(state): State<SharedState>) -> Result<Response, ApiError> {
     let body = from_dir_or(state.web.dir.as_ref(), "index.html", INDEX).await?;
     Ok(file("text/html; charset=utf-8", body))
 }
@@ -93,7 +93,7 @@ async fn index(State(state): State<AppState>) -> Result<Response, ApiError> {
         (status = 404, description = "`not_found`: `mqchat.js` is missing from `--web-dir`.", body = ErrorBody),
     )
 )]
-async fn sdk(State(state): State<AppState>) -> Result<Response, ApiError> {
+async fn sdk(State(state): State<SharedState>) -> Result<Response, ApiError> {
     let body = from_dir_or(state.web.dir.as_ref(), "mqchat.js", SDK).await?;
     Ok(file("text/javascript; charset=utf-8", body))
 }
@@ -108,7 +108,7 @@ async fn sdk(State(state): State<AppState>) -> Result<Response, ApiError> {
         (status = 404, description = "`not_found`: no `--web-vendor-dir`, or no `mqtt.min.js` in it.", body = ErrorBody),
     )
 )]
-async fn mqtt_js(State(state): State<AppState>) -> Result<Response, ApiError> {
+async fn mqtt_js(State(state): State<SharedState>) -> Result<Response, ApiError> {
     let Some(dir) = state.web.vendor_dir.as_ref() else {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
