@@ -212,7 +212,8 @@ impl RestartPolicy {
     /// to the cap is not cut back and grown again every cycle (growing the
     /// file costs far more than overwriting it): the cap, plus what arrives
     /// before the writer gets to restart (up to two checkpoint passes at
-    /// ~100,000 frames/s), in 4 KiB pages.
+    /// ~100,000 frames/s), in bytes of frames (a 4 KiB page and a 24-byte
+    /// header each).
     pub(super) fn wal_bytes_kept(&self) -> i64 {
         (self.max_frames + 40_000) * (4096 + 24)
     }
@@ -448,7 +449,8 @@ fn checkpoint_truncate(conn: &Connection) -> Result<(), StoreError> {
 
 /// Copies the WAL back into the database while the writer goes on
 /// (PASSIVE: never waits for readers or the writer). The WAL then restarts
-/// from its beginning at the writer's next transaction, so it stays small.
+/// from its beginning at the writer's next transaction, so it stays bounded
+/// (see [`RestartPolicy`]).
 fn checkpoint_loop(
     conn: Connection,
     stopped: &AtomicBool,
