@@ -141,11 +141,11 @@ pub struct Config {
     #[arg(long, env = "CHAT_UNREFERENCED_FILE_HOURS", default_value_t = 24)]
     pub unreferenced_file_hours: u64,
 
-    /// The store writer's page cache, in MiB. It fills as pages are used;
-    /// below the newest pages of every active conversation's index, each
+    /// The store writer's page cache, in MiB, filled as pages are used.
+    /// Smaller than the newest index pages of the conversations in use, each
     /// send reads pages back from disk and large group commits write pages
     /// twice.
-    #[arg(long, env = "CHAT_STORE_CACHE_MIB", default_value_t = 64)]
+    #[arg(long, env = "CHAT_STORE_CACHE_MIB", default_value_t = crate::store::DEFAULT_WRITER_CACHE_MIB)]
     pub store_cache_mib: u64,
 
     /// Log format: `text` or `json`.

@@ -96,7 +96,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             source,
         }
     })?;
-    let store = Store::open_with_cache(&data_dir.join("chat.db"), config.store_cache_mib * 1024)?;
+    let store = Store::open_with_cache(&data_dir.join("chat.db"), config.store_cache_mib)?;
     let tokens = Arc::new(Tokens::new(
         &secret,
         config.access_ttl(),

@@ -79,16 +79,16 @@ impl StoreError {
 /// Linux's "I/O error" (`EIO`): the device failed, not the request.
 const EIO: i32 = 5;
 
-/// The writer's page cache by default, in KiB (SQLite's default is 2,000;
-/// chatd's `--store-cache-mib`). Sends touch
-/// the newest leaf of their conversation's index, and with thousands of
-/// conversations active those leaves outgrow 2 MB: the writer then read
+/// The writer's page cache unless told otherwise, in MiB (chatd's
+/// `--store-cache-mib`; SQLite's own default is 2 MB). Every send touches
+/// the newest leaf of its conversation's index, and with thousands of
+/// conversations in use those leaves outgrow 2 MB: the writer then read
 /// pages back with a `pread` each (~3 per message over the MQTT uplink at
 /// saturation), and a large group spilled dirty pages to the WAL before its
 /// commit, writing them twice. Store alone, 256 senders: 8.0 → 6.5 write
 /// calls per message, writer 57 → 51 µs per message. Filled only as pages
 /// are used.
-pub const WRITER_CACHE_KIB: u64 = 64 * 1024;
+pub const DEFAULT_WRITER_CACHE_MIB: u64 = 64;
 
 /// The store: a group-commit writer and a pool of readers over one file.
 #[derive(Clone)]
@@ -109,16 +109,17 @@ impl Store {
     /// Opens (creating if needed) the database at `path` and migrates it to
     /// the current schema.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
-        Store::open_with_cache(path, WRITER_CACHE_KIB)
+        Store::open_with_cache(path, DEFAULT_WRITER_CACHE_MIB)
     }
 
-    /// [`Store::open`] with a writer page cache of `writer_cache_kib` KiB,
-    /// filled as pages are used (readers keep SQLite's 2 MB each).
-    pub fn open_with_cache(path: &Path, writer_cache_kib: u64) -> Result<Store, StoreError> {
+    /// [`Store::open`] with a writer page cache of `writer_cache_mib` MiB
+    /// (at least 1), filled as pages are used; readers keep SQLite's 2 MB
+    /// each.
+    pub fn open_with_cache(path: &Path, writer_cache_mib: u64) -> Result<Store, StoreError> {
         let mut conn = Connection::open(path)?;
         configure(&conn)?;
-        let kib = i64::try_from(writer_cache_kib.max(1)).unwrap_or(i64::MAX);
-        conn.pragma_update(None, "cache_size", -kib)?;
+        let kib = writer_cache_mib.clamp(1, 1 << 30) * 1024;
+        conn.pragma_update(None, "cache_size", -i64::try_from(kib).unwrap_or(i64::MAX))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         migrations::migrate(&mut conn)?;
         // Checkpoints run on their own thread (see `writer::Options`).
