@@ -98,7 +98,8 @@ impl Publisher for BarePublisher {
     }
 }
 
-fn start_bare() -> Result<Target> {
+/// Bare rumqttd with its own TCP listener (see the module's docs).
+pub fn start_bare() -> Result<Target> {
     // rumqttd binds the listener itself and does not report the port, so
     // take a free one from the OS first.
     let addr = StdListener::bind((Ipv4Addr::LOCALHOST, 0))?.local_addr()?;

@@ -36,6 +36,7 @@ fn quick_run_reports_every_scenario() {
         serde_json::from_slice(&run.stdout).expect("JSON report on stdout");
     for key in [
         "bare",
+        "bare_dm",
         "store",
         "idle",
         "dm",
@@ -78,6 +79,27 @@ fn quick_run_reports_every_scenario() {
         "{}",
         report["store"]
     );
+    // The dm load on bare rumqttd: a fixed rate, then saturation with one
+    // send in flight per sender and with the uplink's window; nothing lost.
+    let bare = report["bare_dm"]["phases"]
+        .as_array()
+        .expect("bare_dm phases");
+    let windows: Vec<u64> = bare
+        .iter()
+        .filter(|p| p["target_rate"].is_null())
+        .filter_map(|p| p["window"].as_u64())
+        .collect();
+    assert_eq!(windows, [1, 16], "{bare:?}");
+    for p in bare {
+        assert!(p["acked"].as_u64().unwrap_or(0) > 0, "bare_dm: {p}");
+        assert_eq!(p["lost"], 0, "bare_dm: {p}");
+        assert_eq!(p["duplicates"], 0, "bare_dm: {p}");
+    }
+    let ratio = verdicts_about(&report, "≥ 0.5× bare rumqttd");
+    assert!(
+        ratio.len() == 2 && ratio.iter().all(|m| m.contains("under the same load")),
+        "{ratio:?}"
+    );
     assert_eq!(report["group"]["missing"], 0);
     assert_eq!(report["connections"]["failed"], 0);
     assert_eq!(report["connections"]["connections"], 200);
@@ -91,4 +113,15 @@ fn quick_run_reports_every_scenario() {
     }
     let svg = std::fs::read_to_string(out.path().join("latency.svg")).unwrap_or_default();
     assert!(svg.matches("<polyline").count() >= 3, "{svg}");
+}
+
+/// What the verdicts whose goal starts with `goal` measured.
+fn verdicts_about(report: &serde_json::Value, goal: &str) -> Vec<String> {
+    report["verdicts"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|v| v["goal"].as_str().is_some_and(|g| g.starts_with(goal)))
+        .filter_map(|v| v["measured"].as_str().map(str::to_string))
+        .collect()
 }

@@ -30,6 +30,17 @@ pub struct DmConfig {
     pub window: usize,
 }
 
+impl DmConfig {
+    /// Sends a sender has in flight at saturation: one HTTP request at a
+    /// time, or the uplink's window.
+    pub fn in_flight_per_sender(&self) -> usize {
+        match self.uplink {
+            Uplink::Http => 1,
+            Uplink::Mqtt => self.window,
+        }
+    }
+}
+
 /// How senders reach chatd.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -224,16 +235,16 @@ struct SenderLog {
 /// When sends are due: sender k's j-th at (j·n + k) / rate, or as fast as
 /// they go (saturation) until the phase ends.
 #[derive(Clone, Copy)]
-struct Schedule {
-    started: Instant,
-    until: Instant,
-    rate: Option<u64>,
-    senders: u64,
+pub(super) struct Schedule {
+    pub started: Instant,
+    pub until: Instant,
+    pub rate: Option<u64>,
+    pub senders: u64,
 }
 
 impl Schedule {
     /// When sender `k`'s `j`-th send is due; none once the phase is over.
-    fn due(&self, k: u64, j: u64) -> Option<Instant> {
+    pub fn due(&self, k: u64, j: u64) -> Option<Instant> {
         let due = match self.rate {
             Some(rate) => {
                 self.started + Duration::from_secs_f64((j * self.senders + k) as f64 / rate as f64)
@@ -373,21 +384,9 @@ async fn send_mqtt(
         if next_due.is_none() && waiting.is_empty() {
             break;
         }
-        // Wake for the next send if it may go; else only a reply moves
-        // things on, and none for REPLY_WAIT ends the sender.
-        let wake = match next_due {
-            Some(due) if waiting.len() < window => due,
-            _ => {
-                let limit = *stalled.get_or_insert_with(|| Instant::now() + REPLY_WAIT);
-                if Instant::now() >= limit {
-                    break;
-                }
-                limit
-            }
-        };
-        tokio::select! {
-            r = conn.read_more() => if r.is_err() { break },
-            _ = tokio::time::sleep_until(wake.into()) => {}
+        let room = waiting.len() < window;
+        if !wait_to_move(&mut conn, next_due, room, &mut stalled, REPLY_WAIT).await {
+            break;
         }
         if conn.take_publishes(&mut replies).is_err() {
             break;
@@ -423,6 +422,34 @@ async fn send_mqtt(
     }
     log.errors += waiting.len() as u64;
     log
+}
+
+/// Waits until a sender with a window of sends in flight can move on:
+/// something from the server, or its next send falling due while the
+/// window has `room`. When only an answer can move it on, it gives up
+/// (false) after `patience` without one, counted from `stalled`, which the
+/// caller clears when answers come; false too if the connection failed.
+pub(super) async fn wait_to_move(
+    conn: &mut mqtt::Subscriber,
+    next_due: Option<Instant>,
+    room: bool,
+    stalled: &mut Option<Instant>,
+    patience: Duration,
+) -> bool {
+    let wake = match next_due {
+        Some(due) if room => due,
+        _ => {
+            let limit = *stalled.get_or_insert_with(|| Instant::now() + patience);
+            if Instant::now() >= limit {
+                return false;
+            }
+            limit
+        }
+    };
+    tokio::select! {
+        r = conn.read_more() => r.is_ok(),
+        _ = tokio::time::sleep_until(wake.into()) => true,
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -532,7 +559,52 @@ async fn phase(
     ticker.abort();
     bar.finish_and_clear();
 
-    // Drain: wait until every acked message arrived, or nothing moved for 5 s.
+    let tally = tally(&acked, receipts).await;
+    let p = DmPhase {
+        name: name.to_string(),
+        target_rate: rate,
+        seconds: elapsed,
+        acked: acked.len() as u64,
+        errors,
+        acked_per_s: acked.len() as f64 / elapsed,
+        delivered_per_s: tally.delivered_per_s,
+        lost: tally.lost,
+        duplicates: tally.duplicates,
+        latency: Latency::of_sorted(&tally.samples),
+        send_latency: Latency::of_sorted(&tally.send_samples),
+        max_schedule_lag_ms: max_lag as f64 / 1e6,
+        chatd_cpu_us_per_msg: chatd_cpu,
+        load_cpu_us_per_msg: load_cpu,
+        ceiling_without_store_per_s: ceiling,
+        store,
+        samples: tally.samples,
+    };
+    eprintln!(
+        "dm {name}: {} acked ({:.0}/s), {} errors, {:.0} delivered/s, lost {}, duplicates {}, p50 {:.2} ms, p99 {:.2} ms; chatd CPU µs/msg {:?}, this tool's {:.1}",
+        p.acked, p.acked_per_s, p.errors, p.delivered_per_s, p.lost, p.duplicates, p.latency.p50_ms, p.latency.p99_ms, p.chatd_cpu_us_per_msg, p.load_cpu_us_per_msg
+    );
+    if p.acked == 0 {
+        bail!("dm {name}: no send was acknowledged ({errors} errors)");
+    }
+    Ok(p)
+}
+
+/// What became of a phase's acknowledged sends at their recipients.
+pub(super) struct Tally {
+    pub lost: u64,
+    pub duplicates: u64,
+    /// Send to first receipt, ns, sorted.
+    pub samples: Vec<u64>,
+    /// Send to acknowledgement, ns, sorted.
+    pub send_samples: Vec<u64>,
+    /// Delivered per second, from the first send to the last receipt.
+    pub delivered_per_s: f64,
+}
+
+/// Waits until every acknowledged send `(message id, ns sent, ns
+/// acknowledged)` has reached its recipient, or nothing has moved for 5 s,
+/// then counts what was lost, what came twice, and how long each took.
+pub(super) async fn tally(acked: &[(u64, u64, u64)], receipts: &Receipts) -> Tally {
     let mut last_missing = usize::MAX;
     let mut still = Instant::now();
     loop {
@@ -560,7 +632,7 @@ async fn phase(
     let mut send_samples = Vec::with_capacity(acked.len());
     let first_send = acked.iter().map(|a| a.1).min().unwrap_or(0);
     let mut last_rx = first_send;
-    for &(id, t0, t1) in &acked {
+    for &(id, t0, t1) in acked {
         send_samples.push(t1.saturating_sub(t0));
         match seen.get(&id) {
             None => lost += 1,
@@ -576,37 +648,17 @@ async fn phase(
     drop(seen);
     samples.sort_unstable();
     send_samples.sort_unstable();
-    let delivered = samples.len() as f64;
     let span_s = (last_rx.saturating_sub(first_send)) as f64 / 1e9;
-    let p = DmPhase {
-        name: name.to_string(),
-        target_rate: rate,
-        seconds: elapsed,
-        acked: acked.len() as u64,
-        errors,
-        acked_per_s: acked.len() as f64 / elapsed,
-        delivered_per_s: if span_s > 0.0 {
-            delivered / span_s
-        } else {
-            0.0
-        },
+    let delivered_per_s = if span_s > 0.0 {
+        samples.len() as f64 / span_s
+    } else {
+        0.0
+    };
+    Tally {
         lost,
         duplicates,
-        latency: Latency::of_sorted(&samples),
-        send_latency: Latency::of_sorted(&send_samples),
-        max_schedule_lag_ms: max_lag as f64 / 1e6,
-        chatd_cpu_us_per_msg: chatd_cpu,
-        load_cpu_us_per_msg: load_cpu,
-        ceiling_without_store_per_s: ceiling,
-        store,
         samples,
-    };
-    eprintln!(
-        "dm {name}: {} acked ({:.0}/s), {} errors, {:.0} delivered/s, lost {}, duplicates {}, p50 {:.2} ms, p99 {:.2} ms; chatd CPU µs/msg {:?}, this tool's {:.1}",
-        p.acked, p.acked_per_s, p.errors, p.delivered_per_s, p.lost, p.duplicates, p.latency.p50_ms, p.latency.p99_ms, p.chatd_cpu_us_per_msg, p.load_cpu_us_per_msg
-    );
-    if p.acked == 0 {
-        bail!("dm {name}: no send was acknowledged ({errors} errors)");
+        send_samples,
+        delivered_per_s,
     }
-    Ok(p)
 }

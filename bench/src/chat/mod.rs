@@ -11,9 +11,10 @@
 //! - `mqtt`: a minimal subscriber (thousands of them stay cheap).
 //! - `http1`: a sender's own HTTP/1.1 connection (no pool).
 //! - `dm` (over HTTP, or the MQTT uplink), `group`, `conns`, `sync`, `idle`,
-//!   `baseline`: the scenarios.
+//!   `baseline`, `bare_dm` (the dm load on bare rumqttd): the scenarios.
 //! - `report`: targets and verdicts, JSON, Markdown, the latency plot.
 
+mod bare_dm;
 mod baseline;
 mod chatd;
 mod conns;
@@ -54,7 +55,8 @@ pub enum Scenario {
     Sync,
     /// A fresh chatd: start to ready, idle RSS.
     Idle,
-    /// Bare rumqttd and the store alone, for ratios.
+    /// Bare rumqttd (pushing from inside the process, and under the dm
+    /// load over TCP) and the store alone, for ratios.
     Baseline,
 }
 
@@ -277,6 +279,18 @@ async fn scenarios(args: &Args, report: &mut ChatReport) -> Result<()> {
                     baseline::store(
                         args.senders,
                         args.receivers,
+                        args.saturation_secs,
+                        args.text_bytes,
+                    )
+                    .await?,
+                );
+                report.bare_dm = Some(
+                    bare_dm::run(
+                        args.senders,
+                        args.receivers,
+                        args.uplink_window,
+                        &args.rates,
+                        args.rate_secs,
                         args.saturation_secs,
                         args.text_bytes,
                     )

@@ -36,13 +36,27 @@ pub async fn subscribe(
 }
 
 /// Connects as `user` (with a clean or a persistent session) and
-/// subscribes to `filter` at QoS 1.
+/// subscribes to `filter` at QoS 1, with no keep-alive: idle connections
+/// send no pings.
 pub async fn subscribe_to(
     addr: SocketAddr,
     source: Option<IpAddr>,
     user: &BenchUser,
     filter: &str,
     clean_session: bool,
+) -> Result<Subscriber> {
+    subscribe_with(addr, source, user, filter, clean_session, 0).await
+}
+
+/// [`subscribe_to`] with a keep-alive of `keep_alive_secs` (bare rumqttd
+/// refuses 0). This client sends no pings: keep it longer than the run.
+pub async fn subscribe_with(
+    addr: SocketAddr,
+    source: Option<IpAddr>,
+    user: &BenchUser,
+    filter: &str,
+    clean_session: bool,
+    keep_alive_secs: u16,
 ) -> Result<Subscriber> {
     let socket = match addr {
         SocketAddr::V4(_) => TcpSocket::new_v4()?,
@@ -59,7 +73,7 @@ pub async fn subscribe_to(
         out: BytesMut::with_capacity(256),
     };
     let mut connect = Connect::new(format!("bench-{}", user.id));
-    connect.keep_alive = 0;
+    connect.keep_alive = keep_alive_secs;
     connect.clean_session = clean_session;
     connect.set_login(user.id.to_string(), user.token.clone());
     Packet::Connect(connect).write(&mut s.out, MAX_PACKET)?;
@@ -117,6 +131,19 @@ impl Subscriber {
                     }
                     into.push(p.payload);
                 }
+                Ok(_) => {}
+                Err(CodecError::InsufficientBytes(_)) => return Ok(()),
+                Err(e) => bail!("bad packet from the server: {e}"),
+            }
+        }
+    }
+
+    /// Takes the PUBACKs complete in the buffer (their packet ids, in
+    /// order); other packets are skipped.
+    pub fn take_acks(&mut self, into: &mut Vec<u16>) -> Result<()> {
+        loop {
+            match Packet::read(&mut self.buf, MAX_PACKET) {
+                Ok(Packet::PubAck(ack)) => into.push(ack.pkid),
                 Ok(_) => {}
                 Err(CodecError::InsufficientBytes(_)) => return Ok(()),
                 Err(e) => bail!("bad packet from the server: {e}"),
