@@ -23,7 +23,6 @@ fn role(comm: &str) -> &'static str {
         "bare-v4" => "bare rumqttd net",
         "gw-rt" => "gateway runtime",
         c if c.starts_with("mqtt-io") => "gateway conns",
-        "mqtt-dispatch" => "gateway dispatcher",
         "clients-rt" => "subscribers",
         "publisher" => "publisher",
         _ => "other",

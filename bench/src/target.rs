@@ -18,7 +18,7 @@ use anyhow::{anyhow, Context, Result};
 use bytes::Bytes;
 use mqchat_broker::{Authenticator, Broker, Principal, Refusal, Settings};
 use rumqttd::local::LinkTx;
-use rumqttd::{Config, ConnectionSettings, RouterConfig, ServerSettings};
+use rumqttd::{Config, ConnectionSettings, ServerSettings};
 use serde::Serialize;
 use tokio::runtime::Runtime;
 use tokio_util::sync::CancellationToken;
@@ -59,23 +59,6 @@ impl Drop for Target {
         if let Some(token) = &self.shutdown {
             token.cancel();
         }
-    }
-}
-
-/// Bare rumqttd's router settings: what the gateway's router gives a
-/// client's own filter (`Settings::default()`'s segments). The gateway's
-/// router also has the dispatcher's filter, with bigger segments, and reads
-/// up to 1,024 publishes at a time for it (`max_outgoing_packet_count`, which
-/// only QoS 0 subscribers use: bare rumqttd's subscribers here are QoS 1).
-pub fn router_config(s: &Settings) -> RouterConfig {
-    RouterConfig {
-        max_connections: s.max_connections + 16,
-        max_outgoing_packet_count: s.max_inflight,
-        max_segment_size: s.segment_size.max(1024),
-        max_segment_count: s.segment_count.max(1),
-        custom_segment: None,
-        initialized_filters: None,
-        shared_subscriptions_strategy: Default::default(),
     }
 }
 
@@ -122,7 +105,8 @@ pub fn start_bare() -> Result<Target> {
         // Router id 1 names its thread `router-1` (the gateway's is
         // `router-0`), which keeps their CPU time apart.
         id: 1,
-        router: router_config(&settings),
+        // The gateway's router settings (`Settings::router_config`).
+        router: settings.router_config(),
         v4: Some(HashMap::from([("bare".to_string(), server)])),
         ..Default::default()
     };

@@ -128,8 +128,9 @@ enum Downlink {
     /// A persistent session: a link of its own into the router, which keeps
     /// the session's subscriptions and what it misses while away.
     Link(LinkTx, LinkRx),
-    /// A clean session: no router state; the dispatcher fills its mailbox
-    /// (see `mailbox`), and the connection numbers its QoS 1 deliveries.
+    /// A clean session: no router state; pushes go straight into its
+    /// mailbox (see `mailbox`), and the connection numbers its QoS 1
+    /// deliveries.
     Mailbox(Direct),
 }
 
@@ -286,7 +287,7 @@ where
                 .await
                 .map(|()| None)
         } else {
-            shared.note_persistent(&router_client_id);
+            shared.note_persistent(&router_client_id, principal.user_id);
             shared
                 .links
                 .build(LinkSpec {
@@ -1103,7 +1104,6 @@ where
             Ok(Ended::KickedFor(KickReason::TakenOver)) => {
                 Some(DisconnectReasonCode::SessionTakenOver)
             }
-            Ok(Ended::KickedFor(KickReason::Overloaded)) => Some(DisconnectReasonCode::ServerBusy),
             Err(ConnError::FellBehind(_)) => Some(DisconnectReasonCode::QuotaExceeded),
             Err(ConnError::KeepAlive) => Some(DisconnectReasonCode::KeepAliveTimeout),
             Err(ConnError::RateLimited) => Some(DisconnectReasonCode::MessageRateTooHigh),

@@ -8,7 +8,7 @@
 //! # Layout
 //! - [`server`]: [`Broker`]: starts the router, accepts TCP, the handle chatsvc holds.
 //! - `conn`: one client connection: CONNECT checks, the packet loop, the edge fixes.
-//! - `mailbox`: clean sessions' deliveries, dispatched from one router link.
+//! - `mailbox`: clean sessions' deliveries, queued by the publishers themselves.
 //! - [`acl`]: which filters a user may subscribe to, which topics it may publish to.
 //! - [`auth`]: the [`Authenticator`] chatsvc implements (JWT check).
 //! - `registry`: live connections per user: presence, and kicking a user's sessions.

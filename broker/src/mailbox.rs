@@ -5,17 +5,17 @@
 //! connect whatever the client does next: queues with room for 200
 //! notifications and 100 acks, an input queue, and a data log per filter.
 //! That was most of what an idle connection cost. A clean session has
-//! nothing for the router to keep between connections, so clean sessions
-//! share one link instead: the dispatcher's link subscribes to `users/#` at
-//! QoS 0, and the dispatcher thread hands each publish to the [`Mailbox`] of
-//! every connection of that user whose filters match. The connection takes
+//! nothing for the router to keep between connections, so it has no link:
+//! a push (`Shared::publish_all`) goes straight from the publisher's thread
+//! into the [`Mailbox`] of every connection of that user whose filters
+//! match, with no router round and no thread hand-off. The connection takes
 //! deliveries from its mailbox and does what the router did for a link: the
 //! delivery QoS, packet ids, the window of unacknowledged QoS 1 deliveries,
 //! MQTT 5 subscription identifiers.
 //!
 //! Persistent sessions (clean session 0) keep a link of their own: the router
 //! keeps their subscriptions, and what they miss while away, between
-//! connections.
+//! connections; pushes to a user with one go through the router too.
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
@@ -57,7 +57,7 @@ struct State {
     overflowed: bool,
 }
 
-/// One connection's deliveries: filled by the dispatcher, taken by the
+/// One connection's deliveries: filled by the publishers, taken by the
 /// connection task.
 pub(crate) struct Mailbox {
     state: Mutex<State>,
@@ -102,7 +102,7 @@ impl Mailbox {
     }
 
     /// Queues `topic` for the connection if any of its filters matches it.
-    /// The dispatcher calls this; it never waits for the connection.
+    /// Publishers call this; it never waits for the connection.
     pub(crate) fn offer(
         &self,
         topic: &Bytes,

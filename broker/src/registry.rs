@@ -28,9 +28,6 @@ pub enum KickReason {
     ServerShutdown,
     /// Another connection of the user took over its client id.
     TakenOver,
-    /// Deliveries were lost on their way to clean sessions (the server fell
-    /// behind): they must reconnect and catch up.
-    Overloaded,
 }
 
 struct Conn {
@@ -215,16 +212,6 @@ impl Registry {
         n
     }
 
-    /// Ends every clean session's connection (those served from mailboxes).
-    pub(crate) fn kick_mailboxes(&self, why: KickReason) {
-        let users = self.users.lock().unwrap_or_else(|e| e.into_inner());
-        for conn in users.values().flat_map(HashMap::values) {
-            if conn.mailbox.is_some() {
-                conn.kick_for(why);
-            }
-        }
-    }
-
     pub(crate) fn kick_all(&self, why: KickReason) {
         let users = self.users.lock().unwrap_or_else(|e| e.into_inner());
         for conn in users.values().flat_map(HashMap::values) {
@@ -245,7 +232,7 @@ impl Conn {
 
 /// The user a topic is addressed to: `users/{id}/...`, `id` in canonical
 /// decimal (so that no other spelling reaches user `id`).
-fn addressee(topic: &[u8]) -> Option<u64> {
+pub(crate) fn addressee(topic: &[u8]) -> Option<u64> {
     let rest = topic.strip_prefix(b"users/")?;
     let end = rest.iter().position(|&b| b == b'/')?;
     let id = std::str::from_utf8(&rest[..end]).ok()?;

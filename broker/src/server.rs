@@ -2,18 +2,16 @@
 //! listeners in front of it, and the handle chatsvc uses to push and to ask
 //! who is online.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
 use rumqttd::local::{LinkBuilder, LinkError, LinkRx, LinkTx};
-use rumqttd::protocol::{
-    Disconnect, DisconnectReasonCode, Filter, QoS, RetainForwardRule, Subscribe,
-};
+use rumqttd::protocol::{Disconnect, DisconnectReasonCode};
 use rumqttd::protocol::{LastWill, LastWillProperties, Packet, Publish, PublishProperties};
-use rumqttd::{Forward, Notification, Router, RouterConfig, SegmentConfig};
+use rumqttd::{Notification, Router, RouterConfig};
 use tokio::net::TcpListener;
 use tokio::sync::{broadcast, Semaphore};
 use tokio_util::sync::CancellationToken;
@@ -23,7 +21,7 @@ use tracing::{debug, error, info, warn};
 use crate::acl::Acl;
 use crate::auth::Authenticator;
 use crate::conn;
-use crate::registry::{KickReason, PresenceChange, Registry};
+use crate::registry::{addressee, KickReason, PresenceChange, Registry};
 use crate::uplink::Uplink;
 
 /// Broker settings. The defaults suit a single node with many small per-user
@@ -92,6 +90,24 @@ impl Default for Settings {
             max_packets_per_sec: 100,
             packet_burst: 1000,
             io_threads: 1,
+        }
+    }
+}
+
+impl Settings {
+    /// rumqttd's router as the broker runs it. Only persistent sessions have
+    /// links into it (QoS 1 links stop at 100 unacknowledged deliveries, a
+    /// constant in rumqttd; QoS 0 ones get `max_inflight` per round), and
+    /// every filter gets the log `segment_size` × `segment_count`.
+    pub fn router_config(&self) -> RouterConfig {
+        RouterConfig {
+            max_connections: self.max_connections + 16,
+            max_outgoing_packet_count: self.max_inflight,
+            max_segment_size: self.segment_size.max(1024),
+            max_segment_count: self.segment_count.max(1),
+            custom_segment: None,
+            initialized_filters: None,
+            shared_subscriptions_strategy: Default::default(),
         }
     }
 }
@@ -188,7 +204,8 @@ pub(crate) struct Shared {
     pub links: Links,
     pub connection_slots: Arc<Semaphore>,
     pub shutdown: CancellationToken,
-    /// The broker's own link: every push and uplink reply goes through it.
+    /// The broker's own link into the router: pushes and uplink replies to
+    /// users with a persistent session go through it.
     pub publisher: Mutex<LinkTx>,
     /// Handles client publishes to open subtrees (set once chatsvc is up).
     pub uplink: OnceLock<Arc<dyn Uplink>>,
@@ -198,21 +215,55 @@ pub(crate) struct Shared {
     /// new one calibrates itself with CPUID, which traps to the hypervisor
     /// on a VM and was a tenth of the connect path.
     pub clock: governor::clock::QuantaClock,
-    /// Router client ids that connected with a persistent session: the
-    /// router may hold their state, which a clean session with the same id
-    /// must discard (see `Shared::discard_persistent`).
-    persistent: Mutex<HashSet<String>>,
-    /// What the dispatcher has yet to take from the router.
-    backlog: Backlog,
+    /// The persistent sessions the router may hold.
+    persistent: Mutex<Persistent>,
+}
+
+/// Router client ids that connected with a persistent session, and their
+/// users. The router may hold their state, which a clean session with the
+/// same id must discard (see `Shared::discard_persistent`); and pushes to
+/// their users go through the router as well as to the mailboxes.
+#[derive(Default)]
+struct Persistent {
+    users: HashMap<String, u64>,
+    sessions: HashMap<u64, usize>,
+}
+
+impl Persistent {
+    fn insert(&mut self, client_id: &str, user_id: u64) {
+        if self.users.insert(client_id.to_owned(), user_id).is_none() {
+            *self.sessions.entry(user_id).or_default() += 1;
+        }
+    }
+
+    fn remove(&mut self, client_id: &str) -> bool {
+        let Some(user_id) = self.users.remove(client_id) else {
+            return false;
+        };
+        if let Some(n) = self.sessions.get_mut(&user_id) {
+            *n -= 1;
+            if *n == 0 {
+                self.sessions.remove(&user_id);
+            }
+        }
+        true
+    }
+
+    /// Whether a publish to `topic` may have a subscriber in the router: a
+    /// persistent session of its user, or (not a user's topic) anyone.
+    fn routes(&self, topic: &[u8]) -> bool {
+        addressee(topic).is_none_or(|user| self.sessions.contains_key(&user))
+    }
 }
 
 impl Shared {
-    /// Notes that the router may keep a session for `client_id`.
-    pub(crate) fn note_persistent(&self, client_id: &str) {
+    /// Notes that the router may keep a session for `client_id`, a client of
+    /// `user_id`: from now on that user's pushes also go to the router.
+    pub(crate) fn note_persistent(&self, client_id: &str, user_id: u64) {
         self.persistent
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(client_id.to_owned());
+            .insert(client_id, user_id);
     }
 
     /// A clean session starts with `client_id`: if the router may hold a
@@ -247,39 +298,38 @@ impl Shared {
             .map_err(|e| e.to_string())
     }
 
-    /// Publishes into the router. Synchronous: it may block briefly when the
-    /// router's queue is full.
+    /// Publishes one push or reply. Never waits for a client.
     pub(crate) fn publish(&self, topic: String, payload: Bytes, props: Option<PublishProperties>) {
         let publish = Publish::new(Bytes::from(topic), payload, false);
         self.publish_all(vec![(publish, props)]);
     }
 
-    /// Publishes in order, one router wake-up per chunk. A chunk goes to
-    /// the router once the dispatcher has room for it ([`Backlog`]), so a
-    /// batch larger than the dispatcher's log (a group message of 16 KiB to
-    /// 2,000 members is 32 MiB) goes in as the dispatcher takes it.
+    /// Publishes in order. Clean sessions have no router link: each publish
+    /// goes straight into the mailboxes of its user's clean-session
+    /// connections (see `mailbox`), on the caller's thread, so a push costs
+    /// no router round and no thread hand-off. Only users with a persistent
+    /// session also get their publishes through the router (one wake-up for
+    /// the batch), which keeps those sessions' subscriptions and logs. Each
+    /// connection is served by one of the two paths, so it sees its
+    /// publishes in the order they were made.
     fn publish_all(&self, publishes: Vec<(Publish, Option<PublishProperties>)>) {
         let total = publishes.len();
-        let mut publishes = publishes.into_iter().peekable();
-        while publishes.peek().is_some() {
-            let mut chunk = Vec::new();
-            let mut bytes = 0;
-            while let Some((publish, _)) = publishes.peek() {
-                let size = dispatched_bytes(publish);
-                if !chunk.is_empty() && bytes + size > DISPATCH_CHUNK {
-                    break;
-                }
-                bytes += size;
-                if let Some((publish, props)) = publishes.next() {
-                    chunk.push(Packet::Publish(publish, props));
-                }
-            }
-            self.backlog.admit(bytes);
-            let Some(last) = chunk.pop() else {
-                break;
-            };
+        self.registry.deliver(
+            publishes
+                .iter()
+                .map(|(p, props)| (&p.topic, &p.payload, props.as_ref())),
+        );
+        let mut routed: Vec<Packet> = {
+            let persistent = self.persistent.lock().unwrap_or_else(|e| e.into_inner());
+            publishes
+                .into_iter()
+                .filter(|(p, _)| persistent.routes(&p.topic))
+                .map(|(p, props)| Packet::Publish(p, props))
+                .collect()
+        };
+        if let Some(last) = routed.pop() {
             let mut tx = self.publisher.lock().unwrap_or_else(|e| e.into_inner());
-            tx.buffer().extend(chunk);
+            tx.buffer().extend(routed);
             // `LinkTx::send` is an async fn that never awaits; it
             // completes on its first poll.
             match futures_util::FutureExt::now_or_never(tx.send(last)) {
@@ -289,76 +339,6 @@ impl Shared {
             }
         }
         metrics::counter!("mqtt_pushes_total").increment(total as u64);
-    }
-}
-
-/// Bytes of topic and payload handed to the router and not yet taken by
-/// the dispatcher. The router drops what a subscriber has not read once
-/// newer publishes fill its log; the dispatcher's log keeps at least the
-/// newest 4 MiB, so publishers wait while 2 MiB are pending (plus at most
-/// one chunk of 1 MiB): the dispatcher loses no publish, however much
-/// faster the publishers are.
-#[derive(Default)]
-struct Backlog {
-    pending: Mutex<usize>,
-    taken: std::sync::Condvar,
-}
-
-/// Pending bytes above which publishers wait for the dispatcher.
-const DISPATCH_BACKLOG: usize = 2 << 20;
-/// Most bytes handed to the router at once.
-const DISPATCH_CHUNK: usize = 1 << 20;
-/// A publisher waits this long at most for the dispatcher, then publishes
-/// anyway (and the dispatcher's gap check makes clean sessions resync).
-const BACKLOG_WAIT: Duration = Duration::from_secs(5);
-
-impl Backlog {
-    /// Waits until `bytes` more fit, then counts them in. A chunk is always
-    /// let through when nothing is pending, whatever its size.
-    fn admit(&self, bytes: usize) {
-        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-        let deadline = std::time::Instant::now() + BACKLOG_WAIT;
-        while *pending > 0 && *pending + bytes > DISPATCH_BACKLOG {
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            if left.is_zero() {
-                // A dispatcher that stalled this long, or a count gone
-                // wrong: start counting afresh rather than make every
-                // publish wait.
-                error!(pending = *pending, "the dispatcher took nothing for 5 s");
-                *pending = 0;
-                break;
-            }
-            pending = self
-                .taken
-                .wait_timeout(pending, left)
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
-        }
-        *pending += bytes;
-    }
-
-    /// The dispatcher took `bytes`.
-    fn took(&self, bytes: usize) {
-        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-        *pending = pending.saturating_sub(bytes);
-        self.taken.notify_all();
-    }
-
-    /// Forgets everything pending (publishes were lost on the way).
-    fn clear(&self) {
-        *self.pending.lock().unwrap_or_else(|e| e.into_inner()) = 0;
-        self.taken.notify_all();
-    }
-}
-
-/// What a publish counts in the [`Backlog`]: its topic and payload if the
-/// dispatcher's filter (`users/#`) takes it, else nothing.
-fn dispatched_bytes(publish: &Publish) -> usize {
-    let topic = &publish.topic[..];
-    if topic == b"users" || topic.starts_with(b"users/") {
-        topic.len() + publish.payload.len()
-    } else {
-        0
     }
 }
 
@@ -390,31 +370,7 @@ impl Broker {
         authenticator: Arc<dyn Authenticator>,
         shutdown: CancellationToken,
     ) -> Result<Broker, BrokerError> {
-        // Every filter a client can hold is `users/{id}/...`, which matches
-        // the custom entry and gets the per-subscriber log from the
-        // settings; the dispatcher's `users/#` does not match it (the router
-        // compares filters as topics, and `#` never matches `+`), so it gets
-        // the default, sized for every publish that passes through.
-        let mut custom = std::collections::HashMap::new();
-        custom.insert(
-            "users/+/#".to_owned(),
-            SegmentConfig {
-                max_segment_size: settings.segment_size.max(1024),
-                max_segment_count: settings.segment_count.max(1),
-            },
-        );
-        let config = RouterConfig {
-            max_connections: settings.max_connections + 16,
-            // What the router forwards to a QoS 0 subscriber per round: the
-            // dispatcher's batch (QoS 1 links stop at 100 unacknowledged,
-            // a constant in rumqttd).
-            max_outgoing_packet_count: DISPATCH_READ,
-            max_segment_size: DISPATCH_SEGMENT_SIZE,
-            max_segment_count: DISPATCH_SEGMENT_COUNT,
-            custom_segment: Some(custom),
-            initialized_filters: None,
-            shared_subscriptions_strategy: Default::default(),
-        };
+        let config = settings.router_config();
         let router_tx = Router::new(0, config).spawn();
         let links: LinkFactory = Arc::new(move |spec: LinkSpec| {
             let (tx, rx, ack) = LinkBuilder::new(&spec.client_id, router_tx.clone())
@@ -450,30 +406,6 @@ impl Broker {
             }
         });
 
-        // The dispatcher's link: every publish to a user's topics, for the
-        // mailboxes of clean sessions (see `mailbox`).
-        let (mut dispatch_tx, dispatch_rx, _) = links(LinkSpec {
-            client_id: "_mqchat-dispatch".to_owned(),
-            clean_session: true,
-            will: None,
-            will_props: None,
-            topic_alias_max: 0,
-        })
-        .map_err(BrokerError::Link)?;
-        let subscribe = Subscribe {
-            pkid: 1,
-            filters: vec![Filter {
-                path: DISPATCH_FILTER.to_owned(),
-                qos: QoS::AtMostOnce,
-                nolocal: false,
-                preserve_retain: false,
-                retain_forward_rule: RetainForwardRule::Never,
-            }],
-        };
-        futures_util::FutureExt::now_or_never(dispatch_tx.send(Packet::Subscribe(subscribe, None)))
-            .ok_or_else(|| BrokerError::Link("dispatcher subscribe did not complete".into()))?
-            .map_err(|e| BrokerError::Link(e.to_string()))?;
-
         let io = start_io_threads(settings.io_threads, &shutdown)
             .map_err(|e| BrokerError::Link(format!("start I/O threads: {e}")))?;
         let shared = Arc::new(Shared {
@@ -489,14 +421,8 @@ impl Broker {
             io,
             next_io: std::sync::atomic::AtomicUsize::new(0),
             clock: governor::clock::QuantaClock::default(),
-            persistent: Mutex::new(HashSet::new()),
-            backlog: Backlog::default(),
+            persistent: Mutex::new(Persistent::default()),
         });
-        let weak = Arc::downgrade(&shared);
-        std::thread::Builder::new()
-            .name("mqtt-dispatch".into())
-            .spawn(move || dispatch(weak, dispatch_tx, dispatch_rx))
-            .map_err(|e| BrokerError::Link(format!("start the dispatcher: {e}")))?;
         Ok(Broker { shared })
     }
 
@@ -574,9 +500,10 @@ impl Broker {
     /// connection (they catch up by sync, and the router keeps no copy);
     /// returns whether it was published.
     ///
-    /// Synchronous: it hands the packet to the router's queue and may block
-    /// briefly when that queue is full, so call it from a blocking context
-    /// (chatsvc calls it from its store writer thread, in commit order).
+    /// Synchronous and never waits for a client: it queues the publish in the
+    /// mailboxes of the user's clean sessions (and in the router for a user
+    /// with a persistent session), taking short locks only. chatsvc calls it
+    /// from its store's notify thread, in commit order.
     pub fn push(&self, user_id: u64, subtopic: &str, payload: Bytes) -> bool {
         if !self.shared.registry.is_online(user_id) {
             return false;
@@ -585,9 +512,9 @@ impl Broker {
         true
     }
 
-    /// Pushes many `(user, subtopic, payload)` at once: one lock and one
-    /// router wake-up for the whole batch (a group message to 1000 members
-    /// is one batch; a batch over 1 MiB goes in chunks). Offline users are
+    /// Pushes many `(user, subtopic, payload)` at once, in order: one lock
+    /// of the registry and at most one router wake-up for the whole batch (a
+    /// group message to 1000 members is one batch). Offline users are
     /// skipped; returns how many were sent.
     pub fn push_many<'a, I>(&self, items: I) -> usize
     where
@@ -606,7 +533,7 @@ impl Broker {
         n
     }
 
-    /// Publishes unconditionally. Same blocking note as [`Broker::push`].
+    /// Publishes whether or not anyone is online. Same note as [`Broker::push`].
     pub fn publish(&self, topic: String, payload: Bytes) {
         self.shared.publish(topic, payload, None);
     }
@@ -663,98 +590,6 @@ impl Broker {
     /// Closes every client connection (server shutdown).
     pub fn disconnect_all(&self) {
         self.shared.registry.kick_all(KickReason::ServerShutdown);
-    }
-}
-
-/// Publishes the router hands the dispatcher at a time. Large batches are
-/// cheap for the dispatcher and give each connection several deliveries per
-/// wake-up, so one write instead of several.
-const DISPATCH_READ: u64 = 1024;
-
-/// The dispatcher's filter: every user's topics.
-const DISPATCH_FILTER: &str = "users/#";
-
-/// The dispatcher's log in the router holds every publish to users until the
-/// dispatcher has taken it. It may fall behind by at least 4 segments (4 MiB:
-/// a group message to 2,000 members is ~1 MiB, handed to the router at
-/// once) before the router drops what it has not taken; and the log keeps at
-/// most 5 MiB of publishes already taken (their payloads stay in memory until
-/// their segment is dropped).
-const DISPATCH_SEGMENT_SIZE: usize = 1 << 20;
-const DISPATCH_SEGMENT_COUNT: usize = 5;
-
-/// The dispatcher thread: takes the router's forwards on the dispatcher's
-/// link and hands them to the clean sessions' mailboxes. It never waits for
-/// a connection (a mailbox that is full makes its connection end), so one
-/// slow client can't hold up the others. Ends with the broker.
-fn dispatch(shared: Weak<Shared>, _tx: LinkTx, mut rx: LinkRx) {
-    let mut batch: Vec<Forward> = Vec::new();
-    let mut last_offset: Option<u64> = None;
-    loop {
-        let mut next = match rx.recv() {
-            Ok(n) => n,
-            Err(e) => {
-                debug!(error = %e, "dispatcher link closed");
-                return;
-            }
-        };
-        let mut unscheduled = false;
-        loop {
-            match next {
-                Some(Notification::Forward(forward)) => batch.push(forward),
-                Some(Notification::Unschedule) => unscheduled = true,
-                Some(other) => debug!(?other, "dispatcher: router notification"),
-                None => {}
-            }
-            if batch.len() >= 1024 {
-                break;
-            }
-            match futures_util::FutureExt::now_or_never(rx.next()) {
-                Some(Ok(n)) => next = n,
-                Some(Err(_)) | None => break,
-            }
-        }
-        let Some(shared) = shared.upgrade() else {
-            return;
-        };
-        // The router numbers a filter's publishes one after another; a gap
-        // means it dropped publishes the dispatcher had not taken yet (its
-        // log overflowed, which the backlog's limit prevents unless the
-        // dispatcher stalls for `BACKLOG_WAIT`). Nobody can tell which
-        // clean sessions missed what, so all of them reconnect and catch up
-        // by sync.
-        let skipped = batch
-            .iter()
-            .filter_map(|f| f.cursor.map(|(_, offset)| offset))
-            .fold(0, |skipped, offset| {
-                let gap = last_offset.map_or(0, |last| offset.saturating_sub(last + 1));
-                last_offset = Some(offset);
-                skipped + gap
-            });
-        if skipped > 0 {
-            error!(
-                skipped,
-                "dispatcher fell behind the router: clean sessions must resync"
-            );
-            metrics::counter!("mqtt_dispatch_skipped_total").increment(skipped);
-            shared.registry.kick_mailboxes(KickReason::Overloaded);
-            shared.backlog.clear();
-        }
-        shared.registry.deliver(
-            batch
-                .iter()
-                .map(|f| (&f.publish.topic, &f.publish.payload, f.properties.as_ref())),
-        );
-        shared
-            .backlog
-            .took(batch.iter().map(|f| dispatched_bytes(&f.publish)).sum());
-        batch.clear();
-        if unscheduled {
-            if let Err(e) = rx.ready() {
-                debug!(error = %e, "dispatcher link closed");
-                return;
-            }
-        }
     }
 }
 

@@ -1,5 +1,5 @@
 //! Delivery to clean and persistent sessions, which the gateway serves two
-//! ways: a clean session from a mailbox filled by the dispatcher (the
+//! ways: a clean session from a mailbox the pushes go straight into (the
 //! gateway numbers its QoS 1 deliveries and keeps their window), a
 //! persistent session through a router link of its own. Each test holds the
 //! gateway to what an MQTT client expects of either: the window of
@@ -267,6 +267,85 @@ async fn a_second_connection_with_the_same_client_id_takes_over() -> Result<()> 
             .is_none(),
         "alice's connection lives on and sees nothing of bob's"
     );
+    Ok(())
+}
+
+/// Receives `n` deliveries (acknowledging each) and their texts; then
+/// checks that nothing more comes.
+async fn texts(client: &AsyncClient, events: &mut EventLoop, n: usize) -> Result<Vec<String>> {
+    let mut got = Vec::new();
+    while got.len() < n {
+        let p = publish(events, Duration::from_secs(5))
+            .await?
+            .ok_or_else(|| anyhow!("{} of {n} deliveries: {got:?}", got.len()))?;
+        client.ack(&p).await?;
+        got.push(text_of(&p));
+    }
+    if let Some(extra) = publish(events, Duration::from_millis(300)).await? {
+        bail!("a delivery beyond {got:?}: {}", text_of(&extra));
+    }
+    Ok(got)
+}
+
+/// A user's pushes reach a clean session straight through its mailbox, and
+/// go through the router only while the user has a persistent session: each
+/// connection must still get each push once, in order, however the two
+/// kinds of session come and go.
+#[tokio::test]
+async fn clean_and_persistent_sessions_of_a_user_each_get_every_push_once() -> Result<()> {
+    let server = TestServer::start().await?;
+    let alice = server.user("alice").await?;
+    let bob = server.user("bob").await?;
+    let send = |id: &'static str| {
+        let alice = &alice;
+        async move {
+            let (s, m) = alice.send_text(bob.id, id, id).await?;
+            anyhow::ensure!(s == 201, "{m}");
+            Ok(())
+        }
+    };
+    let (phone, mut phone_events) = subscribed(v5(&server, &bob, "bob-phone"), &bob).await?;
+    send("m0").await?;
+    assert_eq!(texts(&phone, &mut phone_events, 1).await?, ["m0"]);
+
+    // A persistent session joins: the pushes now also go to the router.
+    let mut tablet_opts = v5(&server, &bob, "bob-tablet");
+    tablet_opts.set_clean_start(false);
+    let (tablet, mut tablet_events) = subscribed(tablet_opts.clone(), &bob).await?;
+    for id in ["m1", "m2", "m3"] {
+        send(id).await?;
+    }
+    assert_eq!(
+        texts(&phone, &mut phone_events, 3).await?,
+        ["m1", "m2", "m3"]
+    );
+    assert_eq!(
+        texts(&tablet, &mut tablet_events, 3).await?,
+        ["m1", "m2", "m3"]
+    );
+
+    // It goes away and comes back: the router kept its subscription, the
+    // clean session never gets a push twice.
+    tablet.disconnect().await?;
+    while tablet_events.poll().await.is_ok() {}
+    send("m4").await?;
+    assert_eq!(texts(&phone, &mut phone_events, 1).await?, ["m4"]);
+    let (tablet, mut tablet_events) = AsyncClient::new(tablet_opts, 64);
+    assert!(connack(&mut tablet_events).await?.session_present);
+    send("m5").await?;
+    assert_eq!(texts(&phone, &mut phone_events, 1).await?, ["m5"]);
+    // What the router kept for it while away (m4), then m5.
+    let got = texts(&tablet, &mut tablet_events, 2).await?;
+    assert_eq!(got, ["m4", "m5"]);
+
+    // A clean session takes the persistent one's id over and discards it:
+    // every push still reaches each connection once.
+    tablet.disconnect().await?;
+    while tablet_events.poll().await.is_ok() {}
+    let (laptop, mut laptop_events) = subscribed(v5(&server, &bob, "bob-tablet"), &bob).await?;
+    send("m6").await?;
+    assert_eq!(texts(&phone, &mut phone_events, 1).await?, ["m6"]);
+    assert_eq!(texts(&laptop, &mut laptop_events, 1).await?, ["m6"]);
     Ok(())
 }
 
