@@ -610,3 +610,30 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     socket.bind(addr)?;
     socket.listen(LISTEN_BACKLOG)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Persistent;
+
+    #[test]
+    fn a_users_pushes_go_to_the_router_while_one_of_its_persistent_sessions_is_kept() {
+        let mut p = Persistent::default();
+        assert!(!p.routes(b"users/7/events"), "no persistent session yet");
+        p.insert("7/phone", 7);
+        p.insert("7/phone", 7); // reconnected: still one session
+        p.insert("7/tablet", 7);
+        assert!(p.routes(b"users/7/events"));
+        assert!(!p.routes(b"users/8/events"), "another user's");
+        assert!(!p.routes(b"users/70/events"));
+
+        assert!(p.remove("7/phone"));
+        assert!(!p.remove("7/phone"), "already discarded");
+        assert!(p.routes(b"users/7/events"), "the tablet's is still kept");
+        assert!(p.remove("7/tablet"));
+        assert!(!p.routes(b"users/7/events"));
+        // Not a user's topic (nobody can subscribe there but the router may
+        // know): always handed to the router.
+        assert!(p.routes(b"other/topic"));
+        assert!(p.routes(b"users/007/events"));
+    }
+}
