@@ -490,7 +490,13 @@ where
                 },
             };
             match step {
-                Step::Wrote => {}
+                // The uplink worker put the reply in the mailbox just before
+                // this PUBACK: both, and any other answer ready by now, go
+                // out in one write.
+                Step::Wrote => {
+                    self.write_ready_acks()?;
+                    self.deliver_from_mailbox().await?;
+                }
                 Step::Read(end) => {
                     self.forward_to_uplink().await?;
                     if let Some(end) = end {
@@ -504,7 +510,10 @@ where
                         }
                     }
                 }
-                Step::Delivered => self.deliver_from_mailbox().await?,
+                Step::Delivered => {
+                    self.write_ready_acks()?;
+                    self.deliver_from_mailbox().await?;
+                }
                 Step::Notified(end, unscheduled) => {
                     if let Some(end) = end {
                         self.flush().await?;
@@ -678,6 +687,19 @@ where
             } else {
                 self.outbuf.clear();
             }
+        }
+        Ok(())
+    }
+
+    /// Writes the uplink acknowledgements already waiting, without waiting
+    /// for more.
+    fn write_ready_acks(&mut self) -> Result<(), ConnError> {
+        while let Some(ack) = self
+            .uplink
+            .as_mut()
+            .and_then(|(_, acks)| acks.try_recv().ok())
+        {
+            self.write(ack)?;
         }
         Ok(())
     }
