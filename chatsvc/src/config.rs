@@ -88,6 +88,18 @@ pub struct Config {
     #[arg(long, env = "CHAT_MQTT_QUEUE_KIB", default_value_t = 1024)]
     pub mqtt_queue_kib: usize,
 
+    /// Threads serving MQTT-over-TCP connections (each connection stays on
+    /// one; new ones are spread over them in turn). 0: half the machine's
+    /// cores, at least one, leaving the rest to HTTP and the store. At most
+    /// 256.
+    #[arg(
+        long,
+        env = "CHAT_MQTT_IO_THREADS",
+        default_value_t = 0,
+        value_parser = clap::value_parser!(u16).range(0..=256)
+    )]
+    pub mqtt_io_threads: u16,
+
     /// Who may start a direct conversation: `open` (anyone not blocked) or
     /// `friends` (friends only).
     #[arg(long, env = "CHAT_DM_POLICY", default_value = "open")]
@@ -166,6 +178,14 @@ pub enum LogFormat {
 }
 
 impl Config {
+    /// `--mqtt-io-threads` resolved: 0 means half the cores, at least one.
+    pub fn mqtt_io_threads(&self) -> usize {
+        match self.mqtt_io_threads {
+            0 => std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1)),
+            n => usize::from(n),
+        }
+    }
+
     pub fn access_ttl(&self) -> Duration {
         Duration::from_secs(self.access_token_ttl.max(1))
     }

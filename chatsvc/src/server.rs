@@ -109,6 +109,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         write_timeout: Duration::from_secs(config.mqtt_write_timeout.max(1)),
         max_packets_per_sec: config.mqtt_packet_rate,
         mailbox_size: config.mqtt_queue_kib.max(1).saturating_mul(1024),
+        io_threads: config.mqtt_io_threads(),
         ..Default::default()
     };
     let broker = mqchat_broker::Broker::start(settings, tokens.clone(), shutdown.child_token())?;

@@ -178,3 +178,56 @@ async fn mqtt5_over_websocket() -> Result<()> {
     }
     bail!("no push over MQTT 5 on WebSocket")
 }
+
+/// Names of chatd's MQTT I/O threads.
+fn io_threads(server: &TestServer) -> Result<Vec<String>> {
+    let pid = server
+        .pid()
+        .ok_or_else(|| anyhow::anyhow!("chatd has no pid"))?;
+    let mut names = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))? {
+        let comm = std::fs::read_to_string(task?.path().join("comm"))?;
+        if comm.starts_with("mqtt-io-") {
+            names.push(comm.trim().to_owned());
+        }
+    }
+    names.sort();
+    Ok(names)
+}
+
+#[tokio::test]
+async fn mqtt_connections_are_spread_over_the_io_threads_asked_for() -> Result<()> {
+    // The default: half the cores, at least one.
+    let server = TestServer::start().await?;
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    assert_eq!(io_threads(&server)?.len(), (cores / 2).max(1));
+    drop(server);
+
+    let server = TestServer::start_with(&["--mqtt-io-threads", "3"]).await?;
+    assert_eq!(
+        io_threads(&server)?,
+        ["mqtt-io-0", "mqtt-io-1", "mqtt-io-2"]
+    );
+    // Six connections, two on each thread in turn: each gets its own push.
+    let alice = server.user("alice").await?;
+    let mut receivers = Vec::new();
+    for i in 0..6 {
+        let user = server.user(&format!("reader{i}")).await?;
+        let mqtt = server.mqtt(&user).await?;
+        receivers.push((user, mqtt));
+    }
+    for (user, _) in &receivers {
+        let (s, m) = alice
+            .send_text(user.id, &format!("io-{}", user.id), &user.name)
+            .await?;
+        assert_eq!(s, 201, "{m}");
+    }
+    for (user, mqtt) in &mut receivers {
+        let got = mqtt
+            .next_event(Duration::from_secs(5))
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("{} got no push", user.name))?;
+        assert_eq!(got["message"]["body"]["text"], user.name.as_str());
+    }
+    Ok(())
+}
