@@ -98,7 +98,7 @@ pub(crate) fn post(
     for file in p.files {
         crate::store::files::link(c, row.id, file)?;
     }
-    let deliveries = store::fan_out(c, p.conversation_id, MESSAGE_CREATED, row.id)?;
+    let deliveries = store::fan_out(c, &row, MESSAGE_CREATED)?;
     super::webhooks::on_message(c, out, &row, &deliveries, p.now)?;
     out.message(MESSAGE_CREATED, &row, deliveries);
     Ok(row)
@@ -354,7 +354,7 @@ impl Chat {
                     change(c, row.id)?;
                     let updated =
                         store::by_id(c, row.id)?.ok_or(DomainError::NotFound("message"))?;
-                    let deliveries = store::fan_out(c, row.conversation_id, kind, row.id)?;
+                    let deliveries = store::fan_out(c, &updated, kind)?;
                     let mut out = Outbox::default();
                     out.message(kind, &updated, deliveries);
                     Ok::<_, DomainError>((updated, out))

@@ -244,14 +244,7 @@ pub fn insert(
     // anyway), not from copies in `conversations`: updating those dirtied a
     // page per message that no other message of the group commit shared.
     let (seq, to_user, to_group, previous_sender): (u64, Option<u64>, Option<u64>, Option<u64>) = c
-        .prepare_cached(
-            "SELECT COALESCE(l.seq, 0) + 1,
-                 CASE WHEN c.kind = 'direct' THEN (CASE WHEN ?2 = c.user_lo THEN c.user_hi ELSE c.user_lo END) END,
-                 c.group_id, l.sender_id
-             FROM conversations c
-             LEFT JOIN (SELECT seq, sender_id FROM messages WHERE conversation_id = ?1 ORDER BY seq DESC LIMIT 1) l
-             WHERE c.id = ?1",
-        )?
+        .prepare_cached(LAST_MESSAGE)?
         .query_row(params![conversation_id, sender], |r| {
             Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
         })?;
@@ -293,11 +286,25 @@ pub fn insert(
     })
 }
 
+/// The conversation (`?1`) and its newest message, for [`insert`]: the next
+/// seq, the other member as seen from the sender (`?2`) of a direct
+/// conversation, the group, and the newest message's sender. The ORDER BY
+/// and LIMIT on the join itself let SQLite walk the `(conversation_id, seq)`
+/// index backwards from its end; a `LEFT JOIN (SELECT ... LIMIT 1)` made it
+/// materialize that subquery into a temporary table on every send, an
+/// eighth of the writer's time at saturation.
+const LAST_MESSAGE: &str = "SELECT COALESCE(m.seq, 0) + 1,
+         CASE WHEN c.kind = 'direct' THEN (CASE WHEN ?2 = c.user_lo THEN c.user_hi ELSE c.user_lo END) END,
+         c.group_id, m.sender_id
+     FROM conversations c LEFT JOIN messages m ON m.conversation_id = c.id
+     WHERE c.id = ?1
+     ORDER BY m.seq DESC LIMIT 1";
+
 /// Conversations up to this size get their inbox rows one member at a time.
 const FAN_OUT_ONE_BY_ONE: usize = 16;
 const _: () = assert!(FAN_OUT_ONE_BY_ONE + 1 == 17, "fan_out's LIMIT");
 
-/// Appends `kind` about `message_id` to the inbox of every member of the
+/// Appends `kind` about `message` to the inbox of every member of its
 /// conversation; returns the `(user, cursor)` pairs, by user id.
 ///
 /// A user's next cursor is one past the last in their inbox (rows are never
@@ -305,16 +312,35 @@ const _: () = assert!(FAN_OUT_ONE_BY_ONE + 1 == 17, "fan_out's LIMIT");
 /// goes to, so no per-user counter is written elsewhere (it cost two
 /// statements and a page of `users` per direct message).
 ///
-/// Direct conversations and small groups: one-row statements per member.
-/// Larger groups: one INSERT ... SELECT ... RETURNING whatever the size;
-/// it needs a temporary table for the member list and a statement journal,
-/// which cost more than a few one-row statements.
+/// Direct conversations: their two members (one for notes to self) are in
+/// the message row already, as their membership never changes; one
+/// statement reads both cursors. Small groups: one-row statements per
+/// member. Larger groups: one INSERT ... SELECT ... RETURNING whatever the
+/// size; it needs a temporary table for the member list and a statement
+/// journal, which cost more than a few one-row statements.
 pub fn fan_out(
     c: &Connection,
-    conversation_id: u64,
+    message: &MessageRow,
     kind: &str,
-    message_id: u64,
 ) -> Result<Vec<(u64, u64)>, StoreError> {
+    let message_id = message.id;
+    let conversation_id = message.conversation_id;
+    if let Some(peer) = message.to_user {
+        let (lo, hi) = (message.sender_id.min(peer), message.sender_id.max(peer));
+        let (lo_next, hi_next): (u64, u64) = c
+            .prepare_cached(
+                "SELECT (SELECT COALESCE(MAX(cursor), 0) + 1 FROM inbox WHERE user_id = ?1),
+                        (SELECT COALESCE(MAX(cursor), 0) + 1 FROM inbox WHERE user_id = ?2)",
+            )?
+            .query_row(params![lo, hi], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        let members = if lo == hi {
+            vec![(lo, lo_next)]
+        } else {
+            vec![(lo, lo_next), (hi, hi_next)]
+        };
+        insert_inbox_rows(c, &members, kind, message_id)?;
+        return Ok(members);
+    }
     // `LIMIT 17`: one more than FAN_OUT_ONE_BY_ONE (asserted next to it).
     let mut members = c.prepare_cached(
         "SELECT m.user_id, (SELECT COALESCE(MAX(i.cursor), 0) + 1 FROM inbox i WHERE i.user_id = m.user_id)
@@ -327,12 +353,7 @@ pub fn fan_out(
         })?
         .collect::<Result<Vec<(u64, u64)>, _>>()?;
     if small.len() <= FAN_OUT_ONE_BY_ONE {
-        let mut insert = c.prepare_cached(
-            "INSERT INTO inbox (user_id, cursor, kind, message_id) VALUES (?1, ?2, ?3, ?4)",
-        )?;
-        for &(user, cursor) in &small {
-            insert.execute(params![user, cursor, kind, message_id])?;
-        }
+        insert_inbox_rows(c, &small, kind, message_id)?;
         return Ok(small);
     }
     let mut deliveries = c
@@ -348,6 +369,22 @@ pub fn fan_out(
         .collect::<Result<Vec<(u64, u64)>, _>>()?;
     deliveries.sort_unstable();
     Ok(deliveries)
+}
+
+/// One inbox row per `(user, cursor)`, about `message_id`.
+fn insert_inbox_rows(
+    c: &Connection,
+    rows: &[(u64, u64)],
+    kind: &str,
+    message_id: u64,
+) -> Result<(), StoreError> {
+    let mut insert = c.prepare_cached(
+        "INSERT INTO inbox (user_id, cursor, kind, message_id) VALUES (?1, ?2, ?3, ?4)",
+    )?;
+    for &(user, cursor) in rows {
+        insert.execute(params![user, cursor, kind, message_id])?;
+    }
+    Ok(())
 }
 
 /// The writer's staging table for the full-text index. FTS5 writes a new
@@ -752,6 +789,29 @@ mod tests {
         rows.collect::<Result<_, _>>().unwrap()
     }
 
+    /// Every send runs [`LAST_MESSAGE`]: it must stay two index lookups,
+    /// with no temporary table for a subquery or a sort.
+    #[tokio::test]
+    async fn the_last_message_is_read_without_a_temporary_table() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("chat.db")).unwrap();
+        let plan = store
+            .read(|c| {
+                let mut stmt = c.prepare(&format!("EXPLAIN QUERY PLAN {LAST_MESSAGE}"))?;
+                let rows = stmt.query_map([0, 0], |r| r.get::<_, String>(3))?;
+                Ok::<_, StoreError>(rows.collect::<Result<Vec<_>, _>>()?)
+            })
+            .await
+            .unwrap();
+        assert_eq!(plan.len(), 2, "{plan:?}");
+        assert!(
+            plan[0].starts_with("SEARCH c USING INTEGER PRIMARY KEY"),
+            "{plan:?}"
+        );
+        assert!(plan[1].starts_with("SEARCH m USING INDEX"), "{plan:?}");
+        assert!(plan[1].contains("(conversation_id=?)"), "{plan:?}");
+    }
+
     /// Text is indexed at the group's commit, so what a job (or a later job
     /// of the same group) does to a message before then must hold: a
     /// message recalled or edited before its text reached the index is
@@ -943,9 +1003,10 @@ mod tests {
             .unwrap();
     }
 
-    /// Both fan-out paths (one-row statements for small conversations, one
-    /// set statement for large ones) give every member exactly one inbox
-    /// row per event, at the next gap-free cursor, and say so.
+    /// Every fan-out path (direct conversations and notes to self from the
+    /// message row, one-row statements for small groups, one set statement
+    /// for large ones) gives every member exactly one inbox row per event,
+    /// at the next gap-free cursor, and says so.
     #[tokio::test]
     async fn fan_out_gives_every_member_the_next_cursor_small_or_large() {
         let dir = tempfile::tempdir().unwrap();
@@ -956,6 +1017,7 @@ mod tests {
                     .map(|i| users::insert(c, &format!("u{i}"), "!", 0).map(|u| u.id))
                     .collect::<Result<_, _>>()?;
                 let dm = direct_conversation(c, users[0], users[1], 0)?;
+                let notes = direct_conversation(c, users[0], users[0], 0)?;
                 let small = crate::store::groups::create(c, "small", users[0], 0)?;
                 let large = crate::store::groups::create(c, "large", users[0], 0)?;
                 for &u in &users[1..3] {
@@ -969,22 +1031,24 @@ mod tests {
                 let mut expected: std::collections::HashMap<u64, u64> =
                     users.iter().map(|&u| (u, 0)).collect();
                 *expected.get_mut(&users[2]).unwrap() += 1;
-                for (conv, members) in [
-                    (dm, &users[..2]),
-                    (small.conversation_id, &users[..3]),
-                    (large.conversation_id, &users[..]),
-                    (dm, &users[..2]),
+                // (conversation, sender, members)
+                for (conv, sender, members) in [
+                    (dm, users[0], &users[..2]),
+                    (notes, users[0], &users[..1]),
+                    (small.conversation_id, users[0], &users[..3]),
+                    (large.conversation_id, users[0], &users[..]),
+                    (dm, users[1], &users[..2]),
                 ] {
                     let m = insert(
                         c,
                         conv,
-                        users[0],
-                        &format!("m{conv}-{}", expected[&users[0]]),
+                        sender,
+                        &format!("m{conv}-{}", expected[&sender]),
                         "{}",
                         "user",
                         0,
                     )?;
-                    let got = fan_out(c, conv, "message.created", m.id)?;
+                    let got = fan_out(c, &m, "message.created")?;
                     let want: Vec<(u64, u64)> = members
                         .iter()
                         .map(|&u| {

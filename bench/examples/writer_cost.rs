@@ -1,0 +1,152 @@
+//! The store writer's CPU instructions per direct message, counted by
+//! callgrind: a figure that does not drift with the machine's speed, for
+//! comparing two versions of the send path where timings are too noisy.
+//!
+//! ```sh
+//! cargo run --release --example writer_cost            # needs valgrind
+//! ```
+//!
+//! It runs itself twice under `valgrind --tool=callgrind`, counting only the
+//! `store-writer` thread: once with `--per-sender R` (R = receivers, so every
+//! sender has written to every receiver and each direct conversation
+//! exists), once with `3R`. The difference, divided by the messages it adds,
+//! is the steady-state cost of a direct message: the send's statements and
+//! its share of the group commits (WAL frames, checksums, full-text index),
+//! without opening the store or creating conversations. Under valgrind the
+//! threads take turns, so commits batch differently than on the real machine.
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::Parser;
+use mqchat_chatsvc::domain::limits::RateConfig;
+use mqchat_chatsvc::domain::messages::NewMessage;
+use mqchat_chatsvc::domain::model::Recipient;
+use mqchat_chatsvc::domain::tokens::Caller;
+use mqchat_chatsvc::domain::{Chat, Limits, Tokens};
+use mqchat_chatsvc::downlink::NoDownlink;
+use mqchat_chatsvc::store::{users, Store, StoreError};
+use serde_json::value::RawValue;
+
+#[derive(Parser)]
+struct Args {
+    /// Senders, each sending one message after another
+    #[arg(long, default_value_t = 64)]
+    senders: usize,
+    /// Receivers; sender k's j-th message goes to receiver (k + j) mod this
+    #[arg(long, default_value_t = 100)]
+    receivers: usize,
+    /// Characters of text per message
+    #[arg(long, default_value_t = 64)]
+    text_bytes: usize,
+    /// Only send this many messages per sender (what runs under valgrind)
+    #[arg(long)]
+    per_sender: Option<usize>,
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    if let Some(per_sender) = args.per_sender {
+        return tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()?
+            .block_on(send(&args, per_sender));
+    }
+    let first = args.receivers;
+    let second = 3 * args.receivers;
+    let a = counted(&args, first, 1)?;
+    let b = counted(&args, second, 2)?;
+    let added = (args.senders * (second - first)) as f64;
+    let per_msg = b.saturating_sub(a) as f64 / added;
+    println!(
+        "store writer: {per_msg:.0} instructions per direct message ({} senders, {} receivers, {} characters; {a} and {b} in the two runs)",
+        args.senders, args.receivers, args.text_bytes
+    );
+    Ok(())
+}
+
+/// Runs this program under callgrind; returns the writer thread's instructions.
+fn counted(args: &Args, per_sender: usize, run: u32) -> Result<u64> {
+    eprintln!(
+        "run {run}/2 under callgrind: {} messages ...",
+        args.senders * per_sender
+    );
+    let out = Command::new("valgrind")
+        .args([
+            "--tool=callgrind",
+            "--callgrind-out-file=/dev/null",
+            "--toggle-collect=mqchat_chatsvc::store::writer::run*",
+        ])
+        .arg(std::env::current_exe()?)
+        .args(["--senders", &args.senders.to_string()])
+        .args(["--receivers", &args.receivers.to_string()])
+        .args(["--text-bytes", &args.text_bytes.to_string()])
+        .args(["--per-sender", &per_sender.to_string()])
+        .output()
+        .context("running valgrind (is it installed?)")?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if !out.status.success() {
+        bail!("valgrind failed: {stderr}");
+    }
+    // "==123== Collected : 461170628"
+    stderr
+        .lines()
+        .find_map(|l| l.split_once("Collected :").map(|(_, n)| n.trim().parse()))
+        .context("no \"Collected\" line in valgrind's output")?
+        .context("valgrind's instruction count")
+}
+
+async fn send(args: &Args, per_sender: usize) -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let store = Store::open(&dir.path().join("chat.db"))?;
+    let total = args.senders + args.receivers;
+    let ids: Vec<u64> = store
+        .write(move |c| {
+            (0..total)
+                .map(|i| Ok(users::insert(c, &format!("u{i}"), "!", 0)?.id))
+                .collect::<Result<Vec<u64>, StoreError>>()
+        })
+        .await?;
+    let (senders, receivers) = ids.split_at(args.senders);
+    let receivers = Arc::new(receivers.to_vec());
+    let limits = Limits {
+        rates: RateConfig {
+            sends_per_user_per_sec: 0,
+            ..RateConfig::default()
+        },
+        ..Limits::default()
+    };
+    let tokens = Arc::new(Tokens::new(
+        &[7u8; 64],
+        Duration::from_secs(60),
+        Duration::from_secs(60),
+    ));
+    let chat = Chat::new(store, tokens, Arc::new(NoDownlink), limits);
+    let body = format!(r#"{{"text":"{}"}}"#, "x".repeat(args.text_bytes));
+    let mut tasks = tokio::task::JoinSet::new();
+    for (k, &user_id) in senders.iter().enumerate() {
+        let (chat, receivers, body) = (chat.clone(), receivers.clone(), body.clone());
+        tasks.spawn(async move {
+            let caller = Caller {
+                user_id,
+                session_id: 0,
+                service: None,
+            };
+            for j in 0..per_sender {
+                let m = NewMessage {
+                    to: Recipient::User(receivers[(k + j) % receivers.len()]),
+                    client_msg_id: format!("m-{k}-{j}"),
+                    body: RawValue::from_string(body.clone())?,
+                };
+                chat.send(caller, m).await?;
+            }
+            Ok::<_, anyhow::Error>(())
+        });
+    }
+    while let Some(r) = tasks.join_next().await {
+        r??;
+    }
+    Ok(())
+}
