@@ -14,6 +14,7 @@
 //! its share of the group commits (WAL frames, checksums, full-text index),
 //! without opening the store or creating conversations. Under valgrind the
 //! threads take turns, so commits batch differently than on the real machine.
+use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
@@ -48,11 +49,13 @@ struct Args {
 fn main() -> Result<()> {
     let args = Args::parse();
     if let Some(per_sender) = args.per_sender {
+        let dir = tempfile::tempdir()?;
         return tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
             .build()?
-            .block_on(send(&args, per_sender));
+            .block_on(send(&args, per_sender, dir.path()))
+            .map(drop);
     }
     let first = args.receivers;
     let second = 3 * args.receivers;
@@ -90,7 +93,11 @@ fn counted(args: &Args, per_sender: usize, run: u32) -> Result<u64> {
     if !out.status.success() {
         bail!("valgrind failed: {stderr}");
     }
-    // "==123== Collected : 461170628"
+    collected(&stderr)
+}
+
+/// The instruction count in callgrind's summary: `==123== Collected : 461170628`.
+fn collected(stderr: &str) -> Result<u64> {
     stderr
         .lines()
         .find_map(|l| l.split_once("Collected :").map(|(_, n)| n.trim().parse()))
@@ -98,9 +105,9 @@ fn counted(args: &Args, per_sender: usize, run: u32) -> Result<u64> {
         .context("valgrind's instruction count")
 }
 
-async fn send(args: &Args, per_sender: usize) -> Result<()> {
-    let dir = tempfile::tempdir()?;
-    let store = Store::open(&dir.path().join("chat.db"))?;
+/// Sends `per_sender` messages from each sender, on a fresh store in `dir`.
+async fn send(args: &Args, per_sender: usize, dir: &Path) -> Result<Store> {
+    let store = Store::open(&dir.join("chat.db"))?;
     let total = args.senders + args.receivers;
     let ids: Vec<u64> = store
         .write(move |c| {
@@ -123,7 +130,7 @@ async fn send(args: &Args, per_sender: usize) -> Result<()> {
         Duration::from_secs(60),
         Duration::from_secs(60),
     ));
-    let chat = Chat::new(store, tokens, Arc::new(NoDownlink), limits);
+    let chat = Chat::new(store.clone(), tokens, Arc::new(NoDownlink), limits);
     let body = format!(r#"{{"text":"{}"}}"#, "x".repeat(args.text_bytes));
     let mut tasks = tokio::task::JoinSet::new();
     for (k, &user_id) in senders.iter().enumerate() {
@@ -148,5 +155,40 @@ async fn send(args: &Args, per_sender: usize) -> Result<()> {
     while let Some(r) = tasks.join_next().await {
         r??;
     }
-    Ok(())
+    Ok(store)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    /// What runs under valgrind: every message is stored, each sender's
+    /// to every receiver once (so each direct conversation exists).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sends_every_message() {
+        let args = Args::parse_from(["writer_cost", "--senders", "3", "--receivers", "4"]);
+        let dir = tempfile::tempdir().unwrap();
+        let store = send(&args, 4, dir.path()).await.unwrap();
+        let (messages, conversations): (u64, u64) = store
+            .read(|c| {
+                c.query_row(
+                    "SELECT (SELECT COUNT(*) FROM messages), (SELECT COUNT(*) FROM conversations)",
+                    [],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .map_err(StoreError::from)
+            })
+            .await
+            .unwrap();
+        assert_eq!((messages, conversations), (12, 12));
+    }
+
+    #[test]
+    fn reads_callgrinds_count() {
+        let out = "==7== Events    : Ir\n==7== Collected : 461170628\n==7==\n==7== I   refs:      461,170,628\n";
+        assert_eq!(collected(out).unwrap(), 461_170_628);
+        assert!(collected("==7== Events : Ir\n").is_err());
+    }
 }
