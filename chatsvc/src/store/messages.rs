@@ -291,8 +291,8 @@ pub fn insert(
 /// conversation, the group, and the newest message's sender. The ORDER BY
 /// and LIMIT on the join itself let SQLite walk the `(conversation_id, seq)`
 /// index backwards from its end; a `LEFT JOIN (SELECT ... LIMIT 1)` made it
-/// materialize that subquery into a temporary table on every send, an
-/// eighth of the writer's time at saturation.
+/// materialize that subquery into a temporary table on every send, which
+/// cost a third as much again as the two lookups.
 const LAST_MESSAGE: &str = "SELECT COALESCE(m.seq, 0) + 1,
          CASE WHEN c.kind = 'direct' THEN (CASE WHEN ?2 = c.user_lo THEN c.user_hi ELSE c.user_lo END) END,
          c.group_id, m.sender_id
