@@ -186,12 +186,21 @@ impl Chatd {
                 (key == name).then(|| v.trim().parse::<f64>().ok())?
             })
         };
+        let commits = value("store_commit_seconds_count")?;
+        let wal_restarts = value("store_wal_rewind_seconds_count").unwrap_or(0.0);
+        // Histogram buckets count what took at most `le` seconds.
+        let over = |histogram: &str, total: f64| {
+            value(&format!("{histogram}_bucket{{le=\"{SLOW_SECONDS}\"}}"))
+                .map(|within| total - within)
+        };
         Some(StoreCounters {
-            commits: value("store_commit_seconds_count")?,
+            commits,
             commit_seconds: value("store_commit_seconds_sum")?,
+            slow_commits: over("store_commit_seconds", commits).unwrap_or(0.0),
             jobs: value("store_commit_batch_size_sum")?,
-            wal_restarts: value("store_wal_rewind_seconds_count").unwrap_or(0.0),
+            wal_restarts,
             wal_restart_seconds: value("store_wal_rewind_seconds_sum").unwrap_or(0.0),
+            slow_wal_restarts: over("store_wal_rewind_seconds", wal_restarts).unwrap_or(0.0),
         })
     }
 
@@ -329,16 +338,25 @@ pub fn rss_kib(pid: u32) -> Option<u64> {
         .ok()
 }
 
+/// What counts as a slow commit or WAL restart, in seconds: the p99
+/// latency target, and one of the bounds of chatd's histogram buckets
+/// (written the way Prometheus labels it: `le="0.01"`).
+pub const SLOW_SECONDS: f64 = 0.01;
+
 /// Running totals from chatd's `/metrics` about its store writer.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct StoreCounters {
     pub commits: f64,
     pub commit_seconds: f64,
+    /// Commits that took longer than [`SLOW_SECONDS`].
+    pub slow_commits: f64,
     /// Jobs (sends among them) committed.
     pub jobs: f64,
     /// Times the writer made the WAL start over (`store_wal_rewind_seconds`).
     pub wal_restarts: f64,
     pub wal_restart_seconds: f64,
+    /// WAL restarts that took longer than [`SLOW_SECONDS`].
+    pub slow_wal_restarts: f64,
 }
 
 /// What the store writer did during a phase, from two [`StoreCounters`].
@@ -351,6 +369,10 @@ pub struct StoreActivity {
     pub commit_busy: f64,
     pub wal_restarts: u64,
     pub wal_restart_mean_ms: f64,
+    /// Commits and WAL restarts longer than [`SLOW_SECONDS`]: each holds
+    /// up every send queued behind it, so they make the latency's tail.
+    pub slow_commits: u64,
+    pub slow_wal_restarts: u64,
 }
 
 impl StoreActivity {
@@ -369,6 +391,8 @@ impl StoreActivity {
                 after.wal_restart_seconds - before.wal_restart_seconds,
                 restarts,
             ) * 1e3,
+            slow_commits: (after.slow_commits - before.slow_commits) as u64,
+            slow_wal_restarts: (after.slow_wal_restarts - before.slow_wal_restarts) as u64,
         }
     }
 }

@@ -208,7 +208,16 @@ pub async fn run(chatd: &Chatd, cfg: &DmConfig) -> Result<DmReport> {
     );
     plan.push((None, cfg.saturation_secs, "saturation".into()));
     let mut phases = Vec::new();
-    for (rate, secs, name) in plan {
+    for (i, (rate, secs, name)) in plan.into_iter().enumerate() {
+        if i > 0 {
+            // Each phase starts from its own rate's steady state, not from
+            // the end of the one before: after a saturation (the warm-up)
+            // chatd's background checkpointer is still copying the burst's
+            // WAL (~300 MB) into the database, and a phase that started at
+            // once measured that in its first ~100 ms (up to 90 ms at 1,000
+            // msg/s, the whole p99).
+            tokio::time::sleep(SETTLE_BETWEEN_PHASES).await;
+        }
         let p = phase(
             chatd, &senders, &receivers, &text, &clock, receipts, rate, secs, &name, cfg.uplink,
             cfg.window,
@@ -224,6 +233,9 @@ pub async fn run(chatd: &Chatd, cfg: &DmConfig) -> Result<DmReport> {
         phases,
     })
 }
+
+/// The pause before each phase after the first (see [`run`]).
+const SETTLE_BETWEEN_PHASES: Duration = Duration::from_secs(2);
 
 struct SenderLog {
     /// (message id, ns just before the request, ns at the answer)

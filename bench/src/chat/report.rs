@@ -481,22 +481,28 @@ fn dm_table(md: &mut String, name: &str, dm: &DmReport) {
         );
     }
     if dm.phases.iter().any(|p| p.store.is_some()) {
+        let slow_ms = super::chatd::SLOW_SECONDS * 1e3;
         let _ = writeln!(
             md,
-            "\nThe store writer in each phase (chatd's `/metrics`): a WAL restart stalls the writer, and every send queued meanwhile waits.\n\n| phase | group commits | jobs per commit | commit mean | writer busy committing | WAL restarts | restart mean |\n| --- | --- | --- | --- | --- | --- | --- |"
+            "\nThe store writer in each phase (chatd's `/metrics`): a WAL restart stalls the writer, and every send queued meanwhile waits; so does a slow commit (over {} ms).\n\n| phase | group commits | jobs per commit | commit mean | commits over {} ms | writer busy committing | WAL restarts | restart mean | restarts over {} ms |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+            slow_ms,
+            slow_ms,
+            slow_ms
         );
         for p in &dm.phases {
             if let Some(st) = &p.store {
                 let _ = writeln!(
                     md,
-                    "| {} | {} | {:.1} | {:.2} ms | {:.0}% | {} | {:.1} ms |",
+                    "| {} | {} | {:.1} | {:.2} ms | {} | {:.0}% | {} | {:.1} ms | {} |",
                     p.name,
                     thousands(st.commits as f64),
                     st.jobs_per_commit,
                     st.commit_mean_ms,
+                    st.slow_commits,
                     st.commit_busy * 100.0,
                     st.wal_restarts,
-                    st.wal_restart_mean_ms
+                    st.wal_restart_mean_ms,
+                    st.slow_wal_restarts
                 );
             }
         }
