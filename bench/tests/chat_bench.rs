@@ -41,13 +41,14 @@ fn quick_run_reports_every_scenario() {
         "idle",
         "dm",
         "dm_mqtt",
+        "dm_h2",
         "group",
         "sync",
         "connections",
     ] {
         assert!(!report[key].is_null(), "no {key} in the report: {report}");
     }
-    for dm in ["dm", "dm_mqtt"] {
+    for dm in ["dm", "dm_mqtt", "dm_h2"] {
         let phases = report[dm]["phases"].as_array().expect("dm phases");
         assert!(
             phases.len() >= 2,
@@ -97,7 +98,7 @@ fn quick_run_reports_every_scenario() {
     }
     let ratio = verdicts_about(&report, "≥ 0.5× bare rumqttd");
     assert!(
-        ratio.len() == 2 && ratio.iter().all(|m| m.contains("under the same load")),
+        ratio.len() == 3 && ratio.iter().all(|m| m.contains("under the same load")),
         "{ratio:?}"
     );
     assert_eq!(report["group"]["missing"], 0);

@@ -231,3 +231,85 @@ async fn mqtt_connections_are_spread_over_the_io_threads_asked_for() -> Result<(
     }
     Ok(())
 }
+
+/// A service sending in bulk over HTTP/2 (cleartext, prior knowledge): many
+/// sends in flight as streams of one connection, each stored once, pushed
+/// once, answered like over HTTP/1.1; errors keep their JSON bodies.
+#[tokio::test]
+async fn http2_sends_in_flight_on_one_connection_are_each_stored_and_pushed_once() -> Result<()> {
+    use std::collections::HashMap;
+
+    let server = TestServer::start().await?;
+    let alice = server.user("alice").await?;
+    let bob = server.user("bob").await?;
+    let mut mqtt = server.mqtt(&bob).await?;
+    let h2 = reqwest::Client::builder().http2_prior_knowledge().build()?;
+    let send = |id: String| {
+        let req = h2
+            .post(server.url("/v1/messages"))
+            .bearer_auth(&alice.access_token)
+            .json(&serde_json::json!({
+                "to": {"user": bob.id}, "client_msg_id": id, "body": {"text": id}
+            }));
+        async move {
+            let res = req.send().await?;
+            let version = res.version();
+            let status = res.status().as_u16();
+            let body: serde_json::Value = res.json().await?;
+            anyhow::Ok((version, status, body))
+        }
+    };
+    const SENDS: usize = 64;
+    let answers = futures_util::future::join_all((0..SENDS).map(|i| send(format!("h2-{i}")))).await;
+    let mut sent = HashMap::new();
+    for answer in answers {
+        let (version, status, body) = answer?;
+        assert_eq!(version, reqwest::Version::HTTP_2);
+        assert_eq!(status, 201, "{body}");
+        let id = body["id"].as_u64().expect("message id");
+        assert!(sent.insert(id, body).is_none(), "two sends got one id");
+    }
+    // A retried send is answered with the message stored the first time.
+    let (_, status, again) = send("h2-7".into()).await?;
+    assert_eq!(status, 200, "{again}");
+    assert!(sent.values().any(|m| *m == again), "{again}");
+
+    // Each pushed to bob once.
+    let mut pushed = HashMap::<u64, u32>::new();
+    while pushed.len() < SENDS {
+        let Some(ev) = mqtt.next_event(Duration::from_secs(5)).await? else {
+            bail!("{} of {SENDS} pushed", pushed.len());
+        };
+        if ev["type"] == "message.created" {
+            *pushed
+                .entry(ev["message"]["id"].as_u64().unwrap_or(0))
+                .or_default() += 1;
+        }
+    }
+    assert!(pushed.keys().all(|id| sent.contains_key(id)), "{pushed:?}");
+    assert!(
+        mqtt.next_event(Duration::from_millis(300)).await?.is_none(),
+        "a push came twice"
+    );
+    // Each stored once.
+    let stored: Vec<u64> = bob
+        .sync_all(0)
+        .await?
+        .iter()
+        .filter(|e| e["type"] == "message.created")
+        .filter_map(|e| e["message"]["id"].as_u64())
+        .collect();
+    assert_eq!(stored.len(), SENDS, "{stored:?}");
+
+    // Refusals over HTTP/2 are the same JSON errors.
+    let res = h2
+        .post(server.url("/v1/messages"))
+        .json(&serde_json::json!({}))
+        .send()
+        .await?;
+    assert_eq!(res.version(), reqwest::Version::HTTP_2);
+    assert_eq!(res.status().as_u16(), 401);
+    let body: serde_json::Value = res.json().await?;
+    assert!(body["error"]["code"].is_string(), "{body}");
+    Ok(())
+}

@@ -1,6 +1,7 @@
-//! **dm**: N senders over HTTP keep-alive, M receivers online over MQTT at
-//! QoS 1. Fixed rates, then saturation; every acknowledged send must reach
-//! its recipient exactly once.
+//! **dm**: N senders over HTTP keep-alive (HTTP/1.1 one request at a time,
+//! or HTTP/2 with a window of streams) or over the MQTT uplink, M receivers
+//! online over MQTT at QoS 1. Fixed rates, then saturation; every
+//! acknowledged send must reach its recipient exactly once.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -13,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use tokio::task::JoinSet;
 
 use super::chatd::{BenchUser, Chatd};
-use super::{http1, mqtt, progress, Clock};
+use super::{http1, http2, mqtt, progress, Clock};
 use crate::stats::Latency;
 
 #[derive(Debug, Clone, Serialize)]
@@ -36,7 +37,7 @@ impl DmConfig {
     pub fn in_flight_per_sender(&self) -> usize {
         match self.uplink {
             Uplink::Http => 1,
-            Uplink::Mqtt => self.window,
+            Uplink::Mqtt | Uplink::Http2 => self.window,
         }
     }
 }
@@ -47,6 +48,9 @@ impl DmConfig {
 pub enum Uplink {
     /// `POST /v1/messages`, one after another on a keep-alive connection.
     Http,
+    /// `POST /v1/messages` over HTTP/2 (cleartext, prior knowledge), each
+    /// send a stream of its own, up to a window in flight per connection.
+    Http2,
     /// QoS 1 PUBLISHes to `users/{id}/up/messages`, pipelined up to a window,
     /// each answered on `users/{id}/replies` after its commit.
     Mqtt,
@@ -237,6 +241,7 @@ pub async fn run(chatd: &Chatd, cfg: &DmConfig) -> Result<DmReport> {
 /// The pause before each phase after the first (see [`run`]).
 const SETTLE_BETWEEN_PHASES: Duration = Duration::from_secs(2);
 
+#[derive(Default)]
 struct SenderLog {
     /// (message id, ns just before the request, ns at the answer)
     acked: Vec<(u64, u64, u64)>,
@@ -296,11 +301,7 @@ async fn send_http(
     http: std::net::SocketAddr,
     token: &str,
 ) -> SenderLog {
-    let mut log = SenderLog {
-        acked: Vec::new(),
-        errors: 0,
-        max_lag_ns: 0,
-    };
+    let mut log = SenderLog::default();
     let auth = format!("Bearer {token}");
     let mut j: u64 = 0;
     while let Some(due) = job.schedule.due(job.k, j) {
@@ -332,6 +333,98 @@ async fn send_http(
     log
 }
 
+/// A windowed sender's place in its schedule.
+struct Pacer {
+    /// The next send's number.
+    j: u64,
+    /// When it is due; none once the phase is over.
+    next_due: Option<Instant>,
+}
+
+impl Pacer {
+    fn new(job: &SenderJob) -> Pacer {
+        Pacer {
+            j: 0,
+            next_due: job.schedule.due(job.k, 0),
+        }
+    }
+
+    /// The next send's number if it is due now (counted as sent, its
+    /// lateness logged at fixed rates), moving on to the one after.
+    fn take_due(&mut self, job: &SenderJob, log: &mut SenderLog) -> Option<u64> {
+        let due = self.next_due?;
+        let now = Instant::now();
+        if due > now {
+            return None;
+        }
+        if job.schedule.rate.is_some() {
+            log.max_lag_ns = log.max_lag_ns.max((now - due).as_nanos() as u64);
+        }
+        job.sent.fetch_add(1, Ordering::Relaxed);
+        let j = self.j;
+        self.j += 1;
+        self.next_due = job.schedule.due(job.k, self.j);
+        Some(j)
+    }
+}
+
+/// Sends over one HTTP/2 connection, up to `window` requests in flight as
+/// streams of their own; each counts once answered 201.
+async fn send_h2(
+    job: SenderJob,
+    mut conn: http2::Connection,
+    http: std::net::SocketAddr,
+    token: &str,
+    window: usize,
+) -> SenderLog {
+    use futures_util::stream::{FuturesUnordered, StreamExt};
+
+    let mut log = SenderLog::default();
+    let auth = format!("Bearer {token}");
+    let Ok(uri) = format!("http://{http}/v1/messages").parse::<hyper::Uri>() else {
+        return log;
+    };
+    let mut in_flight = FuturesUnordered::new();
+    let mut pacer = Pacer::new(&job);
+    loop {
+        while in_flight.len() < window {
+            let Some(j) = pacer.take_due(&job, &mut log) else {
+                break;
+            };
+            let t0 = job.clock.ns();
+            let answer = conn.post_json(&uri, &auth, job.body(j));
+            in_flight.push(async move { (t0, answer.await) });
+        }
+        if pacer.next_due.is_none() && in_flight.is_empty() {
+            break;
+        }
+        let wake = pacer.next_due.filter(|_| in_flight.len() < window);
+        tokio::select! {
+            Some((t0, answer)) = in_flight.next(), if !in_flight.is_empty() => {
+                let sent = match answer {
+                    Ok((201, body)) => serde_json::from_slice::<Sent>(&body).ok(),
+                    Ok(_) => None,
+                    // The connection is gone: count the send, open another.
+                    Err(_) => {
+                        if conn.is_closed() {
+                            if let Ok(fresh) = http2::Connection::open(http).await {
+                                conn = fresh;
+                            }
+                        }
+                        None
+                    }
+                };
+                match sent {
+                    Some(s) => log.acked.push((s.id, t0, job.clock.ns())),
+                    None => log.errors += 1,
+                }
+            }
+            _ = tokio::time::sleep_until(wake.unwrap_or(job.schedule.until).into()), if wake.is_some() => {}
+        }
+    }
+    log
+}
+
 /// The uplink's answer on `users/{id}/replies`.
 #[derive(Deserialize)]
 struct Reply<'a> {
@@ -353,28 +446,18 @@ async fn send_mqtt(
     topic: &str,
     window: usize,
 ) -> SenderLog {
-    let mut log = SenderLog {
-        acked: Vec::new(),
-        errors: 0,
-        max_lag_ns: 0,
-    };
+    let mut log = SenderLog::default();
     // Sends waiting for their reply, in the order sent: (j, t0).
     let mut waiting: std::collections::VecDeque<(u64, u64)> = Default::default();
     let mut replies: Vec<Bytes> = Vec::new();
-    let mut j: u64 = 0;
-    let mut next_due = job.schedule.due(job.k, 0);
+    let mut pacer = Pacer::new(&job);
     let mut stalled: Option<Instant> = None;
     loop {
         // Queue every send that is due and fits the window.
         while waiting.len() < window {
-            let Some(due) = next_due else { break };
-            let now = Instant::now();
-            if due > now {
+            let Some(j) = pacer.take_due(&job, &mut log) else {
                 break;
-            }
-            if job.schedule.rate.is_some() {
-                log.max_lag_ns = log.max_lag_ns.max((now - due).as_nanos() as u64);
-            }
+            };
             let t0 = job.clock.ns();
             // Packet ids 1..=65535; far more than the window apart.
             let pkid = (j % 65_535 + 1) as u16;
@@ -386,18 +469,15 @@ async fn send_mqtt(
             } else {
                 waiting.push_back((j, t0));
             }
-            job.sent.fetch_add(1, Ordering::Relaxed);
-            j += 1;
-            next_due = job.schedule.due(job.k, j);
         }
         if conn.flush().await.is_err() {
             break;
         }
-        if next_due.is_none() && waiting.is_empty() {
+        if pacer.next_due.is_none() && waiting.is_empty() {
             break;
         }
         let room = waiting.len() < window;
-        if !wait_to_move(&mut conn, next_due, room, &mut stalled, REPLY_WAIT).await {
+        if !wait_to_move(&mut conn, pacer.next_due, room, &mut stalled, REPLY_WAIT).await {
             break;
         }
         if conn.take_publishes(&mut replies).is_err() {
@@ -511,6 +591,11 @@ async fn phase(
                 let conn = http1::Connection::open(chatd.http).await?;
                 let (http, token) = (chatd.http, sender.token.clone());
                 tasks.spawn(async move { send_http(job, conn, http, &token).await });
+            }
+            Uplink::Http2 => {
+                let conn = http2::Connection::open(chatd.http).await?;
+                let (http, token) = (chatd.http, sender.token.clone());
+                tasks.spawn(async move { send_h2(job, conn, http, &token, window).await });
             }
             Uplink::Mqtt => {
                 let replies = format!("users/{}/replies", sender.id);

@@ -22,10 +22,7 @@ pub struct Connection {
 
 impl Connection {
     pub async fn open(addr: SocketAddr) -> Result<Connection> {
-        let tcp = TcpStream::connect(addr)
-            .await
-            .with_context(|| format!("connect {addr}"))?;
-        tcp.set_nodelay(true)?;
+        let tcp = connect(addr).await?;
         let (tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await?;
         // Ends when `tx` is dropped or the server closes the connection.
         tokio::spawn(conn);
@@ -54,4 +51,14 @@ impl Connection {
         let body = answer.into_body().collect().await?.to_bytes();
         Ok((status, body))
     }
+}
+
+/// A TCP connection to `addr` with Nagle's algorithm off (a request must
+/// not wait for the answer to the one before).
+pub(super) async fn connect(addr: SocketAddr) -> Result<TcpStream> {
+    let tcp = TcpStream::connect(addr)
+        .await
+        .with_context(|| format!("connect {addr}"))?;
+    tcp.set_nodelay(true)?;
+    Ok(tcp)
 }

@@ -9,8 +9,8 @@
 //! # Layout
 //! - `chatd`: the process under test, users for the load, RSS.
 //! - `mqtt`: a minimal subscriber (thousands of them stay cheap).
-//! - `http1`: a sender's own HTTP/1.1 connection (no pool).
-//! - `dm` (over HTTP, or the MQTT uplink), `group`, `conns`, `sync`, `idle`,
+//! - `http1`, `http2`: a sender's own HTTP connection (no pool).
+//! - `dm` (over HTTP/1.1, HTTP/2, or the MQTT uplink), `group`, `conns`, `sync`, `idle`,
 //!   `baseline`, `bare_dm` (the dm load on bare rumqttd): the scenarios.
 //! - `report`: targets and verdicts, JSON, Markdown, the latency plot.
 
@@ -21,6 +21,7 @@ mod conns;
 mod dm;
 mod group;
 mod http1;
+mod http2;
 mod idle;
 mod mqtt;
 mod progress;
@@ -47,6 +48,9 @@ pub enum Scenario {
     Dm,
     /// The same, with the senders on the MQTT uplink instead of HTTP.
     DmMqtt,
+    /// The same over HTTP/2: each sender one connection with a window of
+    /// sends in flight, as streams (what a service sending in bulk does).
+    DmH2,
     /// A large group, every member online: time to the last member.
     Group,
     /// Many idle connections: connect rate, RSS per connection.
@@ -69,7 +73,7 @@ pub struct Args {
         long,
         value_enum,
         value_delimiter = ',',
-        default_value = "baseline,idle,dm,dm-mqtt,group,sync,connections"
+        default_value = "baseline,idle,dm,dm-mqtt,dm-h2,group,sync,connections"
     )]
     pub scenarios: Vec<Scenario>,
     /// The chatd binary to start (default: the one next to this binary).
@@ -107,8 +111,8 @@ pub struct Args {
     /// dm: characters of text per message.
     #[arg(long, default_value_t = 64)]
     pub text_bytes: usize,
-    /// dm-mqtt: sends in flight per sender (chatd queues at most 32 per
-    /// connection).
+    /// dm-mqtt and dm-h2: sends in flight per sender (chatd queues at most
+    /// 32 per MQTT connection, and serves up to 200 streams per HTTP/2 one).
     #[arg(long, default_value_t = 16)]
     pub uplink_window: usize,
 
@@ -301,7 +305,7 @@ async fn scenarios(args: &Args, report: &mut ChatReport) -> Result<()> {
                 Some(bin) => report.idle = Some(idle::run(bin, args.starts).await?),
                 None => eprintln!("idle: needs a chatd started by this tool; skipped"),
             },
-            Scenario::Dm | Scenario::DmMqtt => {
+            Scenario::Dm | Scenario::DmMqtt | Scenario::DmH2 => {
                 let chatd = start(vec![]).await?;
                 let cfg = dm::DmConfig {
                     senders: args.senders,
@@ -310,19 +314,21 @@ async fn scenarios(args: &Args, report: &mut ChatReport) -> Result<()> {
                     rate_secs: args.rate_secs,
                     saturation_secs: args.saturation_secs,
                     text_bytes: args.text_bytes,
-                    uplink: if *s == Scenario::Dm {
-                        dm::Uplink::Http
-                    } else {
-                        dm::Uplink::Mqtt
+                    uplink: match s {
+                        Scenario::Dm => dm::Uplink::Http,
+                        Scenario::DmMqtt => dm::Uplink::Mqtt,
+                        _ => dm::Uplink::Http2,
                     },
                     window: args.uplink_window,
                 };
                 let run = dm::run(&chatd, &cfg).await?;
-                if *s == Scenario::Dm {
-                    report.dm = Some(run);
-                    report.dm_rss_kib = chatd.rss_kib();
-                } else {
-                    report.dm_mqtt = Some(run);
+                match s {
+                    Scenario::Dm => {
+                        report.dm = Some(run);
+                        report.dm_rss_kib = chatd.rss_kib();
+                    }
+                    Scenario::DmMqtt => report.dm_mqtt = Some(run),
+                    _ => report.dm_h2 = Some(run),
                 }
             }
             Scenario::Group => {

@@ -39,6 +39,8 @@ pub struct ChatReport {
     pub dm: Option<DmReport>,
     /// dm with the senders on the MQTT uplink.
     pub dm_mqtt: Option<DmReport>,
+    /// dm with the senders on HTTP/2, a window of streams each.
+    pub dm_h2: Option<DmReport>,
     /// chatd's RSS at the end of the dm scenario.
     pub dm_rss_kib: Option<u64>,
     pub group: Option<GroupReport>,
@@ -59,6 +61,7 @@ impl ChatReport {
             idle: None,
             dm: None,
             dm_mqtt: None,
+            dm_h2: None,
             dm_rss_kib: None,
             group: None,
             sync: None,
@@ -71,11 +74,22 @@ impl ChatReport {
         saturation(self.dm.as_ref()?)
     }
 
+    /// The dm runs: (scenario's name in the verdicts, in the tables and
+    /// plot, the run).
+    fn dms(&self) -> [(&'static str, &'static str, Option<&DmReport>); 3] {
+        [
+            ("dm", "dm", self.dm.as_ref()),
+            ("dm (MQTT uplink)", "dm-mqtt", self.dm_mqtt.as_ref()),
+            ("dm (HTTP/2)", "dm-h2", self.dm_h2.as_ref()),
+        ]
+    }
+
     /// Loss, duplicates and missing deliveries: correctness, not speed.
     pub fn failed_checks(&self) -> usize {
-        let dm: usize = [&self.dm, &self.dm_mqtt]
+        let dm: usize = self
+            .dms()
             .into_iter()
-            .flatten()
+            .filter_map(|(_, _, d)| d)
             .map(|d| {
                 d.phases
                     .iter()
@@ -105,7 +119,7 @@ impl ChatReport {
                 met,
             })
         };
-        for (scenario, dm) in [("dm", &self.dm), ("dm (MQTT uplink)", &self.dm_mqtt)] {
+        for (scenario, _, dm) in self.dms() {
             let Some(dm) = dm else { continue };
             if let Some(sat) = saturation(dm) {
                 add(
@@ -264,11 +278,10 @@ impl ChatReport {
                 if v.met { "yes" } else { "**no**" }
             );
         }
-        if let Some(dm) = &self.dm {
-            dm_table(&mut md, "dm", dm);
-        }
-        if let Some(dm) = &self.dm_mqtt {
-            dm_table(&mut md, "dm-mqtt", dm);
+        for (_, name, dm) in self.dms() {
+            if let Some(dm) = dm {
+                dm_table(&mut md, name, dm);
+            }
         }
         if let Some(g) = &self.group {
             let _ = writeln!(
@@ -383,7 +396,7 @@ impl ChatReport {
                     );
                 }
             }
-            for (name, dm) in [("dm", &self.dm), ("dm over the MQTT uplink", &self.dm_mqtt)] {
+            for (name, _, dm) in self.dms() {
                 let Some(dm) = dm else { continue };
                 let window = dm.config.in_flight_per_sender();
                 let bare = self.bare_dm.as_ref().and_then(|b| b.saturation(window));
@@ -417,7 +430,7 @@ impl ChatReport {
     /// member, the connection sample.
     pub fn latency_svg(&self) -> String {
         let mut curves: Vec<(String, &[u64])> = Vec::new();
-        for (name, dm) in [("dm", &self.dm), ("dm-mqtt", &self.dm_mqtt)] {
+        for (_, name, dm) in self.dms() {
             for p in dm.iter().flat_map(|d| &d.phases) {
                 curves.push((format!("{name} {}", p.name), &p.samples));
             }
@@ -453,6 +466,10 @@ fn dm_table(md: &mut String, name: &str, dm: &DmReport) {
         Uplink::Http => "senders over HTTP keep-alive, one request at a time".to_string(),
         Uplink::Mqtt => format!(
             "senders over the MQTT uplink, QoS 1, up to {} unanswered each",
+            dm.config.window
+        ),
+        Uplink::Http2 => format!(
+            "senders over HTTP/2 (h2c), one connection each with up to {} requests in flight",
             dm.config.window
         ),
     };
