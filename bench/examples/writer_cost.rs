@@ -17,17 +17,13 @@
 use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
-use mqchat_chatsvc::domain::limits::RateConfig;
 use mqchat_chatsvc::domain::messages::NewMessage;
 use mqchat_chatsvc::domain::model::Recipient;
 use mqchat_chatsvc::domain::tokens::Caller;
-use mqchat_chatsvc::domain::{Chat, Limits, Tokens};
-use mqchat_chatsvc::downlink::NoDownlink;
-use mqchat_chatsvc::store::{users, Store, StoreError};
+use mqchat_chatsvc::store::Store;
 use serde_json::value::RawValue;
 
 #[derive(Parser)]
@@ -108,29 +104,9 @@ fn collected(stderr: &str) -> Result<u64> {
 /// Sends `per_sender` messages from each sender, on a fresh store in `dir`.
 async fn send(args: &Args, per_sender: usize, dir: &Path) -> Result<Store> {
     let store = Store::open(&dir.join("chat.db"))?;
-    let total = args.senders + args.receivers;
-    let ids: Vec<u64> = store
-        .write(move |c| {
-            (0..total)
-                .map(|i| Ok(users::insert(c, &format!("u{i}"), "!", 0)?.id))
-                .collect::<Result<Vec<u64>, StoreError>>()
-        })
-        .await?;
-    let (senders, receivers) = ids.split_at(args.senders);
-    let receivers = Arc::new(receivers.to_vec());
-    let limits = Limits {
-        rates: RateConfig {
-            sends_per_user_per_sec: 0,
-            ..RateConfig::default()
-        },
-        ..Limits::default()
-    };
-    let tokens = Arc::new(Tokens::new(
-        &[7u8; 64],
-        Duration::from_secs(60),
-        Duration::from_secs(60),
-    ));
-    let chat = Chat::new(store.clone(), tokens, Arc::new(NoDownlink), limits);
+    let (chat, senders, receivers) =
+        mqchat_bench::chat::unlimited_chat(&store, args.senders, args.receivers).await?;
+    let receivers = Arc::new(receivers);
     let body = format!(r#"{{"text":"{}"}}"#, "x".repeat(args.text_bytes));
     let mut tasks = tokio::task::JoinSet::new();
     for (k, &user_id) in senders.iter().enumerate() {
@@ -161,6 +137,8 @@ async fn send(args: &Args, per_sender: usize, dir: &Path) -> Result<Store> {
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
+
+    use mqchat_chatsvc::store::StoreError;
 
     use super::*;
 

@@ -82,29 +82,25 @@ pub fn bare(subscribers: u64, messages: u64, reps: usize) -> Result<BareBaseline
     })
 }
 
-/// `senders` tasks call `Chat::send` back to back for `secs`, to
-/// `receivers` recipients in turn, on a fresh store in a temp dir.
-pub async fn store(
+/// chatsvc's `Chat` on `store` with no send rate limit and no downlink,
+/// and `senders` + `receivers` new users to send with: what the store-alone
+/// figures (this baseline, `examples/writer_cost.rs`) send through.
+/// Returns the chat, the senders' ids and the receivers'.
+pub async fn unlimited_chat(
+    store: &Store,
     senders: usize,
     receivers: usize,
-    secs: f64,
-    text_bytes: usize,
-) -> Result<StoreBaseline> {
-    let dir = tempfile::Builder::new()
-        .prefix("chat-bench-store-")
-        .tempdir()?;
-    let store = Store::open(&dir.path().join("chat.db"))?;
+) -> Result<(Chat, Vec<u64>, Vec<u64>)> {
     let now = super::chatd::now_ms();
     let total = senders + receivers;
-    let ids: Vec<u64> = store
+    let mut ids: Vec<u64> = store
         .write(move |c| {
             (0..total)
                 .map(|i| Ok(users::insert(c, &format!("base{i}"), "!", now)?.id))
                 .collect::<Result<Vec<u64>, StoreError>>()
         })
         .await?;
-    let (sender_ids, receiver_ids) = ids.split_at(senders);
-    let receiver_ids: Arc<Vec<u64>> = Arc::new(receiver_ids.to_vec());
+    let receiver_ids = ids.split_off(senders);
     let limits = Limits {
         rates: RateConfig {
             sends_per_user_per_sec: 0,
@@ -117,7 +113,24 @@ pub async fn store(
         Duration::from_secs(60),
         Duration::from_secs(60),
     ));
-    let chat = Chat::new(store, tokens, Arc::new(NoDownlink), limits);
+    let chat = Chat::new(store.clone(), tokens, Arc::new(NoDownlink), limits);
+    Ok((chat, ids, receiver_ids))
+}
+
+/// `senders` tasks call `Chat::send` back to back for `secs`, to
+/// `receivers` recipients in turn, on a fresh store in a temp dir.
+pub async fn store(
+    senders: usize,
+    receivers: usize,
+    secs: f64,
+    text_bytes: usize,
+) -> Result<StoreBaseline> {
+    let dir = tempfile::Builder::new()
+        .prefix("chat-bench-store-")
+        .tempdir()?;
+    let store = Store::open(&dir.path().join("chat.db"))?;
+    let (chat, sender_ids, receiver_ids) = unlimited_chat(&store, senders, receivers).await?;
+    let receiver_ids: Arc<Vec<u64>> = Arc::new(receiver_ids);
     let text = "x".repeat(text_bytes);
     let bar = progress::timed(secs, "baseline: store alone");
     let cpu_before = crate::cpu::by_thread_name(None);

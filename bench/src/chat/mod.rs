@@ -37,6 +37,7 @@ use anyhow::{bail, Result};
 use clap::Parser;
 use serde::Serialize;
 
+pub use self::baseline::unlimited_chat;
 use self::chatd::Chatd;
 pub use self::report::ChatReport;
 
