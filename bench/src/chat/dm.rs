@@ -374,6 +374,7 @@ async fn send_h2(
     job: SenderJob,
     mut conn: http2::Connection,
     http: std::net::SocketAddr,
+    uri: &hyper::Uri,
     token: &str,
     window: usize,
 ) -> SenderLog {
@@ -381,9 +382,6 @@ async fn send_h2(
 
     let mut log = SenderLog::default();
     let auth = format!("Bearer {token}");
-    let Ok(uri) = format!("http://{http}/v1/messages").parse::<hyper::Uri>() else {
-        return log;
-    };
     let mut in_flight = FuturesUnordered::new();
     let mut pacer = Pacer::new(&job);
     loop {
@@ -392,7 +390,7 @@ async fn send_h2(
                 break;
             };
             let t0 = job.clock.ns();
-            let answer = conn.post_json(&uri, &auth, job.body(j));
+            let answer = conn.post_json(uri, &auth, job.body(j));
             in_flight.push(async move { (t0, answer.await) });
         }
         if pacer.next_due.is_none() && in_flight.is_empty() {
@@ -595,7 +593,8 @@ async fn phase(
             Uplink::Http2 => {
                 let conn = http2::Connection::open(chatd.http).await?;
                 let (http, token) = (chatd.http, sender.token.clone());
-                tasks.spawn(async move { send_h2(job, conn, http, &token, window).await });
+                let uri: hyper::Uri = format!("http://{http}/v1/messages").parse()?;
+                tasks.spawn(async move { send_h2(job, conn, http, &uri, &token, window).await });
             }
             Uplink::Mqtt => {
                 let replies = format!("users/{}/replies", sender.id);
