@@ -57,6 +57,9 @@ fn main() -> Result<()> {
     let second = 3 * args.receivers;
     let a = counted(&args, first, 1)?;
     let b = counted(&args, second, 2)?;
+    if a == 0 || b == 0 {
+        bail!("callgrind counted no instructions in the writer thread: was `store::writer::run` inlined?");
+    }
     let added = (args.senders * (second - first)) as f64;
     let per_msg = b.saturating_sub(a) as f64 / added;
     println!(

@@ -14,7 +14,7 @@ use super::tokens::Caller;
 use super::{now_ms, Chat, DomainError};
 use crate::store::groups::{self as store, GroupRow};
 use crate::store::messages;
-use crate::store::{social, users};
+use crate::store::{social, users, Conn};
 
 /// Roles, most powerful first.
 const OWNER: &str = "owner";
@@ -56,7 +56,7 @@ fn require(role: &str, allowed: &[&str], what: &str) -> Result<(), DomainError> 
 
 /// Posts a system event to the group's current members.
 fn system(
-    c: &rusqlite::Connection,
+    c: &Conn<'_>,
     out: &mut Outbox,
     group: &GroupRow,
     actor: u64,
@@ -94,9 +94,7 @@ impl Chat {
     async fn group_write<T, F>(&self, f: F) -> Result<T, DomainError>
     where
         T: Send + 'static,
-        F: FnOnce(&rusqlite::Connection, &mut Outbox, i64) -> Result<T, DomainError>
-            + Send
-            + 'static,
+        F: FnOnce(&Conn<'_>, &mut Outbox, i64) -> Result<T, DomainError> + Send + 'static,
     {
         let downlink = self.downlink.clone();
         let presence = self.downlink.clone();

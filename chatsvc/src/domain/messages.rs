@@ -9,7 +9,7 @@ use super::outbox::{Outbox, TYPING};
 use super::tokens::Caller;
 use super::{now_ms, Chat, DmPolicy, DomainError};
 use crate::store::messages::{self as store, MessageRow};
-use crate::store::{groups, social, users};
+use crate::store::{groups, social, users, Conn};
 
 /// A validated send request.
 #[derive(Debug, Clone)]
@@ -81,11 +81,7 @@ pub(crate) struct Post<'a> {
 /// and queues the pushes. Makes no check that bad input could fail: callers
 /// check first (sends run without a savepoint, see
 /// [`crate::store::Store::write_checks_first_then`]).
-pub(crate) fn post(
-    c: &rusqlite::Connection,
-    out: &mut Outbox,
-    p: Post<'_>,
-) -> Result<MessageRow, DomainError> {
+pub(crate) fn post(c: &Conn<'_>, out: &mut Outbox, p: Post<'_>) -> Result<MessageRow, DomainError> {
     let row = store::insert(
         c,
         p.conversation_id,
@@ -224,7 +220,7 @@ impl Chat {
                             }
                             if dm_policy == DmPolicy::Friends
                                 && peer != sender
-                                && !social::are_friends(c, sender, peer)?
+                                && !social::are_friends_to_send(c, sender, peer)?
                             {
                                 return Err(DomainError::Forbidden(
                                     "only friends may message each other".into(),

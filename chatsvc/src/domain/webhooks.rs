@@ -24,8 +24,8 @@ use tokio_util::sync::CancellationToken;
 use super::outbox::Outbox;
 use super::{now_ms, Chat, DomainError};
 use crate::store::messages::MessageRow;
-use crate::store::users;
 use crate::store::webhooks::{self as store, WebhookRow};
+use crate::store::{users, Conn};
 
 pub const MESSAGE_CREATED: &str = "message.created";
 pub const OFFLINE_MESSAGE: &str = "user.offline_message";
@@ -54,13 +54,13 @@ fn envelope(event: &str, now: i64, data: &str) -> String {
 /// Queues the webhook deliveries for a message just stored (same
 /// transaction). `deliveries` are the members it went to.
 pub(crate) fn on_message(
-    c: &rusqlite::Connection,
+    c: &Conn<'_>,
     out: &Outbox,
     row: &MessageRow,
     deliveries: &[(u64, u64)],
     now: i64,
 ) -> Result<(), DomainError> {
-    let hooks = store::active(c)?;
+    let hooks = store::active_to_send(c)?;
     if hooks.is_empty() {
         return Ok(());
     }

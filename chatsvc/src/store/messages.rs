@@ -2,6 +2,7 @@
 
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
+use super::conn::{Conn, Hot};
 use super::{users, StoreError};
 
 /// A stored message. For a direct conversation `to_user` is the other member
@@ -86,14 +87,14 @@ pub fn append(
 }
 
 pub fn by_client_id(
-    c: &Connection,
+    c: &Conn<'_>,
     sender: u64,
     client_msg_id: &str,
 ) -> Result<Option<MessageRow>, StoreError> {
     // Every send asks, and nearly always finds nothing: the unique index
     // answers alone, without the row and its conversation.
     let id: Option<u64> = c
-        .prepare_cached("SELECT id FROM messages WHERE sender_id = ?1 AND client_msg_id = ?2")?
+        .hot(Hot::ByClientId)?
         .query_row(params![sender, client_msg_id], |r| r.get(0))
         .optional()?;
     match id {
@@ -101,6 +102,9 @@ pub fn by_client_id(
         None => Ok(None),
     }
 }
+
+pub(super) const BY_CLIENT_ID: &str =
+    "SELECT id FROM messages WHERE sender_id = ?1 AND client_msg_id = ?2";
 
 pub fn by_id(c: &Connection, id: u64) -> Result<Option<MessageRow>, StoreError> {
     let sql = format!(
@@ -112,12 +116,10 @@ pub fn by_id(c: &Connection, id: u64) -> Result<Option<MessageRow>, StoreError> 
 }
 
 /// The direct conversation of two users, created (with both as members) if needed.
-pub fn direct_conversation(c: &Connection, a: u64, b: u64, now: i64) -> Result<u64, StoreError> {
+pub fn direct_conversation(c: &Conn<'_>, a: u64, b: u64, now: i64) -> Result<u64, StoreError> {
     let (lo, hi) = (a.min(b), a.max(b));
     let existing: Option<u64> = c
-        .prepare_cached(
-            "SELECT id FROM conversations WHERE kind = 'direct' AND user_lo = ?1 AND user_hi = ?2",
-        )?
+        .hot(Hot::DirectConversation)?
         .query_row(params![lo, hi], |r| r.get(0))
         .optional()?;
     if let Some(id) = existing {
@@ -130,6 +132,9 @@ pub fn direct_conversation(c: &Connection, a: u64, b: u64, now: i64) -> Result<u
     add_member(c, id, hi, "member", now)?;
     Ok(id)
 }
+
+pub(super) const DIRECT_CONVERSATION: &str =
+    "SELECT id FROM conversations WHERE kind = 'direct' AND user_lo = ?1 AND user_hi = ?2";
 
 /// Adds a member who sees what comes after the conversation's current seq.
 pub fn add_member(
@@ -231,7 +236,7 @@ pub fn members_with_roles(
 /// says who sent it. The write this saves was a tenth of the writer's time
 /// per direct message: a page of its own in every commit.
 pub fn insert(
-    c: &Connection,
+    c: &Conn<'_>,
     conversation_id: u64,
     sender: u64,
     client_msg_id: &str,
@@ -244,15 +249,11 @@ pub fn insert(
     // anyway), not from copies in `conversations`: updating those dirtied a
     // page per message that no other message of the group commit shared.
     let (seq, to_user, to_group, previous_sender): (u64, Option<u64>, Option<u64>, Option<u64>) = c
-        .prepare_cached(LAST_MESSAGE)?
+        .hot(Hot::LastMessage)?
         .query_row(params![conversation_id, sender], |r| {
             Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
         })?;
-    c.prepare_cached(
-        "INSERT INTO messages (conversation_id, seq, sender_id, client_msg_id, body, sent_at, kind)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-    )?
-    .execute(params![
+    c.hot(Hot::InsertMessage)?.execute(params![
         conversation_id,
         seq,
         sender,
@@ -263,11 +264,8 @@ pub fn insert(
     ])?;
     let id = c.last_insert_rowid() as u64;
     if previous_sender.is_some_and(|p| p != sender) {
-        c.prepare_cached(
-            "UPDATE conversation_members SET read_seq = ?3
-             WHERE conversation_id = ?1 AND user_id = ?2 AND read_seq < ?3 - 1",
-        )?
-        .execute(params![conversation_id, sender, seq])?;
+        c.hot(Hot::PassReadMarker)?
+            .execute(params![conversation_id, sender, seq])?;
     }
     index_text(c, id, body)?;
     Ok(MessageRow {
@@ -293,12 +291,21 @@ pub fn insert(
 /// index backwards from its end; a `LEFT JOIN (SELECT ... LIMIT 1)` made it
 /// materialize that subquery into a temporary table on every send, which
 /// cost a third as much again as the two lookups.
-const LAST_MESSAGE: &str = "SELECT COALESCE(m.seq, 0) + 1,
+pub(super) const LAST_MESSAGE: &str = "SELECT COALESCE(m.seq, 0) + 1,
          CASE WHEN c.kind = 'direct' THEN (CASE WHEN ?2 = c.user_lo THEN c.user_hi ELSE c.user_lo END) END,
          c.group_id, m.sender_id
      FROM conversations c LEFT JOIN messages m ON m.conversation_id = c.id
      WHERE c.id = ?1
      ORDER BY m.seq DESC LIMIT 1";
+
+pub(super) const INSERT_MESSAGE: &str =
+    "INSERT INTO messages (conversation_id, seq, sender_id, client_msg_id, body, sent_at, kind)
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)";
+
+/// Moves the sender's read marker up to just before their message `?3`
+/// (see [`insert`]).
+pub(super) const PASS_READ_MARKER: &str = "UPDATE conversation_members SET read_seq = ?3
+     WHERE conversation_id = ?1 AND user_id = ?2 AND read_seq < ?3 - 1";
 
 /// Conversations up to this size get their inbox rows one member at a time.
 const FAN_OUT_ONE_BY_ONE: usize = 16;
@@ -319,7 +326,7 @@ const _: () = assert!(FAN_OUT_ONE_BY_ONE + 1 == 17, "fan_out's LIMIT");
 /// size; it needs a temporary table for the member list and a statement
 /// journal, which cost more than a few one-row statements.
 pub fn fan_out(
-    c: &Connection,
+    c: &Conn<'_>,
     message: &MessageRow,
     kind: &str,
 ) -> Result<Vec<(u64, u64)>, StoreError> {
@@ -328,10 +335,7 @@ pub fn fan_out(
     if let Some(peer) = message.to_user {
         let (lo, hi) = (message.sender_id.min(peer), message.sender_id.max(peer));
         let (lo_next, hi_next): (u64, u64) = c
-            .prepare_cached(
-                "SELECT (SELECT COALESCE(MAX(cursor), 0) + 1 FROM inbox WHERE user_id = ?1),
-                        (SELECT COALESCE(MAX(cursor), 0) + 1 FROM inbox WHERE user_id = ?2)",
-            )?
+            .hot(Hot::NextCursors)?
             .query_row(params![lo, hi], |r| Ok((r.get(0)?, r.get(1)?)))?;
         let members = if lo == hi {
             vec![(lo, lo_next)]
@@ -373,19 +377,25 @@ pub fn fan_out(
 
 /// One inbox row per `(user, cursor)`, about `message_id`.
 fn insert_inbox_rows(
-    c: &Connection,
+    c: &Conn<'_>,
     rows: &[(u64, u64)],
     kind: &str,
     message_id: u64,
 ) -> Result<(), StoreError> {
-    let mut insert = c.prepare_cached(
-        "INSERT INTO inbox (user_id, cursor, kind, message_id) VALUES (?1, ?2, ?3, ?4)",
-    )?;
+    let mut insert = c.hot(Hot::InsertInboxRow)?;
     for &(user, cursor) in rows {
         insert.execute(params![user, cursor, kind, message_id])?;
     }
     Ok(())
 }
+
+/// The next cursor of two users' inboxes (`?1`, `?2`).
+pub(super) const NEXT_CURSORS: &str =
+    "SELECT (SELECT COALESCE(MAX(cursor), 0) + 1 FROM inbox WHERE user_id = ?1),
+            (SELECT COALESCE(MAX(cursor), 0) + 1 FROM inbox WHERE user_id = ?2)";
+
+pub(super) const INSERT_INBOX_ROW: &str =
+    "INSERT INTO inbox (user_id, cursor, kind, message_id) VALUES (?1, ?2, ?3, ?4)";
 
 /// The writer's staging table for the full-text index. FTS5 writes a new
 /// index segment for every transaction (and at every SAVEPOINT) that adds
@@ -460,13 +470,15 @@ fn text_of(body: &str) -> Option<String> {
         .and_then(|v| v.get("text").and_then(|t| t.as_str()).map(str::to_owned))
 }
 
-fn index_text(c: &Connection, id: u64, body: &str) -> Result<(), StoreError> {
+fn index_text(c: &Conn<'_>, id: u64, body: &str) -> Result<(), StoreError> {
     if let Some(text) = text_of(body) {
-        c.prepare_cached("INSERT OR REPLACE INTO temp.staged_text (id, text) VALUES (?1, ?2)")?
-            .execute(params![id, text])?;
+        c.hot(Hot::StageText)?.execute(params![id, text])?;
     }
     Ok(())
 }
+
+pub(super) const STAGE_TEXT: &str =
+    "INSERT OR REPLACE INTO temp.staged_text (id, text) VALUES (?1, ?2)";
 
 fn unindex_text(c: &Connection, id: u64) -> Result<(), StoreError> {
     c.prepare_cached("DELETE FROM message_text WHERE rowid = ?1")?

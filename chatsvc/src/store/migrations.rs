@@ -349,9 +349,10 @@ mod tests {
             .map(|c| (c.id, c.last_seq, c.last_message.as_ref().map(|m| m.id)))
             .collect();
         assert_eq!(summary, vec![(1, 2, Some(11)), (2, 0, None)]);
-        let next = messages::insert(&conn, 1, 1, "z", "{}", "user", 1)?;
+        let writer = crate::store::Conn::new(&conn);
+        let next = messages::insert(&writer, 1, 1, "z", "{}", "user", 1)?;
         assert_eq!((next.seq, next.to_user), (3, Some(2)));
-        let first = messages::insert(&conn, 2, 3, "w", "{}", "user", 1)?;
+        let first = messages::insert(&writer, 2, 3, "w", "{}", "user", 1)?;
         assert_eq!((first.seq, first.to_user), (1, Some(1)));
         let listed: Vec<_> = messages::conversations(&conn, 1, 10)?
             .iter()

@@ -6,6 +6,7 @@
 //! answered before the group's COMMIT (WAL, `synchronous=FULL`) returns.
 //! Reads run on a small pool of read-only connections on blocking threads.
 
+mod conn;
 pub mod files;
 pub mod groups;
 pub mod messages;
@@ -22,6 +23,7 @@ use std::sync::{Arc, Mutex};
 
 use rusqlite::{Connection, OpenFlags};
 
+pub use conn::Conn;
 pub use writer::{Queued, Writer};
 
 /// Errors from the store. `Conflict` and `NotFound` are expected outcomes the
@@ -156,7 +158,7 @@ impl Store {
     where
         T: Send + 'static,
         E: From<StoreError> + Send + 'static,
-        F: FnOnce(&Connection) -> Result<T, E> + Send + 'static,
+        F: FnOnce(&Conn<'_>) -> Result<T, E> + Send + 'static,
     {
         self.writer.run(f, |_| {}).await
     }
@@ -168,7 +170,7 @@ impl Store {
     where
         T: Send + 'static,
         E: From<StoreError> + Send + 'static,
-        F: FnOnce(&Connection) -> Result<T, E> + Send + 'static,
+        F: FnOnce(&Conn<'_>) -> Result<T, E> + Send + 'static,
         A: FnOnce(&T) + Send + 'static,
     {
         self.writer.run(f, after_commit).await
@@ -182,7 +184,7 @@ impl Store {
     where
         T: Send + 'static,
         E: From<StoreError> + Send + 'static,
-        F: FnOnce(&Connection) -> Result<T, E> + Send + 'static,
+        F: FnOnce(&Conn<'_>) -> Result<T, E> + Send + 'static,
         A: FnOnce(&T) + Send + 'static,
     {
         self.queue_checks_first_then(f, after_commit).await?.await
@@ -199,7 +201,7 @@ impl Store {
     where
         T: Send + 'static,
         E: From<StoreError> + Send + 'static,
-        F: FnOnce(&Connection) -> Result<T, E> + Send + 'static,
+        F: FnOnce(&Conn<'_>) -> Result<T, E> + Send + 'static,
         A: FnOnce(&T) + Send + 'static,
     {
         self.writer

@@ -2,6 +2,7 @@
 
 use rusqlite::{params, Connection, OptionalExtension};
 
+use super::conn::{Conn, Hot};
 use super::StoreError;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,9 +62,18 @@ pub fn disable(c: &Connection, id: u64, now: i64) -> Result<bool, StoreError> {
 
 /// Active webhooks.
 pub fn active(c: &Connection) -> Result<Vec<WebhookRow>, StoreError> {
-    let mut stmt = c.prepare_cached(
-        "SELECT id, url, secret, events, created_at FROM webhooks WHERE disabled_at IS NULL ORDER BY id",
-    )?;
+    rows(&mut *c.prepare_cached(ACTIVE)?)
+}
+
+/// [`active`] on the writer, for every message sent.
+pub fn active_to_send(c: &Conn<'_>) -> Result<Vec<WebhookRow>, StoreError> {
+    rows(&mut *c.hot(Hot::ActiveWebhooks)?)
+}
+
+pub(super) const ACTIVE: &str =
+    "SELECT id, url, secret, events, created_at FROM webhooks WHERE disabled_at IS NULL ORDER BY id";
+
+fn rows(stmt: &mut rusqlite::Statement<'_>) -> Result<Vec<WebhookRow>, StoreError> {
     let rows = stmt
         .query_map([], |r| {
             let events: String = r.get(3)?;

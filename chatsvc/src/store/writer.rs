@@ -7,6 +7,7 @@ use rusqlite::Connection;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{error, warn};
 
+use super::conn::Conn;
 use super::StoreError;
 
 /// Most jobs in one transaction; bounds commit latency under load.
@@ -17,7 +18,7 @@ const MAX_BATCH: usize = 512;
 trait Job: Send {
     /// Runs the job in its own savepoint; returns how to finish it, and
     /// whether the group's transaction is still sound (see [`in_savepoint`]).
-    fn run(self: Box<Self>, conn: &Connection) -> (Box<dyn Finish>, bool);
+    fn run(self: Box<Self>, conn: &Conn<'_>) -> (Box<dyn Finish>, bool);
     /// The job did not run (BEGIN failed, or the group was lost before its
     /// turn): answer with the error.
     fn abort(self: Box<Self>, error: &str);
@@ -62,10 +63,10 @@ impl<F, A, T, E> Job for Typed<F, A, T, E>
 where
     T: Send + 'static,
     E: From<StoreError> + Send + 'static,
-    F: FnOnce(&Connection) -> Result<T, E> + Send + 'static,
+    F: FnOnce(&Conn<'_>) -> Result<T, E> + Send + 'static,
     A: FnOnce(&T) + Send + 'static,
 {
-    fn run(self: Box<Self>, conn: &Connection) -> (Box<dyn Finish>, bool) {
+    fn run(self: Box<Self>, conn: &Conn<'_>) -> (Box<dyn Finish>, bool) {
         let this = *self;
         let (result, sound) = match this.guard {
             Guard::Savepoint => in_savepoint(conn, this.f),
@@ -266,7 +267,7 @@ impl Writer {
     where
         T: Send + 'static,
         E: From<StoreError> + Send + 'static,
-        F: FnOnce(&Connection) -> Result<T, E> + Send + 'static,
+        F: FnOnce(&Conn<'_>) -> Result<T, E> + Send + 'static,
         A: FnOnce(&T) + Send + 'static,
     {
         self.run_guarded(Guard::Savepoint, f, after_commit).await
@@ -281,7 +282,7 @@ impl Writer {
     where
         T: Send + 'static,
         E: From<StoreError> + Send + 'static,
-        F: FnOnce(&Connection) -> Result<T, E> + Send + 'static,
+        F: FnOnce(&Conn<'_>) -> Result<T, E> + Send + 'static,
         A: FnOnce(&T) + Send + 'static,
     {
         self.queue_guarded(guard, f, after_commit).await?.await
@@ -300,7 +301,7 @@ impl Writer {
     where
         T: Send + 'static,
         E: From<StoreError> + Send + 'static,
-        F: FnOnce(&Connection) -> Result<T, E> + Send + 'static,
+        F: FnOnce(&Conn<'_>) -> Result<T, E> + Send + 'static,
         A: FnOnce(&T) + Send + 'static,
     {
         let (reply, rx) = oneshot::channel();
@@ -338,8 +339,8 @@ impl Writer {
 /// autocommit mode starts, and its `RELEASE` commits, a transaction of its own).
 /// `f`'s own error is kept either way: it says what went wrong.
 fn in_savepoint<T, E: From<StoreError>>(
-    conn: &Connection,
-    f: impl FnOnce(&Connection) -> Result<T, E>,
+    conn: &Conn<'_>,
+    f: impl FnOnce(&Conn<'_>) -> Result<T, E>,
 ) -> (Result<T, E>, bool) {
     // Cached statements: preparing these two for every job showed up.
     let savepoint = conn
@@ -367,8 +368,8 @@ fn in_savepoint<T, E: From<StoreError>>(
 /// Runs `f` with no savepoint (see [`Guard::ChecksFirst`]). The group stays
 /// sound if `f` succeeded, or failed having changed no row.
 fn checks_first<T, E>(
-    conn: &Connection,
-    f: impl FnOnce(&Connection) -> Result<T, E>,
+    conn: &Conn<'_>,
+    f: impl FnOnce(&Conn<'_>) -> Result<T, E>,
 ) -> (Result<T, E>, bool) {
     let before = conn.total_changes();
     let result = f(conn);
@@ -494,6 +495,9 @@ fn checkpoint_loop(
     }
 }
 
+// Never inlined: `bench/examples/writer_cost` counts the instructions under
+// this symbol.
+#[inline(never)]
 fn run(
     conn: Connection,
     mut rx: mpsc::Receiver<Msg>,
@@ -501,6 +505,7 @@ fn run(
     mut background: Option<Checkpointer>,
     notify: &std::sync::mpsc::Sender<Finished>,
 ) {
+    let jobs_conn = Conn::new(&conn);
     let mut batch: Vec<Box<dyn Job>> = Vec::with_capacity(MAX_BATCH);
     let mut pending: Option<Msg> = None;
     loop {
@@ -531,7 +536,7 @@ fn run(
                 Err(_) => break,
             }
         }
-        let finished = commit_group(&conn, &mut batch, before_commit);
+        let finished = commit_group(&jobs_conn, &mut batch, before_commit);
         if let Err(std::sync::mpsc::SendError(finished)) = notify.send(finished) {
             finished.run();
         }
@@ -549,7 +554,7 @@ fn run(
 }
 
 fn commit_group(
-    conn: &Connection,
+    conn: &Conn<'_>,
     batch: &mut Vec<Box<dyn Job>>,
     before_commit: Option<&BeforeCommitFn>,
 ) -> Finished {
@@ -630,7 +635,7 @@ mod tests {
     use rusqlite::Connection;
     use tokio::task::JoinHandle;
 
-    use super::Writer;
+    use super::{Conn, Writer};
     use crate::store::StoreError;
 
     fn open(dir: &std::path::Path) -> Connection {
@@ -655,7 +660,7 @@ mod tests {
         rows.collect::<Result<_, _>>().unwrap()
     }
 
-    fn insert(x: i64) -> impl FnOnce(&Connection) -> Result<(), StoreError> + Send {
+    fn insert(x: i64) -> impl FnOnce(&Conn<'_>) -> Result<(), StoreError> + Send {
         move |c| {
             c.execute("INSERT INTO t (x) VALUES (?1)", [x])?;
             Ok(())
@@ -694,7 +699,7 @@ mod tests {
         after: A,
     ) -> JoinHandle<Result<(), StoreError>>
     where
-        F: FnOnce(&Connection) -> Result<(), StoreError> + Send + 'static,
+        F: FnOnce(&Conn<'_>) -> Result<(), StoreError> + Send + 'static,
         A: FnOnce(&()) + Send + 'static,
     {
         let task = tokio::spawn({
@@ -721,7 +726,7 @@ mod tests {
         let b = queue(
             &w,
             2,
-            |c: &Connection| {
+            |c: &Conn<'_>| {
                 c.execute_batch("INSERT INTO t (x) VALUES (2); ROLLBACK")?;
                 Err(StoreError::CommitFailed("simulated disk full".into()))
             },
@@ -768,7 +773,7 @@ mod tests {
         let dangling = queue(
             &w,
             2,
-            |c: &Connection| {
+            |c: &Conn<'_>| {
                 c.execute("INSERT INTO t (x, parent) VALUES (2, 99)", [])?;
                 Ok(())
             },
@@ -798,7 +803,7 @@ mod tests {
         f: F,
     ) -> JoinHandle<Result<(), StoreError>>
     where
-        F: FnOnce(&Connection) -> Result<(), StoreError> + Send + 'static,
+        F: FnOnce(&Conn<'_>) -> Result<(), StoreError> + Send + 'static,
     {
         let task = tokio::spawn({
             let w = w.clone();
@@ -819,7 +824,7 @@ mod tests {
         let w = Writer::spawn(open(dir.path())).unwrap();
         let (release, held) = hold_writer(&w).await;
         let a = queue(&w, 1, insert(1), |_| {}).await;
-        let refused = queue_checks_first(&w, 2, |c: &Connection| {
+        let refused = queue_checks_first(&w, 2, |c: &Conn<'_>| {
             let n: i64 = c.query_row("SELECT count(*) FROM t", [], |r| r.get(0))?;
             Err(StoreError::Migration(format!(
                 "refused after reading {n} rows"
@@ -844,7 +849,7 @@ mod tests {
         let w = Writer::spawn(open(dir.path())).unwrap();
         let (release, held) = hold_writer(&w).await;
         let a = queue(&w, 1, insert(1), |_| {}).await;
-        let late = queue_checks_first(&w, 2, |c: &Connection| {
+        let late = queue_checks_first(&w, 2, |c: &Conn<'_>| {
             c.execute("INSERT INTO t (x) VALUES (2)", [])?;
             Err(StoreError::Migration("a check made after a write".into()))
         })
