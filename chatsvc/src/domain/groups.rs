@@ -70,6 +70,7 @@ fn system(
         sender: actor,
         client_msg_id: &client_msg_id,
         body: &body,
+        text: None,
         kind: "system",
         now,
         files: &[],

@@ -69,6 +69,8 @@ pub(crate) struct Post<'a> {
     pub client_msg_id: &'a str,
     /// JSON object text.
     pub body: &'a str,
+    /// `body.text`, if it has one.
+    pub text: Option<&'a str>,
     /// `user` or `system`.
     pub kind: &'a str,
     pub now: i64,
@@ -82,15 +84,16 @@ pub(crate) struct Post<'a> {
 /// check first (sends run without a savepoint, see
 /// [`crate::store::Store::write_checks_first_then`]).
 pub(crate) fn post(c: &Conn<'_>, out: &mut Outbox, p: Post<'_>) -> Result<MessageRow, DomainError> {
-    let row = store::insert(
-        c,
-        p.conversation_id,
-        p.sender,
-        p.client_msg_id,
-        p.body,
-        p.kind,
-        p.now,
-    )?;
+    let new = store::NewRow {
+        conversation_id: p.conversation_id,
+        sender: p.sender,
+        client_msg_id: p.client_msg_id,
+        body: p.body,
+        text: p.text,
+        kind: p.kind,
+        now: p.now,
+    };
+    let row = store::insert(c, &new)?;
     for file in p.files {
         crate::store::files::link(c, row.id, file)?;
     }
@@ -165,7 +168,14 @@ impl Chat {
                 "client_msg_id must be 1-64 characters, no control characters".into(),
             ));
         }
-        let has_notice = self.validate_body(&m.body)?.contains_key("notice");
+        let mut fields = self.validate_body(&m.body)?;
+        let has_notice = fields.contains_key("notice");
+        // Checked to be a string above; taken out so the writer need not
+        // parse the body again for the full-text index.
+        let text = match fields.remove("text") {
+            Some(serde_json::Value::String(text)) => Some(text),
+            _ => None,
+        };
         match caller.service {
             Some(grant) if !(grant.send || (grant.notice && has_notice)) => {
                 return Err(DomainError::Forbidden(
@@ -206,14 +216,12 @@ impl Chat {
                         Recipient::User(peer) => {
                             // Unknown and blocking users get the same answer,
                             // so a block is not revealed.
-                            let blocks = social::dm_blocks(c, sender, peer)?;
-                            let Some((peer_blocked_sender, sender_blocked_peer)) = blocks else {
-                                return Err(DomainError::NotFound("recipient"));
-                            };
-                            if peer_blocked_sender {
+                            let route = store::direct_route(c, sender, peer)?
+                                .ok_or(DomainError::NotFound("recipient"))?;
+                            if route.peer_blocked_sender {
                                 return Err(DomainError::NotFound("recipient"));
                             }
-                            if sender_blocked_peer {
+                            if route.sender_blocked_peer {
                                 return Err(DomainError::Forbidden(
                                     "you have blocked this user; unblock them first".into(),
                                 ));
@@ -226,7 +234,10 @@ impl Chat {
                                     "only friends may message each other".into(),
                                 ));
                             }
-                            store::direct_conversation(c, sender, peer, now)?
+                            match route.conversation {
+                                Some(id) => id,
+                                None => store::direct_conversation(c, sender, peer, now)?,
+                            }
                         }
                         Recipient::Group(group_id) => {
                             let group = groups::by_id(c, group_id)?
@@ -242,6 +253,7 @@ impl Chat {
                         sender,
                         client_msg_id: &client_msg_id,
                         body: &body,
+                        text: text.as_deref(),
                         kind: "user",
                         now,
                         files: &files,

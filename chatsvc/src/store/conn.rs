@@ -20,9 +20,8 @@ use super::{messages, social, webhooks};
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Hot {
     ByClientId,
-    DmBlocks,
+    DirectRoute,
     AreFriends,
-    DirectConversation,
     LastMessage,
     InsertMessage,
     PassReadMarker,
@@ -38,9 +37,8 @@ impl Hot {
     fn sql(self) -> &'static str {
         match self {
             Hot::ByClientId => messages::BY_CLIENT_ID,
-            Hot::DmBlocks => social::DM_BLOCKS,
+            Hot::DirectRoute => messages::DIRECT_ROUTE,
             Hot::AreFriends => social::ARE_FRIENDS,
-            Hot::DirectConversation => messages::DIRECT_CONVERSATION,
             Hot::LastMessage => messages::LAST_MESSAGE,
             Hot::InsertMessage => messages::INSERT_MESSAGE,
             Hot::PassReadMarker => messages::PASS_READ_MARKER,
@@ -162,9 +160,8 @@ mod tests {
 
     const ALL: [Hot; Hot::COUNT] = [
         Hot::ByClientId,
-        Hot::DmBlocks,
+        Hot::DirectRoute,
         Hot::AreFriends,
-        Hot::DirectConversation,
         Hot::LastMessage,
         Hot::InsertMessage,
         Hot::PassReadMarker,

@@ -116,10 +116,10 @@ pub fn by_id(c: &Connection, id: u64) -> Result<Option<MessageRow>, StoreError> 
 }
 
 /// The direct conversation of two users, created (with both as members) if needed.
-pub fn direct_conversation(c: &Conn<'_>, a: u64, b: u64, now: i64) -> Result<u64, StoreError> {
+pub fn direct_conversation(c: &Connection, a: u64, b: u64, now: i64) -> Result<u64, StoreError> {
     let (lo, hi) = (a.min(b), a.max(b));
     let existing: Option<u64> = c
-        .hot(Hot::DirectConversation)?
+        .prepare_cached(DIRECT_CONVERSATION)?
         .query_row(params![lo, hi], |r| r.get(0))
         .optional()?;
     if let Some(id) = existing {
@@ -133,8 +133,43 @@ pub fn direct_conversation(c: &Conn<'_>, a: u64, b: u64, now: i64) -> Result<u64
     Ok(id)
 }
 
-pub(super) const DIRECT_CONVERSATION: &str =
+const DIRECT_CONVERSATION: &str =
     "SELECT id FROM conversations WHERE kind = 'direct' AND user_lo = ?1 AND user_hi = ?2";
+
+/// What a direct message from one user to another needs to know before it
+/// may go, from [`direct_route`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DirectRoute {
+    pub peer_blocked_sender: bool,
+    pub sender_blocked_peer: bool,
+    /// Their direct conversation, if it exists yet.
+    pub conversation: Option<u64>,
+}
+
+/// Whether a direct message from `sender` to `peer` may go, and where, in
+/// one statement: `None` if `peer` does not exist.
+pub fn direct_route(
+    c: &Conn<'_>,
+    sender: u64,
+    peer: u64,
+) -> Result<Option<DirectRoute>, StoreError> {
+    let (lo, hi) = (sender.min(peer), sender.max(peer));
+    Ok(c.hot(Hot::DirectRoute)?
+        .query_row(params![sender, peer, lo, hi], |r| {
+            Ok(DirectRoute {
+                peer_blocked_sender: r.get(0)?,
+                sender_blocked_peer: r.get(1)?,
+                conversation: r.get(2)?,
+            })
+        })
+        .optional()?)
+}
+
+pub(super) const DIRECT_ROUTE: &str =
+    "SELECT EXISTS(SELECT 1 FROM blocks WHERE user_id = ?2 AND blocked_id = ?1),
+            EXISTS(SELECT 1 FROM blocks WHERE user_id = ?1 AND blocked_id = ?2),
+            (SELECT id FROM conversations WHERE kind = 'direct' AND user_lo = ?3 AND user_hi = ?4)
+     FROM users WHERE id = ?2";
 
 /// Adds a member who sees what comes after the conversation's current seq.
 pub fn add_member(
@@ -224,6 +259,22 @@ pub fn members_with_roles(
     Ok(rows)
 }
 
+/// A message to store, for [`insert`].
+#[derive(Debug, Clone, Copy)]
+pub struct NewRow<'a> {
+    pub conversation_id: u64,
+    pub sender: u64,
+    pub client_msg_id: &'a str,
+    /// JSON object text.
+    pub body: &'a str,
+    /// `body.text`, for the full-text index (the caller has parsed the
+    /// body already; the writer does not parse it again).
+    pub text: Option<&'a str>,
+    /// `user` or `system`.
+    pub kind: &'a str,
+    pub now: i64,
+}
+
 /// Stores a message as the conversation's next seq. The sender's read marker
 /// moves to it when others' messages were unread: writing in a conversation
 /// means having read it.
@@ -235,15 +286,16 @@ pub fn members_with_roles(
 /// this one is someone else's (and past the marker); the conversation row
 /// says who sent it. The write this saves was a tenth of the writer's time
 /// per direct message: a page of its own in every commit.
-pub fn insert(
-    c: &Conn<'_>,
-    conversation_id: u64,
-    sender: u64,
-    client_msg_id: &str,
-    body: &str,
-    kind: &str,
-    now: i64,
-) -> Result<MessageRow, StoreError> {
+pub fn insert(c: &Conn<'_>, new: &NewRow<'_>) -> Result<MessageRow, StoreError> {
+    let NewRow {
+        conversation_id,
+        sender,
+        client_msg_id,
+        body,
+        text,
+        kind,
+        now,
+    } = *new;
     // The conversation's last seq and sender come from its newest message
     // (read through the `(conversation_id, seq)` index the INSERT descends
     // anyway), not from copies in `conversations`: updating those dirtied a
@@ -267,7 +319,9 @@ pub fn insert(
         c.hot(Hot::PassReadMarker)?
             .execute(params![conversation_id, sender, seq])?;
     }
-    index_text(c, id, body)?;
+    if let Some(text) = text {
+        c.hot(Hot::StageText)?.execute(params![id, text])?;
+    }
     Ok(MessageRow {
         id,
         conversation_id,
@@ -470,13 +524,8 @@ fn text_of(body: &str) -> Option<String> {
         .and_then(|v| v.get("text").and_then(|t| t.as_str()).map(str::to_owned))
 }
 
-fn index_text(c: &Conn<'_>, id: u64, body: &str) -> Result<(), StoreError> {
-    if let Some(text) = text_of(body) {
-        c.hot(Hot::StageText)?.execute(params![id, text])?;
-    }
-    Ok(())
-}
-
+/// Stages a message's text for the full-text index (see
+/// [`prepare_text_staging`]).
 pub(super) const STAGE_TEXT: &str =
     "INSERT OR REPLACE INTO temp.staged_text (id, text) VALUES (?1, ?2)";
 
@@ -793,12 +842,74 @@ mod tests {
     use super::*;
     use crate::store::Store;
 
+    /// A user's text message, stored as `Chat::send` stores it.
+    fn text_message(
+        c: &Conn<'_>,
+        conversation_id: u64,
+        sender: u64,
+        client_msg_id: &str,
+        text: &str,
+    ) -> Result<MessageRow, StoreError> {
+        let body = serde_json::json!({ "text": text }).to_string();
+        let new = NewRow {
+            conversation_id,
+            sender,
+            client_msg_id,
+            body: &body,
+            text: Some(text),
+            kind: "user",
+            now: 0,
+        };
+        insert(c, &new)
+    }
+
     fn matches(c: &Connection, word: &str) -> Vec<u64> {
         let mut stmt = c
             .prepare("SELECT rowid FROM message_text WHERE message_text MATCH ?1 ORDER BY rowid")
             .unwrap();
         let rows = stmt.query_map([word], |r| r.get(0)).unwrap();
         rows.collect::<Result<_, _>>().unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_direct_route_says_who_blocked_whom_and_the_conversation_once_it_exists() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("chat.db")).unwrap();
+        store
+            .write(|c| {
+                let a = users::insert(c, "alice", "!", 0)?.id;
+                let b = users::insert(c, "bob", "!", 0)?.id;
+                let route = |from, to| direct_route(c, from, to).unwrap();
+                let open = DirectRoute {
+                    peer_blocked_sender: false,
+                    sender_blocked_peer: false,
+                    conversation: None,
+                };
+                assert_eq!(route(a, b + 1), None, "no such peer");
+                assert_eq!(route(a, b), Some(open));
+                crate::store::social::block(c, b, a, 0)?;
+                let blocked_by_peer = DirectRoute {
+                    peer_blocked_sender: true,
+                    ..open
+                };
+                assert_eq!(route(a, b), Some(blocked_by_peer));
+                let blocked_peer = DirectRoute {
+                    sender_blocked_peer: true,
+                    ..open
+                };
+                assert_eq!(route(b, a), Some(blocked_peer));
+                let conv = direct_conversation(c, b, a, 0)?;
+                assert_eq!(route(a, b).and_then(|r| r.conversation), Some(conv));
+                assert_eq!(route(b, a).and_then(|r| r.conversation), Some(conv));
+                assert_eq!(
+                    route(a, a).and_then(|r| r.conversation),
+                    None,
+                    "notes to self"
+                );
+                Ok::<_, StoreError>(())
+            })
+            .await
+            .unwrap();
     }
 
     /// Every send runs [`LAST_MESSAGE`]: it must stay two index lookups,
@@ -837,10 +948,10 @@ mod tests {
                 let a = users::insert(c, "alice", "!", 0)?.id;
                 let b = users::insert(c, "bob", "!", 0)?.id;
                 let conv = direct_conversation(c, a, b, 0)?;
-                let kept = insert(c, conv, a, "1", r#"{"text":"apple pie"}"#, "user", 0)?.id;
-                let recalled = insert(c, conv, a, "2", r#"{"text":"apple tart"}"#, "user", 0)?.id;
+                let kept = text_message(c, conv, a, "1", "apple pie")?.id;
+                let recalled = text_message(c, conv, a, "2", "apple tart")?.id;
                 recall(c, recalled, 1)?;
-                let edited = insert(c, conv, a, "3", r#"{"text":"banana"}"#, "user", 0)?.id;
+                let edited = text_message(c, conv, a, "3", "banana")?.id;
                 edit(c, edited, r#"{"text":"cherry"}"#, 1)?;
                 Ok::<_, StoreError>((conv, a, kept, edited))
             })
@@ -850,7 +961,7 @@ mod tests {
         // A job that fails after staging text: rolled back with its savepoint.
         let failed: Result<(), StoreError> = store
             .write(move |c| {
-                insert(c, conv, a, "4", r#"{"text":"apple crumble"}"#, "user", 0)?;
+                text_message(c, conv, a, "4", "apple crumble")?;
                 Err(StoreError::NotFound("on purpose"))
             })
             .await;
@@ -902,10 +1013,7 @@ mod tests {
             let store = store.clone();
             async move {
                 store
-                    .write(move |c| {
-                        let body = format!(r#"{{"text":"{text}"}}"#);
-                        Ok::<_, StoreError>(insert(c, conv, a, &id, &body, "user", 0)?.id)
-                    })
+                    .write(move |c| Ok::<_, StoreError>(text_message(c, conv, a, &id, text)?.id))
                     .await
                     .unwrap()
             }
@@ -975,8 +1083,7 @@ mod tests {
                 let b = users::insert(c, "b", "!", 0)?.id;
                 let conv = direct_conversation(c, a, b, 0)?;
                 let marker = |u: u64| membership(c, u, conv).map(|m| m.map(|m| m.read_seq));
-                let send =
-                    |from: u64, id: &str| insert(c, conv, from, id, r#"{"text":"x"}"#, "user", 0);
+                let send = |from: u64, id: &str| text_message(c, conv, from, id, "x");
                 let writes = || c.total_changes();
 
                 // a's first messages: nothing of b's to read, no marker write.
@@ -1051,15 +1158,8 @@ mod tests {
                     (large.conversation_id, users[0], &users[..]),
                     (dm, users[1], &users[..2]),
                 ] {
-                    let m = insert(
-                        c,
-                        conv,
-                        sender,
-                        &format!("m{conv}-{}", expected[&sender]),
-                        "{}",
-                        "user",
-                        0,
-                    )?;
+                    let id = format!("m{conv}-{}", expected[&sender]);
+                    let m = text_message(c, conv, sender, &id, "x")?;
                     let got = fan_out(c, &m, "message.created")?;
                     let want: Vec<(u64, u64)> = members
                         .iter()

@@ -350,9 +350,18 @@ mod tests {
             .collect();
         assert_eq!(summary, vec![(1, 2, Some(11)), (2, 0, None)]);
         let writer = crate::store::Conn::new(&conn);
-        let next = messages::insert(&writer, 1, 1, "z", "{}", "user", 1)?;
+        let new = |conversation_id, sender, client_msg_id| messages::NewRow {
+            conversation_id,
+            sender,
+            client_msg_id,
+            body: "{}",
+            text: None,
+            kind: "user",
+            now: 1,
+        };
+        let next = messages::insert(&writer, &new(1, 1, "z"))?;
         assert_eq!((next.seq, next.to_user), (3, Some(2)));
-        let first = messages::insert(&writer, 2, 3, "w", "{}", "user", 1)?;
+        let first = messages::insert(&writer, &new(2, 3, "w"))?;
         assert_eq!((first.seq, first.to_user), (1, Some(1)));
         let listed: Vec<_> = messages::conversations(&conn, 1, 10)?
             .iter()

@@ -45,20 +45,6 @@ pub fn are_friends_to_send(c: &Conn<'_>, a: u64, b: u64) -> Result<bool, StoreEr
 pub(super) const ARE_FRIENDS: &str = "SELECT 1 FROM friends WHERE user_id = ?1 AND friend_id = ?2";
 
 /// Has `user` blocked `other`?
-/// Whether a direct message from `sender` to `peer` may go, in one lookup:
-/// `None` if `peer` does not exist, else (peer blocked sender, sender
-/// blocked peer).
-pub fn dm_blocks(c: &Conn<'_>, sender: u64, peer: u64) -> Result<Option<(bool, bool)>, StoreError> {
-    Ok(c.hot(Hot::DmBlocks)?
-        .query_row(params![sender, peer], |r| Ok((r.get(0)?, r.get(1)?)))
-        .optional()?)
-}
-
-pub(super) const DM_BLOCKS: &str =
-    "SELECT EXISTS(SELECT 1 FROM blocks WHERE user_id = ?2 AND blocked_id = ?1),
-            EXISTS(SELECT 1 FROM blocks WHERE user_id = ?1 AND blocked_id = ?2)
-     FROM users WHERE id = ?2";
-
 pub fn has_blocked(c: &Connection, user: u64, other: u64) -> Result<bool, StoreError> {
     Ok(
         c.prepare_cached("SELECT 1 FROM blocks WHERE user_id = ?1 AND blocked_id = ?2")?
