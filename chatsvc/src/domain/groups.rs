@@ -7,7 +7,7 @@
 
 use serde_json::json;
 
-use super::messages::{post, Post};
+use super::messages::post;
 use super::model::Group;
 use super::outbox::Outbox;
 use super::tokens::Caller;
@@ -65,7 +65,7 @@ fn system(
 ) -> Result<(), DomainError> {
     let body = json!({"system": event}).to_string();
     let client_msg_id = format!("system-{:016x}", rand::random::<u64>());
-    let p = Post {
+    let new = messages::NewRow {
         conversation_id: group.conversation_id,
         sender: actor,
         client_msg_id: &client_msg_id,
@@ -73,9 +73,8 @@ fn system(
         text: None,
         kind: "system",
         now,
-        files: &[],
     };
-    post(c, out, p)?;
+    post(c, out, &new, &[])?;
     Ok(())
 }
 

@@ -62,43 +62,23 @@ impl PendingSend {
     }
 }
 
-/// A message about to be stored.
-pub(crate) struct Post<'a> {
-    pub conversation_id: u64,
-    pub sender: u64,
-    pub client_msg_id: &'a str,
-    /// JSON object text.
-    pub body: &'a str,
-    /// `body.text`, if it has one.
-    pub text: Option<&'a str>,
-    /// `user` or `system`.
-    pub kind: &'a str,
-    pub now: i64,
-    /// Uploaded files the body references, already checked
-    /// ([`Chat::referenced_files`]).
-    pub files: &'a [String],
-}
-
-/// Stores a message in a conversation, appends it to every member's inbox
-/// and queues the pushes. Makes no check that bad input could fail: callers
+/// Stores a message in a conversation with the uploaded `files` its body
+/// references (already checked, [`Chat::referenced_files`]), appends it to
+/// every member's inbox and queues the pushes. Makes no check that bad input could fail: callers
 /// check first (sends run without a savepoint, see
 /// [`crate::store::Store::write_checks_first_then`]).
-pub(crate) fn post(c: &Conn<'_>, out: &mut Outbox, p: Post<'_>) -> Result<MessageRow, DomainError> {
-    let new = store::NewRow {
-        conversation_id: p.conversation_id,
-        sender: p.sender,
-        client_msg_id: p.client_msg_id,
-        body: p.body,
-        text: p.text,
-        kind: p.kind,
-        now: p.now,
-    };
-    let row = store::insert(c, &new)?;
-    for file in p.files {
+pub(crate) fn post(
+    c: &Conn<'_>,
+    out: &mut Outbox,
+    new: &store::NewRow<'_>,
+    files: &[String],
+) -> Result<MessageRow, DomainError> {
+    let row = store::insert(c, new)?;
+    for file in files {
         crate::store::files::link(c, row.id, file)?;
     }
     let deliveries = store::fan_out(c, &row, MESSAGE_CREATED)?;
-    super::webhooks::on_message(c, out, &row, &deliveries, p.now)?;
+    super::webhooks::on_message(c, out, &row, &deliveries, new.now)?;
     out.message(MESSAGE_CREATED, &row, deliveries);
     Ok(row)
 }
@@ -248,7 +228,7 @@ impl Chat {
                             group.conversation_id
                         }
                     };
-                    let post_ = Post {
+                    let new = store::NewRow {
                         conversation_id: conversation,
                         sender,
                         client_msg_id: &client_msg_id,
@@ -256,9 +236,8 @@ impl Chat {
                         text: text.as_deref(),
                         kind: "user",
                         now,
-                        files: &files,
                     };
-                    let row = post(c, &mut out, post_)?;
+                    let row = post(c, &mut out, &new, &files)?;
                     Ok((row, true, out))
                 },
                 move |(_, _, out): &(MessageRow, bool, Outbox)| out.push(&*downlink),
