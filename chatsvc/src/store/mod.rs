@@ -3,13 +3,10 @@
 //! One writer thread owns the write connection and commits in groups: every
 //! job waiting when a transaction starts joins it, each inside its own
 //! savepoint so one failing job does not undo the others, and nobody is
-//! answered before the group's WAL frames are on disk: the `store-notify`
-//! thread fsyncs them after COMMIT, while the writer goes on (see
-//! [`durable`]). Reads run on a small pool of read-only connections on
-//! blocking threads, and return only what is on disk.
+//! answered before the group's COMMIT (WAL, `synchronous=FULL`) returns.
+//! Reads run on a small pool of read-only connections on blocking threads.
 
 mod conn;
-mod durable;
 pub mod files;
 pub mod groups;
 pub mod messages;
@@ -121,16 +118,6 @@ impl Store {
     /// (at least 1), filled as pages are used; readers keep SQLite's 2 MB
     /// each.
     pub fn open_with_cache(path: &Path, writer_cache_mib: u64) -> Result<Store, StoreError> {
-        Store::open_with(path, writer_cache_mib, None)
-    }
-
-    /// `sync_wal`: how the writer's WAL is synced after its commits (tests
-    /// hold it); `None`, an fdatasync of the WAL file.
-    fn open_with(
-        path: &Path,
-        writer_cache_mib: u64,
-        sync_wal: Option<durable::SyncWal>,
-    ) -> Result<Store, StoreError> {
         let mut conn = Connection::open(path)?;
         configure(&conn)?;
         let kib = writer_cache_mib.clamp(1, 1 << 30) * 1024;
@@ -155,7 +142,6 @@ impl Store {
             before_commit: Some(Box::new(messages::index_staged_text_if_many)),
             checkpoint_in_background: Some(path.to_owned()),
             restart,
-            sync_wal,
         };
         Ok(Store {
             writer: Writer::spawn_with(conn, options)?,
@@ -238,13 +224,10 @@ impl Store {
         F: FnOnce(&Connection) -> Result<T, E> + Send + 'static,
     {
         let pool = self.readers.clone();
-        let durability = self.writer.durability().clone();
         tokio::task::spawn_blocking(move || {
             let conn = pool.take()?;
             let result = f(&conn);
             pool.give_back(conn);
-            // Return nothing a power cut could still take back.
-            durability.wait_for_visible();
             result
         })
         .await
@@ -365,12 +348,10 @@ mod tests {
 
     use super::*;
 
-    /// Durability rests on these: the database is a WAL file; the writer's
-    /// COMMIT leaves the fsync to the notify thread (`durable`), which
-    /// answers only after it; every other connection syncs in its own
-    /// commits (FULL).
+    /// Durability rests on these two: a commit returns once its WAL frames
+    /// are on disk.
     #[tokio::test]
-    async fn the_writer_commits_to_a_wal_synced_after_it() {
+    async fn the_writer_commits_to_a_synced_wal() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("chat.db")).unwrap();
         let (synchronous, journal): (i64, String) = store
@@ -381,83 +362,6 @@ mod tests {
             })
             .await
             .unwrap();
-        assert_eq!((synchronous, journal.as_str()), (1, "wal"), "NORMAL, WAL");
-        let others: i64 = store
-            .read(|c| Ok::<_, StoreError>(c.query_row("PRAGMA synchronous", [], |r| r.get(0))?))
-            .await
-            .unwrap();
-        assert_eq!(others, 2, "FULL");
-    }
-
-    /// SQLite shows a commit to other connections before the notify thread
-    /// has synced it: neither the writer's answer nor a read may come
-    /// before that sync.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn nothing_is_answered_or_read_before_its_wal_sync() {
-        use std::sync::mpsc;
-        use std::time::Duration;
-
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("chat.db");
-        let (started_tx, started) = mpsc::channel::<()>();
-        let (release, wait) = mpsc::channel::<()>();
-        let wal = dir.path().join("chat.db-wal");
-        let (mut held, mut syncs) = (false, 0);
-        let hook: durable::SyncWal = Box::new(move || {
-            syncs += 1;
-            // The first sync after the schema's own writes is the test's.
-            if syncs > 1 && !held {
-                held = true;
-                started_tx.send(()).unwrap();
-                wait.recv_timeout(Duration::from_secs(10)).unwrap();
-            }
-            std::fs::File::open(&wal)?.sync_data()
-        });
-        let store = Arc::new(Store::open_with(&path, 4, Some(hook)).unwrap());
-        store
-            .write(|c| Ok::<_, StoreError>(c.execute_batch("CREATE TABLE t (x INTEGER)")?))
-            .await
-            .unwrap();
-
-        let write = tokio::spawn({
-            let store = store.clone();
-            async move {
-                store
-                    .write(|c| Ok::<_, StoreError>(c.execute("INSERT INTO t VALUES (1)", [])?))
-                    .await
-            }
-        });
-        tokio::task::spawn_blocking(move || started.recv_timeout(Duration::from_secs(10)))
-            .await
-            .unwrap()
-            .expect("the insert's sync started");
-        // Committed: another connection sees the row...
-        let seen: i64 = Connection::open(&path)
-            .unwrap()
-            .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
-            .unwrap();
-        assert_eq!(seen, 1);
-        // ...but the store tells no one yet.
-        let read = tokio::spawn({
-            let store = store.clone();
-            async move {
-                store
-                    .read(|c| {
-                        Ok::<i64, StoreError>(
-                            c.query_row("SELECT count(*) FROM t", [], |r| r.get(0))?,
-                        )
-                    })
-                    .await
-            }
-        });
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        assert!(
-            !write.is_finished(),
-            "the write was answered before its sync"
-        );
-        assert!(!read.is_finished(), "a read returned an unsynced row");
-        release.send(()).unwrap();
-        assert_eq!(write.await.unwrap().unwrap(), 1);
-        assert_eq!(read.await.unwrap().unwrap(), 1);
+        assert_eq!((synchronous, journal.as_str()), (2, "wal"), "FULL, WAL");
     }
 }

@@ -8,7 +8,6 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{error, warn};
 
 use super::conn::Conn;
-use super::durable::{self, Durability, SyncWal};
 use super::StoreError;
 
 /// Most jobs in one transaction; bounds commit latency under load.
@@ -114,8 +113,6 @@ where
 struct Finished {
     finishes: Vec<Box<dyn Finish>>,
     outcome: Result<(), String>,
-    /// The commit's number (see [`Durability`]).
-    commit: u64,
 }
 
 impl Finished {
@@ -148,7 +145,6 @@ impl<T, E: From<StoreError>> std::future::Future for Queued<T, E> {
 #[derive(Clone)]
 pub struct Writer {
     tx: mpsc::Sender<Msg>,
-    durability: Arc<Durability>,
 }
 
 /// Runs in every group's transaction after its jobs, before COMMIT, outside
@@ -168,9 +164,6 @@ pub(super) struct Options {
     /// When the writer makes a long WAL start over (with a background
     /// checkpointer only).
     pub restart: RestartPolicy,
-    /// How the WAL is synced after commits; `None`: an fdatasync of the
-    /// connection's WAL file (see [`durable`]).
-    pub sync_wal: Option<SyncWal>,
 }
 
 /// How often the background checkpointer runs.
@@ -253,41 +246,21 @@ impl Writer {
                 thread,
             });
         }
-        let sync_wal = match options.sync_wal {
-            Some(sync) => {
-                conn.pragma_update(None, "synchronous", "NORMAL")?;
-                Some(sync)
-            }
-            None => durable::sync_outside_commit(&conn)?,
-        };
-        let durability = Arc::new(Durability::default());
         let (notify, finished) = std::sync::mpsc::channel::<Finished>();
-        let synced = durability.clone();
         std::thread::Builder::new()
             .name("store-notify".into())
-            .spawn(move || notify_loop(&finished, sync_wal, &synced))
+            .spawn(move || {
+                for group in finished {
+                    group.run();
+                }
+            })
             .map_err(|e| StoreError::Migration(format!("spawn notifier: {e}")))?;
         let before_commit = options.before_commit;
-        let commits = durability.clone();
         std::thread::Builder::new()
             .name("store-writer".into())
-            .spawn(move || {
-                run(
-                    conn,
-                    rx,
-                    before_commit.as_deref(),
-                    background,
-                    &notify,
-                    &commits,
-                );
-            })
+            .spawn(move || run(conn, rx, before_commit.as_deref(), background, &notify))
             .map_err(|e| StoreError::Migration(format!("spawn writer: {e}")))?;
-        Ok(Writer { tx, durability })
-    }
-
-    /// What readers wait on (see [`durable`]).
-    pub(super) fn durability(&self) -> &Arc<Durability> {
-        &self.durability
+        Ok(Writer { tx })
     }
 
     pub(super) async fn run<T, E, F, A>(&self, f: F, after_commit: A) -> Result<T, E>
@@ -531,7 +504,6 @@ fn run(
     before_commit: Option<&BeforeCommitFn>,
     mut background: Option<Checkpointer>,
     notify: &std::sync::mpsc::Sender<Finished>,
-    durability: &Durability,
 ) {
     let jobs_conn = Conn::new(&conn);
     let mut batch: Vec<Box<dyn Job>> = Vec::with_capacity(MAX_BATCH);
@@ -564,7 +536,7 @@ fn run(
                 Err(_) => break,
             }
         }
-        let finished = commit_group(&jobs_conn, &mut batch, before_commit, durability);
+        let finished = commit_group(&jobs_conn, &mut batch, before_commit);
         if let Err(std::sync::mpsc::SendError(finished)) = notify.send(finished) {
             finished.run();
         }
@@ -585,7 +557,6 @@ fn commit_group(
     conn: &Conn<'_>,
     batch: &mut Vec<Box<dyn Job>>,
     before_commit: Option<&BeforeCommitFn>,
-    durability: &Durability,
 ) -> Finished {
     let started = std::time::Instant::now();
     let size = batch.len();
@@ -612,10 +583,8 @@ fn commit_group(
         return Finished {
             finishes: Vec::new(),
             outcome: Err(msg),
-            commit: 0,
         };
     }
-    let commit = durability.begin_commit();
     let mut finishes: Vec<Box<dyn Finish>> = Vec::with_capacity(size);
     let mut jobs = batch.drain(..);
     let mut lost = false;
@@ -653,47 +622,7 @@ fn commit_group(
     }
     metrics::histogram!("store_commit_seconds").record(started.elapsed().as_secs_f64());
     metrics::histogram!("store_commit_batch_size").record(size as f64);
-    Finished {
-        finishes,
-        outcome,
-        commit,
-    }
-}
-
-/// The `store-notify` thread: syncs the WAL once for every group committed
-/// since the last sync, then finishes those groups (after-commit work, then
-/// the replies) in commit order.
-fn notify_loop(
-    finished: &std::sync::mpsc::Receiver<Finished>,
-    mut sync_wal: Option<SyncWal>,
-    durability: &Durability,
-) {
-    while let Ok(first) = finished.recv() {
-        let mut groups = vec![first];
-        groups.extend(finished.try_iter());
-        let last = groups.iter().map(|g| g.commit).max().unwrap_or(0);
-        if let Some(sync) = sync_wal.as_mut() {
-            if groups.iter().any(|g| g.outcome.is_ok()) {
-                let started = std::time::Instant::now();
-                if let Err(e) = sync() {
-                    // After a failed fsync the kernel may have dropped the
-                    // unwritten pages and report the next fsync clean: what
-                    // these groups committed can't be promised, and nothing
-                    // later could be either. Like PostgreSQL, stop; SQLite
-                    // recovers from what is on disk at the next start.
-                    error!(error = %e, "syncing the WAL failed; stopping");
-                    std::process::abort();
-                }
-                metrics::histogram!("store_wal_sync_seconds")
-                    .record(started.elapsed().as_secs_f64());
-                metrics::histogram!("store_wal_sync_groups").record(groups.len() as f64);
-            }
-        }
-        durability.synced(last);
-        for group in groups {
-            group.run();
-        }
-    }
+    Finished { finishes, outcome }
 }
 
 #[cfg(test)]
@@ -959,7 +888,6 @@ mod tests {
                 min_interval: Duration::from_secs(3600),
                 max_frames: 4096,
             },
-            sync_wal: None,
         };
         let w = Writer::spawn_with(conn, options).unwrap();
         let wal = dir.path().join("t.db-wal");
