@@ -111,6 +111,50 @@ async fn resend_with_the_same_client_msg_id_returns_the_original() -> Result<()>
     Ok(())
 }
 
+/// A resend is answered with the original even when the send itself would
+/// now fail or go elsewhere, and stores nothing new.
+#[tokio::test]
+async fn a_resend_gets_the_original_after_a_block_or_to_another_recipient() -> Result<()> {
+    let server = TestServer::start().await?;
+    let alice = server.user("alice").await?;
+    let bob = server.user("bob").await?;
+    let carol = server.user("carol").await?;
+    let (s1, first) = alice.send_text(bob.id, "once", "hello").await?;
+    assert_eq!(s1, 201);
+
+    // Sent to carol under the same id: still the message to bob, and no
+    // conversation with carol appears.
+    let (s2, elsewhere) = alice.send_text(carol.id, "once", "hello").await?;
+    assert_eq!((s2, &elsewhere), (200, &first));
+    let (_, list) = alice.get("/v1/conversations").await?;
+    assert_eq!(list["conversations"].as_array().map(Vec::len), Some(1));
+    assert!(carol.sync_all(0).await?.is_empty());
+
+    // Bob blocks alice: a new send is refused as to an unknown user, but
+    // the resend of one stored before still gets its original.
+    let (s, _) = bob
+        .post("/v1/blocks", &json!({"user_id": alice.id}))
+        .await?;
+    assert!(s == 200 || s == 201 || s == 204, "block: {s}");
+    let (s3, _) = alice.send_text(bob.id, "new", "hello?").await?;
+    assert_eq!(s3, 404);
+    let (s4, again) = alice.send_text(bob.id, "once", "hello").await?;
+    assert_eq!((s4, &again), (200, &first));
+    let messages: Vec<_> = bob
+        .sync_all(0)
+        .await?
+        .into_iter()
+        .filter(|e| e["type"] == "message.created")
+        .map(|e| e["message"]["id"].clone())
+        .collect();
+    assert_eq!(
+        messages,
+        vec![first["id"].clone()],
+        "bob has the first message only"
+    );
+    Ok(())
+}
+
 #[tokio::test]
 async fn history_and_conversation_list() -> Result<()> {
     let server = TestServer::start().await?;

@@ -66,21 +66,34 @@ impl PendingSend {
 /// references (already checked, [`Chat::referenced_files`]), appends it to
 /// every member's inbox and queues the pushes. Makes no check that bad input could fail: callers
 /// check first (sends run without a savepoint, see
-/// [`crate::store::Store::write_checks_first_then`]).
+/// [`crate::store::Store::write_checks_first_then`]). `None`, with nothing
+/// written: the sender already sent a message with this `client_msg_id`.
 pub(crate) fn post(
     c: &Conn<'_>,
     out: &mut Outbox,
     new: &store::NewRow<'_>,
     files: &[String],
-) -> Result<MessageRow, DomainError> {
-    let row = store::insert(c, new)?;
+) -> Result<Option<MessageRow>, DomainError> {
+    let Some(row) = store::insert(c, new)? else {
+        return Ok(None);
+    };
     for file in files {
         crate::store::files::link(c, row.id, file)?;
     }
     let deliveries = store::fan_out(c, &row, MESSAGE_CREATED)?;
     super::webhooks::on_message(c, out, &row, &deliveries, new.now)?;
     out.message(MESSAGE_CREATED, &row, deliveries);
-    Ok(row)
+    Ok(Some(row))
+}
+
+/// Where a send goes once every check has passed, or the original message
+/// when it is a resend.
+enum Route {
+    To {
+        conversation: u64,
+        files: Vec<String>,
+    },
+    Resent(MessageRow),
 }
 
 impl Chat {
@@ -187,46 +200,70 @@ impl Chat {
             .queue_checks_first_then(
                 move |c| {
                     let mut out = Outbox::with_presence(presence);
-                    if let Some(original) = store::by_client_id(c, sender, &client_msg_id)? {
-                        return Ok((original, false, out));
-                    }
+                    // A resend is found by the insert itself (`post`), or,
+                    // when a check fails that passed the first time (blocked
+                    // since, left the group), before answering with that
+                    // failure: either way the original is the answer.
+                    let resent = |c: &Conn<'_>| store::by_client_id(c, sender, &client_msg_id);
                     // Every check before the first write (no savepoint).
-                    let files = Chat::referenced_files(c, sender, &body)?;
-                    let conversation = match to {
-                        Recipient::User(peer) => {
-                            // Unknown and blocking users get the same answer,
-                            // so a block is not revealed.
-                            let route = store::direct_route(c, sender, peer)?
-                                .ok_or(DomainError::NotFound("recipient"))?;
-                            if route.peer_blocked_sender {
-                                return Err(DomainError::NotFound("recipient"));
+                    let checked = (|| {
+                        let files = Chat::referenced_files(c, sender, &body)?;
+                        let conversation = match to {
+                            Recipient::User(peer) => {
+                                // Unknown and blocking users get the same answer,
+                                // so a block is not revealed.
+                                let route = store::direct_route(c, sender, peer)?
+                                    .ok_or(DomainError::NotFound("recipient"))?;
+                                if route.peer_blocked_sender {
+                                    return Err(DomainError::NotFound("recipient"));
+                                }
+                                if route.sender_blocked_peer {
+                                    return Err(DomainError::Forbidden(
+                                        "you have blocked this user; unblock them first".into(),
+                                    ));
+                                }
+                                if dm_policy == DmPolicy::Friends
+                                    && peer != sender
+                                    && !social::are_friends_to_send(c, sender, peer)?
+                                {
+                                    return Err(DomainError::Forbidden(
+                                        "only friends may message each other".into(),
+                                    ));
+                                }
+                                match route.conversation {
+                                    Some(id) => id,
+                                    // A new conversation is a write: make sure
+                                    // this is no resend first.
+                                    None => match resent(c)? {
+                                        Some(original) => return Ok(Route::Resent(original)),
+                                        None => store::direct_conversation(c, sender, peer, now)?,
+                                    },
+                                }
                             }
-                            if route.sender_blocked_peer {
-                                return Err(DomainError::Forbidden(
-                                    "you have blocked this user; unblock them first".into(),
-                                ));
+                            Recipient::Group(group_id) => {
+                                let group = groups::by_id(c, group_id)?
+                                    .ok_or(DomainError::NotFound("group"))?;
+                                if store::membership(c, sender, group.conversation_id)?.is_none() {
+                                    return Err(DomainError::NotFound("group"));
+                                }
+                                group.conversation_id
                             }
-                            if dm_policy == DmPolicy::Friends
-                                && peer != sender
-                                && !social::are_friends_to_send(c, sender, peer)?
-                            {
-                                return Err(DomainError::Forbidden(
-                                    "only friends may message each other".into(),
-                                ));
-                            }
-                            match route.conversation {
-                                Some(id) => id,
-                                None => store::direct_conversation(c, sender, peer, now)?,
-                            }
-                        }
-                        Recipient::Group(group_id) => {
-                            let group = groups::by_id(c, group_id)?
-                                .ok_or(DomainError::NotFound("group"))?;
-                            if store::membership(c, sender, group.conversation_id)?.is_none() {
-                                return Err(DomainError::NotFound("group"));
-                            }
-                            group.conversation_id
-                        }
+                        };
+                        Ok::<_, DomainError>(Route::To {
+                            conversation,
+                            files,
+                        })
+                    })();
+                    let (conversation, files) = match checked {
+                        Ok(Route::To {
+                            conversation,
+                            files,
+                        }) => (conversation, files),
+                        Ok(Route::Resent(original)) => return Ok((original, false, out)),
+                        Err(e) => match resent(c)? {
+                            Some(original) => return Ok((original, false, out)),
+                            None => return Err(e),
+                        },
                     };
                     let new = store::NewRow {
                         conversation_id: conversation,
@@ -237,8 +274,15 @@ impl Chat {
                         kind: "user",
                         now,
                     };
-                    let row = post(c, &mut out, &new, &files)?;
-                    Ok((row, true, out))
+                    match post(c, &mut out, &new, &files)? {
+                        Some(row) => Ok((row, true, out)),
+                        None => {
+                            let original = resent(c)?.ok_or_else(|| {
+                                DomainError::Internal("a resend's original vanished".into())
+                            })?;
+                            Ok((original, false, out))
+                        }
+                    }
                 },
                 move |(_, _, out): &(MessageRow, bool, Outbox)| out.push(&*downlink),
             )

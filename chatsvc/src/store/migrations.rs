@@ -359,9 +359,9 @@ mod tests {
             kind: "user",
             now: 1,
         };
-        let next = messages::insert(&writer, &new(1, 1, "z"))?;
+        let next = messages::insert(&writer, &new(1, 1, "z"))?.expect("stored");
         assert_eq!((next.seq, next.to_user), (3, Some(2)));
-        let first = messages::insert(&writer, &new(2, 3, "w"))?;
+        let first = messages::insert(&writer, &new(2, 3, "w"))?.expect("stored");
         assert_eq!((first.seq, first.to_user), (1, Some(1)));
         let listed: Vec<_> = messages::conversations(&conn, 1, 10)?
             .iter()
