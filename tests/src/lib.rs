@@ -551,6 +551,18 @@ impl TestUser {
             }
         }
     }
+
+    /// The ids of every `message.created` event in this user's inbox, in
+    /// cursor order.
+    pub async fn synced_message_ids(&self) -> Result<Vec<u64>> {
+        Ok(self
+            .sync_all(0)
+            .await?
+            .iter()
+            .filter(|e| e["type"] == "message.created")
+            .filter_map(|e| e["message"]["id"].as_u64())
+            .collect())
+    }
 }
 
 /// What an [`Mqtt`] client saw.

@@ -292,13 +292,7 @@ async fn http2_sends_in_flight_on_one_connection_are_each_stored_and_pushed_once
         "a push came twice"
     );
     // Each stored once.
-    let stored: Vec<u64> = bob
-        .sync_all(0)
-        .await?
-        .iter()
-        .filter(|e| e["type"] == "message.created")
-        .filter_map(|e| e["message"]["id"].as_u64())
-        .collect();
+    let stored = bob.synced_message_ids().await?;
     assert_eq!(stored.len(), SENDS, "{stored:?}");
 
     // Refusals over HTTP/2 are the same JSON errors.
