@@ -319,3 +319,170 @@ async fn unknown_routes_methods_and_bad_params() -> Result<()> {
     assert_eq!(s, 200);
     Ok(())
 }
+
+/// Every endpoint that takes an id answers a well-formed one that names
+/// nothing with a JSON 4xx (never a 5xx, which is what a foreign key
+/// catching it would give), and stores nothing.
+#[tokio::test]
+async fn ids_that_name_nothing_get_not_found_and_store_nothing() -> Result<()> {
+    let server = TestServer::start().await?;
+    let alice = server.user("alice").await?;
+    let bob = server.user("bob").await?;
+    const NOBODY: u64 = 424_242;
+    let (s, group) = alice
+        .post("/v1/groups", &json!({"name": "real", "members": [bob.id]}))
+        .await?;
+    assert_eq!(s, 201, "{group}");
+    let g = group["id"].as_u64().unwrap_or(0);
+    let (s, sent) = alice.send_text(bob.id, "kept", "hello").await?;
+    assert_eq!(s, 201);
+    assert!(sent["id"].is_u64(), "{sent}");
+    let bobs = bob.synced_message_ids().await?;
+
+    let cases: Vec<(&str, &str, String, Value, u16)> = vec![
+        (
+            "group with an unknown member",
+            "POST",
+            "/v1/groups".into(),
+            json!({"name": "g", "members": [bob.id, NOBODY]}),
+            404,
+        ),
+        (
+            "add an unknown member",
+            "POST",
+            format!("/v1/groups/{g}/members"),
+            json!({"user_ids": [NOBODY]}),
+            404,
+        ),
+        (
+            "members of an unknown group",
+            "POST",
+            format!("/v1/groups/{NOBODY}/members"),
+            json!({"user_ids": [bob.id]}),
+            404,
+        ),
+        (
+            "transfer to an unknown user",
+            "POST",
+            format!("/v1/groups/{g}/transfer"),
+            json!({"user_id": NOBODY}),
+            404,
+        ),
+        (
+            "role of an unknown user",
+            "PUT",
+            format!("/v1/groups/{g}/members/{NOBODY}/role"),
+            json!({"role": "admin"}),
+            404,
+        ),
+        (
+            "block an unknown user",
+            "POST",
+            "/v1/blocks".into(),
+            json!({"user_id": NOBODY}),
+            404,
+        ),
+        (
+            "befriend an unknown user",
+            "POST",
+            "/v1/friends/requests".into(),
+            json!({"user_id": NOBODY}),
+            404,
+        ),
+        (
+            "accept an unknown request",
+            "POST",
+            format!("/v1/friends/requests/{NOBODY}/accept"),
+            json!({}),
+            404,
+        ),
+        (
+            "reject an unknown request",
+            "POST",
+            format!("/v1/friends/requests/{NOBODY}/reject"),
+            json!({}),
+            404,
+        ),
+        (
+            "cancel an unknown request",
+            "POST",
+            format!("/v1/friends/requests/{NOBODY}/cancel"),
+            json!({}),
+            404,
+        ),
+        (
+            "edit an unknown message",
+            "PATCH",
+            format!("/v1/messages/{NOBODY}"),
+            json!({"body": {"text": "x"}}),
+            404,
+        ),
+        (
+            "recall an unknown message",
+            "POST",
+            format!("/v1/messages/{NOBODY}/recall"),
+            json!({}),
+            404,
+        ),
+        (
+            "read an unknown conversation",
+            "POST",
+            format!("/v1/conversations/{NOBODY}/read"),
+            json!({"seq": 1}),
+            404,
+        ),
+        (
+            "a file that was never uploaded",
+            "POST",
+            "/v1/messages".into(),
+            json!({"to": {"user": bob.id}, "client_msg_id": "f", "body": {"file": {"id": "0123456789abcdef0123456789abcdef"}}}),
+            400,
+        ),
+    ];
+    for (name, method, path, body, want) in cases {
+        let (status, v) = match method {
+            "POST" => alice.post(&path, &body).await?,
+            "PUT" => alice.put(&path, &body).await?,
+            "PATCH" => alice.patch(&path, &body).await?,
+            _ => unreachable!(),
+        };
+        assert_eq!(status, want, "{name}: {v}");
+        assert!(
+            v["error"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty()),
+            "{name}: {v}"
+        );
+    }
+    let (s, v) = alice.delete(&format!("/v1/messages/{NOBODY}")).await?;
+    assert_eq!(s, 404, "hide an unknown message: {v}");
+
+    // Nothing was stored: still one group of two, no block, no request, no
+    // new message.
+    let (_, groups) = alice.get("/v1/groups").await?;
+    assert_eq!(
+        groups["groups"].as_array().map(Vec::len),
+        Some(1),
+        "{groups}"
+    );
+    let (_, members) = alice.get(&format!("/v1/groups/{g}")).await?;
+    assert_eq!(
+        members["members"].as_array().map(Vec::len),
+        Some(2),
+        "{members}"
+    );
+    let (_, blocks) = alice.get("/v1/blocks").await?;
+    assert_eq!(
+        blocks["user_ids"].as_array().map(Vec::len),
+        Some(0),
+        "{blocks}"
+    );
+    let (_, requests) = alice.get("/v1/friends/requests?direction=outgoing").await?;
+    assert_eq!(
+        requests["requests"].as_array().map(Vec::len),
+        Some(0),
+        "{requests}"
+    );
+    assert_eq!(bob.synced_message_ids().await?, bobs);
+    Ok(())
+}
