@@ -113,15 +113,7 @@ async fn online_backup_under_concurrent_writes_restores_consistently() -> Result
     tokio::time::sleep(Duration::from_millis(300)).await;
     let tmp = tempfile::tempdir()?;
     let restored = tmp.path().join("restored");
-    std::fs::create_dir_all(&restored)?;
-    admin(
-        &server,
-        &[
-            "backup",
-            restored.join("chat.db").to_str().unwrap_or_default(),
-        ],
-    )
-    .await?;
+    backup_into(&server, &restored).await?;
     tokio::time::sleep(Duration::from_millis(200)).await;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let mut total = 0;
@@ -185,6 +177,60 @@ async fn online_backup_under_concurrent_writes_restores_consistently() -> Result
     Ok(())
 }
 
+/// `chatd admin backup` of `server` into `dir/chat.db`, `dir` created.
+async fn backup_into(server: &TestServer, dir: &std::path::Path) -> Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let file = dir.join("chat.db");
+    admin(server, &["backup", file.to_str().unwrap_or_default()]).await?;
+    Ok(())
+}
+
 fn stop_flag() -> std::sync::Arc<std::sync::atomic::AtomicBool> {
     std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false))
+}
+
+/// An older backup restored next to the same `jwt.secret`: access tokens
+/// issued after the backup name sessions (and users) the restored store
+/// does not have. They are refused, over HTTP and MQTT, even once a new
+/// account gets the user id a lost one had; tokens from before the backup
+/// still work.
+#[tokio::test]
+async fn tokens_from_after_a_restored_backup_are_refused() -> Result<()> {
+    let server = TestServer::start().await?;
+    let alice = server.user("alice").await?;
+    let tmp = tempfile::tempdir()?;
+    let restored = tmp.path().join("restored");
+    backup_into(&server, &restored).await?;
+    // After the backup: an account and a session the copy won't have.
+    let lost = server.user("bob").await?;
+    std::fs::copy(
+        server.data_dir().join("jwt.secret"),
+        restored.join("jwt.secret"),
+    )?;
+
+    let copy = TestServer::start_in(&restored, &[]).await?;
+    let carol = copy.user("carol").await?;
+    assert_eq!(carol.id, lost.id, "the new account gets the lost one's id");
+    let (s, me) = carol.get("/v1/me").await?;
+    assert_eq!((s, me["username"].as_str()), (200, Some("carol")));
+
+    let mut alice_on_copy = carol.clone();
+    alice_on_copy.access_token = alice.access_token.clone();
+    let (s, me) = alice_on_copy.get("/v1/me").await?;
+    assert_eq!((s, me["username"].as_str()), (200, Some("alice")), "{me}");
+
+    let mut ghost = carol.clone();
+    ghost.access_token = lost.access_token.clone();
+    let (s, v) = ghost.get("/v1/me").await?;
+    assert_eq!(s, 401, "a lost session's token acted as {v}");
+    let (s, _) = ghost.send_text(alice.id, "ghost", "hi").await?;
+    assert_eq!(s, 401);
+    let refusal = copy
+        .mqtt_refusal(&lost.id.to_string(), &lost.access_token)
+        .await?;
+    assert!(
+        refusal.contains("BadUserNamePassword") || refusal.contains("NotAuthorized"),
+        "{refusal}"
+    );
+    Ok(())
 }

@@ -201,16 +201,22 @@ impl Chat {
         Ok(closed)
     }
 
-    /// Reloads revocations that may still cover live access tokens (startup).
+    /// Reloads revocations that may still cover live access tokens, and
+    /// which sessions the store has (startup; see
+    /// [`super::tokens::Tokens::know_sessions_up_to`]).
     pub async fn load_revocations(&self) -> Result<(), DomainError> {
-        let since = now_ms() - self.tokens.access_ttl().as_millis() as i64 - 10_000;
-        let revoked = self
+        let started = now_ms();
+        let since = started - self.tokens.access_ttl().as_millis() as i64 - 10_000;
+        let (revoked, last) = self
             .store
-            .read(move |c| sessions::revoked_since(c, since))
+            .read(move |c| {
+                Ok::<_, DomainError>((sessions::revoked_since(c, since)?, sessions::last_id(c)?))
+            })
             .await?;
         for (sid, at) in revoked {
             self.tokens.revoke(sid, at);
         }
+        self.tokens.know_sessions_up_to(last, started as u64);
         Ok(())
     }
 

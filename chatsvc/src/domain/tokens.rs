@@ -1,7 +1,7 @@
 //! Access tokens (JWT, HS256) and refresh tokens (random, stored hashed).
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use base64::Engine;
@@ -20,6 +20,10 @@ pub struct Claims {
     pub sid: u64,
     pub iat: u64,
     pub exp: u64,
+    /// When it was issued, in Unix milliseconds (`iat` is in seconds, too
+    /// coarse to tell a token from before a restart from one just after).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iat_ms: Option<u64>,
 }
 
 /// An authenticated caller.
@@ -50,6 +54,9 @@ pub struct Tokens {
     access_ttl: Duration,
     refresh_ttl: Duration,
     revoked: Mutex<HashMap<u64, i64>>,
+    /// At startup: the store's highest session id, and when chatd started
+    /// in Unix milliseconds (see [`Tokens::know_sessions_up_to`]).
+    known: OnceLock<(u64, u64)>,
 }
 
 impl std::fmt::Debug for Tokens {
@@ -76,7 +83,18 @@ impl Tokens {
             access_ttl,
             refresh_ttl,
             revoked: Mutex::new(HashMap::new()),
+            known: OnceLock::new(),
         }
+    }
+
+    /// Tells which sessions the store has: every one up to `last`, as of
+    /// `started` (Unix milliseconds). A token issued before that for a session
+    /// above `last` comes from a database this one does not continue: an
+    /// older backup restored next to the same secret. Its session is gone,
+    /// its user may be too, and that user's id may go to a new account;
+    /// such tokens are refused. Set once, at startup.
+    pub fn know_sessions_up_to(&self, last: u64, started: u64) {
+        let _ = self.known.set((last, started));
     }
 
     pub fn access_ttl(&self) -> Duration {
@@ -89,12 +107,14 @@ impl Tokens {
 
     /// A signed access token for the user's session.
     pub fn issue(&self, user_id: u64, session_id: u64) -> Result<String, DomainError> {
-        let now = (now_ms() / 1000) as u64;
+        let now_ms = now_ms() as u64;
+        let now = now_ms / 1000;
         let claims = Claims {
             sub: user_id.to_string(),
             sid: session_id,
             iat: now,
             exp: now + self.access_ttl.as_secs(),
+            iat_ms: Some(now_ms),
         };
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
             .map_err(|e| DomainError::Internal(format!("sign token: {e}")))
@@ -114,6 +134,13 @@ impl Tokens {
             .map_err(|_| DomainError::InvalidToken)?;
         if self.is_revoked(data.claims.sid) {
             return Err(DomainError::InvalidToken);
+        }
+        if let Some(&(last, started)) = self.known.get() {
+            // Tokens of older versions carry whole seconds only.
+            let issued = data.claims.iat_ms.unwrap_or(data.claims.iat * 1000);
+            if data.claims.sid > last && issued < started {
+                return Err(DomainError::InvalidToken);
+            }
         }
         Ok(Caller {
             user_id,
@@ -217,6 +244,25 @@ mod tests {
         Ok(())
     }
 
+    /// Tokens issued before startup for sessions the store does not have
+    /// (an older backup restored) are refused; older sessions' and new
+    /// ones' are not.
+    #[test]
+    fn tokens_for_sessions_the_store_lacks_are_refused() -> Result<(), DomainError> {
+        let t = tokens();
+        let known = t.issue(1, 5)?;
+        let lost = t.issue(2, 6)?;
+        let now = now_ms() as u64;
+        t.know_sessions_up_to(5, now + 1);
+        assert_eq!(t.verify(&known)?.session_id, 5);
+        assert!(matches!(t.verify(&lost), Err(DomainError::InvalidToken)));
+        // A session created after startup may get the lost one's id.
+        let t = tokens();
+        t.know_sessions_up_to(5, now);
+        assert_eq!(t.verify(&t.issue(3, 6)?)?.user_id, 3);
+        Ok(())
+    }
+
     #[test]
     fn alg_none_is_refused() {
         let t = tokens();
@@ -239,6 +285,7 @@ mod tests {
             sid: 1,
             iat: 0,
             exp: 99_999_999_999,
+            iat_ms: None,
         };
         let hs512 = encode(
             &Header::new(Algorithm::HS512),

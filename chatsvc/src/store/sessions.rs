@@ -101,6 +101,15 @@ pub fn revoke_all(c: &Connection, user_id: u64, now: i64) -> Result<Vec<u64>, St
     Ok(ids)
 }
 
+/// The highest session id, 0 if none (sessions are never deleted, so no
+/// session above it existed when this database was copied or restored).
+pub fn last_id(c: &Connection) -> Result<u64, StoreError> {
+    Ok(
+        c.prepare_cached("SELECT COALESCE(MAX(id), 0) FROM sessions")?
+            .query_row([], |r| r.get(0))?,
+    )
+}
+
 /// Sessions revoked at or after `since` (to rebuild the in-memory deny list
 /// after a restart: older ones can no longer have live access tokens).
 pub fn revoked_since(c: &Connection, since: i64) -> Result<Vec<(u64, i64)>, StoreError> {
