@@ -120,7 +120,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         config.limits(),
     )
     .with_files_dir(data_dir.join("files"));
-    chat.load_revocations().await?;
+    chat.load_token_state().await?;
     broker.set_uplink(Arc::new(api::uplink::MqttUplink::new(chat.clone())));
     spawn_presence(&chat, &broker, shutdown.clone());
     tokio::spawn(chat.clone().run_webhooks(shutdown.clone()));

@@ -204,7 +204,7 @@ impl Chat {
     /// Reloads revocations that may still cover live access tokens, and
     /// which sessions the store has (startup; see
     /// [`super::tokens::Tokens::know_sessions_up_to`]).
-    pub async fn load_revocations(&self) -> Result<(), DomainError> {
+    pub async fn load_token_state(&self) -> Result<(), DomainError> {
         let started = now_ms();
         let since = started - self.tokens.access_ttl().as_millis() as i64 - 10_000;
         let (revoked, last) = self

@@ -96,6 +96,65 @@ enum Route {
     Resent(MessageRow),
 }
 
+/// Every check a send makes before its first write (it runs without a
+/// savepoint): the files its body references, and the recipient. Finds or
+/// creates the direct conversation; before creating one, makes sure this is
+/// not a resend (of a message that went elsewhere), since that would write.
+/// Other resends are found by the insert itself (`post`).
+fn route(
+    c: &Conn<'_>,
+    sender: u64,
+    client_msg_id: &str,
+    to: Recipient,
+    body: &str,
+    dm_policy: DmPolicy,
+    now: i64,
+) -> Result<Route, DomainError> {
+    let files = Chat::referenced_files(c, sender, body)?;
+    let conversation = match to {
+        Recipient::User(peer) => {
+            // Unknown and blocking users get the same answer, so a block is
+            // not revealed.
+            let route =
+                store::direct_route(c, sender, peer)?.ok_or(DomainError::NotFound("recipient"))?;
+            if route.peer_blocked_sender {
+                return Err(DomainError::NotFound("recipient"));
+            }
+            if route.sender_blocked_peer {
+                return Err(DomainError::Forbidden(
+                    "you have blocked this user; unblock them first".into(),
+                ));
+            }
+            if dm_policy == DmPolicy::Friends
+                && peer != sender
+                && !social::are_friends_to_send(c, sender, peer)?
+            {
+                return Err(DomainError::Forbidden(
+                    "only friends may message each other".into(),
+                ));
+            }
+            match route.conversation {
+                Some(id) => id,
+                None => match store::by_client_id(c, sender, client_msg_id)? {
+                    Some(original) => return Ok(Route::Resent(original)),
+                    None => store::direct_conversation(c, sender, peer, now)?,
+                },
+            }
+        }
+        Recipient::Group(group_id) => {
+            let group = groups::by_id(c, group_id)?.ok_or(DomainError::NotFound("group"))?;
+            if store::membership(c, sender, group.conversation_id)?.is_none() {
+                return Err(DomainError::NotFound("group"));
+            }
+            group.conversation_id
+        }
+    };
+    Ok(Route::To {
+        conversation,
+        files,
+    })
+}
+
 impl Chat {
     /// Checks a body against the limits; returns it parsed, so callers
     /// don't parse it again.
@@ -200,71 +259,21 @@ impl Chat {
             .queue_checks_first_then(
                 move |c| {
                     let mut out = Outbox::with_presence(presence);
-                    // A resend is found by the insert itself (`post`), or,
-                    // when a check fails that passed the first time (blocked
-                    // since, left the group), before answering with that
-                    // failure: either way the original is the answer.
-                    let resent = |c: &Conn<'_>| store::by_client_id(c, sender, &client_msg_id);
-                    // Every check before the first write (no savepoint).
-                    let checked = (|| {
-                        let files = Chat::referenced_files(c, sender, &body)?;
-                        let conversation = match to {
-                            Recipient::User(peer) => {
-                                // Unknown and blocking users get the same answer,
-                                // so a block is not revealed.
-                                let route = store::direct_route(c, sender, peer)?
-                                    .ok_or(DomainError::NotFound("recipient"))?;
-                                if route.peer_blocked_sender {
-                                    return Err(DomainError::NotFound("recipient"));
-                                }
-                                if route.sender_blocked_peer {
-                                    return Err(DomainError::Forbidden(
-                                        "you have blocked this user; unblock them first".into(),
-                                    ));
-                                }
-                                if dm_policy == DmPolicy::Friends
-                                    && peer != sender
-                                    && !social::are_friends_to_send(c, sender, peer)?
-                                {
-                                    return Err(DomainError::Forbidden(
-                                        "only friends may message each other".into(),
-                                    ));
-                                }
-                                match route.conversation {
-                                    Some(id) => id,
-                                    // A new conversation is a write: make sure
-                                    // this is no resend first.
-                                    None => match resent(c)? {
-                                        Some(original) => return Ok(Route::Resent(original)),
-                                        None => store::direct_conversation(c, sender, peer, now)?,
-                                    },
-                                }
-                            }
-                            Recipient::Group(group_id) => {
-                                let group = groups::by_id(c, group_id)?
-                                    .ok_or(DomainError::NotFound("group"))?;
-                                if store::membership(c, sender, group.conversation_id)?.is_none() {
-                                    return Err(DomainError::NotFound("group"));
-                                }
-                                group.conversation_id
-                            }
+                    let (conversation, files) =
+                        match route(c, sender, &client_msg_id, to, &body, dm_policy, now) {
+                            Ok(Route::To {
+                                conversation,
+                                files,
+                            }) => (conversation, files),
+                            Ok(Route::Resent(original)) => return Ok((original, false, out)),
+                            // A check that fails now may have passed for the
+                            // original (blocked since, left the group): a
+                            // resend still gets the original.
+                            Err(e) => match store::by_client_id(c, sender, &client_msg_id)? {
+                                Some(original) => return Ok((original, false, out)),
+                                None => return Err(e),
+                            },
                         };
-                        Ok::<_, DomainError>(Route::To {
-                            conversation,
-                            files,
-                        })
-                    })();
-                    let (conversation, files) = match checked {
-                        Ok(Route::To {
-                            conversation,
-                            files,
-                        }) => (conversation, files),
-                        Ok(Route::Resent(original)) => return Ok((original, false, out)),
-                        Err(e) => match resent(c)? {
-                            Some(original) => return Ok((original, false, out)),
-                            None => return Err(e),
-                        },
-                    };
                     let new = store::NewRow {
                         conversation_id: conversation,
                         sender,
@@ -276,10 +285,12 @@ impl Chat {
                     };
                     match post(c, &mut out, &new, &files)? {
                         Some(row) => Ok((row, true, out)),
+                        // A resend: the insert's own probe found the original.
                         None => {
-                            let original = resent(c)?.ok_or_else(|| {
-                                DomainError::Internal("a resend's original vanished".into())
-                            })?;
+                            let original = store::by_client_id(c, sender, &client_msg_id)?
+                                .ok_or_else(|| {
+                                    DomainError::Internal("a resend's original vanished".into())
+                                })?;
                             Ok((original, false, out))
                         }
                     }
