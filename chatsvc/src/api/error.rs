@@ -40,6 +40,11 @@ impl ApiError {
     }
 }
 
+/// `Retry-After` for a wait: whole seconds, rounded up.
+pub fn retry_after_header(wait: std::time::Duration) -> axum::http::HeaderValue {
+    axum::http::HeaderValue::from(wait.as_secs() + u64::from(wait.subsec_nanos() > 0))
+}
+
 /// The body of every error answer: `{"error": {"code", "message"}}`.
 #[derive(Serialize, utoipa::ToSchema)]
 #[schema(as = Error)]
@@ -65,10 +70,8 @@ impl IntoResponse for ApiError {
         };
         let mut res = (self.status, axum::Json(body)).into_response();
         if let Some(wait) = self.retry_after {
-            let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-            if let Ok(v) = axum::http::HeaderValue::from_str(&secs.to_string()) {
-                res.headers_mut().insert(axum::http::header::RETRY_AFTER, v);
-            }
+            res.headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, retry_after_header(wait));
         }
         if self.status == StatusCode::UNAUTHORIZED {
             res.headers_mut().insert(

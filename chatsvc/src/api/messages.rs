@@ -1,23 +1,41 @@
 //! `/v1/messages`: sending.
 
-use axum::extract::State;
-use axum::http::StatusCode;
+use std::time::Duration;
+
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
+use serde_json::Value;
 use utoipa::{IntoParams, OpenApi, ToSchema};
 
-use super::error::{ApiError, ErrorBody, Json, Path, Query};
+use super::error::{retry_after_header, ApiError, ErrorBody, Json, Path, Query};
 use super::extract::AuthUser;
 use super::int64;
 use super::SharedState;
-use crate::domain::messages::NewMessage;
+use crate::domain::messages::{NewMessage, PendingSend};
 use crate::domain::model::{Message, Recipient};
+use crate::domain::tokens::Caller;
+use crate::domain::Chat;
+
+/// Most sends in one `POST /v1/messages/batch`.
+pub const MAX_BATCH_MESSAGES: usize = 100;
+
+/// Largest `POST /v1/messages/batch` body: room for [`MAX_BATCH_MESSAGES`]
+/// sends that would each be accepted on their own (a body is at most
+/// 16 KiB).
+pub const MAX_BATCH_BYTES: usize = 2 * 1024 * 1024;
 
 pub fn router() -> Router<SharedState> {
     Router::new()
         .route("/messages", post(send))
+        .route(
+            "/messages/batch",
+            post(send_batch).layer(DefaultBodyLimit::max(MAX_BATCH_BYTES)),
+        )
         .route("/messages/{id}", axum::routing::patch(edit).delete(hide))
         .route("/messages/{id}/recall", post(recall))
         .route("/search", get(search))
@@ -25,7 +43,7 @@ pub fn router() -> Router<SharedState> {
 
 /// These routes in the OpenAPI document (paths relative to `/v1`).
 #[derive(OpenApi)]
-#[openapi(paths(send, edit, hide, recall, search))]
+#[openapi(paths(send, send_batch, edit, hide, recall, search))]
 pub(super) struct Doc;
 
 /// Body of `POST /v1/messages`.
@@ -84,6 +102,221 @@ async fn send(
         StatusCode::OK
     };
     Ok((status, Json(sent.message)))
+}
+
+/// Body of `POST /v1/messages/batch`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BatchRequest {
+    /// 1-100 sends, each as `POST /v1/messages` takes it, stored in this
+    /// order. Each is checked on its own: one that is refused (even one
+    /// that is not a valid send at all) gets its error in `results` and
+    /// the others go on.
+    #[schema(value_type = Vec<SendRequest>, min_items = 1, max_items = 100)]
+    pub messages: Vec<Box<RawValue>>,
+}
+
+/// Answer of `POST /v1/messages/batch`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BatchResponse {
+    /// One per send, in the request's order.
+    pub results: Vec<SendResult>,
+}
+
+/// What became of one send: the answer `POST /v1/messages` would have
+/// given it. The MQTT uplink publishes the same object as its reply.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SendResult {
+    /// 201: stored; 200: this sender already used this `client_msg_id`,
+    /// `message` is the original and nothing was stored; otherwise the
+    /// error's status (400, 403, 404, 429, 503...).
+    pub status: u16,
+    /// The stored message (201) or the original (200).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<Message>,
+    /// Why the send was refused (any status but 200 and 201).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<SendError>,
+    /// The send's `client_msg_id`, whenever it could be read (so a reply
+    /// can be matched to its request even when it is refused).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_msg_id: Option<String>,
+    /// How long a send refused with 429 should wait.
+    #[serde(skip)]
+    #[schema(ignore)]
+    pub retry_after: Option<Duration>,
+}
+
+/// `{"code", "message"}`, as in every error answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SendError {
+    /// Stable, snake_case (listed in `schemas/errors.md`).
+    pub code: &'static str,
+    /// For people; may change.
+    pub message: String,
+}
+
+impl SendResult {
+    fn sent(message: Message, created: bool, client_msg_id: Option<String>) -> Self {
+        SendResult {
+            status: if created { 201 } else { 200 },
+            message: Some(message),
+            error: None,
+            client_msg_id,
+            retry_after: None,
+        }
+    }
+
+    pub(super) fn refused(e: ApiError, client_msg_id: Option<String>) -> Self {
+        SendResult {
+            status: e.status.as_u16(),
+            message: None,
+            error: Some(SendError {
+                code: e.code,
+                message: e.message,
+            }),
+            client_msg_id,
+            retry_after: e.retry_after,
+        }
+    }
+}
+
+/// One send as the batch and the MQTT uplink take it: JSON that may not be
+/// a valid send at all, answered with a [`SendResult`] rather than failing
+/// the whole request.
+pub(super) struct ParsedSend {
+    req: Result<SendRequest, ApiError>,
+    client_msg_id: Option<String>,
+}
+
+impl ParsedSend {
+    pub(super) fn parse(json: &[u8]) -> Self {
+        let req = serde_json::from_slice::<SendRequest>(json);
+        // The id is echoed even when the send is refused, so the caller
+        // can match the answer.
+        let client_msg_id = match &req {
+            Ok(r) => Some(r.client_msg_id.clone()),
+            Err(_) => serde_json::from_slice::<Value>(json)
+                .ok()
+                .and_then(|v| v.get("client_msg_id")?.as_str().map(str::to_owned)),
+        };
+        let req = req.map_err(|e| {
+            if e.is_syntax() || e.is_eof() {
+                ApiError::new(StatusCode::BAD_REQUEST, "malformed_json", e.to_string())
+            } else {
+                ApiError::bad_request(e.to_string())
+            }
+        });
+        ParsedSend { req, client_msg_id }
+    }
+
+    /// A send refused before it was read.
+    pub(super) fn refused(e: ApiError) -> Self {
+        ParsedSend {
+            req: Err(e),
+            client_msg_id: None,
+        }
+    }
+
+    /// Checks the send and queues it for the store ([`Chat::queue_send`]):
+    /// sends queued one after another get their seqs in that order.
+    pub(super) async fn queue(self, chat: &Chat, caller: Caller) -> QueuedSend {
+        let queued = match self.req {
+            Ok(req) => chat
+                .queue_send(
+                    caller,
+                    NewMessage {
+                        to: req.to,
+                        client_msg_id: req.client_msg_id,
+                        body: req.body,
+                    },
+                )
+                .await
+                .map_err(ApiError::from),
+            Err(e) => Err(e),
+        };
+        QueuedSend {
+            queued,
+            client_msg_id: self.client_msg_id,
+        }
+    }
+}
+
+/// A send taken in: queued, or already refused.
+pub(super) struct QueuedSend {
+    queued: Result<PendingSend, ApiError>,
+    client_msg_id: Option<String>,
+}
+
+impl QueuedSend {
+    /// Waits for the commit.
+    pub(super) async fn result(self) -> SendResult {
+        let sent = match self.queued {
+            Ok(pending) => pending.sent().await,
+            Err(e) => return SendResult::refused(e, self.client_msg_id),
+        };
+        match sent {
+            Ok(sent) => SendResult::sent(sent.message, sent.created, self.client_msg_id),
+            Err(e) => SendResult::refused(e.into(), self.client_msg_id),
+        }
+    }
+}
+
+/// `POST /v1/messages/batch` → one result per send, in order.
+///
+/// For services that send in bulk: up to 100 sends in one request, each
+/// handled exactly as `POST /v1/messages` handles it (checks, idempotency,
+/// rate limit: each send counts), stored in the order given, and answered
+/// once all are committed to disk. Not atomic: each send is stored or
+/// refused on its own, and `results` says which. Resending the batch with
+/// the same `client_msg_id`s is safe: what was stored comes back with 200.
+/// When a send was refused for the rate limit the answer carries
+/// `Retry-After`.
+#[utoipa::path(
+    post,
+    path = "/messages/batch",
+    operation_id = "send_messages_batch",
+    request_body = BatchRequest,
+    responses(
+        (status = 200, description = "Each send's result, in order.", body = BatchResponse,
+            headers(("Retry-After" = u64, description = "Seconds to wait, when a send was refused with 429."))),
+        (status = 400, description = "`invalid_request` (`messages` empty or longer than 100, an unknown field) or `malformed_json`.", body = ErrorBody),
+        (status = 413, description = "`payload_too_large`: a body over 2 MiB.", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+async fn send_batch(
+    State(state): State<SharedState>,
+    AuthUser(caller): AuthUser,
+    Json(req): Json<BatchRequest>,
+) -> Result<Response, ApiError> {
+    if !(1..=MAX_BATCH_MESSAGES).contains(&req.messages.len()) {
+        return Err(ApiError::bad_request(format!(
+            "messages must hold 1-{MAX_BATCH_MESSAGES} sends, not {}",
+            req.messages.len()
+        )));
+    }
+    // All are queued before any is waited for, so they reach the store
+    // back to back (usually in one commit) and in order.
+    let mut queued = Vec::with_capacity(req.messages.len());
+    for send in &req.messages {
+        queued.push(
+            ParsedSend::parse(send.get().as_bytes())
+                .queue(&state.chat, caller)
+                .await,
+        );
+    }
+    let mut results = Vec::with_capacity(queued.len());
+    for send in queued {
+        results.push(send.result().await);
+    }
+    let retry_after = results.iter().filter_map(|r| r.retry_after).max();
+    let mut res = Json(BatchResponse { results }).into_response();
+    if let Some(wait) = retry_after {
+        res.headers_mut()
+            .insert(header::RETRY_AFTER, retry_after_header(wait));
+    }
+    Ok(res)
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
