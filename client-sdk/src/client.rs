@@ -14,7 +14,7 @@
 //!
 //! | class | calls | why |
 //! | --- | --- | --- |
-//! | `Always` | reads; `send` (deduplicated by `client_msg_id`); `ack`, `mark_read` (markers only move forward); `block`, `delete_for_me`, `add_group_members`, `set_group_role` (a repeat finds the state already set and changes nothing visible); `recall` (a repeat answers the tombstone again) | repeats are harmless |
+//! | `Always` | reads; `send`, `send_batch` (deduplicated by `client_msg_id`); `ack`, `mark_read` (markers only move forward); `block`, `delete_for_me`, `add_group_members`, `set_group_role` (a repeat finds the state already set and changes nothing visible); `recall` (a repeat answers the tombstone again) | repeats are harmless |
 //! | `Always`, 404 = done | `remove_friend`, `unblock`, `leave_group`, `remove_group_member`, `dissolve_group` | a repeat after the first attempt worked answers 404; the goal state holds, so that 404 is a success |
 //! | `IfNotSent` | `send_friend_request`, `accept/reject/cancel_friend_request`, `create_group`, `rename_group`, `transfer_group`, `edit`, `logout` | a repeat creates a second group, posts a second system message, answers 409/403 for work that succeeded, or (edits) may overwrite a newer edit made meanwhile on another device |
 //! | `Never` | `typing` | a late typing indicator is worse than none |
@@ -39,6 +39,7 @@ use rand::distributions::Alphanumeric;
 use rand::Rng;
 use reqwest::{Method, StatusCode};
 use serde::de::DeserializeOwned;
+use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::time::Instant;
 
@@ -46,8 +47,8 @@ use crate::backoff::RetryPolicy;
 use crate::error::{api_error, SdkError};
 use crate::model::{
     BlockList, Body, Conversation, ConversationList, Friend, FriendList, FriendRequest,
-    FriendRequestList, Group, GroupList, GroupRole, HistoryPage, LoginResponse, Message, Presence,
-    PresenceList, ReadMarker, Recipient, SearchResults, SyncPage, User,
+    FriendRequestList, Group, GroupList, GroupRole, HistoryPage, LoginResponse, Message,
+    OutgoingMessage, Presence, PresenceList, ReadMarker, Recipient, SearchResults, SyncPage, User,
 };
 use crate::Result;
 
@@ -60,6 +61,8 @@ const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_REFRESH_MARGIN: Duration = Duration::from_secs(60);
 /// Longest `client_msg_id` the server accepts.
 pub const MAX_CLIENT_MSG_ID_LEN: usize = 64;
+/// Most sends the server takes in one `POST /v1/messages/batch`.
+pub const MAX_BATCH_SENDS: usize = 100;
 /// Largest `limit` the server accepts on `GET /v1/sync`.
 pub const MAX_SYNC_LIMIT: u32 = 500;
 /// Most users the server answers in one `GET /v1/presence`;
@@ -436,6 +439,69 @@ impl Client {
             json!({"to": to, "client_msg_id": client_msg_id, "body": body}),
         );
         self.call_json(request).await
+    }
+
+    /// `POST /v1/messages/batch`: up to [`MAX_BATCH_SENDS`] sends in one
+    /// request, stored in the order given; one result per send, in order.
+    ///
+    /// Each send is handled as [`send_with_id`](Self::send_with_id) would
+    /// be and succeeds or fails on its own: `Ok` with the stored message
+    /// (or the original, for a `client_msg_id` already used), or the
+    /// [`SdkError::Api`] a single send would have got. A failure of the
+    /// request itself (the network, a batch the server refused whole) is
+    /// the outer `Err`. The request is retried like any idempotent call; a
+    /// send that failed transiently ([`SdkError::is_transient`], e.g. 429)
+    /// can be sent again with the same `client_msg_id` without risk of a
+    /// duplicate.
+    pub async fn send_batch(&self, sends: &[OutgoingMessage]) -> Result<Vec<Result<Message>>> {
+        if sends.is_empty() || sends.len() > MAX_BATCH_SENDS {
+            return Err(SdkError::InvalidInput {
+                what: "batch",
+                reason: format!("{} sends, expected 1..={MAX_BATCH_SENDS}", sends.len()),
+            });
+        }
+        for send in sends {
+            let len = send.client_msg_id.chars().count();
+            if len == 0 || len > MAX_CLIENT_MSG_ID_LEN {
+                return Err(SdkError::InvalidInput {
+                    what: "client_msg_id",
+                    reason: format!("{len} characters, expected 1..={MAX_CLIENT_MSG_ID_LEN}"),
+                });
+            }
+        }
+        const PATH: &str = "/v1/messages/batch";
+        let answer: BatchAnswer = self
+            .call_json(Request::post(PATH, json!({ "messages": sends })))
+            .await?;
+        if answer.results.len() != sends.len() {
+            return Err(SdkError::Decode {
+                method: Method::POST,
+                path: PATH.to_owned(),
+                source: serde::de::Error::custom(format!(
+                    "{} results for {} sends",
+                    answer.results.len(),
+                    sends.len()
+                )),
+            });
+        }
+        Ok(answer
+            .results
+            .into_iter()
+            .map(|r| match (r.message, r.error) {
+                (Some(message), _) if r.status < 300 => Ok(message),
+                (_, error) => {
+                    let error = error.unwrap_or_default();
+                    Err(SdkError::Api {
+                        method: Method::POST,
+                        path: PATH.to_owned(),
+                        status: StatusCode::from_u16(r.status)
+                            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+                        code: error.code,
+                        message: error.message,
+                    })
+                }
+            })
+            .collect())
     }
 
     /// `GET /v1/conversations`.
@@ -929,6 +995,25 @@ impl Client {
             }
         }
     }
+}
+
+/// `POST /v1/messages/batch`'s answer.
+#[derive(Deserialize)]
+struct BatchAnswer {
+    results: Vec<BatchResult>,
+}
+
+#[derive(Deserialize)]
+struct BatchResult {
+    status: u16,
+    message: Option<Message>,
+    error: Option<BatchError>,
+}
+
+#[derive(Default, Deserialize)]
+struct BatchError {
+    code: String,
+    message: String,
 }
 
 /// When a failed request may be sent again; see the module docs for which

@@ -68,15 +68,15 @@ mod stream;
 
 pub use backoff::{Backoff, RetryPolicy};
 pub use client::{
-    new_client_msg_id, Client, ClientBuilder, MAX_CLIENT_MSG_ID_LEN, MAX_PRESENCE_BATCH,
-    MAX_SEARCH_QUERY_LEN, MAX_SYNC_LIMIT,
+    new_client_msg_id, Client, ClientBuilder, MAX_BATCH_SENDS, MAX_CLIENT_MSG_ID_LEN,
+    MAX_PRESENCE_BATCH, MAX_SEARCH_QUERY_LEN, MAX_SYNC_LIMIT,
 };
 pub use error::{ErrorCode, SdkError};
 pub use event::{Event, NotAnObject};
 pub use model::{
     Body, Conversation, ConversationKind, Friend, FriendRequest, FriendRequestStatus, Group,
-    GroupMember, GroupRef, GroupRole, HistoryPage, Message, MessageKind, Presence, Recipient,
-    SyncPage, SystemEvent, SystemEventKind, User,
+    GroupMember, GroupRef, GroupRole, HistoryPage, Message, MessageKind, OutgoingMessage, Presence,
+    Recipient, SyncPage, SystemEvent, SystemEventKind, User,
 };
 pub use sequencer::Sequencer;
 pub use stream::{

@@ -27,6 +27,36 @@ pub struct User {
     pub created_at: i64,
 }
 
+/// One send of a batch ([`Client::send_batch`](crate::Client::send_batch)).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct OutgoingMessage {
+    pub to: Recipient,
+    /// 1..=64 characters; sending the same id again returns the message
+    /// stored the first time.
+    pub client_msg_id: String,
+    pub body: Body,
+}
+
+impl OutgoingMessage {
+    /// A message with a fresh `client_msg_id`
+    /// ([`new_client_msg_id`](crate::new_client_msg_id)); keep the value
+    /// for every retry of it.
+    pub fn new(to: Recipient, body: Body) -> OutgoingMessage {
+        OutgoingMessage {
+            to,
+            client_msg_id: crate::new_client_msg_id(),
+            body,
+        }
+    }
+
+    /// A text message (`{"text": text}`) with a fresh `client_msg_id`.
+    pub fn text(to: Recipient, text: &str) -> OutgoingMessage {
+        let mut body = Body::new();
+        body.insert("text".to_owned(), Value::String(text.to_owned()));
+        OutgoingMessage::new(to, body)
+    }
+}
+
 /// Where a message goes: `{"user": ID}` or `{"group": ID}` on the wire.
 ///
 /// A group message is sent like any other:

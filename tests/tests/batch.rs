@@ -31,7 +31,11 @@ async fn user_message_ids(user: &TestUser) -> Result<Vec<u64>> {
 fn statuses(answer: &Value) -> Vec<u64> {
     answer["results"]
         .as_array()
-        .map(|r| r.iter().map(|r| r["status"].as_u64().unwrap_or(0)).collect())
+        .map(|r| {
+            r.iter()
+                .map(|r| r["status"].as_u64().unwrap_or(0))
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -46,11 +50,16 @@ async fn each_send_of_a_batch_is_answered_and_stored_in_order() -> Result<()> {
     let bob = server.user("bob").await?;
     let carol = server.user("carol").await?;
     let (s, group) = alice
-        .post("/v1/groups", &json!({"name": "team", "members": [carol.id]}))
+        .post(
+            "/v1/groups",
+            &json!({"name": "team", "members": [carol.id]}),
+        )
         .await?;
     assert_eq!(s, 201, "{group}");
     let group = group["id"].as_u64().unwrap_or(0);
-    let (s, earlier) = alice.send_text(bob.id, "earlier", "before the batch").await?;
+    let (s, earlier) = alice
+        .send_text(bob.id, "earlier", "before the batch")
+        .await?;
     assert_eq!(s, 201);
     let mut bob_mqtt = server.mqtt(&bob).await?;
 
@@ -159,9 +168,16 @@ async fn a_bad_batch_is_refused_whole_and_stores_nothing() -> Result<()> {
         .map(|i| text_to(bob.id, &format!("m{i}"), "hi"))
         .collect();
     let (s, e) = batch(&alice, many).await?;
-    assert_eq!((s, &e["error"]["code"]), (400, &json!("invalid_request")), "{e}");
+    assert_eq!(
+        (s, &e["error"]["code"]),
+        (400, &json!("invalid_request")),
+        "{e}"
+    );
     let (s, e) = alice
-        .post("/v1/messages/batch", &json!({"messages": [one], "atomic": true}))
+        .post(
+            "/v1/messages/batch",
+            &json!({"messages": [one], "atomic": true}),
+        )
         .await?;
     assert_eq!(s, 400, "unknown fields are refused: {e}");
     let (s, _) = alice
@@ -261,7 +277,10 @@ async fn a_batch_reaches_nothing_a_single_send_cannot() -> Result<()> {
     let bob = server.user("bob").await?;
     let mallory = server.user("mallory").await?;
     let (s, group) = alice
-        .post("/v1/groups", &json!({"name": "private", "members": [bob.id]}))
+        .post(
+            "/v1/groups",
+            &json!({"name": "private", "members": [bob.id]}),
+        )
         .await?;
     assert_eq!(s, 201);
     let group = group["id"].as_u64().unwrap_or(0);
@@ -304,7 +323,10 @@ async fn a_batch_reaches_nothing_a_single_send_cannot() -> Result<()> {
         "bob has alice's message only"
     );
     let (_, page) = bob
-        .get(&format!("/v1/conversations/{}/messages", sent["conversation_id"]))
+        .get(&format!(
+            "/v1/conversations/{}/messages",
+            sent["conversation_id"]
+        ))
         .await?;
     assert_eq!(page["messages"].as_array().map(Vec::len), Some(1));
     Ok(())

@@ -6,7 +6,10 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Result};
 use mqchat_e2e::{free_ports, TestServer};
-use mqchat_sdk::{Backoff, Client, Event, EventStream, Recipient, StreamOptions, Transport};
+use mqchat_sdk::{
+    Backoff, Client, ErrorCode, Event, EventStream, OutgoingMessage, Recipient, SdkError,
+    StreamOptions, Transport,
+};
 
 /// Receives `n` message events; fails on a gap, a duplicate or a timeout.
 async fn take(stream: &mut EventStream, n: usize, mut expect_cursor: u64) -> Result<Vec<String>> {
@@ -131,5 +134,46 @@ async fn typed_calls_and_websocket_stream() -> Result<()> {
     bob.ack("laptop", 1).await?;
     bob.logout().await?;
     assert!(bob.me().await.is_err(), "calls after logout fail");
+    Ok(())
+}
+
+/// `send_batch`: one result per send, in order; a refused send is the
+/// error a single send would get and stops nothing; the same batch again
+/// stores nothing new.
+#[tokio::test]
+async fn a_batch_send_answers_each_message() -> Result<()> {
+    let server = TestServer::start().await?;
+    let base = server.url("");
+    Client::register(&base, "alice", "password-alice").await?;
+    Client::register(&base, "bob", "password-bob").await?;
+    let alice = Client::login(&base, "alice", "password-alice").await?;
+    let bob = Client::login(&base, "bob", "password-bob").await?;
+    let to_bob = Recipient::User(bob.user_id());
+    let sends = vec![
+        OutgoingMessage::text(to_bob, "one"),
+        OutgoingMessage::text(Recipient::User(999_999), "to no one"),
+        OutgoingMessage::text(to_bob, "two"),
+    ];
+    let results = alice.send_batch(&sends).await?;
+    assert_eq!(results.len(), 3);
+    let one = results[0].as_ref().map_err(|e| anyhow!("{e}"))?;
+    let two = results[2].as_ref().map_err(|e| anyhow!("{e}"))?;
+    assert_eq!((one.text(), two.text()), (Some("one"), Some("two")));
+    assert_eq!((one.seq, two.seq), (1, 2), "stored in the batch's order");
+    match &results[1] {
+        Err(e) => assert_eq!(e.error_code(), Some(ErrorCode::NotFound), "{e}"),
+        Ok(m) => bail!("a send to no one was stored: {m:?}"),
+    }
+
+    let again = alice.send_batch(&sends).await?;
+    let again_two = again[2].as_ref().map_err(|e| anyhow!("{e}"))?;
+    assert_eq!(again_two.id, two.id, "the original, nothing new");
+    assert_eq!(bob.sync(0, 100).await?.events.len(), 2);
+
+    let err = alice.send_batch(&[]).await.err();
+    assert!(
+        matches!(err, Some(SdkError::InvalidInput { .. })),
+        "{err:?}"
+    );
     Ok(())
 }

@@ -1,5 +1,6 @@
 //! **dm**: N senders over HTTP keep-alive (HTTP/1.1 one request at a time,
-//! or HTTP/2 with a window of streams) or over the MQTT uplink, M receivers
+//! each one send or a batch of them, or HTTP/2 with a window of streams) or
+//! over the MQTT uplink, M receivers
 //! online over MQTT at QoS 1. Fixed rates, then saturation; every
 //! acknowledged send must reach its recipient exactly once.
 
@@ -37,7 +38,7 @@ impl DmConfig {
     pub fn in_flight_per_sender(&self) -> usize {
         match self.uplink {
             Uplink::Http => 1,
-            Uplink::Mqtt | Uplink::Http2 => self.window,
+            Uplink::Mqtt | Uplink::Http2 | Uplink::Batch => self.window,
         }
     }
 }
@@ -51,6 +52,10 @@ pub enum Uplink {
     /// `POST /v1/messages` over HTTP/2 (cleartext, prior knowledge), each
     /// send a stream of its own, up to a window in flight per connection.
     Http2,
+    /// `POST /v1/messages/batch` over HTTP/1.1, one request at a time:
+    /// each holds every send that is due, up to a window (a full window at
+    /// saturation).
+    Batch,
     /// QoS 1 PUBLISHes to `users/{id}/up/messages`, pipelined up to a window,
     /// each answered on `users/{id}/replies` after its commit.
     Mqtt,
@@ -423,6 +428,74 @@ async fn send_h2(
     log
 }
 
+/// `POST /v1/messages/batch`'s answer.
+#[derive(Deserialize)]
+struct BatchAnswer {
+    results: Vec<BatchResult>,
+}
+
+#[derive(Deserialize)]
+struct BatchResult {
+    status: u16,
+    message: Option<Sent>,
+}
+
+/// Sends in batches over one HTTP/1.1 keep-alive connection, one request
+/// at a time: each request carries every send that is due, up to `window`.
+/// A send counts once its result says 201.
+async fn send_batches(
+    job: SenderJob,
+    mut conn: http1::Connection,
+    http: std::net::SocketAddr,
+    token: &str,
+    window: usize,
+) -> SenderLog {
+    let mut log = SenderLog::default();
+    let auth = format!("Bearer {token}");
+    let mut pacer = Pacer::new(&job);
+    let mut batch = Vec::with_capacity(window);
+    while let Some(due) = pacer.next_due {
+        tokio::time::sleep_until(due.into()).await;
+        while batch.len() < window {
+            match pacer.take_due(&job, &mut log) {
+                Some(j) => batch.push(j),
+                None => break,
+            }
+        }
+        let mut body = String::from(r#"{"messages":["#);
+        for (i, &j) in batch.iter().enumerate() {
+            if i > 0 {
+                body.push(',');
+            }
+            body.push_str(&job.body(j));
+        }
+        body.push_str("]}");
+        let t0 = job.clock.ns();
+        let answer = match conn.post_json("/v1/messages/batch", &auth, body).await {
+            Ok((200, answer)) => serde_json::from_slice::<BatchAnswer>(&answer).ok(),
+            Ok(_) => None,
+            // The connection is gone: count the sends, open another.
+            Err(_) => {
+                if let Ok(fresh) = http1::Connection::open(http).await {
+                    conn = fresh;
+                }
+                None
+            }
+        };
+        let now = job.clock.ns();
+        let results = answer.map(|a| a.results).unwrap_or_default();
+        log.errors += batch.len().saturating_sub(results.len()) as u64;
+        for r in results {
+            match (r.status, r.message) {
+                (201, Some(m)) => log.acked.push((m.id, t0, now)),
+                _ => log.errors += 1,
+            }
+        }
+        batch.clear();
+    }
+    log
+}
+
 /// The uplink's answer on `users/{id}/replies`.
 #[derive(Deserialize)]
 struct Reply<'a> {
@@ -595,6 +668,11 @@ async fn phase(
                 let (http, token) = (chatd.http, sender.token.clone());
                 let uri: hyper::Uri = format!("http://{http}/v1/messages").parse()?;
                 tasks.spawn(async move { send_h2(job, conn, http, &uri, &token, window).await });
+            }
+            Uplink::Batch => {
+                let conn = http1::Connection::open(chatd.http).await?;
+                let (http, token) = (chatd.http, sender.token.clone());
+                tasks.spawn(async move { send_batches(job, conn, http, &token, window).await });
             }
             Uplink::Mqtt => {
                 let replies = format!("users/{}/replies", sender.id);

@@ -52,6 +52,9 @@ pub enum Scenario {
     /// The same over HTTP/2: each sender one connection with a window of
     /// sends in flight, as streams (what a service sending in bulk does).
     DmH2,
+    /// The same over `POST /v1/messages/batch`: each sender one HTTP/1.1
+    /// connection, each request a batch of the sends that are due.
+    DmBatch,
     /// A large group, every member online: time to the last member.
     Group,
     /// Many idle connections: connect rate, RSS per connection.
@@ -74,7 +77,7 @@ pub struct Args {
         long,
         value_enum,
         value_delimiter = ',',
-        default_value = "baseline,idle,dm,dm-mqtt,dm-h2,group,sync,connections"
+        default_value = "baseline,idle,dm,dm-mqtt,dm-h2,dm-batch,group,sync,connections"
     )]
     pub scenarios: Vec<Scenario>,
     /// The chatd binary to start (default: the one next to this binary).
@@ -112,8 +115,9 @@ pub struct Args {
     /// dm: characters of text per message.
     #[arg(long, default_value_t = 64)]
     pub text_bytes: usize,
-    /// dm-mqtt and dm-h2: sends in flight per sender (chatd queues at most
-    /// 32 per MQTT connection, and serves up to 200 streams per HTTP/2 one).
+    /// dm-mqtt, dm-h2 and dm-batch: sends in flight per sender (chatd
+    /// queues at most 32 per MQTT connection, serves up to 200 streams per
+    /// HTTP/2 one, and takes up to 100 sends per batch).
     #[arg(long, default_value_t = 16)]
     pub uplink_window: usize,
 
@@ -306,7 +310,7 @@ async fn scenarios(args: &Args, report: &mut ChatReport) -> Result<()> {
                 Some(bin) => report.idle = Some(idle::run(bin, args.starts).await?),
                 None => eprintln!("idle: needs a chatd started by this tool; skipped"),
             },
-            Scenario::Dm | Scenario::DmMqtt | Scenario::DmH2 => {
+            Scenario::Dm | Scenario::DmMqtt | Scenario::DmH2 | Scenario::DmBatch => {
                 let chatd = start(vec![]).await?;
                 let cfg = dm::DmConfig {
                     senders: args.senders,
@@ -318,6 +322,7 @@ async fn scenarios(args: &Args, report: &mut ChatReport) -> Result<()> {
                     uplink: match s {
                         Scenario::Dm => dm::Uplink::Http,
                         Scenario::DmMqtt => dm::Uplink::Mqtt,
+                        Scenario::DmBatch => dm::Uplink::Batch,
                         _ => dm::Uplink::Http2,
                     },
                     window: args.uplink_window,
@@ -329,6 +334,7 @@ async fn scenarios(args: &Args, report: &mut ChatReport) -> Result<()> {
                         report.dm_rss_kib = chatd.rss_kib();
                     }
                     Scenario::DmMqtt => report.dm_mqtt = Some(run),
+                    Scenario::DmBatch => report.dm_batch = Some(run),
                     _ => report.dm_h2 = Some(run),
                 }
             }

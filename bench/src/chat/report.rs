@@ -41,6 +41,8 @@ pub struct ChatReport {
     pub dm_mqtt: Option<DmReport>,
     /// dm with the senders on HTTP/2, a window of streams each.
     pub dm_h2: Option<DmReport>,
+    /// dm with the senders on `POST /v1/messages/batch`.
+    pub dm_batch: Option<DmReport>,
     /// chatd's RSS at the end of the dm scenario.
     pub dm_rss_kib: Option<u64>,
     pub group: Option<GroupReport>,
@@ -62,6 +64,7 @@ impl ChatReport {
             dm: None,
             dm_mqtt: None,
             dm_h2: None,
+            dm_batch: None,
             dm_rss_kib: None,
             group: None,
             sync: None,
@@ -76,11 +79,12 @@ impl ChatReport {
 
     /// The dm runs: (scenario's name in the verdicts, in the tables and
     /// plot, the run).
-    fn dms(&self) -> [(&'static str, &'static str, Option<&DmReport>); 3] {
+    fn dms(&self) -> [(&'static str, &'static str, Option<&DmReport>); 4] {
         [
             ("dm", "dm", self.dm.as_ref()),
             ("dm (MQTT uplink)", "dm-mqtt", self.dm_mqtt.as_ref()),
             ("dm (HTTP/2)", "dm-h2", self.dm_h2.as_ref()),
+            ("dm (HTTP batches)", "dm-batch", self.dm_batch.as_ref()),
         ]
     }
 
@@ -470,6 +474,10 @@ fn dm_table(md: &mut String, name: &str, dm: &DmReport) {
         ),
         Uplink::Http2 => format!(
             "senders over HTTP/2 (h2c), one connection each with up to {} requests in flight",
+            dm.config.window
+        ),
+        Uplink::Batch => format!(
+            "senders over HTTP keep-alive, one `POST /v1/messages/batch` at a time with every send that is due, up to {}",
             dm.config.window
         ),
     };
