@@ -43,6 +43,8 @@ export const MAX_SYNC_LIMIT = 500;
 export const MAX_PRESENCE_BATCH = 200;
 /** Longest `client_msg_id` the server accepts. */
 export const MAX_CLIENT_MSG_ID_LEN = 64;
+/** Most sends the server takes in one `POST /v1/messages/batch`. */
+export const MAX_BATCH_SENDS = 100;
 
 /** Refresh at most this long before expiry (a fifth of the lifetime for short-lived tokens). */
 const MAX_REFRESH_MARGIN_MS = 60_000;
@@ -934,6 +936,47 @@ export class Client extends EventTarget {
       throw new MqchatError(`client_msg_id must be 1..=${MAX_CLIENT_MSG_ID_LEN} characters`, { code: 'invalid_input' });
     }
     return this._call('POST', '/v1/messages', { body: { to, client_msg_id: clientMsgId, body } });
+  }
+
+  /**
+   * `POST /v1/messages/batch`: up to {@link MAX_BATCH_SENDS} sends in one
+   * request, stored in the order given. Answers one result per send, in
+   * order: `{ok: true, message}` (stored, or the original for a
+   * `clientMsgId` already used) or `{ok: false, error}` with the
+   * `MqchatError` a single send would have thrown; one refused send stops
+   * nothing. Each `clientMsgId` (generated unless given) is kept for every
+   * retry of the request, so a retry never doubles a message; a send that
+   * failed transiently (`error.transient`, e.g. 429) can go again with the
+   * same id.
+   * @param {{to: Recipient, body: object, clientMsgId?: string}[]} sends
+   * @returns {Promise<({ok: true, message: Message} | {ok: false, error: MqchatError})[]>}
+   */
+  async sendBatch(sends) {
+    if (!Array.isArray(sends) || sends.length < 1 || sends.length > MAX_BATCH_SENDS) {
+      throw new MqchatError(`a batch holds 1..=${MAX_BATCH_SENDS} sends`, { code: 'invalid_input' });
+    }
+    const messages = sends.map(({ to, body, clientMsgId }) => {
+      const id = clientMsgId ?? newClientMsgId();
+      if (typeof id !== 'string' || id.length < 1 || [...id].length > MAX_CLIENT_MSG_ID_LEN) {
+        throw new MqchatError(`client_msg_id must be 1..=${MAX_CLIENT_MSG_ID_LEN} characters`, { code: 'invalid_input' });
+      }
+      return { to, client_msg_id: id, body };
+    });
+    const answer = await this._call('POST', '/v1/messages/batch', { body: { messages } });
+    if (!Array.isArray(answer?.results) || answer.results.length !== messages.length) {
+      throw new MqchatError('POST /v1/messages/batch: not one result per send', { code: 'decode' });
+    }
+    return answer.results.map((r) =>
+      r.message && r.status < 300
+        ? { ok: true, message: r.message }
+        : {
+            ok: false,
+            error: new MqchatError(r.error?.message ?? `HTTP ${r.status}`, {
+              status: r.status,
+              code: r.error?.code ?? 'http_' + r.status,
+            }),
+          },
+    );
   }
 
   /**

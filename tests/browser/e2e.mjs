@@ -259,6 +259,27 @@ async function main() {
     await checkSameOrder([p1, p2], expected, 'after reconnects');
   });
 
+  await step(`${USER1}'s SDK sends a batch, one send refused: ${USER2} sees the others once, in order`, async () => {
+    const expected = (await messagesOf(p1)).filter((m) => m.text.includes(nonce)).map((m) => m.text);
+    const texts = [1, 2, 3].map((i) => `${USER1}: batch ${i} ${nonce}`);
+    const results = await p1.evaluate(async ({ peer, texts }) => {
+      const { client } = window.mqchatApp;
+      const to = { user: (await client.userByName(peer)).id };
+      const sends = texts.map((text) => ({ to, body: { text } }));
+      sends.splice(1, 0, { to: { user: 999999 }, body: { text: 'to no one' } });
+      const answer = await client.sendBatch(sends);
+      return answer.map((r) => (r.ok ? { ok: true, text: r.message.body.text } : { ok: false, status: r.error.status, code: r.error.code }));
+    }, { peer: USER2, texts });
+    check(JSON.stringify(results) === JSON.stringify([
+      { ok: true, text: texts[0] },
+      { ok: false, status: 404, code: 'not_found' },
+      { ok: true, text: texts[1] },
+      { ok: true, text: texts[2] },
+    ]), `batch results: ${JSON.stringify(results)}`);
+    expected.push(...texts);
+    await checkSameOrder([p1, p2], expected, 'after a batch');
+  });
+
   await step(`${USER1} sends ${USER2} a picture and a text file; ${USER2} sees the thumbnail, opens it, downloads the file`, async () => {
     // A 120x80 PNG drawn in the page, handed to the real file input.
     const W = 120;
