@@ -71,6 +71,34 @@ async fn a_service_sends_as_its_bot_within_its_scopes() -> Result<()> {
     .await?;
     assert_eq!((s, &again), (200, &m));
 
+    // In batches too, each send within the key's scopes: a notice without
+    // the notice scope is refused on its own.
+    let (s, answer) = as_key(
+        &server,
+        &key,
+        reqwest::Method::POST,
+        "/v1/messages/batch",
+        Some(json!({"messages": [
+            {"to": {"user": alice.id}, "client_msg_id": "w2", "body": {"text": "sun at 6"}},
+            {"to": {"user": alice.id}, "client_msg_id": "n0", "body": {"notice": {"text": "maintenance"}}},
+            {"to": {"user": alice.id}, "client_msg_id": "w1", "body": {"text": "rain at 5"}},
+        ]})),
+    )
+    .await?;
+    assert_eq!(s, 200, "{answer}");
+    let statuses: Vec<u64> = answer["results"]
+        .as_array()
+        .map(|r| r.iter().filter_map(|r| r["status"].as_u64()).collect())
+        .unwrap_or_default();
+    assert_eq!(statuses, vec![201, 403, 200], "{answer}");
+    assert_eq!(answer["results"][0]["message"]["sender_id"], bot);
+    assert_eq!(answer["results"][2]["message"], m);
+    let pushed = alice_rx
+        .next_of_type("message.created", Duration::from_secs(2))
+        .await?
+        .ok_or_else(|| anyhow!("no push of the batch"))?;
+    assert_eq!(pushed["message"], answer["results"][0]["message"]);
+
     // Only the sending endpoints.
     let (s, body) = as_key(&server, &key, reqwest::Method::GET, "/v1/friends", None).await?;
     assert_eq!(

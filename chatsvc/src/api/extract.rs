@@ -40,7 +40,9 @@ impl FromRequestParts<SharedState> for AuthUser {
                 .map_or_else(|| parts.uri.path().to_owned(), |u| u.0.path().to_owned());
             let allowed = matches!(
                 (parts.method.as_str(), path.as_str()),
-                ("POST", "/v1/messages") | ("GET", "/v1/me") | ("POST", "/v1/files")
+                ("POST", "/v1/messages" | "/v1/messages/batch")
+                    | ("GET", "/v1/me")
+                    | ("POST", "/v1/files")
             ) || (parts.method == axum::http::Method::GET
                 && path.starts_with("/v1/users"));
             let caller = state.chat.authenticate_key(token).await?;
