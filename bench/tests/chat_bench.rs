@@ -42,13 +42,14 @@ fn quick_run_reports_every_scenario() {
         "dm",
         "dm_mqtt",
         "dm_h2",
+        "dm_batch",
         "group",
         "sync",
         "connections",
     ] {
         assert!(!report[key].is_null(), "no {key} in the report: {report}");
     }
-    for dm in ["dm", "dm_mqtt", "dm_h2"] {
+    for dm in ["dm", "dm_mqtt", "dm_h2", "dm_batch"] {
         let phases = report[dm]["phases"].as_array().expect("dm phases");
         assert!(
             phases.len() >= 2,
@@ -98,7 +99,7 @@ fn quick_run_reports_every_scenario() {
     }
     let ratio = verdicts_about(&report, "≥ 0.5× bare rumqttd");
     assert!(
-        ratio.len() == 3 && ratio.iter().all(|m| m.contains("under the same load")),
+        ratio.len() == 4 && ratio.iter().all(|m| m.contains("under the same load")),
         "{ratio:?}"
     );
     assert_eq!(report["group"]["missing"], 0);
@@ -113,7 +114,7 @@ fn quick_run_reports_every_scenario() {
         assert!(!text.is_empty(), "{file} is empty");
     }
     let svg = std::fs::read_to_string(out.path().join("latency.svg")).unwrap_or_default();
-    assert!(svg.matches("<polyline").count() >= 3, "{svg}");
+    assert!(svg.matches("<polyline").count() >= 4, "{svg}");
 }
 
 /// What the verdicts whose goal starts with `goal` measured.
