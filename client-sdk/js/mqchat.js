@@ -260,6 +260,15 @@ export function newClientMsgId() {
   return randomId(32);
 }
 
+/** `id`, or a new one when none is given; throws for one the server would refuse. */
+function checkedClientMsgId(id) {
+  const checked = id ?? newClientMsgId();
+  if (typeof checked !== 'string' || checked.length < 1 || [...checked].length > MAX_CLIENT_MSG_ID_LEN) {
+    throw new MqchatError(`client_msg_id must be 1..=${MAX_CLIENT_MSG_ID_LEN} characters`, { code: 'invalid_input' });
+  }
+  return checked;
+}
+
 /** Drops `null` / `undefined` members. @param {Record<string, any>} obj */
 function compact(obj) {
   return Object.fromEntries(Object.entries(obj).filter(([, v]) => v !== undefined && v !== null));
@@ -931,10 +940,7 @@ export class Client extends EventTarget {
    * @returns {Promise<Message>}
    */
   async send(to, body, opts = {}) {
-    const clientMsgId = opts.clientMsgId ?? newClientMsgId();
-    if (typeof clientMsgId !== 'string' || clientMsgId.length < 1 || [...clientMsgId].length > MAX_CLIENT_MSG_ID_LEN) {
-      throw new MqchatError(`client_msg_id must be 1..=${MAX_CLIENT_MSG_ID_LEN} characters`, { code: 'invalid_input' });
-    }
+    const clientMsgId = checkedClientMsgId(opts.clientMsgId);
     return this._call('POST', '/v1/messages', { body: { to, client_msg_id: clientMsgId, body } });
   }
 
@@ -956,11 +962,7 @@ export class Client extends EventTarget {
       throw new MqchatError(`a batch holds 1..=${MAX_BATCH_SENDS} sends`, { code: 'invalid_input' });
     }
     const messages = sends.map(({ to, body, clientMsgId }) => {
-      const id = clientMsgId ?? newClientMsgId();
-      if (typeof id !== 'string' || id.length < 1 || [...id].length > MAX_CLIENT_MSG_ID_LEN) {
-        throw new MqchatError(`client_msg_id must be 1..=${MAX_CLIENT_MSG_ID_LEN} characters`, { code: 'invalid_input' });
-      }
-      return { to, client_msg_id: id, body };
+      return { to, client_msg_id: checkedClientMsgId(clientMsgId), body };
     });
     const answer = await this._call('POST', '/v1/messages/batch', { body: { messages } });
     if (!Array.isArray(answer?.results) || answer.results.length !== messages.length) {

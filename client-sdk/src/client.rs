@@ -427,13 +427,7 @@ impl Client {
         client_msg_id: &str,
         body: Body,
     ) -> Result<Message> {
-        let len = client_msg_id.chars().count();
-        if len == 0 || len > MAX_CLIENT_MSG_ID_LEN {
-            return Err(SdkError::InvalidInput {
-                what: "client_msg_id",
-                reason: format!("{len} characters, expected 1..={MAX_CLIENT_MSG_ID_LEN}"),
-            });
-        }
+        check_client_msg_id(client_msg_id)?;
         let request = Request::post(
             "/v1/messages",
             json!({"to": to, "client_msg_id": client_msg_id, "body": body}),
@@ -461,13 +455,7 @@ impl Client {
             });
         }
         for send in sends {
-            let len = send.client_msg_id.chars().count();
-            if len == 0 || len > MAX_CLIENT_MSG_ID_LEN {
-                return Err(SdkError::InvalidInput {
-                    what: "client_msg_id",
-                    reason: format!("{len} characters, expected 1..={MAX_CLIENT_MSG_ID_LEN}"),
-                });
-            }
+            check_client_msg_id(&send.client_msg_id)?;
         }
         const PATH: &str = "/v1/messages/batch";
         let answer: BatchAnswer = self
@@ -995,6 +983,18 @@ impl Client {
             }
         }
     }
+}
+
+/// Refuses, before any request, a `client_msg_id` the server would refuse.
+fn check_client_msg_id(id: &str) -> Result<()> {
+    let len = id.chars().count();
+    if len == 0 || len > MAX_CLIENT_MSG_ID_LEN {
+        return Err(SdkError::InvalidInput {
+            what: "client_msg_id",
+            reason: format!("{len} characters, expected 1..={MAX_CLIENT_MSG_ID_LEN}"),
+        });
+    }
+    Ok(())
 }
 
 /// `POST /v1/messages/batch`'s answer.

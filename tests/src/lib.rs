@@ -555,11 +555,21 @@ impl TestUser {
     /// The ids of every `message.created` event in this user's inbox, in
     /// cursor order.
     pub async fn synced_message_ids(&self) -> Result<Vec<u64>> {
+        self.synced_message_ids_where(|_| true).await
+    }
+
+    /// Like [`TestUser::synced_message_ids`], users' messages only (not the
+    /// groups' system messages).
+    pub async fn synced_user_message_ids(&self) -> Result<Vec<u64>> {
+        self.synced_message_ids_where(|m| m["kind"] == "user").await
+    }
+
+    async fn synced_message_ids_where(&self, keep: impl Fn(&Value) -> bool) -> Result<Vec<u64>> {
         Ok(self
             .sync_all(0)
             .await?
             .iter()
-            .filter(|e| e["type"] == "message.created")
+            .filter(|e| e["type"] == "message.created" && keep(&e["message"]))
             .filter_map(|e| e["message"]["id"].as_u64())
             .collect())
     }

@@ -39,6 +39,15 @@ async fn take(stream: &mut EventStream, n: usize, mut expect_cursor: u64) -> Res
     Ok(texts)
 }
 
+/// Registers alice and bob on the chatd at `base` and logs both in.
+async fn alice_and_bob(base: &str) -> Result<(Client, Client)> {
+    Client::register(base, "alice", "password-alice").await?;
+    Client::register(base, "bob", "password-bob").await?;
+    let alice = Client::login(base, "alice", "password-alice").await?;
+    let bob = Client::login(base, "bob", "password-bob").await?;
+    Ok((alice, bob))
+}
+
 fn fast_reconnect() -> StreamOptions {
     StreamOptions::default().reconnect_backoff(Backoff::new(
         Duration::from_millis(100),
@@ -53,10 +62,7 @@ async fn stream_is_gap_free_and_duplicate_free_across_a_restart() -> Result<()> 
     let (http, mqtt) = free_ports()?;
     let mut server = TestServer::start_at(&dir, &http, &mqtt, &[]).await?;
     let base = server.url("");
-    Client::register(&base, "alice", "password-alice").await?;
-    Client::register(&base, "bob", "password-bob").await?;
-    let alice = Client::login(&base, "alice", "password-alice").await?;
-    let bob = Client::login(&base, "bob", "password-bob").await?;
+    let (alice, bob) = alice_and_bob(&base).await?;
     let to_bob = Recipient::User(bob.user_id());
 
     // Sent before bob connects: delivered by the initial sync.
@@ -103,10 +109,7 @@ async fn stream_is_gap_free_and_duplicate_free_across_a_restart() -> Result<()> 
 async fn typed_calls_and_websocket_stream() -> Result<()> {
     let server = TestServer::start().await?;
     let base = server.url("");
-    Client::register(&base, "alice", "password-alice").await?;
-    Client::register(&base, "bob", "password-bob").await?;
-    let alice = Client::login(&base, "alice", "password-alice").await?;
-    let bob = Client::login(&base, "bob", "password-bob").await?;
+    let (alice, bob) = alice_and_bob(&base).await?;
 
     let mut stream = bob.connect(Transport::websocket_for(&base)?, fast_reconnect())?;
     let sent = alice
@@ -144,10 +147,7 @@ async fn typed_calls_and_websocket_stream() -> Result<()> {
 async fn a_batch_send_answers_each_message() -> Result<()> {
     let server = TestServer::start().await?;
     let base = server.url("");
-    Client::register(&base, "alice", "password-alice").await?;
-    Client::register(&base, "bob", "password-bob").await?;
-    let alice = Client::login(&base, "alice", "password-alice").await?;
-    let bob = Client::login(&base, "bob", "password-bob").await?;
+    let (alice, bob) = alice_and_bob(&base).await?;
     let to_bob = Recipient::User(bob.user_id());
     let sends = vec![
         OutgoingMessage::text(to_bob, "one"),
