@@ -1,0 +1,1 @@
+//! Files, names and edits that could mislead or exhaust.

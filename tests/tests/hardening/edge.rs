@@ -1,0 +1,1 @@
+//! Strangers at the edge: sockets, WebSocket frames, `/metrics` labels.

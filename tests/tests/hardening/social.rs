@@ -1,0 +1,1 @@
+//! Signed-in users who flood, lock others out, or detect blocks.

@@ -1,0 +1,1 @@
+//! Search against the writer; what former members may still see.
