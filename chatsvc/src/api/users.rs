@@ -77,16 +77,16 @@ async fn update_me(
     params(("id" = u64, Path, description = "The user's id.")),
     responses(
         (status = 200, description = "The user.", body = User),
-        (status = 404, description = "`not_found`: no such user.", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such user (or one who blocks the caller).", body = ErrorBody),
     ),
     security(("bearer" = []))
 )]
 async fn user(
     State(state): State<SharedState>,
-    _: AuthUser,
+    AuthUser(caller): AuthUser,
     Path(id): Path<u64>,
 ) -> Result<Json<User>, ApiError> {
-    Ok(Json(state.chat.user(id).await?))
+    Ok(Json(state.chat.profile(caller, id).await?))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -103,14 +103,14 @@ pub struct FindUser {
     params(FindUser),
     responses(
         (status = 200, description = "The user.", body = User),
-        (status = 404, description = "`not_found`: no user with that name.", body = ErrorBody),
+        (status = 404, description = "`not_found`: no user with that name (or one who blocks the caller).", body = ErrorBody),
     ),
     security(("bearer" = []))
 )]
 async fn find_user(
     State(state): State<SharedState>,
-    _: AuthUser,
+    AuthUser(caller): AuthUser,
     Query(q): Query<FindUser>,
 ) -> Result<Json<User>, ApiError> {
-    Ok(Json(state.chat.user_by_name(&q.username).await?))
+    Ok(Json(state.chat.profile_by_name(caller, &q.username).await?))
 }

@@ -9,7 +9,7 @@ use super::model::{LoginGrant, User};
 use super::tokens::{hash_refresh_token, new_refresh_token, Caller};
 use super::{now_ms, Chat, DomainError};
 use crate::store::sessions::{self, Rotation};
-use crate::store::{users, StoreError};
+use crate::store::{social, users, StoreError};
 
 /// Lower-cases and checks a username: 3-32 of `[a-z0-9_.-]`.
 pub fn normalize_username(raw: &str) -> Result<String, DomainError> {
@@ -254,6 +254,24 @@ impl Chat {
             .await?
             .map(User::from)
             .ok_or(DomainError::NotFound("user"))
+    }
+
+    /// A profile as `caller` may see it: a user who blocks the caller
+    /// answers exactly like one who doesn't exist.
+    pub async fn profile(&self, caller: Caller, id: u64) -> Result<User, DomainError> {
+        let me = caller.user_id;
+        self.store
+            .read(move |c| match users::by_id(c, id)? {
+                Some(u) if !social::has_blocked(c, u.id, me)? => Ok(User::from(u)),
+                _ => Err(DomainError::NotFound("user")),
+            })
+            .await
+    }
+
+    /// [`Chat::profile`] by username.
+    pub async fn profile_by_name(&self, caller: Caller, name: &str) -> Result<User, DomainError> {
+        let user = self.user_by_name(name).await?;
+        self.profile(caller, user.id).await
     }
 
     pub async fn user_by_name(&self, name: &str) -> Result<User, DomainError> {

@@ -145,8 +145,12 @@ impl Chat {
                 move |c| {
                     let row = store::request_by_id(c, id)?
                         .ok_or(DomainError::NotFound("friend request"))?;
+                    // A request from someone the recipient blocks is
+                    // hidden from them; it stays pending for its sender.
                     let allowed = match decision {
-                        Decision::Accept | Decision::Reject => row.to_id == me,
+                        Decision::Accept | Decision::Reject => {
+                            row.to_id == me && !store::has_blocked(c, me, row.from_id)?
+                        }
                         Decision::Cancel => row.from_id == me,
                     };
                     if !allowed || (row.to_id != me && row.from_id != me) {
@@ -166,7 +170,11 @@ impl Chat {
                     let row = store::decide_request(c, id, status, now)?;
                     let request = FriendRequest::from_row(row.clone(), now);
                     let mut out = Outbox::default();
+                    let hidden = store::has_blocked(c, row.to_id, row.from_id)?;
                     for u in [row.from_id, row.to_id] {
+                        if hidden && u == row.to_id {
+                            continue;
+                        }
                         out.emit(
                             c,
                             u,
@@ -241,8 +249,11 @@ impl Chat {
             .collect())
     }
 
-    /// Blocks a user: they can no longer message you, friend-request you or
-    /// see your presence, and any friendship ends. Only the blocker is told.
+    /// Blocks a user: they can no longer message you, friend-request you,
+    /// see your profile or presence, or add you to groups, and any
+    /// friendship ends. Only the blocker is told; to the blocked user you
+    /// look like a user who doesn't exist (their pending request to you
+    /// stays pending, unseen by you, until it expires).
     pub async fn block(&self, caller: Caller, other: u64) -> Result<(), DomainError> {
         let me = caller.user_id;
         if other == me {

@@ -4,7 +4,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
-use mqchat_e2e::TestServer;
+use mqchat_e2e::{TestServer, TestUser};
 use serde_json::{json, Value};
 
 /// An HTTP client whose connections come from `ip` (any 127.0.0.0/8
@@ -99,6 +99,145 @@ async fn rotating_addresses_in_one_prefix_buys_no_registrations() -> Result<()> 
             .await?
             .0,
         201
+    );
+    Ok(())
+}
+
+// Item 12: a block must look, to the blocked user, like a user who doesn't
+// exist.
+
+/// A user id nobody has.
+const NOBODY: u64 = 987_654;
+
+/// The same request for a user who blocked `who` and one who doesn't
+/// exist: both answers, status and body.
+async fn both(
+    who: &TestUser,
+    real: String,
+    ghost: String,
+    body: Option<Value>,
+) -> Result<[(u16, Value); 2]> {
+    let method = if body.is_some() {
+        reqwest::Method::POST
+    } else {
+        reqwest::Method::GET
+    };
+    Ok([
+        who.call(method.clone(), &real, body.as_ref()).await?,
+        who.call(method, &ghost, body.as_ref()).await?,
+    ])
+}
+
+#[tokio::test]
+async fn a_blocked_user_sees_the_blocker_as_nonexistent() -> Result<()> {
+    let server = TestServer::start().await?;
+    let carol = server.user("carol").await?;
+    let eve = server.user("eve").await?;
+    let mallory = server.user("mallory").await?;
+    carol.befriend(&eve).await?;
+    let presence = format!("/v1/presence?users={}", carol.id);
+    let (_, seen) = eve.get(&presence).await?;
+    assert_eq!(
+        seen["presence"].as_array().map(Vec::len),
+        Some(1),
+        "friends see presence"
+    );
+    // Mallory's request is pending when Carol blocks both.
+    let (s, request) = mallory
+        .post("/v1/friends/requests", &json!({"user_id": carol.id}))
+        .await?;
+    assert_eq!(s, 201, "{request}");
+    let (_, page) = carol.get("/v1/sync?after=0&limit=500").await?;
+    let carol_cursor = page["cursor"].as_u64().unwrap_or(0);
+    for blocked in [&eve, &mallory] {
+        let (s, _) = carol
+            .post("/v1/blocks", &json!({"user_id": blocked.id}))
+            .await?;
+        assert_eq!(s, 204);
+    }
+
+    // Profile by id and by name.
+    let [real, ghost] = both(
+        &eve,
+        format!("/v1/users/{}", carol.id),
+        format!("/v1/users/{NOBODY}"),
+        None,
+    )
+    .await?;
+    assert_eq!(real, ghost, "profile");
+    let [real, ghost] = both(
+        &eve,
+        "/v1/users?username=carol".into(),
+        "/v1/users?username=nobody".into(),
+        None,
+    )
+    .await?;
+    assert_eq!(real, ghost, "username lookup");
+    // Presence: left out, like any stranger's.
+    let (_, seen) = eve.get(&presence).await?;
+    assert_eq!(seen["presence"], json!([]), "presence");
+    // Direct message and friend request.
+    let dm = |to: u64| json!({"to": {"user": to}, "client_msg_id": format!("dm-{to}"), "body": {"text": "hi"}});
+    let real = eve.post("/v1/messages", &dm(carol.id)).await?;
+    let ghost = eve.post("/v1/messages", &dm(NOBODY)).await?;
+    assert_eq!(real, ghost, "direct message");
+    let real = eve
+        .post("/v1/friends/requests", &json!({"user_id": carol.id}))
+        .await?;
+    let ghost = eve
+        .post("/v1/friends/requests", &json!({"user_id": NOBODY}))
+        .await?;
+    assert_eq!(real, ghost, "friend request");
+    // Groups: creating with her, adding her.
+    let real = eve
+        .post("/v1/groups", &json!({"name": "g", "members": [carol.id]}))
+        .await?;
+    let ghost = eve
+        .post("/v1/groups", &json!({"name": "g", "members": [NOBODY]}))
+        .await?;
+    assert_eq!(real, ghost, "group creation");
+    let (s, group) = eve
+        .post("/v1/groups", &json!({"name": "g", "members": []}))
+        .await?;
+    assert_eq!(s, 201, "{group}");
+    let members = format!("/v1/groups/{}/members", group["id"]);
+    let real = eve.post(&members, &json!({"user_ids": [carol.id]})).await?;
+    let ghost = eve.post(&members, &json!({"user_ids": [NOBODY]})).await?;
+    assert_eq!(real, ghost, "group add");
+    assert_eq!(real.0, 404, "{real:?}");
+
+    // Mallory's request stays pending in her outgoing list...
+    let (_, outgoing) = mallory
+        .get("/v1/friends/requests?direction=outgoing")
+        .await?;
+    assert_eq!(outgoing["requests"][0]["id"], request["id"], "{outgoing}");
+    assert_eq!(outgoing["requests"][0]["status"], "pending");
+    // ...while Carol never sees it, nor anything of Eve's or Mallory's.
+    let (_, incoming) = carol.get("/v1/friends/requests?direction=incoming").await?;
+    assert_eq!(incoming["requests"], json!([]), "{incoming}");
+    let since_block = carol.sync_all(carol_cursor).await?;
+    let kinds: Vec<_> = since_block.iter().map(|e| e["type"].clone()).collect();
+    assert_eq!(
+        kinds,
+        [
+            json!("friend.removed"),
+            json!("block.updated"),
+            json!("block.updated")
+        ],
+        "{since_block:?}"
+    );
+    // Cancelling it tells Mallory only.
+    let (s, _) = mallory
+        .post(
+            &format!("/v1/friends/requests/{}/cancel", request["id"]),
+            &json!({}),
+        )
+        .await?;
+    assert_eq!(s, 200);
+    assert_eq!(
+        carol.sync_all(carol_cursor).await?.len(),
+        3,
+        "nothing new for Carol"
     );
     Ok(())
 }
