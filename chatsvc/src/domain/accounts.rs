@@ -288,6 +288,7 @@ impl Chat {
         user_id: u64,
         name: Option<String>,
     ) -> Result<User, DomainError> {
+        self.charge(user_id, 0)?;
         let name = name.map(|n| n.trim().to_owned()).filter(|n| !n.is_empty());
         if let Some(n) = &name {
             if n.chars().count() > 64 || n.chars().any(char::is_control) {

@@ -113,6 +113,25 @@ impl Chat {
         Ok(v)
     }
 
+    /// Charges a change to a group: every member gets its system event
+    /// (and `extra` users are joining). An unknown group costs 1 and is
+    /// then answered 404 by the change itself.
+    async fn charge_group(
+        &self,
+        actor: u64,
+        group_id: u64,
+        extra: usize,
+    ) -> Result<(), DomainError> {
+        let members = self
+            .store
+            .read(move |c| match store::by_id(c, group_id)? {
+                Some(g) => store::member_count(c, &g),
+                None => Ok(0),
+            })
+            .await?;
+        self.charge(actor, members + extra)
+    }
+
     async fn group_view(&self, caller: Caller, group_id: u64) -> Result<Group, DomainError> {
         let me = caller.user_id;
         self.store
@@ -142,6 +161,7 @@ impl Chat {
                 self.limits.max_group_size
             )));
         }
+        self.charge(owner, members.len() + 1)?;
         let id = self
             .group_write(move |c, out, now| {
                 check_invitees(c, owner, &members)?;
@@ -191,6 +211,7 @@ impl Chat {
         ids: Vec<u64>,
     ) -> Result<Group, DomainError> {
         let actor = caller.user_id;
+        self.charge_group(actor, group_id, ids.len()).await?;
         let max = self.limits.max_group_size;
         self.group_write(move |c, out, now| {
             let (group, role) = load(c, group_id, actor)?;
@@ -240,6 +261,7 @@ impl Chat {
         if user == actor {
             return self.leave_group(caller, group_id).await;
         }
+        self.charge_group(actor, group_id, 0).await?;
         self.group_write(move |c, out, now| {
             let (group, role) = load(c, group_id, actor)?;
             let target = messages::membership(c, user, group.conversation_id)?
@@ -270,6 +292,7 @@ impl Chat {
     /// are its last member, in which case it is dissolved.
     pub async fn leave_group(&self, caller: Caller, group_id: u64) -> Result<(), DomainError> {
         let actor = caller.user_id;
+        self.charge_group(actor, group_id, 0).await?;
         self.group_write(move |c, out, now| {
             let (group, role) = load(c, group_id, actor)?;
             let count = store::member_count(c, &group)?;
@@ -304,6 +327,7 @@ impl Chat {
     ) -> Result<Group, DomainError> {
         let name = check_name(name)?;
         let actor = caller.user_id;
+        self.charge_group(actor, group_id, 0).await?;
         self.group_write(move |c, out, now| {
             let (group, role) = load(c, group_id, actor)?;
             require(&role, &[OWNER, ADMIN], "rename the group")?;
@@ -332,6 +356,7 @@ impl Chat {
         to: u64,
     ) -> Result<Group, DomainError> {
         let actor = caller.user_id;
+        self.charge_group(actor, group_id, 0).await?;
         self.group_write(move |c, out, now| {
             let (group, role) = load(c, group_id, actor)?;
             require(&role, &[OWNER], "transfer ownership")?;
@@ -371,6 +396,7 @@ impl Chat {
         }
         let new_role = new_role.to_owned();
         let actor = caller.user_id;
+        self.charge_group(actor, group_id, 0).await?;
         self.group_write(move |c, out, now| {
             let (group, role) = load(c, group_id, actor)?;
             require(&role, &[OWNER], "change roles")?;
@@ -402,6 +428,7 @@ impl Chat {
     /// is a member any more.
     pub async fn dissolve_group(&self, caller: Caller, group_id: u64) -> Result<(), DomainError> {
         let actor = caller.user_id;
+        self.charge_group(actor, group_id, 0).await?;
         self.group_write(move |c, out, now| {
             let (group, role) = load(c, group_id, actor)?;
             require(&role, &[OWNER], "dissolve the group")?;

@@ -71,6 +71,7 @@ impl Chat {
                 ));
             }
         }
+        self.charge(from, 1)?;
         let now = now_ms();
         let expires = now + self.limits.friend_request_ttl.as_millis() as i64;
         let downlink = self.downlink.clone();
@@ -137,6 +138,7 @@ impl Chat {
         decision: Decision,
     ) -> Result<FriendRequest, DomainError> {
         let me = caller.user_id;
+        self.charge(me, 1)?;
         let now = now_ms();
         let downlink = self.downlink.clone();
         let (request, _) = self
@@ -213,6 +215,7 @@ impl Chat {
     /// Ends a friendship; both sides get `friend.removed`.
     pub async fn remove_friend(&self, caller: Caller, other: u64) -> Result<(), DomainError> {
         let me = caller.user_id;
+        self.charge(me, 1)?;
         let downlink = self.downlink.clone();
         self.store
             .write_then(
@@ -259,6 +262,7 @@ impl Chat {
         if other == me {
             return Err(DomainError::Invalid("you can't block yourself".into()));
         }
+        self.charge(me, 1)?;
         let downlink = self.downlink.clone();
         self.store
             .write_then(
@@ -292,6 +296,7 @@ impl Chat {
 
     pub async fn unblock(&self, caller: Caller, other: u64) -> Result<(), DomainError> {
         let me = caller.user_id;
+        self.charge(me, 0)?;
         let downlink = self.downlink.clone();
         self.store
             .write_then(

@@ -96,8 +96,5 @@ pub fn dissolve(c: &Connection, group: &GroupRow, now: i64) -> Result<(), StoreE
 }
 
 pub fn member_count(c: &Connection, group: &GroupRow) -> Result<usize, StoreError> {
-    Ok(
-        c.prepare_cached("SELECT COUNT(*) FROM conversation_members WHERE conversation_id = ?1")?
-            .query_row([group.conversation_id], |r| r.get::<_, i64>(0))? as usize,
-    )
+    super::messages::member_count(c, group.conversation_id)
 }

@@ -241,3 +241,244 @@ async fn a_blocked_user_sees_the_blocker_as_nonexistent() -> Result<()> {
     );
     Ok(())
 }
+
+// Item 5: every state change draws from a per-user budget weighted by
+// fan-out, not only sends.
+
+/// Statuses of `n` calls by `user`, one after another; `call(i)` says
+/// which (method, path, body).
+async fn statuses(
+    user: &TestUser,
+    n: usize,
+    call: impl Fn(usize) -> (reqwest::Method, String, Option<Value>),
+) -> Result<Vec<u16>> {
+    let mut out = Vec::with_capacity(n);
+    for i in 0..n {
+        let (method, path, body) = call(i);
+        out.push(user.call(method, &path, body.as_ref()).await?.0);
+    }
+    Ok(out)
+}
+
+const PATCH: reqwest::Method = reqwest::Method::PATCH;
+const POST: reqwest::Method = reqwest::Method::POST;
+
+fn count(statuses: &[u16], status: u16) -> usize {
+    statuses.iter().filter(|&&s| s == status).count()
+}
+
+/// With `--action-rate 2` a user has 60 units at once, 2 more a second.
+const BUDGET_FLAGS: &[&str] = &[
+    "--action-rate",
+    "2",
+    "--auth-ip-rate",
+    "0",
+    "--send-rate",
+    "0",
+];
+
+/// Refills over `elapsed` at 2 units a second, rounded up.
+fn refill(elapsed: Duration) -> usize {
+    2 * (elapsed.as_secs() as usize + 1)
+}
+
+#[tokio::test]
+async fn edits_are_limited_and_weighted_by_fan_out() -> Result<()> {
+    let server = TestServer::start_with(BUDGET_FLAGS).await?;
+    let names: Vec<String> = (0..99).map(|i| format!("m{i:03}")).collect();
+    let members = server.accounts().users(&names, 8).await?;
+    let alice = server.user("alice").await?;
+    let bob = server.user("bob").await?;
+    let ids: Vec<u64> = members.iter().map(|m| m.id).collect();
+    let (s, group) = alice
+        .post("/v1/groups", &json!({"name": "big", "members": ids}))
+        .await?;
+    assert_eq!(s, 201, "{group}");
+    let (_, sent) = alice
+        .send_group(group["id"].as_u64().unwrap_or(0), "g1", "hi")
+        .await?;
+    let path = format!("/v1/messages/{}", sent["id"]);
+    // Creating a 100-member group cost 3 units: 57 left, each edit to
+    // 100 members costs 3, so 19 go through at once.
+    let started = Instant::now();
+    let edit = |i| {
+        (
+            PATCH,
+            path.clone(),
+            Some(json!({"body": {"text": format!("edit {i}")}})),
+        )
+    };
+    let group_edits = statuses(&alice, 60, edit).await?;
+    let ok = count(&group_edits, 200);
+    assert!(
+        ok >= 19 && ok <= 19 + refill(started.elapsed()) / 3,
+        "{group_edits:?}"
+    );
+    assert_eq!(count(&group_edits, 429), 60 - ok, "{group_edits:?}");
+    let res = alice
+        .request(reqwest::Method::PATCH, &path)
+        .json(&json!({"body": {"text": "once more"}}))
+        .send()
+        .await?;
+    assert_eq!(res.status(), 429);
+    let retry: u64 = res
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    assert!((1..=30).contains(&retry), "Retry-After {retry}");
+    let (_, body) = (429, res.json::<Value>().await?);
+    assert_eq!(body["error"]["code"], "rate_limited");
+    // What reached a member: the accepted edits only.
+    let edited = members[0]
+        .sync_all(0)
+        .await?
+        .iter()
+        .filter(|e| e["type"] == "message.edited")
+        .count();
+    assert_eq!(edited, ok);
+    eprintln!(
+        "60 edits to 100 members: {ok} accepted, {} stored events per member",
+        edited
+    );
+
+    // A direct message's edits cost 1 each: 59 of Bob's 60 units go.
+    let (_, dm) = bob.send_text(alice.id, "d1", "hi").await?;
+    let path = format!("/v1/messages/{}", dm["id"]);
+    let started = Instant::now();
+    let edit = |i| {
+        (
+            PATCH,
+            path.clone(),
+            Some(json!({"body": {"text": format!("edit {i}")}})),
+        )
+    };
+    let dm_edits = statuses(&bob, 80, edit).await?;
+    let ok = count(&dm_edits, 200);
+    assert!(
+        ok >= 60 && ok <= 60 + refill(started.elapsed()),
+        "{dm_edits:?}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn every_state_change_draws_from_the_budget() -> Result<()> {
+    let server = TestServer::start_with(BUDGET_FLAGS).await?;
+    let carol = server.user("carol").await?;
+    let bounded = |what: &str, got: &[u16], ok: u16, started: Instant| {
+        let accepted = count(got, ok);
+        assert!(
+            accepted >= 1 && accepted <= 60 + refill(started.elapsed()),
+            "{what}: {got:?}"
+        );
+        assert_eq!(count(got, 429), got.len() - accepted, "{what}: {got:?}");
+    };
+
+    // Friend request / cancel cycles fill nobody's sync any more.
+    let eve = server.user("eve").await?;
+    let started = Instant::now();
+    let mut cycles = Vec::new();
+    for _ in 0..60 {
+        let (s, req) = eve
+            .post("/v1/friends/requests", &json!({"user_id": carol.id}))
+            .await?;
+        cycles.push(s);
+        if s == 201 {
+            let cancel = format!("/v1/friends/requests/{}/cancel", req["id"]);
+            cycles.push(eve.post(&cancel, &json!({})).await?.0);
+        }
+    }
+    assert!(count(&cycles, 429) > 0, "{cycles:?}");
+    let requests = carol
+        .sync_all(0)
+        .await?
+        .iter()
+        .filter(|e| e["type"] == "friend.request")
+        .count();
+    assert!(
+        requests <= 60 + refill(started.elapsed()),
+        "{requests} friend.request events"
+    );
+    eprintln!("60 request/cancel cycles: {requests} friend.request events for the victim");
+
+    // Typing: answered 429 past the budget.
+    let typist = server.user("typist").await?;
+    let (_, dm) = typist.send_text(carol.id, "t1", "hi").await?;
+    let typing = format!("/v1/conversations/{}/typing", dm["conversation_id"]);
+    let started = Instant::now();
+    let got = statuses(&typist, 200, |_| (POST, typing.clone(), None)).await?;
+    bounded("typing", &got, 204, started);
+
+    // Group creation.
+    let founder = server.user("founder").await?;
+    let started = Instant::now();
+    let create = |i| {
+        (
+            POST,
+            "/v1/groups".into(),
+            Some(json!({"name": format!("g{i}")})),
+        )
+    };
+    let got = statuses(&founder, 100, create).await?;
+    bounded("group creation", &got, 201, started);
+
+    // Member additions (add, remove, add again...).
+    let adder = server.user("adder").await?;
+    let (_, group) = adder.post("/v1/groups", &json!({"name": "g"})).await?;
+    let members = format!("/v1/groups/{}/members", group["id"]);
+    let one = format!("{members}/{}", carol.id);
+    let carol_id = carol.id;
+    let started = Instant::now();
+    let got = statuses(&adder, 100, |i| {
+        if i % 2 == 0 {
+            (POST, members.clone(), Some(json!({"user_ids": [carol_id]})))
+        } else {
+            (reqwest::Method::DELETE, one.clone(), None)
+        }
+    })
+    .await?;
+    let accepted = count(&got, 200) + count(&got, 204);
+    assert!(
+        accepted <= 60 + refill(started.elapsed()),
+        "member changes: {got:?}"
+    );
+    assert!(count(&got, 429) > 0, "member changes: {got:?}");
+
+    // Acks with a new device id each time.
+    let acker = server.user("acker").await?;
+    let started = Instant::now();
+    let ack = |i| {
+        let body = json!({"device_id": format!("dev-{i}"), "cursor": 0});
+        (POST, "/v1/sync/ack".into(), Some(body))
+    };
+    let got = statuses(&acker, 100, ack).await?;
+    bounded("acks", &got, 204, started);
+    Ok(())
+}
+
+#[tokio::test]
+async fn device_ids_are_capped_per_user_oldest_evicted() -> Result<()> {
+    let mut server = TestServer::start_with(&["--action-rate", "0"]).await?;
+    let alice = server.user("alice").await?;
+    for i in 0..100 {
+        let (s, body) = alice
+            .post(
+                "/v1/sync/ack",
+                &json!({"device_id": format!("install-{i}"), "cursor": 0}),
+            )
+            .await?;
+        assert_eq!(s, 204, "{body}");
+    }
+    server.terminate().await?;
+    let db = rusqlite::Connection::open(server.data_dir().join("chat.db"))?;
+    let mut stmt = db.prepare("SELECT device_id FROM device_cursors WHERE user_id = ?1")?;
+    let mut kept = stmt
+        .query_map([alice.id], |r| r.get::<_, String>(0))?
+        .collect::<Result<Vec<_>, _>>()?;
+    kept.sort_by_key(|d| d.trim_start_matches("install-").parse::<u32>().unwrap_or(0));
+    let newest: Vec<String> = (84..100).map(|i| format!("install-{i}")).collect();
+    assert_eq!(kept, newest, "16 newest kept");
+    Ok(())
+}
