@@ -5,7 +5,7 @@ use argon2::password_hash::{
 };
 use argon2::Argon2;
 
-use super::model::{LoginGrant, User};
+use super::model::{GroupAddPolicy, LoginGrant, User};
 use super::tokens::{hash_refresh_token, new_refresh_token, Caller};
 use super::{now_ms, Chat, DomainError};
 use crate::store::sessions::{self, Rotation};
@@ -254,6 +254,36 @@ impl Chat {
             .await?
             .map(User::from)
             .ok_or(DomainError::NotFound("user"))
+    }
+
+    /// The caller's own profile, with their settings.
+    pub async fn me(&self, caller: Caller) -> Result<User, DomainError> {
+        let me = caller.user_id;
+        let default = self.default_group_add_policy();
+        self.store
+            .read(move |c| {
+                let mut user = users::by_id(c, me)?
+                    .map(User::from)
+                    .ok_or(DomainError::NotFound("user"))?;
+                let policy = users::group_add_policy(c, me)?;
+                user.group_add_policy = Some(policy.map_or(default, |p| GroupAddPolicy::parse(&p)));
+                Ok(user)
+            })
+            .await
+    }
+
+    /// Sets who may add the user to groups directly.
+    pub async fn set_group_add_policy(
+        &self,
+        caller: Caller,
+        policy: GroupAddPolicy,
+    ) -> Result<(), DomainError> {
+        let me = caller.user_id;
+        self.charge(me, 0)?;
+        Ok(self
+            .store
+            .write(move |c| users::set_group_add_policy(c, me, policy.as_str()))
+            .await?)
     }
 
     /// A profile as `caller` may see it: a user who blocks the caller

@@ -482,3 +482,129 @@ async fn device_ids_are_capped_per_user_oldest_evicted() -> Result<()> {
     assert_eq!(kept, newest, "16 newest kept");
     Ok(())
 }
+
+// Item 10: `--dm-policy friends` was bypassed by putting the victim in a
+// group; anyone could be added to any group without consent.
+
+/// Event types in `user`'s inbox after `after`.
+async fn kinds_after(user: &TestUser, after: u64) -> Result<Vec<String>> {
+    Ok(user
+        .sync_all(after)
+        .await?
+        .iter()
+        .map(|e| e["type"].as_str().unwrap_or("").to_owned())
+        .collect())
+}
+
+#[tokio::test]
+async fn a_stranger_cannot_reach_a_friends_only_user_through_a_group() -> Result<()> {
+    let server = TestServer::start_with(&["--dm-policy", "friends"]).await?;
+    let carol = server.user("carol").await?;
+    let eve = server.user("eve").await?;
+    let dave = server.user("dave").await?;
+    dave.befriend(&carol).await?;
+    let start = carol.sync_all(0).await?.len() as u64;
+    let (_, me) = carol.get("/v1/me").await?;
+    assert_eq!(me["group_add_policy"], "friends", "{me}");
+    let (s, _) = eve.send_text(carol.id, "dm", "hi").await?;
+    assert!(s >= 400, "the DM is refused: {s}");
+
+    // The bypass: a group with Carol in it, and a post.
+    let (s, group) = eve
+        .post(
+            "/v1/groups",
+            &json!({"name": "trap", "members": [carol.id]}),
+        )
+        .await?;
+    assert_eq!(s, 201, "{group}");
+    assert_eq!(group["invited"], json!([carol.id]), "{group}");
+    assert_eq!(
+        group["members"].as_array().map(Vec::len),
+        Some(1),
+        "{group}"
+    );
+    let gid = group["id"].as_u64().unwrap_or(0);
+    let (s, _) = eve.send_group(gid, "spam1", "buy now").await?;
+    assert_eq!(s, 201);
+    let (s, _) = eve
+        .post(
+            &format!("/v1/groups/{gid}/members"),
+            &json!({"user_ids": [carol.id]}),
+        )
+        .await?;
+    assert_eq!(s, 200, "adding again is the same pending invitation");
+    assert_eq!(
+        kinds_after(&carol, start).await?,
+        ["group.invitation"],
+        "an invitation, nothing of the group"
+    );
+    let (s, _) = carol.get(&format!("/v1/groups/{gid}")).await?;
+    assert_eq!(s, 404, "not a member");
+
+    // Declining tells Eve; Carol still gets nothing of the group.
+    let (_, list) = carol.get("/v1/groups/invitations").await?;
+    let invitation = list["invitations"][0].clone();
+    assert_eq!(invitation["group_id"], gid, "{list}");
+    assert_eq!(invitation["inviter_id"], eve.id);
+    let decline = format!("/v1/groups/invitations/{}/decline", invitation["id"]);
+    let (s, declined) = carol.post(&decline, &json!({})).await?;
+    assert_eq!((s, declined["status"].clone()), (200, json!("declined")));
+    let (s, _) = carol.post(&decline, &json!({})).await?;
+    assert_eq!(s, 409, "decided once");
+    let eve_events = eve.sync_all(0).await?;
+    let told = eve_events
+        .iter()
+        .any(|e| e["type"] == "group.invitation" && e["invitation"]["status"] == "declined");
+    assert!(told, "the inviter hears of the decline");
+    let (s, _) = eve.send_group(gid, "spam2", "buy now").await?;
+    assert_eq!(s, 201);
+    let carol_kinds = kinds_after(&carol, start).await?;
+    assert!(
+        carol_kinds.iter().all(|k| k == "group.invitation"),
+        "{carol_kinds:?}"
+    );
+
+    // A friend adds Carol directly; "nobody" turns even that into an
+    // invitation, which she accepts, and then she gets what follows.
+    let (s, g2) = dave
+        .post(
+            "/v1/groups",
+            &json!({"name": "friends", "members": [carol.id]}),
+        )
+        .await?;
+    assert_eq!((s, g2["members"].as_array().map(Vec::len)), (201, Some(2)));
+    let (s, me) = carol
+        .patch("/v1/me", &json!({"group_add_policy": "nobody"}))
+        .await?;
+    assert_eq!((s, me["group_add_policy"].clone()), (200, json!("nobody")));
+    let (_, g3) = dave
+        .post(
+            "/v1/groups",
+            &json!({"name": "later", "members": [carol.id]}),
+        )
+        .await?;
+    assert_eq!(g3["invited"], json!([carol.id]), "{g3}");
+    let g3id = g3["id"].as_u64().unwrap_or(0);
+    let (_, before) = dave.send_group(g3id, "early", "before she joins").await?;
+    let (_, list) = carol.get("/v1/groups/invitations").await?;
+    let id = list["invitations"][0]["id"].clone();
+    let (s, accepted) = carol
+        .post(&format!("/v1/groups/invitations/{id}/accept"), &json!({}))
+        .await?;
+    assert_eq!(
+        (s, accepted["status"].clone()),
+        (200, json!("accepted")),
+        "{accepted}"
+    );
+    let (_, after) = dave.send_group(g3id, "late", "after she joined").await?;
+    let seen = carol.synced_user_message_ids().await?;
+    assert!(
+        seen.contains(&after["id"].as_u64().unwrap_or(0)),
+        "{seen:?}"
+    );
+    assert!(
+        !seen.contains(&before["id"].as_u64().unwrap_or(0)),
+        "{seen:?}"
+    );
+    Ok(())
+}
