@@ -504,8 +504,6 @@ async fn a_stranger_cannot_reach_a_friends_only_user_through_a_group() -> Result
     let dave = server.user("dave").await?;
     dave.befriend(&carol).await?;
     let start = carol.sync_all(0).await?.len() as u64;
-    let (_, me) = carol.get("/v1/me").await?;
-    assert_eq!(me["group_add_policy"], "friends", "{me}");
     let (s, _) = eve.send_text(carol.id, "dm", "hi").await?;
     assert!(s >= 400, "the DM is refused: {s}");
 
@@ -517,12 +515,6 @@ async fn a_stranger_cannot_reach_a_friends_only_user_through_a_group() -> Result
         )
         .await?;
     assert_eq!(s, 201, "{group}");
-    assert_eq!(group["invited"], json!([carol.id]), "{group}");
-    assert_eq!(
-        group["members"].as_array().map(Vec::len),
-        Some(1),
-        "{group}"
-    );
     let gid = group["id"].as_u64().unwrap_or(0);
     let (s, _) = eve.send_group(gid, "spam1", "buy now").await?;
     assert_eq!(s, 201);
@@ -538,6 +530,14 @@ async fn a_stranger_cannot_reach_a_friends_only_user_through_a_group() -> Result
         ["group.invitation"],
         "an invitation, nothing of the group"
     );
+    assert_eq!(group["invited"], json!([carol.id]), "{group}");
+    assert_eq!(
+        group["members"].as_array().map(Vec::len),
+        Some(1),
+        "{group}"
+    );
+    let (_, me) = carol.get("/v1/me").await?;
+    assert_eq!(me["group_add_policy"], "friends", "{me}");
     let (s, _) = carol.get(&format!("/v1/groups/{gid}")).await?;
     assert_eq!(s, 404, "not a member");
 
