@@ -47,12 +47,16 @@ async fn wrong_passwords_from_elsewhere_do_not_lock_the_owner_out() -> Result<()
     server.user("carol").await?;
     let attacker = client_from([127, 0, 1, 66])?;
     let mut statuses = Vec::new();
+    let guessing = Instant::now();
     for i in 0..15 {
         statuses.push(login_from(&attacker, &server, "carol", &format!("guess-{i}")).await?);
     }
+    // 10 at once, then one per 6 s (a slow machine may earn one more).
+    let guesses = statuses.iter().filter(|&&s| s == 401).count();
+    let refilled = guessing.elapsed().as_secs() as usize / 6;
     assert_eq!(&statuses[..10], [401; 10], "{statuses:?}");
     assert!(
-        statuses[10..].iter().all(|&s| s == 429),
+        guesses <= 10 + refilled && statuses[14] == 429,
         "the guesser slows down: {statuses:?}"
     );
     // The owner, from another /24, still gets in at once.
@@ -76,6 +80,7 @@ async fn wrong_passwords_from_elsewhere_do_not_lock_the_owner_out() -> Result<()
 async fn rotating_addresses_in_one_prefix_buys_no_registrations() -> Result<()> {
     let server = TestServer::start_with(&["--auth-ip-rate", "20"]).await?;
     let mut statuses = Vec::new();
+    let started = Instant::now();
     for i in 1..=40u8 {
         let client = client_from([127, 0, 3, i])?;
         let body = json!({"username": format!("bot{i}"), "password": "password-bot"});
@@ -85,12 +90,19 @@ async fn rotating_addresses_in_one_prefix_buys_no_registrations() -> Result<()> 
                 .0,
         );
     }
+    // 20 at once, then one per 3 s (a slow machine may earn a few more).
     let created = statuses.iter().filter(|&&s| s == 201).count();
-    assert_eq!(
-        created, 20,
+    let refilled = started.elapsed().as_secs() as usize / 3;
+    assert!(
+        (20..=20 + refilled).contains(&created),
         "one /24's budget, however many addresses: {statuses:?}"
     );
-    assert!(statuses[20..].iter().all(|&s| s == 429), "{statuses:?}");
+    assert_eq!(&statuses[..20], [201; 20], "{statuses:?}");
+    assert_eq!(
+        statuses.iter().filter(|&&s| s == 429).count(),
+        40 - created,
+        "{statuses:?}"
+    );
     // Another /24 has its own budget.
     let elsewhere = client_from([127, 0, 4, 1])?;
     let body = json!({"username": "neighbour", "password": "password-x"});
@@ -308,7 +320,14 @@ async fn edits_are_limited_and_weighted_by_fan_out() -> Result<()> {
             Some(json!({"body": {"text": format!("edit {i}")}})),
         )
     };
+    let rss_before = server.rss_bytes()?;
     let group_edits = statuses(&alice, 60, edit).await?;
+    eprintln!(
+        "60 group edits in {:?}, RSS {} -> {} KiB",
+        started.elapsed(),
+        rss_before / 1024,
+        server.rss_bytes()? / 1024
+    );
     let ok = count(&group_edits, 200);
     assert!(
         ok >= 19 && ok <= 19 + refill(started.elapsed()) / 3,
@@ -374,6 +393,11 @@ async fn every_state_change_draws_from_the_budget() -> Result<()> {
             "{what}: {got:?}"
         );
         assert_eq!(count(got, 429), got.len() - accepted, "{what}: {got:?}");
+        eprintln!(
+            "{what}: {accepted} of {} accepted in {:?}",
+            got.len(),
+            started.elapsed()
+        );
     };
 
     // Friend request / cancel cycles fill nobody's sync any more.
