@@ -175,6 +175,7 @@ fn offline(data_dir: &Path) -> Result<Chat, AdminError> {
             login_per_account_per_min: 0,
             auth_per_ip_per_min: 0,
             sends_per_user_per_sec: 0,
+            actions_per_user_per_sec: 0,
         },
         ..Limits::default()
     };

@@ -122,17 +122,28 @@ pub struct Config {
     #[arg(long, env = "CHAT_PRESENCE_DEBOUNCE_MS", default_value_t = 5000)]
     pub presence_debounce_ms: u64,
 
-    /// Login attempts per account per minute (0: no limit).
+    /// Login attempts per account from one address prefix (/24 for IPv4,
+    /// /64 for IPv6) per minute (0: no limit). Attempts from elsewhere have
+    /// their own budget, so nobody can lock the owner out.
     #[arg(long, env = "CHAT_LOGIN_RATE", default_value_t = 10)]
     pub login_rate: u32,
 
-    /// Login and registration attempts per client address per minute (0: no limit).
+    /// Login and registration attempts per client address prefix (/24 for
+    /// IPv4, /64 for IPv6) per minute (0: no limit).
     #[arg(long, env = "CHAT_AUTH_IP_RATE", default_value_t = 60)]
     pub auth_ip_rate: u32,
 
     /// Messages a user may send per second, with bursts of 10 s worth (0: no limit).
     #[arg(long, env = "CHAT_SEND_RATE", default_value_t = 50)]
     pub send_rate: u32,
+
+    /// Action units a user may spend per second on state changes other
+    /// than sends (edits, recalls, friend requests, blocks, typing, group
+    /// changes, acks, read markers, profile changes), with bursts of 30 s
+    /// worth. A change costs 1 unit plus 1 per 50 users it reaches
+    /// (0: no limit).
+    #[arg(long, env = "CHAT_ACTION_RATE", default_value_t = 20)]
+    pub action_rate: u32,
 
     /// Serve the web client (`index.html`, `mqchat.js`) from this directory
     /// instead of the copies built into chatd.
@@ -213,6 +224,7 @@ impl Config {
                 login_per_account_per_min: self.login_rate,
                 auth_per_ip_per_min: self.auth_ip_rate,
                 sends_per_user_per_sec: self.send_rate,
+                actions_per_user_per_sec: self.action_rate,
             },
             max_upload_bytes: self.max_upload_mb.max(1) * 1024 * 1024,
             ..Default::default()

@@ -11,11 +11,14 @@ use super::error::{ApiError, ErrorBody, Json, Path};
 use super::extract::AuthUser;
 use super::int64;
 use super::SharedState;
-use crate::domain::model::Group;
+use crate::domain::model::{Group, GroupInvitation};
 
 pub fn router() -> Router<SharedState> {
     Router::new()
         .route("/groups", get(list).post(create))
+        .route("/groups/invitations", get(list_invitations))
+        .route("/groups/invitations/{id}/accept", post(accept_invitation))
+        .route("/groups/invitations/{id}/decline", post(decline_invitation))
         .route("/groups/{id}", get(show).patch(rename).delete(dissolve))
         .route("/groups/{id}/members", post(add_members))
         .route("/groups/{id}/members/{user_id}", delete(remove_member))
@@ -36,7 +39,10 @@ pub fn router() -> Router<SharedState> {
     remove_member,
     set_role,
     leave,
-    transfer
+    transfer,
+    list_invitations,
+    accept_invitation,
+    decline_invitation
 ))]
 pub(super) struct Doc;
 
@@ -325,5 +331,81 @@ async fn transfer(
 ) -> Result<Json<Group>, ApiError> {
     Ok(Json(
         state.chat.transfer_group(caller, id, req.user_id).await?,
+    ))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct InvitationList {
+    pub invitations: Vec<GroupInvitation>,
+}
+
+/// `GET /v1/groups/invitations` → the caller's pending group invitations.
+#[utoipa::path(
+    get,
+    path = "/groups/invitations",
+    operation_id = "list_group_invitations",
+    responses((status = 200, description = "Pending invitations to the caller, newest first.", body = InvitationList)),
+    security(("bearer" = []))
+)]
+async fn list_invitations(
+    State(state): State<SharedState>,
+    AuthUser(caller): AuthUser,
+) -> Result<Json<InvitationList>, ApiError> {
+    Ok(Json(InvitationList {
+        invitations: state.chat.group_invitations(caller).await?,
+    }))
+}
+
+/// `POST /v1/groups/invitations/{id}/accept` → the accepted invitation;
+/// the caller is a member from now on.
+#[utoipa::path(
+    post,
+    path = "/groups/invitations/{id}/accept",
+    operation_id = "accept_group_invitation",
+    params(("id" = u64, Path, description = "The invitation's id.")),
+    responses(
+        (status = 200, description = "Accepted: the caller joined; the members get `member_added`.", body = GroupInvitation),
+        (status = 404, description = "`not_found`: no such invitation to the caller, or the group is gone.", body = ErrorBody),
+        (status = 409, description = "`conflict`: no longer pending, or the group is full.", body = ErrorBody),
+        (status = 429, description = "`rate_limited`: the caller's action budget is spent.", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait."))),
+    ),
+    security(("bearer" = []))
+)]
+async fn accept_invitation(
+    State(state): State<SharedState>,
+    AuthUser(caller): AuthUser,
+    Path(id): Path<u64>,
+) -> Result<Json<GroupInvitation>, ApiError> {
+    Ok(Json(
+        state.chat.decide_group_invitation(caller, id, true).await?,
+    ))
+}
+
+/// `POST /v1/groups/invitations/{id}/decline` → the declined invitation.
+#[utoipa::path(
+    post,
+    path = "/groups/invitations/{id}/decline",
+    operation_id = "decline_group_invitation",
+    params(("id" = u64, Path, description = "The invitation's id.")),
+    responses(
+        (status = 200, description = "Declined; the inviter gets `group.invitation`.", body = GroupInvitation),
+        (status = 404, description = "`not_found`: no such invitation to the caller, or the group is gone.", body = ErrorBody),
+        (status = 409, description = "`conflict`: no longer pending.", body = ErrorBody),
+        (status = 429, description = "`rate_limited`: the caller's action budget is spent.", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait."))),
+    ),
+    security(("bearer" = []))
+)]
+async fn decline_invitation(
+    State(state): State<SharedState>,
+    AuthUser(caller): AuthUser,
+    Path(id): Path<u64>,
+) -> Result<Json<GroupInvitation>, ApiError> {
+    Ok(Json(
+        state
+            .chat
+            .decide_group_invitation(caller, id, false)
+            .await?,
     ))
 }

@@ -9,7 +9,7 @@ use utoipa::{IntoParams, OpenApi, ToSchema};
 use super::error::{ApiError, ErrorBody, Json, Path, Query};
 use super::extract::AuthUser;
 use super::SharedState;
-use crate::domain::model::User;
+use crate::domain::model::{GroupAddPolicy, User};
 
 pub fn router() -> Router<SharedState> {
     Router::new()
@@ -34,17 +34,31 @@ async fn me(
     State(state): State<SharedState>,
     AuthUser(caller): AuthUser,
 ) -> Result<Json<User>, ApiError> {
-    Ok(Json(state.chat.user(caller.user_id).await?))
+    Ok(Json(state.chat.me(caller).await?))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateMe {
-    /// New display name; `null` or empty clears it.
-    pub display_name: Option<String>,
+    /// New display name; `null` or empty clears it, absent keeps it.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>)]
+    pub display_name: Option<Option<String>>,
+    /// Who may add the caller to groups directly; anyone else's add
+    /// becomes an invitation. Absent keeps it.
+    pub group_add_policy: Option<GroupAddPolicy>,
 }
 
-/// `PATCH /v1/me {display_name}` → the updated profile.
+/// A field that is present, even as `null` (absent stays `None`).
+fn present<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    T::deserialize(d).map(Some)
+}
+
+/// `PATCH /v1/me {display_name?, group_add_policy?}` → the updated profile.
 #[utoipa::path(
     patch,
     path = "/me",
@@ -53,6 +67,8 @@ pub struct UpdateMe {
     responses(
         (status = 200, description = "The updated profile.", body = User),
         (status = 400, description = "`invalid_request` (e.g. a display name over 64 characters) or `malformed_json`.", body = ErrorBody),
+        (status = 429, description = "`rate_limited`: the caller's action budget is spent.", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait."))),
     ),
     security(("bearer" = []))
 )]
@@ -61,12 +77,13 @@ async fn update_me(
     AuthUser(caller): AuthUser,
     Json(req): Json<UpdateMe>,
 ) -> Result<Json<User>, ApiError> {
-    Ok(Json(
-        state
-            .chat
-            .set_display_name(caller.user_id, req.display_name)
-            .await?,
-    ))
+    if let Some(name) = req.display_name {
+        state.chat.set_display_name(caller.user_id, name).await?;
+    }
+    if let Some(policy) = req.group_add_policy {
+        state.chat.set_group_add_policy(caller, policy).await?;
+    }
+    Ok(Json(state.chat.me(caller).await?))
 }
 
 /// `GET /v1/users/{id}` → a public profile.
@@ -77,16 +94,16 @@ async fn update_me(
     params(("id" = u64, Path, description = "The user's id.")),
     responses(
         (status = 200, description = "The user.", body = User),
-        (status = 404, description = "`not_found`: no such user.", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such user (or one who blocks the caller).", body = ErrorBody),
     ),
     security(("bearer" = []))
 )]
 async fn user(
     State(state): State<SharedState>,
-    _: AuthUser,
+    AuthUser(caller): AuthUser,
     Path(id): Path<u64>,
 ) -> Result<Json<User>, ApiError> {
-    Ok(Json(state.chat.user(id).await?))
+    Ok(Json(state.chat.profile(caller, id).await?))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -103,14 +120,14 @@ pub struct FindUser {
     params(FindUser),
     responses(
         (status = 200, description = "The user.", body = User),
-        (status = 404, description = "`not_found`: no user with that name.", body = ErrorBody),
+        (status = 404, description = "`not_found`: no user with that name (or one who blocks the caller).", body = ErrorBody),
     ),
     security(("bearer" = []))
 )]
 async fn find_user(
     State(state): State<SharedState>,
-    _: AuthUser,
+    AuthUser(caller): AuthUser,
     Query(q): Query<FindUser>,
 ) -> Result<Json<User>, ApiError> {
-    Ok(Json(state.chat.user_by_name(&q.username).await?))
+    Ok(Json(state.chat.profile_by_name(caller, &q.username).await?))
 }

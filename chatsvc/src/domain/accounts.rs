@@ -5,11 +5,11 @@ use argon2::password_hash::{
 };
 use argon2::Argon2;
 
-use super::model::{LoginGrant, User};
+use super::model::{GroupAddPolicy, LoginGrant, User};
 use super::tokens::{hash_refresh_token, new_refresh_token, Caller};
 use super::{now_ms, Chat, DomainError};
 use crate::store::sessions::{self, Rotation};
-use crate::store::{users, StoreError};
+use crate::store::{social, users, StoreError};
 
 /// Lower-cases and checks a username: 3-32 of `[a-z0-9_.-]`.
 pub fn normalize_username(raw: &str) -> Result<String, DomainError> {
@@ -256,6 +256,54 @@ impl Chat {
             .ok_or(DomainError::NotFound("user"))
     }
 
+    /// The caller's own profile, with their settings.
+    pub async fn me(&self, caller: Caller) -> Result<User, DomainError> {
+        let me = caller.user_id;
+        let default = self.default_group_add_policy();
+        self.store
+            .read(move |c| {
+                let mut user = users::by_id(c, me)?
+                    .map(User::from)
+                    .ok_or(DomainError::NotFound("user"))?;
+                let policy = users::group_add_policy(c, me)?;
+                user.group_add_policy = Some(policy.map_or(default, |p| GroupAddPolicy::parse(&p)));
+                Ok(user)
+            })
+            .await
+    }
+
+    /// Sets who may add the user to groups directly.
+    pub async fn set_group_add_policy(
+        &self,
+        caller: Caller,
+        policy: GroupAddPolicy,
+    ) -> Result<(), DomainError> {
+        let me = caller.user_id;
+        self.charge(me, 0)?;
+        Ok(self
+            .store
+            .write(move |c| users::set_group_add_policy(c, me, policy.as_str()))
+            .await?)
+    }
+
+    /// A profile as `caller` may see it: a user who blocks the caller
+    /// answers exactly like one who doesn't exist.
+    pub async fn profile(&self, caller: Caller, id: u64) -> Result<User, DomainError> {
+        let me = caller.user_id;
+        self.store
+            .read(move |c| match users::by_id(c, id)? {
+                Some(u) if !social::has_blocked(c, u.id, me)? => Ok(User::from(u)),
+                _ => Err(DomainError::NotFound("user")),
+            })
+            .await
+    }
+
+    /// [`Chat::profile`] by username.
+    pub async fn profile_by_name(&self, caller: Caller, name: &str) -> Result<User, DomainError> {
+        let user = self.user_by_name(name).await?;
+        self.profile(caller, user.id).await
+    }
+
     pub async fn user_by_name(&self, name: &str) -> Result<User, DomainError> {
         let name = normalize_username(name).map_err(|_| DomainError::NotFound("user"))?;
         self.store
@@ -270,6 +318,7 @@ impl Chat {
         user_id: u64,
         name: Option<String>,
     ) -> Result<User, DomainError> {
+        self.charge(user_id, 0)?;
         let name = name.map(|n| n.trim().to_owned()).filter(|n| !n.is_empty());
         if let Some(n) = &name {
             if n.chars().count() > 64 || n.chars().any(char::is_control) {

@@ -8,10 +8,10 @@
 use serde_json::json;
 
 use super::messages::post;
-use super::model::Group;
+use super::model::{Group, GroupAddPolicy, GroupInvitation};
 use super::outbox::Outbox;
 use super::tokens::Caller;
-use super::{now_ms, Chat, DomainError};
+use super::{now_ms, Chat, DmPolicy, DomainError};
 use crate::store::groups::{self as store, GroupRow};
 use crate::store::messages;
 use crate::store::{social, users, Conn};
@@ -89,7 +89,66 @@ fn check_invitees(c: &rusqlite::Connection, actor: u64, ids: &[u64]) -> Result<(
     Ok(())
 }
 
+pub(crate) const GROUP_INVITATION: &str = "group.invitation";
+
+/// Splits new members into those the actor may add directly and those
+/// who are invited instead, by each one's [`GroupAddPolicy`].
+fn admit(
+    c: &rusqlite::Connection,
+    actor: u64,
+    ids: &[u64],
+    default: GroupAddPolicy,
+) -> Result<(Vec<u64>, Vec<u64>), DomainError> {
+    let (mut direct, mut invited) = (Vec::new(), Vec::new());
+    for &id in ids {
+        let policy = users::group_add_policy(c, id)?.map_or(default, |p| GroupAddPolicy::parse(&p));
+        let allowed = match policy {
+            GroupAddPolicy::Anyone => true,
+            GroupAddPolicy::Friends => social::are_friends(c, id, actor)?,
+            GroupAddPolicy::Nobody => false,
+        };
+        if allowed {
+            direct.push(id);
+        } else {
+            invited.push(id);
+        }
+    }
+    Ok((direct, invited))
+}
+
+/// Invites each user to the group; the invitee and the inviter get
+/// `group.invitation`. Nothing else of the group reaches the invitee until
+/// they accept.
+fn invite(
+    c: &Conn<'_>,
+    out: &mut Outbox,
+    group: &GroupRow,
+    actor: u64,
+    ids: &[u64],
+    now: i64,
+) -> Result<(), DomainError> {
+    for &id in ids {
+        let (row, new) = store::invite(c, group.id, actor, id, now)?;
+        if new {
+            let invitation = json!({"invitation": GroupInvitation::from(row)});
+            out.emit(c, id, GROUP_INVITATION, &invitation)?;
+            out.emit(c, actor, GROUP_INVITATION, &invitation)?;
+        }
+    }
+    Ok(())
+}
+
 impl Chat {
+    /// Who may add a user to groups when they haven't chosen: friends when
+    /// direct messages are for friends (a group must not bypass that),
+    /// else anyone.
+    pub(crate) fn default_group_add_policy(&self) -> GroupAddPolicy {
+        match self.limits.dm_policy {
+            DmPolicy::Friends => GroupAddPolicy::Friends,
+            DmPolicy::Open => GroupAddPolicy::Anyone,
+        }
+    }
+
     /// Runs a group change in one transaction and pushes its events after commit.
     async fn group_write<T, F>(&self, f: F) -> Result<T, DomainError>
     where
@@ -111,6 +170,25 @@ impl Chat {
             )
             .await?;
         Ok(v)
+    }
+
+    /// Charges a change to a group: every member gets its system event
+    /// (and `extra` users are joining). An unknown group costs 1 and is
+    /// then answered 404 by the change itself.
+    async fn charge_group(
+        &self,
+        actor: u64,
+        group_id: u64,
+        extra: usize,
+    ) -> Result<(), DomainError> {
+        let members = self
+            .store
+            .read(move |c| match store::by_id(c, group_id)? {
+                Some(g) => store::member_count(c, &g),
+                None => Ok(0),
+            })
+            .await?;
+        self.charge(actor, members + extra)
     }
 
     async fn group_view(&self, caller: Caller, group_id: u64) -> Result<Group, DomainError> {
@@ -142,9 +220,12 @@ impl Chat {
                 self.limits.max_group_size
             )));
         }
-        let id = self
+        self.charge(owner, members.len() + 1)?;
+        let default = self.default_group_add_policy();
+        let (id, invited) = self
             .group_write(move |c, out, now| {
                 check_invitees(c, owner, &members)?;
+                let (members, invited) = admit(c, owner, &members, default)?;
                 let group = store::create(c, &name, owner, now)?;
                 for &m in &members {
                     messages::add_member(c, group.conversation_id, m, MEMBER, now)?;
@@ -159,10 +240,13 @@ impl Chat {
                     json!({"event": "created", "actor": owner, "name": name, "users": all}),
                     now,
                 )?;
-                Ok(group.id)
+                invite(c, out, &group, owner, &invited, now)?;
+                Ok((group.id, invited))
             })
             .await?;
-        self.group_view(caller, id).await
+        let mut group = self.group_view(caller, id).await?;
+        group.invited = invited;
+        Ok(group)
     }
 
     pub async fn group(&self, caller: Caller, group_id: u64) -> Result<Group, DomainError> {
@@ -191,41 +275,115 @@ impl Chat {
         ids: Vec<u64>,
     ) -> Result<Group, DomainError> {
         let actor = caller.user_id;
+        self.charge_group(actor, group_id, ids.len()).await?;
         let max = self.limits.max_group_size;
-        self.group_write(move |c, out, now| {
-            let (group, role) = load(c, group_id, actor)?;
-            require(&role, &[OWNER, ADMIN], "add members")?;
-            let mut new = Vec::new();
-            for id in ids {
-                if messages::membership(c, id, group.conversation_id)?.is_none()
-                    && !new.contains(&id)
-                {
-                    new.push(id);
+        let default = self.default_group_add_policy();
+        let invited = self
+            .group_write(move |c, out, now| {
+                let (group, role) = load(c, group_id, actor)?;
+                require(&role, &[OWNER, ADMIN], "add members")?;
+                let mut new = Vec::new();
+                for id in ids {
+                    if messages::membership(c, id, group.conversation_id)?.is_none()
+                        && !new.contains(&id)
+                    {
+                        new.push(id);
+                    }
                 }
-            }
-            if new.is_empty() {
-                return Ok(());
-            }
-            check_invitees(c, actor, &new)?;
-            if store::member_count(c, &group)? + new.len() > max {
+                if new.is_empty() {
+                    return Ok(Vec::new());
+                }
+                check_invitees(c, actor, &new)?;
+                let (new, invited) = admit(c, actor, &new, default)?;
+                invite(c, out, &group, actor, &invited, now)?;
+                if new.is_empty() {
+                    return Ok(invited);
+                }
+                if store::member_count(c, &group)? + new.len() > max {
+                    return Err(DomainError::Conflict(format!(
+                        "a group has at most {max} members"
+                    )));
+                }
+                for &id in &new {
+                    messages::add_member(c, group.conversation_id, id, MEMBER, now)?;
+                }
+                system(
+                    c,
+                    out,
+                    &group,
+                    actor,
+                    json!({"event": "member_added", "actor": actor, "users": new}),
+                    now,
+                )?;
+                Ok(invited)
+            })
+            .await?;
+        let mut group = self.group_view(caller, group_id).await?;
+        group.invited = invited;
+        Ok(group)
+    }
+
+    /// The caller's pending group invitations, newest first.
+    pub async fn group_invitations(
+        &self,
+        caller: Caller,
+    ) -> Result<Vec<GroupInvitation>, DomainError> {
+        let me = caller.user_id;
+        let rows = self
+            .store
+            .read(move |c| store::pending_invitations(c, me))
+            .await?;
+        Ok(rows.into_iter().map(GroupInvitation::from).collect())
+    }
+
+    /// Accepts (joining the group, whose members get `member_added`) or
+    /// declines an invitation; the invitee and the inviter get
+    /// `group.invitation` with the new status.
+    pub async fn decide_group_invitation(
+        &self,
+        caller: Caller,
+        id: u64,
+        accept: bool,
+    ) -> Result<GroupInvitation, DomainError> {
+        let me = caller.user_id;
+        let max = self.limits.max_group_size;
+        self.charge(me, 1)?;
+        self.group_write(move |c, out, now| {
+            let row = store::invitation_by_id(c, id)?
+                .filter(|r| r.invitee_id == me)
+                .ok_or(DomainError::NotFound("invitation"))?;
+            if row.status != "pending" {
                 return Err(DomainError::Conflict(format!(
-                    "a group has at most {max} members"
+                    "the invitation is {}",
+                    row.status
                 )));
             }
-            for &id in &new {
-                messages::add_member(c, group.conversation_id, id, MEMBER, now)?;
+            let group = store::by_id(c, row.group_id)?.ok_or(DomainError::NotFound("group"))?;
+            if accept && messages::membership(c, me, group.conversation_id)?.is_none() {
+                if store::member_count(c, &group)? + 1 > max {
+                    return Err(DomainError::Conflict(format!(
+                        "a group has at most {max} members"
+                    )));
+                }
+                messages::add_member(c, group.conversation_id, me, MEMBER, now)?;
+                system(
+                    c,
+                    out,
+                    &group,
+                    row.inviter_id,
+                    json!({"event": "member_added", "actor": row.inviter_id, "users": [me]}),
+                    now,
+                )?;
             }
-            system(
-                c,
-                out,
-                &group,
-                actor,
-                json!({"event": "member_added", "actor": actor, "users": new}),
-                now,
-            )
+            let status = if accept { "accepted" } else { "declined" };
+            let row = store::decide_invitation(c, id, status, now)?;
+            let invitation = GroupInvitation::from(row);
+            let event = json!({"invitation": invitation});
+            out.emit(c, me, GROUP_INVITATION, &event)?;
+            out.emit(c, invitation.inviter_id, GROUP_INVITATION, &event)?;
+            Ok(invitation)
         })
-        .await?;
-        self.group_view(caller, group_id).await
+        .await
     }
 
     /// Removes a member (owner: anyone but themself; admin: plain members).
@@ -240,6 +398,7 @@ impl Chat {
         if user == actor {
             return self.leave_group(caller, group_id).await;
         }
+        self.charge_group(actor, group_id, 0).await?;
         self.group_write(move |c, out, now| {
             let (group, role) = load(c, group_id, actor)?;
             let target = messages::membership(c, user, group.conversation_id)?
@@ -270,6 +429,7 @@ impl Chat {
     /// are its last member, in which case it is dissolved.
     pub async fn leave_group(&self, caller: Caller, group_id: u64) -> Result<(), DomainError> {
         let actor = caller.user_id;
+        self.charge_group(actor, group_id, 0).await?;
         self.group_write(move |c, out, now| {
             let (group, role) = load(c, group_id, actor)?;
             let count = store::member_count(c, &group)?;
@@ -304,6 +464,7 @@ impl Chat {
     ) -> Result<Group, DomainError> {
         let name = check_name(name)?;
         let actor = caller.user_id;
+        self.charge_group(actor, group_id, 0).await?;
         self.group_write(move |c, out, now| {
             let (group, role) = load(c, group_id, actor)?;
             require(&role, &[OWNER, ADMIN], "rename the group")?;
@@ -332,6 +493,7 @@ impl Chat {
         to: u64,
     ) -> Result<Group, DomainError> {
         let actor = caller.user_id;
+        self.charge_group(actor, group_id, 0).await?;
         self.group_write(move |c, out, now| {
             let (group, role) = load(c, group_id, actor)?;
             require(&role, &[OWNER], "transfer ownership")?;
@@ -371,6 +533,7 @@ impl Chat {
         }
         let new_role = new_role.to_owned();
         let actor = caller.user_id;
+        self.charge_group(actor, group_id, 0).await?;
         self.group_write(move |c, out, now| {
             let (group, role) = load(c, group_id, actor)?;
             require(&role, &[OWNER], "change roles")?;
@@ -402,6 +565,7 @@ impl Chat {
     /// is a member any more.
     pub async fn dissolve_group(&self, caller: Caller, group_id: u64) -> Result<(), DomainError> {
         let actor = caller.user_id;
+        self.charge_group(actor, group_id, 0).await?;
         self.group_write(move |c, out, now| {
             let (group, role) = load(c, group_id, actor)?;
             require(&role, &[OWNER], "dissolve the group")?;

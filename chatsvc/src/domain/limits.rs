@@ -1,8 +1,15 @@
-//! Rate limits: login attempts per account and per address, sends per user.
+//! Rate limits: login attempts per account and address, auth per address
+//! prefix, sends per user, and every other state change per user.
 //!
 //! GCRA token buckets from `governor`, keyed; idle keys are dropped by
 //! [`RateLimits::forget_idle`], which the server calls periodically, so memory
 //! follows the number of recently active keys.
+//!
+//! Login keys pair the account with the caller's address prefix, never the
+//! account alone: a limit on the account alone lets anyone lock its owner
+//! out with ten wrong passwords. Address limits key on the prefix (/24 for
+//! IPv4, /64 for IPv6), since one host holds a whole IPv6 /64 and rotating
+//! addresses inside it must not buy fresh budgets.
 
 use std::net::IpAddr;
 use std::num::NonZeroU32;
@@ -16,12 +23,15 @@ use super::DomainError;
 /// Per-minute and per-second budgets; 0 disables a limit.
 #[derive(Debug, Clone)]
 pub struct RateConfig {
-    /// Login attempts per account per minute.
+    /// Login attempts per account from one address prefix per minute.
     pub login_per_account_per_min: u32,
-    /// Login and registration attempts per client address per minute.
+    /// Login and registration attempts per address prefix per minute.
     pub auth_per_ip_per_min: u32,
     /// Messages a user may send per second (bursts up to 10 s worth).
     pub sends_per_user_per_sec: u32,
+    /// Action units a user may spend per second on every other state
+    /// change (bursts up to [`ACTION_BURST_SECS`] worth); see [`action_cost`].
+    pub actions_per_user_per_sec: u32,
 }
 
 impl Default for RateConfig {
@@ -30,15 +40,48 @@ impl Default for RateConfig {
             login_per_account_per_min: 10,
             auth_per_ip_per_min: 60,
             sends_per_user_per_sec: 50,
+            actions_per_user_per_sec: 20,
         }
+    }
+}
+
+/// Seconds of action budget a user may spend at once.
+pub const ACTION_BURST_SECS: u32 = 30;
+
+/// Recipients one action unit covers: an edit in a group of 408 costs 9
+/// units, in a direct conversation 1.
+pub const RECIPIENTS_PER_UNIT: usize = 50;
+
+/// What a state change reaching `recipients` users costs: 1, plus 1 per
+/// [`RECIPIENTS_PER_UNIT`], since stored events and pushes grow with them.
+pub fn action_cost(recipients: usize) -> u32 {
+    u32::try_from(1 + recipients / RECIPIENTS_PER_UNIT).unwrap_or(u32::MAX)
+}
+
+/// The part of an address that one client controls: the /24 of an IPv4
+/// address, the /64 of an IPv6 one (IPv4-mapped IPv6 counts as IPv4).
+pub fn address_prefix(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(v4) => {
+            let [a, b, c, _] = v4.octets();
+            IpAddr::from([a, b, c, 0])
+        }
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => address_prefix(IpAddr::V4(v4)),
+            None => {
+                let s = v6.segments();
+                IpAddr::from([s[0], s[1], s[2], s[3], 0, 0, 0, 0])
+            }
+        },
     }
 }
 
 /// The live limiters.
 pub struct RateLimits {
-    login_account: Option<DefaultKeyedRateLimiter<String>>,
-    auth_ip: Option<DefaultKeyedRateLimiter<IpAddr>>,
+    login_account: Option<DefaultKeyedRateLimiter<(String, Option<IpAddr>)>>,
+    auth_prefix: Option<DefaultKeyedRateLimiter<IpAddr>>,
     sends: Option<DefaultKeyedRateLimiter<u64>>,
+    actions: Option<(DefaultKeyedRateLimiter<u64>, NonZeroU32)>,
     clock: DefaultClock,
 }
 
@@ -52,18 +95,36 @@ fn per_minute(n: u32) -> Option<Quota> {
     NonZeroU32::new(n).map(|n| Quota::per_minute(n).allow_burst(n))
 }
 
+/// `n` per second with bursts of `secs` seconds worth.
+fn per_second(n: u32, secs: u32) -> Option<(Quota, NonZeroU32)> {
+    NonZeroU32::new(n).map(|n| {
+        let burst = NonZeroU32::new(n.get().saturating_mul(secs)).unwrap_or(n);
+        (Quota::per_second(n).allow_burst(burst), burst)
+    })
+}
+
 impl RateLimits {
     pub fn new(config: &RateConfig) -> Self {
-        let sends = NonZeroU32::new(config.sends_per_user_per_sec).map(|n| {
-            let burst = n.saturating_mul(NonZeroU32::MIN.saturating_add(9));
-            Quota::per_second(n).allow_burst(burst)
-        });
         RateLimits {
             login_account: per_minute(config.login_per_account_per_min)
                 .map(governor::RateLimiter::keyed),
-            auth_ip: per_minute(config.auth_per_ip_per_min).map(governor::RateLimiter::keyed),
-            sends: sends.map(governor::RateLimiter::keyed),
+            auth_prefix: per_minute(config.auth_per_ip_per_min).map(governor::RateLimiter::keyed),
+            sends: per_second(config.sends_per_user_per_sec, 10)
+                .map(|(q, _)| governor::RateLimiter::keyed(q)),
+            actions: per_second(config.actions_per_user_per_sec, ACTION_BURST_SECS)
+                .map(|(q, burst)| (governor::RateLimiter::keyed(q), burst)),
             clock: DefaultClock::default(),
+        }
+    }
+
+    fn limited(
+        &self,
+        not_until: &governor::NotUntil<<DefaultClock as Clock>::Instant>,
+    ) -> DomainError {
+        let wait = not_until.wait_time_from(self.clock.now());
+        metrics::counter!("rate_limited_total").increment(1);
+        DomainError::RateLimited {
+            retry_after: wait.max(Duration::from_secs(1)),
         }
     }
 
@@ -76,29 +137,29 @@ impl RateLimits {
         K: std::hash::Hash + Eq + Clone,
     {
         match limiter {
-            Some(l) => l.check_key(key).map_err(|not_until| {
-                let wait = not_until.wait_time_from(self.clock.now());
-                metrics::counter!("rate_limited_total").increment(1);
-                DomainError::RateLimited {
-                    retry_after: wait.max(Duration::from_secs(1)),
-                }
-            }),
+            Some(l) => l.check_key(key).map_err(|n| self.limited(&n)),
             None => Ok(()),
         }
     }
 
-    /// A login attempt for `username` from `ip`.
+    /// A login attempt for `username` from `ip`: limited per address prefix
+    /// and per (account, address prefix), so guessing from one place slows
+    /// down while the owner, from anywhere else, still gets in.
     pub fn login(&self, username: &str, ip: Option<IpAddr>) -> Result<(), DomainError> {
-        if let Some(ip) = ip {
-            self.check(&self.auth_ip, &ip)?;
+        let prefix = ip.map(address_prefix);
+        if let Some(prefix) = prefix {
+            self.check(&self.auth_prefix, &prefix)?;
         }
-        self.check(&self.login_account, &username.to_ascii_lowercase())
+        self.check(
+            &self.login_account,
+            &(username.to_ascii_lowercase(), prefix),
+        )
     }
 
-    /// A registration from `ip`.
+    /// A registration from `ip`, limited per address prefix.
     pub fn register(&self, ip: Option<IpAddr>) -> Result<(), DomainError> {
         match ip {
-            Some(ip) => self.check(&self.auth_ip, &ip),
+            Some(ip) => self.check(&self.auth_prefix, &address_prefix(ip)),
             None => Ok(()),
         }
     }
@@ -108,17 +169,41 @@ impl RateLimits {
         self.check(&self.sends, &user)
     }
 
+    /// Any other state change by `user`, reaching `recipients` users.
+    pub fn action(&self, user: u64, recipients: usize) -> Result<(), DomainError> {
+        let Some((limiter, burst)) = &self.actions else {
+            return Ok(());
+        };
+        // A change larger than the whole burst still goes through once the
+        // bucket is full, so no legitimate call becomes impossible.
+        let cost = NonZeroU32::new(action_cost(recipients))
+            .unwrap_or(NonZeroU32::MIN)
+            .min(*burst);
+        match limiter.check_key_n(&user, cost) {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(n)) => Err(self.limited(&n)),
+            // Unreachable: the cost is capped at the burst.
+            Err(_) => Err(DomainError::RateLimited {
+                retry_after: Duration::from_secs(u64::from(ACTION_BURST_SECS)),
+            }),
+        }
+    }
+
     /// Drops keys whose buckets are full again.
     pub fn forget_idle(&self) {
         if let Some(l) = &self.login_account {
             l.retain_recent();
             l.shrink_to_fit();
         }
-        if let Some(l) = &self.auth_ip {
+        if let Some(l) = &self.auth_prefix {
             l.retain_recent();
             l.shrink_to_fit();
         }
         if let Some(l) = &self.sends {
+            l.retain_recent();
+            l.shrink_to_fit();
+        }
+        if let Some((l, _)) = &self.actions {
             l.retain_recent();
             l.shrink_to_fit();
         }
@@ -135,6 +220,7 @@ mod tests {
             login_per_account_per_min: 2,
             auth_per_ip_per_min: 0,
             sends_per_user_per_sec: 1,
+            actions_per_user_per_sec: 1,
         });
         assert!(limits.login("alice", None).is_ok());
         assert!(limits.login("ALICE", None).is_ok());
@@ -157,5 +243,42 @@ mod tests {
         }
         assert!(limits.send(7).is_err());
         assert!(limits.send(8).is_ok());
+        // 30 units: one 408-recipient change costs 9.
+        for _ in 0..3 {
+            assert!(limits.action(7, 408).is_ok());
+        }
+        assert!(limits.action(7, 408).is_err(), "27 of 30 spent");
+        assert!(limits.action(7, 1).is_ok(), "3 left for a cheap one");
+        assert!(limits.action(9, 100_000).is_ok(), "capped at the burst");
+    }
+
+    #[test]
+    fn logins_are_keyed_by_account_and_prefix() {
+        let limits = RateLimits::new(&RateConfig {
+            login_per_account_per_min: 2,
+            auth_per_ip_per_min: 3,
+            ..RateConfig::default()
+        });
+        let attacker = Some(IpAddr::from([10, 1, 1, 7]));
+        assert!(limits.login("alice", attacker).is_ok());
+        assert!(limits.login("alice", attacker).is_ok());
+        assert!(limits.login("alice", attacker).is_err());
+        let owner = Some(IpAddr::from([10, 1, 2, 7]));
+        assert!(limits.login("alice", owner).is_ok(), "another /24 gets in");
+        // Rotating inside the /24 buys nothing: the prefix's 3 are spent.
+        assert!(limits
+            .login("bob", Some(IpAddr::from([10, 1, 1, 8])))
+            .is_err());
+        assert!(limits.register(Some(IpAddr::from([10, 1, 1, 9]))).is_err());
+    }
+
+    #[test]
+    fn prefixes() {
+        let p = |s: &str| s.parse::<IpAddr>().map(address_prefix).ok();
+        assert_eq!(p("192.0.2.77"), p("192.0.2.0"));
+        assert_ne!(p("192.0.2.77"), p("192.0.3.77"));
+        assert_eq!(p("2001:db8:1:2:aaaa::1"), p("2001:db8:1:2::"));
+        assert_ne!(p("2001:db8:1:2::1"), p("2001:db8:1:3::1"));
+        assert_eq!(p("::ffff:192.0.2.9"), p("192.0.2.0"));
     }
 }

@@ -347,6 +347,8 @@ impl Chat {
                 "only text messages can be edited".into(),
             ));
         }
+        self.charge_conversation(caller.user_id, row.conversation_id)
+            .await?;
         let now = now_ms();
         let body = body.get().to_owned();
         self.rewrite(row, MESSAGE_EDITED, move |c, id| {
@@ -372,6 +374,8 @@ impl Chat {
         if now - row.sent_at > self.limits.recall_window.as_millis() as i64 {
             return Err(DomainError::RecallWindowPassed);
         }
+        self.charge_conversation(caller.user_id, row.conversation_id)
+            .await?;
         self.rewrite(row, MESSAGE_RECALLED, move |c, id| {
             Ok(store::recall(c, id, now)?)
         })
@@ -412,6 +416,7 @@ impl Chat {
     pub async fn hide(&self, caller: Caller, message_id: u64) -> Result<(), DomainError> {
         let row = self.visible_message(caller, message_id).await?;
         let user = caller.user_id;
+        self.charge(user, 0)?;
         let downlink = self.downlink.clone();
         self.store
             .write_then(
@@ -476,6 +481,7 @@ impl Chat {
             ));
         }
         let user = caller.user_id;
+        self.charge(user, 0)?;
         let now = now_ms();
         let downlink = self.downlink.clone();
         let (stored, _) = self
@@ -517,6 +523,7 @@ impl Chat {
         seq: u64,
     ) -> Result<u64, DomainError> {
         let user = caller.user_id;
+        self.charge_conversation(user, conversation_id).await?;
         let downlink = self.downlink.clone();
         let (new, _) = self
             .store
@@ -559,6 +566,9 @@ impl Chat {
                 Ok(keep)
             })
             .await?;
+        // Answered 429 past the budget, like every other change: a client
+        // that types faster than that is not a person typing.
+        self.charge(user, members.len())?;
         let payload =
             json!({"type": "typing", "conversation_id": conversation_id, "user_id": user});
         let mut out = Outbox::default();

@@ -182,6 +182,25 @@ impl Chat {
         self
     }
 
+    /// Draws a state change reaching `recipients` users from `user`'s
+    /// action budget (sends have their own).
+    pub(crate) fn charge(&self, user: u64, recipients: usize) -> Result<(), DomainError> {
+        self.rates.action(user, recipients)
+    }
+
+    /// [`Chat::charge`] for a change every member of a conversation gets.
+    pub(crate) async fn charge_conversation(
+        &self,
+        user: u64,
+        conversation_id: u64,
+    ) -> Result<(), DomainError> {
+        let members = self
+            .store
+            .read(move |c| crate::store::messages::member_count(c, conversation_id))
+            .await?;
+        self.charge(user, members)
+    }
+
     /// Drops idle rate-limit state; call periodically.
     pub fn forget_idle_rate_limits(&self) {
         self.rates.forget_idle();

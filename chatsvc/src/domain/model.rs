@@ -6,7 +6,7 @@ use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use utoipa::ToSchema;
 
-use crate::store::groups::GroupRow;
+use crate::store::groups::{GroupRow, InvitationRow};
 use crate::store::messages::{ConversationRow, InboxRow, MessageRow};
 use crate::store::social::FriendRequestRow;
 use crate::store::users::UserRow;
@@ -20,6 +20,11 @@ pub struct User {
     pub display_name: Option<String>,
     /// Unix time, milliseconds.
     pub created_at: i64,
+    /// Who may add this user to groups directly (the caller's own profile,
+    /// `GET /v1/me`, only); others' adds become invitations.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub group_add_policy: Option<GroupAddPolicy>,
 }
 
 impl From<UserRow> for User {
@@ -28,6 +33,63 @@ impl From<UserRow> for User {
             id: r.id,
             username: r.username,
             display_name: r.display_name,
+            created_at: r.created_at,
+            group_add_policy: None,
+        }
+    }
+}
+
+/// Who may add a user to a group directly. Anyone else's add becomes an
+/// invitation the user accepts or declines.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum GroupAddPolicy {
+    Anyone,
+    Friends,
+    Nobody,
+}
+
+impl GroupAddPolicy {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            GroupAddPolicy::Anyone => "anyone",
+            GroupAddPolicy::Friends => "friends",
+            GroupAddPolicy::Nobody => "nobody",
+        }
+    }
+
+    /// The stored value; unknown text counts as the safest choice.
+    pub(crate) fn parse(s: &str) -> Self {
+        match s {
+            "anyone" => GroupAddPolicy::Anyone,
+            "friends" => GroupAddPolicy::Friends,
+            _ => GroupAddPolicy::Nobody,
+        }
+    }
+}
+
+/// An invitation to join a group. `status`: pending, accepted, declined,
+/// cancelled (the group was dissolved).
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, ToSchema)]
+pub struct GroupInvitation {
+    pub id: u64,
+    pub group_id: u64,
+    pub group_name: String,
+    pub inviter_id: u64,
+    pub invitee_id: u64,
+    pub status: String,
+    pub created_at: i64,
+}
+
+impl From<InvitationRow> for GroupInvitation {
+    fn from(r: InvitationRow) -> Self {
+        GroupInvitation {
+            id: r.id,
+            group_id: r.group_id,
+            group_name: r.group_name,
+            inviter_id: r.inviter_id,
+            invitee_id: r.invitee_id,
+            status: r.status,
             created_at: r.created_at,
         }
     }
@@ -265,6 +327,11 @@ pub struct Group {
     pub owner_id: u64,
     pub created_at: i64,
     pub members: Vec<GroupMember>,
+    /// Users just invited rather than added, because their setting asks
+    /// for consent (only in the answer to the create or add call).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[schema(required = false)]
+    pub invited: Vec<u64>,
 }
 
 impl Group {
@@ -279,6 +346,7 @@ impl Group {
                 .into_iter()
                 .map(|(user_id, role)| GroupMember { user_id, role })
                 .collect(),
+            invited: Vec::new(),
         }
     }
 }

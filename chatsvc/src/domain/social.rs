@@ -71,6 +71,7 @@ impl Chat {
                 ));
             }
         }
+        self.charge(from, 1)?;
         let now = now_ms();
         let expires = now + self.limits.friend_request_ttl.as_millis() as i64;
         let downlink = self.downlink.clone();
@@ -137,6 +138,7 @@ impl Chat {
         decision: Decision,
     ) -> Result<FriendRequest, DomainError> {
         let me = caller.user_id;
+        self.charge(me, 1)?;
         let now = now_ms();
         let downlink = self.downlink.clone();
         let (request, _) = self
@@ -145,8 +147,12 @@ impl Chat {
                 move |c| {
                     let row = store::request_by_id(c, id)?
                         .ok_or(DomainError::NotFound("friend request"))?;
+                    // A request from someone the recipient blocks is
+                    // hidden from them; it stays pending for its sender.
                     let allowed = match decision {
-                        Decision::Accept | Decision::Reject => row.to_id == me,
+                        Decision::Accept | Decision::Reject => {
+                            row.to_id == me && !store::has_blocked(c, me, row.from_id)?
+                        }
                         Decision::Cancel => row.from_id == me,
                     };
                     if !allowed || (row.to_id != me && row.from_id != me) {
@@ -166,7 +172,11 @@ impl Chat {
                     let row = store::decide_request(c, id, status, now)?;
                     let request = FriendRequest::from_row(row.clone(), now);
                     let mut out = Outbox::default();
+                    let hidden = store::has_blocked(c, row.to_id, row.from_id)?;
                     for u in [row.from_id, row.to_id] {
+                        if hidden && u == row.to_id {
+                            continue;
+                        }
                         out.emit(
                             c,
                             u,
@@ -205,6 +215,7 @@ impl Chat {
     /// Ends a friendship; both sides get `friend.removed`.
     pub async fn remove_friend(&self, caller: Caller, other: u64) -> Result<(), DomainError> {
         let me = caller.user_id;
+        self.charge(me, 1)?;
         let downlink = self.downlink.clone();
         self.store
             .write_then(
@@ -241,13 +252,17 @@ impl Chat {
             .collect())
     }
 
-    /// Blocks a user: they can no longer message you, friend-request you or
-    /// see your presence, and any friendship ends. Only the blocker is told.
+    /// Blocks a user: they can no longer message you, friend-request you,
+    /// see your profile or presence, or add you to groups, and any
+    /// friendship ends. Only the blocker is told; to the blocked user you
+    /// look like a user who doesn't exist (their pending request to you
+    /// stays pending, unseen by you, until it expires).
     pub async fn block(&self, caller: Caller, other: u64) -> Result<(), DomainError> {
         let me = caller.user_id;
         if other == me {
             return Err(DomainError::Invalid("you can't block yourself".into()));
         }
+        self.charge(me, 1)?;
         let downlink = self.downlink.clone();
         self.store
             .write_then(
@@ -281,6 +296,7 @@ impl Chat {
 
     pub async fn unblock(&self, caller: Caller, other: u64) -> Result<(), DomainError> {
         let me = caller.user_id;
+        self.charge(me, 0)?;
         let downlink = self.downlink.clone();
         self.store
             .write_then(

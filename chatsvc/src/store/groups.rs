@@ -92,12 +92,100 @@ pub fn dissolve(c: &Connection, group: &GroupRow, now: i64) -> Result<(), StoreE
         .execute(params![group.id, now])?;
     c.prepare_cached("DELETE FROM conversation_members WHERE conversation_id = ?1")?
         .execute([group.conversation_id])?;
+    c.prepare_cached(
+        "UPDATE group_invitations SET status = 'cancelled', decided_at = ?2
+         WHERE group_id = ?1 AND status = 'pending'",
+    )?
+    .execute(params![group.id, now])?;
     Ok(())
 }
 
 pub fn member_count(c: &Connection, group: &GroupRow) -> Result<usize, StoreError> {
-    Ok(
-        c.prepare_cached("SELECT COUNT(*) FROM conversation_members WHERE conversation_id = ?1")?
-            .query_row([group.conversation_id], |r| r.get::<_, i64>(0))? as usize,
-    )
+    super::messages::member_count(c, group.conversation_id)
+}
+
+/// An invitation to a group as stored. `status` is `pending`, `accepted`,
+/// `declined` or `cancelled` (the group was dissolved, or the invitee
+/// joined otherwise).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InvitationRow {
+    pub id: u64,
+    pub group_id: u64,
+    pub group_name: String,
+    pub inviter_id: u64,
+    pub invitee_id: u64,
+    pub status: String,
+    pub created_at: i64,
+}
+
+const INVITATION: &str =
+    "SELECT i.id, i.group_id, g.name, i.inviter_id, i.invitee_id, i.status, i.created_at
+    FROM group_invitations i JOIN groups g ON g.id = i.group_id";
+
+fn invitation(r: &rusqlite::Row<'_>) -> rusqlite::Result<InvitationRow> {
+    Ok(InvitationRow {
+        id: r.get(0)?,
+        group_id: r.get(1)?,
+        group_name: r.get(2)?,
+        inviter_id: r.get(3)?,
+        invitee_id: r.get(4)?,
+        status: r.get(5)?,
+        created_at: r.get(6)?,
+    })
+}
+
+/// Invites `invitee`; an invitation already pending is returned as is.
+pub fn invite(
+    c: &Connection,
+    group_id: u64,
+    inviter: u64,
+    invitee: u64,
+    now: i64,
+) -> Result<(InvitationRow, bool), StoreError> {
+    let n = c
+        .prepare_cached(
+            "INSERT INTO group_invitations (group_id, inviter_id, invitee_id, status, created_at)
+             VALUES (?1, ?2, ?3, 'pending', ?4) ON CONFLICT DO NOTHING",
+        )?
+        .execute(rusqlite::params![group_id, inviter, invitee, now])?;
+    let sql = format!(
+        "{INVITATION} WHERE i.group_id = ?1 AND i.invitee_id = ?2 AND i.status = 'pending'"
+    );
+    let row = c
+        .prepare_cached(&sql)?
+        .query_row(rusqlite::params![group_id, invitee], invitation)?;
+    Ok((row, n > 0))
+}
+
+pub fn invitation_by_id(c: &Connection, id: u64) -> Result<Option<InvitationRow>, StoreError> {
+    let sql = format!("{INVITATION} WHERE i.id = ?1");
+    Ok(c.prepare_cached(&sql)?
+        .query_row([id], invitation)
+        .optional()?)
+}
+
+/// Closes a pending invitation with `status`; returns the updated row.
+pub fn decide_invitation(
+    c: &Connection,
+    id: u64,
+    status: &str,
+    now: i64,
+) -> Result<InvitationRow, StoreError> {
+    c.prepare_cached(
+        "UPDATE group_invitations SET status = ?2, decided_at = ?3 WHERE id = ?1 AND status = 'pending'",
+    )?
+    .execute(rusqlite::params![id, status, now])?;
+    invitation_by_id(c, id)?.ok_or(StoreError::NotFound("invitation"))
+}
+
+/// Pending invitations to the user, newest first (at most 500).
+pub fn pending_invitations(c: &Connection, invitee: u64) -> Result<Vec<InvitationRow>, StoreError> {
+    let sql = format!(
+        "{INVITATION} WHERE i.invitee_id = ?1 AND i.status = 'pending' ORDER BY i.id DESC LIMIT 500"
+    );
+    let mut stmt = c.prepare_cached(&sql)?;
+    let rows = stmt
+        .query_map([invitee], invitation)?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(rows)
 }

@@ -233,6 +233,14 @@ pub fn membership(
         .optional()?)
 }
 
+/// How many members a conversation has.
+pub fn member_count(c: &Connection, conversation_id: u64) -> Result<usize, StoreError> {
+    Ok(
+        c.prepare_cached("SELECT COUNT(*) FROM conversation_members WHERE conversation_id = ?1")?
+            .query_row([conversation_id], |r| r.get::<_, i64>(0))? as usize,
+    )
+}
+
 /// Member ids of a conversation, ascending.
 pub fn members(c: &Connection, conversation_id: u64) -> Result<Vec<u64>, StoreError> {
     let mut stmt = c.prepare_cached(
@@ -789,6 +797,10 @@ pub fn search(
 
 /// Records a device's acknowledged cursor; it never moves backwards.
 /// Returns `(previous, stored)`.
+/// Device cursors kept per user; acking from one more evicts the least
+/// recently acked.
+pub const MAX_DEVICES_PER_USER: usize = 16;
+
 pub fn ack(
     c: &Connection,
     user_id: u64,
@@ -807,6 +819,14 @@ pub fn ack(
              RETURNING cursor",
         )?
         .query_row(params![user_id, device_id, cursor, now], |r| r.get(0))?;
+    // A device that is never seen again (a reinstall, a browser tab) would
+    // keep its row forever: past the cap, the least recently acked go.
+    c.prepare_cached(
+        "DELETE FROM device_cursors WHERE user_id = ?1 AND device_id NOT IN
+           (SELECT device_id FROM device_cursors WHERE user_id = ?1
+            ORDER BY updated_at DESC, device_id = ?2 DESC LIMIT ?3)",
+    )?
+    .execute(params![user_id, device_id, MAX_DEVICES_PER_USER])?;
     Ok((previous, stored))
 }
 

@@ -251,6 +251,23 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE conversations DROP COLUMN last_message_id;
     ALTER TABLE conversations DROP COLUMN last_sender_id;
     "#,
+    // 8: consent to be added to groups: who may add a user directly (NULL:
+    // the server's default), and invitations for everyone else.
+    r#"
+    ALTER TABLE users ADD COLUMN group_add_policy TEXT;
+    CREATE TABLE group_invitations (
+        id          INTEGER PRIMARY KEY,
+        group_id    INTEGER NOT NULL REFERENCES groups(id),
+        inviter_id  INTEGER NOT NULL REFERENCES users(id),
+        invitee_id  INTEGER NOT NULL REFERENCES users(id),
+        status      TEXT    NOT NULL,
+        created_at  INTEGER NOT NULL,
+        decided_at  INTEGER
+    );
+    CREATE UNIQUE INDEX group_invitations_pending
+        ON group_invitations (group_id, invitee_id) WHERE status = 'pending';
+    CREATE INDEX group_invitations_invitee ON group_invitations (invitee_id, status);
+    "#,
 ];
 
 /// Brings the database to the latest version, one transaction per step.

@@ -110,17 +110,22 @@ pub fn decide_request(
     request_by_id(c, id)?.ok_or(StoreError::NotFound("friend request"))
 }
 
-/// Pending, unexpired requests to (`incoming`) or from the user, newest first.
+/// Pending, unexpired requests to (`incoming`) or from the user, newest
+/// first; incoming ones from users the user blocks are left out.
 pub fn list_requests(
     c: &Connection,
     user: u64,
     incoming: bool,
     now: i64,
 ) -> Result<Vec<FriendRequestRow>, StoreError> {
-    let column = if incoming { "to_id" } else { "from_id" };
+    let filter = if incoming {
+        "to_id = ?1 AND NOT EXISTS (SELECT 1 FROM blocks b WHERE b.user_id = ?1 AND b.blocked_id = from_id)"
+    } else {
+        "from_id = ?1"
+    };
     let sql = format!(
         "SELECT {REQUEST_COLUMNS} FROM friend_requests
-         WHERE {column} = ?1 AND status = 'pending' AND expires_at > ?2 ORDER BY id DESC LIMIT 500"
+         WHERE {filter} AND status = 'pending' AND expires_at > ?2 ORDER BY id DESC LIMIT 500"
     );
     let mut stmt = c.prepare_cached(&sql)?;
     let rows = stmt
@@ -179,8 +184,11 @@ pub fn friends(c: &Connection, user: u64) -> Result<Vec<(UserRow, i64, Option<i6
     Ok(rows)
 }
 
-/// Blocks `other`: also ends the friendship and closes pending requests
-/// both ways. Returns true if this is a new block.
+/// Blocks `other`: also ends the friendship and cancels the blocker's own
+/// pending request. The blocked user's request to the blocker stays
+/// pending, as it would for anyone, so the block does not show in their
+/// outgoing list; [`list_requests`] hides it from the blocker. Returns true
+/// if this is a new block.
 pub fn block(c: &Connection, user: u64, other: u64, now: i64) -> Result<bool, StoreError> {
     let n = c
         .prepare_cached(
@@ -190,7 +198,7 @@ pub fn block(c: &Connection, user: u64, other: u64, now: i64) -> Result<bool, St
     remove_friends(c, user, other)?;
     c.prepare_cached(
         "UPDATE friend_requests SET status = 'cancelled', decided_at = ?3
-         WHERE status = 'pending' AND ((from_id = ?1 AND to_id = ?2) OR (from_id = ?2 AND to_id = ?1))",
+         WHERE status = 'pending' AND from_id = ?1 AND to_id = ?2",
     )?
     .execute(params![user, other, now])?;
     Ok(n > 0)

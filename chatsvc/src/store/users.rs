@@ -45,6 +45,23 @@ pub fn insert(
     })
 }
 
+/// Who may add the user to groups directly, if they chose (`anyone`,
+/// `friends` or `nobody`).
+pub fn group_add_policy(c: &Connection, id: u64) -> Result<Option<String>, StoreError> {
+    Ok(
+        c.prepare_cached("SELECT group_add_policy FROM users WHERE id = ?1")?
+            .query_row([id], |r| r.get(0))
+            .optional()?
+            .flatten(),
+    )
+}
+
+pub fn set_group_add_policy(c: &Connection, id: u64, policy: &str) -> Result<(), StoreError> {
+    c.prepare_cached("UPDATE users SET group_add_policy = ?2 WHERE id = ?1")?
+        .execute(params![id, policy])?;
+    Ok(())
+}
+
 pub fn by_id(c: &Connection, id: u64) -> Result<Option<UserRow>, StoreError> {
     let sql = format!("SELECT {COLUMNS} FROM users WHERE id = ?1");
     Ok(c.prepare_cached(&sql)?
