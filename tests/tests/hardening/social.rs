@@ -67,12 +67,15 @@ async fn wrong_passwords_from_elsewhere_do_not_lock_the_owner_out() -> Result<()
         200
     );
     eprintln!("owner's login after 15 guesses: {:?}", started.elapsed());
-    // The guesser rotating inside its /24 buys nothing.
+    // The guesser rotating inside its /24 buys nothing: a budget of its own
+    // would answer both of these 401; the shared one refills one try per
+    // 6 s, so at most one of two tries made together gets through.
     let rotated = client_from([127, 0, 1, 67])?;
-    assert_eq!(
-        login_from(&rotated, &server, "carol", "guess-x").await?,
-        429
-    );
+    let mut tries = Vec::new();
+    for guess in ["guess-x", "guess-y"] {
+        tries.push(login_from(&rotated, &server, "carol", guess).await?);
+    }
+    assert!(tries.contains(&429), "{tries:?}");
     Ok(())
 }
 
