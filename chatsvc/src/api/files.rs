@@ -2,7 +2,10 @@
 
 use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, Request, State};
-use axum::http::header::{CACHE_CONTROL, CONTENT_DISPOSITION, CONTENT_LENGTH, CONTENT_TYPE};
+use axum::http::header::{
+    CACHE_CONTROL, CONTENT_DISPOSITION, CONTENT_LENGTH, CONTENT_SECURITY_POLICY, CONTENT_TYPE,
+    X_CONTENT_TYPE_OPTIONS,
+};
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -12,7 +15,7 @@ use serde::Deserialize;
 use super::error::{ApiError, ErrorBody, Json, Path, Query};
 use super::extract::AuthUser;
 use super::SharedState;
-use crate::domain::files::FileInfo;
+use crate::domain::files::{is_safe_image, FileInfo};
 
 pub fn router() -> Router<SharedState> {
     Router::new()
@@ -95,21 +98,20 @@ async fn download(
         headers.insert(CONTENT_TYPE, v);
     }
     headers.insert(CONTENT_LENGTH, HeaderValue::from(d.info.size));
-    headers.insert(
-        "x-content-type-options",
-        HeaderValue::from_static("nosniff"),
-    );
+    headers.insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     headers.insert(
         CACHE_CONTROL,
         HeaderValue::from_static("private, max-age=31536000, immutable"),
     );
-    // Inline only for images; everything else downloads, so an uploaded HTML
-    // file can't run in the API's origin.
-    let disposition = if d.info.content_type.starts_with("image/") {
-        "inline"
+    // Inline only for images a browser shows without running anything;
+    // everything else downloads, and if it is opened anyway (a link, a
+    // new tab) it runs sandboxed in an opaque origin, never in the API's.
+    let (disposition, policy) = if is_safe_image(&d.info.content_type) {
+        ("inline", "default-src 'none'; img-src 'self'; sandbox")
     } else {
-        "attachment"
+        ("attachment", "default-src 'none'; sandbox")
     };
+    headers.insert(CONTENT_SECURITY_POLICY, HeaderValue::from_static(policy));
     let name: String = d
         .info
         .name

@@ -190,8 +190,17 @@ pub(super) struct ParsedSend {
 }
 
 impl ParsedSend {
+    /// A send on its own (the MQTT uplink): its keys are checked.
     pub(super) fn parse(json: &[u8]) -> Self {
-        let req = serde_json::from_slice::<SendRequest>(json);
+        Self::read(json, super::json::from_slice::<SendRequest>(json))
+    }
+
+    /// A send of a batch, whose keys the batch's extractor has checked.
+    fn parse_in_batch(json: &[u8]) -> Self {
+        Self::read(json, super::json::already_checked::<SendRequest>(json))
+    }
+
+    fn read(json: &[u8], req: Result<SendRequest, ApiError>) -> Self {
         // The id is echoed even when the send is refused, so the caller
         // can match the answer.
         let client_msg_id = match &req {
@@ -200,13 +209,6 @@ impl ParsedSend {
                 .ok()
                 .and_then(|v| v.get("client_msg_id")?.as_str().map(str::to_owned)),
         };
-        let req = req.map_err(|e| {
-            if e.is_syntax() || e.is_eof() {
-                ApiError::new(StatusCode::BAD_REQUEST, "malformed_json", e.to_string())
-            } else {
-                ApiError::bad_request(e.to_string())
-            }
-        });
         ParsedSend { req, client_msg_id }
     }
 
@@ -301,7 +303,7 @@ async fn send_batch(
     let mut queued = Vec::with_capacity(req.messages.len());
     for send in &req.messages {
         queued.push(
-            ParsedSend::parse(send.get().as_bytes())
+            ParsedSend::parse_in_batch(send.get().as_bytes())
                 .queue(&state.chat, caller)
                 .await,
         );

@@ -251,6 +251,12 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE conversations DROP COLUMN last_message_id;
     ALTER TABLE conversations DROP COLUMN last_sender_id;
     "#,
+    // 8: upload quotas sum a user's uploads, in total and over the last
+    // day (`store::files::usage`): one range of this index, which covers
+    // the query.
+    r#"
+    CREATE INDEX files_by_uploader ON files(uploader_id, created_at, size);
+    "#,
 ];
 
 /// Brings the database to the latest version, one transaction per step.
