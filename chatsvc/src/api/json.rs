@@ -15,16 +15,17 @@ use super::error::ApiError;
 
 /// Parses `bytes` as a `T`. Bad syntax and duplicate keys (in any object)
 /// are `malformed_json`; JSON that is not a `T` is `invalid_request`.
-/// Well-formed bodies are read twice: once into `T`, once by a walk that
-/// allocates only for keys that need unescaping and for objects of many
-/// keys.
+/// Bodies are read twice: once by a walk that allocates only for keys
+/// that need unescaping and for objects of many keys, then into `T`.
 pub fn from_slice<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    let value = already_checked(bytes)?;
+    // The walk first: a duplicate is `malformed_json` wherever it is, also
+    // in a struct, whose derived parser would call it a data error.
     let mut walk = serde_json::Deserializer::from_slice(bytes);
     UniqueKeys
         .deserialize(&mut walk)
+        .and_then(|()| walk.end())
         .map_err(|e| malformed(&e))?;
-    Ok(value)
+    already_checked(bytes)
 }
 
 /// [`from_slice`] for a part of a body that [`from_slice`] has read
