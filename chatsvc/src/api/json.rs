@@ -111,11 +111,13 @@ impl<'de> Visitor<'de> for UniqueKeys {
         Ok(())
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        let mut few: Vec<Cow<'de, str>> = Vec::new();
+        // The keys of most objects fit on the stack: no allocation.
+        let mut few: [Cow<'de, str>; SCAN_KEYS] = std::array::from_fn(|_| Cow::Borrowed(""));
+        let mut count = 0;
         let mut many: HashSet<Cow<'de, str>> = HashSet::new();
         while let Some(Key(key)) = map.next_key()? {
-            let seen = if few.len() < SCAN_KEYS {
-                few.contains(&key)
+            let seen = if count < SCAN_KEYS {
+                few[..count].contains(&key)
             } else {
                 if many.is_empty() {
                     many.extend(few.iter().cloned());
@@ -125,11 +127,12 @@ impl<'de> Visitor<'de> for UniqueKeys {
             if seen {
                 return Err(de::Error::custom(format_args!("duplicate key `{key}`")));
             }
-            if few.len() < SCAN_KEYS {
-                few.push(key);
+            if count < SCAN_KEYS {
+                few[count] = key;
             } else {
                 many.insert(key);
             }
+            count += 1;
             map.next_value_seed(UniqueKeys)?;
         }
         Ok(())

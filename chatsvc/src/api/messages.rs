@@ -72,7 +72,7 @@ pub struct SendRequest {
     responses(
         (status = 201, description = "Stored.", body = Message),
         (status = 200, description = "This sender already used this `client_msg_id`: the original, nothing stored.", body = Message),
-        (status = 400, description = "`invalid_request` (e.g. a body that is not an object, too long a text, a reserved key) or `malformed_json`.", body = ErrorBody),
+        (status = 400, description = "`invalid_request` (e.g. a body that is not an object, too long a text, a reserved key, a file the caller can't see, an `image` whose bytes are not a PNG, JPEG, GIF or WebP image) or `malformed_json` (also: a key twice in an object).", body = ErrorBody),
         (status = 403, description = "`forbidden`: the recipient is blocked by the caller, or not a friend under the `friends` policy.", body = ErrorBody),
         (status = 404, description = "`not_found`: no such recipient or group, or one the caller may not message.", body = ErrorBody),
         (status = 429, description = "`rate_limited`: too many sends.", body = ErrorBody,
@@ -332,6 +332,8 @@ pub struct EditRequest {
 /// `PATCH /v1/messages/{id} {body}` → the edited message.
 ///
 /// Sender only, text messages only; every member gets `message.edited`.
+/// The new body passes exactly the checks a send's body passes (reserved
+/// keys, referenced files), and must carry `text`.
 #[utoipa::path(
     patch,
     path = "/messages/{id}",
@@ -340,7 +342,7 @@ pub struct EditRequest {
     request_body = EditRequest,
     responses(
         (status = 200, description = "The edited message.", body = Message),
-        (status = 400, description = "`invalid_request` (e.g. no `body.text`) or `malformed_json`.", body = ErrorBody),
+        (status = 400, description = "`invalid_request` (no `body.text`, or what a send may not carry: `notice`, `system`, a file the caller can't see, an `image` that is not one) or `malformed_json` (also: a key twice in an object).", body = ErrorBody),
         (status = 403, description = "`forbidden`: someone else's message.", body = ErrorBody),
         (status = 404, description = "`not_found`: no such message, or one the caller can't see.", body = ErrorBody),
         (status = 409, description = "`conflict`: the message is recalled or not a text message.", body = ErrorBody),

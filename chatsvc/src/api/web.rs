@@ -129,6 +129,11 @@ async fn from_dir_or(
 }
 
 /// `GET /` → the demo web client.
+///
+/// With a `Content-Security-Policy` (scripts and styles from this origin
+/// and the page's own inline blocks by hash, connections to this origin
+/// and its WebSocket, no framing), `X-Frame-Options: DENY`,
+/// `Referrer-Policy: no-referrer` and `X-Content-Type-Options: nosniff`.
 #[utoipa::path(
     get,
     tag = "web",
