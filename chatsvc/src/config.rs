@@ -164,7 +164,7 @@ pub struct Config {
     /// MiB that image decoding for thumbnails may use at once, all uploads
     /// together (an image's decoded size is width × height × bytes per
     /// pixel). Images larger than this get no thumbnail; others wait for
-    /// room (at most 10 s, then go without).
+    /// room (at most 10 s, then go without). 0: no thumbnails.
     #[arg(long, env = "CHAT_THUMBNAIL_MEMORY_MB", default_value_t = 192)]
     pub thumbnail_memory_mb: u64,
 
