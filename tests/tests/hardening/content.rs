@@ -675,6 +675,24 @@ async fn duplicate_json_keys_are_refused() -> Result<()> {
         .send()
         .await?;
     assert_eq!(res.status(), 400);
+    // The MQTT uplink reads sends the same way.
+    let mut mqtt = server.mqtt(&alice).await?;
+    let up = format!("users/{}/up/messages", alice.id);
+    let dup = format!(
+        r#"{{"to": {{"user": {to}}}, "client_msg_id": "m1", "body": {{"text": "a", "text": "b"}}}}"#
+    );
+    mqtt.client
+        .publish(&up, rumqttc::QoS::AtLeastOnce, false, dup)
+        .await?;
+    let reply = mqtt
+        .next_on("replies", Duration::from_secs(5))
+        .await?
+        .ok_or_else(|| anyhow!("no reply to the uplink send"))?;
+    assert_eq!(
+        (reply["status"].as_u64(), reply["error"]["code"].as_str()),
+        (Some(400), Some("malformed_json")),
+        "{reply}"
+    );
     // Nothing was stored; ordinary bodies still are.
     assert_eq!(bob.synced_message_ids().await?.len(), 0);
     let (s, m) = alice.send_text(bob.id, "ok", "hi").await?;
