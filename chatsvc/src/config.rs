@@ -160,6 +160,25 @@ pub struct Config {
     #[arg(long, env = "CHAT_MAX_UPLOAD_MB", default_value_t = 20)]
     pub max_upload_mb: u64,
 
+    /// MiB a user may upload in 24 hours (thumbnails included); past it,
+    /// uploads get 429 `upload_quota_exceeded` with a Retry-After (0: no
+    /// quota).
+    #[arg(long, env = "CHAT_UPLOAD_QUOTA_DAILY_MB", default_value_t = 1024)]
+    pub upload_quota_daily_mb: u64,
+
+    /// MiB of uploads a user may have stored (uploads no message
+    /// references expire and free their room); past it, uploads get 413
+    /// `upload_quota_exceeded` (0: no quota).
+    #[arg(long, env = "CHAT_UPLOAD_QUOTA_TOTAL_MB", default_value_t = 10_240)]
+    pub upload_quota_total_mb: u64,
+
+    /// MiB that image decoding for thumbnails may use at once, all uploads
+    /// together (an image's decoded size is width × height × bytes per
+    /// pixel). Images larger than this get no thumbnail; others wait for
+    /// room (at most 10 s, then go without). 0: no thumbnails.
+    #[arg(long, env = "CHAT_THUMBNAIL_MEMORY_MB", default_value_t = 192)]
+    pub thumbnail_memory_mb: u64,
+
     /// Hours after which an upload no message references is deleted.
     #[arg(long, env = "CHAT_UNREFERENCED_FILE_HOURS", default_value_t = 24)]
     pub unreferenced_file_hours: u64,
@@ -227,6 +246,9 @@ impl Config {
                 actions_per_user_per_sec: self.action_rate,
             },
             max_upload_bytes: self.max_upload_mb.max(1) * 1024 * 1024,
+            upload_quota_daily_bytes: self.upload_quota_daily_mb.saturating_mul(1024 * 1024),
+            upload_quota_total_bytes: self.upload_quota_total_mb.saturating_mul(1024 * 1024),
+            thumbnail_memory_bytes: self.thumbnail_memory_mb.saturating_mul(1024 * 1024),
             ..Default::default()
         }
     }

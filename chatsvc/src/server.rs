@@ -121,6 +121,12 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     )
     .with_files_dir(data_dir.join("files"));
     chat.load_token_state().await?;
+    // No upload is in flight yet: every temporary file is a leftover.
+    match chat.sweep_stale_uploads(Duration::ZERO).await {
+        Ok(0) => {}
+        Ok(n) => info!(files = n, "deleted leftover partial uploads"),
+        Err(e) => warn!(error = %e, "sweeping partial uploads"),
+    }
     broker.set_uplink(Arc::new(api::uplink::MqttUplink::new(chat.clone())));
     spawn_presence(&chat, &broker, shutdown.clone());
     tokio::spawn(chat.clone().run_webhooks(shutdown.clone()));
@@ -133,11 +139,19 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             loop {
                 tokio::select! {
                     _ = stop.cancelled() => return,
-                    _ = tick.tick() => match chat.clean_unreferenced_files(age).await {
-                        Ok(0) => {}
-                        Ok(n) => info!(files = n, "deleted unreferenced uploads"),
-                        Err(e) => warn!(error = %e, "cleaning uploads"),
-                    },
+                    _ = tick.tick() => {
+                        match chat.clean_unreferenced_files(age).await {
+                            Ok(0) => {}
+                            Ok(n) => info!(files = n, "deleted unreferenced uploads"),
+                            Err(e) => warn!(error = %e, "cleaning uploads"),
+                        }
+                        let stale = crate::domain::files::STALE_UPLOAD_AGE;
+                        match chat.sweep_stale_uploads(stale).await {
+                            Ok(0) => {}
+                            Ok(n) => info!(files = n, "deleted stale partial uploads"),
+                            Err(e) => warn!(error = %e, "sweeping partial uploads"),
+                        }
+                    }
                 }
             }
         });

@@ -204,6 +204,9 @@ export class MqchatError extends Error {
 
   /** Worth trying again later: network trouble, timeouts, 5xx, 408, 429, MQTT connection trouble. */
   get transient() {
+    // A used-up upload quota comes back in hours (the daily one) or never
+    // by waiting (the total one): not worth a retry.
+    if (this.code === 'upload_quota_exceeded') return false;
     if (this.status) {
       return this.status >= 500 || this.status === 408 || this.status === 429;
     }
@@ -1016,7 +1019,8 @@ export class Client extends EventTarget {
    * bytes share one blob on the server, and uploads no message references are
    * deleted after a while (a day by default). Errors that a repeat would not
    * cure are not retried: `payload_too_large` (413; 20 MiB by default),
-   * `invalid_request` (400: an empty file, a bad name).
+   * `upload_quota_exceeded` (413 for the total quota; 429 with `retryAfter`
+   * for the daily one), `invalid_request` (400: an empty file, a bad name).
    *
    * In a browser the bytes go through `XMLHttpRequest`, which reports upload
    * progress (elsewhere, or with a custom `fetch`, `onProgress` is called once
@@ -1024,7 +1028,7 @@ export class Client extends EventTarget {
    *
    * @param {Blob | ArrayBuffer | ArrayBufferView} file a `File`, `Blob` or bytes (not a stream: a retry re-reads it)
    * @param {object} [opts]
-   * @param {string} [opts.name] shown to recipients; default the `File`'s name. 1–255 characters, no slashes or control characters
+   * @param {string} [opts.name] shown to recipients; default the `File`'s name. 1–255 characters, no slashes, no invisible, bidi or control characters
    * @param {(sent: number, total: ?number) => void} [opts.onProgress] bytes sent so far of the current attempt (it starts again from 0 on a retry)
    * @param {AbortSignal} [opts.signal] cancels the upload (rejects with code `aborted`)
    * @param {number} [opts.timeoutMs] in a browser the longest time without progress, elsewhere the limit of the whole upload;

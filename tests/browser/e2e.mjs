@@ -21,6 +21,10 @@ if (!BASE || !USER1 || !PASS1 || !USER2 || !PASS2) {
   console.error('usage: node e2e.mjs BASE_URL USER1 PASS1 USER2 PASS2');
   process.exit(64);
 }
+// USER2's display name, if browser.rs gave them one (it gives one that
+// impersonates USER1): the page must show USER2's username next to it.
+const DISPLAY2 = process.env.DISPLAY2 ?? '';
+const SHOWN2 = DISPLAY2 && DISPLAY2 !== USER2 ? `${DISPLAY2} (@${USER2})` : USER2;
 const OVERALL_MS = Number(process.env.E2E_TIMEOUT_MS ?? 60_000);
 const WAIT_MS = 10_000;
 const started = Date.now();
@@ -95,7 +99,8 @@ async function login(u, username, password) {
       .then(async () => { throw new Error(`login of ${username} failed: ${await byTestId(page, 'login-error').textContent()}`); }),
   ]);
   const me = (await byTestId(page, 'me-name').textContent())?.trim();
-  check(me === username, `me-name shows ${JSON.stringify(me)}, expected ${username}`);
+  const shown = username === USER2 ? SHOWN2 : username;
+  check(me === shown, `me-name shows ${JSON.stringify(me)}, expected ${shown}`);
   await page.locator('[data-testid="connection-state"][data-state="live"]').waitFor({ timeout: WAIT_MS });
 }
 
@@ -188,6 +193,8 @@ async function main() {
 
   await step(`${USER1} sees ${USER2} in the friend list, offline`, async () => {
     await friend(p1, USER2).waitFor();
+    const listed = (await friend(p1, USER2).textContent())?.trim() ?? '';
+    check(listed.includes(SHOWN2), `${USER2} is listed as ${JSON.stringify(listed)}, expected ${SHOWN2}`);
     // Presence going offline is debounced server-side (5 s by default): allow for a previous run.
     await p1.locator(`[data-testid="friend-item"][data-username="${USER2}"][data-online="false"]`).waitFor({ timeout: 8_000 })
       .catch(() => { throw new Error(`${USER2} is shown online before logging in`); });
@@ -205,7 +212,7 @@ async function main() {
     await friend(p1, USER2).click();
     await byTestId(p1, 'chat-view').waitFor();
     const title = (await byTestId(p1, 'chat-title').textContent())?.trim();
-    check(title === USER2, `chat title is ${JSON.stringify(title)}`);
+    check(title === SHOWN2, `chat title is ${JSON.stringify(title)}, expected ${SHOWN2}`);
     await send(p1, hello);
     await waitForMessage(p1, hello);
     const item = directConv(p2, USER1);

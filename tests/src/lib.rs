@@ -193,13 +193,23 @@ impl TestServer {
 
     /// chatd's resident memory (`VmRSS` in `/proc/<pid>/status`), in bytes.
     pub fn rss_bytes(&self) -> Result<u64> {
+        self.memory_status("VmRSS")
+    }
+
+    /// chatd's peak resident memory so far (`VmHWM`), in bytes.
+    pub fn peak_rss_bytes(&self) -> Result<u64> {
+        self.memory_status("VmHWM")
+    }
+
+    /// A `kB` field of `/proc/<pid>/status`, in bytes.
+    fn memory_status(&self, field: &str) -> Result<u64> {
         let pid = self.pid().ok_or_else(|| anyhow!("chatd is not running"))?;
         let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
         let kib: u64 = status
             .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
             .and_then(|v| v.trim().strip_suffix("kB"))
-            .ok_or_else(|| anyhow!("no VmRSS for pid {pid}"))?
+            .ok_or_else(|| anyhow!("no {field} for pid {pid}"))?
             .trim()
             .parse()?;
         Ok(kib * 1024)
@@ -719,6 +729,31 @@ impl Mqtt {
             }
         }
     }
+}
+
+/// A valid 1x1 PNG (RGBA), for upload tests.
+pub const PNG_1X1: &[u8] = &[
+    0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A, 0x00, 0x00, 0x00, 0x0D, 0x49, 0x48, 0x44, 0x52,
+    0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x01, 0x08, 0x06, 0x00, 0x00, 0x00, 0x1F, 0x15, 0xC4,
+    0x89, 0x00, 0x00, 0x00, 0x0D, 0x49, 0x44, 0x41, 0x54, 0x78, 0x9C, 0x63, 0xF8, 0xCF, 0xC0, 0xF0,
+    0x1F, 0x00, 0x05, 0x00, 0x01, 0xFF, 0x89, 0x99, 0x3D, 0x1D, 0x00, 0x00, 0x00, 0x00, 0x49, 0x45,
+    0x4E, 0x44, 0xAE, 0x42, 0x60, 0x82,
+];
+
+/// Every file under `dir`, recursively (none if it doesn't exist).
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(files_under(&p));
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
 }
 
 /// Polls `check` until it returns `Ok(Some(v))`, or fails after `within`.

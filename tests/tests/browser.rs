@@ -52,6 +52,13 @@ async fn two_browser_users_see_each_other_and_chat() -> Result<()> {
     let alice = server.user("alice").await?;
     let bob = server.user("bob").await?;
     alice.befriend(&bob).await?;
+    // Bob calls himself "alice": the page must show "alice (@bob)".
+    let (s, m) = bob
+        .patch("/v1/me", &serde_json::json!({"display_name": "alice"}))
+        .await?;
+    if s != 200 {
+        bail!("set bob's display name: {s} {m}");
+    }
 
     let shots = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/browser-screenshots");
     let run = tokio::process::Command::new("node")
@@ -60,6 +67,7 @@ async fn two_browser_users_see_each_other_and_chat() -> Result<()> {
         .args(["alice", "password-alice", "bob", "password-bob"])
         .current_dir(&browser_dir)
         .env("SCREENSHOT_DIR", &shots)
+        .env("DISPLAY2", "alice")
         .kill_on_drop(true)
         .output();
     let out = tokio::time::timeout(Duration::from_secs(120), run).await??;

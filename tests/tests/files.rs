@@ -1,17 +1,10 @@
 //! Attachments: upload, sniffing, thumbnails, access control, limits, cleanup.
 
 use anyhow::Result;
-use mqchat_e2e::{TestServer, TestUser};
+use mqchat_e2e::{files_under, TestServer, TestUser, PNG_1X1};
 use serde_json::{json, Value};
 
-/// A valid 1x1 PNG.
-const PNG: &[u8] = &[
-    0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A, 0x00, 0x00, 0x00, 0x0D, 0x49, 0x48, 0x44, 0x52,
-    0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x01, 0x08, 0x06, 0x00, 0x00, 0x00, 0x1F, 0x15, 0xC4,
-    0x89, 0x00, 0x00, 0x00, 0x0D, 0x49, 0x44, 0x41, 0x54, 0x78, 0x9C, 0x63, 0xF8, 0xCF, 0xC0, 0xF0,
-    0x1F, 0x00, 0x05, 0x00, 0x01, 0xFF, 0x89, 0x99, 0x3D, 0x1D, 0x00, 0x00, 0x00, 0x00, 0x49, 0x45,
-    0x4E, 0x44, 0xAE, 0x42, 0x60, 0x82,
-];
+const PNG: &[u8] = PNG_1X1;
 
 async fn upload(
     user: &TestUser,
@@ -136,7 +129,7 @@ async fn uploads_are_limited_and_unreferenced_ones_cleaned() -> Result<()> {
     .await?;
     alice.post("/v1/messages", &json!({"to": {"user": bob.id}, "client_msg_id": "k", "body": {"file": {"id": kept["id"]}}})).await?;
     // Nothing is left behind by the refused upload: only the two blobs.
-    let blobs = walk(&server.data_dir().join("files"));
+    let blobs = files_under(&server.data_dir().join("files"));
     assert_eq!(blobs.len(), 2, "{blobs:?}");
 
     let token = std::fs::read_to_string(server.data_dir().join("admin.token"))?;
@@ -161,21 +154,6 @@ async fn uploads_are_limited_and_unreferenced_ones_cleaned() -> Result<()> {
             .0,
         200
     );
-    assert_eq!(walk(&server.data_dir().join("files")).len(), 1);
+    assert_eq!(files_under(&server.data_dir().join("files")).len(), 1);
     Ok(())
-}
-
-fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    if let Ok(entries) = std::fs::read_dir(dir) {
-        for e in entries.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                out.extend(walk(&p));
-            } else {
-                out.push(p);
-            }
-        }
-    }
-    out
 }

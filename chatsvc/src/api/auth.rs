@@ -143,7 +143,7 @@ async fn logout(
     let req: LogoutRequest = if body.iter().all(u8::is_ascii_whitespace) {
         LogoutRequest::default()
     } else {
-        serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(e.to_string()))?
+        super::json::from_slice(&body)?
     };
     state.chat.logout(caller, req.everywhere).await?;
     Ok(StatusCode::NO_CONTENT)

@@ -116,6 +116,26 @@ impl From<DomainError> for ApiError {
                 format!("larger than {limit} bytes"),
             ),
             DomainError::Conflict(m) => ApiError::new(S::CONFLICT, "conflict", m),
+            DomainError::UploadQuota {
+                limit,
+                retry_after: None,
+            } => ApiError::new(
+                S::PAYLOAD_TOO_LARGE,
+                "upload_quota_exceeded",
+                format!("your uploads would exceed your quota of {limit} bytes; delete some or wait for unused ones to expire"),
+            ),
+            DomainError::UploadQuota {
+                limit,
+                retry_after: Some(wait),
+            } => {
+                let mut e = ApiError::new(
+                    S::TOO_MANY_REQUESTS,
+                    "upload_quota_exceeded",
+                    format!("your uploads would exceed your daily quota of {limit} bytes; retry later"),
+                );
+                e.retry_after = Some(wait);
+                e
+            }
             DomainError::RateLimited { retry_after } => {
                 let mut e = ApiError::new(
                     S::TOO_MANY_REQUESTS,
@@ -173,7 +193,28 @@ impl From<JsonRejection> for ApiError {
     }
 }
 
-/// `axum::Json` with our error body on rejection.
+/// `application/json` or any `application/*+json`, as `axum::Json` takes.
+fn json_content_type(headers: &axum::http::HeaderMap) -> bool {
+    let Some(value) = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    let essence = value
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    essence == "application/json"
+        || essence
+            .strip_prefix("application/")
+            .is_some_and(|sub| sub.ends_with("+json"))
+}
+
+/// `axum::Json` with our error body on rejection, refusing duplicate keys
+/// ([`super::json`]).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Json<T>(pub T);
 
@@ -185,8 +226,17 @@ where
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let axum::Json(v) = axum::Json::<T>::from_request(req, state).await?;
-        Ok(Json(v))
+        if !json_content_type(req.headers()) {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "expected Content-Type: application/json",
+            ));
+        }
+        let bytes = axum::body::Bytes::from_request(req, state)
+            .await
+            .map_err(JsonRejection::from)?;
+        super::json::from_slice(&bytes).map(Json)
     }
 }
 

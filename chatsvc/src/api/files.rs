@@ -2,7 +2,10 @@
 
 use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, Request, State};
-use axum::http::header::{CACHE_CONTROL, CONTENT_DISPOSITION, CONTENT_LENGTH, CONTENT_TYPE};
+use axum::http::header::{
+    CACHE_CONTROL, CONTENT_DISPOSITION, CONTENT_LENGTH, CONTENT_SECURITY_POLICY, CONTENT_TYPE,
+    X_CONTENT_TYPE_OPTIONS,
+};
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -12,7 +15,7 @@ use serde::Deserialize;
 use super::error::{ApiError, ErrorBody, Json, Path, Query};
 use super::extract::AuthUser;
 use super::SharedState;
-use crate::domain::files::FileInfo;
+use crate::domain::files::{is_safe_image, FileInfo};
 
 pub fn router() -> Router<SharedState> {
     Router::new()
@@ -30,15 +33,19 @@ pub(super) struct Doc;
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct UploadQuery {
-    /// The file's name, shown to recipients.
+    /// The file's name, shown to recipients: 1-255 characters, no slashes,
+    /// no invisible, bidi or control characters.
     pub name: Option<String>,
 }
 
 /// `POST /v1/files?name=NAME`: upload a file (the raw bytes as the body).
 ///
-/// 201 with the file (`id`, `size`, sniffed `content_type`, `sha256`; images
-/// also `width`, `height`, `thumbnail_id`). Reference it in a message as
-/// `{"file": {"id": ...}}` or `{"image": {"id": ...}}`.
+/// 201 with the file (`id`, `size`, sniffed `content_type`, `sha256`; PNG,
+/// JPEG, GIF and WebP images also `width`, `height` and `thumbnail_id`,
+/// unless decoding would take more than the thumbnail memory budget).
+/// Reference it in a message as `{"file": {"id": ...}}`, or, if its bytes
+/// are such an image, `{"image": {"id": ...}}`. Counts against the user's
+/// upload quotas (per day and in total).
 #[utoipa::path(
     post,
     path = "/files",
@@ -47,7 +54,9 @@ pub struct UploadQuery {
     responses(
         (status = 201, description = "Stored.", body = FileInfo),
         (status = 400, description = "`invalid_request`: an empty upload or a bad name.", body = ErrorBody),
-        (status = 413, description = "`payload_too_large`: over the upload limit.", body = ErrorBody),
+        (status = 413, description = "`payload_too_large`: over the upload limit; `upload_quota_exceeded`: over the caller's total upload quota.", body = ErrorBody),
+        (status = 429, description = "`upload_quota_exceeded`: over the caller's daily upload quota.", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds until room comes back."))),
     ),
     security(("bearer" = []))
 )]
@@ -65,7 +74,11 @@ async fn upload(
 /// `GET /v1/files/{id}`: download a file.
 ///
 /// The bytes, for the uploader and for members who can see a message
-/// referencing the file; 404 for everyone else.
+/// referencing the file; 404 for everyone else. PNG, JPEG, GIF and WebP
+/// images come inline; anything else as an attachment
+/// (`Content-Disposition: attachment`). Every download carries
+/// `X-Content-Type-Options: nosniff` and a `Content-Security-Policy` with
+/// `sandbox`, so nothing it holds runs in the API's origin.
 #[utoipa::path(
     get,
     path = "/files/{id}",
@@ -95,21 +108,20 @@ async fn download(
         headers.insert(CONTENT_TYPE, v);
     }
     headers.insert(CONTENT_LENGTH, HeaderValue::from(d.info.size));
-    headers.insert(
-        "x-content-type-options",
-        HeaderValue::from_static("nosniff"),
-    );
+    headers.insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     headers.insert(
         CACHE_CONTROL,
         HeaderValue::from_static("private, max-age=31536000, immutable"),
     );
-    // Inline only for images; everything else downloads, so an uploaded HTML
-    // file can't run in the API's origin.
-    let disposition = if d.info.content_type.starts_with("image/") {
-        "inline"
+    // Inline only for images a browser shows without running anything;
+    // everything else downloads, and if it is opened anyway (a link, a
+    // new tab) it runs sandboxed in an opaque origin, never in the API's.
+    let (disposition, policy) = if is_safe_image(&d.info.content_type) {
+        ("inline", "default-src 'none'; img-src 'self'; sandbox")
     } else {
-        "attachment"
+        ("attachment", "default-src 'none'; sandbox")
     };
+    headers.insert(CONTENT_SECURITY_POLICY, HeaderValue::from_static(policy));
     let name: String = d
         .info
         .name

@@ -49,7 +49,7 @@ pub(super) struct Doc;
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateGroup {
-    /// 1-64 characters.
+    /// 1-64 characters, no invisible, bidi or control characters.
     pub name: String,
     /// Users to add besides the caller.
     #[serde(default, deserialize_with = "int64::list")]
@@ -126,7 +126,7 @@ async fn show(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Rename {
-    /// 1-64 characters.
+    /// 1-64 characters, no invisible, bidi or control characters.
     pub name: String,
 }
 

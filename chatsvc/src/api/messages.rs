@@ -72,7 +72,7 @@ pub struct SendRequest {
     responses(
         (status = 201, description = "Stored.", body = Message),
         (status = 200, description = "This sender already used this `client_msg_id`: the original, nothing stored.", body = Message),
-        (status = 400, description = "`invalid_request` (e.g. a body that is not an object, too long a text, a reserved key) or `malformed_json`.", body = ErrorBody),
+        (status = 400, description = "`invalid_request` (e.g. a body that is not an object, too long a text, a reserved key, a file the caller can't see, an `image` whose bytes are not a PNG, JPEG, GIF or WebP image) or `malformed_json` (also: a key twice in an object).", body = ErrorBody),
         (status = 403, description = "`forbidden`: the recipient is blocked by the caller, or not a friend under the `friends` policy.", body = ErrorBody),
         (status = 404, description = "`not_found`: no such recipient or group, or one the caller may not message.", body = ErrorBody),
         (status = 429, description = "`rate_limited`: too many sends.", body = ErrorBody,
@@ -190,8 +190,17 @@ pub(super) struct ParsedSend {
 }
 
 impl ParsedSend {
+    /// A send on its own (the MQTT uplink): its keys are checked.
     pub(super) fn parse(json: &[u8]) -> Self {
-        let req = serde_json::from_slice::<SendRequest>(json);
+        Self::read(json, super::json::from_slice::<SendRequest>(json))
+    }
+
+    /// A send of a batch, whose keys the batch's extractor has checked.
+    fn parse_in_batch(json: &[u8]) -> Self {
+        Self::read(json, super::json::already_checked::<SendRequest>(json))
+    }
+
+    fn read(json: &[u8], req: Result<SendRequest, ApiError>) -> Self {
         // The id is echoed even when the send is refused, so the caller
         // can match the answer.
         let client_msg_id = match &req {
@@ -200,13 +209,6 @@ impl ParsedSend {
                 .ok()
                 .and_then(|v| v.get("client_msg_id")?.as_str().map(str::to_owned)),
         };
-        let req = req.map_err(|e| {
-            if e.is_syntax() || e.is_eof() {
-                ApiError::new(StatusCode::BAD_REQUEST, "malformed_json", e.to_string())
-            } else {
-                ApiError::bad_request(e.to_string())
-            }
-        });
         ParsedSend { req, client_msg_id }
     }
 
@@ -301,7 +303,7 @@ async fn send_batch(
     let mut queued = Vec::with_capacity(req.messages.len());
     for send in &req.messages {
         queued.push(
-            ParsedSend::parse(send.get().as_bytes())
+            ParsedSend::parse_in_batch(send.get().as_bytes())
                 .queue(&state.chat, caller)
                 .await,
         );
@@ -330,6 +332,8 @@ pub struct EditRequest {
 /// `PATCH /v1/messages/{id} {body}` → the edited message.
 ///
 /// Sender only, text messages only; every member gets `message.edited`.
+/// The new body passes exactly the checks a send's body passes (reserved
+/// keys, referenced files), and must carry `text`.
 #[utoipa::path(
     patch,
     path = "/messages/{id}",
@@ -338,7 +342,7 @@ pub struct EditRequest {
     request_body = EditRequest,
     responses(
         (status = 200, description = "The edited message.", body = Message),
-        (status = 400, description = "`invalid_request` (e.g. no `body.text`) or `malformed_json`.", body = ErrorBody),
+        (status = 400, description = "`invalid_request` (no `body.text`, or what a send may not carry: `notice`, `system`, a file the caller can't see, an `image` that is not one) or `malformed_json` (also: a key twice in an object).", body = ErrorBody),
         (status = 403, description = "`forbidden`: someone else's message.", body = ErrorBody),
         (status = 404, description = "`not_found`: no such message, or one the caller can't see.", body = ErrorBody),
         (status = 409, description = "`conflict`: the message is recalled or not a text message.", body = ErrorBody),

@@ -10,6 +10,7 @@ pub mod files;
 pub mod friends;
 pub mod groups;
 pub mod int64;
+pub mod json;
 pub mod messages;
 pub mod openapi;
 pub mod ops;

@@ -40,7 +40,9 @@ async fn me(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateMe {
-    /// New display name; `null` or empty clears it, absent keeps it.
+    /// New display name, at most 64 characters, no invisible, bidi or
+    /// control characters (emoji sequences are fine); `null` or empty
+    /// clears it, absent keeps it.
     #[serde(default, deserialize_with = "present")]
     #[schema(value_type = Option<String>)]
     pub display_name: Option<Option<String>>,
@@ -66,7 +68,7 @@ where
     request_body = UpdateMe,
     responses(
         (status = 200, description = "The updated profile.", body = User),
-        (status = 400, description = "`invalid_request` (e.g. a display name over 64 characters) or `malformed_json`.", body = ErrorBody),
+        (status = 400, description = "`invalid_request` (a display name over 64 characters, or with an invisible, bidi or control character) or `malformed_json`.", body = ErrorBody),
         (status = 429, description = "`rate_limited`: the caller's action budget is spent.", body = ErrorBody,
             headers(("Retry-After" = u64, description = "Seconds to wait."))),
     ),

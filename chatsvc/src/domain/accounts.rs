@@ -319,14 +319,11 @@ impl Chat {
         name: Option<String>,
     ) -> Result<User, DomainError> {
         self.charge(user_id, 0)?;
-        let name = name.map(|n| n.trim().to_owned()).filter(|n| !n.is_empty());
-        if let Some(n) = &name {
-            if n.chars().count() > 64 || n.chars().any(char::is_control) {
-                return Err(DomainError::Invalid(
-                    "display_name must be at most 64 characters, no control characters".into(),
-                ));
-            }
-        }
+        // Blank clears it; anything else must be a name people can read.
+        let name = match name.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(n) => Some(super::names::check("display_name", n, 64)?),
+        };
         self.store
             .write(move |c| users::set_display_name(c, user_id, name.as_deref()))
             .await?

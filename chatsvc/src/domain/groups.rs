@@ -22,13 +22,7 @@ const ADMIN: &str = "admin";
 const MEMBER: &str = "member";
 
 fn check_name(name: &str) -> Result<String, DomainError> {
-    let name = name.trim();
-    if name.is_empty() || name.chars().count() > 64 || name.chars().any(char::is_control) {
-        return Err(DomainError::Invalid(
-            "group name must be 1-64 characters".into(),
-        ));
-    }
-    Ok(name.to_owned())
+    super::names::check("group name", name, 64)
 }
 
 /// The live group and the actor's role in it; non-members get "not found".

@@ -156,12 +156,14 @@ fn route(
 }
 
 impl Chat {
-    /// Checks a body against the limits; returns it parsed, so callers
-    /// don't parse it again.
-    fn validate_body(
-        &self,
-        body: &RawValue,
-    ) -> Result<serde_json::Map<String, serde_json::Value>, DomainError> {
+    /// Every check a message body must pass, for a send and for an edit
+    /// alike (one rule, so an edit can't carry what a send may not): the
+    /// limits, the fields reserved for the server (`system`) and for
+    /// services (`notice`, by the caller's grant). Returns the text, taken
+    /// out so the writer need not parse the body again for the full-text
+    /// index. The files a body references are checked on the writer
+    /// ([`Chat::referenced_files`]), for both too.
+    fn check_body(&self, caller: Caller, body: &RawValue) -> Result<Option<String>, DomainError> {
         let raw = body.get();
         if raw.len() > self.limits.max_body_bytes {
             return Err(DomainError::Invalid(format!(
@@ -171,30 +173,48 @@ impl Chat {
         }
         let value: serde_json::Value =
             serde_json::from_str(raw).map_err(|e| DomainError::Invalid(format!("body: {e}")))?;
-        let serde_json::Value::Object(obj) = value else {
+        let serde_json::Value::Object(mut fields) = value else {
             return Err(DomainError::Invalid("body must be a JSON object".into()));
         };
-        if obj.is_empty() {
+        if fields.is_empty() {
             return Err(DomainError::Invalid("body must not be empty".into()));
         }
-        if obj.contains_key("system") {
+        if fields.contains_key("system") {
             return Err(DomainError::Invalid(
                 "body.system is reserved for the server".into(),
             ));
         }
-        if let Some(text) = obj.get("text") {
-            let ok = text.as_str().is_some_and(|t| {
-                let n = t.chars().count();
-                n >= 1 && n <= self.limits.max_text_chars
-            });
-            if !ok {
-                return Err(DomainError::Invalid(format!(
-                    "body.text must be a string of 1-{} characters",
-                    self.limits.max_text_chars
-                )));
+        let has_notice = fields.contains_key("notice");
+        match caller.service {
+            Some(grant) if !(grant.send || (grant.notice && has_notice)) => {
+                return Err(DomainError::Forbidden(
+                    "this service key may not send messages".into(),
+                ));
             }
+            Some(grant) if has_notice && !grant.notice => {
+                return Err(DomainError::Forbidden(
+                    "this service key may not send notices".into(),
+                ));
+            }
+            None if has_notice => {
+                return Err(DomainError::Invalid(
+                    "body.notice is reserved for services".into(),
+                ));
+            }
+            _ => {}
         }
-        Ok(obj)
+        match fields.remove("text") {
+            None => Ok(None),
+            Some(serde_json::Value::String(text))
+                if (1..=self.limits.max_text_chars).contains(&text.chars().count()) =>
+            {
+                Ok(Some(text))
+            }
+            Some(_) => Err(DomainError::Invalid(format!(
+                "body.text must be a string of 1-{} characters",
+                self.limits.max_text_chars
+            ))),
+        }
     }
 
     /// Stores a message and, after commit, pushes it to every recipient and
@@ -220,32 +240,7 @@ impl Chat {
                 "client_msg_id must be 1-64 characters, no control characters".into(),
             ));
         }
-        let mut fields = self.validate_body(&m.body)?;
-        let has_notice = fields.contains_key("notice");
-        // Checked to be a string above; taken out so the writer need not
-        // parse the body again for the full-text index.
-        let text = match fields.remove("text") {
-            Some(serde_json::Value::String(text)) => Some(text),
-            _ => None,
-        };
-        match caller.service {
-            Some(grant) if !(grant.send || (grant.notice && has_notice)) => {
-                return Err(DomainError::Forbidden(
-                    "this service key may not send messages".into(),
-                ));
-            }
-            Some(grant) if has_notice && !grant.notice => {
-                return Err(DomainError::Forbidden(
-                    "this service key may not send notices".into(),
-                ));
-            }
-            None if has_notice => {
-                return Err(DomainError::Invalid(
-                    "body.notice is reserved for services".into(),
-                ));
-            }
-            _ => {}
-        }
+        let text = self.check_body(caller, &m.body)?;
         let sender = caller.user_id;
         let now = now_ms();
         let dm_policy = self.limits.dm_policy;
@@ -327,7 +322,7 @@ impl Chat {
         message_id: u64,
         body: Box<RawValue>,
     ) -> Result<Message, DomainError> {
-        if !self.validate_body(&body)?.contains_key("text") {
+        if self.check_body(caller, &body)?.is_none() {
             return Err(DomainError::Invalid("an edit must carry body.text".into()));
         }
         let row = self.visible_message(caller, message_id).await?;
@@ -351,8 +346,15 @@ impl Chat {
             .await?;
         let now = now_ms();
         let body = body.get().to_owned();
+        let sender = caller.user_id;
         self.rewrite(row, MESSAGE_EDITED, move |c, id| {
-            Ok(store::edit(c, id, &body, now)?)
+            // The files it references pass the checks a send's do.
+            let files = Chat::referenced_files(c, sender, &body)?;
+            store::edit(c, id, &body, now)?;
+            for file in &files {
+                crate::store::files::link(c, id, file)?;
+            }
+            Ok(())
         })
         .await
     }

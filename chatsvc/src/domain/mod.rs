@@ -7,10 +7,12 @@ pub mod groups;
 pub mod limits;
 pub mod messages;
 pub mod model;
+pub(crate) mod names;
 mod outbox;
 pub mod presence;
 pub mod services;
 pub mod social;
+pub mod thumbnail;
 pub mod tokens;
 pub mod webhooks;
 
@@ -49,6 +51,13 @@ pub enum DomainError {
     RecallWindowPassed,
     #[error("larger than {0} bytes")]
     TooLarge(u64),
+    /// An upload quota is used up: the total one (`retry_after` is `None`:
+    /// only deleting or expiring uploads frees room) or the daily one.
+    #[error("upload quota of {limit} bytes used up")]
+    UploadQuota {
+        limit: u64,
+        retry_after: Option<std::time::Duration>,
+    },
     #[error("too many requests; retry in {retry_after:?}")]
     RateLimited { retry_after: std::time::Duration },
     #[error("storage unavailable: {0}")]
@@ -113,6 +122,12 @@ pub struct Limits {
     pub rates: limits::RateConfig,
     /// Largest upload, bytes.
     pub max_upload_bytes: u64,
+    /// Bytes a user may upload in 24 hours (0: no quota).
+    pub upload_quota_daily_bytes: u64,
+    /// Bytes of uploads a user may have stored (0: no quota).
+    pub upload_quota_total_bytes: u64,
+    /// Memory all thumbnail decodes together may use, bytes.
+    pub thumbnail_memory_bytes: u64,
 }
 
 impl Default for Limits {
@@ -128,6 +143,9 @@ impl Default for Limits {
             presence_debounce: std::time::Duration::from_secs(5),
             rates: limits::RateConfig::default(),
             max_upload_bytes: 20 * 1024 * 1024,
+            upload_quota_daily_bytes: 1024 * 1024 * 1024,
+            upload_quota_total_bytes: 10 * 1024 * 1024 * 1024,
+            thumbnail_memory_bytes: 192 * 1024 * 1024,
         }
     }
 }
@@ -147,6 +165,10 @@ pub struct Chat {
     pub(crate) files_dir: Option<std::path::PathBuf>,
     /// Per-service-key rate limiters.
     pub(crate) key_limits: Arc<services::KeyLimits>,
+    /// Uploads in flight, counted against the quotas.
+    pub(crate) uploads: Arc<files::Uploads>,
+    /// The thumbnail decoders' memory budget.
+    pub(crate) decoders: Arc<thumbnail::Decoders>,
 }
 
 impl std::fmt::Debug for Chat {
@@ -163,6 +185,7 @@ impl Chat {
         limits: Limits,
     ) -> Self {
         let rates = Arc::new(limits::RateLimits::new(&limits.rates));
+        let decoders = Arc::new(thumbnail::Decoders::new(limits.thumbnail_memory_bytes));
         Chat {
             store,
             tokens,
@@ -173,6 +196,8 @@ impl Chat {
             webhook_wake: Arc::new(tokio::sync::Notify::new()),
             files_dir: None,
             key_limits: Arc::default(),
+            uploads: Arc::default(),
+            decoders,
         }
     }
 

@@ -63,6 +63,44 @@ pub fn by_id(c: &Connection, id: &str) -> Result<Option<FileRow>, StoreError> {
     )
 }
 
+/// What a user has uploaded (thumbnails of their images included).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Usage {
+    /// Bytes of all their uploads still stored.
+    pub total: u64,
+    /// Bytes uploaded since `since`.
+    pub today: u64,
+    /// When the oldest upload since `since` was made.
+    pub oldest_today: Option<i64>,
+}
+
+/// A user's uploads: in total and since `since` (one range of the
+/// `files_by_uploader` index, which covers the query).
+pub fn usage(c: &Connection, user: u64, since: i64) -> Result<Usage, StoreError> {
+    Ok(c.prepare_cached(
+        "SELECT COALESCE(SUM(size), 0),
+                    COALESCE(SUM(CASE WHEN created_at >= ?2 THEN size END), 0),
+                    MIN(CASE WHEN created_at >= ?2 THEN created_at END)
+             FROM files WHERE uploader_id = ?1",
+    )?
+    .query_row(params![user, since], |r| {
+        Ok(Usage {
+            total: r.get(0)?,
+            today: r.get(1)?,
+            oldest_today: r.get(2)?,
+        })
+    })?)
+}
+
+/// A file's sniffed content type.
+pub fn content_type(c: &Connection, id: &str) -> Result<Option<String>, StoreError> {
+    Ok(
+        c.prepare_cached("SELECT content_type FROM files WHERE id = ?1")?
+            .query_row([id], |r| r.get(0))
+            .optional()?,
+    )
+}
+
 /// Links a message to the files it references (and their thumbnails).
 pub fn link(c: &Connection, message_id: u64, file_id: &str) -> Result<(), StoreError> {
     c.prepare_cached(

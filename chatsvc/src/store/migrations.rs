@@ -268,6 +268,12 @@ const MIGRATIONS: &[&str] = &[
         ON group_invitations (group_id, invitee_id) WHERE status = 'pending';
     CREATE INDEX group_invitations_invitee ON group_invitations (invitee_id, status);
     "#,
+    // 9: upload quotas sum a user's uploads, in total and over the last
+    // day (`store::files::usage`): one range of this index, which covers
+    // the query.
+    r#"
+    CREATE INDEX files_by_uploader ON files(uploader_id, created_at, size);
+    "#,
 ];
 
 /// Brings the database to the latest version, one transaction per step.
