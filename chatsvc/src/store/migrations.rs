@@ -251,6 +251,46 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE conversations DROP COLUMN last_message_id;
     ALTER TABLE conversations DROP COLUMN last_sender_id;
     "#,
+    // 8: search reads recent text without the writer; former members see
+    // messages as they were when they left.
+    r#"
+    -- Every text message with id <= indexed_through is in message_text
+    -- (recalled ones excepted); newer ones wait in the writer's staging
+    -- table, and a search reads their text from messages.
+    CREATE TABLE text_index (
+        id               INTEGER PRIMARY KEY CHECK (id = 1),
+        indexed_through  INTEGER NOT NULL
+    );
+    INSERT INTO text_index (id, indexed_through)
+        SELECT 1, COALESCE(MAX(id), 0) FROM message_text_docsize;
+
+    -- A member who left a group, was removed, or whose group was
+    -- dissolved. They keep their inbox rows; edits made after they left
+    -- are not theirs to see.
+    CREATE TABLE departures (
+        user_id         INTEGER NOT NULL,
+        conversation_id INTEGER NOT NULL,
+        -- they saw the messages with joined_seq < seq <= left_seq
+        joined_seq      INTEGER NOT NULL,
+        left_seq        INTEGER NOT NULL,
+        -- the newest message_versions id when they left (0: none)
+        versions_seen   INTEGER NOT NULL,
+        PRIMARY KEY (user_id, conversation_id, left_seq)
+    ) WITHOUT ROWID;
+    CREATE INDEX departures_by_conversation ON departures(conversation_id, left_seq);
+
+    -- A message's body before an edit, kept only when someone who left
+    -- its conversation holds it. AUTOINCREMENT: ids are never reused
+    -- (a recall deletes the message's versions), as departures compare
+    -- against them.
+    CREATE TABLE message_versions (
+        id         INTEGER PRIMARY KEY AUTOINCREMENT,
+        message_id INTEGER NOT NULL REFERENCES messages(id),
+        body       TEXT    NOT NULL,
+        edited_at  INTEGER
+    );
+    CREATE INDEX message_versions_by_message ON message_versions(message_id, id);
+    "#,
 ];
 
 /// Brings the database to the latest version, one transaction per step.

@@ -210,7 +210,8 @@ impl Store {
     }
 
     /// Moves the text of recent messages into the full-text index, which
-    /// the writer otherwise does in batches: call it before searching.
+    /// the writer otherwise does in batches (searches need not: they read
+    /// what is not indexed yet themselves).
     pub async fn index_staged_text(&self) -> Result<(), StoreError> {
         self.write(|c| Ok::<_, StoreError>(messages::index_staged_text(c)?))
             .await
