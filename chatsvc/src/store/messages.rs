@@ -552,17 +552,14 @@ const INDEXED_THROUGH_NEWEST: &str = "UPDATE text_index
      SET indexed_through = (SELECT COALESCE(MAX(id), 0) FROM messages)
      WHERE indexed_through < (SELECT COALESCE(MAX(id), 0) FROM messages)";
 
-/// The text of every message above `text_index.indexed_through`: fewer
-/// than [`INDEX_TEXT_AFTER`] messages once a group has committed.
-const UNINDEXED_TEXT: &str = "SELECT id, json_extract(body, '$.text') FROM messages
-     WHERE id > (SELECT indexed_through FROM text_index)
-       AND json_type(body, '$.text') = 'text'";
-
 /// At start: indexes the text of messages above `indexed_through`, the
 /// ones that were staged when chatd stopped.
 pub(super) fn index_unindexed_text(c: &Connection) -> Result<usize, StoreError> {
     let indexed = c.execute(
-        &format!("INSERT OR REPLACE INTO message_text (rowid, text) {UNINDEXED_TEXT}"),
+        "INSERT OR REPLACE INTO message_text (rowid, text)
+         SELECT id, json_extract(body, '$.text') FROM messages
+         WHERE id > (SELECT indexed_through FROM text_index)
+           AND json_type(body, '$.text') = 'text'",
         [],
     )?;
     c.execute(INDEXED_THROUGH_NEWEST, [])?;
@@ -835,9 +832,10 @@ pub fn senders_between(
 ///
 /// Runs on a reader, never on the writer: the text of the messages the
 /// index does not hold yet (fewer than [`INDEX_TEXT_AFTER`], see
-/// [`index_staged_text`]) is copied into an index of this connection's
-/// own, in the same read transaction as the query, so a search finds
-/// every message committed before it began and none twice.
+/// [`index_staged_text`]) in the caller's conversations is copied into an
+/// index of this connection's own, in the same read transaction as the
+/// query, so a search finds every message committed before it began and
+/// none twice.
 pub fn search(
     c: &Connection,
     user_id: u64,
@@ -848,10 +846,16 @@ pub fn search(
     let snapshot = c.unchecked_transaction()?;
     c.prepare_cached("DELETE FROM temp.recent_text")?
         .execute([])?;
-    c.prepare_cached(&format!(
-        "INSERT INTO temp.recent_text (rowid, text) {UNINDEXED_TEXT}"
-    ))?
-    .execute([])?;
+    // Only the caller's own: tokenizing every recent text made each search
+    // cost as much as the other users' sends were many.
+    c.prepare_cached(
+        "INSERT INTO temp.recent_text (rowid, text)
+         SELECT m.id, json_extract(m.body, '$.text') FROM messages m
+         JOIN conversation_members cm ON cm.conversation_id = m.conversation_id AND cm.user_id = ?1
+         WHERE m.id > (SELECT indexed_through FROM text_index)
+           AND m.seq > cm.joined_seq AND json_type(m.body, '$.text') = 'text'",
+    )?
+    .execute([user_id])?;
     let sql = format!(
         "SELECT {MESSAGE_COLUMNS}
          FROM (SELECT rowid AS id FROM message_text WHERE message_text MATCH ?2
