@@ -327,6 +327,35 @@ mod tests {
         Ok(())
     }
 
+    /// Step 8 on a database whose newest texts were staged when chatd
+    /// stopped: the index is caught up through what it held, so the start
+    /// indexes the rest (and a search reads nothing twice meanwhile).
+    #[test]
+    fn step_8_starts_the_index_where_it_stopped() -> Result<(), StoreError> {
+        let mut conn = Connection::open_in_memory()?;
+        for sql in &MIGRATIONS[..7] {
+            conn.execute_batch(sql)?;
+        }
+        conn.pragma_update(None, "user_version", 7)?;
+        conn.execute_batch(
+            r#"INSERT INTO users (id, username, password_hash, created_at) VALUES (1, 'a', '!', 0);
+             INSERT INTO conversations (id, kind, user_lo, user_hi, created_at) VALUES (1, 'direct', 1, 1, 0);
+             INSERT INTO messages (id, conversation_id, seq, sender_id, client_msg_id, body, sent_at)
+                 VALUES (1, 1, 1, 1, 'x', '{"text":"indexed"}', 0),
+                        (2, 1, 2, 1, 'y', '{"text":"staged"}', 0);
+             INSERT INTO message_text (rowid, text) VALUES (1, 'indexed');"#,
+        )?;
+        migrate(&mut conn)?;
+        let through: i64 =
+            conn.query_row("SELECT indexed_through FROM text_index", [], |r| r.get(0))?;
+        assert_eq!(through, 1);
+        assert_eq!(super::super::messages::index_unindexed_text(&conn)?, 1);
+        let through: i64 =
+            conn.query_row("SELECT indexed_through FROM text_index", [], |r| r.get(0))?;
+        assert_eq!(through, 2);
+        Ok(())
+    }
+
     /// Step 6 on a database with messages: who sent each conversation's
     /// last message is filled in, and cursors carry on from the inbox.
     #[test]
