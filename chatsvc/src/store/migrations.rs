@@ -349,7 +349,7 @@ mod tests {
         let through: i64 =
             conn.query_row("SELECT indexed_through FROM text_index", [], |r| r.get(0))?;
         assert_eq!(through, 1);
-        assert_eq!(super::super::messages::index_unindexed_text(&conn)?, 1);
+        assert_eq!(super::super::fulltext::index_unindexed_text(&conn)?, 1);
         let through: i64 =
             conn.query_row("SELECT indexed_through FROM text_index", [], |r| r.get(0))?;
         assert_eq!(through, 2);

@@ -8,6 +8,7 @@
 
 mod conn;
 pub mod files;
+mod fulltext;
 pub mod groups;
 pub mod messages;
 mod migrations;
@@ -130,16 +131,16 @@ impl Store {
         // this is cut back to it (otherwise it keeps its largest size).
         let restart = writer::RestartPolicy::default();
         conn.pragma_update(None, "journal_size_limit", restart.wal_bytes_kept())?;
-        let indexed = messages::index_unindexed_text(&conn)?;
+        let indexed = fulltext::index_unindexed_text(&conn)?;
         if indexed > 0 {
             tracing::info!(
                 messages = indexed,
                 "indexed the text staged when chatd stopped"
             );
         }
-        messages::prepare_text_staging(&conn)?;
+        fulltext::prepare_text_staging(&conn)?;
         let options = writer::Options {
-            before_commit: Some(Box::new(messages::index_staged_text_if_many)),
+            before_commit: Some(Box::new(fulltext::index_staged_text_if_many)),
             checkpoint_in_background: Some(path.to_owned()),
             restart,
         };
@@ -213,7 +214,7 @@ impl Store {
     /// the writer otherwise does in batches (searches need not: they read
     /// what is not indexed yet themselves).
     pub async fn index_staged_text(&self) -> Result<(), StoreError> {
-        self.write(|c| Ok::<_, StoreError>(messages::index_staged_text(c)?))
+        self.write(|c| Ok::<_, StoreError>(fulltext::index_staged_text(c)?))
             .await
     }
 
