@@ -320,6 +320,9 @@ impl ReadPool {
             OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        // A search builds a small index of its own in `temp` (see
+        // `fulltext::search`): in memory, not in a temp file.
+        conn.pragma_update(None, "temp_store", "MEMORY")?;
         stable_plans(&conn)?;
         Ok(conn)
     }
