@@ -259,6 +259,23 @@ impl TestServer {
         Ok(res.json().await?)
     }
 
+    /// One value of `GET /metrics` (a counter, a gauge, or a histogram's
+    /// `_sum` or `_count`, without labels); 0 when absent.
+    pub async fn metric(&self, name: &str) -> Result<f64> {
+        let text = self
+            .http_client
+            .get(self.url("/metrics"))
+            .send()
+            .await?
+            .text()
+            .await?;
+        Ok(text
+            .lines()
+            .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0.0))
+    }
+
     /// POST to the `/admin` API with the admin token from the data dir.
     pub async fn admin_post(&self, path: &str, body: Value) -> Result<(u16, Value)> {
         let token = std::fs::read_to_string(self.data_dir().join("admin.token"))?;

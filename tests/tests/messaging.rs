@@ -262,13 +262,6 @@ async fn profiles() -> Result<()> {
 }
 
 /// Reads `name` (a plain sample, no labels) from the Prometheus text.
-fn metric(text: &str, name: &str) -> f64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0.0)
-}
-
 #[tokio::test]
 async fn concurrent_sends_share_commits() -> Result<()> {
     let server = TestServer::start_with(&["--send-rate", "0"]).await?;
@@ -277,13 +270,8 @@ async fn concurrent_sends_share_commits() -> Result<()> {
     for i in 0..8 {
         senders.push(server.user(&format!("sender{i}")).await?);
     }
-    let before = server
-        .http_client
-        .get(server.url("/metrics"))
-        .send()
-        .await?
-        .text()
-        .await?;
+    let jobs_before = server.metric("store_commit_batch_size_sum").await?;
+    let commits_before = server.metric("store_commit_batch_size_count").await?;
     let mut tasks = tokio::task::JoinSet::new();
     for (i, s) in senders.into_iter().enumerate() {
         let to = bob.id;
@@ -298,17 +286,8 @@ async fn concurrent_sends_share_commits() -> Result<()> {
     while let Some(r) = tasks.join_next().await {
         r??;
     }
-    let after = server
-        .http_client
-        .get(server.url("/metrics"))
-        .send()
-        .await?
-        .text()
-        .await?;
-    let jobs = metric(&after, "store_commit_batch_size_sum")
-        - metric(&before, "store_commit_batch_size_sum");
-    let commits = metric(&after, "store_commit_batch_size_count")
-        - metric(&before, "store_commit_batch_size_count");
+    let jobs = server.metric("store_commit_batch_size_sum").await? - jobs_before;
+    let commits = server.metric("store_commit_batch_size_count").await? - commits_before;
     assert!(jobs >= 200.0, "every send is a write job: {jobs}");
     assert!(
         commits < jobs,

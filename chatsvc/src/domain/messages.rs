@@ -643,9 +643,8 @@ impl Chat {
             fts_query(query).ok_or_else(|| DomainError::Invalid("q must contain a word".into()))?;
         let limit = limit.clamp(1, 100);
         let user = caller.user_id;
-        // Sends index their text in batches; this search sees every send
-        // answered before it.
-        self.store.index_staged_text().await?;
+        // A reader alone: it also finds every send answered before it,
+        // indexed or not yet (`store::search`).
         let rows = self
             .store
             .read(move |c| store::search(c, user, &expr, limit))

@@ -14,7 +14,7 @@ use std::ops::{Deref, DerefMut};
 
 use rusqlite::{CachedStatement, Connection, PrepFlags, Statement};
 
-use super::{messages, social, webhooks};
+use super::{fulltext, messages, social, webhooks};
 
 /// A statement the writer runs for nearly every message.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -42,7 +42,7 @@ impl Hot {
             Hot::LastMessage => messages::LAST_MESSAGE,
             Hot::InsertMessage => messages::INSERT_MESSAGE,
             Hot::PassReadMarker => messages::PASS_READ_MARKER,
-            Hot::StageText => messages::STAGE_TEXT,
+            Hot::StageText => fulltext::STAGE_TEXT,
             Hot::NextCursors => messages::NEXT_CURSORS,
             Hot::InsertInboxRow => messages::INSERT_INBOX_ROW,
             Hot::ActiveWebhooks => webhooks::ACTIVE,
@@ -150,7 +150,7 @@ mod tests {
         let store = crate::store::Store::open(&dir.path().join("chat.db")).unwrap();
         drop(store);
         let conn = Connection::open(dir.path().join("chat.db")).unwrap();
-        messages::prepare_text_staging(&conn).unwrap();
+        super::super::fulltext::prepare_text_staging(&conn).unwrap();
         let c = Conn::new(&conn);
         for (i, &hot) in ALL.iter().enumerate() {
             assert_eq!(hot as usize, i, "ALL is in declaration order");

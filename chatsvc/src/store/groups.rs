@@ -86,10 +86,12 @@ pub fn set_owner(c: &Connection, id: u64, owner: u64) -> Result<(), StoreError> 
     Ok(())
 }
 
-/// Marks the group dissolved and removes every member.
+/// Marks the group dissolved and removes every member (each a departure,
+/// see [`messages::record_departures`]).
 pub fn dissolve(c: &Connection, group: &GroupRow, now: i64) -> Result<(), StoreError> {
     c.prepare_cached("UPDATE groups SET dissolved_at = ?2 WHERE id = ?1")?
         .execute(params![group.id, now])?;
+    messages::record_departures(c, group.conversation_id, None)?;
     c.prepare_cached("DELETE FROM conversation_members WHERE conversation_id = ?1")?
         .execute([group.conversation_id])?;
     c.prepare_cached(

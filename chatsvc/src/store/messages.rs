@@ -3,6 +3,8 @@
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
 use super::conn::{Conn, Hot};
+pub use super::fulltext::search;
+use super::fulltext::{index_staged_text, text_of, unindex_text};
 use super::{users, StoreError};
 
 /// A stored message. For a direct conversation `to_user` is the other member
@@ -27,11 +29,11 @@ pub struct MessageRow {
 
 /// Columns of [`MessageRow`], for a query joining `messages m` with
 /// `conversations c`.
-const MESSAGE_COLUMNS: &str = "m.id, m.conversation_id, m.seq, m.sender_id,
+pub(super) const MESSAGE_COLUMNS: &str = "m.id, m.conversation_id, m.seq, m.sender_id,
     CASE WHEN c.kind = 'direct' THEN (CASE WHEN m.sender_id = c.user_lo THEN c.user_hi ELSE c.user_lo END) END,
     c.group_id, m.client_msg_id, m.body, m.sent_at, m.kind, m.edited_at, m.recalled_at";
 
-fn message(r: &Row<'_>, at: usize) -> rusqlite::Result<MessageRow> {
+pub(super) fn message(r: &Row<'_>, at: usize) -> rusqlite::Result<MessageRow> {
     Ok(MessageRow {
         id: r.get(at)?,
         conversation_id: r.get(at + 1)?,
@@ -58,7 +60,7 @@ fn optional_message(r: &Row<'_>, at: usize) -> rusqlite::Result<Option<MessageRo
 pub struct InboxRow {
     pub cursor: u64,
     pub kind: String,
-    /// The message the event is about, in its current state.
+    /// The message the event is about, as the user may see it (see [`sync`]).
     pub message: Option<MessageRow>,
     /// The event's own fields, as a JSON object, for events not about a message.
     pub payload: Option<String>,
@@ -189,16 +191,39 @@ pub fn add_member(
     Ok(())
 }
 
+/// Removes a member, recording their departure (see [`record_departures`]).
 pub fn remove_member(
     c: &Connection,
     conversation_id: u64,
     user_id: u64,
 ) -> Result<bool, StoreError> {
+    record_departures(c, conversation_id, Some(user_id))?;
     Ok(c.prepare_cached(
         "DELETE FROM conversation_members WHERE conversation_id = ?1 AND user_id = ?2",
     )?
     .execute(params![conversation_id, user_id])?
         > 0)
+}
+
+/// Records that `user` (every member, if `None`) is about to stop being a
+/// member: they keep the inbox rows of what they saw, and [`sync`] serves
+/// them those messages as they were now, whatever edits come later
+/// ([`edit`] keeps the body it replaces while a departure needs it).
+pub(super) fn record_departures(
+    c: &Connection,
+    conversation_id: u64,
+    user: Option<u64>,
+) -> Result<(), StoreError> {
+    c.prepare_cached(
+        "INSERT OR IGNORE INTO departures (user_id, conversation_id, joined_seq, left_seq, versions_seen)
+         SELECT cm.user_id, cm.conversation_id, cm.joined_seq,
+                (SELECT COALESCE(MAX(seq), 0) FROM messages WHERE conversation_id = ?1),
+                COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'message_versions'), 0)
+         FROM conversation_members cm
+         WHERE cm.conversation_id = ?1 AND (?2 IS NULL OR cm.user_id = ?2)",
+    )?
+    .execute(params![conversation_id, user])?;
+    Ok(())
 }
 
 pub fn set_role(
@@ -470,94 +495,18 @@ pub(super) const NEXT_CURSORS: &str =
 pub(super) const INSERT_INBOX_ROW: &str =
     "INSERT INTO inbox (user_id, cursor, kind, message_id) VALUES (?1, ?2, ?3, ?4)";
 
-/// The writer's staging table for the full-text index. FTS5 writes a new
-/// index segment for every transaction (and at every SAVEPOINT) that adds
-/// text, and merges them later: a few pages per flush, as many as a direct
-/// message's own rows when groups are small. So sends stage their text here
-/// (a temp table: in memory, on the writer's connection, undone with the
-/// job's savepoint or the group's rollback), and [`index_staged_text`]
-/// moves it into the index in one statement: before a group commits once
-/// [`INDEX_TEXT_AFTER`] texts are waiting, before every search, edit and
-/// close. A crash loses what was staged, never the messages:
-/// [`index_unindexed_text`] indexes those at the next start.
-pub(super) fn prepare_text_staging(c: &Connection) -> Result<(), StoreError> {
-    c.execute_batch(
-        "CREATE TEMP TABLE IF NOT EXISTS staged_text (id INTEGER PRIMARY KEY, text TEXT NOT NULL)",
-    )?;
-    Ok(())
-}
-
-/// Staged texts are moved into the index when a group commits with at
-/// least this many waiting (at 10,000 direct messages/s, every ~25 ms).
-pub(super) const INDEX_TEXT_AFTER: i64 = 256;
-
-/// The writer's before-commit step: [`index_staged_text`] once
-/// [`INDEX_TEXT_AFTER`] texts are staged.
-pub(super) fn index_staged_text_if_many(c: &Connection) -> rusqlite::Result<()> {
-    let staged: i64 = c
-        .prepare_cached("SELECT COUNT(*) FROM temp.staged_text")?
-        .query_row([], |r| r.get(0))?;
-    if staged >= INDEX_TEXT_AFTER {
-        index_staged_text(c)?;
-    }
-    Ok(())
-}
-
-/// Moves every staged text into the full-text index (on the writer's
-/// connection, inside its transaction).
-///
-/// The index then holds every message's text up to its highest rowid
-/// (recalled ones excepted): staged ids are new messages, all above it,
-/// and an edit of an older message flushes the staged ones before
-/// indexing its own. [`index_unindexed_text`] relies on that.
-pub(super) fn index_staged_text(c: &Connection) -> rusqlite::Result<()> {
-    let staged = c
-        .prepare_cached(
-            "INSERT INTO message_text (rowid, text) SELECT id, text FROM temp.staged_text",
-        )?
-        .execute([])?;
-    if staged > 0 {
-        c.prepare_cached("DELETE FROM temp.staged_text")?
-            .execute([])?;
-    }
-    Ok(())
-}
-
-/// At start: indexes the text of messages above the index's highest rowid,
-/// the ones that were staged when chatd stopped. (`message_text_docsize`
-/// is FTS5's table of indexed rowids, keyed by them.)
-pub(super) fn index_unindexed_text(c: &Connection) -> Result<usize, StoreError> {
-    Ok(c.execute(
-        "INSERT OR REPLACE INTO message_text (rowid, text)
-         SELECT id, json_extract(body, '$.text') FROM messages
-         WHERE id > (SELECT COALESCE(MAX(id), 0) FROM message_text_docsize)
-           AND json_type(body, '$.text') = 'text'",
-        [],
-    )?)
-}
-
-/// The text of a message, if it has one.
-fn text_of(body: &str) -> Option<String> {
-    serde_json::from_str::<serde_json::Value>(body)
-        .ok()
-        .and_then(|v| v.get("text").and_then(|t| t.as_str()).map(str::to_owned))
-}
-
-/// Stages a message's text for the full-text index (see
-/// [`prepare_text_staging`]).
-pub(super) const STAGE_TEXT: &str =
-    "INSERT OR REPLACE INTO temp.staged_text (id, text) VALUES (?1, ?2)";
-
-fn unindex_text(c: &Connection, id: u64) -> Result<(), StoreError> {
-    c.prepare_cached("DELETE FROM message_text WHERE rowid = ?1")?
-        .execute([id])?;
-    c.prepare_cached("DELETE FROM temp.staged_text WHERE id = ?1")?
-        .execute([id])?;
-    Ok(())
-}
-
-/// Replaces a message's body (edit).
+/// Replaces a message's body (edit). The body it replaces is kept if
+/// someone who left the conversation holds the message (see
+/// [`record_departures`]).
 pub fn edit(c: &Connection, id: u64, body: &str, now: i64) -> Result<(), StoreError> {
+    c.prepare_cached(
+        "INSERT INTO message_versions (message_id, body, edited_at)
+         SELECT m.id, m.body, m.edited_at FROM messages m
+         WHERE m.id = ?1 AND EXISTS (
+             SELECT 1 FROM departures d
+             WHERE d.conversation_id = m.conversation_id AND d.left_seq >= m.seq AND d.joined_seq < m.seq)",
+    )?
+    .execute([id])?;
     c.prepare_cached("UPDATE messages SET body = ?2, edited_at = ?3 WHERE id = ?1")?
         .execute(params![id, body, now])?;
     // What was staged first (see `index_staged_text`), then this one.
@@ -570,10 +519,13 @@ pub fn edit(c: &Connection, id: u64, body: &str, now: i64) -> Result<(), StoreEr
     Ok(())
 }
 
-/// Removes a message's content, leaving a tombstone.
+/// Removes a message's content, earlier versions included, leaving a
+/// tombstone (for former members too).
 pub fn recall(c: &Connection, id: u64, now: i64) -> Result<(), StoreError> {
     c.prepare_cached("UPDATE messages SET body = '{}', recalled_at = ?2 WHERE id = ?1")?
         .execute(params![id, now])?;
+    c.prepare_cached("DELETE FROM message_versions WHERE message_id = ?1")?
+        .execute([id])?;
     unindex_text(c, id)
 }
 
@@ -587,6 +539,13 @@ pub fn hide(c: &Connection, user_id: u64, id: u64) -> Result<(), StoreError> {
 }
 
 /// The user's inbox after `after`, at most `limit` entries, in cursor order.
+///
+/// Messages come in their current state, except to someone who has left
+/// their conversation since: a message edited after that comes as it was
+/// when they left (the first body an edit after their departure replaced,
+/// see [`record_departures`]); a recalled one as a tombstone. Messages
+/// never edited skip those look-ups (the `CASE`; a plain `AND` in the
+/// join did not spare them).
 pub fn sync(
     c: &Connection,
     user_id: u64,
@@ -594,10 +553,17 @@ pub fn sync(
     limit: usize,
 ) -> Result<Vec<InboxRow>, StoreError> {
     let sql = format!(
-        "SELECT i.cursor, i.kind, i.payload, {MESSAGE_COLUMNS}
+        "SELECT i.cursor, i.kind, i.payload, {MESSAGE_COLUMNS}, v.body, v.edited_at
          FROM inbox i
          LEFT JOIN messages m ON m.id = i.message_id
          LEFT JOIN conversations c ON c.id = m.conversation_id
+         LEFT JOIN message_versions v ON v.id = CASE WHEN m.edited_at IS NOT NULL THEN (
+             SELECT v2.id FROM message_versions v2
+             WHERE v2.message_id = m.id AND m.recalled_at IS NULL AND v2.id > (
+                 SELECT MIN(d.versions_seen) FROM departures d
+                 WHERE d.user_id = ?1 AND d.conversation_id = m.conversation_id
+                   AND d.left_seq >= m.seq AND d.joined_seq < m.seq)
+             ORDER BY v2.id LIMIT 1) END
          WHERE i.user_id = ?1 AND i.cursor > ?2
          ORDER BY i.cursor
          LIMIT ?3"
@@ -605,11 +571,17 @@ pub fn sync(
     let mut stmt = c.prepare_cached(&sql)?;
     let rows = stmt
         .query_map(params![user_id, after, limit as i64], |r| {
+            let mut message = optional_message(r, 3)?;
+            let seen: Option<String> = r.get(15)?;
+            if let (Some(m), Some(body)) = (message.as_mut(), seen) {
+                m.body = body;
+                m.edited_at = r.get(16)?;
+            }
             Ok(InboxRow {
                 cursor: r.get(0)?,
                 kind: r.get(1)?,
                 payload: r.get(2)?,
-                message: optional_message(r, 3)?,
+                message,
             })
         })?
         .collect::<Result<Vec<_>, _>>()?;
@@ -765,36 +737,6 @@ pub fn senders_between(
     Ok(ids)
 }
 
-/// Full-text search over what the user can see: conversations they are in
-/// (after joining), not recalled, not hidden by them, not from users they
-/// block. `query` is an FTS5 expression the caller has made safe.
-pub fn search(
-    c: &Connection,
-    user_id: u64,
-    query: &str,
-    limit: usize,
-) -> Result<Vec<MessageRow>, StoreError> {
-    let sql = format!(
-        "SELECT {MESSAGE_COLUMNS}
-         FROM message_text t
-         JOIN messages m ON m.id = t.rowid
-         JOIN conversations c ON c.id = m.conversation_id
-         JOIN conversation_members cm ON cm.conversation_id = m.conversation_id AND cm.user_id = ?1
-         WHERE message_text MATCH ?2
-           AND m.seq > cm.joined_seq
-           AND m.recalled_at IS NULL
-           AND NOT EXISTS (SELECT 1 FROM hidden_messages h WHERE h.user_id = ?1 AND h.message_id = m.id)
-           AND NOT EXISTS (SELECT 1 FROM blocks b WHERE b.user_id = ?1 AND b.blocked_id = m.sender_id)
-         ORDER BY m.id DESC
-         LIMIT ?3"
-    );
-    let mut stmt = c.prepare_cached(&sql)?;
-    let rows = stmt
-        .query_map(params![user_id, query, limit as i64], |r| message(r, 0))?
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(rows)
-}
-
 /// Records a device's acknowledged cursor; it never moves backwards.
 /// Returns `(previous, stored)`.
 /// Device cursors kept per user; acking from one more evicts the least
@@ -871,6 +813,7 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
 
     use super::*;
+    use crate::store::fulltext::INDEX_TEXT_AFTER;
     use crate::store::Store;
 
     /// A user's text message, stored as `Chat::send` stores it.
@@ -1136,6 +1079,90 @@ mod tests {
         );
         assert_eq!(found(&store, "papaya").await, vec![edited]);
         assert_eq!(found(&store, "pear").await, pears);
+    }
+
+    /// A search on a reader finds what the index does not hold yet (staged
+    /// on the writer), once, and the same after it is indexed; messages of
+    /// other kinds count towards a flush, so what a search reads outside
+    /// the index stays bounded whatever was sent.
+    #[tokio::test]
+    async fn a_search_on_a_reader_finds_text_not_indexed_yet_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("chat.db")).unwrap();
+        let (a, b, conv) = store
+            .write(|c| {
+                let a = users::insert(c, "alice", "!", 0)?.id;
+                let b = users::insert(c, "bob", "!", 0)?.id;
+                Ok::<_, StoreError>((a, b, direct_conversation(c, a, b, 0)?))
+            })
+            .await
+            .unwrap();
+        let search = |word: &'static str| {
+            let store = store.clone();
+            async move {
+                store
+                    .read(move |c| search(c, b, &format!("\"{word}\""), 100))
+                    .await
+                    .unwrap()
+                    .into_iter()
+                    .map(|m| m.id)
+                    .collect::<Vec<u64>>()
+            }
+        };
+        let owl = store
+            .write(move |c| Ok::<_, StoreError>(text_message(c, conv, a, "o", "owl")?.id))
+            .await
+            .unwrap();
+        assert_eq!(
+            store
+                .read(|c| Ok::<_, StoreError>(matches(c, "owl")))
+                .await
+                .unwrap(),
+            Vec::<u64>::new()
+        );
+        assert_eq!(
+            search("owl").await,
+            vec![owl],
+            "staged, found by the reader"
+        );
+        // Messages without text: the index catches up after a batch.
+        store
+            .write(move |c| {
+                for i in 0..INDEX_TEXT_AFTER {
+                    let new = NewRow {
+                        conversation_id: conv,
+                        sender: a,
+                        client_msg_id: &format!("x{i}"),
+                        body: r#"{"location":[0,0]}"#,
+                        text: None,
+                        kind: "user",
+                        now: 0,
+                    };
+                    insert(c, &new)?;
+                }
+                Ok::<_, StoreError>(())
+            })
+            .await
+            .unwrap();
+        let behind: i64 = store
+            .read(|c| {
+                Ok::<_, StoreError>(c.query_row(
+                    "SELECT (SELECT MAX(id) FROM messages) - indexed_through FROM text_index",
+                    [],
+                    |r| r.get(0),
+                )?)
+            })
+            .await
+            .unwrap();
+        assert_eq!(behind, 0);
+        assert_eq!(
+            store
+                .read(|c| Ok::<_, StoreError>(matches(c, "owl")))
+                .await
+                .unwrap(),
+            vec![owl]
+        );
+        assert_eq!(search("owl").await, vec![owl], "indexed, found once");
     }
 
     /// The sender's read marker is written only when others' messages were

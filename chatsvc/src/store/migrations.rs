@@ -274,6 +274,46 @@ const MIGRATIONS: &[&str] = &[
     r#"
     CREATE INDEX files_by_uploader ON files(uploader_id, created_at, size);
     "#,
+    // 10: search reads recent text without the writer; former members see
+    // messages as they were when they left.
+    r#"
+    -- Every text message with id <= indexed_through is in message_text
+    -- (recalled ones excepted); newer ones wait in the writer's staging
+    -- table, and a search reads their text from messages.
+    CREATE TABLE text_index (
+        id               INTEGER PRIMARY KEY CHECK (id = 1),
+        indexed_through  INTEGER NOT NULL
+    );
+    INSERT INTO text_index (id, indexed_through)
+        SELECT 1, COALESCE(MAX(id), 0) FROM message_text_docsize;
+
+    -- A member who left a group, was removed, or whose group was
+    -- dissolved. They keep their inbox rows; edits made after they left
+    -- are not theirs to see.
+    CREATE TABLE departures (
+        user_id         INTEGER NOT NULL,
+        conversation_id INTEGER NOT NULL,
+        -- they saw the messages with joined_seq < seq <= left_seq
+        joined_seq      INTEGER NOT NULL,
+        left_seq        INTEGER NOT NULL,
+        -- the newest message_versions id when they left (0: none)
+        versions_seen   INTEGER NOT NULL,
+        PRIMARY KEY (user_id, conversation_id, left_seq)
+    ) WITHOUT ROWID;
+    CREATE INDEX departures_by_conversation ON departures(conversation_id, left_seq);
+
+    -- A message's body before an edit, kept only when someone who left
+    -- its conversation holds it. AUTOINCREMENT: ids are never reused
+    -- (a recall deletes the message's versions), as departures compare
+    -- against them.
+    CREATE TABLE message_versions (
+        id         INTEGER PRIMARY KEY AUTOINCREMENT,
+        message_id INTEGER NOT NULL REFERENCES messages(id),
+        body       TEXT    NOT NULL,
+        edited_at  INTEGER
+    );
+    CREATE INDEX message_versions_by_message ON message_versions(message_id, id);
+    "#,
 ];
 
 /// Brings the database to the latest version, one transaction per step.
@@ -307,6 +347,35 @@ mod tests {
         migrate(&mut conn)?;
         let v: usize = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
         assert_eq!(v, MIGRATIONS.len());
+        Ok(())
+    }
+
+    /// Step 8 on a database whose newest texts were staged when chatd
+    /// stopped: the index is caught up through what it held, so the start
+    /// indexes the rest (and a search reads nothing twice meanwhile).
+    #[test]
+    fn step_8_starts_the_index_where_it_stopped() -> Result<(), StoreError> {
+        let mut conn = Connection::open_in_memory()?;
+        for sql in &MIGRATIONS[..7] {
+            conn.execute_batch(sql)?;
+        }
+        conn.pragma_update(None, "user_version", 7)?;
+        conn.execute_batch(
+            r#"INSERT INTO users (id, username, password_hash, created_at) VALUES (1, 'a', '!', 0);
+             INSERT INTO conversations (id, kind, user_lo, user_hi, created_at) VALUES (1, 'direct', 1, 1, 0);
+             INSERT INTO messages (id, conversation_id, seq, sender_id, client_msg_id, body, sent_at)
+                 VALUES (1, 1, 1, 1, 'x', '{"text":"indexed"}', 0),
+                        (2, 1, 2, 1, 'y', '{"text":"staged"}', 0);
+             INSERT INTO message_text (rowid, text) VALUES (1, 'indexed');"#,
+        )?;
+        migrate(&mut conn)?;
+        let through: i64 =
+            conn.query_row("SELECT indexed_through FROM text_index", [], |r| r.get(0))?;
+        assert_eq!(through, 1);
+        assert_eq!(super::super::fulltext::index_unindexed_text(&conn)?, 1);
+        let through: i64 =
+            conn.query_row("SELECT indexed_through FROM text_index", [], |r| r.get(0))?;
+        assert_eq!(through, 2);
         Ok(())
     }
 

@@ -8,6 +8,7 @@
 
 mod conn;
 pub mod files;
+mod fulltext;
 pub mod groups;
 pub mod messages;
 mod migrations;
@@ -130,16 +131,16 @@ impl Store {
         // this is cut back to it (otherwise it keeps its largest size).
         let restart = writer::RestartPolicy::default();
         conn.pragma_update(None, "journal_size_limit", restart.wal_bytes_kept())?;
-        let indexed = messages::index_unindexed_text(&conn)?;
+        let indexed = fulltext::index_unindexed_text(&conn)?;
         if indexed > 0 {
             tracing::info!(
                 messages = indexed,
                 "indexed the text staged when chatd stopped"
             );
         }
-        messages::prepare_text_staging(&conn)?;
+        fulltext::prepare_text_staging(&conn)?;
         let options = writer::Options {
-            before_commit: Some(Box::new(messages::index_staged_text_if_many)),
+            before_commit: Some(Box::new(fulltext::index_staged_text_if_many)),
             checkpoint_in_background: Some(path.to_owned()),
             restart,
         };
@@ -210,9 +211,10 @@ impl Store {
     }
 
     /// Moves the text of recent messages into the full-text index, which
-    /// the writer otherwise does in batches: call it before searching.
+    /// the writer otherwise does in batches (searches need not: they read
+    /// what is not indexed yet themselves).
     pub async fn index_staged_text(&self) -> Result<(), StoreError> {
-        self.write(|c| Ok::<_, StoreError>(messages::index_staged_text(c)?))
+        self.write(|c| Ok::<_, StoreError>(fulltext::index_staged_text(c)?))
             .await
     }
 
@@ -318,6 +320,9 @@ impl ReadPool {
             OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        // A search builds a small index of its own in `temp` (see
+        // `fulltext::search`): in memory, not in a temp file.
+        conn.pragma_update(None, "temp_store", "MEMORY")?;
         stable_plans(&conn)?;
         Ok(conn)
     }
