@@ -382,3 +382,36 @@ async fn oversized_frame(
     }
     Ok(sock)
 }
+
+/// A keep-alive connection between requests is timed by the idle timeout,
+/// not the header one: with a 1 s header timeout and a 3 s idle timeout, a
+/// connection that made one request is still open after the header timeout
+/// and closed by the idle one. (Before: neither existed; such a connection
+/// stayed open for good.)
+#[tokio::test]
+async fn keep_alive_connections_are_closed_by_the_idle_timeout() -> Result<()> {
+    let server =
+        TestServer::start_with(&["--http-header-timeout", "1", "--http-idle-timeout", "3"]).await?;
+    let mut sock = TcpStream::connect(server.http).await?;
+    sock.write_all(b"GET /healthz HTTP/1.1\r\nHost: chatd\r\n\r\n")
+        .await?;
+    let mut response = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !String::from_utf8_lossy(&response).contains("\r\n\r\n") {
+        let n = sock.read(&mut buf).await?;
+        if n == 0 {
+            bail!("closed before the response");
+        }
+        response.extend_from_slice(&buf[..n]);
+    }
+    let answered = Instant::now();
+    let closed = held_until_closed(sock, None).await;
+    let idle = answered.elapsed();
+    eprintln!("keep-alive: closed {idle:?} after the response ({closed:?} of waiting)");
+    assert!(
+        idle >= Duration::from_millis(2500),
+        "closed after {idle:?}: not by the idle timeout"
+    );
+    assert!(idle < Duration::from_secs(6), "still open after {idle:?}");
+    Ok(())
+}
