@@ -34,6 +34,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::debug;
 
+/// How long a connection told to close may take to finish: the longest a
+/// request may run.
+const DRAIN: Duration = crate::api::REQUEST_TIMEOUT;
+
 /// The limits [`serve`] enforces.
 #[derive(Debug, Clone)]
 pub struct Limits {
@@ -113,8 +117,9 @@ async fn serve_connection(
     loop {
         let check = match closing {
             // A graceful close that does not end (a client that never
-            // reads its last response) is cut after one more header timeout.
-            Some(since) => since + limits.header_timeout,
+            // reads its last response) is cut once a request could no
+            // longer be running.
+            Some(since) => since + DRAIN,
             None => watch.next_check(limits),
         };
         tokio::select! {

@@ -55,6 +55,10 @@ pub type SharedState = Arc<AppState>;
 /// domain; this bounds what is read at all.
 pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
 
+/// Longest a request may run before it is answered 408 (the MQTT
+/// WebSocket excepted).
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// The whole HTTP surface: `/v1` API, ops endpoints and the MQTT WebSocket.
 pub fn router(state: AppState) -> Router {
     let state = Arc::new(state);
@@ -79,7 +83,7 @@ pub fn router(state: AppState) -> Router {
         .layer(middleware::from_fn(record_metrics))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
-            Duration::from_secs(30),
+            REQUEST_TIMEOUT,
         ))
         .layer(TraceLayer::new_for_http())
         .layer(CatchPanicLayer::custom(|_| {
