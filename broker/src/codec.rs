@@ -245,6 +245,26 @@ mod tests {
     }
 
     #[test]
+    fn refusals_for_too_many_connections_encode_in_both_versions() {
+        use rumqttd::protocol::ConnAck;
+        for (version, quota, unavailable) in [(Version::V311, 3, 3), (Version::V5, 0x97, 0x88)] {
+            for (code, want) in [
+                (version.quota_exceeded(), quota),
+                (version.unavailable(), unavailable),
+            ] {
+                let mut out = BytesMut::new();
+                let ack = ConnAck {
+                    session_present: false,
+                    code,
+                };
+                let written = version.write(Packet::ConnAck(ack, None), &mut out);
+                assert!(written.is_ok(), "{version:?} {code:?}");
+                assert_eq!(out[3], want, "{version:?} {code:?}");
+            }
+        }
+    }
+
+    #[test]
     fn sniffs_versions() {
         assert_eq!(
             sniff(&connect(4, b"MQTT"), 1024),
