@@ -6,6 +6,8 @@
 //!   must arrive within it, however slowly it is dribbled;
 //! - an idle timeout: a connection with no request in flight and nothing
 //!   written for that long is closed gracefully;
+//! - at most 64 KiB buffered per HTTP/1 connection (a request head beyond
+//!   is refused);
 //! - graceful shutdown: stop accepting, let requests in flight finish.
 //!
 //! Like Go's `ReadHeaderTimeout` and `IdleTimeout`. hyper's own header
@@ -37,6 +39,10 @@ use tracing::debug;
 /// How long a connection told to close may take to finish: the longest a
 /// request may run.
 const DRAIN: Duration = crate::api::REQUEST_TIMEOUT;
+
+/// Bytes an HTTP/1 connection buffers from its client: bounds a request head
+/// (bodies stream through in pieces of at most this).
+const MAX_BUFFER: usize = 64 * 1024;
 
 /// The limits [`serve`] enforces.
 #[derive(Debug, Clone)]
@@ -110,6 +116,10 @@ async fn serve_connection(
         })
     };
     let mut builder = Builder::new(TokioExecutor::new());
+    // What an HTTP/1 connection may buffer: a request head larger than this
+    // is refused (431). hyper's default, ~408 KB, held by a head that never
+    // ends, is a lot to give every connection of a stranger.
+    builder.http1().max_buf_size(MAX_BUFFER);
     // Extended CONNECT: WebSocket over HTTP/2 (RFC 8441), as axum::serve does.
     builder.http2().enable_connect_protocol();
     let mut conn = pin!(builder.serve_connection_with_upgrades(io, service));

@@ -415,3 +415,48 @@ async fn keep_alive_connections_are_closed_by_the_idle_timeout() -> Result<()> {
     assert!(idle < Duration::from_secs(6), "still open after {idle:?}");
     Ok(())
 }
+
+/// 300 connections from one stranger, each sending 300 KB of request head
+/// (header lines of 1 KB) and never finishing it. Before: hyper buffered up
+/// to ~408 KB of head per connection until it came. Now a connection's
+/// buffer is 64 KiB: past that the head is refused (431) and the connection
+/// closed, and chatd's RSS grows by little.
+#[tokio::test]
+async fn huge_unfinished_request_heads_are_not_buffered() -> Result<()> {
+    let server = TestServer::start().await?;
+    let before = server.rss_bytes()?;
+    let line = format!("X-Pad: {}\r\n", "a".repeat(1000));
+    let mut sending = Vec::new();
+    for _ in 0..300 {
+        let mut sock = connect_from(STRANGER, server.http).await?;
+        let line = line.clone();
+        sending.push(tokio::spawn(async move {
+            if sock.write_all(b"GET /healthz HTTP/1.1\r\n").await.is_ok() {
+                for _ in 0..300 {
+                    if sock.write_all(line.as_bytes()).await.is_err() {
+                        break;
+                    }
+                }
+            }
+            sock
+        }));
+    }
+    let mut socks = Vec::new();
+    let mut peak = before;
+    for s in sending {
+        socks.push(s.await?);
+        peak = peak.max(server.rss_bytes()?);
+    }
+    peak = peak.max(server.rss_bytes()?);
+    let grown = peak.saturating_sub(before);
+    eprintln!(
+        "huge heads: 300 x 300 KB unfinished: RSS {} -> peak {} MiB (+{} KiB)",
+        before >> 20,
+        peak >> 20,
+        grown >> 10
+    );
+    assert!(grown < 32 << 20, "RSS grew by {} MiB", grown >> 20);
+    drop(socks);
+    still_served(&server, false, Duration::from_secs(5)).await?;
+    Ok(())
+}
