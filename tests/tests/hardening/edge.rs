@@ -321,20 +321,13 @@ async fn oversized_websocket_frames_are_refused_unbuffered() -> Result<()> {
             8 << 20,
         )));
     }
-    let mut peak = before;
-    let mut socks = Vec::new();
-    for s in sent {
-        socks.push(s.await??);
-        peak = peak.max(server.rss_bytes()?);
-    }
-    peak = peak.max(server.rss_bytes()?);
-    let grown = peak.saturating_sub(before);
-    eprintln!(
-        "ws frames: {upgrades} upgrades x 8 MiB of a 16 MiB frame: RSS {} -> peak {} MiB (+{} KiB)",
-        before >> 20,
-        peak >> 20,
-        grown >> 10
-    );
+    let (socks, grown) = rss_growth_until_done(
+        &server,
+        before,
+        sent,
+        &format!("ws frames: {upgrades} upgrades x 8 MiB of a 16 MiB frame"),
+    )
+    .await?;
     assert!(grown < 24 << 20, "RSS grew by {} MiB", grown >> 20);
     drop(socks);
     let took = still_served(&server, true, Duration::from_secs(5)).await?;
@@ -438,25 +431,43 @@ async fn huge_unfinished_request_heads_are_not_buffered() -> Result<()> {
                     }
                 }
             }
-            sock
+            Ok(sock)
         }));
     }
+    let (socks, grown) = rss_growth_until_done(
+        &server,
+        before,
+        sending,
+        "huge heads: 300 x 300 KB unfinished",
+    )
+    .await?;
+    assert!(grown < 32 << 20, "RSS grew by {} MiB", grown >> 20);
+    drop(socks);
+    still_served(&server, false, Duration::from_secs(5)).await?;
+    Ok(())
+}
+
+/// Waits for every attacking task, reading chatd's RSS as each ends; the
+/// sockets they leave open, and the peak growth over `before` (logged).
+async fn rss_growth_until_done(
+    server: &TestServer,
+    before: u64,
+    attackers: Vec<tokio::task::JoinHandle<Result<TcpStream>>>,
+    what: &str,
+) -> Result<(Vec<TcpStream>, u64)> {
     let mut socks = Vec::new();
     let mut peak = before;
-    for s in sending {
-        socks.push(s.await?);
+    for attacker in attackers {
+        socks.push(attacker.await??);
         peak = peak.max(server.rss_bytes()?);
     }
     peak = peak.max(server.rss_bytes()?);
     let grown = peak.saturating_sub(before);
     eprintln!(
-        "huge heads: 300 x 300 KB unfinished: RSS {} -> peak {} MiB (+{} KiB)",
+        "{what}: RSS {} -> peak {} MiB (+{} KiB)",
         before >> 20,
         peak >> 20,
         grown >> 10
     );
-    assert!(grown < 32 << 20, "RSS grew by {} MiB", grown >> 20);
-    drop(socks);
-    still_served(&server, false, Duration::from_secs(5)).await?;
-    Ok(())
+    Ok((socks, grown))
 }
