@@ -28,6 +28,12 @@ pub fn router(broker: Broker) -> Router {
         .with_state(broker)
 }
 
+/// What a WebSocket reads from its socket at once. tungstenite's default,
+/// 128 KiB, is reserved (and its pages touched) by every connection, even
+/// one that never authenticates; MQTT clients send small packets, and a
+/// larger frame is read in several pieces.
+const READ_BUFFER: usize = 16 * 1024;
+
 /// No frame or message may be larger than the largest MQTT packet (and a
 /// little framing): tungstenite would otherwise buffer frames of up to
 /// 16 MiB, from a stranger who has not even sent CONNECT.
@@ -41,6 +47,7 @@ async fn upgrade(
     ws.protocols(SUBPROTOCOLS)
         .max_message_size(largest)
         .max_frame_size(largest)
+        .read_buffer_size(READ_BUFFER)
         .on_upgrade(move |socket| serve(broker, socket, peer))
 }
 
