@@ -199,6 +199,7 @@ where
             }
         };
         tokio::pin!(evicted);
+        let mut was_evicted = false;
         let version = loop {
             match codec::sniff(&inbuf, max) {
                 Sniff::Incomplete => {}
@@ -220,10 +221,28 @@ where
                     return Err(ConnError::Violation("first packet is not CONNECT"))
                 }
             }
-            let n = tokio::select! {
-                _ = &mut evicted => return Err(ConnError::Evicted),
-                read = tokio::time::timeout_at(deadline, stream.read_buf(&mut inbuf)) => {
-                    read.map_err(|_| ConnError::ConnectTimeout)??
+            // Evicted (a newer connection from its address needed the
+            // room), a connection goes on only while its bytes are already
+            // there: each read gets one look, after the reactor has run
+            // (`yield_now` defers until then). The CONNECTs of a reconnect
+            // storm behind one address are there, waiting to be read; a
+            // socket with nothing to say is closed.
+            let n = if was_evicted {
+                tokio::task::yield_now().await;
+                match stream.read_buf(&mut inbuf).now_or_never() {
+                    Some(read) => read?,
+                    None => return Err(ConnError::Evicted),
+                }
+            } else {
+                tokio::select! {
+                    biased;
+                    read = tokio::time::timeout_at(deadline, stream.read_buf(&mut inbuf)) => {
+                        read.map_err(|_| ConnError::ConnectTimeout)??
+                    }
+                    _ = &mut evicted => {
+                        was_evicted = true;
+                        continue;
+                    }
                 }
             };
             if n == 0 {

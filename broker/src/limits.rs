@@ -77,7 +77,9 @@ impl<K: Hash + Eq + Copy> Drop for Slot<K> {
 /// oldest first. Past the cap, a new connection closes the address's oldest
 /// one rather than being refused: a stranger who holds sockets open without
 /// a CONNECT can't lock out the clients behind the same address (an office
-/// NAT), whose CONNECT follows their TCP handshake at once.
+/// NAT), whose CONNECT follows their TCP handshake at once. An evicted
+/// connection whose bytes have already arrived still goes on (see
+/// `conn::Connection::handshake`): only those waiting for bytes close.
 pub(crate) struct Unauthenticated {
     cap: usize,
     next_id: AtomicU64,
