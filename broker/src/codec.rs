@@ -1,7 +1,7 @@
 //! The MQTT wire codec, per protocol level, on top of `rumqttd::protocol`.
 
 use bytes::BytesMut;
-use rumqttd::protocol::{self, v4, v5, Packet, Protocol};
+use rumqttd::protocol::{self, v4, v5, ConnectReturnCode, Packet, Protocol};
 
 /// Which MQTT version a connection speaks; fixed by its CONNECT.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -116,6 +116,24 @@ impl Version {
 }
 
 impl Version {
+    /// CONNACK code for "try again later": 3.1.1 has one code for it (0x03),
+    /// MQTT 5 its own (0x88). rumqttd's v4 encoder panics on v5-only codes.
+    pub fn unavailable(self) -> ConnectReturnCode {
+        match self {
+            Version::V311 => ConnectReturnCode::ServiceUnavailable,
+            Version::V5 => ConnectReturnCode::ServerUnavailable,
+        }
+    }
+
+    /// CONNACK code for "you hold too much already": MQTT 5 says so (0x97
+    /// quota exceeded); 3.1.1 can only say 0x03 server unavailable.
+    pub fn quota_exceeded(self) -> ConnectReturnCode {
+        match self {
+            Version::V311 => ConnectReturnCode::ServiceUnavailable,
+            Version::V5 => ConnectReturnCode::QuotaExceeded,
+        }
+    }
+
     /// Writes a delivery to a clean session: a PUBLISH at QoS 0, or at QoS 1
     /// with `pkid`. rumqttd keeps a publish's QoS and packet id private to
     /// its crate, so the frame is encoded at QoS 0 and then given both: the
@@ -224,6 +242,26 @@ mod tests {
         let mut v = vec![0x10, body.len() as u8];
         v.extend(body);
         v
+    }
+
+    #[test]
+    fn refusals_for_too_many_connections_encode_in_both_versions() {
+        use rumqttd::protocol::ConnAck;
+        for (version, quota, unavailable) in [(Version::V311, 3, 3), (Version::V5, 0x97, 0x88)] {
+            for (code, want) in [
+                (version.quota_exceeded(), quota),
+                (version.unavailable(), unavailable),
+            ] {
+                let mut out = BytesMut::new();
+                let ack = ConnAck {
+                    session_present: false,
+                    code,
+                };
+                let written = version.write(Packet::ConnAck(ack, None), &mut out);
+                assert!(written.is_ok(), "{version:?} {code:?}");
+                assert_eq!(out[3], want, "{version:?} {code:?}");
+            }
+        }
     }
 
     #[test]

@@ -11,6 +11,7 @@
 //! checks are answered here, at the edge.
 
 use std::collections::{HashMap, VecDeque};
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -30,6 +31,7 @@ use tracing::{debug, info, warn};
 use crate::acl::{self, FilterDenied};
 use crate::auth::{Principal, Refusal};
 use crate::codec::{self, Sniff, Version};
+use crate::limits::Slot;
 use crate::mailbox::{Granted, Mailbox};
 use crate::registry::KickReason;
 use crate::server::{LinkSpec, Shared};
@@ -47,6 +49,8 @@ pub(crate) enum ConnError {
     Violation(&'static str),
     #[error("no CONNECT within the connect timeout")]
     ConnectTimeout,
+    #[error("closed before CONNECT: its address has too many connections waiting to authenticate")]
+    Evicted,
     #[error("keep-alive timeout")]
     KeepAlive,
     #[error("sent packets faster than allowed")]
@@ -69,11 +73,12 @@ pub(crate) fn serve<S>(
     shared: Arc<Shared>,
     stream: S,
     transport: &'static str,
+    peer: Option<IpAddr>,
 ) -> impl std::future::Future<Output = ()> + Send
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
-    let handshake = Box::pin(Connection::handshake(shared, stream));
+    let handshake = Box::pin(Connection::handshake(shared, stream, peer));
     async move {
         metrics::counter!("mqtt_connections_accepted_total", "transport" => transport).increment(1);
         match handshake.await {
@@ -121,6 +126,8 @@ struct Connection<S> {
     /// acknowledging: no PUBACK for `write_timeout` ends the connection.
     unacked: usize,
     ack_wait_since: Option<Instant>,
+    /// Counts this connection against its user's cap while it lives.
+    _user_slot: Slot<u64>,
 }
 
 /// Where a connection's deliveries come from.
@@ -174,10 +181,25 @@ where
 {
     /// Reads and checks CONNECT, answers CONNACK. `Ok(None)` when the
     /// connection was refused with a CONNACK.
-    async fn handshake(shared: Arc<Shared>, mut stream: S) -> Result<Option<Self>, ConnError> {
+    async fn handshake(
+        shared: Arc<Shared>,
+        mut stream: S,
+        peer: Option<IpAddr>,
+    ) -> Result<Option<Self>, ConnError> {
         let max = shared.settings.max_packet_size;
         let mut inbuf = BytesMut::with_capacity(512);
         let deadline = Instant::now() + shared.settings.connect_timeout;
+        // Counted among its address's unauthenticated connections until the
+        // CONNACK (this function's end).
+        let waiting = peer.map(|addr| shared.unauthenticated.enter(addr));
+        let evicted = async {
+            match &waiting {
+                Some(w) => w.evicted.cancelled().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::pin!(evicted);
+        let mut was_evicted = false;
         let version = loop {
             match codec::sniff(&inbuf, max) {
                 Sniff::Incomplete => {}
@@ -199,9 +221,30 @@ where
                     return Err(ConnError::Violation("first packet is not CONNECT"))
                 }
             }
-            let n = tokio::time::timeout_at(deadline, stream.read_buf(&mut inbuf))
-                .await
-                .map_err(|_| ConnError::ConnectTimeout)??;
+            // Evicted (a newer connection from its address needed the
+            // room), a connection goes on only while its bytes are already
+            // there: each read gets one look, after the reactor has run
+            // (`yield_now` defers until then). The CONNECTs of a reconnect
+            // storm behind one address are there, waiting to be read; a
+            // socket with nothing to say is closed.
+            let n = if was_evicted {
+                tokio::task::yield_now().await;
+                match stream.read_buf(&mut inbuf).now_or_never() {
+                    Some(read) => read?,
+                    None => return Err(ConnError::Evicted),
+                }
+            } else {
+                tokio::select! {
+                    biased;
+                    read = tokio::time::timeout_at(deadline, stream.read_buf(&mut inbuf)) => {
+                        read.map_err(|_| ConnError::ConnectTimeout)??
+                    }
+                    _ = &mut evicted => {
+                        was_evicted = true;
+                        continue;
+                    }
+                }
+            };
             if n == 0 {
                 return Err(ConnError::Violation("closed before CONNECT"));
             }
@@ -275,6 +318,26 @@ where
         let client_id = assigned.clone().unwrap_or(connect.client_id.clone());
         let router_client_id = namespaced_client_id(principal.user_id, &client_id);
 
+        // A client id the user already has connected takes that connection
+        // over (a phone back from a dead network): it may pass the cap, as
+        // the one it replaces is about to go.
+        let replaces = shared
+            .registry
+            .has_client(principal.user_id, &router_client_id);
+        let Some(user_slot) = shared.user_slots.try_take(principal.user_id, replaces) else {
+            metrics::counter!("mqtt_connections_refused_total", "reason" => "user_cap")
+                .increment(1);
+            let (out, _) = refuse(version.quota_exceeded()).await;
+            stream.write_all(&out).await?;
+            stream.flush().await?;
+            info!(
+                user_id = principal.user_id,
+                cap = shared.settings.max_connections_per_user,
+                "CONNECT refused: the user has too many connections"
+            );
+            return Ok(None);
+        };
+
         let topic_alias_max = props.as_ref().and_then(|p| p.topic_alias_max).unwrap_or(0);
         let clean = connect.clean_session;
         let built = if clean {
@@ -303,7 +366,7 @@ where
         let built = match built {
             Ok(v) => v,
             Err(e) => {
-                let (out, _) = refuse(ConnectReturnCode::ServerUnavailable).await;
+                let (out, _) = refuse(version.unavailable()).await;
                 stream.write_all(&out).await?;
                 stream.flush().await?;
                 return Err(ConnError::Router(e));
@@ -399,6 +462,7 @@ where
             pending_subacks: HashMap::new(),
             unacked: 0,
             ack_wait_since: None,
+            _user_slot: user_slot,
         }))
     }
 

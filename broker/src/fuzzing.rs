@@ -17,7 +17,7 @@ pub async fn serve<S>(broker: &Broker, stream: S)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
-    broker.serve_stream(stream, "fuzz").await;
+    broker.serve_stream(stream, "fuzz", None).await;
 }
 
 /// Publishes into the router with MQTT 5 properties, as the uplink worker

@@ -12,6 +12,7 @@
 //! - [`acl`]: which filters a user may subscribe to, which topics it may publish to.
 //! - [`auth`]: the [`Authenticator`] chatsvc implements (JWT check).
 //! - `registry`: live connections per user: presence, and kicking a user's sessions.
+//! - [`limits`]: caps per user and per address (connections, and those not yet authenticated).
 //! - `codec`: protocol-level sniffing and the v3.1.1 / v5 codecs.
 //! - [`uplink`]: client publishes to `users/{id}/up/...`, handed to chatsvc in order.
 //! - [`ws`]: the `/mqtt` WebSocket route.
@@ -23,6 +24,7 @@ mod codec;
 mod conn;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod limits;
 mod mailbox;
 mod registry;
 pub mod server;
@@ -31,5 +33,5 @@ pub mod ws;
 
 pub use auth::{Authenticator, Principal, Refusal};
 pub use registry::PresenceChange;
-pub use server::{bind, Broker, BrokerError, Settings};
+pub use server::{accept, bind, Broker, BrokerError, Settings};
 pub use uplink::{PendingReply, Uplink, UplinkRequest};

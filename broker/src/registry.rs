@@ -167,6 +167,16 @@ impl Registry {
         }
     }
 
+    /// Whether `user_id` has a live connection with this (namespaced)
+    /// client id: a new one with the same id takes it over.
+    pub(crate) fn has_client(&self, user_id: u64, client_id: &str) -> bool {
+        self.users
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&user_id)
+            .is_some_and(|conns| conns.values().any(|c| &*c.client_id == client_id))
+    }
+
     pub(crate) fn is_online(&self, user_id: u64) -> bool {
         self.users
             .lock()

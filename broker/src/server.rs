@@ -21,6 +21,7 @@ use tracing::{debug, error, info, warn};
 use crate::acl::Acl;
 use crate::auth::Authenticator;
 use crate::conn;
+use crate::limits::{PerKey, Unauthenticated};
 use crate::registry::{addressee, KickReason, PresenceChange, Registry};
 use crate::uplink::Uplink;
 
@@ -32,8 +33,18 @@ pub struct Settings {
     pub max_connections: usize,
     /// Largest MQTT packet accepted from a client, in bytes.
     pub max_packet_size: usize,
-    /// Time a new connection has to send CONNECT.
+    /// Time a new connection has to send CONNECT, from its accept (however
+    /// slowly it dribbles the bytes in).
     pub connect_timeout: Duration,
+    /// Most connections one user may hold (0: no cap). Past it, CONNECT is
+    /// refused (3.1.1: 0x03 server unavailable; 5: 0x97 quota exceeded),
+    /// except for a client id the user already has connected, which takes
+    /// that connection over.
+    pub max_connections_per_user: usize,
+    /// Most connections of one client address that have not yet
+    /// authenticated (0: no cap); past it, that address's oldest one is
+    /// closed to make room (see `limits::Unauthenticated`).
+    pub max_unauthenticated_per_address: usize,
     /// Time a write to a client may block, or its QoS 1 deliveries may wait
     /// with no PUBACK at all, before the client is dropped.
     pub write_timeout: Duration,
@@ -77,7 +88,9 @@ impl Default for Settings {
         Settings {
             max_connections: 50_000,
             max_packet_size: 64 * 1024,
-            connect_timeout: Duration::from_secs(10),
+            connect_timeout: Duration::from_secs(5),
+            max_connections_per_user: 32,
+            max_unauthenticated_per_address: 256,
             write_timeout: Duration::from_secs(30),
             segment_size: 64 * 1024,
             segment_count: 2,
@@ -203,6 +216,10 @@ pub(crate) struct Shared {
     pub registry: Registry,
     pub links: Links,
     pub connection_slots: Arc<Semaphore>,
+    /// Connections per user (`Settings::max_connections_per_user`).
+    pub user_slots: Arc<PerKey<u64>>,
+    /// Connections per address still before their CONNACK.
+    pub unauthenticated: Arc<Unauthenticated>,
     pub shutdown: CancellationToken,
     /// The broker's own link into the router: pushes and uplink replies to
     /// users with a persistent session go through it.
@@ -411,6 +428,8 @@ impl Broker {
         let shared = Arc::new(Shared {
             acl: Acl::with_open_publish(settings.open_publish.clone()),
             connection_slots: Arc::new(Semaphore::new(settings.max_connections)),
+            user_slots: PerKey::new(settings.max_connections_per_user),
+            unauthenticated: Unauthenticated::new(settings.max_unauthenticated_per_address),
             settings,
             authenticator,
             registry: Registry::new(),
@@ -439,14 +458,9 @@ impl Broker {
             };
             let (socket, peer) = tokio::select! {
                 _ = shutdown.cancelled() => break,
-                accepted = listener.accept() => match accepted {
-                    Ok(v) => v,
-                    Err(e) => {
-                        // EMFILE and friends: back off instead of spinning.
-                        warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
+                accepted = accept(&listener, "mqtt") => match accepted {
+                    Some(v) => v,
+                    None => continue,
                 },
             };
             let _ = socket.set_nodelay(true);
@@ -475,7 +489,7 @@ impl Broker {
                             return;
                         }
                     };
-                    conn::serve(shared, socket, "tcp").await;
+                    conn::serve(shared, socket, "tcp", Some(peer.ip())).await;
                 },
                 &io.handle,
             );
@@ -483,16 +497,20 @@ impl Broker {
         info!("mqtt tcp listener stopped");
     }
 
-    /// Serves one already-upgraded WebSocket byte stream.
-    pub(crate) async fn serve_stream<S>(&self, stream: S, transport: &'static str)
-    where
+    /// Serves one already-upgraded WebSocket byte stream from `peer`.
+    pub(crate) async fn serve_stream<S>(
+        &self,
+        stream: S,
+        transport: &'static str,
+        peer: Option<std::net::IpAddr>,
+    ) where
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send,
     {
         let Ok(_permit) = self.shared.connection_slots.clone().try_acquire_owned() else {
             warn!(transport, "connection limit reached");
             return;
         };
-        conn::serve(self.shared.clone(), stream, transport).await;
+        conn::serve(self.shared.clone(), stream, transport, peer).await;
     }
 
     /// Publishes `payload` to `users/{user_id}/{subtopic}`. Delivery is at
@@ -598,6 +616,23 @@ impl Broker {
 /// of clients reconnect at once: the kernel drops their SYNs and they retry
 /// only after a second.
 pub const LISTEN_BACKLOG: u32 = 4096;
+
+/// Accepts one connection on `listener` (`what` names it in the log). On
+/// an error (out of file descriptors, and friends) backs off a moment
+/// instead of spinning, and returns `None`.
+pub async fn accept(
+    listener: &TcpListener,
+    what: &'static str,
+) -> Option<(tokio::net::TcpStream, SocketAddr)> {
+    match listener.accept().await {
+        Ok(v) => Some(v),
+        Err(e) => {
+            warn!(listener = what, error = %e, "accept failed");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            None
+        }
+    }
+}
 
 /// Binds a TCP listener (address reuse on, backlog [`LISTEN_BACKLOG`]);
 /// port 0 picks a free port.

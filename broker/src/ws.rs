@@ -4,9 +4,12 @@
 //! WebSocket client is served by exactly the same connection code as TCP.
 
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
-use axum::extract::State;
+use std::net::{IpAddr, SocketAddr};
+
+use axum::extract::{ConnectInfo, State};
 use axum::response::Response;
 use axum::routing::get;
+use axum::Extension;
 use axum::Router;
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
@@ -25,13 +28,30 @@ pub fn router(broker: Broker) -> Router {
         .with_state(broker)
 }
 
-async fn upgrade(State(broker): State<Broker>, ws: WebSocketUpgrade) -> Response {
+/// What a WebSocket reads from its socket at once. tungstenite's default,
+/// 128 KiB, is reserved (and its pages touched) by every connection, even
+/// one that never authenticates; MQTT clients send small packets, and a
+/// larger frame is read in several pieces.
+const READ_BUFFER: usize = 16 * 1024;
+
+/// No frame or message may be larger than the largest MQTT packet (and a
+/// little framing): tungstenite would otherwise buffer frames of up to
+/// 16 MiB, from a stranger who has not even sent CONNECT.
+async fn upgrade(
+    State(broker): State<Broker>,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
+    ws: WebSocketUpgrade,
+) -> Response {
+    let largest = broker.max_packet_size() + 16;
+    let peer = peer.map(|Extension(ConnectInfo(addr))| addr.ip());
     ws.protocols(SUBPROTOCOLS)
-        .max_message_size(broker.max_packet_size() + 16)
-        .on_upgrade(move |socket| serve(broker, socket))
+        .max_message_size(largest)
+        .max_frame_size(largest)
+        .read_buffer_size(READ_BUFFER)
+        .on_upgrade(move |socket| serve(broker, socket, peer))
 }
 
-async fn serve(broker: Broker, socket: WebSocket) {
+async fn serve(broker: Broker, socket: WebSocket, peer: Option<IpAddr>) {
     let (sink, stream) = socket.split();
     let reader = StreamReader::new(stream.filter_map(|msg| async move {
         match msg {
@@ -51,5 +71,7 @@ async fn serve(broker: Broker, socket: WebSocket) {
         .sink_map_err(std::io::Error::other);
     let writer = SinkWriter::new(CopyToBytes::new(sink));
     let stream = tokio::io::join(reader, writer);
-    broker.serve_stream(Box::pin(stream), "websocket").await;
+    broker
+        .serve_stream(Box::pin(stream), "websocket", peer)
+        .await;
 }

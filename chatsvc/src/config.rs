@@ -100,6 +100,38 @@ pub struct Config {
     )]
     pub mqtt_io_threads: u16,
 
+    /// Seconds a new MQTT connection has to send its CONNECT (from the TCP
+    /// or WebSocket accept, however slowly the bytes come).
+    #[arg(long, env = "CHAT_MQTT_CONNECT_TIMEOUT", default_value_t = 5)]
+    pub mqtt_connect_timeout: u64,
+    /// MQTT connections one user may hold at once, all devices and tabs
+    /// together (0: no cap). Past it CONNECT is refused (3.1.1: 0x03, 5:
+    /// 0x97), unless the client id is one the user already has connected.
+    #[arg(long, env = "CHAT_MQTT_CONNECTIONS_PER_USER", default_value_t = 32)]
+    pub mqtt_connections_per_user: usize,
+    /// MQTT connections (TCP and WebSocket) of one client address that have
+    /// not yet authenticated (0: no cap). Past it, a new connection closes
+    /// that address's oldest unauthenticated one.
+    #[arg(
+        long,
+        env = "CHAT_MQTT_UNAUTHENTICATED_PER_ADDRESS",
+        default_value_t = 256
+    )]
+    pub mqtt_unauthenticated_per_address: usize,
+    /// Seconds a client has to send a request's head (a new connection's
+    /// first, or the next one once it sends its first byte) before the
+    /// connection is closed.
+    #[arg(long, env = "CHAT_HTTP_HEADER_TIMEOUT", default_value_t = 10)]
+    pub http_header_timeout: u64,
+    /// Seconds an HTTP connection may stay open with no request in flight
+    /// before it is closed (keep-alive).
+    #[arg(long, env = "CHAT_HTTP_IDLE_TIMEOUT", default_value_t = 60)]
+    pub http_idle_timeout: u64,
+    /// Concurrent HTTP connections from one client address (0: no cap);
+    /// past it new ones are closed at once. Behind a reverse proxy that
+    /// does not pass the client's address, raise it or set 0.
+    #[arg(long, env = "CHAT_HTTP_CONNECTIONS_PER_ADDRESS", default_value_t = 512)]
+    pub http_connections_per_address: usize,
     /// Who may start a direct conversation: `open` (anyone not blocked) or
     /// `friends` (friends only).
     #[arg(long, env = "CHAT_DM_POLICY", default_value = "open")]
@@ -213,6 +245,15 @@ impl Config {
         match self.mqtt_io_threads {
             0 => std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1)),
             n => usize::from(n),
+        }
+    }
+
+    /// The HTTP server's connection limits from the flags.
+    pub fn http_limits(&self) -> crate::http_server::Limits {
+        crate::http_server::Limits {
+            header_timeout: Duration::from_secs(self.http_header_timeout.max(1)),
+            idle_timeout: Duration::from_secs(self.http_idle_timeout.max(1)),
+            connections_per_address: self.http_connections_per_address,
         }
     }
 

@@ -9,6 +9,8 @@
 //! - [`downlink`]: the embedded broker behind the domain's `Downlink` trait.
 //! - [`config`]: flags and environment.
 //! - [`admin`]: `chatd admin ...` operator commands.
+//! - [`http_server`]: serves the router: per-address cap, header and idle
+//!   timeouts, graceful drain.
 //! - [`server`]: wires it all together: [`server::start`] and shutdown.
 //!
 //! One message, end to end, is traced in `ARCHITECTURE.md`.
@@ -18,6 +20,7 @@ pub mod api;
 pub mod config;
 pub mod domain;
 pub mod downlink;
+pub mod http_server;
 pub mod server;
 pub mod store;
 

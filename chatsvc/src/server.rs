@@ -110,6 +110,9 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         max_packets_per_sec: config.mqtt_packet_rate,
         mailbox_size: config.mqtt_queue_kib.max(1).saturating_mul(1024),
         io_threads: config.mqtt_io_threads(),
+        connect_timeout: Duration::from_secs(config.mqtt_connect_timeout.max(1)),
+        max_connections_per_user: config.mqtt_connections_per_user,
+        max_unauthenticated_per_address: config.mqtt_unauthenticated_per_address,
         ..Default::default()
     };
     let broker = mqchat_broker::Broker::start(settings, tokens.clone(), shutdown.child_token())?;
@@ -229,15 +232,9 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         tokio::spawn(async move { broker.serve_tcp(mqtt_listener).await })
     };
     let token = shutdown.clone();
+    let http_limits = config.http_limits();
     let task = tokio::spawn(async move {
-        let graceful = token.clone();
-        let app = app.into_make_service_with_connect_info::<SocketAddr>();
-        let served = axum::serve(http_listener, app)
-            .with_graceful_shutdown(async move { graceful.cancelled().await })
-            .await;
-        if let Err(e) = served {
-            warn!(error = %e, "http server stopped with an error");
-        }
+        crate::http_server::serve(http_listener, app, http_limits, token.clone()).await;
         token.cancel();
         let _ = mqtt_task.await;
         broker.disconnect_all();

@@ -846,3 +846,33 @@ pub mod raw {
         frame(0x82, &body)
     }
 }
+
+// Hostile clients at the edge (tests/tests/hardening/edge.rs).
+
+impl TestServer {
+    /// Lowers chatd's open-files limit (soft and hard) while it runs, so a
+    /// test can reach it with a few hundred sockets (`prlimit`, util-linux).
+    pub fn limit_open_files(&self, n: u64) -> Result<()> {
+        let pid = self.pid().ok_or_else(|| anyhow!("chatd is not running"))?;
+        let status = std::process::Command::new("prlimit")
+            .arg(format!("--pid={pid}"))
+            .arg(format!("--nofile={n}:{n}"))
+            .status()
+            .context("prlimit (util-linux)")?;
+        if !status.success() {
+            bail!("prlimit --nofile={n} failed for chatd");
+        }
+        Ok(())
+    }
+}
+
+/// A TCP connection to `to` from the loopback address `from` (any of
+/// 127.0.0.0/8 on Linux): a stranger with an address of its own.
+pub async fn connect_from(from: std::net::IpAddr, to: SocketAddr) -> Result<tokio::net::TcpStream> {
+    let socket = match from {
+        std::net::IpAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        std::net::IpAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    socket.bind(SocketAddr::new(from, 0))?;
+    Ok(socket.connect(to).await?)
+}
