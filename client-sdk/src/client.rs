@@ -47,8 +47,9 @@ use crate::backoff::RetryPolicy;
 use crate::error::{api_error, SdkError};
 use crate::model::{
     BlockList, Body, Conversation, ConversationList, Friend, FriendList, FriendRequest,
-    FriendRequestList, Group, GroupList, GroupRole, HistoryPage, LoginResponse, Message,
-    OutgoingMessage, Presence, PresenceList, ReadMarker, Recipient, SearchResults, SyncPage, User,
+    FriendRequestList, Group, GroupAddPolicy, GroupInvitation, GroupList, GroupRole, HistoryPage,
+    InvitationList, LoginResponse, Message, OutgoingMessage, Presence, PresenceList, ReadMarker,
+    Recipient, SearchResults, SyncPage, User,
 };
 use crate::Result;
 
@@ -378,6 +379,20 @@ impl Client {
             Method::PATCH,
             "/v1/me".to_owned(),
             Some(json!({"display_name": display_name})),
+        );
+        let user: User = self.call_json(request).await?;
+        self.session().user = user.clone();
+        Ok(user)
+    }
+
+    /// `PATCH /v1/me {group_add_policy}`: who may add this user to groups
+    /// directly; anyone else's add becomes an invitation
+    /// ([`group_invitations`](Self::group_invitations)).
+    pub async fn set_group_add_policy(&self, policy: GroupAddPolicy) -> Result<User> {
+        let request = Request::new(
+            Method::PATCH,
+            "/v1/me".to_owned(),
+            Some(json!({ "group_add_policy": policy })),
         );
         let user: User = self.call_json(request).await?;
         self.session().user = user.clone();
@@ -821,6 +836,36 @@ impl Client {
             &format!("/v1/groups/{group_id}/members"),
             json!({"user_ids": user_ids}),
         );
+        self.call_json(request).await
+    }
+
+    /// `GET /v1/groups/invitations`: pending invitations to this user,
+    /// newest first.
+    pub async fn group_invitations(&self) -> Result<Vec<GroupInvitation>> {
+        let list: InvitationList = self
+            .call_json(Request::get("/v1/groups/invitations"))
+            .await?;
+        Ok(list.invitations)
+    }
+
+    /// `POST /v1/groups/invitations/{id}/accept`: joins the group; its
+    /// timeline is visible from now on.
+    pub async fn accept_group_invitation(&self, invitation_id: u64) -> Result<GroupInvitation> {
+        self.answer_group_invitation(invitation_id, "accept").await
+    }
+
+    /// `POST /v1/groups/invitations/{id}/decline`.
+    pub async fn decline_group_invitation(&self, invitation_id: u64) -> Result<GroupInvitation> {
+        self.answer_group_invitation(invitation_id, "decline").await
+    }
+
+    async fn answer_group_invitation(
+        &self,
+        invitation_id: u64,
+        answer: &str,
+    ) -> Result<GroupInvitation> {
+        let request =
+            Request::post_empty(format!("/v1/groups/invitations/{invitation_id}/{answer}"));
         self.call_json(request).await
     }
 

@@ -4,7 +4,7 @@
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::{json, Value};
 
-use crate::model::{FriendRequest, Message, Presence, User};
+use crate::model::{FriendRequest, GroupInvitation, Message, Presence, User};
 
 const MESSAGE_CREATED: &str = "message.created";
 const MESSAGE_EDITED: &str = "message.edited";
@@ -17,11 +17,12 @@ const FRIEND_REQUEST: &str = "friend.request";
 const FRIEND_ADDED: &str = "friend.added";
 const FRIEND_REMOVED: &str = "friend.removed";
 const BLOCK_UPDATED: &str = "block.updated";
+const GROUP_INVITATION: &str = "group.invitation";
 const PRESENCE: &str = "presence";
 const TYPING: &str = "typing";
 
 /// Every `type` this SDK parses into a typed variant.
-const KNOWN: [&str; 13] = [
+const KNOWN: [&str; 14] = [
     MESSAGE_CREATED,
     MESSAGE_EDITED,
     MESSAGE_RECALLED,
@@ -33,6 +34,7 @@ const KNOWN: [&str; 13] = [
     FRIEND_ADDED,
     FRIEND_REMOVED,
     BLOCK_UPDATED,
+    GROUP_INVITATION,
     PRESENCE,
     TYPING,
 ];
@@ -109,6 +111,13 @@ pub enum Event {
         user_id: u64,
         blocked: bool,
     },
+    /// `group.invitation`: an invitation to or from this user was made,
+    /// accepted or declined, or cancelled by the group's dissolution;
+    /// `invitation` is its new state.
+    GroupInvitation {
+        cursor: u64,
+        invitation: GroupInvitation,
+    },
     /// Ephemeral, pushed on `users/{id}/presence`: a friend came online or
     /// went offline.
     Presence(Presence),
@@ -168,6 +177,11 @@ enum Known {
         cursor: u64,
         user_id: u64,
         blocked: bool,
+    },
+    #[serde(rename = "group.invitation")]
+    GroupInvitation {
+        cursor: u64,
+        invitation: GroupInvitation,
     },
     #[serde(rename = "presence")]
     Presence(Presence),
@@ -243,6 +257,9 @@ impl From<Known> for Event {
                 user_id,
                 blocked,
             },
+            Known::GroupInvitation { cursor, invitation } => {
+                Event::GroupInvitation { cursor, invitation }
+            }
             Known::Presence(presence) => Event::Presence(presence),
             Known::Typing {
                 conversation_id,
@@ -270,7 +287,8 @@ impl Event {
             | Event::FriendRequest { cursor, .. }
             | Event::FriendAdded { cursor, .. }
             | Event::FriendRemoved { cursor, .. }
-            | Event::BlockUpdated { cursor, .. } => Some(*cursor),
+            | Event::BlockUpdated { cursor, .. }
+            | Event::GroupInvitation { cursor, .. } => Some(*cursor),
             Event::Presence(_) | Event::Typing { .. } => None,
             Event::Other(value) => value.get("cursor").and_then(Value::as_u64),
         }
@@ -306,6 +324,7 @@ impl Event {
             Event::FriendAdded { .. } => FRIEND_ADDED,
             Event::FriendRemoved { .. } => FRIEND_REMOVED,
             Event::BlockUpdated { .. } => BLOCK_UPDATED,
+            Event::GroupInvitation { .. } => GROUP_INVITATION,
             Event::Presence(_) => PRESENCE,
             Event::Typing { .. } => TYPING,
             Event::Other(value) => value.get("type").and_then(Value::as_str).unwrap_or(""),
@@ -393,6 +412,9 @@ impl Event {
                 user_id,
                 blocked,
             } => json!({"type": kind, "cursor": cursor, "user_id": user_id, "blocked": blocked}),
+            Event::GroupInvitation { cursor, invitation } => {
+                json!({"type": kind, "cursor": cursor, "invitation": invitation})
+            }
             Event::Presence(presence) => json!({
                 "type": kind, "user_id": presence.user_id,
                 "online": presence.online, "last_seen": presence.last_seen,

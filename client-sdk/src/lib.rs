@@ -75,8 +75,9 @@ pub use error::{ErrorCode, SdkError};
 pub use event::{Event, NotAnObject};
 pub use model::{
     Body, Conversation, ConversationKind, Friend, FriendRequest, FriendRequestStatus, Group,
-    GroupMember, GroupRef, GroupRole, HistoryPage, Message, MessageKind, OutgoingMessage, Presence,
-    Recipient, SyncPage, SystemEvent, SystemEventKind, User,
+    GroupAddPolicy, GroupInvitation, GroupMember, GroupRef, GroupRole, HistoryPage,
+    InvitationStatus, Message, MessageKind, OutgoingMessage, Presence, Recipient, SyncPage,
+    SystemEvent, SystemEventKind, User,
 };
 pub use sequencer::Sequencer;
 pub use stream::{

@@ -25,6 +25,20 @@ pub struct User {
     pub display_name: Option<String>,
     /// Unix time in milliseconds.
     pub created_at: i64,
+    /// Who may add this user to groups directly: only in one's own
+    /// profile ([`Client::me`](crate::Client::me)).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group_add_policy: Option<GroupAddPolicy>,
+}
+
+/// Who may add a user to groups directly; anyone else's add becomes an
+/// invitation the user accepts or declines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GroupAddPolicy {
+    Anyone,
+    Friends,
+    Nobody,
 }
 
 /// One send of a batch ([`Client::send_batch`](crate::Client::send_batch)).
@@ -341,6 +355,38 @@ pub struct Group {
     /// Unix ms.
     pub created_at: i64,
     pub members: Vec<GroupMember>,
+    /// Users invited rather than added, because their
+    /// [`GroupAddPolicy`] asks for consent: only in the answer to
+    /// [`Client::create_group`](crate::Client::create_group) and
+    /// [`Client::add_group_members`](crate::Client::add_group_members).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub invited: Vec<u64>,
+}
+
+/// Where an invitation to a group stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InvitationStatus {
+    Pending,
+    Accepted,
+    Declined,
+    /// The group was dissolved first.
+    Cancelled,
+    #[serde(other)]
+    Other,
+}
+
+/// An invitation to join a group.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GroupInvitation {
+    pub id: u64,
+    pub group_id: u64,
+    pub group_name: String,
+    pub inviter_id: u64,
+    pub invitee_id: u64,
+    pub status: InvitationStatus,
+    /// Unix ms.
+    pub created_at: i64,
 }
 
 impl Group {
@@ -391,6 +437,11 @@ pub(crate) struct PresenceList {
 #[derive(Deserialize)]
 pub(crate) struct GroupList {
     pub groups: Vec<Group>,
+}
+
+#[derive(Deserialize)]
+pub(crate) struct InvitationList {
+    pub invitations: Vec<GroupInvitation>,
 }
 
 #[derive(Deserialize)]

@@ -7,8 +7,8 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Result};
 use mqchat_e2e::{free_ports, TestServer};
 use mqchat_sdk::{
-    Backoff, Client, ErrorCode, Event, EventStream, OutgoingMessage, Recipient, SdkError,
-    StreamOptions, Transport,
+    Backoff, Client, ErrorCode, Event, EventStream, GroupAddPolicy, InvitationStatus,
+    OutgoingMessage, Recipient, SdkError, StreamOptions, Transport,
 };
 
 /// Receives `n` message events; fails on a gap, a duplicate or a timeout.
@@ -175,5 +175,47 @@ async fn a_batch_send_answers_each_message() -> Result<()> {
         matches!(err, Some(SdkError::InvalidInput { .. })),
         "{err:?}"
     );
+    Ok(())
+}
+
+/// Group invitations through the SDK: a user who lets nobody add them is
+/// invited, sees a typed `group.invitation`, and joins by accepting.
+#[tokio::test]
+async fn group_invitations_are_typed_calls_and_events() -> Result<()> {
+    let server = TestServer::start().await?;
+    let (alice, bob) = alice_and_bob(&server.url("")).await?;
+    let me = bob.set_group_add_policy(GroupAddPolicy::Nobody).await?;
+    assert_eq!(me.group_add_policy, Some(GroupAddPolicy::Nobody));
+
+    let group = alice.create_group("book club", &[bob.user_id()]).await?;
+    assert_eq!(group.invited, vec![bob.user_id()]);
+    assert!(group.role_of(bob.user_id()).is_none(), "invited, not added");
+
+    let invitations = bob.group_invitations().await?;
+    let [invitation] = invitations.as_slice() else {
+        bail!("one invitation expected: {invitations:?}");
+    };
+    assert_eq!(
+        (
+            invitation.group_id,
+            invitation.inviter_id,
+            invitation.status
+        ),
+        (group.id, alice.user_id(), InvitationStatus::Pending)
+    );
+    let page = bob.sync(0, 100).await?;
+    assert!(
+        page.events.iter().any(|e| matches!(
+            e,
+            Event::GroupInvitation { invitation: i, .. } if i.id == invitation.id
+        )),
+        "{:?}",
+        page.events
+    );
+
+    let accepted = bob.accept_group_invitation(invitation.id).await?;
+    assert_eq!(accepted.status, InvitationStatus::Accepted);
+    assert!(bob.group(group.id).await?.role_of(bob.user_id()).is_some());
+    assert!(bob.group_invitations().await?.is_empty());
     Ok(())
 }

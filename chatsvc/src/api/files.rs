@@ -3,8 +3,8 @@
 use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::header::{
-    CACHE_CONTROL, CONTENT_DISPOSITION, CONTENT_LENGTH, CONTENT_SECURITY_POLICY, CONTENT_TYPE,
-    X_CONTENT_TYPE_OPTIONS,
+    CACHE_CONTROL, CONNECTION, CONTENT_DISPOSITION, CONTENT_LENGTH, CONTENT_SECURITY_POLICY,
+    CONTENT_TYPE, X_CONTENT_TYPE_OPTIONS,
 };
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -65,10 +65,24 @@ async fn upload(
     AuthUser(caller): AuthUser,
     Query(q): Query<UploadQuery>,
     request: Request,
-) -> Result<(StatusCode, Json<FileInfo>), ApiError> {
+) -> Response {
+    let http1 = request.version() < axum::http::Version::HTTP_2;
     let stream = request.into_body().into_data_stream();
-    let info = state.chat.upload(caller, q.name, stream).await?;
-    Ok((StatusCode::CREATED, Json(info)))
+    match state.chat.upload(caller, q.name, stream).await {
+        Ok(info) => (StatusCode::CREATED, Json(info)).into_response(),
+        Err(e) => {
+            let mut res = ApiError::from(e).into_response();
+            // A refusal may come before the client has sent the whole body,
+            // and the rest of it would be read as the next request: over
+            // HTTP/1 the connection ends here, and says so, so a client
+            // does not reuse it.
+            if http1 {
+                res.headers_mut()
+                    .insert(CONNECTION, HeaderValue::from_static("close"));
+            }
+            res
+        }
+    }
 }
 
 /// `GET /v1/files/{id}`: download a file.
