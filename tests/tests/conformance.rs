@@ -351,3 +351,323 @@ async fn a_connect_flood_does_not_starve_legitimate_clients() -> Result<()> {
     assert_eq!(closed, 5);
     Ok(())
 }
+
+// Malformed and disallowed packets (issue 28): the gateway closes the
+// connection, or answers the reason the spec names, where rumqttd's decoders
+// would have let them through.
+
+/// Reads until EOF and fails if anything arrived first: a malformed CONNECT
+/// is closed without a CONNACK (3.1.1 MQTT-3.1.4-1).
+async fn expect_closed_silently(sock: &mut TcpStream, wait: Duration) -> Result<()> {
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 256];
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        match tokio::time::timeout(left, sock.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) if got.is_empty() => return Ok(()),
+            Ok(Ok(0)) | Ok(Err(_)) => bail!("answered {got:02X?} before closing"),
+            Ok(Ok(n)) => got.extend_from_slice(&buf[..n]),
+            Err(_) => bail!("still open after {wait:?}; answered {got:02X?}"),
+        }
+    }
+}
+
+/// Reads one whole MQTT frame (a v5 CONNACK's length varies).
+async fn read_frame(sock: &mut TcpStream, wait: Duration) -> Result<Vec<u8>> {
+    let mut got = Vec::new();
+    loop {
+        if let Some(len) = frame_len(&got) {
+            if got.len() >= len {
+                got.truncate(len);
+                return Ok(got);
+            }
+        }
+        let chunk = read_some(sock, wait).await?;
+        if chunk.is_empty() {
+            bail!("closed after {got:02X?}");
+        }
+        got.extend(chunk);
+    }
+}
+
+/// Length of the frame at the start of `buf`, once its header is there.
+fn frame_len(buf: &[u8]) -> Option<usize> {
+    let mut len = 0usize;
+    for (i, &b) in buf.iter().enumerate().skip(1).take(4) {
+        len |= usize::from(b & 0x7F) << (7 * (i - 1));
+        if b & 0x80 == 0 {
+            return Some(1 + i + len);
+        }
+    }
+    None
+}
+
+/// A 3.1.1 CONNECT with these connect flags, and the fields they announce:
+/// `will` (topic, message), a username and a password when their flags say so.
+fn connect_flags(flags: u8, will: Option<(&[u8], &[u8])>, user: &TestUser) -> Vec<u8> {
+    let mut body = Vec::new();
+    string(&mut body, b"MQTT");
+    body.push(4);
+    body.push(flags);
+    body.extend_from_slice(&30u16.to_be_bytes());
+    string(&mut body, b"flags");
+    if let Some((topic, message)) = will {
+        string(&mut body, topic);
+        string(&mut body, message);
+    }
+    if flags & 0x80 != 0 {
+        string(&mut body, user.id.to_string().as_bytes());
+    }
+    if flags & 0x40 != 0 {
+        string(&mut body, user.access_token.as_bytes());
+    }
+    frame(0x10, &body)
+}
+
+/// An MQTT 5 CONNECT (clean start, username and password) with these
+/// encoded properties.
+fn connect_v5(user: &TestUser, props: &[u8]) -> Vec<u8> {
+    let mut body = Vec::new();
+    string(&mut body, b"MQTT");
+    body.push(5);
+    body.push(0b1100_0010);
+    body.extend_from_slice(&30u16.to_be_bytes());
+    body.push(props.len() as u8);
+    body.extend_from_slice(props);
+    string(&mut body, b"raw5");
+    string(&mut body, user.id.to_string().as_bytes());
+    string(&mut body, user.access_token.as_bytes());
+    frame(0x10, &body)
+}
+
+async fn connected_v5(server: &TestServer, user: &TestUser) -> Result<TcpStream> {
+    let mut sock = TcpStream::connect(server.mqtt).await?;
+    sock.write_all(&connect_v5(user, &[])).await?;
+    let ack = read_frame(&mut sock, Duration::from_secs(5)).await?;
+    assert_eq!(&ack[..4], [0x20, ack[1], 0x00, 0x00], "CONNACK accepted");
+    Ok(sock)
+}
+
+/// Runs every case, then fails listing all that did not hold (so a run
+/// before the fix shows each one failing, not only the first).
+fn all_hold(results: Vec<(&str, Result<()>)>) -> Result<()> {
+    let failed: Vec<String> = results
+        .into_iter()
+        .filter_map(|(case, r)| r.err().map(|e| format!("{case}: {e}")))
+        .collect();
+    if !failed.is_empty() {
+        bail!("{}", failed.join("\n"));
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn connect_with_the_reserved_flag_set_closes_without_connack() -> Result<()> {
+    let server = TestServer::start().await?;
+    let alice = server.user("alice").await?;
+    let mut sock = TcpStream::connect(server.mqtt).await?;
+    // MQTT-3.1.2-3: bit 0 of the connect flags is reserved, must be 0.
+    sock.write_all(&connect_flags(0b1100_0011, None, &alice))
+        .await?;
+    expect_closed_silently(&mut sock, Duration::from_secs(3)).await
+}
+
+#[tokio::test]
+async fn wrong_fixed_header_flags_close_the_connection() -> Result<()> {
+    let server = TestServer::start().await?;
+    let alice = server.user("alice").await?;
+    let filter = format!("users/{}/events", alice.id);
+    let mut sub = 1u16.to_be_bytes().to_vec();
+    string(&mut sub, filter.as_bytes());
+    sub.push(1);
+    let mut unsub = 2u16.to_be_bytes().to_vec();
+    string(&mut unsub, filter.as_bytes());
+    // MQTT-2.2.2-2: SUBSCRIBE, UNSUBSCRIBE and PUBREL carry 0b0010
+    // (MQTT-3.8.1-1, -3.10.1-1, -3.6.1-1); the other types 0.
+    let cases = [
+        ("SUBSCRIBE 0x80", frame(0x80, &sub)),
+        ("UNSUBSCRIBE 0xA0", frame(0xA0, &unsub)),
+        ("PUBREL 0x60", frame(0x60, &[0, 3])),
+        ("PINGREQ 0xC1", vec![0xC1, 0]),
+    ];
+    let mut results = Vec::new();
+    for (case, packet) in cases {
+        let outcome = async {
+            let mut sock = connected(&server, &alice, 30).await?;
+            sock.write_all(&packet).await?;
+            expect_closed_silently(&mut sock, Duration::from_secs(3)).await
+        };
+        results.push((case, outcome.await));
+    }
+    all_hold(results)
+}
+
+#[tokio::test]
+async fn nul_in_a_client_id_closes_without_connack() -> Result<()> {
+    let server = TestServer::start().await?;
+    let alice = server.user("alice").await?;
+    let mut sock = TcpStream::connect(server.mqtt).await?;
+    // MQTT-1.5.4-2: U+0000 in a UTF-8 string is malformed.
+    sock.write_all(&connect(4, "a\0b", &alice, 30)).await?;
+    expect_closed_silently(&mut sock, Duration::from_secs(3)).await
+}
+
+#[tokio::test]
+async fn nul_in_a_subscribe_filter_closes_the_connection() -> Result<()> {
+    let server = TestServer::start().await?;
+    let alice = server.user("alice").await?;
+    let mut sock = connected(&server, &alice, 30).await?;
+    let filter = format!("users/{}/ev\0ents", alice.id);
+    sock.write_all(&mqchat_e2e::raw::subscribe(4, &filter, 1))
+        .await?;
+    expect_closed_silently(&mut sock, Duration::from_secs(3)).await
+}
+
+#[tokio::test]
+async fn malformed_connects_close_without_connack() -> Result<()> {
+    let server = TestServer::start().await?;
+    let alice = server.user("alice").await?;
+    let will = 0b1100_0110; // username, password, will at QoS 0, clean
+    let cases: [(&str, Vec<u8>); 4] = [
+        (
+            "will topic with invalid UTF-8",
+            connect_flags(will, Some((b"users/1/\xFF\xFE", b"bye")), &alice),
+        ),
+        (
+            "will topic with U+0000",
+            connect_flags(will, Some((b"users/1/a\0b", b"bye")), &alice),
+        ),
+        (
+            "zero-length will topic",
+            connect_flags(will, Some((b"", b"bye")), &alice),
+        ),
+        // MQTT-3.1.2-22: no password without a username (3.1.1).
+        (
+            "password flag without the username flag",
+            connect_flags(0b0100_0010, None, &alice),
+        ),
+    ];
+    let mut results = Vec::new();
+    for (case, packet) in cases {
+        let outcome = async {
+            let mut sock = TcpStream::connect(server.mqtt).await?;
+            sock.write_all(&packet).await?;
+            expect_closed_silently(&mut sock, Duration::from_secs(3)).await
+        };
+        results.push((case, outcome.await));
+    }
+    all_hold(results)
+}
+
+/// An MQTT 5 PUBLISH at `first` (type, QoS, retain) with these properties.
+fn publish_v5(first: u8, topic: &[u8], props: &[u8]) -> Vec<u8> {
+    let mut body = Vec::new();
+    string(&mut body, topic);
+    if first & 0b0110 != 0 {
+        body.extend_from_slice(&5u16.to_be_bytes());
+    }
+    body.push(props.len() as u8);
+    body.extend_from_slice(props);
+    body.extend_from_slice(b"{}");
+    frame(first, &body)
+}
+
+#[tokio::test]
+async fn mqtt5_publishes_beyond_what_connack_offers_are_disconnected_with_the_reason() -> Result<()>
+{
+    let server = TestServer::start().await?;
+    let alice = server.user("alice").await?;
+    let topic = format!("users/{}/events", alice.id);
+    let topic = topic.as_bytes();
+    // MQTT-4.13.1-1: the server's DISCONNECT names the violation.
+    let cases = [
+        // Topic Alias (0x23): 0 is never one, and CONNACK's Topic Alias
+        // Maximum is 0 (MQTT 5 §3.3.2.3.4).
+        (
+            "topic alias 0",
+            publish_v5(0x30, topic, &[0x23, 0, 0]),
+            0x94,
+        ),
+        (
+            "topic alias 1",
+            publish_v5(0x30, topic, &[0x23, 0, 1]),
+            0x94,
+        ),
+        (
+            "QoS 2 over Maximum QoS 1",
+            publish_v5(0x34, topic, &[]),
+            0x9B,
+        ),
+        (
+            "RETAIN without Retain Available",
+            publish_v5(0x31, topic, &[]),
+            0x9A,
+        ),
+        (
+            "topic with invalid UTF-8",
+            publish_v5(0x30, b"users/\xFF\xFE", &[]),
+            0x81,
+        ),
+    ];
+    let mut results = Vec::new();
+    for (case, packet, reason) in cases {
+        let outcome = async {
+            let mut sock = connected_v5(&server, &alice).await?;
+            sock.write_all(&packet).await?;
+            let answer = read_frame(&mut sock, Duration::from_secs(3)).await?;
+            if answer.first() != Some(&0xE0) || answer.get(2) != Some(&reason) {
+                bail!("answered {answer:02X?}, not DISCONNECT {reason:#04X}");
+            }
+            expect_closed(&mut sock, Duration::from_secs(3)).await
+        };
+        results.push((case, outcome.await));
+    }
+    all_hold(results)
+}
+
+#[tokio::test]
+async fn mqtt5_connects_the_server_cannot_honour_are_refused() -> Result<()> {
+    let server = TestServer::start().await?;
+    let alice = server.user("alice").await?;
+    let cases: [(&str, Vec<u8>, u8); 4] = [
+        // Receive Maximum (0x21) and Maximum Packet Size (0x27) of 0 are
+        // protocol errors (MQTT 5 §3.1.2.11.3, §3.1.2.11.4).
+        ("Receive Maximum 0", vec![0x21, 0, 0], 0x82),
+        ("Maximum Packet Size 0", vec![0x27, 0, 0, 0, 0], 0x82),
+        // Authentication Method (0x15): none is supported (MQTT-4.12.0-1).
+        (
+            "an authentication method",
+            {
+                let mut p = vec![0x15];
+                string(&mut p, b"SCRAM-SHA-1");
+                p
+            },
+            0x8C,
+        ),
+        // Authentication Data (0x16) without a method (MQTT 5 §3.1.2.11.10).
+        (
+            "authentication data alone",
+            {
+                let mut p = vec![0x16];
+                string(&mut p, b"data");
+                p
+            },
+            0x82,
+        ),
+    ];
+    let mut results = Vec::new();
+    for (case, props, reason) in cases {
+        let outcome = async {
+            let mut sock = TcpStream::connect(server.mqtt).await?;
+            sock.write_all(&connect_v5(&alice, &props)).await?;
+            let ack = read_frame(&mut sock, Duration::from_secs(3)).await?;
+            if ack.first() != Some(&0x20) || ack.get(3) != Some(&reason) {
+                bail!("answered {ack:02X?}, not CONNACK {reason:#04X}");
+            }
+            expect_closed(&mut sock, Duration::from_secs(3)).await
+        };
+        results.push((case, outcome.await));
+    }
+    all_hold(results)
+}
