@@ -89,6 +89,13 @@ impl Version {
         if self == Version::V5 && matches!(kind, 2 | 11) {
             return Err(protocol::Error::InvalidPacketType(kind));
         }
+        // rumqttd's decoders read neither the fixed header's flag bits nor
+        // the CONNECT's reserved ones; a frame they would accept may still
+        // be one the spec says must close the connection.
+        check_fixed_flags(header.byte1)?;
+        if kind == 1 {
+            self.check_connect_flags(&buf[header.fixed_header_len..header.frame_length()])?;
+        }
         let decoded = match self {
             Version::V311 => v4::V4.read_mut(buf, max),
             Version::V5 => v5::V5.read_mut(buf, max),
@@ -99,8 +106,34 @@ impl Version {
         // more bytes would silently drop it.
         match decoded {
             Err(protocol::Error::InsufficientBytes(_)) => Err(protocol::Error::MalformedPacket),
+            Ok(packet) => check_strings(&packet).map(|()| packet),
             other => other,
         }
+    }
+
+    /// The CONNECT's flags byte, which follows the protocol name and level
+    /// in `body` (the frame after its fixed header). A body too short to
+    /// hold it is left to the decoder to refuse.
+    fn check_connect_flags(self, body: &[u8]) -> Result<(), protocol::Error> {
+        let Some(name_len) = body
+            .get(..2)
+            .map(|b| usize::from(u16::from_be_bytes([b[0], b[1]])))
+        else {
+            return Ok(());
+        };
+        let Some(&flags) = body.get(2 + name_len + 1) else {
+            return Ok(());
+        };
+        // MQTT-3.1.2-3 (5.0 §3.1.2.3 too): bit 0 is reserved and must be 0.
+        if flags & 0b1 != 0 {
+            return Err(protocol::Error::IncorrectPacketFormat);
+        }
+        // MQTT-3.1.2-22: in 3.1.1, no password without a username. MQTT 5
+        // allows one (§3.1.2.9); the credentials check refuses it there.
+        if self == Version::V311 && flags & 0b1100_0000 == 0b0100_0000 {
+            return Err(protocol::Error::IncorrectPacketFormat);
+        }
+        Ok(())
     }
 
     pub fn write(self, packet: Packet, out: &mut BytesMut) -> Result<usize, protocol::Error> {
@@ -172,6 +205,63 @@ impl Version {
         out[start + 1..start + 1 + new_varint].copy_from_slice(&varint[..new_varint]);
         out[start] |= 0b0010;
         Ok(written + 2 + grow)
+    }
+}
+
+/// Checks the flag bits of a fixed header's first byte: PUBREL, SUBSCRIBE
+/// and UNSUBSCRIBE carry 0b0010, every other type but PUBLISH (whose bits
+/// the decoders read) 0 (3.1.1 §2.2.2 table 2.2, 5.0 §2.1.3). Anything else
+/// must close the connection (MQTT-2.2.2-2; MQTT-3.6.1-1, -3.8.1-1,
+/// -3.10.1-1 for the three with bits set).
+fn check_fixed_flags(byte1: u8) -> Result<(), protocol::Error> {
+    let required = match byte1 >> 4 {
+        3 => return Ok(()),
+        6 | 8 | 10 => 0b0010,
+        _ => 0,
+    };
+    if byte1 & 0x0F != required {
+        return Err(protocol::Error::IncorrectPacketFormat);
+    }
+    Ok(())
+}
+
+/// Checks the strings of a decoded packet that the decoders take as they
+/// come. A UTF-8 string with U+0000 is malformed (MQTT-1.5.4-2), as is a
+/// topic that is not UTF-8 at all (MQTT-1.5.3-1; rumqttd keeps PUBLISH and
+/// will topics as bytes); a will topic must also have a character
+/// (MQTT-4.7.3-1). A CONNECT that fails these is closed without a CONNACK
+/// (MQTT-3.1.4-1).
+fn check_strings(packet: &Packet) -> Result<(), protocol::Error> {
+    let topic = |t: &[u8]| match std::str::from_utf8(t) {
+        Ok(t) if t.contains('\0') => Err(protocol::Error::MalformedPacket),
+        Ok(_) => Ok(()),
+        Err(_) => Err(protocol::Error::TopicNotUtf8),
+    };
+    let no_nul = |s: &str| {
+        if s.contains('\0') {
+            Err(protocol::Error::MalformedPacket)
+        } else {
+            Ok(())
+        }
+    };
+    match packet {
+        Packet::Connect(connect, _, will, _, login) => {
+            no_nul(&connect.client_id)?;
+            if let Some(login) = login {
+                no_nul(&login.username)?;
+            }
+            if let Some(will) = will {
+                if will.topic.is_empty() {
+                    return Err(protocol::Error::MalformedPacket);
+                }
+                topic(&will.topic)?;
+            }
+            Ok(())
+        }
+        Packet::Publish(publish, _) => topic(&publish.topic),
+        Packet::Subscribe(sub, _) => sub.filters.iter().try_for_each(|f| no_nul(&f.path)),
+        Packet::Unsubscribe(unsub, _) => unsub.filters.iter().try_for_each(|f| no_nul(f)),
+        _ => Ok(()),
     }
 }
 

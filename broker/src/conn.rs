@@ -47,6 +47,13 @@ pub(crate) enum ConnError {
     Protocol(protocol::Error),
     #[error("protocol violation: {0}")]
     Violation(&'static str),
+    /// An MQTT 5 client used what the CONNACK said the server does not
+    /// offer; `reason` is the DISCONNECT's reason code that names it.
+    #[error("{what}, which the CONNACK did not offer")]
+    NotOffered {
+        what: &'static str,
+        reason: DisconnectReasonCode,
+    },
     #[error("no CONNECT within the connect timeout")]
     ConnectTimeout,
     #[error("closed before CONNECT: its address has too many connections waiting to authenticate")]
@@ -264,6 +271,17 @@ where
             (out, code)
         };
 
+        // An MQTT 5 CONNECT asks what this server cannot honour: refused
+        // before the credentials, as an authentication method changes what
+        // they are (MQTT-4.12.0-1).
+        if let Some(code) = props.as_ref().and_then(connect_refusal) {
+            let (out, _) = refuse(code).await;
+            stream.write_all(&out).await?;
+            stream.flush().await?;
+            info!(client_id = %connect.client_id, ?code, "CONNECT refused");
+            return Ok(None);
+        }
+
         let auth = match &login {
             Some(login) => shared
                 .authenticator
@@ -412,12 +430,12 @@ where
         let mut outbuf = BytesMut::new();
         let props = (version == Version::V5).then(|| ConnAckProperties {
             assigned_client_identifier: assigned,
-            max_qos: Some(1),
+            max_qos: Some(MAX_QOS),
             retain_available: Some(0),
             shared_subscription_available: Some(0),
             wildcard_subscription_available: Some(1),
             subscription_identifiers_available: Some(1),
-            topic_alias_max: Some(0),
+            topic_alias_max: Some(TOPIC_ALIAS_MAX),
             ..Default::default()
         });
         let ack = ConnAck {
@@ -833,6 +851,9 @@ where
                 }
                 Packet::Publish(publish, props) => {
                     let (qos, pkid) = publish_ids.unwrap_or((0, 0));
+                    if self.version == Version::V5 {
+                        not_offered(qos, publish.retain, props.as_ref())?;
+                    }
                     if !acl::is_valid_topic_name(&publish.topic) {
                         return Err(ConnError::Violation("invalid topic name in PUBLISH"));
                     }
@@ -1195,6 +1216,7 @@ where
             Err(ConnError::RateLimited) => Some(DisconnectReasonCode::MessageRateTooHigh),
             Err(ConnError::Protocol(_)) => Some(DisconnectReasonCode::MalformedPacket),
             Err(ConnError::Violation(_)) => Some(DisconnectReasonCode::ProtocolError),
+            Err(ConnError::NotOffered { reason, .. }) => Some(*reason),
             _ => None,
         };
         if let (Version::V5, Some(reason_code)) = (self.version, reason) {
@@ -1220,6 +1242,60 @@ where
             Err(e) => info!(user_id, client_id = %self.client_id, error = %e, "client dropped"),
         }
     }
+}
+
+/// Highest QoS a client may publish at, as the MQTT 5 CONNACK says: a
+/// client's publishes are never forwarded, so QoS 2's exchange buys nothing.
+const MAX_QOS: u8 = 1;
+
+/// Topic aliases the server accepts from an MQTT 5 client: none.
+const TOPIC_ALIAS_MAX: u16 = 0;
+
+/// Why an MQTT 5 CONNECT is refused before its credentials are looked at,
+/// as the CONNACK code that says so; `None` when nothing is.
+fn connect_refusal(props: &protocol::ConnectProperties) -> Option<ConnectReturnCode> {
+    // No enhanced authentication: 0x8C, then close (MQTT-4.12.0-1).
+    if props.authentication_method.is_some() {
+        return Some(ConnectReturnCode::BadAuthenticationMethod);
+    }
+    // Authentication data without a method (§3.1.2.11.10), a Receive
+    // Maximum or a Maximum Packet Size of 0 (§3.1.2.11.3, §3.1.2.11.4) are
+    // protocol errors; 0x82 before closing (§4.13.2). A packet size of 0
+    // would otherwise skip every delivery as too large.
+    let zero = props.receive_maximum == Some(0) || props.max_packet_size == Some(0);
+    if zero || props.authentication_data.is_some() {
+        return Some(ConnectReturnCode::ProtocolError);
+    }
+    None
+}
+
+/// Refuses an MQTT 5 PUBLISH that uses what the CONNACK said the server
+/// does not offer: a protocol error, with the reason code that names it
+/// (MQTT-4.13.1-1, §3.2.2.3). Checked before the topic: with an alias, the
+/// topic may be empty.
+fn not_offered(
+    qos: u8,
+    retain: bool,
+    props: Option<&protocol::PublishProperties>,
+) -> Result<(), ConnError> {
+    let refused = |what, reason| Err(ConnError::NotOffered { what, reason });
+    // 0 is never an alias (§3.3.2.3.4), and none is above the maximum, 0.
+    if props
+        .and_then(|p| p.topic_alias)
+        .is_some_and(|alias| alias == 0 || alias > TOPIC_ALIAS_MAX)
+    {
+        return refused("topic alias", DisconnectReasonCode::TopicAliasInvalid);
+    }
+    if qos > MAX_QOS {
+        return refused(
+            "QoS above Maximum QoS",
+            DisconnectReasonCode::QoSNotSupported,
+        );
+    }
+    if retain {
+        return refused("RETAIN", DisconnectReasonCode::RetainNotSupported);
+    }
+    Ok(())
 }
 
 /// Output buffer capacity a connection keeps after a flush.
