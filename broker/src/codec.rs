@@ -490,6 +490,96 @@ mod tests {
         }
     }
 
+    /// A 3.1.1 CONNECT with these flags and payload fields after the
+    /// client id "c".
+    fn connect_with(flags: u8, fields: &[&[u8]]) -> BytesMut {
+        let mut body = vec![0, 4, b'M', b'Q', b'T', b'T', 4, flags, 0, 60, 0, 1, b'c'];
+        for f in fields {
+            body.extend_from_slice(&(f.len() as u16).to_be_bytes());
+            body.extend_from_slice(f);
+        }
+        let mut v = vec![0x10, body.len() as u8];
+        v.extend(body);
+        BytesMut::from(&v[..])
+    }
+
+    #[test]
+    fn wrong_fixed_header_flags_are_refused() {
+        // SUBSCRIBE, UNSUBSCRIBE, PUBREL need 0b0010; PINGREQ, PUBACK 0.
+        for frame in [
+            &[0x80, 6, 0, 1, 0, 1, b'a', 0][..],
+            &[0xA0, 5, 0, 1, 0, 1, b'a'],
+            &[0x60, 2, 0, 1],
+            &[0xC1, 0],
+            &[0x42, 2, 0, 1],
+        ] {
+            for version in [Version::V311, Version::V5] {
+                let mut buf = BytesMut::from(frame);
+                assert!(
+                    matches!(
+                        version.read(&mut buf, 1024),
+                        Err(protocol::Error::IncorrectPacketFormat)
+                    ),
+                    "{version:?} {frame:02X?}"
+                );
+            }
+        }
+        let mut buf = BytesMut::from(&[0x82, 6, 0, 1, 0, 1, b'a', 0, 0x62, 2, 0, 1][..]);
+        assert!(matches!(
+            Version::V311.read(&mut buf, 1024),
+            Ok(Packet::Subscribe(..))
+        ));
+        assert!(matches!(
+            Version::V311.read(&mut buf, 1024),
+            Ok(Packet::PubRel(..))
+        ));
+    }
+
+    #[test]
+    fn malformed_connects_are_refused() {
+        let ok = connect_with(0b1100_0010, &[b"u", b"p"]);
+        assert!(matches!(
+            Version::V311.read(&mut ok.clone(), 1024),
+            Ok(Packet::Connect(..))
+        ));
+        let will = 0b1100_0110;
+        for (what, mut buf) in [
+            ("reserved flag", connect_with(0b1100_0011, &[b"u", b"p"])),
+            ("password alone", connect_with(0b0100_0010, &[b"p"])),
+            (
+                "NUL in username",
+                connect_with(0b1100_0010, &[b"u\0", b"p"]),
+            ),
+            (
+                "empty will topic",
+                connect_with(will, &[b"", b"m", b"u", b"p"]),
+            ),
+            (
+                "NUL in will topic",
+                connect_with(will, &[b"a\0", b"m", b"u", b"p"]),
+            ),
+            (
+                "non-UTF-8 will topic",
+                connect_with(will, &[b"\xFF", b"m", b"u", b"p"]),
+            ),
+        ] {
+            assert!(Version::V311.read(&mut buf, 1024).is_err(), "{what}");
+        }
+    }
+
+    #[test]
+    fn nul_and_non_utf8_in_topics_and_filters_are_malformed() {
+        for frame in [
+            &[0x30, 5, 0, 3, b'a', 0, b'b'][..],
+            &[0x30, 4, 0, 2, 0xC3, 0x28],
+            &[0x82, 8, 0, 1, 0, 3, b'a', 0, b'b', 0],
+            &[0xA2, 7, 0, 1, 0, 3, b'a', 0, b'b'],
+        ] {
+            let mut buf = BytesMut::from(frame);
+            assert!(Version::V311.read(&mut buf, 1024).is_err(), "{frame:02X?}");
+        }
+    }
+
     #[test]
     fn properties_are_dropped_for_mqtt_311() {
         let publish = protocol::Publish::new("users/1/replies", "{}", false);
