@@ -1279,7 +1279,7 @@ fn not_offered(
     props: Option<&protocol::PublishProperties>,
 ) -> Result<(), ConnError> {
     let refused = |what, reason| Err(ConnError::NotOffered { what, reason });
-    // 0 is never an alias (§3.3.2.3.4), and none is above the maximum, 0.
+    // 0 is never an alias (§3.3.2.3.4); any other is above the maximum, 0.
     if props
         .and_then(|p| p.topic_alias)
         .is_some_and(|alias| alias == 0 || alias > TOPIC_ALIAS_MAX)
