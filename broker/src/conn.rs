@@ -80,7 +80,8 @@ where
 {
     let handshake = Box::pin(Connection::handshake(shared, stream, peer));
     async move {
-        metrics::counter!(crate::metrics::CONNECTIONS_ACCEPTED_TOTAL, "transport" => transport).increment(1);
+        metrics::counter!(crate::metrics::CONNECTIONS_ACCEPTED_TOTAL, "transport" => transport)
+            .increment(1);
         match handshake.await {
             Ok(Some(mut conn)) => {
                 let result = conn.run().await;

@@ -93,8 +93,14 @@ pub fn rate_limited(limit: Limit) {
 pub fn describe() {
     for (name, help) in [
         (CONNECTIONS, "Open MQTT connections (past CONNACK)."),
-        (SUBSCRIPTIONS, "Subscriptions held by open MQTT connections."),
-        (ONLINE_USERS, "Users with at least one open MQTT connection."),
+        (
+            SUBSCRIPTIONS,
+            "Subscriptions held by open MQTT connections.",
+        ),
+        (
+            ONLINE_USERS,
+            "Users with at least one open MQTT connection.",
+        ),
     ] {
         describe_gauge!(name, help);
         gauge!(name);

@@ -489,7 +489,13 @@ impl Broker {
                             return;
                         }
                     };
-                    conn::serve(shared, socket, crate::metrics::TRANSPORT_TCP, Some(peer.ip())).await;
+                    conn::serve(
+                        shared,
+                        socket,
+                        crate::metrics::TRANSPORT_TCP,
+                        Some(peer.ip()),
+                    )
+                    .await;
                 },
                 &io.handle,
             );

@@ -70,7 +70,10 @@ pub fn install() -> Option<PrometheusHandle> {
     let handle = PrometheusBuilder::new()
         .set_buckets_for_metric(Matcher::Suffix("seconds".into()), &SECONDS_BUCKETS)
         .and_then(|b| {
-            b.set_buckets_for_metric(Matcher::Full(STORE_COMMIT_JOBS.into()), &COMMIT_JOBS_BUCKETS)
+            b.set_buckets_for_metric(
+                Matcher::Full(STORE_COMMIT_JOBS.into()),
+                &COMMIT_JOBS_BUCKETS,
+            )
         })
         .and_then(|b| b.install_recorder())
         .map_err(|e| warn!(error = %e, "metrics recorder not installed"))
@@ -132,7 +135,10 @@ fn describe() {
         counter!(WEBHOOK_DELIVERIES_TOTAL, "result" => result);
     }
     for (name, help) in [
-        (WEBHOOK_QUEUE_DEPTH, "Webhook deliveries waiting to be sent."),
+        (
+            WEBHOOK_QUEUE_DEPTH,
+            "Webhook deliveries waiting to be sent.",
+        ),
         (
             STORE_WAL_FRAMES,
             "Pages in the SQLite WAL at the last background checkpoint.",

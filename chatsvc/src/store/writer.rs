@@ -426,7 +426,8 @@ impl WalRestart {
                 Ok(r.get::<_, i64>(0)? == 0 && r.get::<_, i64>(1)? == r.get::<_, i64>(2)?)
             })
             .unwrap_or(false);
-        metrics::histogram!(crate::metrics::STORE_WAL_REWIND_SECONDS).record(started.elapsed().as_secs_f64());
+        metrics::histogram!(crate::metrics::STORE_WAL_REWIND_SECONDS)
+            .record(started.elapsed().as_secs_f64());
         if !done {
             self.request();
         }
@@ -620,7 +621,8 @@ fn commit_group(
             job.abort(e);
         }
     }
-    metrics::histogram!(crate::metrics::STORE_COMMIT_SECONDS).record(started.elapsed().as_secs_f64());
+    metrics::histogram!(crate::metrics::STORE_COMMIT_SECONDS)
+        .record(started.elapsed().as_secs_f64());
     metrics::histogram!(crate::metrics::STORE_COMMIT_JOBS).record(size as f64);
     Finished { finishes, outcome }
 }
