@@ -87,7 +87,8 @@ where
 {
     let handshake = Box::pin(Connection::handshake(shared, stream, peer));
     async move {
-        metrics::counter!("mqtt_connections_accepted_total", "transport" => transport).increment(1);
+        metrics::counter!(crate::metrics::CONNECTIONS_ACCEPTED_TOTAL, "transport" => transport)
+            .increment(1);
         match handshake.await {
             Ok(Some(mut conn)) => {
                 let result = conn.run().await;
@@ -291,7 +292,7 @@ where
         let principal = match auth {
             Ok(p) => p,
             Err(refusal) => {
-                metrics::counter!("mqtt_auth_failures_total").increment(1);
+                metrics::counter!(crate::metrics::AUTH_FAILURES_TOTAL).increment(1);
                 let code = match refusal {
                     Refusal::BadCredentials => ConnectReturnCode::BadUserNamePassword,
                     Refusal::NotAuthorized => ConnectReturnCode::NotAuthorized,
@@ -343,7 +344,7 @@ where
             .registry
             .has_client(principal.user_id, &router_client_id);
         let Some(user_slot) = shared.user_slots.try_take(principal.user_id, replaces) else {
-            metrics::counter!("mqtt_connections_refused_total", "reason" => "user_cap")
+            metrics::counter!(crate::metrics::CONNECTIONS_REFUSED_TOTAL, "reason" => crate::metrics::REFUSED_USER_CAP)
                 .increment(1);
             let (out, _) = refuse(version.quota_exceeded()).await;
             stream.write_all(&out).await?;
@@ -497,10 +498,10 @@ where
             mailbox,
         );
         let kick = registration.kick.clone();
-        metrics::gauge!("mqtt_connections").increment(1.0);
+        metrics::gauge!(crate::metrics::CONNECTIONS).increment(1.0);
         let result = self.event_loop(&kick).await;
-        metrics::gauge!("mqtt_connections").decrement(1.0);
-        metrics::gauge!("mqtt_subscriptions").decrement(self.subscriptions.len() as f64);
+        metrics::gauge!(crate::metrics::CONNECTIONS).decrement(1.0);
+        metrics::gauge!(crate::metrics::SUBSCRIPTIONS).decrement(self.subscriptions.len() as f64);
         match (result, registration.kick_reason()) {
             (Ok(Ended::Kicked), Some(why)) => Ok(Ended::KickedFor(why)),
             (r, _) => r,
@@ -717,7 +718,7 @@ where
             );
         }
         if written > 0 {
-            metrics::counter!("mqtt_deliveries_total").increment(written);
+            metrics::counter!(crate::metrics::DELIVERIES_TOTAL).increment(written);
         }
         if flight.inflight.len() > *unacked {
             ack_wait_since.get_or_insert_with(Instant::now);
@@ -811,7 +812,7 @@ where
             );
             let limited = self.shared.settings.max_packets_per_sec > 0;
             if initiated && limited && self.inbound.check().is_err() {
-                metrics::counter!("mqtt_rate_limited_total").increment(1);
+                crate::metrics::rate_limited(crate::metrics::Limit::MqttPackets);
                 return Err(ConnError::RateLimited);
             }
             match packet {
@@ -829,7 +830,7 @@ where
                 Packet::Unsubscribe(unsub, props) => {
                     for f in &unsub.filters {
                         if self.subscriptions.remove(f) {
-                            metrics::gauge!("mqtt_subscriptions").decrement(1.0);
+                            metrics::gauge!(crate::metrics::SUBSCRIPTIONS).decrement(1.0);
                         }
                     }
                     // The router answers only for filters it knew, one ack per
@@ -1007,7 +1008,7 @@ where
                 || (!self.subscriptions.contains(&filter.path)
                     && self.subscriptions.len() >= max_subscriptions);
             if over_quota {
-                metrics::counter!("mqtt_subscribe_quota_total").increment(1);
+                metrics::counter!(crate::metrics::SUBSCRIBE_QUOTA_TOTAL).increment(1);
                 slots.push(Some(match self.version {
                     Version::V311 => SubscribeReasonCode::Failure,
                     Version::V5 => SubscribeReasonCode::QuotaExceeded,
@@ -1017,7 +1018,7 @@ where
             match self.shared.acl.check_subscribe(user_id, &filter.path) {
                 Ok(()) => {
                     if self.subscriptions.insert(filter.path.clone()) {
-                        metrics::gauge!("mqtt_subscriptions").increment(1.0);
+                        metrics::gauge!(crate::metrics::SUBSCRIPTIONS).increment(1.0);
                     }
                     // Every push is published at QoS 1, so a QoS 2
                     // subscription is granted QoS 1: delivery QoS is
@@ -1029,7 +1030,7 @@ where
                     allowed.push(filter);
                 }
                 Err(denied) => {
-                    metrics::counter!("mqtt_subscribe_denied_total").increment(1);
+                    metrics::counter!(crate::metrics::SUBSCRIBE_DENIED_TOTAL).increment(1);
                     warn!(user_id, filter = %filter.path, ?denied, "subscription refused");
                     slots.push(Some(self.refusal_code(denied)));
                 }
@@ -1128,7 +1129,7 @@ where
     /// connection; we acknowledge (so a misbehaving app does not reconnect in
     /// a loop) and drop it. MQTT 5 gets the 0x87 "not authorized" reason.
     fn refuse_publish(&mut self, qos: u8, pkid: u16, topic: &[u8]) -> Result<(), ConnError> {
-        metrics::counter!("mqtt_publish_denied_total").increment(1);
+        metrics::counter!(crate::metrics::PUBLISH_DENIED_TOTAL).increment(1);
         debug!(
             user_id = self.principal.user_id,
             topic = %String::from_utf8_lossy(topic),
@@ -1170,7 +1171,7 @@ where
     ) -> Result<Option<Ended>, ConnError> {
         match notification {
             Notification::Forward(forward) => {
-                metrics::counter!("mqtt_deliveries_total").increment(1);
+                metrics::counter!(crate::metrics::DELIVERIES_TOTAL).increment(1);
                 let start = self.outbuf.len();
                 self.write(Packet::Publish(forward.publish, forward.properties))?;
                 // The delivery's QoS (set by the router) is in the fixed

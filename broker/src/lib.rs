@@ -13,6 +13,7 @@
 //! - [`auth`]: the [`Authenticator`] chatsvc implements (JWT check).
 //! - `registry`: live connections per user: presence, and kicking a user's sessions.
 //! - [`limits`]: caps per user and per address (connections, and those not yet authenticated).
+//! - [`metrics`]: every metric's name, HELP text and label values.
 //! - `codec`: protocol-level sniffing and the v3.1.1 / v5 codecs.
 //! - [`uplink`]: client publishes to `users/{id}/up/...`, handed to chatsvc in order.
 //! - [`ws`]: the `/mqtt` WebSocket route.
@@ -26,6 +27,7 @@ mod conn;
 pub mod fuzzing;
 pub mod limits;
 mod mailbox;
+pub mod metrics;
 mod registry;
 pub mod server;
 pub mod uplink;

@@ -115,7 +115,7 @@ impl Unauthenticated {
             while self.cap > 0 && queue.len() > self.cap {
                 if let Some((_, oldest)) = queue.pop_front() {
                     oldest.cancel();
-                    metrics::counter!("mqtt_unauthenticated_evicted_total").increment(1);
+                    metrics::counter!(crate::metrics::UNAUTHENTICATED_EVICTED_TOTAL).increment(1);
                 }
             }
         }

@@ -112,6 +112,9 @@ impl Registry {
             conns.len() == 1
         };
         if first {
+            // Kept up to date here rather than counted at scrape time, so
+            // a scrape costs the same however many users are online.
+            metrics::gauge!(crate::metrics::ONLINE_USERS).increment(1.0);
             let _ = self.changes.send(PresenceChange {
                 user_id,
                 online: true,
@@ -160,6 +163,7 @@ impl Registry {
             }
         };
         if last {
+            metrics::gauge!(crate::metrics::ONLINE_USERS).decrement(1.0);
             let _ = self.changes.send(PresenceChange {
                 user_id,
                 online: false,

@@ -355,7 +355,7 @@ impl Shared {
                 None => error!("downlink publish did not complete"),
             }
         }
-        metrics::counter!("mqtt_pushes_total").increment(total as u64);
+        metrics::counter!(crate::metrics::PUSHES_TOTAL).increment(total as u64);
     }
 }
 
@@ -489,7 +489,13 @@ impl Broker {
                             return;
                         }
                     };
-                    conn::serve(shared, socket, "tcp", Some(peer.ip())).await;
+                    conn::serve(
+                        shared,
+                        socket,
+                        crate::metrics::TRANSPORT_TCP,
+                        Some(peer.ip()),
+                    )
+                    .await;
                 },
                 &io.handle,
             );

@@ -148,7 +148,7 @@ async fn answer(
     });
     // Never blocks: the router link's send completes at once.
     shared.publish(topic, reply, props);
-    metrics::counter!("mqtt_uplink_total").increment(1);
+    metrics::counter!(crate::metrics::UPLINK_TOTAL).increment(1);
     let ack = match done.qos {
         1 => Packet::PubAck(
             PubAck {

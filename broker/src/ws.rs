@@ -72,6 +72,6 @@ async fn serve(broker: Broker, socket: WebSocket, peer: Option<IpAddr>) {
     let writer = SinkWriter::new(CopyToBytes::new(sink));
     let stream = tokio::io::join(reader, writer);
     broker
-        .serve_stream(Box::pin(stream), "websocket", peer)
+        .serve_stream(Box::pin(stream), crate::metrics::TRANSPORT_WEBSOCKET, peer)
         .await;
 }

@@ -74,7 +74,7 @@ pub async fn serve(
         // Refused by closing at once: the cheapest answer, and the socket
         // is back to the system before it can be held.
         let Some(slot) = per_address.try_take(peer.ip(), false) else {
-            metrics::counter!("http_connections_refused_total").increment(1);
+            metrics::counter!(crate::metrics::HTTP_CONNECTIONS_REFUSED_TOTAL).increment(1);
             debug!(%peer, "http connection refused: too many from this address");
             continue;
         };
@@ -149,12 +149,12 @@ async fn serve_connection(
                 }
                 match watch.expired(limits) {
                     Some(Expired::Header) => {
-                        metrics::counter!("http_connections_timed_out_total", "phase" => "header").increment(1);
+                        metrics::counter!(crate::metrics::HTTP_CONNECTIONS_TIMED_OUT_TOTAL, "phase" => crate::metrics::PHASE_HEADER).increment(1);
                         debug!(%peer, "http connection closed: no request head within the header timeout");
                         return;
                     }
                     Some(Expired::Idle) => {
-                        metrics::counter!("http_connections_timed_out_total", "phase" => "idle").increment(1);
+                        metrics::counter!(crate::metrics::HTTP_CONNECTIONS_TIMED_OUT_TOTAL, "phase" => crate::metrics::PHASE_IDLE).increment(1);
                         conn.as_mut().graceful_shutdown();
                         closing = Some(Instant::now());
                     }

@@ -11,6 +11,8 @@
 //! - [`admin`]: `chatd admin ...` operator commands.
 //! - [`http_server`]: serves the router: per-address cap, header and idle
 //!   timeouts, graceful drain.
+//! - [`metrics`]: every metric's name, HELP text and label values; the
+//!   Prometheus recorder.
 //! - [`server`]: wires it all together: [`server::start`] and shutdown.
 //!
 //! One message, end to end, is traced in `ARCHITECTURE.md`.
@@ -21,6 +23,7 @@ pub mod config;
 pub mod domain;
 pub mod downlink;
 pub mod http_server;
+pub mod metrics;
 pub mod server;
 pub mod store;
 

@@ -204,17 +204,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             source,
         })?;
 
-    // Durations are histograms (aggregatable across nodes), not summaries.
-    let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
-        .set_buckets_for_metric(
-            metrics_exporter_prometheus::Matcher::Suffix("seconds".into()),
-            &[
-                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
-            ],
-        )
-        .and_then(|b| b.install_recorder())
-        .map_err(|e| warn!(error = %e, "metrics recorder not installed"))
-        .ok();
+    let metrics = crate::metrics::install();
     let state = AppState {
         chat,
         broker: broker.clone(),

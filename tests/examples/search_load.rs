@@ -54,8 +54,8 @@ async fn send_phase(senders: &[TestUser], peer: u64, phase: &str) -> Result<Vec<
 /// The writer's (jobs, commits) so far.
 async fn writer(server: &TestServer) -> Result<(f64, f64)> {
     Ok((
-        server.metric("store_commit_batch_size_sum").await?,
-        server.metric("store_commit_batch_size_count").await?,
+        server.metric("mqchat_store_commit_jobs_sum").await?,
+        server.metric("mqchat_store_commit_jobs_count").await?,
     ))
 }
 

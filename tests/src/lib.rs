@@ -259,16 +259,23 @@ impl TestServer {
         Ok(res.json().await?)
     }
 
-    /// One value of `GET /metrics` (a counter, a gauge, or a histogram's
-    /// `_sum` or `_count`, without labels); 0 when absent.
-    pub async fn metric(&self, name: &str) -> Result<f64> {
-        let text = self
+    /// The body of `GET /metrics` (Prometheus text); an error unless 200.
+    pub async fn scrape_metrics(&self) -> Result<String> {
+        Ok(self
             .http_client
             .get(self.url("/metrics"))
             .send()
             .await?
+            .error_for_status()?
             .text()
-            .await?;
+            .await?)
+    }
+
+    /// One value of `GET /metrics` (a counter, a gauge, or a histogram's
+    /// `_sum` or `_count`; labels as in the scrape, e.g.
+    /// `name{limit="login"}`); 0 when absent.
+    pub async fn metric(&self, name: &str) -> Result<f64> {
+        let text = self.scrape_metrics().await?;
         Ok(text
             .lines()
             .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))

@@ -98,13 +98,13 @@ async fn health_and_prometheus_metrics() -> Result<()> {
         .starts_with("text/plain"));
     let text = res.text().await?;
     for needle in [
-        "http_request_duration_seconds_bucket{",
+        "mqchat_http_request_duration_seconds_bucket{",
         "route=\"/v1/messages\"",
-        "store_commit_seconds_bucket",
-        "messages_accepted_total{created=\"true\"} 1",
-        "events_pushed_total 1",
-        "mqtt_connections 1",
-        "mqtt_subscriptions 1",
+        "mqchat_store_commit_seconds_bucket",
+        "mqchat_messages_accepted_total{created=\"true\"} 1",
+        "mqchat_events_pushed_total 1",
+        "mqchat_mqtt_connections 1",
+        "mqchat_mqtt_subscriptions 1",
     ] {
         assert!(text.contains(needle), "/metrics lacks {needle}:\n{text}");
     }

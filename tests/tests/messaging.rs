@@ -270,8 +270,8 @@ async fn concurrent_sends_share_commits() -> Result<()> {
     for i in 0..8 {
         senders.push(server.user(&format!("sender{i}")).await?);
     }
-    let jobs_before = server.metric("store_commit_batch_size_sum").await?;
-    let commits_before = server.metric("store_commit_batch_size_count").await?;
+    let jobs_before = server.metric("mqchat_store_commit_jobs_sum").await?;
+    let commits_before = server.metric("mqchat_store_commit_jobs_count").await?;
     let mut tasks = tokio::task::JoinSet::new();
     for (i, s) in senders.into_iter().enumerate() {
         let to = bob.id;
@@ -286,8 +286,8 @@ async fn concurrent_sends_share_commits() -> Result<()> {
     while let Some(r) = tasks.join_next().await {
         r??;
     }
-    let jobs = server.metric("store_commit_batch_size_sum").await? - jobs_before;
-    let commits = server.metric("store_commit_batch_size_count").await? - commits_before;
+    let jobs = server.metric("mqchat_store_commit_jobs_sum").await? - jobs_before;
+    let commits = server.metric("mqchat_store_commit_jobs_count").await? - commits_before;
     assert!(jobs >= 200.0, "every send is a write job: {jobs}");
     assert!(
         commits < jobs,

@@ -1,6 +1,7 @@
 //! The JSON Schemas in `schemas/` match what a real chatd sends and accepts:
 //! every payload below comes from a live server or is sent to one.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use anyhow::{anyhow, Result};
@@ -306,5 +307,179 @@ fn schemas_reject_what_the_server_rejects() -> Result<()> {
     assert!(schemas
         .check("Event", &json!({"type": "message.created", "cursor": 0}))
         .is_err());
+    Ok(())
+}
+
+/// One metric family: its type, HELP text, and label values by label name
+/// (`None`: a label whose values docs/metrics.md does not list).
+#[derive(Debug, Default)]
+struct Family {
+    kind: String,
+    help: String,
+    labels: BTreeMap<String, Option<BTreeSet<String>>>,
+}
+
+/// The list in docs/metrics.md: rows `| \`name\` | type | labels | help |`,
+/// labels as `` `label`: `v1` `v2`; `open_label` ``.
+fn documented_metrics() -> Result<BTreeMap<String, Family>> {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/metrics.md");
+    let backticked =
+        |s: &str| -> Vec<String> { s.split('`').skip(1).step_by(2).map(str::to_owned).collect() };
+    let mut families = BTreeMap::new();
+    for line in std::fs::read_to_string(path)?.lines() {
+        // No cell of the list holds a `|`.
+        let cells: Vec<&str> = line
+            .trim()
+            .trim_matches('|')
+            .split('|')
+            .map(str::trim)
+            .collect();
+        let [name, kind, labels, help] = cells[..] else {
+            continue;
+        };
+        let Some(name) = name.strip_prefix("`mqchat_") else {
+            continue;
+        };
+        let mut family = Family {
+            kind: kind.to_owned(),
+            help: help.to_owned(),
+            ..Family::default()
+        };
+        for label in labels.split(';').filter(|l| !l.trim().is_empty()) {
+            let (label, values) = match label.split_once(':') {
+                Some((l, v)) => (l, Some(backticked(v).into_iter().collect())),
+                None => (label, None),
+            };
+            let label = backticked(label)
+                .pop()
+                .ok_or_else(|| anyhow!("metrics.md: label without backticks in {line}"))?;
+            family.labels.insert(label, values);
+        }
+        families.insert(format!("mqchat_{}", name.trim_end_matches('`')), family);
+    }
+    Ok(families)
+}
+
+/// The families of a Prometheus text scrape, with every label value seen
+/// (a histogram's `le` aside).
+fn scraped_metrics(text: &str) -> Result<BTreeMap<String, Family>> {
+    let mut families: BTreeMap<String, Family> = BTreeMap::new();
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            let (name, help) = rest.split_once(' ').unwrap_or((rest, ""));
+            families.entry(name.to_owned()).or_default().help = help.to_owned();
+        } else if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').unwrap_or((rest, ""));
+            families.entry(name.to_owned()).or_default().kind = kind.to_owned();
+        } else if !line.starts_with('#') {
+            let (sample, labels) = match line.split_once('{') {
+                Some((name, rest)) => (name, rest.rsplit_once('}').map_or("", |(l, _)| l)),
+                None => (line.split_once(' ').map_or(line, |(n, _)| n), ""),
+            };
+            let family = ["", "_bucket", "_sum", "_count"]
+                .iter()
+                .filter_map(|suffix| sample.strip_suffix(suffix))
+                .find(|name| families.contains_key(*name))
+                .ok_or_else(|| anyhow!("sample before its # TYPE: {line}"))?
+                .to_owned();
+            let family = families.entry(family).or_default();
+            // Label values here are route templates, statuses and words:
+            // none holds `",`.
+            for pair in labels.split("\",").filter(|p| !p.is_empty()) {
+                let (label, value) = pair
+                    .split_once("=\"")
+                    .ok_or_else(|| anyhow!("bad label {pair} in {line}"))?;
+                if label != "le" {
+                    family
+                        .labels
+                        .entry(label.to_owned())
+                        .or_insert_with(|| Some(BTreeSet::new()))
+                        .get_or_insert_with(BTreeSet::new)
+                        .insert(value.trim_end_matches('"').to_owned());
+                }
+            }
+        }
+    }
+    Ok(families)
+}
+
+/// A real chatd's `/metrics`, after a little traffic, has exactly the
+/// metrics docs/metrics.md lists: no undocumented one, none missing, and the
+/// same types, HELP texts and label names; every label value seen is a
+/// listed one. Along the way: the rate-limit counter is one metric with a
+/// `limit` label, and online users follow connections without a scrape.
+#[tokio::test]
+async fn the_metrics_scrape_matches_docs_metrics_md() -> Result<()> {
+    // One login per account per minute: the second attempt is limited.
+    let server = TestServer::start_with(&["--login-rate", "1"]).await?;
+    let alice = server.user("alice").await?;
+    let bob = server.user("bob").await?;
+    let mut bob_mqtt = server.mqtt(&bob).await?;
+    alice.send_text(bob.id, "m1", "counted").await?;
+    bob_mqtt
+        .next_event(Duration::from_secs(5))
+        .await?
+        .ok_or_else(|| anyhow!("bob got no push"))?;
+    let limited = server
+        .http_client
+        .post(server.url("/v1/auth/login"))
+        .json(&json!({"username": "alice", "password": "password-alice"}))
+        .send()
+        .await?
+        .status();
+    assert_eq!(limited, 429, "the second login within a minute");
+    assert_eq!(
+        server
+            .metric("mqchat_rate_limited_total{limit=\"login\"}")
+            .await?,
+        1.0
+    );
+    mqchat_e2e::eventually(Duration::from_secs(5), || async {
+        Ok((server.metric("mqchat_mqtt_online_users").await? == 1.0).then_some(()))
+    })
+    .await?;
+
+    let text = server.scrape_metrics().await?;
+    let scraped = scraped_metrics(&text)?;
+    let documented = documented_metrics()?;
+    let undocumented: Vec<&String> = scraped
+        .keys()
+        .filter(|n| !documented.contains_key(*n))
+        .collect();
+    let missing: Vec<&String> = documented
+        .keys()
+        .filter(|n| !scraped.contains_key(*n))
+        .collect();
+    assert!(
+        undocumented.is_empty() && missing.is_empty(),
+        "not in docs/metrics.md: {undocumented:?}; documented but not served: {missing:?}\n{text}"
+    );
+    for (name, doc) in &documented {
+        let got = &scraped[name];
+        assert_eq!(got.kind, doc.kind, "{name}: type");
+        assert_eq!(got.help, doc.help, "{name}: HELP");
+        assert!(
+            got.labels.keys().eq(doc.labels.keys()),
+            "{name}: labels {:?}, documented {:?}",
+            got.labels.keys(),
+            doc.labels.keys()
+        );
+        for (label, values) in &doc.labels {
+            let (Some(listed), Some(Some(seen))) = (values, got.labels.get(label)) else {
+                continue;
+            };
+            assert!(
+                seen.is_subset(listed),
+                "{name}: {label} values {seen:?}, documented {listed:?}"
+            );
+        }
+    }
+
+    // Online users is a gauge kept as users come and go.
+    drop(bob_mqtt);
+    mqchat_e2e::eventually(Duration::from_secs(5), || async {
+        Ok((server.metric("mqchat_mqtt_online_users").await? == 0.0).then_some(()))
+    })
+    .await?;
     Ok(())
 }

@@ -186,8 +186,8 @@ impl Chatd {
                 (key == name).then(|| v.trim().parse::<f64>().ok())?
             })
         };
-        let commits = value("store_commit_seconds_count")?;
-        let wal_restarts = value("store_wal_rewind_seconds_count").unwrap_or(0.0);
+        let commits = value("mqchat_store_commit_seconds_count")?;
+        let wal_restarts = value("mqchat_store_wal_rewind_seconds_count").unwrap_or(0.0);
         // Histogram buckets count what took at most `le` seconds.
         let over = |histogram: &str, total: f64| {
             value(&format!("{histogram}_bucket{{le=\"{SLOW_SECONDS}\"}}"))
@@ -195,12 +195,12 @@ impl Chatd {
         };
         Some(StoreCounters {
             commits,
-            commit_seconds: value("store_commit_seconds_sum")?,
-            slow_commits: over("store_commit_seconds", commits).unwrap_or(0.0),
-            jobs: value("store_commit_batch_size_sum")?,
+            commit_seconds: value("mqchat_store_commit_seconds_sum")?,
+            slow_commits: over("mqchat_store_commit_seconds", commits).unwrap_or(0.0),
+            jobs: value("mqchat_store_commit_jobs_sum")?,
             wal_restarts,
-            wal_restart_seconds: value("store_wal_rewind_seconds_sum").unwrap_or(0.0),
-            slow_wal_restarts: over("store_wal_rewind_seconds", wal_restarts).unwrap_or(0.0),
+            wal_restart_seconds: value("mqchat_store_wal_rewind_seconds_sum").unwrap_or(0.0),
+            slow_wal_restarts: over("mqchat_store_wal_rewind_seconds", wal_restarts).unwrap_or(0.0),
         })
     }
 
@@ -352,7 +352,7 @@ pub struct StoreCounters {
     pub slow_commits: f64,
     /// Jobs (sends among them) committed.
     pub jobs: f64,
-    /// Times the writer made the WAL start over (`store_wal_rewind_seconds`).
+    /// Times the writer made the WAL start over (`mqchat_store_wal_rewind_seconds`).
     pub wal_restarts: f64,
     pub wal_restart_seconds: f64,
     /// WAL restarts that took longer than [`SLOW_SECONDS`].

@@ -125,7 +125,7 @@ async fn record_metrics(req: Request, next: Next) -> Response {
     let method = method_label(req.method());
     let res = next.run(req).await;
     let status = res.status().as_u16().to_string();
-    metrics::histogram!("http_request_duration_seconds", "method" => method, "route" => route, "status" => status)
+    metrics::histogram!(crate::metrics::HTTP_REQUEST_DURATION_SECONDS, "method" => method, "route" => route, "status" => status)
         .record(started.elapsed().as_secs_f64());
     res
 }

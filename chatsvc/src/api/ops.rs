@@ -51,7 +51,6 @@ async fn healthz(State(state): State<SharedState>) -> axum::Json<Health> {
         content_type = "text/plain; version=0.0.4"))
 )]
 async fn metrics(State(state): State<SharedState>) -> impl IntoResponse {
-    metrics::gauge!("mqtt_online_users").set(state.broker.online_users().len() as f64);
     let body = state
         .metrics
         .as_ref()

@@ -279,7 +279,7 @@ impl Chat {
             })
             .await?;
         drop(in_flight);
-        metrics::counter!("files_uploaded_total").increment(1);
+        metrics::counter!(crate::metrics::FILES_UPLOADED_TOTAL).increment(1);
         Ok(row.into())
     }
 

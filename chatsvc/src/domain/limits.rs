@@ -19,6 +19,7 @@ use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota};
 
 use super::DomainError;
+use crate::metrics::Limit;
 
 /// Per-minute and per-second budgets; 0 disables a limit.
 #[derive(Debug, Clone)]
@@ -119,10 +120,11 @@ impl RateLimits {
 
     fn limited(
         &self,
+        limit: Limit,
         not_until: &governor::NotUntil<<DefaultClock as Clock>::Instant>,
     ) -> DomainError {
         let wait = not_until.wait_time_from(self.clock.now());
-        metrics::counter!("rate_limited_total").increment(1);
+        crate::metrics::rate_limited(limit);
         DomainError::RateLimited {
             retry_after: wait.max(Duration::from_secs(1)),
         }
@@ -130,6 +132,7 @@ impl RateLimits {
 
     fn check<K>(
         &self,
+        limit: Limit,
         limiter: &Option<DefaultKeyedRateLimiter<K>>,
         key: &K,
     ) -> Result<(), DomainError>
@@ -137,7 +140,7 @@ impl RateLimits {
         K: std::hash::Hash + Eq + Clone,
     {
         match limiter {
-            Some(l) => l.check_key(key).map_err(|n| self.limited(&n)),
+            Some(l) => l.check_key(key).map_err(|n| self.limited(limit, &n)),
             None => Ok(()),
         }
     }
@@ -148,9 +151,10 @@ impl RateLimits {
     pub fn login(&self, username: &str, ip: Option<IpAddr>) -> Result<(), DomainError> {
         let prefix = ip.map(address_prefix);
         if let Some(prefix) = prefix {
-            self.check(&self.auth_prefix, &prefix)?;
+            self.check(Limit::Login, &self.auth_prefix, &prefix)?;
         }
         self.check(
+            Limit::Login,
             &self.login_account,
             &(username.to_ascii_lowercase(), prefix),
         )
@@ -159,14 +163,14 @@ impl RateLimits {
     /// A registration from `ip`, limited per address prefix.
     pub fn register(&self, ip: Option<IpAddr>) -> Result<(), DomainError> {
         match ip {
-            Some(ip) => self.check(&self.auth_prefix, &address_prefix(ip)),
+            Some(ip) => self.check(Limit::Register, &self.auth_prefix, &address_prefix(ip)),
             None => Ok(()),
         }
     }
 
     /// A message send by `user`.
     pub fn send(&self, user: u64) -> Result<(), DomainError> {
-        self.check(&self.sends, &user)
+        self.check(Limit::Send, &self.sends, &user)
     }
 
     /// Any other state change by `user`, reaching `recipients` users.
@@ -181,7 +185,7 @@ impl RateLimits {
             .min(*burst);
         match limiter.check_key_n(&user, cost) {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(n)) => Err(self.limited(&n)),
+            Ok(Err(n)) => Err(self.limited(Limit::Action, &n)),
             // Unreachable: the cost is capped at the burst.
             Err(_) => Err(DomainError::RateLimited {
                 retry_after: Duration::from_secs(u64::from(ACTION_BURST_SECS)),

@@ -56,7 +56,7 @@ impl PendingSend {
     /// resend).
     pub async fn sent(self) -> Result<Sent, DomainError> {
         let (row, created, _) = self.0.await?;
-        metrics::counter!("messages_accepted_total", "created" => created.to_string()).increment(1);
+        metrics::counter!(crate::metrics::MESSAGES_ACCEPTED_TOTAL, "created" => if created { "true" } else { "false" }).increment(1);
         let message = Message::try_from(row).map_err(internal)?;
         Ok(Sent { message, created })
     }
@@ -460,7 +460,7 @@ impl Chat {
             .collect::<Result<Vec<_>, _>>()
             .map_err(DomainError::Internal)?;
         let cursor = events.last().map_or(after, |e| e.cursor);
-        metrics::counter!("events_synced_total").increment(events.len() as u64);
+        metrics::counter!(crate::metrics::EVENTS_SYNCED_TOTAL).increment(events.len() as u64);
         Ok(SyncPage {
             events,
             cursor,

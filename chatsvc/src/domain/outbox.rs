@@ -145,7 +145,7 @@ impl Outbox {
             }
         }
         let sent = downlink.push_batch(&batch);
-        metrics::counter!("events_pushed_total").increment(sent as u64);
+        metrics::counter!(crate::metrics::EVENTS_PUSHED_TOTAL).increment(sent as u64);
     }
 }
 

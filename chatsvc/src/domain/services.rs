@@ -75,8 +75,11 @@ impl KeyLimits {
                 governor::RateLimiter::direct(Quota::per_second(per_sec).allow_burst(burst)),
             );
         }
-        entry.1.check().map_err(|_| DomainError::RateLimited {
-            retry_after: std::time::Duration::from_secs(1),
+        entry.1.check().map_err(|_| {
+            crate::metrics::rate_limited(crate::metrics::Limit::ServiceKey);
+            DomainError::RateLimited {
+                retry_after: std::time::Duration::from_secs(1),
+            }
         })
     }
 }

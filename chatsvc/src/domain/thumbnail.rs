@@ -68,7 +68,7 @@ impl Decoders {
         }
         let units = u32::try_from(bytes.div_ceil(UNIT)).ok()?.max(1);
         if units > self.memory_units {
-            metrics::counter!("thumbnails_skipped_total", "reason" => "too_large").increment(1);
+            metrics::counter!(crate::metrics::THUMBNAILS_SKIPPED_TOTAL, "reason" => crate::metrics::SKIPPED_TOO_LARGE).increment(1);
             return None;
         }
         let permits = tokio::time::timeout(MAX_WAIT, async {
@@ -78,7 +78,7 @@ impl Decoders {
         })
         .await;
         let Ok(Some(permits)) = permits else {
-            metrics::counter!("thumbnails_skipped_total", "reason" => "busy").increment(1);
+            metrics::counter!(crate::metrics::THUMBNAILS_SKIPPED_TOTAL, "reason" => crate::metrics::SKIPPED_BUSY).increment(1);
             return None;
         };
         let source: PathBuf = path.to_owned();

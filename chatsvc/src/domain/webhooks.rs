@@ -229,7 +229,7 @@ impl Chat {
                 }
             };
             if let Ok(depth) = self.store.read(store::pending).await {
-                metrics::gauge!("webhook_queue_depth").set(depth as f64);
+                metrics::gauge!(crate::metrics::WEBHOOK_QUEUE_DEPTH).set(depth as f64);
             }
             let idle = due.is_empty();
             for d in due {
@@ -254,14 +254,14 @@ impl Chat {
                 let attempts = d.attempts + 1;
                 let write = match result {
                     Ok(()) => {
-                        metrics::counter!("webhook_deliveries_total", "result" => "ok")
+                        metrics::counter!(crate::metrics::WEBHOOK_DELIVERIES_TOTAL, "result" => crate::metrics::RESULT_OK)
                             .increment(1);
                         self.store
                             .write(move |c| store::delivered(c, id, generation, now_ms()))
                             .await
                     }
                     Err(error) => {
-                        metrics::counter!("webhook_deliveries_total", "result" => "error")
+                        metrics::counter!(crate::metrics::WEBHOOK_DELIVERIES_TOTAL, "result" => crate::metrics::RESULT_ERROR)
                             .increment(1);
                         tracing::debug!(delivery = id, attempts, %error, "webhook delivery failed");
                         let next = if attempts >= MAX_ATTEMPTS {

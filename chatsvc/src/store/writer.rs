@@ -426,7 +426,8 @@ impl WalRestart {
                 Ok(r.get::<_, i64>(0)? == 0 && r.get::<_, i64>(1)? == r.get::<_, i64>(2)?)
             })
             .unwrap_or(false);
-        metrics::histogram!("store_wal_rewind_seconds").record(started.elapsed().as_secs_f64());
+        metrics::histogram!(crate::metrics::STORE_WAL_REWIND_SECONDS)
+            .record(started.elapsed().as_secs_f64());
         if !done {
             self.request();
         }
@@ -469,7 +470,7 @@ fn checkpoint_loop(
         match conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get::<_, i64>(1)) {
             Ok(frames) => {
                 failing = false;
-                metrics::gauge!("store_wal_frames").set(frames as f64);
+                metrics::gauge!(crate::metrics::STORE_WAL_FRAMES).set(frames as f64);
                 let due = policy.due(frames, last_restart.elapsed());
                 // Before asking the writer, copy at once what came in during
                 // this pass: the writer stalls for whatever is left to copy.
@@ -576,7 +577,7 @@ fn commit_group(
     if let Err(e) = begin {
         let msg = e.to_string();
         error!(error = %msg, size, "begin failed");
-        metrics::counter!("store_commit_failures_total").increment(1);
+        metrics::counter!(crate::metrics::STORE_COMMIT_FAILURES_TOTAL).increment(1);
         for job in batch.drain(..) {
             job.abort(&msg);
         }
@@ -610,7 +611,7 @@ fn commit_group(
     };
     if let Err(e) = &outcome {
         warn!(error = %e, size, "commit failed, rolling back");
-        metrics::counter!("store_commit_failures_total").increment(1);
+        metrics::counter!(crate::metrics::STORE_COMMIT_FAILURES_TOTAL).increment(1);
         if !conn.is_autocommit() {
             if let Err(e) = conn.execute_batch("ROLLBACK") {
                 error!(error = %e, "rollback failed");
@@ -620,8 +621,9 @@ fn commit_group(
             job.abort(e);
         }
     }
-    metrics::histogram!("store_commit_seconds").record(started.elapsed().as_secs_f64());
-    metrics::histogram!("store_commit_batch_size").record(size as f64);
+    metrics::histogram!(crate::metrics::STORE_COMMIT_SECONDS)
+        .record(started.elapsed().as_secs_f64());
+    metrics::histogram!(crate::metrics::STORE_COMMIT_JOBS).record(size as f64);
     Finished { finishes, outcome }
 }
 

@@ -15,17 +15,10 @@ const STRANGER: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 2));
 /// The HTTP latency series in a scrape (one `_count` line per series), and
 /// the scrape's size in bytes.
 async fn latency_series(server: &TestServer) -> Result<(usize, usize)> {
-    let body = server
-        .http_client
-        .get(server.url("/metrics"))
-        .send()
-        .await?
-        .error_for_status()?
-        .text()
-        .await?;
+    let body = server.scrape_metrics().await?;
     let series = body
         .lines()
-        .filter(|l| l.starts_with("http_request_duration_seconds_count{"))
+        .filter(|l| l.starts_with("mqchat_http_request_duration_seconds_count{"))
         .count();
     Ok((series, body.len()))
 }

@@ -33,7 +33,7 @@ async fn searches_queue_nothing_on_the_writer_and_find_every_answered_send() -> 
         ensure!(status == 201, "{status} {m}");
         sent.push(m["id"].as_u64().ok_or_else(|| anyhow!("no id in {m}"))?);
     }
-    let before = server.metric("store_commit_batch_size_sum").await?;
+    let before = server.metric("mqchat_store_commit_jobs_sum").await?;
     let mut tasks = tokio::task::JoinSet::new();
     for (s, id) in searchers.into_iter().zip(sent) {
         tasks.spawn(async move {
@@ -52,7 +52,7 @@ async fn searches_queue_nothing_on_the_writer_and_find_every_answered_send() -> 
     while let Some(r) = tasks.join_next().await {
         r??;
     }
-    let jobs = server.metric("store_commit_batch_size_sum").await? - before;
+    let jobs = server.metric("mqchat_store_commit_jobs_sum").await? - before;
     assert_eq!(jobs, 0.0, "128 searches queued {jobs} writer jobs");
 
     // Read-your-writes without the writer: a send answered is found by the
