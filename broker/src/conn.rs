@@ -118,8 +118,8 @@ struct Connection<S> {
     to_uplink: Vec<uplink::Job>,
     /// The connection's uplink worker, started on its first uplink publish,
     /// and the acknowledgements it sends back, in PUBLISH order. Made only
-    /// then: the channel's first block is ~13 KiB, a third of what an idle
-    /// connection would otherwise cost.
+    /// then: the channel allocates its first block (~13 KiB) up front, and
+    /// most connections never publish to the uplink.
     uplink: Option<(mpsc::Sender<uplink::Job>, mpsc::Receiver<Packet>)>,
     /// Filters granted on this connection (bounded by `max_subscriptions`).
     subscriptions: std::collections::HashSet<String>,

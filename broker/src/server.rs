@@ -78,8 +78,8 @@ pub struct Settings {
     pub packet_burst: u32,
     /// Threads serving MQTT-over-TCP connections, each a single-threaded
     /// runtime of its own (connections are spread over them in turn).
-    /// Keeping socket loops off the shared multi-threaded runtime saves the
-    /// cross-worker wake-ups that cost ~10% of push throughput on 2 cores.
+    /// Keeping socket loops off the shared multi-threaded runtime saves a
+    /// cross-worker wake-up on every push.
     pub io_threads: usize,
 }
 
@@ -230,7 +230,7 @@ pub(crate) struct Shared {
     next_io: std::sync::atomic::AtomicUsize,
     /// The clock of every connection's packet-rate limiter. Made once: a
     /// new one calibrates itself with CPUID, which traps to the hypervisor
-    /// on a VM and was a tenth of the connect path.
+    /// on a VM, on every connect.
     pub clock: governor::clock::QuantaClock,
     /// The persistent sessions the router may hold.
     persistent: Mutex<Persistent>,

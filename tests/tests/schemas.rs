@@ -483,3 +483,280 @@ async fn the_metrics_scrape_matches_docs_metrics_md() -> Result<()> {
     .await?;
     Ok(())
 }
+
+/// Where ARCHITECTURE.md's leading path segments point: crate names and
+/// chatsvc's layers. Any other module name is looked up as a `NAME.rs` or
+/// `NAME/` anywhere in the sources (`writer::`, `conn::`, `registry::`).
+const DOC_PATH_ROOTS: &[(&str, &str)] = &[
+    ("chatsvc", "chatsvc/src/"),
+    ("mqchat_chatsvc", "chatsvc/src/"),
+    ("api", "chatsvc/src/api/"),
+    ("domain", "chatsvc/src/domain/"),
+    ("store", "chatsvc/src/store/"),
+    ("broker", "broker/src/"),
+    ("mqchat_broker", "broker/src/"),
+    ("mqchat_sdk", "client-sdk/src/"),
+];
+
+/// Crates whose paths ARCHITECTURE.md names without them being ours.
+const DOC_PATH_EXTERNAL: &[&str] = &[
+    "rumqttd",
+    "axum",
+    "hyper",
+    "hyper_util",
+    "tokio",
+    "rusqlite",
+    "std",
+];
+
+/// The Rust sources of the crates ARCHITECTURE.md describes, by path
+/// relative to the workspace root (`/`-separated).
+struct SourceTree {
+    files: Vec<(String, String)>,
+}
+
+impl SourceTree {
+    fn load(root: &std::path::Path) -> Result<SourceTree> {
+        fn walk(
+            root: &std::path::Path,
+            dir: &std::path::Path,
+            out: &mut Vec<(String, String)>,
+        ) -> Result<()> {
+            for entry in std::fs::read_dir(dir)? {
+                let path = entry?.path();
+                if path.is_dir() {
+                    walk(root, &path, out)?;
+                } else if path.extension().is_some_and(|e| e == "rs") {
+                    let rel = path
+                        .strip_prefix(root)?
+                        .to_string_lossy()
+                        .replace('\\', "/");
+                    out.push((rel, std::fs::read_to_string(&path)?));
+                }
+            }
+            Ok(())
+        }
+        let mut files = Vec::new();
+        for dir in ["chatsvc/src", "broker/src", "client-sdk/src"] {
+            walk(root, &root.join(dir), &mut files)?;
+        }
+        Ok(SourceTree { files })
+    }
+
+    /// The files under `scopes`: each a directory (ending in `/`, `""` for
+    /// all) or a file.
+    fn in_scopes<'a>(&'a self, scopes: &'a [String]) -> impl Iterator<Item = &'a str> + 'a {
+        self.files
+            .iter()
+            .filter(move |(path, _)| {
+                scopes.iter().any(|s| {
+                    if s.is_empty() || s.ends_with('/') {
+                        path.starts_with(s.as_str())
+                    } else {
+                        path == s || path.starts_with(&format!("{}/", s.trim_end_matches(".rs")))
+                    }
+                })
+            })
+            .map(|(_, text)| text.as_str())
+    }
+
+    /// Module `name` inside `scopes`: a `name.rs` or `name/` at any depth
+    /// below a directory scope (modules are often re-exported higher up),
+    /// or an inline `mod name` in a file scope.
+    fn submodule(&self, scopes: &[String], name: &str) -> Vec<String> {
+        let mut found = BTreeSet::new();
+        for scope in scopes {
+            if scope.is_empty() || scope.ends_with('/') {
+                for (path, _) in &self.files {
+                    let Some(below) = path.strip_prefix(scope.as_str()) else {
+                        continue;
+                    };
+                    let below = format!("/{below}");
+                    if below.ends_with(&format!("/{name}.rs")) {
+                        found.insert(path.clone());
+                    } else if let Some(at) = below.find(&format!("/{name}/")) {
+                        found.insert(format!("{scope}{}/", &below[1..at + 1 + name.len()]));
+                    }
+                }
+            } else if self
+                .in_scopes(std::slice::from_ref(scope))
+                .any(|text| defines(text, "mod", name))
+            {
+                found.insert(scope.clone());
+            }
+        }
+        found.into_iter().collect()
+    }
+
+    /// Whether an item `name` (fn, type, const, module...) is defined in
+    /// `scopes`.
+    fn defines_item(&self, scopes: &[String], name: &str) -> bool {
+        const KINDS: &[&str] = &[
+            "fn",
+            "struct",
+            "enum",
+            "trait",
+            "type",
+            "const",
+            "static",
+            "mod",
+            "macro_rules!",
+        ];
+        self.in_scopes(scopes)
+            .any(|text| KINDS.iter().any(|kind| defines(text, kind, name)))
+            || !self.submodule(scopes, name).is_empty()
+    }
+
+    /// Whether type `ty`, defined or implemented in `scopes`, has `member`:
+    /// a method or associated item, a field, or a variant.
+    fn has_member(&self, scopes: &[String], ty: &str, member: &str) -> bool {
+        self.in_scopes(scopes)
+            .filter(|text| {
+                ["struct", "enum", "trait", "type"]
+                    .iter()
+                    .any(|kind| defines(text, kind, ty))
+                    || text
+                        .lines()
+                        .any(|line| line.trim_start().starts_with("impl") && has_word(line, ty))
+            })
+            .any(|text| {
+                ["fn", "const", "type"]
+                    .iter()
+                    .any(|kind| defines(text, kind, member))
+                    || text.lines().any(|line| {
+                        let line = line.trim_start();
+                        let line = match line.strip_prefix("pub") {
+                            Some(rest) if rest.starts_with('(') => {
+                                rest.split_once(')').map_or(rest, |(_, r)| r).trim_start()
+                            }
+                            Some(rest) => rest.trim_start(),
+                            None => line,
+                        };
+                        line.strip_prefix(member).is_some_and(|rest| {
+                            rest.is_empty()
+                                || [":", ",", "(", " {", "{", " ="]
+                                    .iter()
+                                    .any(|p| rest.starts_with(p))
+                        })
+                    })
+            })
+    }
+
+    /// Whether a path from ARCHITECTURE.md names something the code
+    /// defines: leading modules, then an item or `Type::member`.
+    fn resolves(&self, path: &str) -> bool {
+        let segments: Vec<&str> = path.split("::").collect();
+        if DOC_PATH_EXTERNAL.contains(&segments[0]) {
+            return true;
+        }
+        let (mut scopes, mut rest) =
+            match DOC_PATH_ROOTS.iter().find(|(name, _)| *name == segments[0]) {
+                Some((_, dir)) => (vec![(*dir).to_owned()], &segments[1..]),
+                None => (vec![String::new()], &segments[..]),
+            };
+        while let Some((&segment, after)) = rest.split_first() {
+            if segment.starts_with(char::is_uppercase) {
+                return match after {
+                    [] => self.defines_item(&scopes, segment),
+                    [member] => self.has_member(&scopes, segment, member),
+                    _ => false,
+                };
+            }
+            if after.is_empty() {
+                return self.defines_item(&scopes, segment);
+            }
+            scopes = self.submodule(&scopes, segment);
+            if scopes.is_empty() {
+                return false;
+            }
+            rest = after;
+        }
+        true
+    }
+}
+
+fn is_ident(c: char) -> bool {
+    c.is_alphanumeric() || c == '_'
+}
+
+/// Whether `word` occurs in `line` as a whole identifier.
+fn has_word(line: &str, word: &str) -> bool {
+    line.match_indices(word).any(|(at, _)| {
+        !line[..at].ends_with(is_ident) && !line[at + word.len()..].starts_with(is_ident)
+    })
+}
+
+/// Whether `text` has `kind name` (`fn send`, `struct Chat`) with `name`
+/// a whole identifier.
+fn defines(text: &str, kind: &str, name: &str) -> bool {
+    let needle = format!("{kind} {name}");
+    text.match_indices(&needle).any(|(at, _)| {
+        !text[..at].ends_with(is_ident) && !text[at + needle.len()..].starts_with(is_ident)
+    })
+}
+
+/// The Rust paths in a Markdown text's inline code (`store::Conn`,
+/// `Chat::send`, `Broker::push(user_id, ...)`, `error::Json<T>`), outside
+/// fenced blocks.
+fn doc_paths(markdown: &str) -> BTreeSet<String> {
+    let mut fenced = false;
+    let prose: String = markdown
+        .lines()
+        .filter(|line| {
+            if line.trim_start().starts_with("```") {
+                fenced = !fenced;
+                return false;
+            }
+            !fenced
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    prose
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .filter_map(|code| {
+            let end = code
+                .find(|c: char| !(is_ident(c) || c == ':'))
+                .unwrap_or(code.len());
+            let (path, rest) = code.split_at(end);
+            let whole = rest.is_empty() || rest.starts_with(['(', '<']);
+            (whole
+                && path.contains("::")
+                && path
+                    .split("::")
+                    .all(|s| !s.is_empty() && s.chars().all(is_ident)))
+            .then(|| path.to_owned())
+        })
+        .collect()
+}
+
+/// Every Rust path ARCHITECTURE.md names (`store::conn::Hot`,
+/// `Chat::send`, `mqchat_broker::Broker::push`) is still defined in the
+/// code, so the walkthrough can't drift from it unnoticed.
+#[test]
+fn every_path_in_architecture_md_exists_in_the_code() -> Result<()> {
+    let root = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.."));
+    let doc = std::fs::read_to_string(root.join("ARCHITECTURE.md"))?;
+    let code = SourceTree::load(root)?;
+    let paths = doc_paths(&doc);
+    if paths.len() < 20 {
+        return Err(anyhow!(
+            "only {} paths found in ARCHITECTURE.md: is the parser broken?",
+            paths.len()
+        ));
+    }
+    let stale: Vec<&String> = paths.iter().filter(|p| !code.resolves(p)).collect();
+    if stale.is_empty() {
+        Ok(())
+    } else {
+        Err(anyhow!(
+            "ARCHITECTURE.md names what the code no longer defines:\n  {}",
+            stale
+                .iter()
+                .map(|s| s.as_str())
+                .collect::<Vec<_>>()
+                .join("\n  ")
+        ))
+    }
+}

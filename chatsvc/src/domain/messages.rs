@@ -66,7 +66,7 @@ impl PendingSend {
 /// references (already checked, [`Chat::referenced_files`]), appends it to
 /// every member's inbox and queues the pushes. Makes no check that bad input could fail: callers
 /// check first (sends run without a savepoint, see
-/// [`crate::store::Store::write_checks_first_then`]). `None`, with nothing
+/// [`crate::store::Store::queue_checks_first_then`]). `None`, with nothing
 /// written: the sender already sent a message with this `client_msg_id`.
 pub(crate) fn post(
     c: &Conn<'_>,

@@ -3,8 +3,8 @@
 //!
 //! rusqlite's statement cache (`prepare_cached`) costs, on every use, a hash
 //! of the SQL text to find the statement, a new `Arc<str>` key, and a second
-//! hash and an LRU insert to give it back: 12% of the writer's instructions
-//! per direct message, which runs eight or nine statements. The writer
+//! hash and an LRU insert to give it back, and a direct message runs eight
+//! or nine statements. The writer
 //! instead holds those statements ([`Hot`]) in cells of its own, prepared at
 //! first use, reached by index. Every other statement still goes through
 //! rusqlite's cache, as on the readers.

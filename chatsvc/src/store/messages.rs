@@ -312,8 +312,8 @@ pub struct NewRow<'a> {
 /// already sent one with this `client_msg_id`: then it writes nothing and
 /// returns `None` (the caller answers with the original, [`by_client_id`]).
 /// A send need not look for its `client_msg_id` before: the insert's own
-/// probe of that unique index tells, and a lookup first cost every send a
-/// statement of its own (4% of the writer's instructions).
+/// probe of that unique index tells, and a lookup first would cost every
+/// send a statement of its own.
 ///
 /// The sender's read marker
 /// moves to it when others' messages were unread: writing in a conversation
@@ -323,9 +323,9 @@ pub struct NewRow<'a> {
 /// never include one's own messages, so passing them changes nothing; and
 /// after each of the sender's messages nothing of others' is unread up to
 /// it. So others' messages can be unread only if the message just before
-/// this one is someone else's (and past the marker); the conversation row
-/// says who sent it. The write this saves was a tenth of the writer's time
-/// per direct message: a page of its own in every commit.
+/// this one is someone else's (and past the marker); the conversation's
+/// newest message, read here for the next seq anyway, says who sent it.
+/// The write this saves would dirty a page of its own in every commit.
 pub fn insert(c: &Conn<'_>, new: &NewRow<'_>) -> Result<Option<MessageRow>, StoreError> {
     let NewRow {
         conversation_id,
@@ -386,8 +386,7 @@ pub fn insert(c: &Conn<'_>, new: &NewRow<'_>) -> Result<Option<MessageRow>, Stor
 /// conversation, the group, and the newest message's sender. The ORDER BY
 /// and LIMIT on the join itself let SQLite walk the `(conversation_id, seq)`
 /// index backwards from its end; a `LEFT JOIN (SELECT ... LIMIT 1)` made it
-/// materialize that subquery into a temporary table on every send, which
-/// cost a third as much again as the two lookups.
+/// materialize that subquery into a temporary table on every send.
 pub(super) const LAST_MESSAGE: &str = "SELECT COALESCE(m.seq, 0) + 1,
          CASE WHEN c.kind = 'direct' THEN (CASE WHEN ?2 = c.user_lo THEN c.user_hi ELSE c.user_lo END) END,
          c.group_id, m.sender_id

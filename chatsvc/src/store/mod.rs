@@ -1,10 +1,49 @@
 //! Storage: SQLite through rusqlite, the only module that knows SQL.
 //!
 //! One writer thread owns the write connection and commits in groups: every
-//! job waiting when a transaction starts joins it, each inside its own
-//! savepoint so one failing job does not undo the others, and nobody is
-//! answered before the group's COMMIT (WAL, `synchronous=FULL`) returns.
-//! Reads run on a small pool of read-only connections on blocking threads.
+//! job waiting when a transaction starts joins it, and nobody is answered
+//! before the group's COMMIT (WAL, `synchronous=FULL`) returns. A job runs
+//! inside its own savepoint, so one failing job does not undo the others,
+//! except sends ([`Store::queue_checks_first_then`]), which make every check
+//! before their first write instead. Reads run on a small pool of read-only
+//! connections on blocking threads. ARCHITECTURE.md §3 follows a send
+//! through it; what each choice below measured is in `bench/HISTORY.md`.
+//!
+//! # Tuning
+//!
+//! - **No savepoint for sends.** A savepoint copies every page its job
+//!   touches into a sub-journal, a large share of a direct message's work;
+//!   a send's checks all come before its first write, so it needs none.
+//! - **Few pages per message.** Every statement of a send touches a page
+//!   that the next jobs of the group probably touch too (the newest leaf of
+//!   an index), so a group writes few pages per message to the WAL. That is
+//!   why nothing on the send path keeps a copy elsewhere: the next seq and
+//!   the last sender come from the conversation's newest message, the next
+//!   inbox cursor from the inbox's own key ([`messages::insert`],
+//!   [`messages::fan_out`]); a counter or a copy in `conversations` or
+//!   `users` would dirty a page per message that no other message shares.
+//!   For the same reason a resend is found by the insert's own probe of the
+//!   `(sender_id, client_msg_id)` index, not by a lookup before every send,
+//!   and the sender's read marker is written only when it changes a count.
+//! - **Text indexed in batches** (`fulltext`): FTS5 writes a new segment of
+//!   a few pages for every transaction and savepoint that adds text.
+//! - **The writer's page cache** ([`DEFAULT_WRITER_CACHE_MIB`]): sends touch
+//!   the newest index leaves of every conversation in use, which outgrow
+//!   SQLite's 2 MB default; readers keep the default.
+//! - **Statements prepared once** (`conn::Hot`) and plans that never depend
+//!   on bound values (QPSG, in `configure`): rusqlite's cache costs hashes
+//!   and an allocation on every use, and without QPSG a bound `LIMIT ?`
+//!   makes SQLite prepare the statement again at every execution.
+//! - **WAL checkpoints off the writer** (`writer::Options`,
+//!   `writer::RestartPolicy`): PASSIVE checkpoints run on a thread of their
+//!   own; under writes that never pause, the writer makes the WAL start over
+//!   about once a second past a few thousand frames, since each restart
+//!   stalls it for a few milliseconds. So the WAL's length follows the write
+//!   rate, and `journal_size_limit` bounds what stays on disk.
+//! - **The bundled SQLite's build** (`.cargo/config.toml`):
+//!   `SQLITE_DEFAULT_MEMSTATUS=0` and no `SQLITE_ENABLE_MEMORY_MANAGEMENT`,
+//!   both of which put a global mutex on every allocation or page-cache
+//!   access.
 
 mod conn;
 pub mod files;
@@ -85,12 +124,10 @@ const EIO: i32 = 5;
 /// The writer's page cache unless told otherwise, in MiB (chatd's
 /// `--store-cache-mib`; SQLite's own default is 2 MB). Every send touches
 /// the newest leaf of its conversation's index, and with thousands of
-/// conversations in use those leaves outgrow 2 MB: the writer then read
-/// pages back with a `pread` each (~3 per message over the MQTT uplink at
-/// saturation), and a large group spilled dirty pages to the WAL before its
-/// commit, writing them twice. Store alone, 256 senders: 8.0 → 6.5 write
-/// calls per message, writer 57 → 51 µs per message. Filled only as pages
-/// are used.
+/// conversations in use those leaves outgrow 2 MB: the writer then reads
+/// pages back with a `pread` each, and a large group spills dirty pages to
+/// the WAL before its commit, writing them twice. Filled only as pages are
+/// used.
 pub const DEFAULT_WRITER_CACHE_MIB: u64 = 64;
 
 /// The store: a group-commit writer and a pool of readers over one file.
@@ -164,9 +201,10 @@ impl Store {
         self.writer.run(f, |_| {}).await
     }
 
-    /// Like [`Store::write`], and runs `after_commit` on the writer thread
-    /// right after the commit, in commit order, before answering. The push
-    /// path uses it so events leave in the order their cursors were assigned.
+    /// Like [`Store::write`], and runs `after_commit` right after the
+    /// commit, on the `store-notify` thread, in commit order, before
+    /// answering. The push path uses it so events leave in the order their
+    /// cursors were assigned.
     pub async fn write_then<T, E, F, A>(&self, f: F, after_commit: A) -> Result<T, E>
     where
         T: Send + 'static,
@@ -177,23 +215,12 @@ impl Store {
         self.writer.run(f, after_commit).await
     }
 
-    /// [`Store::write_then`] without the savepoint around `f`, for hot paths
-    /// that make every check before their first write: if `f` fails after
-    /// writing, the whole group commit is lost (every job in it fails as
-    /// unavailable), so a late check must never fail on bad input.
-    pub async fn write_checks_first_then<T, E, F, A>(&self, f: F, after_commit: A) -> Result<T, E>
-    where
-        T: Send + 'static,
-        E: From<StoreError> + Send + 'static,
-        F: FnOnce(&Conn<'_>) -> Result<T, E> + Send + 'static,
-        A: FnOnce(&T) + Send + 'static,
-    {
-        self.queue_checks_first_then(f, after_commit).await?.await
-    }
-
-    /// [`Store::write_checks_first_then`] in two steps: returns once the job
-    /// is queued, with its result to come. Jobs queued one after another
-    /// commit in that order.
+    /// [`Store::write_then`] in two steps, and without the savepoint around
+    /// `f`, for hot paths that make every check before their first write
+    /// (sends): returns once the job is queued, with its result to come.
+    /// Jobs queued one after another commit in that order. If `f` fails
+    /// after writing, the whole group commit is lost (every job in it fails
+    /// as unavailable), so a late check must never fail on bad input.
     pub async fn queue_checks_first_then<T, E, F, A>(
         &self,
         f: F,

@@ -45,8 +45,9 @@ struct Typed<F, A, T, E> {
 pub(super) enum Guard {
     /// The job runs in its own savepoint: an error undoes its writes only.
     Savepoint,
-    /// No savepoint (it costs a copy of every page the job touches, a tenth
-    /// of a direct message's time). For jobs that make all their checks
+    /// No savepoint (it costs a copy of every page the job touches into a
+    /// sub-journal, on a path that touches few pages otherwise). For jobs
+    /// that make all their checks
     /// before their first write: an error with nothing written fails the
     /// job alone; an error after a write (a storage fault, or a check made
     /// too late) loses the whole group.
@@ -173,12 +174,12 @@ const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(2
 ///
 /// Each restart stalls the writer for a few milliseconds (it copies what
 /// the background checkpointer has not copied yet, then fsyncs the
-/// database), and every send queued meanwhile waits. At 10,000 direct
-/// messages/s the WAL grows by ~60,000 frames/s, so restarting it past a
-/// fixed 4,096 frames stalled the writer five times a second: 2% of sends
-/// waited, and that was the p98–p99 band. Restarting about once a second
-/// keeps the stalled sends under 0.5%, for a WAL whose length follows the
-/// write rate (~240 MB at 10,000 messages/s), capped by `max_frames`.
+/// database), and every send queued meanwhile waits. Restarting past a
+/// fixed number of frames would stall it more often the faster sends come,
+/// so the stalls would land in the tail latency exactly under load.
+/// Restarting about once a second bounds the stalls per second whatever
+/// the rate, for a WAL whose length follows the write rate, capped by
+/// `max_frames`.
 #[derive(Clone, Copy, Debug)]
 pub(super) struct RestartPolicy {
     /// Below this many frames the WAL is left alone: the background
@@ -398,9 +399,9 @@ impl Checkpointer {
 /// The WAL only starts over from its beginning when a write transaction
 /// begins with every frame already copied into the database. A checkpointer
 /// on another thread never sees that under steady load: the writer appends
-/// new frames while it copies. Without this, the WAL grew by ~120 MB/s at
-/// saturation (no bound but the disk), and appending to new parts of the
-/// file cost the writer a third of its time (the kernel zeroes every new
+/// new frames while it copies. Without this, the WAL grows with no bound
+/// but the disk, and appending to new parts of the file costs the writer
+/// far more than overwriting cached ones (the kernel zeroes every new
 /// page-cache page). So when [`RestartPolicy`] says so, the writer runs a
 /// PASSIVE checkpoint itself, between two groups: it only copies what the
 /// background thread has not copied yet, and the next group's first write
