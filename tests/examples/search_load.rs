@@ -53,10 +53,19 @@ async fn send_phase(senders: &[TestUser], peer: u64, phase: &str) -> Result<Vec<
 
 /// The writer's (jobs, commits) so far.
 async fn writer(server: &TestServer) -> Result<(f64, f64)> {
-    Ok((
-        server.metric("mqchat_store_commit_jobs_sum").await?,
-        server.metric("mqchat_store_commit_jobs_count").await?,
-    ))
+    // Builds before the metrics were renamed (`CHATD_BIN` of an older
+    // chatd) export the same histogram as `store_commit_batch_size`.
+    let mut counts = (0.0, 0.0);
+    for prefix in ["mqchat_store_commit_jobs", "store_commit_batch_size"] {
+        counts = (
+            server.metric(&format!("{prefix}_sum")).await?,
+            server.metric(&format!("{prefix}_count")).await?,
+        );
+        if counts.1 > 0.0 {
+            break;
+        }
+    }
+    Ok(counts)
 }
 
 fn report(phase: &str, took: &[u64], writer: ((f64, f64), (f64, f64)), extra: &str) {

@@ -124,25 +124,33 @@ pub fn search(
     query: &str,
     limit: usize,
 ) -> Result<Vec<MessageRow>, StoreError> {
-    c.execute_batch("CREATE VIRTUAL TABLE IF NOT EXISTS temp.recent_text USING fts5(text)")?;
     let snapshot = c.unchecked_transaction()?;
-    c.prepare_cached("DELETE FROM temp.recent_text")?
-        .execute([])?;
-    // Only the caller's own: tokenizing every recent text made each search
-    // cost as much as the other users' sends were many.
-    c.prepare_cached(
-        "INSERT INTO temp.recent_text (rowid, text)
-         SELECT m.id, json_extract(m.body, '$.text') FROM messages m
-         JOIN conversation_members cm ON cm.conversation_id = m.conversation_id AND cm.user_id = ?1
-         WHERE m.id > (SELECT indexed_through FROM text_index)
-           AND m.seq > cm.joined_seq AND json_type(m.body, '$.text') = 'text'",
-    )?
-    .execute([user_id])?;
+    // Most searchers have no text newer than the index (it catches up every
+    // INDEX_TEXT_AFTER messages): they search the index alone, and only the
+    // others pay for an index of their own.
+    let recent: bool = c
+        .prepare_cached(&format!("SELECT EXISTS (SELECT 1 {RECENT_TEXT})"))?
+        .query_row([user_id], |r| r.get(0))?;
+    if recent {
+        c.execute_batch("CREATE VIRTUAL TABLE IF NOT EXISTS temp.recent_text USING fts5(text)")?;
+        c.prepare_cached("DELETE FROM temp.recent_text")?
+            .execute([])?;
+        c.prepare_cached(&format!(
+            "INSERT INTO temp.recent_text (rowid, text)
+             SELECT m.id, json_extract(m.body, '$.text') {RECENT_TEXT}"
+        ))?
+        .execute([user_id])?;
+    }
+    let matches = if recent {
+        "SELECT rowid AS id FROM message_text WHERE message_text MATCH ?2
+         UNION ALL
+         SELECT rowid FROM temp.recent_text WHERE recent_text MATCH ?2"
+    } else {
+        "SELECT rowid AS id FROM message_text WHERE message_text MATCH ?2"
+    };
     let sql = format!(
         "SELECT {MESSAGE_COLUMNS}
-         FROM (SELECT rowid AS id FROM message_text WHERE message_text MATCH ?2
-               UNION ALL
-               SELECT rowid FROM temp.recent_text WHERE recent_text MATCH ?2) t
+         FROM ({matches}) t
          JOIN messages m ON m.id = t.id
          JOIN conversations c ON c.id = m.conversation_id
          JOIN conversation_members cm ON cm.conversation_id = m.conversation_id AND cm.user_id = ?1
@@ -157,9 +165,23 @@ pub fn search(
         .prepare_cached(&sql)?
         .query_map(params![user_id, query, limit as i64], |r| message(r, 0))?
         .collect::<Result<Vec<_>, _>>()?;
-    // Nothing of the connection's own index need outlive the search.
-    c.prepare_cached("DELETE FROM temp.recent_text")?
-        .execute([])?;
+    if recent {
+        // Nothing of the connection's own index need outlive the search.
+        c.prepare_cached("DELETE FROM temp.recent_text")?
+            .execute([])?;
+    }
     snapshot.commit()?;
     Ok(rows)
 }
+
+/// The caller's (`?1`) text messages newer than the index: only the
+/// caller's own, since tokenizing every recent text made each search cost
+/// as much as the other users' sends were many. CROSS JOIN keeps the
+/// newest messages (a rowid range of fewer than INDEX_TEXT_AFTER) as the
+/// outer loop: left to itself, SQLite walked each of the caller's
+/// conversations from `joined_seq` on, its whole history, on every search.
+const RECENT_TEXT: &str = "FROM messages m
+    CROSS JOIN conversation_members cm
+      ON cm.conversation_id = m.conversation_id AND cm.user_id = ?1
+    WHERE m.id > (SELECT indexed_through FROM text_index)
+      AND m.seq > cm.joined_seq AND json_type(m.body, '$.text') = 'text'";
