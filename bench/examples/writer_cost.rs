@@ -141,8 +141,6 @@ async fn send(args: &Args, per_sender: usize, dir: &Path) -> Result<Store> {
 mod tests {
     #![allow(clippy::unwrap_used)]
 
-    use mqchat_chatsvc::store::StoreError;
-
     use super::*;
 
     /// What runs under valgrind: every message is stored, each sender's
@@ -152,16 +150,14 @@ mod tests {
         let args = Args::parse_from(["writer_cost", "--senders", "3", "--receivers", "4"]);
         let dir = tempfile::tempdir().unwrap();
         let store = send(&args, 4, dir.path()).await.unwrap();
-        let (messages, conversations): (u64, u64) = store
-            .read(|c| {
-                c.query_row(
-                    "SELECT (SELECT COUNT(*) FROM messages), (SELECT COUNT(*) FROM conversations)",
-                    [],
-                    |r| Ok((r.get(0)?, r.get(1)?)),
-                )
-                .map_err(StoreError::from)
-            })
-            .await
+        store.close().await.unwrap();
+        let db = rusqlite::Connection::open(dir.path().join("chat.db")).unwrap();
+        let (messages, conversations): (u64, u64) = db
+            .query_row(
+                "SELECT (SELECT COUNT(*) FROM messages), (SELECT COUNT(*) FROM conversations)",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
             .unwrap();
         assert_eq!((messages, conversations), (12, 12));
     }

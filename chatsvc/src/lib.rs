@@ -4,8 +4,9 @@
 //! - [`api`]: axum handlers, one module per resource, the `AuthUser`
 //!   extractor and the single error-to-HTTP mapping. Only place that knows axum.
 //! - [`domain`]: accounts, tokens, messages, sync: the rules. No HTTP, no SQL.
-//! - [`store`]: SQLite: migrations, the group-commit writer, read pool. Only
-//!   place that knows rusqlite.
+//! - [`store`]: the operations the domain needs, by area, over a write or
+//!   read handle; the SQLite backend (migrations, the group-commit writer,
+//!   read pool) behind them. Only place that knows SQL.
 //! - [`downlink`]: the embedded broker behind the domain's `Downlink` trait.
 //! - [`config`]: flags and environment.
 //! - [`admin`]: `chatd admin ...` operator commands.

@@ -30,6 +30,7 @@ use tokio::io::AsyncWriteExt;
 use super::tokens::Caller;
 use super::{now_ms, Chat, DomainError};
 use crate::store::files::{self as store, FileRow};
+use crate::store::Read;
 
 /// Temporary files of uploads in progress are named with this prefix.
 const TEMP_PREFIX: &str = "upload-";
@@ -397,7 +398,7 @@ impl Chat {
     /// Checks that the files a message body references exist and that the
     /// sender may use them; returns their ids.
     pub(crate) fn referenced_files(
-        c: &rusqlite::Connection,
+        c: &impl Read,
         sender: u64,
         body: &str,
     ) -> Result<Vec<String>, DomainError> {

@@ -14,7 +14,7 @@ use super::tokens::Caller;
 use super::{now_ms, Chat, DmPolicy, DomainError};
 use crate::store::groups::{self as store, GroupRow};
 use crate::store::messages;
-use crate::store::{social, users, Conn};
+use crate::store::{social, users, Read, Tx};
 
 /// Roles, most powerful first.
 const OWNER: &str = "owner";
@@ -26,11 +26,7 @@ fn check_name(name: &str) -> Result<String, DomainError> {
 }
 
 /// The live group and the actor's role in it; non-members get "not found".
-fn load(
-    c: &rusqlite::Connection,
-    group_id: u64,
-    actor: u64,
-) -> Result<(GroupRow, String), DomainError> {
+fn load(c: &impl Read, group_id: u64, actor: u64) -> Result<(GroupRow, String), DomainError> {
     let group = store::by_id(c, group_id)?.ok_or(DomainError::NotFound("group"))?;
     let m = messages::membership(c, actor, group.conversation_id)?
         .ok_or(DomainError::NotFound("group"))?;
@@ -50,7 +46,7 @@ fn require(role: &str, allowed: &[&str], what: &str) -> Result<(), DomainError> 
 
 /// Posts a system event to the group's current members.
 fn system(
-    c: &Conn<'_>,
+    c: &Tx<'_>,
     out: &mut Outbox,
     group: &GroupRow,
     actor: u64,
@@ -74,7 +70,7 @@ fn system(
 
 /// Checks that each user exists and has not blocked the actor (the same
 /// answer for both, so a block is not revealed).
-fn check_invitees(c: &rusqlite::Connection, actor: u64, ids: &[u64]) -> Result<(), DomainError> {
+fn check_invitees(c: &impl Read, actor: u64, ids: &[u64]) -> Result<(), DomainError> {
     for &id in ids {
         if !users::exists(c, id)? || social::has_blocked(c, id, actor)? {
             return Err(DomainError::NotFound("user"));
@@ -88,7 +84,7 @@ pub(crate) const GROUP_INVITATION: &str = "group.invitation";
 /// Splits new members into those the actor may add directly and those
 /// who are invited instead, by each one's [`GroupAddPolicy`].
 fn admit(
-    c: &rusqlite::Connection,
+    c: &impl Read,
     actor: u64,
     ids: &[u64],
     default: GroupAddPolicy,
@@ -114,7 +110,7 @@ fn admit(
 /// `group.invitation`. Nothing else of the group reaches the invitee until
 /// they accept.
 fn invite(
-    c: &Conn<'_>,
+    c: &Tx<'_>,
     out: &mut Outbox,
     group: &GroupRow,
     actor: u64,
@@ -147,7 +143,7 @@ impl Chat {
     async fn group_write<T, F>(&self, f: F) -> Result<T, DomainError>
     where
         T: Send + 'static,
-        F: FnOnce(&Conn<'_>, &mut Outbox, i64) -> Result<T, DomainError> + Send + 'static,
+        F: FnOnce(&Tx<'_>, &mut Outbox, i64) -> Result<T, DomainError> + Send + 'static,
     {
         let downlink = self.downlink.clone();
         let presence = self.downlink.clone();

@@ -9,7 +9,7 @@ use super::outbox::{Outbox, TYPING};
 use super::tokens::Caller;
 use super::{now_ms, Chat, DmPolicy, DomainError};
 use crate::store::messages::{self as store, MessageRow};
-use crate::store::{groups, social, users, Conn};
+use crate::store::{groups, social, users, Tx};
 
 /// A validated send request.
 #[derive(Debug, Clone)]
@@ -69,7 +69,7 @@ impl PendingSend {
 /// [`crate::store::Store::queue_checks_first_then`]). `None`, with nothing
 /// written: the sender already sent a message with this `client_msg_id`.
 pub(crate) fn post(
-    c: &Conn<'_>,
+    c: &Tx<'_>,
     out: &mut Outbox,
     new: &store::NewRow<'_>,
     files: &[String],
@@ -102,7 +102,7 @@ enum Route {
 /// not a resend (of a message that went elsewhere), since that would write.
 /// Other resends are found by the insert itself (`post`).
 fn route(
-    c: &Conn<'_>,
+    c: &Tx<'_>,
     sender: u64,
     client_msg_id: &str,
     to: Recipient,
@@ -392,7 +392,7 @@ impl Chat {
         change: F,
     ) -> Result<Message, DomainError>
     where
-        F: FnOnce(&rusqlite::Connection, u64) -> Result<(), DomainError> + Send + 'static,
+        F: FnOnce(&Tx<'_>, u64) -> Result<(), DomainError> + Send + 'static,
     {
         let downlink = self.downlink.clone();
         let (updated, _) = self

@@ -1,7 +1,7 @@
 //! Events collected during a write, pushed after it commits.
 
+use crate::store::Tx;
 use bytes::Bytes;
-use rusqlite::Connection;
 use serde_json::Value;
 
 use super::Downlink;
@@ -76,7 +76,7 @@ impl Outbox {
     /// Stores an event with `fields` in `user`'s inbox and queues its push.
     pub fn emit(
         &mut self,
-        c: &Connection,
+        c: &Tx<'_>,
         user: u64,
         kind: &str,
         fields: &Value,

@@ -8,6 +8,7 @@ use super::tokens::Caller;
 use super::{now_ms, Chat, DomainError};
 use crate::store::social as store;
 use crate::store::users;
+use crate::store::Tx;
 
 pub(crate) const FRIEND_REQUEST: &str = "friend.request";
 pub(crate) const FRIEND_ADDED: &str = "friend.added";
@@ -28,13 +29,7 @@ fn to_json<T: serde::Serialize>(v: &T) -> Result<serde_json::Value, DomainError>
 }
 
 /// Makes two users friends and tells both.
-fn befriend(
-    c: &rusqlite::Connection,
-    out: &mut Outbox,
-    a: u64,
-    b: u64,
-    now: i64,
-) -> Result<(), DomainError> {
+fn befriend(c: &Tx<'_>, out: &mut Outbox, a: u64, b: u64, now: i64) -> Result<(), DomainError> {
     store::add_friends(c, a, b, now)?;
     for (me, other) in [(a, b), (b, a)] {
         let user = users::by_id(c, other)?

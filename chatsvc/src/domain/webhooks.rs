@@ -25,7 +25,7 @@ use super::outbox::Outbox;
 use super::{now_ms, Chat, DomainError};
 use crate::store::messages::MessageRow;
 use crate::store::webhooks::{self as store, WebhookRow};
-use crate::store::{users, Conn};
+use crate::store::{users, Tx};
 
 pub const MESSAGE_CREATED: &str = "message.created";
 pub const OFFLINE_MESSAGE: &str = "user.offline_message";
@@ -54,7 +54,7 @@ fn envelope(event: &str, now: i64, data: &str) -> String {
 /// Queues the webhook deliveries for a message just stored (same
 /// transaction). `deliveries` are the members it went to.
 pub(crate) fn on_message(
-    c: &Conn<'_>,
+    c: &Tx<'_>,
     out: &Outbox,
     row: &MessageRow,
     deliveries: &[(u64, u64)],
@@ -169,7 +169,7 @@ impl Chat {
     }
 
     pub async fn webhooks(&self) -> Result<Vec<Webhook>, DomainError> {
-        let rows = self.store.read(store::active).await?;
+        let rows = self.store.read(|c| store::active(c)).await?;
         Ok(rows
             .into_iter()
             .map(|r| Webhook {
@@ -228,7 +228,7 @@ impl Chat {
                     Vec::new()
                 }
             };
-            if let Ok(depth) = self.store.read(store::pending).await {
+            if let Ok(depth) = self.store.read(|c| store::pending(c)).await {
                 metrics::gauge!(crate::metrics::WEBHOOK_QUEUE_DEPTH).set(depth as f64);
             }
             let idle = due.is_empty();

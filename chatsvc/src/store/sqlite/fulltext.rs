@@ -4,8 +4,9 @@
 
 use rusqlite::{params, Connection};
 
-use super::messages::{message, MessageRow, MESSAGE_COLUMNS};
-use super::StoreError;
+use super::messages::{message, MESSAGE_COLUMNS};
+use crate::store::messages::MessageRow;
+use crate::store::StoreError;
 
 /// The writer's staging table for the full-text index. FTS5 writes a new
 /// index segment for every transaction (and at every SAVEPOINT) that adds

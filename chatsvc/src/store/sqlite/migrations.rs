@@ -2,7 +2,7 @@
 
 use rusqlite::Connection;
 
-use super::StoreError;
+use crate::store::StoreError;
 
 /// Each entry moves the schema from version `i` to `i + 1`. Never edit a
 /// released entry; append a new one.
@@ -441,8 +441,8 @@ mod tests {
             .map(|c| (c.id, c.last_seq, c.last_message.as_ref().map(|m| m.id)))
             .collect();
         assert_eq!(summary, vec![(1, 2, Some(11)), (2, 0, None)]);
-        let writer = crate::store::Conn::new(&conn);
-        let new = |conversation_id, sender, client_msg_id| messages::NewRow {
+        let writer = super::super::Conn::new(&conn);
+        let new = |conversation_id, sender, client_msg_id| crate::store::messages::NewRow {
             conversation_id,
             sender,
             client_msg_id,

@@ -147,7 +147,7 @@ mod tests {
     #[test]
     fn every_hot_statement_prepares_against_the_schema() {
         let dir = tempfile::tempdir().unwrap();
-        let store = crate::store::Store::open(&dir.path().join("chat.db")).unwrap();
+        let store = super::super::Store::open(&dir.path().join("chat.db")).unwrap();
         drop(store);
         let conn = Connection::open(dir.path().join("chat.db")).unwrap();
         super::super::fulltext::prepare_text_staging(&conn).unwrap();

@@ -8,7 +8,7 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{error, warn};
 
 use super::conn::Conn;
-use super::StoreError;
+use crate::store::{StoreError, Tx, TxDb};
 
 /// Most jobs in one transaction; bounds commit latency under load.
 const MAX_BATCH: usize = 512;
@@ -18,7 +18,7 @@ const MAX_BATCH: usize = 512;
 trait Job: Send {
     /// Runs the job in its own savepoint; returns how to finish it, and
     /// whether the group's transaction is still sound (see [`in_savepoint`]).
-    fn run(self: Box<Self>, conn: &Conn<'_>) -> (Box<dyn Finish>, bool);
+    fn run(self: Box<Self>, tx: &Tx<'_>) -> (Box<dyn Finish>, bool);
     /// The job did not run (BEGIN failed, or the group was lost before its
     /// turn): answer with the error.
     fn abort(self: Box<Self>, error: &str);
@@ -64,14 +64,14 @@ impl<F, A, T, E> Job for Typed<F, A, T, E>
 where
     T: Send + 'static,
     E: From<StoreError> + Send + 'static,
-    F: FnOnce(&Conn<'_>) -> Result<T, E> + Send + 'static,
+    F: FnOnce(&Tx<'_>) -> Result<T, E> + Send + 'static,
     A: FnOnce(&T) + Send + 'static,
 {
-    fn run(self: Box<Self>, conn: &Conn<'_>) -> (Box<dyn Finish>, bool) {
+    fn run(self: Box<Self>, tx: &Tx<'_>) -> (Box<dyn Finish>, bool) {
         let this = *self;
         let (result, sound) = match this.guard {
-            Guard::Savepoint => in_savepoint(conn, this.f),
-            Guard::ChecksFirst => checks_first(conn, this.f),
+            Guard::Savepoint => in_savepoint(tx, this.f),
+            Guard::ChecksFirst => checks_first(tx, this.f),
         };
         let done = Box::new(Done {
             result,
@@ -268,7 +268,7 @@ impl Writer {
     where
         T: Send + 'static,
         E: From<StoreError> + Send + 'static,
-        F: FnOnce(&Conn<'_>) -> Result<T, E> + Send + 'static,
+        F: FnOnce(&Tx<'_>) -> Result<T, E> + Send + 'static,
         A: FnOnce(&T) + Send + 'static,
     {
         self.run_guarded(Guard::Savepoint, f, after_commit).await
@@ -283,7 +283,7 @@ impl Writer {
     where
         T: Send + 'static,
         E: From<StoreError> + Send + 'static,
-        F: FnOnce(&Conn<'_>) -> Result<T, E> + Send + 'static,
+        F: FnOnce(&Tx<'_>) -> Result<T, E> + Send + 'static,
         A: FnOnce(&T) + Send + 'static,
     {
         self.queue_guarded(guard, f, after_commit).await?.await
@@ -302,7 +302,7 @@ impl Writer {
     where
         T: Send + 'static,
         E: From<StoreError> + Send + 'static,
-        F: FnOnce(&Conn<'_>) -> Result<T, E> + Send + 'static,
+        F: FnOnce(&Tx<'_>) -> Result<T, E> + Send + 'static,
         A: FnOnce(&T) + Send + 'static,
     {
         let (reply, rx) = oneshot::channel();
@@ -340,9 +340,10 @@ impl Writer {
 /// autocommit mode starts, and its `RELEASE` commits, a transaction of its own).
 /// `f`'s own error is kept either way: it says what went wrong.
 fn in_savepoint<T, E: From<StoreError>>(
-    conn: &Conn<'_>,
-    f: impl FnOnce(&Conn<'_>) -> Result<T, E>,
+    tx: &Tx<'_>,
+    f: impl FnOnce(&Tx<'_>) -> Result<T, E>,
 ) -> (Result<T, E>, bool) {
+    let conn = super::conn(tx);
     // Cached statements: preparing these two for every job showed up.
     let savepoint = conn
         .prepare_cached("SAVEPOINT job")
@@ -350,7 +351,7 @@ fn in_savepoint<T, E: From<StoreError>>(
     if let Err(e) = savepoint {
         return (Err(E::from(StoreError::from(e))), !conn.is_autocommit());
     }
-    match f(conn) {
+    match f(tx) {
         Ok(v) => match conn
             .prepare_cached("RELEASE job")
             .and_then(|mut s| s.execute([]))
@@ -369,11 +370,12 @@ fn in_savepoint<T, E: From<StoreError>>(
 /// Runs `f` with no savepoint (see [`Guard::ChecksFirst`]). The group stays
 /// sound if `f` succeeded, or failed having changed no row.
 fn checks_first<T, E>(
-    conn: &Conn<'_>,
-    f: impl FnOnce(&Conn<'_>) -> Result<T, E>,
+    tx: &Tx<'_>,
+    f: impl FnOnce(&Tx<'_>) -> Result<T, E>,
 ) -> (Result<T, E>, bool) {
+    let conn = super::conn(tx);
     let before = conn.total_changes();
-    let result = f(conn);
+    let result = f(tx);
     let sound = !conn.is_autocommit() && (result.is_ok() || conn.total_changes() == before);
     (result, sound)
 }
@@ -507,7 +509,7 @@ fn run(
     mut background: Option<Checkpointer>,
     notify: &std::sync::mpsc::Sender<Finished>,
 ) {
-    let jobs_conn = Conn::new(&conn);
+    let jobs = Tx(TxDb::Sqlite(Conn::new(&conn)));
     let mut batch: Vec<Box<dyn Job>> = Vec::with_capacity(MAX_BATCH);
     let mut pending: Option<Msg> = None;
     loop {
@@ -538,7 +540,7 @@ fn run(
                 Err(_) => break,
             }
         }
-        let finished = commit_group(&jobs_conn, &mut batch, before_commit);
+        let finished = commit_group(&jobs, &mut batch, before_commit);
         if let Err(std::sync::mpsc::SendError(finished)) = notify.send(finished) {
             finished.run();
         }
@@ -556,10 +558,11 @@ fn run(
 }
 
 fn commit_group(
-    conn: &Conn<'_>,
+    tx: &Tx<'_>,
     batch: &mut Vec<Box<dyn Job>>,
     before_commit: Option<&BeforeCommitFn>,
 ) -> Finished {
+    let conn = super::conn(tx);
     let started = std::time::Instant::now();
     let size = batch.len();
     // A failed ROLLBACK can leave a transaction open; the next BEGIN would
@@ -591,7 +594,7 @@ fn commit_group(
     let mut jobs = batch.drain(..);
     let mut lost = false;
     for job in jobs.by_ref() {
-        let (finish, sound) = job.run(conn);
+        let (finish, sound) = job.run(tx);
         finishes.push(finish);
         if !sound {
             lost = true;
@@ -638,7 +641,8 @@ mod tests {
     use rusqlite::Connection;
     use tokio::task::JoinHandle;
 
-    use super::{Conn, Writer};
+    use super::super::conn as conn_of;
+    use super::{Tx, Writer};
     use crate::store::StoreError;
 
     fn open(dir: &std::path::Path) -> Connection {
@@ -663,9 +667,9 @@ mod tests {
         rows.collect::<Result<_, _>>().unwrap()
     }
 
-    fn insert(x: i64) -> impl FnOnce(&Conn<'_>) -> Result<(), StoreError> + Send {
+    fn insert(x: i64) -> impl FnOnce(&Tx<'_>) -> Result<(), StoreError> + Send {
         move |c| {
-            c.execute("INSERT INTO t (x) VALUES (?1)", [x])?;
+            conn_of(c).execute("INSERT INTO t (x) VALUES (?1)", [x])?;
             Ok(())
         }
     }
@@ -702,7 +706,7 @@ mod tests {
         after: A,
     ) -> JoinHandle<Result<(), StoreError>>
     where
-        F: FnOnce(&Conn<'_>) -> Result<(), StoreError> + Send + 'static,
+        F: FnOnce(&Tx<'_>) -> Result<(), StoreError> + Send + 'static,
         A: FnOnce(&()) + Send + 'static,
     {
         let task = tokio::spawn({
@@ -729,8 +733,8 @@ mod tests {
         let b = queue(
             &w,
             2,
-            |c: &Conn<'_>| {
-                c.execute_batch("INSERT INTO t (x) VALUES (2); ROLLBACK")?;
+            |c: &Tx<'_>| {
+                conn_of(c).execute_batch("INSERT INTO t (x) VALUES (2); ROLLBACK")?;
                 Err(StoreError::CommitFailed("simulated disk full".into()))
             },
             |_| {},
@@ -776,8 +780,8 @@ mod tests {
         let dangling = queue(
             &w,
             2,
-            |c: &Conn<'_>| {
-                c.execute("INSERT INTO t (x, parent) VALUES (2, 99)", [])?;
+            |c: &Tx<'_>| {
+                conn_of(c).execute("INSERT INTO t (x, parent) VALUES (2, 99)", [])?;
                 Ok(())
             },
             |_| {},
@@ -806,7 +810,7 @@ mod tests {
         f: F,
     ) -> JoinHandle<Result<(), StoreError>>
     where
-        F: FnOnce(&Conn<'_>) -> Result<(), StoreError> + Send + 'static,
+        F: FnOnce(&Tx<'_>) -> Result<(), StoreError> + Send + 'static,
     {
         let task = tokio::spawn({
             let w = w.clone();
@@ -827,8 +831,8 @@ mod tests {
         let w = Writer::spawn(open(dir.path())).unwrap();
         let (release, held) = hold_writer(&w).await;
         let a = queue(&w, 1, insert(1), |_| {}).await;
-        let refused = queue_checks_first(&w, 2, |c: &Conn<'_>| {
-            let n: i64 = c.query_row("SELECT count(*) FROM t", [], |r| r.get(0))?;
+        let refused = queue_checks_first(&w, 2, |c: &Tx<'_>| {
+            let n: i64 = conn_of(c).query_row("SELECT count(*) FROM t", [], |r| r.get(0))?;
             Err(StoreError::Migration(format!(
                 "refused after reading {n} rows"
             )))
@@ -852,8 +856,8 @@ mod tests {
         let w = Writer::spawn(open(dir.path())).unwrap();
         let (release, held) = hold_writer(&w).await;
         let a = queue(&w, 1, insert(1), |_| {}).await;
-        let late = queue_checks_first(&w, 2, |c: &Conn<'_>| {
-            c.execute("INSERT INTO t (x) VALUES (2)", [])?;
+        let late = queue_checks_first(&w, 2, |c: &Tx<'_>| {
+            conn_of(c).execute("INSERT INTO t (x) VALUES (2)", [])?;
             Err(StoreError::Migration("a check made after a write".into()))
         })
         .await;
@@ -907,10 +911,11 @@ mod tests {
                 for i in (t..ROWS).step_by(WRITERS) {
                     w.run(
                         move |c| {
-                            c.prepare_cached(
-                                "INSERT INTO blob (id, b) VALUES (?1, zeroblob(4000))",
-                            )?
-                            .execute([i as i64])?;
+                            conn_of(c)
+                                .prepare_cached(
+                                    "INSERT INTO blob (id, b) VALUES (?1, zeroblob(4000))",
+                                )?
+                                .execute([i as i64])?;
                             Ok::<_, StoreError>(())
                         },
                         |_| {},
