@@ -52,6 +52,7 @@ mod fulltext;
 pub mod groups;
 pub mod messages;
 mod migrations;
+pub mod postgres;
 pub mod services;
 pub mod sessions;
 pub mod social;
