@@ -81,7 +81,7 @@ async fn nodes_starting_together_migrate_once() -> Result<()> {
 
 /// Every pooled connection commits durably, names itself, and has its
 /// statements cut off at the configured timeout, whatever the database's
-/// own defaults say; a statement cut off is "unavailable", and the
+/// defaults or the URL say; a statement cut off is "unavailable", and the
 /// connection serves the next transaction.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pooled_connections_are_durable_and_time_out() -> Result<()> {
@@ -103,7 +103,10 @@ async fn pooled_connections_are_durable_and_time_out() -> Result<()> {
         statement_timeout: Duration::from_millis(300),
         ..Options::default()
     };
-    let backend = Backend::connect(&pg.url(), &options).await?;
+    // And a URL asking for asynchronous commits, which chatd's own
+    // settings come after.
+    let url = format!("{}?options=-c%20synchronous_commit%3Doff", pg.url());
+    let backend = Backend::connect(&url, &options).await?;
     let settings: Vec<String> = backend
         .run(Mode::Read, |s| {
             [

@@ -50,7 +50,7 @@ pub struct Options {
     /// How long a caller waits for a pooled connection when all are busy.
     pub acquire_timeout: Duration,
     /// The server cancels any statement running longer (`57014`, reported
-    /// as unavailable).
+    /// as unavailable). At least a millisecond: there is always a bound.
     pub statement_timeout: Duration,
 }
 
