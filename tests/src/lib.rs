@@ -25,6 +25,9 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::sync::mpsc;
 
+/// [`postgres::TestPostgres`]: a throwaway PostgreSQL cluster.
+pub mod postgres;
+
 /// Path of a workspace binary: `$ENV_VAR` if set, else next to the test
 /// binary's directory (`target/<profile>/NAME`, built by `cargo test
 /// --workspace`).

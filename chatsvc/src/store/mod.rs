@@ -26,6 +26,7 @@ mod error;
 pub mod files;
 pub mod groups;
 pub mod messages;
+pub mod postgres;
 pub mod services;
 pub mod sessions;
 pub mod social;
