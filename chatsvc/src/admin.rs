@@ -7,9 +7,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::config::StoreChoice;
 use crate::domain::{Chat, DomainError, Limits, Tokens};
 use crate::downlink::NoDownlink;
 use crate::store::{Store, StoreError};
+use crate::Config;
 
 /// Operator commands.
 #[derive(Debug, Clone, clap::Subcommand)]
@@ -34,8 +36,12 @@ pub enum AdminCommand {
     },
     /// Copies the database to FILE while the server runs (SQLite online
     /// backup: one consistent snapshot). Restore by putting the file in an
-    /// empty data dir as `chat.db`, with the same `jwt.secret`.
+    /// empty data dir as `chat.db`, with the same `jwt.secret`. On
+    /// PostgreSQL, says how to back up with `pg_dump` instead.
     Backup { file: PathBuf },
+    /// Brings the store's schema to this build's version and exits (chatd
+    /// also does at start; on PostgreSQL, under an advisory lock).
+    Migrate,
     /// Lists the users with a live MQTT connection (asks the running server).
     Online,
     /// Creates a service: a bot user and an API key (printed once).
@@ -67,15 +73,22 @@ pub enum AdminError {
     NoDataDir(PathBuf),
     #[error("server at {addr}: {message}")]
     Server { addr: SocketAddr, message: String },
+    #[error("{0}")]
+    Unsupported(&'static str),
 }
 
-/// Runs one command against `data_dir` (and the server on `http` for live
-/// commands). Returns what to print.
-pub async fn run(
-    command: AdminCommand,
-    data_dir: &Path,
-    http: SocketAddr,
-) -> Result<String, AdminError> {
+/// What `chatd admin backup` says on PostgreSQL.
+const POSTGRES_BACKUP: &str = "the store is PostgreSQL: back it up with its own tools, e.g. \
+`pg_dump --format=custom --file=chat.dump \"$CHAT_STORE\"` (one consistent snapshot while chatd runs), \
+and restore into an empty database with `pg_restore --dbname=\"$CHAT_STORE\" chat.dump`; \
+keep the data dir's jwt.secret with it (README: Storage backends)";
+
+/// Runs one command against the store `config` names and its data dir
+/// (and the server on `config.http` for live commands). Returns what to
+/// print.
+pub async fn run(command: AdminCommand, config: &Config) -> Result<String, AdminError> {
+    let data_dir = config.data_dir.as_path();
+    let http = config.http;
     match command {
         AdminCommand::CreateUser { username, password } => {
             // Like the server, create the data dir on first use.
@@ -85,7 +98,7 @@ pub async fn run(
                     data_dir.display()
                 )))
             })?;
-            let chat = offline(data_dir)?;
+            let chat = offline(config).await?;
             let user = chat
                 .register(&username, &password_or_stdin(password)?, None)
                 .await?;
@@ -97,7 +110,7 @@ pub async fn run(
             live,
         } => {
             let password = password_or_stdin(password)?;
-            let chat = offline(data_dir)?;
+            let chat = offline(config).await?;
             let id = chat.user_id_by_name(&username).await?;
             if live {
                 let body = serde_json::json!({"password": password});
@@ -117,6 +130,9 @@ pub async fn run(
             ))
         }
         AdminCommand::Backup { file } => {
+            if let StoreChoice::Postgres(_) = config.store_choice().map_err(StoreError::Config)? {
+                return Err(AdminError::Unsupported(POSTGRES_BACKUP));
+            }
             let source = data_dir.join("chat.db");
             if !source.is_file() {
                 return Err(AdminError::NoDataDir(data_dir.to_owned()));
@@ -132,7 +148,7 @@ pub async fn run(
             scopes,
             rate,
         } => {
-            let chat = offline(data_dir)?;
+            let chat = offline(config).await?;
             let scopes = scopes
                 .split(',')
                 .map(|s| s.trim().to_owned())
@@ -148,8 +164,20 @@ pub async fn run(
             ))
         }
         AdminCommand::RevokeServiceKey { key_id } => {
-            offline(data_dir)?.revoke_service_key(key_id).await?;
+            offline(config).await?.revoke_service_key(key_id).await?;
             Ok(format!("revoked service key {key_id}"))
+        }
+        AdminCommand::Migrate => {
+            if config.store_choice().map_err(StoreError::Config)? == StoreChoice::Sqlite {
+                std::fs::create_dir_all(data_dir).map_err(|e| {
+                    AdminError::Store(StoreError::Migration(format!(
+                        "{}: {e}",
+                        data_dir.display()
+                    )))
+                })?;
+            }
+            config.open_store().await?.close().await?;
+            Ok("the store's schema is up to date".to_owned())
         }
         AdminCommand::Online => {
             let v = api(data_dir, http, reqwest::Method::GET, "/admin/online", None).await?;
@@ -158,12 +186,13 @@ pub async fn run(
     }
 }
 
-/// A Chat over the data dir with nobody connected.
-fn offline(data_dir: &Path) -> Result<Chat, AdminError> {
-    if !data_dir.is_dir() {
-        return Err(AdminError::NoDataDir(data_dir.to_owned()));
+/// A Chat over the store with nobody connected.
+async fn offline(config: &Config) -> Result<Chat, AdminError> {
+    let sqlite = config.store_choice().map_err(StoreError::Config)? == StoreChoice::Sqlite;
+    if sqlite && !config.data_dir.is_dir() {
+        return Err(AdminError::NoDataDir(config.data_dir.clone()));
     }
-    let store = Store::open(&data_dir.join("chat.db"))?;
+    let store = config.open_store().await?;
     // Offline commands never issue or check tokens.
     let tokens = Arc::new(Tokens::new(
         &[0u8; 32],

@@ -215,6 +215,41 @@ pub struct Config {
     #[arg(long, env = "CHAT_UNREFERENCED_FILE_HOURS", default_value_t = 24)]
     pub unreferenced_file_hours: u64,
 
+    /// Where messages and accounts are stored: `sqlite` (the default: one
+    /// file, `chat.db`, in the data dir) or a PostgreSQL URL,
+    /// `postgres://USER:PASS@HOST:PORT/DB`, for several chatd nodes on one
+    /// database (README: Storage backends).
+    #[arg(
+        long,
+        env = "CHAT_STORE",
+        default_value = "sqlite",
+        hide_env_values = true,
+        hide_default_value = false,
+        global = true
+    )]
+    pub store: String,
+
+    /// PostgreSQL only: connections each chatd keeps to the database at
+    /// most (reads run on them in parallel; writes use one at a time).
+    #[arg(
+        long,
+        env = "CHAT_STORE_CONNECTIONS",
+        default_value_t = 16,
+        global = true
+    )]
+    pub store_connections: usize,
+
+    /// PostgreSQL only: seconds a statement may run before the server
+    /// cancels it (the request then fails as unavailable, nothing half
+    /// written).
+    #[arg(
+        long,
+        env = "CHAT_STORE_STATEMENT_TIMEOUT",
+        default_value_t = 10,
+        global = true
+    )]
+    pub store_statement_timeout: u64,
+
     /// The store writer's page cache, in MiB, filled as pages are used.
     /// Smaller than the newest index pages of the conversations in use, each
     /// send reads pages back from disk and large group commits write pages
@@ -225,6 +260,55 @@ pub struct Config {
     /// Log format: `text` or `json`.
     #[arg(long, env = "CHAT_LOG_FORMAT", default_value = "text")]
     pub log_format: LogFormat,
+}
+
+/// The store `--store` selects.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreChoice {
+    /// `chat.db` in the data dir.
+    Sqlite,
+    /// A PostgreSQL database at this URL.
+    Postgres(String),
+}
+
+impl Config {
+    /// What `--store` names, or why it names nothing usable.
+    pub fn store_choice(&self) -> Result<StoreChoice, String> {
+        let s = self.store.trim();
+        if s.eq_ignore_ascii_case("sqlite") {
+            Ok(StoreChoice::Sqlite)
+        } else if s.starts_with("postgres://") || s.starts_with("postgresql://") {
+            Ok(StoreChoice::Postgres(s.to_owned()))
+        } else {
+            Err("--store must be `sqlite` or a postgres://USER:PASS@HOST:PORT/DB URL".to_owned())
+        }
+    }
+
+    /// The PostgreSQL backend's options from the flags.
+    pub fn postgres_options(&self) -> crate::store::postgres::Options {
+        crate::store::postgres::Options {
+            max_connections: self.store_connections.max(1),
+            statement_timeout: std::time::Duration::from_secs(self.store_statement_timeout.max(1)),
+            ..crate::store::postgres::Options::default()
+        }
+    }
+
+    /// Opens the store `--store` selects (migrating it to this build's
+    /// schema).
+    pub async fn open_store(&self) -> Result<crate::store::Store, crate::store::StoreError> {
+        match self
+            .store_choice()
+            .map_err(crate::store::StoreError::Config)?
+        {
+            StoreChoice::Sqlite => crate::store::Store::open_with_cache(
+                &self.data_dir.join("chat.db"),
+                self.store_cache_mib,
+            ),
+            StoreChoice::Postgres(url) => {
+                crate::store::Store::connect_postgres(&url, &self.postgres_options()).await
+            }
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

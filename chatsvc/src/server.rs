@@ -14,7 +14,7 @@ use crate::api::{self, AppState};
 use crate::config::Config;
 use crate::domain::{Chat, Tokens};
 use crate::downlink::BrokerDownlink;
-use crate::store::{Store, StoreError};
+use crate::store::StoreError;
 
 /// Why chatd could not start.
 #[derive(Debug, thiserror::Error)]
@@ -96,7 +96,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             source,
         }
     })?;
-    let store = Store::open_with_cache(&data_dir.join("chat.db"), config.store_cache_mib)?;
+    let store = config.open_store().await?;
     let tokens = Arc::new(Tokens::new(
         &secret,
         config.access_ttl(),

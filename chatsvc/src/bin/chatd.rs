@@ -26,7 +26,7 @@ async fn main() -> anyhow::Result<()> {
         LogFormat::Text => logs.init(),
     }
     if let Some(Command::Admin(admin)) = command {
-        match mqchat_chatsvc::admin::run(admin, &config.data_dir, config.http).await {
+        match mqchat_chatsvc::admin::run(admin, &config).await {
             Ok(out) => {
                 println!("{out}");
                 return Ok(());

@@ -37,7 +37,9 @@ pub mod webhooks;
 use std::path::Path;
 
 pub use error::StoreError;
-pub use sqlite::{Queued, DEFAULT_WRITER_CACHE_MIB};
+pub use sqlite::DEFAULT_WRITER_CACHE_MIB;
+
+use tokio::sync::oneshot;
 
 /// A write transaction: what [`Store::write`] and its siblings hand their
 /// closure. `write` operations take it; it also reads ([`Read`]), seeing
@@ -46,6 +48,7 @@ pub struct Tx<'c>(pub(crate) TxDb<'c>);
 
 pub(crate) enum TxDb<'c> {
     Sqlite(sqlite::Conn<'c>),
+    Postgres(&'c postgres::Session<'c>),
 }
 
 /// A read-only snapshot: what [`Store::read`] hands its closure.
@@ -55,6 +58,7 @@ pub struct Rx<'c>(pub(crate) RxDb<'c>);
 #[derive(Clone, Copy)]
 pub(crate) enum RxDb<'c> {
     Sqlite(&'c rusqlite::Connection),
+    Postgres(&'c postgres::Session<'c>),
 }
 
 /// Either handle, for `read` operations and for domain checks that run
@@ -73,13 +77,14 @@ impl Read for Tx<'_> {
     fn rx(&self) -> Rx<'_> {
         match &self.0 {
             TxDb::Sqlite(c) => Rx(RxDb::Sqlite(c)),
+            TxDb::Postgres(s) => Rx(RxDb::Postgres(s)),
         }
     }
 }
 
 /// Declares an area's operations: for each, a function over a handle that
 /// calls the backend's function of the same name and arguments
-/// (`sqlite::<area>::<name>`). `read` operations take `&impl Read`,
+/// (`sqlite::<area>::<name>`, `postgres::<area>::<name>`). `read` operations take `&impl Read`,
 /// `write` operations `&Tx`.
 macro_rules! operations {
     (
@@ -99,6 +104,7 @@ macro_rules! operations {
         ) -> Result<$ret, $crate::store::StoreError> {
             match c.rx().0 {
                 $crate::store::RxDb::Sqlite(c) => $crate::store::sqlite::$area::$name(c, $($arg),*),
+                $crate::store::RxDb::Postgres(s) => $crate::store::postgres::$area::$name(s, $($arg),*),
             }
         }
     };
@@ -110,6 +116,7 @@ macro_rules! operations {
         ) -> Result<$ret, $crate::store::StoreError> {
             match &c.0 {
                 $crate::store::TxDb::Sqlite(c) => $crate::store::sqlite::$area::$name(c, $($arg),*),
+                $crate::store::TxDb::Postgres(s) => $crate::store::postgres::$area::$name(s, $($arg),*),
             }
         }
     };
@@ -125,6 +132,28 @@ pub struct Store {
 #[derive(Clone, Debug)]
 enum Backend {
     Sqlite(sqlite::Store),
+    Postgres {
+        db: postgres::Backend,
+        writer: postgres::Writer,
+    },
+}
+
+/// A write queued by [`Store::queue_checks_first_then`]: resolves to its
+/// result once its group has committed (or failed).
+#[derive(Debug)]
+pub struct Queued<T, E>(pub(crate) oneshot::Receiver<Result<T, E>>);
+
+impl<T, E: From<StoreError>> std::future::Future for Queued<T, E> {
+    type Output = Result<T, E>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        std::pin::Pin::new(&mut self.0)
+            .poll(cx)
+            .map(|r| r.unwrap_or_else(|_| Err(E::from(StoreError::Closed))))
+    }
 }
 
 impl Store {
@@ -138,6 +167,20 @@ impl Store {
     pub fn open_with_cache(path: &Path, writer_cache_mib: u64) -> Result<Store, StoreError> {
         Ok(Store {
             backend: Backend::Sqlite(sqlite::Store::open_with_cache(path, writer_cache_mib)?),
+        })
+    }
+
+    /// Connects to the PostgreSQL database at `url` and migrates it to the
+    /// current schema (under an advisory lock: nodes starting together
+    /// don't race), then starts this process's group-commit writer.
+    pub async fn connect_postgres(
+        url: &str,
+        options: &postgres::Options,
+    ) -> Result<Store, StoreError> {
+        let db = postgres::Backend::connect(url, options).await?;
+        let writer = postgres::Writer::spawn(db.clone());
+        Ok(Store {
+            backend: Backend::Postgres { db, writer },
         })
     }
 
@@ -164,6 +207,14 @@ impl Store {
     {
         match &self.backend {
             Backend::Sqlite(s) => s.write_then(f, after_commit).await,
+            Backend::Postgres { writer, .. } => {
+                Queued(
+                    writer
+                        .queue(postgres::Guard::Savepoint, f, after_commit)
+                        .await?,
+                )
+                .await
+            }
         }
     }
 
@@ -186,6 +237,11 @@ impl Store {
     {
         match &self.backend {
             Backend::Sqlite(s) => s.queue_checks_first_then(f, after_commit).await,
+            Backend::Postgres { writer, .. } => Ok(Queued(
+                writer
+                    .queue(postgres::Guard::ChecksFirst, f, after_commit)
+                    .await?,
+            )),
         }
     }
 
@@ -198,6 +254,10 @@ impl Store {
     {
         match &self.backend {
             Backend::Sqlite(s) => s.read(f).await,
+            Backend::Postgres { db, .. } => {
+                db.run(postgres::Mode::Read, move |s| f(&Rx(RxDb::Postgres(s))))
+                    .await
+            }
         }
     }
 
@@ -213,6 +273,9 @@ impl Store {
     pub async fn close(&self) -> Result<(), StoreError> {
         match &self.backend {
             Backend::Sqlite(s) => s.close().await,
+            // Every write answered has committed; the pool closes its
+            // connections when dropped.
+            Backend::Postgres { .. } => Ok(()),
         }
     }
 }

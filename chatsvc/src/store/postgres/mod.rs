@@ -25,8 +25,17 @@
 //! - `migrations.rs`: versioned SQL under `chatsvc/migrations/postgres/`,
 //!   applied under an advisory lock.
 
+pub(crate) mod files;
+pub(crate) mod groups;
+pub(crate) mod messages;
 mod migrations;
+pub(crate) mod services;
 mod session;
+pub(crate) mod sessions;
+pub(crate) mod social;
+pub(crate) mod users;
+pub(crate) mod webhooks;
+mod writer;
 
 use std::time::Duration;
 
@@ -36,6 +45,7 @@ use tokio_postgres::{IsolationLevel, NoTls};
 
 pub use migrations::SCHEMA_VERSION;
 pub use session::Session;
+pub(crate) use writer::{Guard, Writer};
 
 use super::StoreError;
 

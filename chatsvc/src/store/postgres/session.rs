@@ -1,6 +1,8 @@
 //! What a closure run by [`Backend::run`](super::Backend::run) gets: its
 //! transaction, with synchronous statements.
 
+use std::cell::Cell;
+
 use tokio::runtime::Handle;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::Row;
@@ -15,18 +17,54 @@ use crate::store::StoreError;
 pub struct Session<'a> {
     handle: &'a Handle,
     tx: &'a deadpool_postgres::Transaction<'a>,
+    /// Statements that failed: after one, PostgreSQL refuses every other
+    /// statement of the transaction until it rolls back (to a savepoint).
+    failures: Cell<u64>,
+    /// Statements run that may have written (anything but a `SELECT`).
+    writes: Cell<u64>,
 }
 
 impl<'a> Session<'a> {
     pub(super) fn new(handle: &'a Handle, tx: &'a deadpool_postgres::Transaction<'a>) -> Self {
-        Session { handle, tx }
+        Session {
+            handle,
+            tx,
+            failures: Cell::new(0),
+            writes: Cell::new(0),
+        }
+    }
+
+    /// How many statements failed, and how many may have written, so far:
+    /// the group-commit writer compares them before and after a job.
+    pub(super) fn marks(&self) -> (u64, u64) {
+        (self.failures.get(), self.writes.get())
+    }
+
+    /// Runs one statement, keeping [`Session::marks`].
+    fn run<T>(
+        &self,
+        sql: &str,
+        statement: impl std::future::Future<Output = Result<T, tokio_postgres::Error>>,
+    ) -> Result<T, StoreError> {
+        if !sql
+            .trim_start()
+            .get(..6)
+            .is_some_and(|w| w.eq_ignore_ascii_case("select"))
+        {
+            self.writes.set(self.writes.get() + 1);
+        }
+        let result = self.handle.block_on(statement);
+        if result.is_err() {
+            self.failures.set(self.failures.get() + 1);
+        }
+        Ok(result?)
     }
 
     /// Every row `sql` returns.
     pub fn query(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Row>, StoreError> {
-        self.handle.block_on(async {
+        self.run(sql, async {
             let statement = self.tx.prepare_cached(sql).await?;
-            Ok(self.tx.query(&statement, params).await?)
+            self.tx.query(&statement, params).await
         })
     }
 
@@ -36,25 +74,25 @@ impl<'a> Session<'a> {
         sql: &str,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Option<Row>, StoreError> {
-        self.handle.block_on(async {
+        self.run(sql, async {
             let statement = self.tx.prepare_cached(sql).await?;
-            Ok(self.tx.query_opt(&statement, params).await?)
+            self.tx.query_opt(&statement, params).await
         })
     }
 
     /// The one row `sql` returns; an error if it returns none or more.
     pub fn query_one(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Row, StoreError> {
-        self.handle.block_on(async {
+        self.run(sql, async {
             let statement = self.tx.prepare_cached(sql).await?;
-            Ok(self.tx.query_one(&statement, params).await?)
+            self.tx.query_one(&statement, params).await
         })
     }
 
     /// Runs `sql`; returns how many rows it changed.
     pub fn execute(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<u64, StoreError> {
-        self.handle.block_on(async {
+        self.run(sql, async {
             let statement = self.tx.prepare_cached(sql).await?;
-            Ok(self.tx.execute(&statement, params).await?)
+            self.tx.execute(&statement, params).await
         })
     }
 }

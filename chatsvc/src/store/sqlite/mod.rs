@@ -65,10 +65,9 @@ use std::sync::{Arc, Mutex};
 use rusqlite::{Connection, OpenFlags};
 
 pub use conn::Conn;
-pub use writer::Queued;
 use writer::Writer;
 
-use super::{Rx, RxDb, StoreError, Tx, TxDb};
+use super::{Queued, Rx, RxDb, StoreError, Tx, TxDb};
 
 /// The writer's page cache unless told otherwise, in MiB (chatd's
 /// `--store-cache-mib`; SQLite's own default is 2 MB). Every send touches
@@ -169,7 +168,7 @@ impl Store {
         &self,
         f: F,
         after_commit: A,
-    ) -> Result<writer::Queued<T, E>, E>
+    ) -> Result<Queued<T, E>, E>
     where
         T: Send + 'static,
         E: From<StoreError> + Send + 'static,
@@ -185,7 +184,7 @@ impl Store {
     /// the writer otherwise does in batches (searches need not: they read
     /// what is not indexed yet themselves).
     pub async fn index_staged_text(&self) -> Result<(), StoreError> {
-        self.write(|c| Ok::<_, StoreError>(fulltext::index_staged_text(conn(c))?))
+        self.write(|c| Ok::<_, StoreError>(fulltext::index_staged_text(conn(c)?)?))
             .await
     }
 
@@ -320,7 +319,7 @@ impl Store {
         E: From<StoreError> + Send + 'static,
         F: FnOnce(&Conn<'_>) -> Result<T, E> + Send + 'static,
     {
-        self.write(move |tx| f(conn(tx))).await
+        self.write(move |tx| f(conn(tx)?)).await
     }
 
     /// For this backend's tests: [`Store::read`] with the connection.
@@ -332,15 +331,19 @@ impl Store {
     {
         self.read(move |rx| match rx.0 {
             RxDb::Sqlite(c) => f(c),
+            RxDb::Postgres(_) => Err(StoreError::Config("not SQLite".into()).into()),
         })
         .await
     }
 }
 
 /// The connection of a transaction this backend opened.
-pub(crate) fn conn<'t, 'c>(tx: &'t Tx<'c>) -> &'t Conn<'c> {
+pub(crate) fn conn<'t, 'c>(tx: &'t Tx<'c>) -> Result<&'t Conn<'c>, StoreError> {
     match &tx.0 {
-        TxDb::Sqlite(c) => c,
+        TxDb::Sqlite(c) => Ok(c),
+        TxDb::Postgres(_) => Err(StoreError::Config(
+            "a PostgreSQL transaction on the SQLite backend".into(),
+        )),
     }
 }
 

@@ -8,7 +8,7 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{error, warn};
 
 use super::conn::Conn;
-use crate::store::{StoreError, Tx, TxDb};
+use crate::store::{Queued, StoreError, Tx, TxDb};
 
 /// Most jobs in one transaction; bounds commit latency under load.
 const MAX_BATCH: usize = 512;
@@ -18,7 +18,7 @@ const MAX_BATCH: usize = 512;
 trait Job: Send {
     /// Runs the job in its own savepoint; returns how to finish it, and
     /// whether the group's transaction is still sound (see [`in_savepoint`]).
-    fn run(self: Box<Self>, tx: &Tx<'_>) -> (Box<dyn Finish>, bool);
+    fn run(self: Box<Self>, conn: &Connection, tx: &Tx<'_>) -> (Box<dyn Finish>, bool);
     /// The job did not run (BEGIN failed, or the group was lost before its
     /// turn): answer with the error.
     fn abort(self: Box<Self>, error: &str);
@@ -67,11 +67,11 @@ where
     F: FnOnce(&Tx<'_>) -> Result<T, E> + Send + 'static,
     A: FnOnce(&T) + Send + 'static,
 {
-    fn run(self: Box<Self>, tx: &Tx<'_>) -> (Box<dyn Finish>, bool) {
+    fn run(self: Box<Self>, conn: &Connection, tx: &Tx<'_>) -> (Box<dyn Finish>, bool) {
         let this = *self;
         let (result, sound) = match this.guard {
-            Guard::Savepoint => in_savepoint(tx, this.f),
-            Guard::ChecksFirst => checks_first(tx, this.f),
+            Guard::Savepoint => in_savepoint(conn, tx, this.f),
+            Guard::ChecksFirst => checks_first(conn, tx, this.f),
         };
         let done = Box::new(Done {
             result,
@@ -121,24 +121,6 @@ impl Finished {
         for finish in self.finishes {
             finish.finish(self.outcome.as_ref().map(|_| ()).map_err(String::as_str));
         }
-    }
-}
-
-/// A job on the writer's queue: resolves to its result once its group has
-/// committed (or failed).
-#[derive(Debug)]
-pub struct Queued<T, E>(oneshot::Receiver<Result<T, E>>);
-
-impl<T, E: From<StoreError>> std::future::Future for Queued<T, E> {
-    type Output = Result<T, E>;
-
-    fn poll(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Self::Output> {
-        std::pin::Pin::new(&mut self.0)
-            .poll(cx)
-            .map(|r| r.unwrap_or_else(|_| Err(E::from(StoreError::Closed))))
     }
 }
 
@@ -340,10 +322,10 @@ impl Writer {
 /// autocommit mode starts, and its `RELEASE` commits, a transaction of its own).
 /// `f`'s own error is kept either way: it says what went wrong.
 fn in_savepoint<T, E: From<StoreError>>(
+    conn: &Connection,
     tx: &Tx<'_>,
     f: impl FnOnce(&Tx<'_>) -> Result<T, E>,
 ) -> (Result<T, E>, bool) {
-    let conn = super::conn(tx);
     // Cached statements: preparing these two for every job showed up.
     let savepoint = conn
         .prepare_cached("SAVEPOINT job")
@@ -370,10 +352,10 @@ fn in_savepoint<T, E: From<StoreError>>(
 /// Runs `f` with no savepoint (see [`Guard::ChecksFirst`]). The group stays
 /// sound if `f` succeeded, or failed having changed no row.
 fn checks_first<T, E>(
+    conn: &Connection,
     tx: &Tx<'_>,
     f: impl FnOnce(&Tx<'_>) -> Result<T, E>,
 ) -> (Result<T, E>, bool) {
-    let conn = super::conn(tx);
     let before = conn.total_changes();
     let result = f(tx);
     let sound = !conn.is_autocommit() && (result.is_ok() || conn.total_changes() == before);
@@ -540,7 +522,7 @@ fn run(
                 Err(_) => break,
             }
         }
-        let finished = commit_group(&jobs, &mut batch, before_commit);
+        let finished = commit_group(&conn, &jobs, &mut batch, before_commit);
         if let Err(std::sync::mpsc::SendError(finished)) = notify.send(finished) {
             finished.run();
         }
@@ -558,11 +540,11 @@ fn run(
 }
 
 fn commit_group(
+    conn: &Connection,
     tx: &Tx<'_>,
     batch: &mut Vec<Box<dyn Job>>,
     before_commit: Option<&BeforeCommitFn>,
 ) -> Finished {
-    let conn = super::conn(tx);
     let started = std::time::Instant::now();
     let size = batch.len();
     // A failed ROLLBACK can leave a transaction open; the next BEGIN would
@@ -594,7 +576,7 @@ fn commit_group(
     let mut jobs = batch.drain(..);
     let mut lost = false;
     for job in jobs.by_ref() {
-        let (finish, sound) = job.run(tx);
+        let (finish, sound) = job.run(conn, tx);
         finishes.push(finish);
         if !sound {
             lost = true;
@@ -669,7 +651,9 @@ mod tests {
 
     fn insert(x: i64) -> impl FnOnce(&Tx<'_>) -> Result<(), StoreError> + Send {
         move |c| {
-            conn_of(c).execute("INSERT INTO t (x) VALUES (?1)", [x])?;
+            conn_of(c)
+                .unwrap()
+                .execute("INSERT INTO t (x) VALUES (?1)", [x])?;
             Ok(())
         }
     }
@@ -734,7 +718,9 @@ mod tests {
             &w,
             2,
             |c: &Tx<'_>| {
-                conn_of(c).execute_batch("INSERT INTO t (x) VALUES (2); ROLLBACK")?;
+                conn_of(c)
+                    .unwrap()
+                    .execute_batch("INSERT INTO t (x) VALUES (2); ROLLBACK")?;
                 Err(StoreError::CommitFailed("simulated disk full".into()))
             },
             |_| {},
@@ -781,7 +767,9 @@ mod tests {
             &w,
             2,
             |c: &Tx<'_>| {
-                conn_of(c).execute("INSERT INTO t (x, parent) VALUES (2, 99)", [])?;
+                conn_of(c)
+                    .unwrap()
+                    .execute("INSERT INTO t (x, parent) VALUES (2, 99)", [])?;
                 Ok(())
             },
             |_| {},
@@ -832,7 +820,9 @@ mod tests {
         let (release, held) = hold_writer(&w).await;
         let a = queue(&w, 1, insert(1), |_| {}).await;
         let refused = queue_checks_first(&w, 2, |c: &Tx<'_>| {
-            let n: i64 = conn_of(c).query_row("SELECT count(*) FROM t", [], |r| r.get(0))?;
+            let n: i64 = conn_of(c)
+                .unwrap()
+                .query_row("SELECT count(*) FROM t", [], |r| r.get(0))?;
             Err(StoreError::Migration(format!(
                 "refused after reading {n} rows"
             )))
@@ -857,7 +847,9 @@ mod tests {
         let (release, held) = hold_writer(&w).await;
         let a = queue(&w, 1, insert(1), |_| {}).await;
         let late = queue_checks_first(&w, 2, |c: &Tx<'_>| {
-            conn_of(c).execute("INSERT INTO t (x) VALUES (2)", [])?;
+            conn_of(c)
+                .unwrap()
+                .execute("INSERT INTO t (x) VALUES (2)", [])?;
             Err(StoreError::Migration("a check made after a write".into()))
         })
         .await;
@@ -911,7 +903,7 @@ mod tests {
                 for i in (t..ROWS).step_by(WRITERS) {
                     w.run(
                         move |c| {
-                            conn_of(c)
+                            conn_of(c)?
                                 .prepare_cached(
                                     "INSERT INTO blob (id, b) VALUES (?1, zeroblob(4000))",
                                 )?

@@ -1,0 +1,304 @@
+//! Group commit on PostgreSQL: the writes of one chatd, in the order they
+//! were queued, a group at a time in one transaction.
+//!
+//! One task per chatd takes every job waiting (up to [`MAX_BATCH`]), opens
+//! one transaction on a pooled connection, takes the cluster-wide write
+//! lock ([`WRITE_LOCK`]), runs each job, commits, and only then runs each
+//! job's `after_commit` and answers it, in queue order. So:
+//!
+//! - **Durable before answered**, and one WAL flush for the whole group.
+//! - **Ordered**: jobs queued one after another commit in that order (a
+//!   batch of sends gets its seqs in the order it was sent).
+//! - **Deadlock-free by construction, across processes**: a write
+//!   transaction takes `pg_advisory_xact_lock(WRITE_LOCK)` before any row
+//!   lock, so write transactions of every chatd on the database run one at
+//!   a time, and none waits for a row another holds while holding one it
+//!   wants. Counters (`conversations.last_seq`, `users.inbox_cursor`) are
+//!   read and bumped inside that transaction, so they stay gap-free.
+//!
+//! The price is that writes are serialized cluster-wide, as SQLite's are
+//! on one machine: unrelated conversations wait for each other's group.
+//! Reads never wait for it (they run on the pool, on their own snapshot).
+//!
+//! Each [`Store::write`](crate::store::Store::write) job runs inside a
+//! savepoint, so its failure undoes only its own writes; a failed statement
+//! aborts a PostgreSQL transaction until it rolls back to one. A send
+//! ([`Guard::ChecksFirst`]) runs without: if it fails after writing, or a
+//! statement of it fails, the group is lost and every job in it answers as
+//! unavailable (the same contract as SQLite's writer).
+
+use tokio::sync::{mpsc, oneshot};
+
+use super::{Backend, Session};
+use crate::store::{StoreError, Tx, TxDb};
+
+/// Jobs in one group at most.
+const MAX_BATCH: usize = 512;
+
+/// Jobs waiting for the writer at most; a caller past it waits to queue.
+const QUEUE: usize = 4096;
+
+/// The advisory lock every write transaction takes first (an arbitrary
+/// 64-bit key: "mqchat:w").
+const WRITE_LOCK: i64 = 0x6d71_6368_6174_3a77;
+
+/// How a job runs inside the group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Guard {
+    /// In a savepoint of its own: its failure undoes only its writes.
+    Savepoint,
+    /// Without one (a round trip saved for every send): the job makes every
+    /// check that bad input can fail before its first write.
+    ChecksFirst,
+}
+
+trait Job: Send {
+    /// Runs the job; returns how to finish it and whether the group's
+    /// transaction is still sound.
+    fn run(self: Box<Self>, s: &Session<'_>) -> (Box<dyn Finish>, bool);
+    /// The job did not run, or its group did not commit.
+    fn abort(self: Box<Self>, error: &str);
+}
+
+trait Finish: Send {
+    fn finish(self: Box<Self>, commit: Result<(), &str>);
+}
+
+struct Typed<F, A, T, E> {
+    f: F,
+    after_commit: A,
+    reply: oneshot::Sender<Result<T, E>>,
+    guard: Guard,
+}
+
+impl<F, A, T, E> Job for Typed<F, A, T, E>
+where
+    T: Send + 'static,
+    E: From<StoreError> + Send + 'static,
+    F: FnOnce(&Tx<'_>) -> Result<T, E> + Send + 'static,
+    A: FnOnce(&T) + Send + 'static,
+{
+    fn run(self: Box<Self>, s: &Session<'_>) -> (Box<dyn Finish>, bool) {
+        let this = *self;
+        let (result, sound) = match this.guard {
+            Guard::Savepoint => in_savepoint(s, this.f),
+            Guard::ChecksFirst => checks_first(s, this.f),
+        };
+        let done = Box::new(Done {
+            result,
+            after_commit: this.after_commit,
+            reply: this.reply,
+        });
+        (done, sound)
+    }
+
+    fn abort(self: Box<Self>, error: &str) {
+        let _ = self
+            .reply
+            .send(Err(StoreError::CommitFailed(error.to_owned()).into()));
+    }
+}
+
+struct Done<A, T, E> {
+    result: Result<T, E>,
+    after_commit: A,
+    reply: oneshot::Sender<Result<T, E>>,
+}
+
+impl<A, T, E> Finish for Done<A, T, E>
+where
+    T: Send + 'static,
+    E: From<StoreError> + Send + 'static,
+    A: FnOnce(&T) + Send + 'static,
+{
+    fn finish(self: Box<Self>, commit: Result<(), &str>) {
+        let result = match (commit, self.result) {
+            (Ok(()), Ok(v)) => {
+                (self.after_commit)(&v);
+                Ok(v)
+            }
+            // The job's own failure was undone with its savepoint (or it
+            // wrote nothing); it stands whatever became of the group.
+            (Ok(()), Err(e)) => Err(e),
+            (Err(msg), _) => Err(StoreError::CommitFailed(msg.to_owned()).into()),
+        };
+        let _ = self.reply.send(result);
+    }
+}
+
+fn in_savepoint<T, E: From<StoreError>>(
+    s: &Session<'_>,
+    f: impl FnOnce(&Tx<'_>) -> Result<T, E>,
+) -> (Result<T, E>, bool) {
+    if let Err(e) = s.execute("SAVEPOINT job", &[]) {
+        return (Err(E::from(e)), false);
+    }
+    match f(&Tx(TxDb::Postgres(s))) {
+        Ok(v) => match s.execute("RELEASE SAVEPOINT job", &[]) {
+            Ok(_) => (Ok(v), true),
+            Err(e) => (Err(E::from(e)), false),
+        },
+        Err(e) => {
+            let sound = s.execute("ROLLBACK TO SAVEPOINT job", &[]).is_ok()
+                && s.execute("RELEASE SAVEPOINT job", &[]).is_ok();
+            (Err(e), sound)
+        }
+    }
+}
+
+/// The group stays sound if `f` succeeded with no statement failing, or
+/// failed having run nothing that writes or fails.
+fn checks_first<T, E>(
+    s: &Session<'_>,
+    f: impl FnOnce(&Tx<'_>) -> Result<T, E>,
+) -> (Result<T, E>, bool) {
+    let before = s.marks();
+    let result = f(&Tx(TxDb::Postgres(s)));
+    let (failures, writes) = s.marks();
+    let sound = failures == before.0 && (result.is_ok() || writes == before.1);
+    (result, sound)
+}
+
+/// Handle to the writer task.
+#[derive(Clone)]
+pub(crate) struct Writer {
+    tx: mpsc::Sender<Box<dyn Job>>,
+}
+
+impl std::fmt::Debug for Writer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Writer").finish_non_exhaustive()
+    }
+}
+
+/// A queued job: resolves to its result once its group has committed.
+pub(crate) type Answer<T, E> = oneshot::Receiver<Result<T, E>>;
+
+impl Writer {
+    /// Starts the writer task on the current runtime.
+    pub(crate) fn spawn(backend: Backend) -> Writer {
+        let (tx, rx) = mpsc::channel(QUEUE);
+        tokio::spawn(run(backend, rx));
+        Writer { tx }
+    }
+
+    /// Queues a job; returns once it is in the queue, with its answer to
+    /// come.
+    pub(crate) async fn queue<T, E, F, A>(
+        &self,
+        guard: Guard,
+        f: F,
+        after_commit: A,
+    ) -> Result<Answer<T, E>, E>
+    where
+        T: Send + 'static,
+        E: From<StoreError> + Send + 'static,
+        F: FnOnce(&Tx<'_>) -> Result<T, E> + Send + 'static,
+        A: FnOnce(&T) + Send + 'static,
+    {
+        let (reply, answer) = oneshot::channel();
+        let job = Box::new(Typed {
+            f,
+            after_commit,
+            reply,
+            guard,
+        });
+        self.tx
+            .send(job)
+            .await
+            .map_err(|_| E::from(StoreError::Closed))?;
+        Ok(answer)
+    }
+}
+
+async fn run(backend: Backend, mut rx: mpsc::Receiver<Box<dyn Job>>) {
+    let mut batch: Vec<Box<dyn Job>> = Vec::with_capacity(MAX_BATCH);
+    while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        let jobs = std::mem::take(&mut batch);
+        let size = jobs.len();
+        let started = std::time::Instant::now();
+        let client = match backend.pool.get().await {
+            Ok(c) => c,
+            Err(e) => {
+                let msg = StoreError::from(e).to_string();
+                tracing::warn!(error = %msg, size, "postgres: no connection for a write group");
+                metrics::counter!(crate::metrics::STORE_COMMIT_FAILURES_TOTAL).increment(1);
+                for job in jobs {
+                    job.abort(&msg);
+                }
+                continue;
+            }
+        };
+        let handle = tokio::runtime::Handle::current();
+        let group = tokio::task::spawn_blocking(move || commit_group(&handle, client, jobs));
+        let (finishes, outcome) = match group.await {
+            Ok(done) => done,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(_) => return,
+        };
+        if let Err(e) = &outcome {
+            tracing::warn!(error = %e, size, "postgres: write group failed");
+            metrics::counter!(crate::metrics::STORE_COMMIT_FAILURES_TOTAL).increment(1);
+        }
+        metrics::histogram!(crate::metrics::STORE_COMMIT_JOBS).record(size as f64);
+        metrics::histogram!(crate::metrics::STORE_COMMIT_SECONDS)
+            .record(started.elapsed().as_secs_f64());
+        let commit = outcome.as_ref().map(|_| ()).map_err(String::as_str);
+        for finish in finishes {
+            finish.finish(commit);
+        }
+    }
+}
+
+/// Runs a group in one transaction on a blocking thread; returns the
+/// finished jobs and whether the group committed.
+fn commit_group(
+    handle: &tokio::runtime::Handle,
+    mut client: deadpool_postgres::Client,
+    jobs: Vec<Box<dyn Job>>,
+) -> (Vec<Box<dyn Finish>>, Result<(), String>) {
+    let tx = match handle.block_on(client.transaction()) {
+        Ok(tx) => tx,
+        Err(e) => {
+            let msg = StoreError::from(e).to_string();
+            for job in jobs {
+                job.abort(&msg);
+            }
+            return (Vec::new(), Err(msg));
+        }
+    };
+    let session = Session::new(handle, &tx);
+    let mut finishes: Vec<Box<dyn Finish>> = Vec::with_capacity(jobs.len());
+    let mut outcome = session
+        .execute("SELECT pg_advisory_xact_lock($1)", &[&WRITE_LOCK])
+        .map(drop)
+        .map_err(|e| e.to_string());
+    let mut jobs = jobs.into_iter();
+    if outcome.is_ok() {
+        for job in jobs.by_ref() {
+            let (finish, sound) = job.run(&session);
+            finishes.push(finish);
+            if !sound {
+                outcome = Err("the transaction was rolled back after a storage error".to_owned());
+                break;
+            }
+        }
+    }
+    drop(session);
+    let msg = match outcome {
+        Ok(()) => match handle.block_on(tx.commit()) {
+            Ok(()) => return (finishes, Ok(())),
+            Err(e) => StoreError::from(e).to_string(),
+        },
+        Err(msg) => {
+            if let Err(e) = handle.block_on(tx.rollback()) {
+                tracing::warn!(error = %e, "postgres: rollback failed");
+            }
+            msg
+        }
+    };
+    for job in jobs {
+        job.abort(&msg);
+    }
+    (finishes, Err(msg))
+}
