@@ -112,9 +112,17 @@ impl TestServer {
         mqtt: &str,
         extra: &[&str],
     ) -> Result<TestServer> {
+        let mut store = Vec::new();
+        if postgres::suite_on_postgres() && !extra.iter().any(|a| a.starts_with("--store")) {
+            store = vec![
+                "--store".to_owned(),
+                postgres::database_for(data_dir).await?,
+            ];
+        }
         let mut child = Command::new(chatd_bin()?)
             .args(["--http", http, "--mqtt", mqtt, "--data-dir"])
             .arg(data_dir)
+            .args(&store)
             .args(extra)
             .env("RUST_LOG", "info,rumqttd=warn")
             .env("CHAT_LOG_FORMAT", "text")

@@ -215,6 +215,78 @@ impl TestPostgres {
     }
 }
 
+/// `MQCHAT_TEST_STORE=postgres`: every [`crate::TestServer`] stores in
+/// PostgreSQL instead of SQLite, to run the whole end-to-end suite against
+/// that backend (`MQCHAT_TEST_STORE=postgres cargo test -p mqchat-e2e`).
+pub fn suite_on_postgres() -> bool {
+    std::env::var("MQCHAT_TEST_STORE").is_ok_and(|v| v == "postgres")
+}
+
+static SHARED: tokio::sync::OnceCell<TestPostgres> = tokio::sync::OnceCell::const_new();
+static DATABASES: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+/// The URL of a database of its own for a chatd on `data_dir`, in one
+/// cluster shared by the whole test process (so a chatd restarted on the
+/// same data dir finds its data again). The cluster is stopped, and its
+/// directory removed, by a watchdog once the test process has exited.
+pub async fn database_for(data_dir: &Path) -> Result<String> {
+    let pg = SHARED
+        .get_or_try_init(|| async {
+            let pg = TestPostgres::init().await?.ok_or_else(|| {
+                anyhow!("MQCHAT_TEST_STORE=postgres, but PostgreSQL is not installed")
+            })?;
+            pg.stop_after_exit()?;
+            Ok::<_, anyhow::Error>(pg)
+        })
+        .await?;
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    data_dir.hash(&mut h);
+    let name = format!("t{:016x}", h.finish());
+    let known = DATABASES
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .contains(&name);
+    if known {
+        return Ok(pg.url_for(&name));
+    }
+    let url = pg.create_database(&name).await?;
+    DATABASES
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push(name);
+    Ok(url)
+}
+
+impl TestPostgres {
+    /// Leaves a watchdog that stops this cluster and removes its directory
+    /// once this process exits (for a cluster kept in a static, which is
+    /// never dropped).
+    fn stop_after_exit(&self) -> Result<()> {
+        let pg_ctl = self.bin.join("pg_ctl");
+        let owner = self
+            .run_as
+            .map(|u| format!("runuser -u {u} -- "))
+            .unwrap_or_default();
+        let script = format!(
+            "while kill -0 {pid} 2>/dev/null; do sleep 1; done; \
+             {owner}'{pg_ctl}' -D '{data}' -m immediate -w stop >/dev/null 2>&1; rm -rf '{dir}'",
+            pid = std::process::id(),
+            pg_ctl = pg_ctl.display(),
+            data = self.data_dir().display(),
+            dir = self.dir.path().display(),
+        );
+        std::process::Command::new("sh")
+            .args(["-c", &script])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("start the cluster's watchdog")?;
+        Ok(())
+    }
+}
+
 impl Drop for TestPostgres {
     fn drop(&mut self) {
         if !self.running {
