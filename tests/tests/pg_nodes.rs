@@ -168,7 +168,8 @@ async fn two_nodes_sigkilled_in_turn_lose_nothing_acknowledged() -> Result<()> {
     for (i, user) in senders.into_iter().enumerate() {
         let mut targets: Vec<(bool, u64)> = recipients.iter().map(|r| (false, r.id)).collect();
         targets.push((true, group_id));
-        targets.rotate_left(i % targets.len());
+        let n = targets.len();
+        targets.rotate_left(i % n);
         tasks.spawn(sender(user, targets, stop.clone()));
     }
     // Each node is SIGKILLed and restarted three times, in turn, under load.
