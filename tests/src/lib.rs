@@ -79,6 +79,8 @@ pub struct TestServer {
     pub http: SocketAddr,
     pub mqtt: SocketAddr,
     data_dir: PathBuf,
+    /// `--store URL` when the harness chose PostgreSQL, else empty.
+    store: Vec<String>,
     _tmp: Option<Arc<tempfile::TempDir>>,
     logs: Arc<Mutex<Vec<String>>>,
     pub http_client: reqwest::Client,
@@ -185,6 +187,7 @@ impl TestServer {
             mqtt: field("mqtt")?,
             child: Some(child),
             data_dir: data_dir.to_owned(),
+            store,
             _tmp: None,
             logs,
             http_client: reqwest::Client::builder()
@@ -195,6 +198,13 @@ impl TestServer {
 
     pub fn data_dir(&self) -> &Path {
         &self.data_dir
+    }
+
+    /// The `--store` flag the harness gave this chatd (PostgreSQL under
+    /// `MQCHAT_TEST_STORE=postgres`), for `chatd admin` commands on the
+    /// same store; empty on SQLite.
+    pub fn store_args(&self) -> &[String] {
+        &self.store
     }
 
     /// The chatd process id, while it runs.

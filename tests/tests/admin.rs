@@ -14,6 +14,7 @@ async fn admin(server: &TestServer, args: &[&str]) -> Result<String> {
         .arg("--data-dir")
         .arg(server.data_dir())
         .args(["--http", &server.http.to_string()])
+        .args(server.store_args())
         .env("RUST_LOG", "warn")
         .output()
         .await?;
@@ -89,6 +90,10 @@ async fn admin_api_needs_the_admin_token() -> Result<()> {
 
 #[tokio::test]
 async fn online_backup_under_concurrent_writes_restores_consistently() -> Result<()> {
+    if mqchat_e2e::postgres::suite_on_postgres() {
+        eprintln!("SKIPPED: `chatd admin backup` is SQLite's (PostgreSQL: pg_dump, tests/tests/pg_nodes.rs)");
+        return Ok(());
+    }
     let server = TestServer::start_with(&["--send-rate", "0"]).await?;
     let bob = server.user("bob").await?;
     let mut senders = Vec::new();
@@ -196,6 +201,10 @@ fn stop_flag() -> std::sync::Arc<std::sync::atomic::AtomicBool> {
 /// still work.
 #[tokio::test]
 async fn tokens_from_after_a_restored_backup_are_refused() -> Result<()> {
+    if mqchat_e2e::postgres::suite_on_postgres() {
+        eprintln!("SKIPPED: `chatd admin backup` is SQLite's (PostgreSQL: pg_dump, tests/tests/pg_nodes.rs)");
+        return Ok(());
+    }
     let server = TestServer::start().await?;
     let alice = server.user("alice").await?;
     let tmp = tempfile::tempdir()?;

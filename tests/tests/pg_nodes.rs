@@ -325,3 +325,40 @@ async fn a_database_restart_under_load_answers_503_then_recovers() -> Result<()>
     ensure!(stored.contains(&last));
     Ok(())
 }
+
+/// `chatd admin migrate` brings a fresh database to the schema alone;
+/// `chatd admin backup` on PostgreSQL refuses and says to use `pg_dump`.
+#[tokio::test]
+async fn admin_migrate_works_and_backup_points_to_pg_dump() -> Result<()> {
+    let Some(pg) = TestPostgres::init().await? else {
+        return Ok(());
+    };
+    let tmp = tempfile::tempdir()?;
+    let admin = |args: &[&str]| {
+        std::process::Command::new(mqchat_e2e::chatd_bin().expect("chatd"))
+            .arg("admin")
+            .args(args)
+            .args(["--store", &pg.url(), "--data-dir"])
+            .arg(tmp.path())
+            .env("RUST_LOG", "warn")
+            .output()
+    };
+    let out = admin(&["migrate"])?;
+    ensure!(
+        out.status.success(),
+        "migrate: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = admin(&["backup", "/tmp/never-written.db"])?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    ensure!(!out.status.success(), "backup on PostgreSQL succeeded?");
+    ensure!(
+        err.contains("pg_dump") && err.contains("pg_restore"),
+        "{err}"
+    );
+    ensure!(!std::path::Path::new("/tmp/never-written.db").exists());
+    // And the migrated database serves a chatd at once.
+    let server = TestServer::start_with(&["--store", &pg.url()]).await?;
+    server.user("alice").await?;
+    Ok(())
+}

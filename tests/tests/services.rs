@@ -155,6 +155,7 @@ async fn keys_have_their_own_rate_limit_and_the_cli_makes_them() -> Result<()> {
             "--data-dir",
         ])
         .arg(server.data_dir())
+        .args(server.store_args())
         .env("RUST_LOG", "warn")
         .output()
         .await?;

@@ -47,7 +47,7 @@ use tokio::sync::oneshot;
 pub struct Tx<'c>(pub(crate) TxDb<'c>);
 
 pub(crate) enum TxDb<'c> {
-    Sqlite(sqlite::Conn<'c>),
+    Sqlite(Box<sqlite::Conn<'c>>),
     Postgres(&'c postgres::Session<'c>),
 }
 

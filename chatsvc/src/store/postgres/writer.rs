@@ -284,7 +284,6 @@ fn commit_group(
             }
         }
     }
-    drop(session);
     let msg = match outcome {
         Ok(()) => match handle.block_on(tx.commit()) {
             Ok(()) => return (finishes, Ok(())),

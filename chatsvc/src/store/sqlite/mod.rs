@@ -340,7 +340,7 @@ impl Store {
 /// The connection of a transaction this backend opened.
 pub(crate) fn conn<'t, 'c>(tx: &'t Tx<'c>) -> Result<&'t Conn<'c>, StoreError> {
     match &tx.0 {
-        TxDb::Sqlite(c) => Ok(c),
+        TxDb::Sqlite(c) => Ok(&**c),
         TxDb::Postgres(_) => Err(StoreError::Config(
             "a PostgreSQL transaction on the SQLite backend".into(),
         )),

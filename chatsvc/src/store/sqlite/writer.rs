@@ -491,7 +491,7 @@ fn run(
     mut background: Option<Checkpointer>,
     notify: &std::sync::mpsc::Sender<Finished>,
 ) {
-    let jobs = Tx(TxDb::Sqlite(Conn::new(&conn)));
+    let jobs = Tx(TxDb::Sqlite(Box::new(Conn::new(&conn))));
     let mut batch: Vec<Box<dyn Job>> = Vec::with_capacity(MAX_BATCH);
     let mut pending: Option<Msg> = None;
     loop {
