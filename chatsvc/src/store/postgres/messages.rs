@@ -64,6 +64,16 @@ pub fn remove_member(
     todo!("messages::remove_member")
 }
 
+// Placeholder from branch pgb (groups::dissolve calls it), with SQLite's
+// signature; branch pgc owns this file and writes it: take theirs.
+pub(super) fn record_departures(
+    c: &Session<'_>,
+    conversation_id: u64,
+    user: Option<u64>,
+) -> Result<(), StoreError> {
+    todo!("messages::record_departures")
+}
+
 pub fn set_role(
     c: &Session<'_>,
     conversation_id: u64,
