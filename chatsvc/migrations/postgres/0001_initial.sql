@@ -26,7 +26,10 @@ CREATE TABLE users (
     id               bigint  GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     -- The domain stores usernames lower-cased ASCII already; the unique
     -- index below is on lower() anyway, as SQLite's was NOCASE, so no
-    -- writer can add a second spelling of a name.
+    -- writer can add a second spelling of a name. Under the "C" collation,
+    -- because NOCASE folds ASCII letters only: lower() under the
+    -- database's locale would fold other letters too (and a Turkish
+    -- locale folds `I` to a dotless `ı`). Lookups compare this expression.
     username         text    NOT NULL,
     password_hash    text    NOT NULL,
     display_name     text,
@@ -39,7 +42,7 @@ CREATE TABLE users (
     -- the last inbox cursor handed out; the next event gets inbox_cursor + 1
     inbox_cursor     bigint  NOT NULL DEFAULT 0 CHECK (inbox_cursor >= 0)
 );
-CREATE UNIQUE INDEX users_username_lower ON users (lower(username));
+CREATE UNIQUE INDEX users_username_lower ON users (lower(username COLLATE "C"));
 
 -- A login session: one refresh token at a time (rotated on use).
 CREATE TABLE sessions (
@@ -262,7 +265,8 @@ CREATE TABLE service_keys (
     key_hash     bytea   NOT NULL UNIQUE,
     -- comma-separated
     scopes       text    NOT NULL,
-    rate_per_sec integer NOT NULL,
+    -- bigint: any u32 the API takes (integer stops at 2^31 - 1)
+    rate_per_sec bigint  NOT NULL,
     created_at   bigint  NOT NULL,
     revoked_at   bigint
 );

@@ -1,8 +1,5 @@
 //! PostgreSQL: [`crate::store::webhooks`].
 
-// SKELETON: every function below is still to write (todo!).
-#![allow(unused_variables)]
-
 use super::Session;
 use crate::store::webhooks::DeliveryRow;
 use crate::store::webhooks::WebhookRow;
@@ -15,19 +12,55 @@ pub fn create(
     events: &[String],
     now: i64,
 ) -> Result<WebhookRow, StoreError> {
-    todo!("webhooks::create")
+    let id = c
+        .query_one(
+            "INSERT INTO webhooks (url, secret, events, created_at) VALUES ($1, $2, $3, $4)
+             RETURNING id",
+            &[&url, &secret, &events.join(","), &now],
+        )?
+        .get::<_, i64>(0) as u64;
+    Ok(WebhookRow {
+        id,
+        url: url.to_owned(),
+        secret: secret.to_owned(),
+        events: events.to_vec(),
+        created_at: now,
+    })
 }
 
 pub fn disable(c: &Session<'_>, id: u64, now: i64) -> Result<bool, StoreError> {
-    todo!("webhooks::disable")
+    Ok(c.execute(
+        "UPDATE webhooks SET disabled_at = $2 WHERE id = $1 AND disabled_at IS NULL",
+        &[&(id as i64), &now],
+    )? > 0)
 }
 
+/// Active webhooks.
 pub fn active(c: &Session<'_>) -> Result<Vec<WebhookRow>, StoreError> {
-    todo!("webhooks::active")
+    let rows = c.query(
+        "SELECT id, url, secret, events, created_at FROM webhooks
+         WHERE disabled_at IS NULL ORDER BY id",
+        &[],
+    )?;
+    Ok(rows
+        .iter()
+        .map(|r| {
+            let events: String = r.get(3);
+            WebhookRow {
+                id: r.get::<_, i64>(0) as u64,
+                url: r.get(1),
+                secret: r.get(2),
+                events: events.split(',').map(str::to_owned).collect(),
+                created_at: r.get(4),
+            }
+        })
+        .collect())
 }
 
+/// [`active`] on the writer, for every message sent (the statement cache
+/// keeps it prepared, as SQLite's writer keeps its hot statement).
 pub fn active_to_send(c: &Session<'_>) -> Result<Vec<WebhookRow>, StoreError> {
-    todo!("webhooks::active_to_send")
+    active(c)
 }
 
 pub fn enqueue(
@@ -37,17 +70,49 @@ pub fn enqueue(
     payload: &str,
     now: i64,
 ) -> Result<u64, StoreError> {
-    todo!("webhooks::enqueue")
+    Ok(c.query_one(
+        "INSERT INTO webhook_deliveries (webhook_id, event, payload, created_at, next_attempt_at)
+         VALUES ($1, $2, $3, $4, $4) RETURNING id",
+        &[&(webhook_id as i64), &event, &payload, &now],
+    )?
+    .get::<_, i64>(0) as u64)
 }
 
+/// Deliveries due at `now` for active webhooks, oldest first.
 pub fn due(c: &Session<'_>, now: i64, limit: usize) -> Result<Vec<DeliveryRow>, StoreError> {
-    todo!("webhooks::due")
+    let rows = c.query(
+        "SELECT d.id, d.webhook_id, w.url, w.secret, d.event, d.payload, d.attempts, d.generation
+         FROM webhook_deliveries d JOIN webhooks w ON w.id = d.webhook_id
+         WHERE d.delivered_at IS NULL AND d.next_attempt_at <= $1 AND w.disabled_at IS NULL
+         ORDER BY d.id LIMIT $2",
+        &[&now, &(limit as i64)],
+    )?;
+    Ok(rows
+        .iter()
+        .map(|r| DeliveryRow {
+            id: r.get::<_, i64>(0) as u64,
+            webhook_id: r.get::<_, i64>(1) as u64,
+            url: r.get(2),
+            secret: r.get(3),
+            event: r.get(4),
+            payload: r.get(5),
+            attempts: r.get::<_, i32>(6) as u32,
+            generation: r.get::<_, i64>(7) as u64,
+        })
+        .collect())
 }
 
+/// Records a successful attempt of `generation` (a replay since then wins).
 pub fn delivered(c: &Session<'_>, id: u64, generation: u64, now: i64) -> Result<(), StoreError> {
-    todo!("webhooks::delivered")
+    c.execute(
+        "UPDATE webhook_deliveries SET delivered_at = $2, attempts = attempts + 1
+         WHERE id = $1 AND generation = $3",
+        &[&(id as i64), &now, &(generation as i64)],
+    )?;
+    Ok(())
 }
 
+/// Records a failed attempt of `generation` and when to try again.
 pub fn failed(
     c: &Session<'_>,
     id: u64,
@@ -55,13 +120,30 @@ pub fn failed(
     next_attempt_at: i64,
     error: &str,
 ) -> Result<(), StoreError> {
-    todo!("webhooks::failed")
+    c.execute(
+        "UPDATE webhook_deliveries SET attempts = attempts + 1, next_attempt_at = $2, last_error = $3
+         WHERE id = $1 AND generation = $4",
+        &[&(id as i64), &next_attempt_at, &error, &(generation as i64)],
+    )?;
+    Ok(())
 }
 
+/// Queues again every delivery of the webhook after `after` (replay).
+/// Returns how many.
 pub fn replay(c: &Session<'_>, webhook_id: u64, after: u64, now: i64) -> Result<usize, StoreError> {
-    todo!("webhooks::replay")
+    Ok(c.execute(
+        "UPDATE webhook_deliveries SET delivered_at = NULL, next_attempt_at = $3, attempts = 0,
+             generation = generation + 1
+         WHERE webhook_id = $1 AND id > $2",
+        &[&(webhook_id as i64), &(after as i64), &now],
+    )? as usize)
 }
 
+/// Deliveries not yet made (the queue depth).
 pub fn pending(c: &Session<'_>) -> Result<u64, StoreError> {
-    todo!("webhooks::pending")
+    Ok(c.query_one(
+        "SELECT COUNT(*) FROM webhook_deliveries WHERE delivered_at IS NULL",
+        &[],
+    )?
+    .get::<_, i64>(0) as u64)
 }

@@ -1,0 +1,405 @@
+//! The PostgreSQL messages store against SQLite's, the reference: one
+//! scenario through the store's operations on each backend (conversations,
+//! members, departures, sends, fan-out, edits, recalls, sync, history, the
+//! conversation list, read markers, receipts, device cursors, search), and
+//! every answer compared. Below chatd, so a difference shows as the
+//! operation and its two answers.
+
+use anyhow::{bail, Result};
+use mqchat_chatsvc::store::messages::{self, NewRow};
+use mqchat_chatsvc::store::postgres::{Backend, Mode, Options};
+use mqchat_chatsvc::store::{groups, social, users, Store, StoreError};
+use mqchat_e2e::postgres::TestPostgres;
+
+/// What each step answered, one line per step.
+struct Log {
+    store: Store,
+    lines: Vec<String>,
+}
+
+impl Log {
+    async fn write<T, F>(&mut self, step: &str, f: F) -> Result<T>
+    where
+        T: std::fmt::Debug + Send + 'static,
+        F: FnOnce(&mqchat_chatsvc::store::Tx<'_>) -> Result<T, StoreError> + Send + 'static,
+    {
+        let v = self.store.write(f).await?;
+        self.lines.push(format!("{step}: {v:?}"));
+        Ok(v)
+    }
+
+    async fn read<T, F>(&mut self, step: &str, f: F) -> Result<T>
+    where
+        T: std::fmt::Debug + Send + 'static,
+        F: FnOnce(&mqchat_chatsvc::store::Rx<'_>) -> Result<T, StoreError> + Send + 'static,
+    {
+        let v = self.store.read(f).await?;
+        self.lines.push(format!("{step}: {v:?}"));
+        Ok(v)
+    }
+
+    /// A text message from `sender`, fanned out; its id.
+    async fn send(&mut self, conv: u64, sender: u64, id: &str, text: &str) -> Result<u64> {
+        let (id, text) = (id.to_owned(), text.to_owned());
+        let step = format!("send {id}");
+        let m = self
+            .write(&step, move |c| {
+                let body = serde_json::json!({ "text": text }).to_string();
+                let new = NewRow {
+                    conversation_id: conv,
+                    sender,
+                    client_msg_id: &id,
+                    body: &body,
+                    text: Some(&text),
+                    kind: "user",
+                    now: 1000,
+                };
+                let Some(m) = messages::insert(c, &new)? else {
+                    return Err(StoreError::NotFound("a new client_msg_id"));
+                };
+                let cursors = messages::fan_out(c, &m, "message.created")?;
+                let marker = messages::membership(c, sender, conv)?.map(|m| m.read_seq);
+                Ok((m, cursors, marker))
+            })
+            .await?;
+        Ok(m.0.id)
+    }
+}
+
+/// The domain's FTS5 expression for `input` (`domain::messages::fts_query`).
+fn fts(input: &str) -> String {
+    let words: Vec<String> = input
+        .split_whitespace()
+        .map(|w| format!("\"{}\"", w.replace('"', "\"\"")))
+        .collect();
+    format!("{}*", words.join(" "))
+}
+
+async fn scenario(store: Store) -> Result<Vec<String>> {
+    let mut log = Log {
+        store,
+        lines: Vec::new(),
+    };
+    let users: Vec<u64> = log
+        .write("users", |c| {
+            (0..24)
+                .map(|i| users::insert(c, &format!("u{i}"), "!", 0).map(|u| u.id))
+                .collect::<Result<Vec<u64>, _>>()
+        })
+        .await?;
+    let (a, b, d, e) = (users[0], users[1], users[3], users[4]);
+
+    // Direct conversations, routes, notes to self.
+    log.write("route", move |c| messages::direct_route(c, a, b))
+        .await?;
+    let dm = log
+        .write("dm", move |c| messages::direct_conversation(c, b, a, 1))
+        .await?;
+    log.write("dm again", move |c| {
+        Ok((
+            messages::direct_conversation(c, a, b, 2)?,
+            messages::direct_route(c, a, b)?,
+            messages::direct_route(c, a, 99_999)?,
+        ))
+    })
+    .await?;
+    let notes = log
+        .write("notes", move |c| messages::direct_conversation(c, a, a, 1))
+        .await?;
+    log.read("notes members", move |c| {
+        Ok((messages::members(c, notes)?, messages::member_count(c, dm)?))
+    })
+    .await?;
+
+    // Sends and read markers (SQLite's rule: the sender's marker moves
+    // only past others' unread messages).
+    log.send(dm, a, "a1", "hello world").await?;
+    log.send(dm, a, "a2", "quarterly report draft").await?;
+    log.send(dm, b, "b1", "hello again").await?;
+    log.send(dm, b, "b2", "don't forget the café").await?;
+    log.send(dm, a, "a3", "foo-bar baz").await?;
+    log.send(notes, a, "n1", "remember the milk").await?;
+    log.write("duplicate", move |c| {
+        let new = NewRow {
+            conversation_id: dm,
+            sender: a,
+            client_msg_id: "a1",
+            body: r#"{"text":"other"}"#,
+            text: Some("other"),
+            kind: "user",
+            now: 5,
+        };
+        Ok((
+            messages::insert(c, &new)?,
+            messages::by_client_id(c, a, "a1")?,
+            messages::by_client_id(c, a, "zz")?,
+        ))
+    })
+    .await?;
+    log.send(dm, a, "a4", "after the duplicate").await?;
+    for u in [a, b] {
+        log.read("unread", move |c| {
+            Ok((messages::unread(c, u, dm)?, messages::membership(c, u, dm)?))
+        })
+        .await?;
+    }
+    log.write("mark_read", move |c| {
+        Ok((
+            messages::mark_read(c, b, dm, 2)?,
+            messages::mark_read(c, b, dm, 1)?,
+            messages::mark_read(c, b, dm, u64::MAX)?,
+            messages::mark_read(c, b, notes, 1)
+                .err()
+                .map(|e| e.to_string()),
+        ))
+    })
+    .await?;
+    log.read("senders", move |c| {
+        Ok((
+            messages::senders_between(c, dm, b, 0, 6)?,
+            messages::senders_between(c, dm, a, 0, 6)?,
+        ))
+    })
+    .await?;
+
+    // A group of 21: a owner, everyone else member; roles.
+    let group = log
+        .write("group", move |c| groups::create(c, "team", a, 3))
+        .await?;
+    let gconv = group.conversation_id;
+    let rest: Vec<u64> = users[1..22].to_vec();
+    log.write("add", move |c| {
+        for &u in &rest {
+            messages::add_member(c, gconv, u, "member", 4)?;
+        }
+        messages::add_member(c, gconv, b, "admin", 4)?;
+        messages::set_role(c, gconv, d, "admin")?;
+        Ok(messages::members_with_roles(c, gconv)?)
+    })
+    .await?;
+    log.send(gconv, a, "g1", "lunch on friday").await?;
+    let seen = log.send(gconv, b, "g2", "lunch sounds good").await?;
+    log.write("edit before", move |c| {
+        messages::edit(c, seen, r#"{"text":"lunch on saturday"}"#, 2000)
+    })
+    .await?;
+    // d leaves, e is removed later; the edit after d left is not d's.
+    log.write("leave", move |c| messages::remove_member(c, gconv, d))
+        .await?;
+    log.write("leave again", move |c| messages::remove_member(c, gconv, d))
+        .await?;
+    log.write("edit after", move |c| {
+        messages::edit(c, seen, r#"{"text":"acquire globex"}"#, 3000)?;
+        messages::by_id(c, seen)
+    })
+    .await?;
+    log.send(gconv, e, "g3", "globex acquisition news").await?;
+    log.write("rejoin", move |c| {
+        messages::add_member(c, gconv, d, "member", 5)?;
+        messages::membership(c, d, gconv)
+    })
+    .await?;
+    log.write("edit again", move |c| {
+        messages::edit(c, seen, r#"{"text":"acquire globex for 5bn"}"#, 4000)
+    })
+    .await?;
+    let g4 = log.send(gconv, b, "g4", "hidden from a").await?;
+    let g5 = log.send(gconv, b, "g5", "recalled soon").await?;
+    log.write("hide, recall", move |c| {
+        messages::hide(c, a, g4)?;
+        messages::hide(c, a, g4)?;
+        messages::recall(c, g5, 5000)?;
+        messages::by_id(c, g5)
+    })
+    .await?;
+    log.write("block", move |c| social::block(c, a, e, 6))
+        .await?;
+    log.write("system", move |c| {
+        let new = NewRow {
+            conversation_id: gconv,
+            sender: a,
+            client_msg_id: "sys1",
+            body: r#"{"event":"renamed"}"#,
+            text: None,
+            kind: "system",
+            now: 6000,
+        };
+        let m = messages::insert(c, &new)?;
+        let fanned = match &m {
+            Some(m) => messages::fan_out(c, m, "message.created")?,
+            None => Vec::new(),
+        };
+        Ok((m, fanned))
+    })
+    .await?;
+    log.write("append", move |c| {
+        Ok((
+            messages::append(c, d, "group.member_removed", None, Some(r#"{"x":1}"#))?,
+            messages::append(c, e, "message.edited", Some(seen), None)?,
+            messages::append(c, 99_999, "x", None, None).is_err(),
+        ))
+    })
+    .await?;
+
+    // What each user sees.
+    for &u in &users[..6] {
+        log.read("sync", move |c| messages::sync(c, u, 0, 100))
+            .await?;
+        log.read("sync page", move |c| messages::sync(c, u, 2, 3))
+            .await?;
+        log.read("head", move |c| messages::inbox_head(c, u))
+            .await?;
+        log.read("conversations", move |c| messages::conversations(c, u, 10))
+            .await?;
+        log.read("history", move |c| {
+            Ok((
+                messages::history(c, u, gconv, None, 100)?,
+                messages::history(c, u, gconv, Some(4), 2)?,
+                messages::history(c, u, dm, Some(u64::MAX), 3)?,
+            ))
+        })
+        .await?;
+        log.read("delivered", move |c| {
+            messages::delivered_between(c, u, 0, 100)
+        })
+        .await?;
+        for q in [
+            "hello",
+            "hel",
+            "lunch",
+            "globex",
+            "quarterly report",
+            "report quart",
+            "\"quarterly OR NEAR(",
+            "don't",
+            "milk",
+            "hidden",
+            "recalled",
+            "foo-bar",
+            "baz",
+        ] {
+            let q = fts(q);
+            log.read(&format!("search {q}"), move |c| {
+                messages::search(c, u, &q, 10)
+            })
+            .await?;
+        }
+    }
+    log.read("search limit", move |c| {
+        messages::search(c, a, &fts("lunch"), 1)
+    })
+    .await?;
+
+    // Device cursors: never backwards, at most MAX_DEVICES_PER_USER kept.
+    log.write("ack", move |c| {
+        let mut acks = Vec::new();
+        for i in 0..(messages::MAX_DEVICES_PER_USER as i64 + 2) {
+            acks.push(messages::ack(c, a, &format!("dev{i}"), i as u64, i)?);
+        }
+        acks.push(messages::ack(c, a, "dev5", 1, 100)?);
+        acks.push(messages::ack(c, a, "dev0", 50, 101)?);
+        Ok(acks)
+    })
+    .await?;
+    // Dissolving the group: everyone departs, and keeps what they saw.
+    log.write("dissolve", move |c| {
+        groups::dissolve(c, &group, 7)?;
+        messages::member_count(c, gconv)
+    })
+    .await?;
+    log.write("edit dissolved", move |c| {
+        messages::edit(c, seen, r#"{"text":"after the end"}"#, 8000)
+    })
+    .await?;
+    for &u in &users[..6] {
+        log.read("sync after", move |c| messages::sync(c, u, 0, 100))
+            .await?;
+    }
+    Ok(log.lines)
+}
+
+/// Every operation answers on PostgreSQL as on SQLite.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_answer_as_on_sqlite() -> Result<()> {
+    let Some(pg) = TestPostgres::init().await? else {
+        return Ok(());
+    };
+    let dir = tempfile::tempdir()?;
+    let sqlite = scenario(Store::open(&dir.path().join("chat.db"))?).await?;
+    let postgres = scenario(Store::connect_postgres(&pg.url(), &Options::default()).await?).await?;
+    let mut differ = 0;
+    for (s, p) in sqlite.iter().zip(&postgres) {
+        if s != p {
+            differ += 1;
+            eprintln!("sqlite:   {s}\npostgres: {p}\n");
+        }
+    }
+    if differ > 0 || sqlite.len() != postgres.len() {
+        bail!(
+            "{differ} of {} steps differ ({} on postgres)",
+            sqlite.len(),
+            postgres.len()
+        );
+    }
+    Ok(())
+}
+
+/// A message to a group of 1,000 reaches every member once, at their next
+/// cursor, gap-free (one statement, `messages::fan_out`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_group_fans_out_in_one_statement() -> Result<()> {
+    let Some(pg) = TestPostgres::init().await? else {
+        return Ok(());
+    };
+    let store = Store::connect_postgres(&pg.url(), &Options::default()).await?;
+    let (conv, owner) = store
+        .write(|c| {
+            let ids = (0..1000)
+                .map(|i| users::insert(c, &format!("m{i}"), "!", 0).map(|u| u.id))
+                .collect::<Result<Vec<u64>, _>>()?;
+            let g = groups::create(c, "all", ids[0], 0)?;
+            for &u in &ids[1..] {
+                messages::add_member(c, g.conversation_id, u, "member", 0)?;
+            }
+            // One member has an event before.
+            messages::append(c, ids[7], "test", None, Some("{}"))?;
+            Ok::<_, StoreError>((g.conversation_id, ids[0]))
+        })
+        .await?;
+    let backend = Backend::connect(&pg.url(), &Options::default()).await?;
+    let (m, cursors) = store
+        .write(move |c| {
+            let new = NewRow {
+                conversation_id: conv,
+                sender: owner,
+                client_msg_id: "big",
+                body: r#"{"text":"hi all"}"#,
+                text: Some("hi all"),
+                kind: "user",
+                now: 1,
+            };
+            let m = messages::insert(c, &new)?.ok_or(StoreError::NotFound("new"))?;
+            let cursors = messages::fan_out(c, &m, "message.created")?;
+            Ok::<_, StoreError>((m, cursors))
+        })
+        .await?;
+    assert_eq!(m.seq, 1);
+    assert_eq!(cursors.len(), 1000);
+    let mut ids: Vec<u64> = cursors.iter().map(|&(u, _)| u).collect();
+    ids.dedup();
+    assert_eq!(ids.len(), 1000, "sorted by user, once each");
+    for (i, &(_, cursor)) in cursors.iter().enumerate() {
+        assert_eq!(cursor, if i == 7 { 2 } else { 1 }, "member {i}");
+    }
+    let rows: i64 = backend
+        .run(Mode::Read, move |s| {
+            let r = s.query_one(
+                "SELECT count(*) FROM inbox WHERE message_id = $1",
+                &[&(m.id as i64)],
+            )?;
+            Ok::<i64, StoreError>(r.get(0))
+        })
+        .await?;
+    assert_eq!(rows, 1000);
+    Ok(())
+}
