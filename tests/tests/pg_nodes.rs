@@ -24,6 +24,20 @@ use tokio::sync::RwLock;
 const SENDERS_PER_NODE: usize = 32;
 const RECIPIENTS: usize = 4;
 
+/// The store, and no rate limit on the test's many sign-ins and sends.
+fn node_flags(url: &str) -> [&str; 8] {
+    [
+        "--store",
+        url,
+        "--auth-ip-rate",
+        "0",
+        "--login-rate",
+        "0",
+        "--send-rate",
+        "0",
+    ]
+}
+
 /// A chatd node on the shared database, restartable on the same ports.
 struct Node {
     server: RwLock<TestServer>,
@@ -33,7 +47,7 @@ struct Node {
 
 impl Node {
     async fn start(dir: PathBuf, url: &str) -> Result<Node> {
-        let server = TestServer::start_in(&dir, &["--store", url]).await?;
+        let server = TestServer::start_in(&dir, &node_flags(url)).await?;
         Ok(Node {
             server: RwLock::new(server),
             dir,
@@ -46,14 +60,15 @@ impl Node {
         let mut server = self.server.write().await;
         let (http, mqtt) = (server.http.to_string(), server.mqtt.to_string());
         server.kill9().await?;
-        *server = TestServer::start_at(&self.dir, &http, &mqtt, &["--store", &self.url]).await?;
+        *server = TestServer::start_at(&self.dir, &http, &mqtt, &node_flags(&self.url)).await?;
         Ok(())
     }
 }
 
 /// What a sender was told was stored: `(conversation, client_msg_id, id,
 /// seq, target)` in send order; the target is `(group?, user or group id)`.
-type Acked = Vec<(u64, String, u64, u64, (bool, u64))>;
+type Sent = (u64, String, u64, u64, (bool, u64));
+type Acked = Vec<Sent>;
 
 /// Sends until `stop`, retrying each message with the same
 /// `client_msg_id` until it is acknowledged (the node may be down).
@@ -144,10 +159,10 @@ async fn two_nodes_sigkilled_in_turn_lose_nothing_acknowledged() -> Result<()> {
         let owner = sa.user("owner").await?;
         let mut recipients = Vec::new();
         for i in 0..RECIPIENTS {
-            recipients.push(sa.user(&format!("r{i}")).await?);
+            recipients.push(sa.user(&format!("rcpt{i}")).await?);
         }
-        let names_a: Vec<String> = (0..SENDERS_PER_NODE).map(|i| format!("a{i}")).collect();
-        let names_b: Vec<String> = (0..SENDERS_PER_NODE).map(|i| format!("b{i}")).collect();
+        let names_a: Vec<String> = (0..SENDERS_PER_NODE).map(|i| format!("sa{i}")).collect();
+        let names_b: Vec<String> = (0..SENDERS_PER_NODE).map(|i| format!("sb{i}")).collect();
         let mut senders = sa.accounts().users(&names_a, 8).await?;
         senders.extend(sb.accounts().users(&names_b, 8).await?);
         (owner, recipients, senders)
@@ -192,8 +207,7 @@ async fn two_nodes_sigkilled_in_turn_lose_nothing_acknowledged() -> Result<()> {
 
     // Each conversation: seqs 1..=n without a gap; every acknowledged send
     // once, with the id and seq it was answered with; each sender's in order.
-    let mut by_conversation: HashMap<u64, Vec<&(u64, String, u64, u64, (bool, u64))>> =
-        HashMap::new();
+    let mut by_conversation: HashMap<u64, Vec<&Sent>> = HashMap::new();
     for sent in &acked {
         let mut last_seq: HashMap<u64, u64> = HashMap::new();
         for m in sent {
@@ -241,11 +255,13 @@ async fn two_nodes_sigkilled_in_turn_lose_nothing_acknowledged() -> Result<()> {
         }
     }
     // Each recipient's inbox: cursors 1..=n, every message once.
+    let mut inbox_events = 0;
     for r in &recipients {
         let events = r.sync_all(0).await?;
         let cursors: Vec<u64> = events.iter().filter_map(|e| e["cursor"].as_u64()).collect();
         let expected: Vec<u64> = (1..=cursors.len() as u64).collect();
         ensure!(cursors == expected, "{}: inbox cursors not 1..=n", r.name);
+        inbox_events += cursors.len();
         let mut seen = HashSet::new();
         for e in &events {
             if let Some(id) = e["message"]["id"].as_u64() {
@@ -255,6 +271,11 @@ async fn two_nodes_sigkilled_in_turn_lose_nothing_acknowledged() -> Result<()> {
             }
         }
     }
+    eprintln!(
+        "{total} sends acknowledged by 2 nodes over 6 SIGKILLs, in {} conversations; \
+         {inbox_events} inbox events for the {RECIPIENTS} recipients, gap-free",
+        by_conversation.len()
+    );
     Ok(())
 }
 
