@@ -222,6 +222,17 @@ pub fn suite_on_postgres() -> bool {
     std::env::var("MQCHAT_TEST_STORE").is_ok_and(|v| v == "postgres")
 }
 
+/// For a test of SQLite itself (its file, its locks, its disk faults):
+/// true, with a note, when the suite runs on PostgreSQL, where it does not
+/// apply; the caller then returns.
+pub fn skip_unless_sqlite(what: &str) -> bool {
+    if suite_on_postgres() {
+        eprintln!("SKIPPED on PostgreSQL: {what} is SQLite's");
+        return true;
+    }
+    false
+}
+
 static SHARED: tokio::sync::OnceCell<TestPostgres> = tokio::sync::OnceCell::const_new();
 static DATABASES: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
 

@@ -323,6 +323,9 @@ fn fill(path: &Path) -> Result<u64> {
 
 #[tokio::test]
 async fn a_full_disk_turns_sends_into_503_and_sends_resume_when_space_returns() -> Result<()> {
+    if mqchat_e2e::postgres::skip_unless_sqlite("a storage fault under chat.db") {
+        return Ok(());
+    }
     let Some(fs) = mount_tmpfs("24m")? else {
         return Ok(());
     };
@@ -446,6 +449,9 @@ async fn a_full_disk_turns_sends_into_503_and_sends_resume_when_space_returns() 
 #[tokio::test]
 async fn a_data_dir_that_turns_read_only_refuses_sends_with_503_and_keeps_serving_reads(
 ) -> Result<()> {
+    if mqchat_e2e::postgres::skip_unless_sqlite("a storage fault under chat.db") {
+        return Ok(());
+    }
     let Some(mut fs) = Ext4::create(64)? else {
         return Ok(());
     };
@@ -591,6 +597,9 @@ async fn hold_write_lock(db: &Path, hold: Duration) -> Result<std::thread::JoinH
 
 #[tokio::test]
 async fn a_database_locked_by_another_process_is_waited_for_then_503_never_500() -> Result<()> {
+    if mqchat_e2e::postgres::skip_unless_sqlite("a storage fault under chat.db") {
+        return Ok(());
+    }
     let server = TestServer::start_with(SERVER_FLAGS).await?;
     let alice = server.user("alice").await?;
     let bob = server.user("bob").await?;

@@ -27,6 +27,9 @@ pub struct Chatd {
     child: Option<Child>,
     /// chatd's data dir, when this tool can write to its store.
     data_dir: Option<PathBuf>,
+    /// chatd's `--store` when it is PostgreSQL (users are provisioned
+    /// there).
+    store: Option<String>,
     /// Removes the data dir of a chatd this tool started.
     tmp: Option<tempfile::TempDir>,
     /// From spawning the process to the first `/healthz` answer.
@@ -74,7 +77,7 @@ pub fn http_client() -> Result<reqwest::Client> {
 impl Chatd {
     /// Starts `bin` on a fresh data dir and waits until `/healthz` answers.
     /// Sends are not rate-limited (the load is many messages from few users).
-    pub async fn spawn(bin: &Path, extra: &[String]) -> Result<Chatd> {
+    pub async fn spawn(bin: &Path, extra: &[String], store: Option<String>) -> Result<Chatd> {
         let dir = tempfile::Builder::new().prefix("chat-bench-").tempdir()?;
         let http: SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
         let mqtt: SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
@@ -98,6 +101,11 @@ impl Chatd {
                 "0",
             ])
             .args(extra)
+            .args(
+                store
+                    .iter()
+                    .flat_map(|url| ["--store".to_owned(), url.clone()]),
+            )
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
@@ -109,6 +117,7 @@ impl Chatd {
             mqtt,
             child: Some(child),
             data_dir: Some(dir.path().join("data")),
+            store,
             tmp: Some(dir),
             start_to_ready: None,
             client: http_client()?,
@@ -126,6 +135,7 @@ impl Chatd {
             mqtt,
             child: None,
             data_dir,
+            store: None,
             tmp: None,
             start_to_ready: None,
             client: http_client()?,
@@ -224,7 +234,7 @@ impl Chatd {
     /// a given address, users register and log in over HTTP.
     pub async fn provision(&self, prefix: &str, n: usize) -> Result<Vec<BenchUser>> {
         match &self.data_dir {
-            Some(dir) => provision_in_store(dir, prefix, n).await,
+            Some(dir) => provision_in_store(dir, self.store.as_deref(), prefix, n).await,
             None => self.provision_over_http(prefix, n).await,
         }
     }
@@ -285,14 +295,25 @@ impl Chatd {
     }
 }
 
-async fn provision_in_store(data: &Path, prefix: &str, n: usize) -> Result<Vec<BenchUser>> {
+async fn provision_in_store(
+    data: &Path,
+    store: Option<&str>,
+    prefix: &str,
+    n: usize,
+) -> Result<Vec<BenchUser>> {
     let secret = std::fs::read_to_string(data.join("jwt.secret")).context("read jwt.secret")?;
     let tokens = Tokens::new(
         secret.trim().as_bytes(),
         Duration::from_secs(3600),
         Duration::from_secs(86_400),
     );
-    let store = mqchat_chatsvc::store::Store::open(&data.join("chat.db"))?;
+    let store = match store {
+        Some(url) => {
+            let options = mqchat_chatsvc::store::postgres::Options::default();
+            mqchat_chatsvc::store::Store::connect_postgres(url, &options).await?
+        }
+        None => mqchat_chatsvc::store::Store::open(&data.join("chat.db"))?,
+    };
     let prefix = prefix.to_string();
     let now = now_ms();
     let ids: Vec<(u64, u64)> = store
@@ -393,6 +414,64 @@ impl StoreActivity {
             ) * 1e3,
             slow_commits: (after.slow_commits - before.slow_commits) as u64,
             slow_wal_restarts: (after.slow_wal_restarts - before.slow_wal_restarts) as u64,
+        }
+    }
+}
+
+/// Fresh PostgreSQL databases for the chatd processes a run starts (each
+/// scenario its own), made through `--store URL`, whose role may create
+/// databases; dropped at the end of the run.
+pub struct Databases {
+    admin: tokio_postgres::Client,
+    base: tokio_postgres::Config,
+    made: Vec<String>,
+}
+
+impl Databases {
+    pub async fn connect(url: &str) -> Result<Databases> {
+        let base: tokio_postgres::Config = url.parse().context("--store URL")?;
+        let (admin, connection) = base
+            .connect(tokio_postgres::NoTls)
+            .await
+            .context("connect to --store")?;
+        tokio::spawn(connection);
+        Ok(Databases {
+            admin,
+            base,
+            made: Vec::new(),
+        })
+    }
+
+    /// A new empty database; its URL.
+    pub async fn create(&mut self) -> Result<String> {
+        let name = format!("chat_bench_{}_{}", std::process::id(), self.made.len());
+        self.admin
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .await
+            .with_context(|| format!("CREATE DATABASE {name}"))?;
+        self.made.push(name.clone());
+        let host = match self.base.get_hosts().first() {
+            Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
+            Some(tokio_postgres::config::Host::Unix(p)) => p.display().to_string(),
+            None => "localhost".to_owned(),
+        };
+        let port = self.base.get_ports().first().copied().unwrap_or(5432);
+        let user = self.base.get_user().unwrap_or("postgres");
+        let password = self
+            .base
+            .get_password()
+            .map(|p| format!(":{}", String::from_utf8_lossy(p)))
+            .unwrap_or_default();
+        Ok(format!("postgres://{user}{password}@{host}:{port}/{name}"))
+    }
+
+    /// Drops every database this run made.
+    pub async fn drop_all(&mut self) {
+        for name in self.made.drain(..) {
+            let sql = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
+            if let Err(e) = self.admin.batch_execute(&sql).await {
+                eprintln!("drop {name}: {e}");
+            }
         }
     }
 }

@@ -26,7 +26,7 @@ pub async fn run(bin: &Path, starts: usize) -> Result<IdleReport> {
     let bar = progress::bar(starts as u64, "idle starts");
     let (mut ready, mut rss) = (Vec::new(), Vec::new());
     for _ in 0..starts {
-        let chatd = Chatd::spawn(bin, &[]).await?;
+        let chatd = Chatd::spawn(bin, &[], None).await?;
         ready.push(
             chatd
                 .start_to_ready

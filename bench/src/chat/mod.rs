@@ -95,6 +95,12 @@ pub struct Args {
     /// its store: users are then provisioned there instead of over HTTP.
     #[arg(long, requires = "http")]
     pub data_dir: Option<PathBuf>,
+    /// Run the chatd processes this tool starts on PostgreSQL: a URL whose
+    /// role may create databases (`postgres://USER@HOST:PORT/postgres`);
+    /// each chatd gets a fresh database of its own, dropped at the end.
+    /// Without it, SQLite in a temp data dir.
+    #[arg(long, conflicts_with = "http")]
+    pub store: Option<String>,
 
     /// dm: senders, each one HTTP keep-alive connection (sends in flight
     /// at saturation: the group commit batches that many).
@@ -271,11 +277,34 @@ async fn scenarios(args: &Args, report: &mut ChatReport) -> Result<()> {
         Some(_) => None,
         None => Some(chatd::locate(args.chatd.as_deref())?),
     };
+    let databases = match &args.store {
+        Some(url) => Some(tokio::sync::Mutex::new(
+            chatd::Databases::connect(url).await?,
+        )),
+        None => None,
+    };
+    let result = run_scenarios(args, report, bin, databases.as_ref()).await;
+    if let Some(d) = &databases {
+        d.lock().await.drop_all().await;
+    }
+    result
+}
+
+async fn run_scenarios(
+    args: &Args,
+    report: &mut ChatReport,
+    bin: Option<PathBuf>,
+    databases: Option<&tokio::sync::Mutex<chatd::Databases>>,
+) -> Result<()> {
     let start = |extra: Vec<String>| {
         let bin = bin.clone();
         async move {
+            let store = match databases {
+                Some(d) => Some(d.lock().await.create().await?),
+                None => None,
+            };
             match (bin, args.http, args.mqtt) {
-                (Some(bin), _, _) => Chatd::spawn(&bin, &extra).await,
+                (Some(bin), _, _) => Chatd::spawn(&bin, &extra, store).await,
                 (None, Some(http), Some(mqtt)) => Chatd::attach(http, mqtt, args.data_dir.clone()),
                 _ => bail!("give both --http and --mqtt"),
             }
