@@ -178,7 +178,7 @@ impl Store {
         options: &postgres::Options,
     ) -> Result<Store, StoreError> {
         let db = postgres::Backend::connect(url, options).await?;
-        let writer = postgres::Writer::spawn(db.clone());
+        let writer = postgres::Writer::spawn(&db)?;
         Ok(Store {
             backend: Backend::Postgres { db, writer },
         })

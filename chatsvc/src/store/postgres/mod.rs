@@ -92,6 +92,8 @@ pub enum Mode {
 #[derive(Clone)]
 pub struct Backend {
     pool: Pool,
+    /// How to open a connection of one's own (the writer's).
+    config: tokio_postgres::Config,
 }
 
 impl std::fmt::Debug for Backend {
@@ -136,7 +138,7 @@ impl Backend {
         // afterwards: it holds the session-level advisory lock, and must
         // never go back to the pool holding it.
         migrations::migrate(&config).await?;
-        let backend = Backend { pool };
+        let backend = Backend { pool, config };
         backend
             .run(Mode::Read, |s| s.query_one("SELECT 1", &[]).map(drop))
             .await?;

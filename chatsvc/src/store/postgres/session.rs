@@ -1,11 +1,12 @@
 //! What a closure run by [`Backend::run`](super::Backend::run) gets: its
 //! transaction, with synchronous statements.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 
-use tokio::runtime::Handle;
+use tokio::runtime::{Handle, Runtime};
 use tokio_postgres::types::ToSql;
-use tokio_postgres::Row;
+use tokio_postgres::{Row, Statement};
 
 use crate::store::StoreError;
 
@@ -15,8 +16,8 @@ use crate::store::StoreError;
 /// so a closure pays the parse and plan of a statement only the first time
 /// its connection runs it.
 pub struct Session<'a> {
-    handle: &'a Handle,
-    tx: &'a deadpool_postgres::Transaction<'a>,
+    driver: Driver<'a>,
+    tx: Tx<'a>,
     /// Statements that failed: after one, PostgreSQL refuses every other
     /// statement of the transaction until it rolls back (to a savepoint).
     failures: Cell<u64>,
@@ -24,10 +25,74 @@ pub struct Session<'a> {
     writes: Cell<u64>,
 }
 
+/// What runs a statement to completion on the calling thread.
+#[derive(Clone, Copy)]
+pub(super) enum Driver<'a> {
+    /// A pooled connection's task runs on the server's runtime; the
+    /// blocking thread waits for each answer.
+    Handle(&'a Handle),
+    /// The writer's own connection, whose task runs on the writer thread's
+    /// own runtime while it waits: no thread hand-off per statement.
+    Runtime(&'a Runtime),
+}
+
+impl Driver<'_> {
+    fn block_on<F: std::future::Future>(self, f: F) -> F::Output {
+        match self {
+            Driver::Handle(h) => h.block_on(f),
+            Driver::Runtime(rt) => rt.block_on(f),
+        }
+    }
+}
+
+/// Statements prepared on the writer's own connection, by SQL text.
+pub(super) type Prepared = RefCell<HashMap<String, Statement>>;
+
+/// The transaction, and where its statements are kept prepared.
+#[derive(Clone, Copy)]
+pub(super) enum Tx<'a> {
+    /// deadpool's statement cache, per pooled connection.
+    Pooled(&'a deadpool_postgres::Transaction<'a>),
+    /// The writer's connection and its own cache.
+    Own(&'a tokio_postgres::Transaction<'a>, &'a Prepared),
+}
+
+impl<'a> Tx<'a> {
+    fn transaction(self) -> &'a tokio_postgres::Transaction<'a> {
+        match self {
+            Tx::Pooled(tx) => tx,
+            Tx::Own(tx, _) => tx,
+        }
+    }
+
+    async fn prepare(self, sql: &str) -> Result<Statement, tokio_postgres::Error> {
+        match self {
+            Tx::Pooled(tx) => tx.prepare_cached(sql).await,
+            Tx::Own(tx, prepared) => {
+                let known = prepared.borrow().get(sql).cloned();
+                match known {
+                    Some(statement) => Ok(statement),
+                    None => {
+                        let statement = tx.prepare(sql).await?;
+                        prepared
+                            .borrow_mut()
+                            .insert(sql.to_owned(), statement.clone());
+                        Ok(statement)
+                    }
+                }
+            }
+        }
+    }
+}
+
 impl<'a> Session<'a> {
     pub(super) fn new(handle: &'a Handle, tx: &'a deadpool_postgres::Transaction<'a>) -> Self {
+        Session::over(Driver::Handle(handle), Tx::Pooled(tx))
+    }
+
+    pub(super) fn over(driver: Driver<'a>, tx: Tx<'a>) -> Self {
         Session {
-            handle,
+            driver,
             tx,
             failures: Cell::new(0),
             writes: Cell::new(0),
@@ -53,7 +118,7 @@ impl<'a> Session<'a> {
         {
             self.writes.set(self.writes.get() + 1);
         }
-        let result = self.handle.block_on(statement);
+        let result = self.driver.block_on(statement);
         if result.is_err() {
             self.failures.set(self.failures.get() + 1);
         }
@@ -63,8 +128,8 @@ impl<'a> Session<'a> {
     /// Every row `sql` returns.
     pub fn query(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Row>, StoreError> {
         self.run(sql, async {
-            let statement = self.tx.prepare_cached(sql).await?;
-            self.tx.query(&statement, params).await
+            let statement = self.tx.prepare(sql).await?;
+            self.tx.transaction().query(&statement, params).await
         })
     }
 
@@ -75,24 +140,24 @@ impl<'a> Session<'a> {
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Option<Row>, StoreError> {
         self.run(sql, async {
-            let statement = self.tx.prepare_cached(sql).await?;
-            self.tx.query_opt(&statement, params).await
+            let statement = self.tx.prepare(sql).await?;
+            self.tx.transaction().query_opt(&statement, params).await
         })
     }
 
     /// The one row `sql` returns; an error if it returns none or more.
     pub fn query_one(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Row, StoreError> {
         self.run(sql, async {
-            let statement = self.tx.prepare_cached(sql).await?;
-            self.tx.query_one(&statement, params).await
+            let statement = self.tx.prepare(sql).await?;
+            self.tx.transaction().query_one(&statement, params).await
         })
     }
 
     /// Runs `sql`; returns how many rows it changed.
     pub fn execute(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<u64, StoreError> {
         self.run(sql, async {
-            let statement = self.tx.prepare_cached(sql).await?;
-            self.tx.execute(&statement, params).await
+            let statement = self.tx.prepare(sql).await?;
+            self.tx.transaction().execute(&statement, params).await
         })
     }
 }
