@@ -58,7 +58,7 @@ fn main() -> Result<()> {
     let a = counted(&args, first, 1)?;
     let b = counted(&args, second, 2)?;
     if a == 0 || b == 0 {
-        bail!("callgrind counted no instructions in the writer thread: was `store::writer::run` inlined?");
+        bail!("callgrind counted no instructions in the writer thread: was `store::sqlite::writer::run` inlined?");
     }
     let added = (args.senders * (second - first)) as f64;
     let per_msg = b.saturating_sub(a) as f64 / added;
@@ -79,7 +79,7 @@ fn counted(args: &Args, per_sender: usize, run: u32) -> Result<u64> {
         .args([
             "--tool=callgrind",
             "--callgrind-out-file=/dev/null",
-            "--toggle-collect=mqchat_chatsvc::store::writer::run*",
+            "--toggle-collect=mqchat_chatsvc::store::sqlite::writer::run*",
         ])
         .arg(std::env::current_exe()?)
         .args(["--senders", &args.senders.to_string()])

@@ -7,9 +7,8 @@
 //! and only then runs each job's `after_commit` and answers it, in queue
 //! order. The connection's task runs on the thread's own current-thread
 //! runtime, driven while the thread waits on a statement, so a statement
-//! costs its round trip and no hand-off between threads (through a pooled
-//! connection, whose task runs on the server's runtime, a send's few
-//! statements cost about four times as much). So:
+//! costs its round trip and no hand-off to the server's runtime and back
+//! (what that changed: `bench/HISTORY.md`). So:
 //!
 //! - **Durable before answered**, and one WAL flush for the whole group.
 //! - **Ordered**: jobs queued one after another commit in that order (a
