@@ -1,12 +1,17 @@
 //! Store parity: one scripted session, run against a chatd on SQLite and a
 //! chatd on PostgreSQL, gives the same answers, ids, tokens and timestamps
-//! aside (issue 22). The script covers registering and signing in,
-//! profiles, friends (requests accepted, rejected, cancelled; unfriend;
-//! blocks), a group with roles and invitations, direct and group sends,
-//! duplicates, edit, recall, delete-for-me, read markers and unread
-//! counts, history, sync and receipts, search, and files. Every answer and
-//! every user's whole event stream (`/v1/sync`) is compared, so each event
-//! type the script causes is compared too.
+//! aside (issue 22). The script calls every route of the HTTP API that
+//! touches the store: registering, signing in, refresh rotation and reuse,
+//! logout, profiles, presence, friends (requests accepted, rejected,
+//! cancelled; unfriend; blocks and unblocks), groups with roles,
+//! invitations accepted and declined, a transfer, a removal, a departure
+//! and a dissolution, direct, group and batch sends with duplicates and
+//! refusals, edit, recall, delete-for-me, typing, read markers and unread
+//! counts, history, sync and receipts, search, files, and the admin API
+//! (users, passwords, disconnects, services and their keys, webhooks,
+//! file cleanup). Every answer and every user's whole event stream
+//! (`/v1/sync`) is compared, so each event type the script causes is
+//! compared too.
 
 use anyhow::{bail, Result};
 use mqchat_e2e::postgres::TestPostgres;
@@ -35,6 +40,7 @@ fn mask(v: &Value) -> Value {
             || k.ends_with("_ids")
             || k.ends_with("_at")
             || k.ends_with("_token")
+            || matches!(k, "key" | "secret")
             || matches!(
                 k,
                 "since" | "last_seen" | "until" | "user" | "group" | "peer"
@@ -62,6 +68,49 @@ fn mask(v: &Value) -> Value {
         Value::Array(a) => Value::Array(a.iter().map(mask).collect()),
         other => other.clone(),
     }
+}
+
+/// A POST without a token; the status and the JSON answer.
+async fn anonymous(server: &TestServer, path: &str, body: &Value) -> Result<(u16, Value)> {
+    let res = server
+        .http_client
+        .post(server.url(path))
+        .json(body)
+        .send()
+        .await?;
+    let status = res.status().as_u16();
+    Ok((status, res.json().await.unwrap_or(Value::Null)))
+}
+
+/// A login's status, and its answer without the tokens.
+async fn login_status(server: &TestServer, name: &str, password: &str) -> Result<(u16, Value)> {
+    let (status, v) = anonymous(
+        server,
+        "/v1/auth/login",
+        &json!({"username": name, "password": password}),
+    )
+    .await?;
+    Ok((status, v["user"].clone()))
+}
+
+fn admin_token(server: &TestServer) -> Result<String> {
+    Ok(
+        std::fs::read_to_string(server.data_dir().join("admin.token"))?
+            .trim()
+            .to_owned(),
+    )
+}
+
+/// A GET on the admin API.
+async fn admin_get(server: &TestServer, path: &str) -> Result<(u16, Value)> {
+    let res = server
+        .http_client
+        .get(server.url(path))
+        .bearer_auth(admin_token(server)?)
+        .send()
+        .await?;
+    let status = res.status().as_u16();
+    Ok((status, res.json().await.unwrap_or(Value::Null)))
 }
 
 fn id(v: &Value) -> Result<u64> {
@@ -380,6 +429,237 @@ async fn script(server: &TestServer) -> Result<Transcript> {
             ),
         );
     }
+
+    // The rest of the user routes: sessions, profiles, presence, typing,
+    // batches, unblocking, and a second group taken apart.
+    let second = server.login("alice", "password-alice").await?;
+    let rotated = t.note(
+        "refresh",
+        anonymous(
+            server,
+            "/v1/auth/refresh",
+            &json!({"refresh_token": second.refresh_token}),
+        )
+        .await?,
+    );
+    t.note(
+        "refresh reused",
+        anonymous(
+            server,
+            "/v1/auth/refresh",
+            &json!({"refresh_token": second.refresh_token}),
+        )
+        .await?,
+    );
+    t.note(
+        "refresh after reuse",
+        anonymous(
+            server,
+            "/v1/auth/refresh",
+            &json!({"refresh_token": rotated["refresh_token"]}),
+        )
+        .await?,
+    );
+    let third = server.login("dave", "password-dave").await?;
+    t.note("logout", third.post("/v1/auth/logout", &json!({})).await?);
+    t.note("after logout", third.get("/v1/me").await?);
+    t.note(
+        "user by id",
+        alice.get(&format!("/v1/users/{}", bob.id)).await?,
+    );
+    t.note("friends online", alice.get("/v1/friends/online").await?);
+    t.note(
+        "presence",
+        alice
+            .get(&format!("/v1/presence?users={},{}", bob.id, carol.id))
+            .await?,
+    );
+    t.note(
+        "typing",
+        alice
+            .post(
+                &format!("/v1/conversations/{conversation}/typing"),
+                &json!({}),
+            )
+            .await?,
+    );
+    t.note(
+        "batch",
+        alice
+            .post(
+                "/v1/messages/batch",
+                &json!({"messages": [
+                    {"to": {"user": bob.id}, "client_msg_id": "b-1", "body": {"text": "one"}},
+                    {"to": {"user": bob.id}, "client_msg_id": "a1", "body": {"text": "hello bob"}},
+                    {"to": {"group": g}, "client_msg_id": "b-2", "body": {"text": "two"}},
+                    {"to": {"user": 999_999}, "client_msg_id": "b-3", "body": {"text": "nobody"}},
+                    {"to": {"user": bob.id}, "client_msg_id": "b-4", "body": {}},
+                ]}),
+            )
+            .await?,
+    );
+    t.note(
+        "unblock",
+        carol.delete(&format!("/v1/blocks/{}", dave.id)).await?,
+    );
+    let other = t.note(
+        "second group",
+        bob.post(
+            "/v1/groups",
+            &json!({"name": "side", "members": [alice.id, carol.id, dave.id]}),
+        )
+        .await?,
+    );
+    let g2 = id(&other)?;
+    let invitations = carol.get("/v1/groups/invitations").await?.1;
+    if let Some(inv) = invitations.as_array().and_then(|a| a.first()).or_else(|| {
+        invitations["invitations"]
+            .as_array()
+            .and_then(|a| a.first())
+    }) {
+        t.note(
+            "decline invitation",
+            carol
+                .post(
+                    &format!("/v1/groups/invitations/{}/decline", id(inv)?),
+                    &json!({}),
+                )
+                .await?,
+        );
+    }
+    t.note(
+        "transfer",
+        bob.post(
+            &format!("/v1/groups/{g2}/transfer"),
+            &json!({"user_id": alice.id}),
+        )
+        .await?,
+    );
+    t.note(
+        "remove member",
+        alice
+            .delete(&format!("/v1/groups/{g2}/members/{}", dave.id))
+            .await?,
+    );
+    t.note(
+        "side talk",
+        bob.send_group(g2, "s1", "before the end").await?,
+    );
+    t.note(
+        "dissolve by non-owner",
+        bob.delete(&format!("/v1/groups/{g2}")).await?,
+    );
+    t.note("dissolve", alice.delete(&format!("/v1/groups/{g2}")).await?);
+    t.note(
+        "send to dissolved",
+        bob.send_group(g2, "s2", "anyone?").await?,
+    );
+
+    // The admin API: accounts, connections, services, webhooks, files.
+    let erin = t.note(
+        "admin: create user",
+        server
+            .admin_post(
+                "/admin/users",
+                json!({"username": "erin", "password": "password-erin"}),
+            )
+            .await?,
+    );
+    let erin_id = id(&erin)?;
+    t.note(
+        "admin: password",
+        server
+            .admin_post(
+                &format!("/admin/users/{erin_id}/password"),
+                json!({"password": "password-new"}),
+            )
+            .await?,
+    );
+    t.note(
+        "erin signs in",
+        login_status(server, "erin", "password-new").await?,
+    );
+    t.note(
+        "admin: disconnect",
+        server
+            .admin_post(&format!("/admin/users/{erin_id}/disconnect"), json!({}))
+            .await?,
+    );
+    t.note("admin: online", admin_get(server, "/admin/online").await?);
+    let service = t.note(
+        "admin: service",
+        server
+            .admin_post(
+                "/admin/services",
+                json!({"username": "weather", "scopes": ["send"], "rate_per_sec": 0}),
+            )
+            .await?,
+    );
+    let key = service["key"].as_str().unwrap_or_default().to_owned();
+    let res = server
+        .http_client
+        .post(server.url("/v1/messages"))
+        .bearer_auth(&key)
+        .json(&json!({"to": {"user": bob.id}, "client_msg_id": "w1", "body": {"text": "sunny"}}))
+        .send()
+        .await?;
+    let status = res.status().as_u16();
+    t.note("service sends", (status, res.json().await?));
+    t.note(
+        "admin: services",
+        admin_get(server, "/admin/services").await?,
+    );
+    t.note(
+        "admin: revoke key",
+        server
+            .admin_post(
+                &format!(
+                    "/admin/services/{}/revoke",
+                    service["key_id"].as_u64().unwrap_or(0)
+                ),
+                json!({}),
+            )
+            .await?,
+    );
+    let hook = t.note(
+        "admin: webhook",
+        server
+            .admin_post(
+                "/admin/webhooks",
+                json!({"url": "http://127.0.0.1:9/hook", "events": ["message.created"]}),
+            )
+            .await?,
+    );
+    t.note(
+        "admin: webhooks",
+        admin_get(server, "/admin/webhooks").await?,
+    );
+    let hook_id = id(&hook).unwrap_or(0);
+    let res = server
+        .http_client
+        .delete(server.url(&format!("/admin/webhooks/{hook_id}")))
+        .bearer_auth(admin_token(server)?)
+        .send()
+        .await?;
+    t.note(
+        "admin: delete webhook",
+        (res.status().as_u16(), Value::Null),
+    );
+    t.note(
+        "admin: replay deleted webhook",
+        server
+            .admin_post(
+                &format!("/admin/webhooks/{hook_id}/replay"),
+                json!({"after": 0}),
+            )
+            .await?,
+    );
+    t.note(
+        "admin: files cleanup",
+        server
+            .admin_post("/admin/files/cleanup", json!({"older_than_secs": 3600}))
+            .await?,
+    );
 
     // Receipts, then everyone's whole event stream.
     let head = bob.sync_all(0).await?.len();
