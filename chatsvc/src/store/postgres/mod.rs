@@ -93,7 +93,7 @@ pub enum Mode {
 pub struct Backend {
     pool: Pool,
     /// How to open a connection of one's own (the writer's).
-    config: tokio_postgres::Config,
+    config: std::sync::Arc<tokio_postgres::Config>,
 }
 
 impl std::fmt::Debug for Backend {
@@ -138,7 +138,10 @@ impl Backend {
         // afterwards: it holds the session-level advisory lock, and must
         // never go back to the pool holding it.
         migrations::migrate(&config).await?;
-        let backend = Backend { pool, config };
+        let backend = Backend {
+            pool,
+            config: std::sync::Arc::new(config),
+        };
         backend
             .run(Mode::Read, |s| s.query_one("SELECT 1", &[]).map(drop))
             .await?;

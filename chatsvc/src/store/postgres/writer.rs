@@ -183,7 +183,7 @@ impl Writer {
     /// Starts the writer thread, with a connection of its own.
     pub(crate) fn spawn(backend: &Backend) -> Result<Writer, StoreError> {
         let (tx, rx) = mpsc::channel(QUEUE);
-        let config = backend.config.clone();
+        let config = std::sync::Arc::clone(&backend.config);
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
