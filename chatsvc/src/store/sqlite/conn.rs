@@ -14,7 +14,7 @@ use std::ops::{Deref, DerefMut};
 
 use rusqlite::{CachedStatement, Connection, PrepFlags, Statement};
 
-use super::{fulltext, messages, social, webhooks};
+use super::{conversations, fulltext, messages, social, webhooks};
 
 /// A statement the writer runs for nearly every message.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -37,7 +37,7 @@ impl Hot {
     fn sql(self) -> &'static str {
         match self {
             Hot::ByClientId => messages::BY_CLIENT_ID,
-            Hot::DirectRoute => messages::DIRECT_ROUTE,
+            Hot::DirectRoute => conversations::DIRECT_ROUTE,
             Hot::AreFriends => social::ARE_FRIENDS,
             Hot::LastMessage => messages::LAST_MESSAGE,
             Hot::InsertMessage => messages::INSERT_MESSAGE,

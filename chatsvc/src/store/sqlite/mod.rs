@@ -47,6 +47,7 @@
 //!   access.
 
 mod conn;
+mod conversations;
 pub(crate) mod files;
 mod fulltext;
 pub(crate) mod groups;
@@ -55,6 +56,7 @@ mod migrations;
 pub(crate) mod services;
 pub(crate) mod sessions;
 pub(crate) mod social;
+mod timeline;
 pub(crate) mod users;
 pub(crate) mod webhooks;
 mod writer;
