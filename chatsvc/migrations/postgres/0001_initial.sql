@@ -7,13 +7,14 @@
 -- chatd processes write at once, and two transactions reading the same
 -- MAX would hand out the same number. So `conversations.last_seq` and
 -- `users.inbox_cursor` hold the last number handed out, and a send
--- allocates with `UPDATE ... SET last_seq = last_seq + n ... RETURNING`:
--- the row lock it takes orders concurrent senders of one conversation (and
--- deliveries to one user), keeps the numbers gap-free (a rolled-back
--- transaction rolls its increment back too), and leaves unrelated
--- conversations alone. Lock rows in one fixed order (conversation first,
--- then users by ascending id) so two transactions never wait for each
--- other in a cycle.
+-- allocates with `UPDATE ... SET last_seq = last_seq + n ... RETURNING`
+-- inside its transaction, which keeps the numbers gap-free (a rolled-back
+-- transaction rolls its increment back too). Today every write transaction
+-- first takes one cluster-wide advisory lock (store/postgres/writer.rs), so
+-- write transactions run one at a time and never deadlock. Were that lock
+-- replaced by the counters' row locks, so that unrelated conversations
+-- need not wait for each other, rows would have to be locked in one fixed
+-- order (conversation first, then users by ascending id).
 --
 -- Conventions: ids are `bigint` identities (SQLite's rowids); times are
 -- `bigint` milliseconds as in SQLite (the domain owns the clock); secrets'
@@ -306,9 +307,10 @@ CREATE INDEX departures_by_conversation ON departures (conversation_id, left_seq
 -- recall deletes the message's versions, and departures compare against
 -- these ids), like SQLite's AUTOINCREMENT. Unlike SQLite's, they are
 -- handed out at insert, not in commit order: an edit and a departure in
--- one conversation must both hold that conversation's row lock, so that
--- every version made after a departure gets an id above the one it
--- recorded.
+-- one conversation must not interleave, so that every version made after
+-- a departure gets an id above the one it recorded. The write lock (see
+-- the top) orders them today; without it, both would have to hold that
+-- conversation's row lock.
 CREATE TABLE message_versions (
     id         bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     message_id bigint NOT NULL REFERENCES messages (id),
