@@ -113,6 +113,16 @@ async fn admin_get(server: &TestServer, path: &str) -> Result<(u16, Value)> {
     Ok((status, res.json().await.unwrap_or(Value::Null)))
 }
 
+/// The id of `user`'s first pending group invitation (an error if none:
+/// the script expects one).
+async fn first_invitation(user: &mqchat_e2e::TestUser) -> Result<u64> {
+    let (status, v) = user.get("/v1/groups/invitations").await?;
+    match v["invitations"][0]["id"].as_u64() {
+        Some(id) if status == 200 => Ok(id),
+        _ => bail!("no pending invitation for {}: {status} {v}", user.name),
+    }
+}
+
 fn id(v: &Value) -> Result<u64> {
     match v["id"].as_u64() {
         Some(id) => Ok(id),
@@ -310,22 +320,16 @@ async fn script(server: &TestServer) -> Result<Transcript> {
     );
     let g = id(&group)?;
     t.note("invitations", carol.get("/v1/groups/invitations").await?);
-    let invitations = carol.get("/v1/groups/invitations").await?.1;
-    if let Some(inv) = invitations.as_array().and_then(|a| a.first()).or_else(|| {
-        invitations["invitations"]
-            .as_array()
-            .and_then(|a| a.first())
-    }) {
-        t.note(
-            "accept invitation",
-            carol
-                .post(
-                    &format!("/v1/groups/invitations/{}/accept", id(inv)?),
-                    &json!({}),
-                )
-                .await?,
-        );
-    }
+    let invitation = first_invitation(&carol).await?;
+    t.note(
+        "accept invitation",
+        carol
+            .post(
+                &format!("/v1/groups/invitations/{invitation}/accept"),
+                &json!({}),
+            )
+            .await?,
+    );
     t.note(
         "make bob admin",
         alice
@@ -511,22 +515,16 @@ async fn script(server: &TestServer) -> Result<Transcript> {
         .await?,
     );
     let g2 = id(&other)?;
-    let invitations = carol.get("/v1/groups/invitations").await?.1;
-    if let Some(inv) = invitations.as_array().and_then(|a| a.first()).or_else(|| {
-        invitations["invitations"]
-            .as_array()
-            .and_then(|a| a.first())
-    }) {
-        t.note(
-            "decline invitation",
-            carol
-                .post(
-                    &format!("/v1/groups/invitations/{}/decline", id(inv)?),
-                    &json!({}),
-                )
-                .await?,
-        );
-    }
+    let invitation = first_invitation(&carol).await?;
+    t.note(
+        "decline invitation",
+        carol
+            .post(
+                &format!("/v1/groups/invitations/{invitation}/decline"),
+                &json!({}),
+            )
+            .await?,
+    );
     t.note(
         "transfer",
         bob.post(
@@ -634,7 +632,7 @@ async fn script(server: &TestServer) -> Result<Transcript> {
         "admin: webhooks",
         admin_get(server, "/admin/webhooks").await?,
     );
-    let hook_id = id(&hook).unwrap_or(0);
+    let hook_id = id(&hook)?;
     let res = server
         .http_client
         .delete(server.url(&format!("/admin/webhooks/{hook_id}")))

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use anyhow::{bail, ensure, Context, Result};
 use mqchat_e2e::postgres::TestPostgres;
-use mqchat_e2e::{TestServer, TestUser};
+use mqchat_e2e::{eventually, TestServer, TestUser};
 use serde_json::Value;
 use tokio::sync::RwLock;
 
@@ -289,8 +289,10 @@ async fn a_database_restart_under_load_answers_503_then_recovers() -> Result<()>
     let bob = server.user("bob").await?;
     let stop = Arc::new(AtomicBool::new(false));
     let unavailable = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let acked_count = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let load = tokio::spawn({
-        let (stop, unavailable) = (stop.clone(), unavailable.clone());
+        let (stop, unavailable, acked_count) =
+            (stop.clone(), unavailable.clone(), acked_count.clone());
         async move {
             let mut acked = Vec::new();
             let mut k = 0;
@@ -299,6 +301,7 @@ async fn a_database_restart_under_load_answers_503_then_recovers() -> Result<()>
                 match alice.send_text(bob.id, &id, "hi").await? {
                     (201, v) | (200, v) => {
                         acked.push(v["id"].as_u64().unwrap_or(0));
+                        acked_count.fetch_add(1, Ordering::Relaxed);
                         k += 1;
                     }
                     (503, v) => {
@@ -315,11 +318,28 @@ async fn a_database_restart_under_load_answers_503_then_recovers() -> Result<()>
             Ok::<_, anyhow::Error>((alice, acked))
         }
     });
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let acked_since = |n: usize| {
+        let acked_count = acked_count.clone();
+        move || {
+            let now = acked_count.load(Ordering::Relaxed);
+            async move { Ok((now > n).then_some(now)) }
+        }
+    };
+    // Under load, then down until a send is refused, then back until sends
+    // are acknowledged again, without restarting chatd.
+    eventually(Duration::from_secs(10), acked_since(20)).await?;
     pg.stop().await?;
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    eventually(Duration::from_secs(10), || {
+        let n = unavailable.load(Ordering::Relaxed);
+        async move { Ok((n > 0).then_some(())) }
+    })
+    .await
+    .context("no 503 while the database was down")?;
+    let while_down = acked_count.load(Ordering::Relaxed);
     pg.start().await?;
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    eventually(Duration::from_secs(20), acked_since(while_down + 20))
+        .await
+        .context("sends not acknowledged again after the database came back")?;
     stop.store(true, Ordering::Relaxed);
     let (alice, acked) = load.await??;
     ensure!(

@@ -25,6 +25,7 @@
 mod error;
 pub mod files;
 pub mod groups;
+mod job;
 pub mod messages;
 pub mod postgres;
 pub mod services;
@@ -208,12 +209,10 @@ impl Store {
         match &self.backend {
             Backend::Sqlite(s) => s.write_then(f, after_commit).await,
             Backend::Postgres { writer, .. } => {
-                Queued(
-                    writer
-                        .queue(postgres::Guard::Savepoint, f, after_commit)
-                        .await?,
-                )
-                .await
+                writer
+                    .queue(job::Guard::Savepoint, f, after_commit)
+                    .await?
+                    .await
             }
         }
     }
@@ -237,11 +236,9 @@ impl Store {
     {
         match &self.backend {
             Backend::Sqlite(s) => s.queue_checks_first_then(f, after_commit).await,
-            Backend::Postgres { writer, .. } => Ok(Queued(
-                writer
-                    .queue(postgres::Guard::ChecksFirst, f, after_commit)
-                    .await?,
-            )),
+            Backend::Postgres { writer, .. } => {
+                writer.queue(job::Guard::ChecksFirst, f, after_commit).await
+            }
         }
     }
 

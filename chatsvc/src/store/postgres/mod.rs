@@ -45,7 +45,7 @@ use tokio_postgres::{IsolationLevel, NoTls};
 
 pub use migrations::SCHEMA_VERSION;
 pub use session::Session;
-pub(crate) use writer::{Guard, Writer};
+pub(crate) use writer::Writer;
 
 use super::StoreError;
 

@@ -31,11 +31,12 @@
 //! statement of it fails, the group is lost and every job in it answers as
 //! unavailable (the same contract as SQLite's writer).
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
 use super::session::{Driver, Prepared, Tx as SessionTx};
 use super::{Backend, Session};
-use crate::store::{StoreError, Tx, TxDb};
+use crate::store::job::{Finish, Guard, Job};
+use crate::store::{Queued, StoreError, Tx, TxDb};
 
 /// Jobs in one group at most.
 const MAX_BATCH: usize = 512;
@@ -47,17 +48,7 @@ const QUEUE: usize = 4096;
 /// 64-bit key: "mqchat:w").
 const WRITE_LOCK: i64 = 0x6d71_6368_6174_3a77;
 
-/// How a job runs inside the group.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Guard {
-    /// In a savepoint of its own: its failure undoes only its writes.
-    Savepoint,
-    /// Without one (a round trip saved for every send): the job makes every
-    /// check that bad input can fail before its first write.
-    ChecksFirst,
-}
-
-trait Job: Send {
+trait Work: Send {
     /// Runs the job; returns how to finish it and whether the group's
     /// transaction is still sound.
     fn run(self: Box<Self>, s: &Session<'_>) -> (Box<dyn Finish>, bool);
@@ -65,18 +56,7 @@ trait Job: Send {
     fn abort(self: Box<Self>, error: &str);
 }
 
-trait Finish: Send {
-    fn finish(self: Box<Self>, commit: Result<(), &str>);
-}
-
-struct Typed<F, A, T, E> {
-    f: F,
-    after_commit: A,
-    reply: oneshot::Sender<Result<T, E>>,
-    guard: Guard,
-}
-
-impl<F, A, T, E> Job for Typed<F, A, T, E>
+impl<F, A, T, E> Work for Job<F, A, T, E>
 where
     T: Send + 'static,
     E: From<StoreError> + Send + 'static,
@@ -84,50 +64,14 @@ where
     A: FnOnce(&T) + Send + 'static,
 {
     fn run(self: Box<Self>, s: &Session<'_>) -> (Box<dyn Finish>, bool) {
-        let this = *self;
-        let (result, sound) = match this.guard {
-            Guard::Savepoint => in_savepoint(s, this.f),
-            Guard::ChecksFirst => checks_first(s, this.f),
-        };
-        let done = Box::new(Done {
-            result,
-            after_commit: this.after_commit,
-            reply: this.reply,
-        });
-        (done, sound)
+        (*self).run_with(|guard, f| match guard {
+            Guard::Savepoint => in_savepoint(s, f),
+            Guard::ChecksFirst => checks_first(s, f),
+        })
     }
 
     fn abort(self: Box<Self>, error: &str) {
-        let _ = self
-            .reply
-            .send(Err(StoreError::CommitFailed(error.to_owned()).into()));
-    }
-}
-
-struct Done<A, T, E> {
-    result: Result<T, E>,
-    after_commit: A,
-    reply: oneshot::Sender<Result<T, E>>,
-}
-
-impl<A, T, E> Finish for Done<A, T, E>
-where
-    T: Send + 'static,
-    E: From<StoreError> + Send + 'static,
-    A: FnOnce(&T) + Send + 'static,
-{
-    fn finish(self: Box<Self>, commit: Result<(), &str>) {
-        let result = match (commit, self.result) {
-            (Ok(()), Ok(v)) => {
-                (self.after_commit)(&v);
-                Ok(v)
-            }
-            // The job's own failure was undone with its savepoint (or it
-            // wrote nothing); it stands whatever became of the group.
-            (Ok(()), Err(e)) => Err(e),
-            (Err(msg), _) => Err(StoreError::CommitFailed(msg.to_owned()).into()),
-        };
-        let _ = self.reply.send(result);
+        (*self).abort(error);
     }
 }
 
@@ -167,7 +111,7 @@ fn checks_first<T, E>(
 /// Handle to the writer task.
 #[derive(Clone)]
 pub(crate) struct Writer {
-    tx: mpsc::Sender<Box<dyn Job>>,
+    tx: mpsc::Sender<Box<dyn Work>>,
 }
 
 impl std::fmt::Debug for Writer {
@@ -175,9 +119,6 @@ impl std::fmt::Debug for Writer {
         f.debug_struct("Writer").finish_non_exhaustive()
     }
 }
-
-/// A queued job: resolves to its result once its group has committed.
-pub(crate) type Answer<T, E> = oneshot::Receiver<Result<T, E>>;
 
 impl Writer {
     /// Starts the writer thread, with a connection of its own.
@@ -202,22 +143,16 @@ impl Writer {
         guard: Guard,
         f: F,
         after_commit: A,
-    ) -> Result<Answer<T, E>, E>
+    ) -> Result<Queued<T, E>, E>
     where
         T: Send + 'static,
         E: From<StoreError> + Send + 'static,
         F: FnOnce(&Tx<'_>) -> Result<T, E> + Send + 'static,
         A: FnOnce(&T) + Send + 'static,
     {
-        let (reply, answer) = oneshot::channel();
-        let job = Box::new(Typed {
-            f,
-            after_commit,
-            reply,
-            guard,
-        });
+        let (job, answer) = Job::new(guard, f, after_commit);
         self.tx
-            .send(job)
+            .send(Box::new(job))
             .await
             .map_err(|_| E::from(StoreError::Closed))?;
         Ok(answer)
@@ -251,10 +186,10 @@ fn connect(
 fn run(
     runtime: &tokio::runtime::Runtime,
     config: &tokio_postgres::Config,
-    mut rx: mpsc::Receiver<Box<dyn Job>>,
+    mut rx: mpsc::Receiver<Box<dyn Work>>,
 ) {
     let mut connection: Option<Connection> = None;
-    let mut batch: Vec<Box<dyn Job>> = Vec::with_capacity(MAX_BATCH);
+    let mut batch: Vec<Box<dyn Work>> = Vec::with_capacity(MAX_BATCH);
     while let Some(first) = rx.blocking_recv() {
         batch.push(first);
         while batch.len() < MAX_BATCH {
@@ -305,7 +240,7 @@ fn run(
 fn commit_group(
     runtime: &tokio::runtime::Runtime,
     conn: &mut Connection,
-    jobs: Vec<Box<dyn Job>>,
+    jobs: Vec<Box<dyn Work>>,
 ) -> (Vec<Box<dyn Finish>>, Result<(), String>) {
     let Connection { client, prepared } = conn;
     let tx = match runtime.block_on(client.transaction()) {

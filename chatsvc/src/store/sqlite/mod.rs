@@ -178,7 +178,7 @@ impl Store {
         A: FnOnce(&T) + Send + 'static,
     {
         self.writer
-            .queue_guarded(writer::Guard::ChecksFirst, f, after_commit)
+            .queue_guarded(super::job::Guard::ChecksFirst, f, after_commit)
             .await
     }
 

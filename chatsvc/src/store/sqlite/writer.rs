@@ -8,6 +8,7 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{error, warn};
 
 use super::conn::Conn;
+use crate::store::job::{Finish, Guard, Job};
 use crate::store::{Queued, StoreError, Tx, TxDb};
 
 /// Most jobs in one transaction; bounds commit latency under load.
@@ -15,52 +16,22 @@ const MAX_BATCH: usize = 512;
 
 /// A unit of work for the writer: run inside the group's transaction, then
 /// learn whether the COMMIT succeeded.
-trait Job: Send {
-    /// Runs the job in its own savepoint; returns how to finish it, and
-    /// whether the group's transaction is still sound (see [`in_savepoint`]).
+trait Work: Send {
+    /// Runs the job (in its own savepoint unless it checks first); returns
+    /// how to finish it, and whether the group's transaction is still
+    /// sound (see [`in_savepoint`]).
     fn run(self: Box<Self>, conn: &Connection, tx: &Tx<'_>) -> (Box<dyn Finish>, bool);
     /// The job did not run (BEGIN failed, or the group was lost before its
     /// turn): answer with the error.
     fn abort(self: Box<Self>, error: &str);
 }
 
-trait Finish: Send {
-    fn finish(self: Box<Self>, commit: Result<(), &str>);
-}
-
 enum Msg {
-    Job(Box<dyn Job>),
+    Job(Box<dyn Work>),
     Checkpoint(oneshot::Sender<Result<(), StoreError>>),
 }
 
-struct Typed<F, A, T, E> {
-    f: F,
-    after_commit: A,
-    reply: oneshot::Sender<Result<T, E>>,
-    guard: Guard,
-}
-
-/// How a job's error is kept from committing what the job wrote before it.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub(super) enum Guard {
-    /// The job runs in its own savepoint: an error undoes its writes only.
-    Savepoint,
-    /// No savepoint (it costs a copy of every page the job touches into a
-    /// sub-journal, on a path that touches few pages otherwise). For jobs
-    /// that make all their checks
-    /// before their first write: an error with nothing written fails the
-    /// job alone; an error after a write (a storage fault, or a check made
-    /// too late) loses the whole group.
-    ChecksFirst,
-}
-
-struct Done<A, T, E> {
-    result: Result<T, E>,
-    after_commit: A,
-    reply: oneshot::Sender<Result<T, E>>,
-}
-
-impl<F, A, T, E> Job for Typed<F, A, T, E>
+impl<F, A, T, E> Work for Job<F, A, T, E>
 where
     T: Send + 'static,
     E: From<StoreError> + Send + 'static,
@@ -68,43 +39,14 @@ where
     A: FnOnce(&T) + Send + 'static,
 {
     fn run(self: Box<Self>, conn: &Connection, tx: &Tx<'_>) -> (Box<dyn Finish>, bool) {
-        let this = *self;
-        let (result, sound) = match this.guard {
-            Guard::Savepoint => in_savepoint(conn, tx, this.f),
-            Guard::ChecksFirst => checks_first(conn, tx, this.f),
-        };
-        let done = Box::new(Done {
-            result,
-            after_commit: this.after_commit,
-            reply: this.reply,
-        });
-        (done, sound)
+        (*self).run_with(|guard, f| match guard {
+            Guard::Savepoint => in_savepoint(conn, tx, f),
+            Guard::ChecksFirst => checks_first(conn, tx, f),
+        })
     }
 
     fn abort(self: Box<Self>, error: &str) {
-        let _ = self
-            .reply
-            .send(Err(StoreError::CommitFailed(error.to_owned()).into()));
-    }
-}
-
-impl<A, T, E> Finish for Done<A, T, E>
-where
-    T: Send + 'static,
-    E: From<StoreError> + Send + 'static,
-    A: FnOnce(&T) + Send + 'static,
-{
-    fn finish(self: Box<Self>, commit: Result<(), &str>) {
-        let this = *self;
-        let out = match (this.result, commit) {
-            (Ok(v), Ok(())) => {
-                (this.after_commit)(&v);
-                Ok(v)
-            }
-            (Err(e), _) => Err(e),
-            (Ok(_), Err(e)) => Err(StoreError::CommitFailed(e.to_owned()).into()),
-        };
-        let _ = this.reply.send(out);
+        (*self).abort(error);
     }
 }
 
@@ -287,18 +229,12 @@ impl Writer {
         F: FnOnce(&Tx<'_>) -> Result<T, E> + Send + 'static,
         A: FnOnce(&T) + Send + 'static,
     {
-        let (reply, rx) = oneshot::channel();
-        let job = Box::new(Typed {
-            f,
-            after_commit,
-            reply,
-            guard,
-        });
+        let (job, answer) = Job::new(guard, f, after_commit);
         self.tx
-            .send(Msg::Job(job))
+            .send(Msg::Job(Box::new(job)))
             .await
             .map_err(|_| E::from(StoreError::Closed))?;
-        Ok(Queued(rx))
+        Ok(answer)
     }
 
     /// Checkpoints the WAL (after every job queued before it).
@@ -492,7 +428,7 @@ fn run(
     notify: &std::sync::mpsc::Sender<Finished>,
 ) {
     let jobs = Tx(TxDb::Sqlite(Box::new(Conn::new(&conn))));
-    let mut batch: Vec<Box<dyn Job>> = Vec::with_capacity(MAX_BATCH);
+    let mut batch: Vec<Box<dyn Work>> = Vec::with_capacity(MAX_BATCH);
     let mut pending: Option<Msg> = None;
     loop {
         let first = match pending.take() {
@@ -542,7 +478,7 @@ fn run(
 fn commit_group(
     conn: &Connection,
     tx: &Tx<'_>,
-    batch: &mut Vec<Box<dyn Job>>,
+    batch: &mut Vec<Box<dyn Work>>,
     before_commit: Option<&BeforeCommitFn>,
 ) -> Finished {
     let started = std::time::Instant::now();
