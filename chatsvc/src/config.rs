@@ -211,6 +211,11 @@ pub struct Config {
     #[arg(long, env = "CHAT_THUMBNAIL_MEMORY_MB", default_value_t = 192)]
     pub thumbnail_memory_mb: u64,
 
+    /// Searches that may run at once; more wait their turn. 0: half the
+    /// cores, at least 1 (searches may not take every core from sends).
+    #[arg(long, env = "CHAT_SEARCH_CONCURRENCY", default_value_t = 0)]
+    pub search_concurrency: usize,
+
     /// Hours after which an upload no message references is deleted.
     #[arg(long, env = "CHAT_UNREFERENCED_FILE_HOURS", default_value_t = 24)]
     pub unreferenced_file_hours: u64,
@@ -374,6 +379,10 @@ impl Config {
             upload_quota_daily_bytes: self.upload_quota_daily_mb.saturating_mul(1024 * 1024),
             upload_quota_total_bytes: self.upload_quota_total_mb.saturating_mul(1024 * 1024),
             thumbnail_memory_bytes: self.thumbnail_memory_mb.saturating_mul(1024 * 1024),
+            search_concurrency: match self.search_concurrency {
+                0 => crate::domain::default_search_concurrency(),
+                n => n,
+            },
             ..Default::default()
         }
     }

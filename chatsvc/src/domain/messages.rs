@@ -643,6 +643,16 @@ impl Chat {
             fts_query(query).ok_or_else(|| DomainError::Invalid("q must contain a word".into()))?;
         let limit = limit.clamp(1, 100);
         let user = caller.user_id;
+        // Searches are the one read whose cost users choose freely, and a
+        // reader runs each on a core of its own: unbounded, a few users
+        // searching in loops take every core from everyone's sends. They
+        // take turns instead (half the cores by default); a search that
+        // waits too long ends with the request's timeout.
+        let _turn = self
+            .searches
+            .acquire()
+            .await
+            .map_err(|_| DomainError::from(crate::store::StoreError::Closed))?;
         // A reader alone: it also finds every send answered before it,
         // indexed or not yet (`store::search`).
         let rows = self

@@ -128,6 +128,14 @@ pub struct Limits {
     pub upload_quota_total_bytes: u64,
     /// Memory all thumbnail decodes together may use, bytes.
     pub thumbnail_memory_bytes: u64,
+    /// Searches that may run at once; more wait their turn (at least 1).
+    pub search_concurrency: usize,
+}
+
+/// Half the cores, at least one: searches may not take every core from
+/// sends (see [`Chat::search`]).
+pub fn default_search_concurrency() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1))
 }
 
 impl Default for Limits {
@@ -146,6 +154,7 @@ impl Default for Limits {
             upload_quota_daily_bytes: 1024 * 1024 * 1024,
             upload_quota_total_bytes: 10 * 1024 * 1024 * 1024,
             thumbnail_memory_bytes: 192 * 1024 * 1024,
+            search_concurrency: default_search_concurrency(),
         }
     }
 }
@@ -169,6 +178,8 @@ pub struct Chat {
     pub(crate) uploads: Arc<files::Uploads>,
     /// The thumbnail decoders' memory budget.
     pub(crate) decoders: Arc<thumbnail::Decoders>,
+    /// Turns for searches (`Limits::search_concurrency`).
+    pub(crate) searches: Arc<tokio::sync::Semaphore>,
 }
 
 impl std::fmt::Debug for Chat {
@@ -186,6 +197,9 @@ impl Chat {
     ) -> Self {
         let rates = Arc::new(limits::RateLimits::new(&limits.rates));
         let decoders = Arc::new(thumbnail::Decoders::new(limits.thumbnail_memory_bytes));
+        let searches = Arc::new(tokio::sync::Semaphore::new(
+            limits.search_concurrency.max(1),
+        ));
         Chat {
             store,
             tokens,
@@ -198,6 +212,7 @@ impl Chat {
             key_limits: Arc::default(),
             uploads: Arc::default(),
             decoders,
+            searches,
         }
     }
 
