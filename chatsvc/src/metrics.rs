@@ -37,6 +37,9 @@ pub const STORE_COMMIT_JOBS: &str = "mqchat_store_commit_jobs";
 pub const STORE_COMMIT_FAILURES_TOTAL: &str = "mqchat_store_commit_failures_total";
 pub const STORE_WAL_REWIND_SECONDS: &str = "mqchat_store_wal_rewind_seconds";
 pub const STORE_WAL_FRAMES: &str = "mqchat_store_wal_frames";
+/// Histogram: how long a search waited for its turn
+/// (`--search-concurrency`).
+pub const SEARCH_WAIT_SECONDS: &str = "mqchat_search_wait_seconds";
 
 /// The `phase` label values of [`HTTP_CONNECTIONS_TIMED_OUT_TOTAL`].
 pub const PHASE_HEADER: &str = "header";
@@ -157,6 +160,10 @@ fn describe() {
         (
             STORE_WAL_REWIND_SECONDS,
             "Time of the writer's own checkpoints that let a long WAL start over.",
+        ),
+        (
+            SEARCH_WAIT_SECONDS,
+            "Time a search waited for its turn (searches that may run at once are bounded).",
         ),
     ] {
         describe_histogram!(name, ::metrics::Unit::Seconds, help);

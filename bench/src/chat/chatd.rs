@@ -78,7 +78,24 @@ impl Chatd {
     /// Starts `bin` on a fresh data dir and waits until `/healthz` answers.
     /// Sends are not rate-limited (the load is many messages from few users).
     pub async fn spawn(bin: &Path, extra: &[String], store: Option<String>) -> Result<Chatd> {
+        Chatd::spawn_node(bin, extra, store, None).await
+    }
+
+    /// [`Chatd::spawn`] for another node of a deployment: it gets the token
+    /// secret of `peer` (nodes that share a store share the secret, so a
+    /// token from one is valid on all).
+    pub async fn spawn_node(
+        bin: &Path,
+        extra: &[String],
+        store: Option<String>,
+        peer: Option<&Chatd>,
+    ) -> Result<Chatd> {
         let dir = tempfile::Builder::new().prefix("chat-bench-").tempdir()?;
+        if let Some(from) = peer.and_then(|p| p.data_dir.as_ref()) {
+            std::fs::create_dir_all(dir.path().join("data"))?;
+            std::fs::copy(from.join("jwt.secret"), dir.path().join("data/jwt.secret"))
+                .context("share jwt.secret")?;
+        }
         let http: SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
         let mqtt: SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
         let log = std::fs::File::create(dir.path().join("chatd.log"))?;

@@ -87,6 +87,10 @@ pub struct DmPhase {
     /// chatd's CPU µs per acknowledged message, by thread name (only for
     /// a chatd this tool started).
     pub chatd_cpu_us_per_msg: std::collections::BTreeMap<String, f64>,
+    /// Each node's CPU µs per acknowledged message, all threads, in the
+    /// order of [`Placement::nodes`] (one entry for a single chatd this
+    /// tool started).
+    pub node_cpu_us_per_msg: Vec<f64>,
     /// This tool's own CPU µs per acknowledged message (its HTTP senders and
     /// MQTT receivers), on the same cores.
     pub load_cpu_us_per_msg: f64,
@@ -197,13 +201,39 @@ pub(super) fn spawn_receiver(
     });
 }
 
+/// Where the load goes: the senders' node, the receivers' node (the same
+/// chatd, or another node of a cluster), and every node whose CPU is read.
+pub struct Placement<'a> {
+    pub send: &'a Chatd,
+    pub receive: &'a Chatd,
+    pub nodes: Vec<&'a Chatd>,
+}
+
+impl<'a> Placement<'a> {
+    /// Everything on one chatd.
+    pub fn single(chatd: &'a Chatd) -> Placement<'a> {
+        Placement {
+            send: chatd,
+            receive: chatd,
+            nodes: vec![chatd],
+        }
+    }
+}
+
 pub async fn run(chatd: &Chatd, cfg: &DmConfig) -> Result<DmReport> {
-    let senders = chatd.provision("dms", cfg.senders).await?;
-    let receivers = chatd.provision("dmr", cfg.receivers).await?;
+    run_placed(&Placement::single(chatd), cfg).await
+}
+
+/// [`run`] with the senders and the receivers where `at` puts them. Users
+/// are provisioned through the senders' node (nodes of a cluster share the
+/// store and the token secret). A `saturation_secs` of 0 skips saturation.
+pub async fn run_placed(at: &Placement<'_>, cfg: &DmConfig) -> Result<DmReport> {
+    let senders = at.send.provision("dms", cfg.senders).await?;
+    let receivers = at.send.provision("dmr", cfg.receivers).await?;
     let clock = Clock::new();
     let stop = Arc::new(AtomicBool::new(false));
     let (inbox, _rx_tasks) =
-        receive_all(chatd, &receivers, &clock, &stop, "receivers online").await?;
+        receive_all(at.receive, &receivers, &clock, &stop, "receivers online").await?;
     let receipts = &inbox.receipts;
     let receivers: Arc<Vec<u64>> = Arc::new(receivers.iter().map(|u| u.id).collect());
     let text = "x".repeat(cfg.text_bytes);
@@ -215,7 +245,9 @@ pub async fn run(chatd: &Chatd, cfg: &DmConfig) -> Result<DmReport> {
             .iter()
             .map(|&r| (Some(r), cfg.rate_secs, format!("{r} msg/s"))),
     );
-    plan.push((None, cfg.saturation_secs, "saturation".into()));
+    if cfg.saturation_secs > 0.0 {
+        plan.push((None, cfg.saturation_secs, "saturation".into()));
+    }
     let mut phases = Vec::new();
     for (i, (rate, secs, name)) in plan.into_iter().enumerate() {
         if i > 0 {
@@ -228,7 +260,7 @@ pub async fn run(chatd: &Chatd, cfg: &DmConfig) -> Result<DmReport> {
             tokio::time::sleep(SETTLE_BETWEEN_PHASES).await;
         }
         let p = phase(
-            chatd, &senders, &receivers, &text, &clock, receipts, rate, secs, &name, cfg.uplink,
+            at, &senders, &receivers, &text, &clock, receipts, rate, secs, &name, cfg.uplink,
             cfg.window,
         )
         .await?;
@@ -617,7 +649,7 @@ pub(super) async fn wait_to_move(
 
 #[allow(clippy::too_many_arguments)]
 async fn phase(
-    chatd: &Chatd,
+    at: &Placement<'_>,
     senders: &[BenchUser],
     receivers: &Arc<Vec<u64>>,
     text: &str,
@@ -630,6 +662,7 @@ async fn phase(
     window: usize,
 ) -> Result<DmPhase> {
     let bar = progress::timed(secs, &format!("dm {name}"));
+    let chatd = at.send;
     let n = senders.len() as u64;
     // Read before the clock starts: the request must not delay the senders.
     let store_before = chatd.store_counters().await;
@@ -639,6 +672,11 @@ async fn phase(
     let mut tasks = JoinSet::new();
     let run_id = clock.ns();
     let cpu_before = chatd.pid().map(|p| crate::cpu::by_thread_name(Some(p)));
+    let nodes_before: Vec<_> = at
+        .nodes
+        .iter()
+        .map(|n| n.pid().map(|p| crate::cpu::by_thread_name(Some(p))))
+        .collect();
     let load_before = crate::cpu::by_thread_name(None);
     let schedule = Schedule {
         started,
@@ -716,6 +754,17 @@ async fn phase(
         ),
         _ => Default::default(),
     };
+    let node_cpu = at
+        .nodes
+        .iter()
+        .zip(&nodes_before)
+        .filter_map(|(node, before)| {
+            let after = crate::cpu::by_thread_name(Some(node.pid()?));
+            crate::cpu::us_per(before.as_ref()?, &after, acked.len() as u64)
+                .get("all")
+                .copied()
+        })
+        .collect();
     let load_cpu = crate::cpu::us_per(
         &load_before,
         &crate::cpu::by_thread_name(None),
@@ -748,6 +797,7 @@ async fn phase(
         send_latency: Latency::of_sorted(&tally.send_samples),
         max_schedule_lag_ms: max_lag as f64 / 1e6,
         chatd_cpu_us_per_msg: chatd_cpu,
+        node_cpu_us_per_msg: node_cpu,
         load_cpu_us_per_msg: load_cpu,
         ceiling_without_store_per_s: ceiling,
         store,

@@ -17,6 +17,7 @@
 mod bare_dm;
 mod baseline;
 mod chatd;
+mod cluster;
 mod conns;
 mod dm;
 mod group;
@@ -24,6 +25,7 @@ mod http1;
 mod http2;
 mod idle;
 mod mqtt;
+mod nats;
 mod progress;
 mod report;
 mod sync;
@@ -66,6 +68,10 @@ pub enum Scenario {
     /// Bare rumqttd (pushing from inside the process, and under the dm
     /// load over TCP) and the store alone, for ratios.
     Baseline,
+    /// The dm load at one rate on 1, 2 and 3 nodes over NATS (receivers on
+    /// another node than the senders) against one node without the bus.
+    /// Needs `--store` (PostgreSQL) and nats-server; not in the default set.
+    Cluster,
 }
 
 /// End-to-end benchmarks of chatd.
@@ -153,6 +159,18 @@ pub struct Args {
     #[arg(long)]
     pub persistent_sessions: bool,
 
+    /// cluster: node counts to run with the bus (one node without it
+    /// always runs first, for comparison).
+    #[arg(long, value_delimiter = ',', default_value = "1,2,3")]
+    pub cluster_nodes: Vec<usize>,
+    /// cluster: the fixed rate, messages/s (for `--rate-secs`).
+    #[arg(long, default_value_t = 5000)]
+    pub cluster_rate: u64,
+    /// cluster: the nats-server binary (default: on PATH, or
+    /// /usr/sbin/nats-server).
+    #[arg(long)]
+    pub nats_server: Option<PathBuf>,
+
     /// sync: events in the backlog.
     #[arg(long, default_value_t = 10_000)]
     pub backlog: usize,
@@ -199,6 +217,7 @@ impl Args {
             self.starts = self.starts.min(2);
             self.bare_messages = self.bare_messages.min(5_000);
             self.bare_reps = 1;
+            self.cluster_rate = self.cluster_rate.min(200);
         }
     }
 }
@@ -335,6 +354,14 @@ async fn run_scenarios(
                     .await?,
                 );
             }
+            Scenario::Cluster => match (&bin, databases) {
+                (Some(bin), Some(databases)) => {
+                    report.cluster = Some(cluster::run(bin, databases, args).await?)
+                }
+                _ => bail!(
+                    "cluster: needs --store (PostgreSQL) and chatd processes this tool starts"
+                ),
+            },
             Scenario::Idle => match &bin {
                 Some(bin) => report.idle = Some(idle::run(bin, args.starts).await?),
                 None => eprintln!("idle: needs a chatd started by this tool; skipped"),

@@ -7,6 +7,7 @@ use serde::Serialize;
 
 use super::bare_dm::BareDmBaseline;
 use super::baseline::{BareBaseline, StoreBaseline};
+use super::cluster::ClusterReport;
 use super::conns::ConnReport;
 use super::dm::{DmPhase, DmReport, Uplink};
 use super::group::GroupReport;
@@ -48,6 +49,7 @@ pub struct ChatReport {
     pub group: Option<GroupReport>,
     pub sync: Option<SyncReport>,
     pub connections: Option<ConnReport>,
+    pub cluster: Option<ClusterReport>,
     pub verdicts: Vec<Verdict>,
 }
 
@@ -69,6 +71,7 @@ impl ChatReport {
             group: None,
             sync: None,
             connections: None,
+            cluster: None,
             verdicts: Vec::new(),
         }
     }
@@ -109,7 +112,13 @@ impl ChatReport {
             .connections
             .as_ref()
             .map_or(0, |c| usize::from(c.sample_missing > 0));
-        dm + group + conns
+        let cluster = self.cluster.as_ref().map_or(0, |c| {
+            c.runs
+                .iter()
+                .filter(|r| r.phase.lost > 0 || r.phase.duplicates > 0)
+                .count()
+        });
+        dm + group + conns + cluster
     }
 
     /// Fills `verdicts` from the figures.
@@ -242,6 +251,19 @@ impl ChatReport {
                 s.median_ms <= 300.0,
             );
         }
+        if let Some(c) = &self.cluster {
+            for (nodes, p50, p99) in c.added() {
+                add(
+                    "cluster",
+                    &format!(
+                        "across {nodes} nodes at {} msg/s: ≤ 5 ms p50, ≤ 20 ms p99 added over one node",
+                        thousands(c.rate as f64)
+                    ),
+                    format!("+{p50:.2} ms p50, +{p99:.2} ms p99"),
+                    p50 <= 5.0 && p99 <= 20.0,
+                );
+            }
+        }
         if let Some(i) = &self.idle {
             add(
                 "idle",
@@ -286,6 +308,9 @@ impl ChatReport {
             if let Some(dm) = dm {
                 dm_table(&mut md, name, dm);
             }
+        }
+        if let Some(c) = &self.cluster {
+            cluster_table(&mut md, c);
         }
         if let Some(g) = &self.group {
             let _ = writeln!(
@@ -555,4 +580,34 @@ fn chatd_cpu(by_thread: &std::collections::BTreeMap<String, f64>) -> String {
         .map(|(_, us)| us)
         .sum();
     format!("{all:.0} ({store:.0})")
+}
+
+/// One row per setup: rate achieved, latency, loss, and each node's CPU
+/// per message.
+fn cluster_table(md: &mut String, c: &ClusterReport) {
+    let _ = writeln!(
+        md,
+        "\n**cluster** ({} senders on node 1, {} receivers on the last node, {} msg/s for {} s)\n\n| nodes | bus | acked/s | p50 / p99 | lost / dup | CPU µs/msg per node |\n| --- | --- | --- | --- | --- | --- |",
+        c.senders, c.receivers, thousands(c.rate as f64), c.seconds
+    );
+    for r in &c.runs {
+        let cpu: Vec<String> = r
+            .phase
+            .node_cpu_us_per_msg
+            .iter()
+            .map(|us| format!("{us:.0}"))
+            .collect();
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {:.2} / {:.2} ms | {} / {} | {} |",
+            r.nodes,
+            if r.bus { "NATS" } else { "none" },
+            thousands(r.phase.acked_per_s),
+            r.phase.latency.p50_ms,
+            r.phase.latency.p99_ms,
+            r.phase.lost,
+            r.phase.duplicates,
+            cpu.join(" · ")
+        );
+    }
 }

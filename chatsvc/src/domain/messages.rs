@@ -648,11 +648,14 @@ impl Chat {
         // searching in loops take every core from everyone's sends. They
         // take turns instead (half the cores by default); a search that
         // waits too long ends with the request's timeout.
+        let waiting = std::time::Instant::now();
         let _turn = self
             .searches
             .acquire()
             .await
             .map_err(|_| DomainError::from(crate::store::StoreError::Closed))?;
+        metrics::histogram!(crate::metrics::SEARCH_WAIT_SECONDS)
+            .record(waiting.elapsed().as_secs_f64());
         // A reader alone: it also finds every send answered before it,
         // indexed or not yet (`store::search`).
         let rows = self
