@@ -1,7 +1,7 @@
 //! Caps on connections per key, so that no single user or address holds
 //! what everyone shares (connection slots, file descriptors, memory):
 //! [`PerKey`] counts and refuses past its cap (a user's MQTT connections,
-//! an address's HTTP connections); [`Unauthenticated`] makes room past its
+//! an address's HTTP connections); `Unauthenticated` makes room past its
 //! cap by closing the address's oldest connection that has not yet
 //! authenticated.
 

@@ -34,7 +34,7 @@ super::operations! {
     write fn rename(id: u64, name: &str) -> ();
     write fn set_owner(id: u64, owner: u64) -> ();
     /// Marks the group dissolved and removes every member (each a departure,
-    /// see [`messages::record_departures`]).
+    /// as [`crate::store::messages::remove_member`] records one).
     write fn dissolve(group: &GroupRow, now: i64) -> ();
     read fn member_count(group: &GroupRow) -> usize;
     /// Invites `invitee`; an invitation already pending is returned as is.

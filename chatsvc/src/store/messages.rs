@@ -99,7 +99,8 @@ super::operations! {
     write fn direct_route(sender: u64, peer: u64) -> Option<DirectRoute>;
     /// Adds a member who sees what comes after the conversation's current seq.
     write fn add_member(conversation_id: u64, user_id: u64, role: &str, now: i64) -> ();
-    /// Removes a member, recording their departure (see [`record_departures`]).
+    /// Removes a member, recording their departure in `departures`: the
+    /// seqs they saw, so that later edits never reach them.
     write fn remove_member(conversation_id: u64, user_id: u64) -> bool;
     write fn set_role(conversation_id: u64, user_id: u64, role: &str) -> ();
     read fn membership(user_id: u64, conversation_id: u64) -> Option<Membership>;
@@ -121,7 +122,7 @@ super::operations! {
     write fn fan_out(message: &MessageRow, kind: &str) -> Vec<(u64, u64)>;
     /// Replaces a message's body (edit). The body it replaces is kept if
     /// someone who left the conversation holds the message (see
-    /// [`record_departures`]).
+    /// [`remove_member`]).
     write fn edit(id: u64, body: &str, now: i64) -> ();
     /// Removes a message's content, earlier versions included, leaving a
     /// tombstone (for former members too).

@@ -19,8 +19,10 @@
 //!   that commits before the caller is answered, [`Store::read`] on a read
 //!   connection.
 //!
-//! The backend is SQLite ([`sqlite`]): one writer thread committing in
-//! groups, readers on blocking threads, tuned for a single machine.
+//! Two backends: SQLite (the `sqlite` module, the default: one writer
+//! thread committing in groups, readers on blocking threads, one machine)
+//! and PostgreSQL ([`postgres`]: the same group commit on a connection of
+//! its own, reads from a pool, several chatd processes on one database).
 
 mod error;
 pub mod files;
