@@ -163,7 +163,7 @@ impl TestServer {
             });
         }
         drop(tx);
-        let ready = tokio::time::timeout(Duration::from_secs(20), async {
+        let ready = tokio::time::timeout(patient(Duration::from_secs(20)), async {
             while let Some(line) = rx.recv().await {
                 if line.contains("chatd listening") {
                     return Ok(line);
@@ -269,7 +269,7 @@ impl TestServer {
         if !status.success() {
             bail!("kill -TERM failed");
         }
-        Ok(tokio::time::timeout(Duration::from_secs(15), child.wait()).await??)
+        Ok(tokio::time::timeout(patient(Duration::from_secs(15)), child.wait()).await??)
     }
 
     /// `GET /healthz`: the JSON body of a 200, an error otherwise.
@@ -657,7 +657,7 @@ impl Mqtt {
     /// carrying the CONNACK code.
     pub async fn connect(opts: MqttOptions) -> Result<Mqtt> {
         let (client, mut eventloop) = AsyncClient::new(opts, 64);
-        let first = tokio::time::timeout(Duration::from_secs(10), eventloop.poll())
+        let first = tokio::time::timeout(patient(Duration::from_secs(10)), eventloop.poll())
             .await
             .map_err(|_| anyhow!("no CONNACK within 10 s"))?;
         match first {
@@ -710,8 +710,13 @@ impl Mqtt {
         }
     }
 
-    /// The next thing seen, or `None` after `wait`.
+    /// The next thing seen, or `None` after `wait` ([`patient`]).
     pub async fn next(&mut self, wait: Duration) -> Result<Option<Seen>> {
+        self.next_within(patient(wait)).await
+    }
+
+    /// [`Mqtt::next`] for a wait already scaled.
+    async fn next_within(&mut self, wait: Duration) -> Result<Option<Seen>> {
         match tokio::time::timeout(wait, self.rx.recv()).await {
             Ok(Some(s)) => Ok(Some(s)),
             Ok(None) => Ok(None),
@@ -721,11 +726,15 @@ impl Mqtt {
 
     /// The next publish on a topic ending in `/{subtopic}` within `wait`.
     pub async fn next_on(&mut self, subtopic: &str, wait: Duration) -> Result<Option<Value>> {
+        self.next_on_within(subtopic, patient(wait)).await
+    }
+
+    async fn next_on_within(&mut self, subtopic: &str, wait: Duration) -> Result<Option<Value>> {
         let deadline = tokio::time::Instant::now() + wait;
         let suffix = format!("/{subtopic}");
         loop {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-            match self.next(left).await? {
+            match self.next_within(left).await? {
                 Some(Seen::Publish { topic, payload }) if topic.ends_with(&suffix) => {
                     return Ok(Some(payload))
                 }
@@ -738,10 +747,10 @@ impl Mqtt {
 
     /// Events (on `/events`) until one of `kind` arrives; returns it.
     pub async fn next_of_type(&mut self, kind: &str, wait: Duration) -> Result<Option<Value>> {
-        let deadline = tokio::time::Instant::now() + wait;
+        let deadline = tokio::time::Instant::now() + patient(wait);
         loop {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-            match self.next_on("events", left).await? {
+            match self.next_on_within("events", left).await? {
                 Some(v) if v["type"] == kind => return Ok(Some(v)),
                 Some(_) => {}
                 None => return Ok(None),
@@ -751,10 +760,10 @@ impl Mqtt {
 
     /// The next publish's JSON payload within `wait` (skipping acks).
     pub async fn next_event(&mut self, wait: Duration) -> Result<Option<Value>> {
-        let deadline = tokio::time::Instant::now() + wait;
+        let deadline = tokio::time::Instant::now() + patient(wait);
         loop {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-            match self.next(left).await? {
+            match self.next_within(left).await? {
                 Some(Seen::Publish { payload, .. }) => return Ok(Some(payload)),
                 Some(Seen::Error(e)) => bail!("connection failed: {e}"),
                 Some(Seen::SubAck(_)) => {}
@@ -765,10 +774,10 @@ impl Mqtt {
 
     /// Waits until the connection fails or is closed by the server.
     pub async fn wait_closed(&mut self, wait: Duration) -> Result<String> {
-        let deadline = tokio::time::Instant::now() + wait;
+        let deadline = tokio::time::Instant::now() + patient(wait);
         loop {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-            match self.next(left).await? {
+            match self.next_within(left).await? {
                 Some(Seen::Error(e)) => return Ok(e),
                 Some(_) => {}
                 None => bail!("connection still open after {wait:?}"),
@@ -802,12 +811,30 @@ pub fn files_under(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
-/// Polls `check` until it returns `Ok(Some(v))`, or fails after `within`.
+/// How long to wait for something that should happen within `wait` on an
+/// idle machine: `wait` times `MQCHAT_TEST_PATIENCE` (a factor, default 1),
+/// for slow or loaded machines. Every harness wait goes through it; a
+/// duration a test asserts (something took less than X) never does.
+pub fn patient(wait: Duration) -> Duration {
+    static FACTOR: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    let factor = *FACTOR.get_or_init(|| {
+        std::env::var("MQCHAT_TEST_PATIENCE")
+            .ok()
+            .and_then(|v| v.parse::<f64>().ok())
+            .filter(|f| f.is_finite() && *f >= 1.0)
+            .unwrap_or(1.0)
+    });
+    wait.mul_f64(factor)
+}
+
+/// Polls `check` until it returns `Ok(Some(v))`, or fails after `within`
+/// ([`patient`]).
 pub async fn eventually<T, F, Fut>(within: Duration, mut check: F) -> Result<T>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<Option<T>>>,
 {
+    let within = patient(within);
     let deadline = tokio::time::Instant::now() + within;
     let mut last_err = None;
     loop {

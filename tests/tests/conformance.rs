@@ -5,11 +5,12 @@ use std::time::Duration;
 
 use anyhow::{bail, Result};
 use mqchat_e2e::raw::{connect, frame, string};
-use mqchat_e2e::{TestServer, TestUser};
+use mqchat_e2e::{patient, TestServer, TestUser};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 async fn read_some(sock: &mut TcpStream, wait: Duration) -> Result<Vec<u8>> {
+    let wait = patient(wait);
     let mut buf = vec![0u8; 256];
     match tokio::time::timeout(wait, sock.read(&mut buf)).await {
         Ok(Ok(n)) => Ok(buf[..n].to_vec()),
@@ -20,6 +21,7 @@ async fn read_some(sock: &mut TcpStream, wait: Duration) -> Result<Vec<u8>> {
 
 /// Reads until EOF (the server closed); fails if it stays open.
 async fn expect_closed(sock: &mut TcpStream, wait: Duration) -> Result<()> {
+    let wait = patient(wait);
     let deadline = tokio::time::Instant::now() + wait;
     let mut buf = [0u8; 256];
     loop {
@@ -359,6 +361,7 @@ async fn a_connect_flood_does_not_starve_legitimate_clients() -> Result<()> {
 /// Reads until EOF and fails if anything arrived first: a malformed CONNECT
 /// is closed without a CONNACK (3.1.1 MQTT-3.1.4-1).
 async fn expect_closed_silently(sock: &mut TcpStream, wait: Duration) -> Result<()> {
+    let wait = patient(wait);
     let deadline = tokio::time::Instant::now() + wait;
     let mut got = Vec::new();
     let mut buf = [0u8; 256];

@@ -10,7 +10,7 @@
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Result};
-use mqchat_e2e::{raw, TestServer, TestUser};
+use mqchat_e2e::{patient, raw, TestServer, TestUser};
 use rumqttc::v5::mqttbytes::v5::{
     ConnAck, Disconnect, DisconnectReasonCode, Packet, Publish, SubscribeProperties,
 };
@@ -38,7 +38,7 @@ async fn next_incoming<T>(
     wait: Duration,
     mut pick: impl FnMut(Packet) -> Option<T>,
 ) -> Result<Option<T>> {
-    let deadline = tokio::time::Instant::now() + wait;
+    let deadline = tokio::time::Instant::now() + patient(wait);
     loop {
         match tokio::time::timeout_at(deadline, events.poll()).await {
             Err(_) => return Ok(None),
@@ -367,7 +367,7 @@ async fn session(server: &TestServer, user: &TestUser, clean: bool) -> Result<(T
     let mut sock = TcpStream::connect(server.mqtt).await?;
     sock.write_all(&connect("tablet", clean, user)).await?;
     let mut ack = [0u8; 4];
-    tokio::time::timeout(Duration::from_secs(5), sock.read_exact(&mut ack)).await??;
+    tokio::time::timeout(patient(Duration::from_secs(5)), sock.read_exact(&mut ack)).await??;
     match ack {
         [0x20, 0x02, present @ (0 | 1), 0x00] => Ok((sock, present == 1)),
         other => bail!("CONNACK {other:?}"),
@@ -378,7 +378,7 @@ async fn session(server: &TestServer, user: &TestUser, clean: bool) -> Result<(T
 async fn closed(sock: &mut TcpStream) -> Result<()> {
     let mut buf = [0u8; 256];
     loop {
-        match tokio::time::timeout(Duration::from_secs(5), sock.read(&mut buf)).await {
+        match tokio::time::timeout(patient(Duration::from_secs(5)), sock.read(&mut buf)).await {
             Err(_) => bail!("still open"),
             Ok(Ok(0) | Err(_)) => return Ok(()),
             Ok(Ok(_)) => {}

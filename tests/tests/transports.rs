@@ -4,7 +4,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::{bail, Result};
-use mqchat_e2e::TestServer;
+use mqchat_e2e::{patient, TestServer};
 
 #[tokio::test]
 async fn websocket_client_receives_pushes() -> Result<()> {
@@ -58,9 +58,9 @@ async fn mqtt5_client_gets_reason_codes_and_pushes() -> Result<()> {
         .await?;
     let mut acks = Vec::new();
     let mut pushed = None;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    let deadline = tokio::time::Instant::now() + patient(Duration::from_secs(5));
     while tokio::time::Instant::now() < deadline && pushed.is_none() {
-        let ev = tokio::time::timeout(Duration::from_secs(5), events.poll()).await??;
+        let ev = tokio::time::timeout(patient(Duration::from_secs(5)), events.poll()).await??;
         match ev {
             Event::Incoming(Packet::SubAck(s)) => {
                 acks.push(s.return_codes);
@@ -130,7 +130,7 @@ async fn mosquitto_sub_receives_pushes() -> Result<()> {
         sent.push(m);
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let output = tokio::time::timeout(Duration::from_secs(5), output).await???;
+    let output = tokio::time::timeout(patient(Duration::from_secs(5)), output).await???;
     assert!(output.status.success(), "mosquitto_sub failed: {output:?}");
     let stdout = String::from_utf8(output.stdout)?;
     let (topic, payload) = stdout.trim_end().split_once(' ').unwrap_or_default();
@@ -161,7 +161,7 @@ async fn mqtt5_over_websocket() -> Result<()> {
         .await?;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while tokio::time::Instant::now() < deadline {
-        match tokio::time::timeout(Duration::from_secs(5), events.poll()).await?? {
+        match tokio::time::timeout(patient(Duration::from_secs(5)), events.poll()).await?? {
             Event::Incoming(Packet::SubAck(_)) => {
                 let (s, _) = alice
                     .send_text(bob.id, "v5ws", "hello v5 over websocket")

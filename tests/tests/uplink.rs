@@ -5,7 +5,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Result};
-use mqchat_e2e::TestServer;
+use mqchat_e2e::{patient, TestServer};
 use rumqttc::QoS;
 use serde_json::{json, Value};
 
@@ -264,7 +264,7 @@ async fn mqtt5_reply_goes_to_the_response_topic_with_correlation_data() -> Resul
     let mut subacks = 0;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
     while replies.len() < 2 && tokio::time::Instant::now() < deadline {
-        match tokio::time::timeout(Duration::from_secs(5), events.poll()).await?? {
+        match tokio::time::timeout(patient(Duration::from_secs(5)), events.poll()).await?? {
             Event::Incoming(Packet::SubAck(_)) => {
                 subacks += 1;
                 if subacks < 2 {
@@ -389,7 +389,7 @@ async fn mosquitto_pub_can_send() -> Result<()> {
         assert!(status.success(), "mosquitto_pub failed");
         tokio::time::sleep(Duration::from_millis(150)).await;
     }
-    let output = tokio::time::timeout(Duration::from_secs(5), output).await???;
+    let output = tokio::time::timeout(patient(Duration::from_secs(5)), output).await???;
     let reply: Value = serde_json::from_slice(&output.stdout)?;
     assert!(reply["status"] == 201 || reply["status"] == 200, "{reply}");
     assert_eq!(reply["message"]["body"]["text"], "from mosquitto_pub");
