@@ -167,7 +167,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             loop {
                 tokio::select! {
                     _ = stop.cancelled() => return,
-                    _ = tick.tick() => chat.forget_idle_rate_limits(),
+                    _ = tick.tick() => chat.forget_idle_rate_limits().await,
                 }
             }
         });

@@ -483,6 +483,15 @@ pub struct TestUser {
 }
 
 impl TestUser {
+    /// The same user (same tokens) calling another chatd, e.g. another
+    /// node of a cluster on the same database.
+    pub fn via(&self, server: &TestServer) -> TestUser {
+        TestUser {
+            base: server.url(""),
+            ..self.clone()
+        }
+    }
+
     pub fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
         self.http
             .request(method, format!("{}{}", self.base, path))

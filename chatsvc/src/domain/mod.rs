@@ -150,6 +150,11 @@ impl Default for Limits {
     }
 }
 
+/// Full shared rate-limit buckets deleted per pass at most: a pass never
+/// holds a long statement, and a minute's new keys at any plausible rate
+/// are gone within a few passes.
+const FORGET_BUCKETS_PER_PASS: usize = 10_000;
+
 /// The chat service: everything the API layer calls.
 #[derive(Clone)]
 pub struct Chat {
@@ -184,7 +189,7 @@ impl Chat {
         downlink: Arc<dyn Downlink>,
         limits: Limits,
     ) -> Self {
-        let rates = Arc::new(limits::RateLimits::new(&limits.rates));
+        let rates = Arc::new(limits::RateLimits::for_store(&limits.rates, &store));
         let decoders = Arc::new(thumbnail::Decoders::new(limits.thumbnail_memory_bytes));
         Chat {
             store,
@@ -226,9 +231,17 @@ impl Chat {
         self.charge(user, members)
     }
 
-    /// Drops idle rate-limit state; call periodically.
-    pub fn forget_idle_rate_limits(&self) {
+    /// Drops idle rate-limit state, in memory and (bounded) in a shared
+    /// store; call periodically.
+    pub async fn forget_idle_rate_limits(&self) {
         self.rates.forget_idle();
+        if let Err(e) = self
+            .store
+            .forget_full_buckets(FORGET_BUCKETS_PER_PASS)
+            .await
+        {
+            tracing::warn!(error = %e, "forgetting full rate-limit buckets");
+        }
     }
 
     pub fn tokens(&self) -> &Tokens {
