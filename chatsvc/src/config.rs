@@ -154,6 +154,13 @@ pub struct Config {
     #[arg(long, env = "CHAT_PRESENCE_DEBOUNCE_MS", default_value_t = 5000)]
     pub presence_debounce_ms: u64,
 
+    /// Seconds a node holds a webhook delivery it is attempting, on a
+    /// store several nodes share: no other node attempts it meanwhile, and
+    /// once it passes (the node died or hung) another node takes it over.
+    /// Each attempt's HTTP timeout is at most half of it (and 10 s).
+    #[arg(long, env = "CHAT_WEBHOOK_LEASE", default_value_t = 60)]
+    pub webhook_lease: u64,
+
     /// Login attempts per account from one address prefix (/24 for IPv4,
     /// /64 for IPv6) per minute (0: no limit). Attempts from elsewhere have
     /// their own budget, so nobody can lock the owner out.
@@ -364,6 +371,7 @@ impl Config {
             friend_request_ttl: Duration::from_secs(self.friend_request_ttl_days.max(1) * 86_400),
             recall_window: Duration::from_secs(self.recall_window),
             presence_debounce: Duration::from_millis(self.presence_debounce_ms),
+            webhook_lease: Duration::from_secs(self.webhook_lease.max(1)),
             rates: crate::domain::limits::RateConfig {
                 login_per_account_per_min: self.login_rate,
                 auth_per_ip_per_min: self.auth_ip_rate,

@@ -9,6 +9,7 @@
 //!   outcome are collected for assertions.
 //! - [`eventually`]: poll an async condition instead of sleeping a guess.
 //! - [`raw`]: hand-built MQTT packets for clients no library would be.
+//! - [`webhooks::Receiver`]: an HTTP endpoint for chatd's webhooks.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -28,6 +29,8 @@ use tokio::sync::mpsc;
 /// [`postgres::TestPostgres`]: a throwaway PostgreSQL cluster.
 pub mod postgres;
 pub mod raw;
+/// [`webhooks::Receiver`]: a webhook endpoint on loopback.
+pub mod webhooks;
 
 /// Path of a workspace binary: `$ENV_VAR` if set, else next to the test
 /// binary's directory (`target/<profile>/NAME`, built by `cargo test

@@ -10,29 +10,63 @@
 //! - an attachment uploaded through one node downloads through another
 //!   (one shared `--files-dir`).
 
-use std::path::Path;
+use std::collections::BTreeSet;
+use std::time::Duration;
 
-use anyhow::Result;
+use anyhow::{ensure, Result};
 use mqchat_e2e::postgres::fresh_database;
-use mqchat_e2e::TestServer;
+use mqchat_e2e::webhooks::Receiver;
+use mqchat_e2e::{eventually, TestServer, TestUser};
 use serde_json::json;
 
-/// Two chatd nodes on one fresh database, each with a data dir of its own
-/// under `dir` holding the same secrets (a token from one is good on the
-/// other), started with `flags`; `None` when PostgreSQL is missing.
-async fn two_nodes(dir: &Path, flags: &[&str]) -> Result<Option<[TestServer; 2]>> {
-    let Some(url) = fresh_database().await? else {
+/// One fresh database and a directory for the data dirs of nodes on it.
+struct Database {
+    url: String,
+    dir: tempfile::TempDir,
+}
+
+impl Database {
+    /// `None` when PostgreSQL is missing (the test skips).
+    async fn fresh() -> Result<Option<Database>> {
+        let Some(url) = fresh_database().await? else {
+            return Ok(None);
+        };
+        Ok(Some(Database {
+            url,
+            dir: tempfile::tempdir()?,
+        }))
+    }
+
+    /// A node named `name` with `flags`, holding the same secrets as the
+    /// first node started (a token from one is good on every other).
+    async fn node(&self, name: &str, flags: &[&str]) -> Result<TestServer> {
+        let first = self.dir.path().join("first");
+        let dir = self.dir.path().join(name);
+        if first.exists() {
+            std::fs::create_dir_all(&dir)?;
+            for secret in ["jwt.secret", "admin.token"] {
+                std::fs::copy(first.join(secret), dir.join(secret))?;
+            }
+        }
+        let mut args = vec!["--store", self.url.as_str()];
+        args.extend_from_slice(flags);
+        let node = TestServer::start_in(&dir, &args).await?;
+        if !first.exists() {
+            std::os::unix::fs::symlink(&dir, &first)?;
+        }
+        Ok(node)
+    }
+}
+
+/// Two nodes on one fresh database, started with `flags`; `None` when
+/// PostgreSQL is missing.
+async fn two_nodes(flags: &[&str]) -> Result<Option<(Database, [TestServer; 2])>> {
+    let Some(db) = Database::fresh().await? else {
         return Ok(None);
     };
-    let mut args = vec!["--store", url.as_str()];
-    args.extend_from_slice(flags);
-    let a = TestServer::start_in(&dir.join("a"), &args).await?;
-    std::fs::create_dir_all(dir.join("b"))?;
-    for secret in ["jwt.secret", "admin.token"] {
-        std::fs::copy(dir.join("a").join(secret), dir.join("b").join(secret))?;
-    }
-    let b = TestServer::start_in(&dir.join("b"), &args).await?;
-    Ok(Some([a, b]))
+    let a = db.node("a", flags).await?;
+    let b = db.node("b", flags).await?;
+    Ok(Some((db, [a, b])))
 }
 
 /// POSTs `body` to `path` on `server` without a token; the status.
@@ -48,9 +82,7 @@ async fn post_status(server: &TestServer, path: &str, body: serde_json::Value) -
 
 #[tokio::test]
 async fn login_attempts_per_account_are_limited_across_nodes() -> Result<()> {
-    let tmp = tempfile::tempdir()?;
-    let Some(nodes) = two_nodes(tmp.path(), &["--login-rate", "5", "--auth-ip-rate", "0"]).await?
-    else {
+    let Some((_db, nodes)) = two_nodes(&["--login-rate", "5", "--auth-ip-rate", "0"]).await? else {
         return Ok(());
     };
     nodes[0].user("alice").await?; // one login used
@@ -85,8 +117,7 @@ async fn login_attempts_per_account_are_limited_across_nodes() -> Result<()> {
 
 #[tokio::test]
 async fn registrations_per_address_are_limited_across_nodes() -> Result<()> {
-    let tmp = tempfile::tempdir()?;
-    let Some(nodes) = two_nodes(tmp.path(), &["--auth-ip-rate", "3"]).await? else {
+    let Some((_db, nodes)) = two_nodes(&["--auth-ip-rate", "3"]).await? else {
         return Ok(());
     };
     let mut statuses = Vec::new();
@@ -100,7 +131,6 @@ async fn registrations_per_address_are_limited_across_nodes() -> Result<()> {
 
 #[tokio::test]
 async fn sends_per_user_are_limited_across_nodes() -> Result<()> {
-    let tmp = tempfile::tempdir()?;
     let flags = [
         "--send-rate",
         "1",
@@ -109,7 +139,7 @@ async fn sends_per_user_are_limited_across_nodes() -> Result<()> {
         "--auth-ip-rate",
         "0",
     ];
-    let Some(nodes) = two_nodes(tmp.path(), &flags).await? else {
+    let Some((_db, nodes)) = two_nodes(&flags).await? else {
         return Ok(());
     };
     let alice = nodes[0].user("alice").await?;
@@ -124,5 +154,126 @@ async fn sends_per_user_are_limited_across_nodes() -> Result<()> {
     let ok = statuses.iter().filter(|s| **s == 200 || **s == 201).count();
     assert_eq!(ok, 10, "{statuses:?}");
     assert_eq!(statuses[10..], [429, 429], "{statuses:?}");
+    Ok(())
+}
+
+/// No limits in the way of the webhook tests' sends.
+const UNLIMITED: [&str; 6] = [
+    "--send-rate",
+    "0",
+    "--login-rate",
+    "0",
+    "--auth-ip-rate",
+    "0",
+];
+
+/// A webhook for every event to `receiver`, created through `node`.
+async fn webhook_to(node: &TestServer, receiver: &Receiver) -> Result<()> {
+    let addr = receiver.start("127.0.0.1:0").await?;
+    let (status, hook) = node
+        .admin_post(
+            "/admin/webhooks",
+            json!({"url": format!("http://{addr}/hook")}),
+        )
+        .await?;
+    ensure!(status == 201, "{hook}");
+    Ok(())
+}
+
+/// Sends `n` messages from `from[i % len]` to `to` (offline, so each also
+/// queues an offline push); their message ids.
+async fn send_n(from: &[TestUser], to: u64, n: usize) -> Result<BTreeSet<u64>> {
+    let mut ids = BTreeSet::new();
+    for i in 0..n {
+        let (status, m) = from[i % from.len()]
+            .send_text(to, &format!("w{i}"), "hi")
+            .await?;
+        ensure!(status == 200 || status == 201, "{status} {m}");
+        ids.extend(m["id"].as_u64());
+    }
+    Ok(ids)
+}
+
+/// The message ids in what `receiver` got of `kind`.
+fn delivered_messages(receiver: &Receiver, kind: &str) -> Vec<u64> {
+    receiver
+        .events()
+        .iter()
+        .filter(|(_, e)| e["type"] == kind)
+        .filter_map(|(_, e)| {
+            e["data"]["message"]["id"]
+                .as_u64()
+                .or_else(|| e["data"]["message_id"].as_u64())
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn two_nodes_deliver_each_webhook_once() -> Result<()> {
+    let Some((_db, nodes)) = two_nodes(&UNLIMITED).await? else {
+        return Ok(());
+    };
+    let receiver = Receiver::default();
+    webhook_to(&nodes[0], &receiver).await?;
+    let alice = nodes[0].user("alice").await?;
+    let bob = nodes[1].user("bob").await?;
+    // Both nodes' workers see every delivery: sends go through both.
+    let from = [alice.clone(), alice.via(&nodes[1])];
+    let sent = send_n(&from, bob.id, 60).await?;
+    // Each message: one message.created and one offline push for bob.
+    eventually(Duration::from_secs(20), || async {
+        Ok((receiver.delivery_ids().len() >= 2 * sent.len()).then_some(()))
+    })
+    .await?;
+    // Whatever was still to come has had time to come, twice over: the
+    // workers poll every 500 ms.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let ids = receiver.delivery_ids();
+    let distinct: BTreeSet<u64> = ids.iter().copied().collect();
+    assert_eq!(ids.len(), distinct.len(), "a delivery arrived twice");
+    assert_eq!(ids.len(), 2 * sent.len());
+    for kind in ["message.created", "user.offline_message"] {
+        let got: Vec<u64> = delivered_messages(&receiver, kind);
+        let set: BTreeSet<u64> = got.iter().copied().collect();
+        assert_eq!(set, sent, "{kind}");
+        assert_eq!(got.len(), sent.len(), "{kind}");
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_killed_nodes_deliveries_are_made_by_another_after_its_lease() -> Result<()> {
+    let Some(db) = Database::fresh().await? else {
+        return Ok(());
+    };
+    let mut flags = UNLIMITED.to_vec();
+    flags.extend(["--webhook-lease", "2"]);
+    let mut a = db.node("a", &flags).await?;
+    let receiver = Receiver::default();
+    receiver.hold(true);
+    webhook_to(&a, &receiver).await?;
+    let alice = a.user("alice").await?;
+    let bob = a.user("bob").await?;
+    let sent = send_n(&[alice], bob.id, 5).await?;
+    // Node a has claimed every delivery and is stuck on its first.
+    eventually(Duration::from_secs(10), || async {
+        Ok((receiver.arrived() >= 1).then_some(()))
+    })
+    .await?;
+    let b = db.node("b", &flags).await?;
+    a.kill9().await?;
+    receiver.hold(false);
+    eventually(Duration::from_secs(20), || async {
+        Ok(
+            (delivered_messages(&receiver, "user.offline_message").len() >= sent.len())
+                .then_some(()),
+        )
+    })
+    .await?;
+    for kind in ["message.created", "user.offline_message"] {
+        let set: BTreeSet<u64> = delivered_messages(&receiver, kind).into_iter().collect();
+        assert_eq!(set, sent, "{kind}");
+    }
+    drop(b);
     Ok(())
 }

@@ -119,6 +119,8 @@ pub struct Limits {
     pub recall_window: std::time::Duration,
     /// How long a user must stay offline before friends are told.
     pub presence_debounce: std::time::Duration,
+    /// How long a node holds a webhook delivery it attempts (shared store).
+    pub webhook_lease: std::time::Duration,
     pub rates: limits::RateConfig,
     /// Largest upload, bytes.
     pub max_upload_bytes: u64,
@@ -141,6 +143,7 @@ impl Default for Limits {
             friend_request_ttl: std::time::Duration::from_secs(30 * 86_400),
             recall_window: std::time::Duration::from_secs(120),
             presence_debounce: std::time::Duration::from_secs(5),
+            webhook_lease: std::time::Duration::from_secs(60),
             rates: limits::RateConfig::default(),
             max_upload_bytes: 20 * 1024 * 1024,
             upload_quota_daily_bytes: 1024 * 1024 * 1024,

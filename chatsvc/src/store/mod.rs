@@ -301,6 +301,28 @@ impl Store {
         }
     }
 
+    /// Up to `limit` webhook deliveries due at `now`, oldest first, for
+    /// this process to attempt. On a shared store they are leased to
+    /// `owner` until `lease_until` (ms): no other process gets them until
+    /// they are recorded ([`webhooks::delivered`], [`webhooks::failed`])
+    /// or the lease passes. Claimed with one statement on a pooled
+    /// connection, skipping rows another process is claiming. A single
+    /// process needs no lease: there, [`webhooks::due`].
+    pub async fn claim_deliveries(
+        &self,
+        owner: &str,
+        now: i64,
+        lease_until: i64,
+        limit: usize,
+    ) -> Result<Vec<webhooks::DeliveryRow>, StoreError> {
+        match &self.backend {
+            Backend::Postgres { db, .. } => {
+                postgres::webhooks::claim(db, owner, now, lease_until, limit).await
+            }
+            Backend::Sqlite(_) => self.read(move |c| webhooks::due(c, now, limit)).await,
+        }
+    }
+
     /// Copies the SQLite database at `source` to `dest` (which must not
     /// exist) as one consistent snapshot, even while another process
     /// writes.
