@@ -58,6 +58,13 @@ pub struct Config {
     )]
     pub data_dir: PathBuf,
 
+    /// Attachments directory (default: `files` in the data dir). Nodes of a
+    /// cluster give it one directory they all mount (NFS, EFS, any shared
+    /// file system), so an upload made through one node downloads through
+    /// every other.
+    #[arg(long = "files-dir", env = "CHAT_FILES_DIR")]
+    pub files_dir: Option<PathBuf>,
+
     /// Lifetime of access tokens, in seconds.
     #[arg(long, env = "CHAT_ACCESS_TOKEN_TTL", default_value_t = 900)]
     pub access_token_ttl: u64,
@@ -358,6 +365,14 @@ impl Config {
 
     pub fn unreferenced_file_ttl(&self) -> Duration {
         Duration::from_secs(self.unreferenced_file_hours * 3600)
+    }
+
+    /// Where attachments are kept: `--files-dir`, or `files` in the data
+    /// dir.
+    pub fn files_dir(&self) -> PathBuf {
+        self.files_dir
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("files"))
     }
 
     /// The domain's rules from the flags.

@@ -277,3 +277,75 @@ async fn a_killed_nodes_deliveries_are_made_by_another_after_its_lease() -> Resu
     drop(b);
     Ok(())
 }
+
+/// Uploads `bytes` as `name` through `user`'s node; the file's id.
+async fn upload(user: &TestUser, name: &str, bytes: Vec<u8>) -> Result<String> {
+    let res = user
+        .request(reqwest::Method::POST, &format!("/v1/files?name={name}"))
+        .header("content-type", "application/octet-stream")
+        .body(bytes)
+        .send()
+        .await?;
+    let status = res.status().as_u16();
+    let body: serde_json::Value = res.json().await?;
+    ensure!(status == 201, "upload {name}: {status} {body}");
+    Ok(body["id"].as_str().unwrap_or_default().to_owned())
+}
+
+/// Downloads file `id` through `user`'s node.
+async fn download(user: &TestUser, id: &str) -> Result<Vec<u8>> {
+    let res = user
+        .request(reqwest::Method::GET, &format!("/v1/files/{id}"))
+        .send()
+        .await?;
+    ensure!(res.status() == 200, "download {id}: {}", res.status());
+    Ok(res.bytes().await?.to_vec())
+}
+
+#[tokio::test]
+async fn an_upload_through_one_node_downloads_through_another() -> Result<()> {
+    let Some(db) = Database::fresh().await? else {
+        return Ok(());
+    };
+    let files = db.dir.path().join("shared-files");
+    let files_arg = files.to_string_lossy().into_owned();
+    let mut flags = UNLIMITED.to_vec();
+    flags.extend(["--files-dir", files_arg.as_str()]);
+    let a = db.node("a", &flags).await?;
+    let b = db.node("b", &flags).await?;
+    let alice = a.user("alice").await?;
+    let bob = b.user("bob").await?;
+    let bytes: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+    let id = upload(&alice, "data.bin", bytes.clone()).await?;
+    // Alice's own upload, through the other node.
+    assert_eq!(download(&alice.via(&b), &id).await?, bytes);
+    // Sent to bob through node a, read by bob through node b.
+    let (status, m) = alice
+        .post(
+            "/v1/messages",
+            &json!({"to": {"user": bob.id}, "client_msg_id": "f1", "body": {"file": {"id": id}}}),
+        )
+        .await?;
+    ensure!(status == 200 || status == 201, "{status} {m}");
+    assert_eq!(download(&bob, &id).await?, bytes);
+
+    // The same bytes uploaded through both nodes at once: both land on
+    // one content-addressed blob, and each reads back whole.
+    let same: Vec<u8> = (0..300_000u32).map(|i| (i % 241) as u8).collect();
+    let alice_b = alice.via(&b);
+    let (one, two) = tokio::join!(
+        upload(&alice, "same-1.bin", same.clone()),
+        upload(&alice_b, "same-2.bin", same.clone()),
+    );
+    let (one, two) = (one?, two?);
+    assert_eq!(download(&alice_b, &one).await?, same);
+    assert_eq!(download(&alice, &two).await?, same);
+    // No temporary file is left in the shared directory.
+    let leftovers: Vec<_> = std::fs::read_dir(&files)?
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("upload-"))
+        .map(|e| e.file_name())
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    Ok(())
+}
