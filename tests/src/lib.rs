@@ -29,6 +29,8 @@ use tokio::sync::mpsc;
 /// [`postgres::TestPostgres`]: a throwaway PostgreSQL cluster.
 pub mod postgres;
 pub mod raw;
+/// [`sdk::take`]: message events off an SDK stream, checked gap-free.
+pub mod sdk;
 /// [`webhooks::Receiver`]: a webhook endpoint on loopback.
 pub mod webhooks;
 

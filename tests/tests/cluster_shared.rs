@@ -349,3 +349,55 @@ async fn an_upload_through_one_node_downloads_through_another() -> Result<()> {
     assert!(leftovers.is_empty(), "{leftovers:?}");
     Ok(())
 }
+
+#[tokio::test]
+async fn the_sdk_fails_over_to_another_node_and_its_stream_continues() -> Result<()> {
+    use mqchat_e2e::sdk::{fast_reconnect, take};
+    use mqchat_sdk::{Client, Recipient, Transport};
+
+    let Some(db) = Database::fresh().await? else {
+        return Ok(());
+    };
+    let mut a = db.node("a", &UNLIMITED).await?;
+    let b = db.node("b", &UNLIMITED).await?;
+    let (base_a, base_b) = (a.url(""), b.url(""));
+    Client::register(&base_a, "alice", "password-alice").await?;
+    Client::register(&base_a, "bob", "password-bob").await?;
+    let alice = Client::builder(&base_a)
+        .fallback(&base_b)
+        .login("alice", "password-alice")
+        .await?;
+    let bob = Client::builder(&base_a)
+        .fallback(&base_b)
+        .login("bob", "password-bob")
+        .await?;
+    let to_bob = Recipient::User(bob.user_id());
+    let nodes = [a.mqtt, b.mqtt].map(|m| Transport::Tcp(m.to_string()));
+    let mut stream = bob.connect_any(nodes, fast_reconnect())?;
+    for i in 0..5 {
+        alice.send_text(to_bob, &format!("before {i}")).await?;
+    }
+    let before = take(&mut stream, 5, 0).await?;
+    assert_eq!(
+        before,
+        (0..5).map(|i| format!("before {i}")).collect::<Vec<_>>()
+    );
+
+    // Node a dies; both clients carry on through node b with no new
+    // configuration: alice's sends move there, bob's stream reconnects
+    // there and syncs what it missed, then gets pushes from b.
+    a.kill9().await?;
+    for i in 0..20 {
+        alice.send_text(to_bob, &format!("after {i}")).await?;
+    }
+    assert_eq!(alice.base_url(), base_b.trim_end_matches('/'));
+    let after = take(&mut stream, 20, 5).await?;
+    assert_eq!(
+        after,
+        (0..20).map(|i| format!("after {i}")).collect::<Vec<_>>()
+    );
+    // Nothing more: no duplicate trails behind.
+    let extra = tokio::time::timeout(Duration::from_millis(500), stream.recv()).await;
+    assert!(extra.is_err(), "unexpected extra event: {extra:?}");
+    Ok(())
+}
