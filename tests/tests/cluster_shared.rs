@@ -13,7 +13,7 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use anyhow::{ensure, Result};
+use anyhow::{ensure, Context, Result};
 use mqchat_e2e::postgres::fresh_database;
 use mqchat_e2e::webhooks::Receiver;
 use mqchat_e2e::{eventually, TestServer, TestUser};
@@ -399,5 +399,78 @@ async fn the_sdk_fails_over_to_another_node_and_its_stream_continues() -> Result
     // Nothing more: no duplicate trails behind.
     let extra = tokio::time::timeout(Duration::from_millis(500), stream.recv()).await;
     assert!(extra.is_err(), "unexpected extra event: {extra:?}");
+    Ok(())
+}
+
+/// Reads `lines` until one starts with `want`; fails on `FAIL` or after 20 s.
+async fn expect_line(
+    lines: &mut tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+    want: &str,
+) -> Result<String> {
+    let wait = tokio::time::timeout(Duration::from_secs(20), async {
+        while let Some(line) = lines.next_line().await? {
+            eprintln!("failover.mjs| {line}");
+            ensure!(!line.starts_with("FAIL"), "{line}");
+            if line.starts_with(want) {
+                return Ok(line);
+            }
+        }
+        anyhow::bail!("failover.mjs ended before {want}")
+    });
+    wait.await
+        .map_err(|_| anyhow::anyhow!("no {want} from failover.mjs within 20 s"))?
+}
+
+#[tokio::test]
+async fn the_js_sdk_fails_over_to_another_node_and_its_stream_continues() -> Result<()> {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+
+    let browser_dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("browser");
+    let node = std::process::Command::new("node").arg("--version").output();
+    if node.is_err() || !browser_dir.join("node_modules/mqtt").exists() {
+        ensure!(
+            !std::env::var("CI").is_ok_and(|v| v == "true"),
+            "node and tests/browser/node_modules (npm ci) are required in CI"
+        );
+        eprintln!("SKIPPED: node or tests/browser/node_modules (npm ci) missing");
+        return Ok(());
+    }
+    let Some(db) = Database::fresh().await? else {
+        return Ok(());
+    };
+    let mut a = db.node("a", &UNLIMITED).await?;
+    let b = db.node("b", &UNLIMITED).await?;
+    let alice = a.user("alice").await?;
+    let bob = a.user("bob").await?;
+    for i in 0..5 {
+        alice
+            .send_text(bob.id, &format!("before-{i}"), "hi")
+            .await?;
+    }
+    let mut script = tokio::process::Command::new("node")
+        .arg("failover.mjs")
+        .args([&a.url(""), &b.url(""), "bob", "password-bob", "5", "10"])
+        .current_dir(&browser_dir)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()?;
+    let mut stdin = script.stdin.take().context("stdin")?;
+    let stdout = script.stdout.take().context("stdout")?;
+    let mut lines = tokio::io::BufReader::new(stdout).lines();
+    expect_line(&mut lines, "READY").await?;
+    a.kill9().await?;
+    stdin.write_all(b"node a killed\n").await?;
+    expect_line(&mut lines, "SENT?").await?;
+    let alice_b = alice.via(&b);
+    for i in 0..10 {
+        let (status, m) = alice_b
+            .send_text(bob.id, &format!("after-{i}"), "hi")
+            .await?;
+        ensure!(status == 200 || status == 201, "{status} {m}");
+    }
+    let pass = expect_line(&mut lines, "PASS").await?;
+    assert!(pass.contains(&b.ws_url()), "{pass}");
+    assert!(script.wait().await?.success());
     Ok(())
 }
