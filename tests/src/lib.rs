@@ -25,6 +25,10 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::sync::mpsc;
 
+/// [`cluster::TestCluster`]: N chatd nodes on one PostgreSQL and one NATS.
+pub mod cluster;
+/// [`nats::TestNats`]: a throwaway nats-server.
+pub mod nats;
 /// [`postgres::TestPostgres`]: a throwaway PostgreSQL cluster.
 pub mod postgres;
 pub mod raw;
@@ -483,6 +487,14 @@ pub struct TestUser {
 }
 
 impl TestUser {
+    /// The same user, same tokens, talking to another node of a cluster.
+    pub fn via(&self, server: &TestServer) -> TestUser {
+        TestUser {
+            base: server.url(""),
+            ..self.clone()
+        }
+    }
+
     pub fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
         self.http
             .request(method, format!("{}{}", self.base, path))
