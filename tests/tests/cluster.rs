@@ -491,3 +491,47 @@ async fn a_killed_node_takes_its_users_offline_within_its_lease() -> Result<()> 
     assert_eq!(presence_of(&mut alice_rx, bob.id, WAIT).await?, Some(true));
     Ok(())
 }
+
+/// Two nodes commit for one user at the same time: the user's node
+/// delivers in cursor order (mosquitto_sub only sees pushes, never syncs).
+#[tokio::test]
+async fn concurrent_commits_on_two_nodes_arrive_in_cursor_order() -> Result<()> {
+    if !mqchat_e2e::tool_available("mosquitto_sub", "mosquitto-clients")? {
+        return Ok(());
+    }
+    let Some(cluster) = TestCluster::start(3, &[]).await? else {
+        return Ok(());
+    };
+    cluster.wait_formed().await?;
+    let [n1, n2, n3] = [&cluster.nodes[0], &cluster.nodes[1], &cluster.nodes[2]];
+    let bob = n3.user("bob").await?;
+    const EACH: usize = 40;
+    let sub = mosquitto_sub(n3, &bob, 2 * EACH)?;
+    let output = tokio::spawn(sub.wait_with_output());
+    wait_subscribed(n3, 1.0).await?;
+    let mut senders = Vec::new();
+    for (name, node) in [("alice", n1), ("carol", n2)] {
+        let user = node.user(name).await?;
+        wait_presence(&bob.via(node), bob.id, true).await?;
+        let to = bob.id;
+        senders.push(tokio::spawn(async move {
+            for i in 0..EACH {
+                let (s, m) = user.send_text(to, &format!("{i}"), &format!("{i}")).await?;
+                ensure!(s == 201, "{m}");
+            }
+            Ok::<_, anyhow::Error>(())
+        }));
+    }
+    for s in senders {
+        s.await??;
+    }
+    let output = tokio::time::timeout(Duration::from_secs(20), output).await???;
+    ensure!(output.status.success(), "mosquitto_sub: {output:?}");
+    let cursors: Vec<u64> = String::from_utf8(output.stdout)?
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok()?["cursor"].as_u64())
+        .collect();
+    let expected: Vec<u64> = (1..=(2 * EACH) as u64).collect();
+    assert_eq!(cursors, expected, "every push once, in cursor order");
+    Ok(())
+}
