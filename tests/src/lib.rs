@@ -26,6 +26,10 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::sync::mpsc;
 
+/// [`cluster::TestCluster`]: N chatd nodes on one PostgreSQL and one NATS.
+pub mod cluster;
+/// [`nats::TestNats`]: a throwaway nats-server.
+pub mod nats;
 /// [`postgres::TestPostgres`]: a throwaway PostgreSQL cluster.
 pub mod postgres;
 pub mod raw;

@@ -8,7 +8,7 @@ pub mod limits;
 pub mod messages;
 pub mod model;
 pub(crate) mod names;
-mod outbox;
+pub(crate) mod outbox;
 pub mod presence;
 pub mod services;
 pub mod social;
