@@ -257,6 +257,16 @@ async fn sessions_end_and_client_ids_move_across_nodes() -> Result<()> {
         ensure!(refusal.contains("refused"), "{refusal}");
     }
 
+    // An operator's disconnect on node 1 closes connections on node 3.
+    let dave = n1.user("dave").await?;
+    let mut dave_on_3 = n3.mqtt(&dave).await?;
+    wait_presence(&dave.via(n1), dave.id, true).await?;
+    let (s, body) = n1
+        .admin_post(&format!("/admin/users/{}/disconnect", dave.id), json!({}))
+        .await?;
+    ensure!(s == 200, "admin disconnect: {s} {body}");
+    dave_on_3.wait_closed(WAIT).await?;
+
     let carol = n1.user("carol").await?;
     let mut phone_1 = connect_as(n1, &carol, "phone").await?;
     let mut laptop_1 = connect_as(n1, &carol, "laptop").await?;
