@@ -102,6 +102,9 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             source,
         }
     })?;
+    // Before anything counts: the broker's and the cluster's metrics are
+    // described as they start.
+    let metrics = crate::metrics::install();
     let store = config.open_store().await?;
     let tokens = Arc::new(Tokens::new(
         &secret,
@@ -243,7 +246,6 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             source,
         })?;
 
-    let metrics = crate::metrics::install();
     let state = AppState {
         chat,
         broker: broker.clone(),

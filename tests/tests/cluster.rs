@@ -257,6 +257,16 @@ async fn sessions_end_and_client_ids_move_across_nodes() -> Result<()> {
         ensure!(refusal.contains("refused"), "{refusal}");
     }
 
+    // An operator's disconnect on node 1 closes connections on node 3.
+    let dave = n1.user("dave").await?;
+    let mut dave_on_3 = n3.mqtt(&dave).await?;
+    wait_presence(&dave.via(n1), dave.id, true).await?;
+    let (s, body) = n1
+        .admin_post(&format!("/admin/users/{}/disconnect", dave.id), json!({}))
+        .await?;
+    ensure!(s == 200, "admin disconnect: {s} {body}");
+    dave_on_3.wait_closed(WAIT).await?;
+
     let carol = n1.user("carol").await?;
     let mut phone_1 = connect_as(n1, &carol, "phone").await?;
     let mut laptop_1 = connect_as(n1, &carol, "laptop").await?;
@@ -533,5 +543,41 @@ async fn concurrent_commits_on_two_nodes_arrive_in_cursor_order() -> Result<()> 
         .collect();
     let expected: Vec<u64> = (1..=(2 * EACH) as u64).collect();
     assert_eq!(cursors, expected, "every push once, in cursor order");
+    Ok(())
+}
+
+/// A cluster node serves the metrics docs/metrics.md lists under "Cluster
+/// nodes only", with their HELP texts; the bus gauge says up.
+#[tokio::test]
+async fn a_cluster_nodes_scrape_has_the_cluster_metrics() -> Result<()> {
+    let Some(cluster) = TestCluster::start(2, &[]).await? else {
+        return Ok(());
+    };
+    cluster.wait_formed().await?;
+    let text = cluster.nodes[0].scrape_metrics().await?;
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/metrics.md"))?;
+    let section = doc
+        .split("## Cluster nodes only")
+        .nth(1)
+        .and_then(|s| s.split("\n## ").next())
+        .ok_or_else(|| anyhow!("no cluster section in docs/metrics.md"))?;
+    let mut listed = 0;
+    for row in section.lines().filter(|l| l.starts_with("| `mqchat_")) {
+        let cells: Vec<&str> = row.trim_matches('|').split('|').map(str::trim).collect();
+        let name = cells[0].trim_matches('`');
+        let help = format!("# HELP {name} {}", cells[3]);
+        ensure!(
+            text.contains(&help),
+            "{name}: not served with its HELP text\n{text}"
+        );
+        listed += 1;
+    }
+    ensure!(listed >= 8, "only {listed} cluster metrics listed");
+    assert_eq!(cluster.nodes[0].metric("mqchat_cluster_bus_up").await?, 1.0);
+    // Set on each heartbeat.
+    eventually(WAIT, || async {
+        Ok((cluster.nodes[0].metric("mqchat_cluster_nodes").await? == 2.0).then_some(()))
+    })
+    .await?;
     Ok(())
 }

@@ -201,6 +201,13 @@ impl Chat {
         Ok(closed)
     }
 
+    /// Closes every MQTT connection of the user (on every node of a
+    /// cluster); returns how many were closed on this node. Their tokens
+    /// stay valid: they may connect again.
+    pub fn disconnect_user(&self, user_id: u64) -> usize {
+        self.downlink.end_sessions(user_id, None)
+    }
+
     /// Reloads revocations that may still cover live access tokens, and
     /// which sessions the store has (startup; see
     /// [`super::tokens::Tokens::know_sessions_up_to`]).
