@@ -15,6 +15,8 @@ use sha2::Sha256;
 #[derive(Clone)]
 pub struct Receiver {
     got: Arc<Mutex<Vec<(HeaderMap, String)>>>,
+    /// When each of `got` was answered.
+    answered_at: Arc<Mutex<Vec<std::time::Instant>>>,
     /// Answer 500 to this many requests first.
     pub fail_first: Arc<Mutex<usize>>,
     /// Requests that arrived, answered or not.
@@ -27,6 +29,7 @@ impl Default for Receiver {
     fn default() -> Self {
         Receiver {
             got: Arc::default(),
+            answered_at: Arc::default(),
             fail_first: Arc::default(),
             arrived: Arc::default(),
             held: Arc::new(tokio::sync::watch::channel(false).0),
@@ -60,6 +63,10 @@ impl Receiver {
                         .lock()
                         .unwrap_or_else(|e| e.into_inner())
                         .push((headers, body));
+                    me.answered_at
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push(std::time::Instant::now());
                     StatusCode::OK
                 }
             }),
@@ -94,6 +101,15 @@ impl Receiver {
     /// The same, with raw bodies.
     pub fn raw(&self) -> Vec<(HeaderMap, String)> {
         self.got.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// When the first request was answered 200, if one was.
+    pub fn first_answered_at(&self) -> Option<std::time::Instant> {
+        self.answered_at
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .first()
+            .copied()
     }
 
     /// The `X-Mqchat-Delivery` ids answered 200, in arrival order.

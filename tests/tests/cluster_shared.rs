@@ -255,11 +255,13 @@ async fn a_killed_nodes_deliveries_are_made_by_another_after_its_lease() -> Resu
     let alice = a.user("alice").await?;
     let bob = a.user("bob").await?;
     let sent = send_n(&[alice], bob.id, 5).await?;
-    // Node a has claimed every delivery and is stuck on its first.
+    // Node a has claimed every delivery (for 2 s) and is stuck on its
+    // first.
     eventually(Duration::from_secs(10), || async {
         Ok((receiver.arrived() >= 1).then_some(()))
     })
     .await?;
+    let claimed_by_then = std::time::Instant::now();
     let b = db.node("b", &flags).await?;
     a.kill9().await?;
     receiver.hold(false);
@@ -274,6 +276,16 @@ async fn a_killed_nodes_deliveries_are_made_by_another_after_its_lease() -> Resu
         let set: BTreeSet<u64> = delivered_messages(&receiver, kind).into_iter().collect();
         assert_eq!(set, sent, "{kind}");
     }
+    // Node b started on them only once node a's leases had passed (2 s
+    // after the claim, which came before the first request arrived; half
+    // a second of that is left for slack). Without leases it would have
+    // delivered as soon as the receiver answered again.
+    let first = receiver.first_answered_at().context("nothing answered")?;
+    let waited = first.duration_since(claimed_by_then);
+    assert!(
+        waited >= Duration::from_millis(1500),
+        "delivered after {waited:?}"
+    );
     drop(b);
     Ok(())
 }
