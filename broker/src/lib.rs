@@ -34,6 +34,6 @@ pub mod uplink;
 pub mod ws;
 
 pub use auth::{Authenticator, Principal, Refusal};
-pub use registry::PresenceChange;
+pub use registry::{ClientAccepted, PresenceChange};
 pub use server::{accept, bind, Broker, BrokerError, Settings};
 pub use uplink::{PendingReply, Uplink, UplinkRequest};

@@ -19,6 +19,15 @@ pub struct PresenceChange {
     pub online: bool,
 }
 
+/// A connection accepted with a client id: another node of a cluster
+/// closes that user's connection with the same id (a takeover across nodes).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientAccepted {
+    pub user_id: u64,
+    /// The user-namespaced client id: the same on every node.
+    pub client_id: Arc<str>,
+}
+
 /// Why the server ended a connection; sent as the MQTT 5 DISCONNECT reason.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KickReason {
@@ -46,6 +55,7 @@ pub(crate) struct Registry {
     users: Mutex<HashMap<u64, HashMap<u64, Conn>>>,
     next_id: AtomicU64,
     changes: broadcast::Sender<PresenceChange>,
+    accepted: broadcast::Sender<ClientAccepted>,
 }
 
 /// Held by a connection task; unregisters on drop so that presence is right
@@ -67,15 +77,21 @@ impl Registration<'_> {
 impl Registry {
     pub(crate) fn new() -> Self {
         let (changes, _) = broadcast::channel(4096);
+        let (accepted, _) = broadcast::channel(4096);
         Registry {
             users: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
             changes,
+            accepted,
         }
     }
 
     pub(crate) fn subscribe(&self) -> broadcast::Receiver<PresenceChange> {
         self.changes.subscribe()
+    }
+
+    pub(crate) fn subscribe_accepted(&self) -> broadcast::Receiver<ClientAccepted> {
+        self.accepted.subscribe()
     }
 
     /// Registers a connection. A clean session's connection that had this
@@ -98,6 +114,13 @@ impl Registry {
                 if old.mailbox.is_some() && old.client_id == client_id {
                     old.kick_for(KickReason::TakenOver);
                 }
+            }
+            // Nobody listening (a single node) costs one atomic load.
+            if self.accepted.receiver_count() > 0 {
+                let _ = self.accepted.send(ClientAccepted {
+                    user_id,
+                    client_id: client_id.clone(),
+                });
             }
             conns.insert(
                 conn_id,
@@ -226,6 +249,21 @@ impl Registry {
         n
     }
 
+    /// Ends the user's connections with this (namespaced) client id, clean
+    /// or persistent: another node accepted a connection with it.
+    pub(crate) fn kick_client(&self, user_id: u64, client_id: &str) -> usize {
+        let users = self.users.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(conns) = users.get(&user_id) else {
+            return 0;
+        };
+        let mut n = 0;
+        for conn in conns.values().filter(|c| &*c.client_id == client_id) {
+            conn.kick_for(KickReason::TakenOver);
+            n += 1;
+        }
+        n
+    }
+
     pub(crate) fn kick_all(&self, why: KickReason) {
         let users = self.users.lock().unwrap_or_else(|e| e.into_inner());
         for conn in users.values().flat_map(HashMap::values) {
@@ -324,6 +362,25 @@ mod tests {
         let linked = reg.register(3, 10, "3|x".into(), None);
         let _again = reg.register(3, 10, "3|x".into(), mailbox());
         assert!(!linked.kick.is_cancelled());
+    }
+
+    #[test]
+    fn accepted_client_ids_are_reported_and_can_be_kicked() {
+        let reg = Registry::new();
+        let mut rx = reg.subscribe_accepted();
+        let a = reg.register(1, 10, "1|phone".into(), None);
+        let b = reg.register(1, 10, "1|laptop".into(), None);
+        assert_eq!(
+            rx.try_recv().ok(),
+            Some(ClientAccepted {
+                user_id: 1,
+                client_id: "1|phone".into()
+            })
+        );
+        assert_eq!(reg.kick_client(1, "1|phone"), 1);
+        assert_eq!(reg.kick_client(2, "1|laptop"), 0, "another user's");
+        assert_eq!(a.kick_reason(), Some(KickReason::TakenOver));
+        assert!(!b.kick.is_cancelled());
     }
 
     #[test]

@@ -611,6 +611,19 @@ impl Broker {
             .kick(user_id, session_id, KickReason::SessionEnded)
     }
 
+    /// Connections accepted, with their client ids (for takeovers across
+    /// the nodes of a cluster).
+    pub fn accepted_clients(&self) -> broadcast::Receiver<crate::registry::ClientAccepted> {
+        self.shared.registry.subscribe_accepted()
+    }
+
+    /// Closes the user's connections with this namespaced client id (as
+    /// reported by [`Broker::accepted_clients`]): it was taken over
+    /// elsewhere. Returns how many were closed.
+    pub fn take_over(&self, user_id: u64, client_id: &str) -> usize {
+        self.shared.registry.kick_client(user_id, client_id)
+    }
+
     /// Closes every client connection (server shutdown).
     pub fn disconnect_all(&self) {
         self.shared.registry.kick_all(KickReason::ServerShutdown);

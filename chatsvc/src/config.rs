@@ -58,6 +58,13 @@ pub struct Config {
     )]
     pub data_dir: PathBuf,
 
+    /// Attachments directory (default: `files` in the data dir). Nodes of a
+    /// cluster give it one directory they all mount (NFS, EFS, any shared
+    /// file system), so an upload made through one node downloads through
+    /// every other.
+    #[arg(long = "files-dir", env = "CHAT_FILES_DIR")]
+    pub files_dir: Option<PathBuf>,
+
     /// Lifetime of access tokens, in seconds.
     #[arg(long, env = "CHAT_ACCESS_TOKEN_TTL", default_value_t = 900)]
     pub access_token_ttl: u64,
@@ -153,6 +160,13 @@ pub struct Config {
     /// (a flapping mobile link does not spam them).
     #[arg(long, env = "CHAT_PRESENCE_DEBOUNCE_MS", default_value_t = 5000)]
     pub presence_debounce_ms: u64,
+
+    /// Seconds a node holds a webhook delivery it is attempting, on a
+    /// store several nodes share: no other node attempts it meanwhile, and
+    /// once it passes (the node died or hung) another node takes it over.
+    /// Each attempt's HTTP timeout is at most half of it (and 10 s).
+    #[arg(long, env = "CHAT_WEBHOOK_LEASE", default_value_t = 60)]
+    pub webhook_lease: u64,
 
     /// Login attempts per account from one address prefix (/24 for IPv4,
     /// /64 for IPv6) per minute (0: no limit). Attempts from elsewhere have
@@ -262,6 +276,34 @@ pub struct Config {
     #[arg(long, env = "CHAT_STORE_CACHE_MIB", default_value_t = crate::store::DEFAULT_WRITER_CACHE_MIB)]
     pub store_cache_mib: u64,
 
+    /// Runs this chatd as one node of a cluster: the NATS server
+    /// (`nats://HOST:PORT`) that carries what crosses nodes (pushes,
+    /// presence, session ends). Needs a PostgreSQL `--store` shared by every
+    /// node (README: Running a cluster). Unset: a single node.
+    #[arg(long, env = "CHAT_CLUSTER", hide_env_values = true)]
+    pub cluster: Option<String>,
+
+    /// This node's name in the cluster, unique per running process
+    /// (default: the host name and a random suffix).
+    #[arg(long, env = "CHAT_NODE_ID")]
+    pub node_id: Option<String>,
+
+    /// Cluster only: milliseconds between this node's heartbeats on the bus.
+    #[arg(long, env = "CHAT_CLUSTER_HEARTBEAT_MS", default_value_t = 1000)]
+    pub cluster_heartbeat_ms: u64,
+
+    /// Cluster only: milliseconds without a heartbeat after which a node is
+    /// taken for dead and its users for offline (then the presence debounce
+    /// applies).
+    #[arg(long, env = "CHAT_CLUSTER_LEASE_MS", default_value_t = 3000)]
+    pub cluster_lease_ms: u64,
+
+    /// Cluster only: milliseconds a node holds a user's event back while an
+    /// earlier cursor is missing (committed on another node, not yet here);
+    /// then it delivers and the client heals the gap by sync.
+    #[arg(long, env = "CHAT_CLUSTER_REORDER_MS", default_value_t = 100)]
+    pub cluster_reorder_ms: u64,
+
     /// Log format: `text` or `json`.
     #[arg(long, env = "CHAT_LOG_FORMAT", default_value = "text")]
     pub log_format: LogFormat,
@@ -287,6 +329,47 @@ impl Config {
         } else {
             Err("--store must be `sqlite` or a postgres://USER:PASS@HOST:PORT/DB URL".to_owned())
         }
+    }
+
+    /// The cluster settings, when `--cluster` is given; refused with a
+    /// reason when the store can't be shared between nodes.
+    pub fn cluster_settings(&self) -> Result<Option<crate::cluster::Settings>, String> {
+        let Some(url) = self.cluster.as_deref().map(str::trim) else {
+            return Ok(None);
+        };
+        if !url.starts_with("nats://") {
+            return Err("--cluster must be a nats://HOST:PORT URL".to_owned());
+        }
+        if !matches!(self.store_choice()?, StoreChoice::Postgres(_)) {
+            return Err(
+                "--cluster needs a PostgreSQL --store shared by every node: SQLite is one node's file"
+                    .to_owned(),
+            );
+        }
+        let node_id = match self.node_id.as_deref().map(str::trim) {
+            Some("") => return Err("--node-id must not be empty".to_owned()),
+            Some(id)
+                if !id
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_".contains(c)) =>
+            {
+                return Err("--node-id may hold only letters, digits, `-` and `_`".to_owned())
+            }
+            Some(id) => id.to_owned(),
+            None => crate::cluster::default_node_id(),
+        };
+        Ok(Some(crate::cluster::Settings {
+            url: url.to_owned(),
+            node_id,
+            heartbeat: Duration::from_millis(self.cluster_heartbeat_ms.max(10)),
+            lease: Duration::from_millis(
+                self.cluster_lease_ms
+                    .max(self.cluster_heartbeat_ms * 2)
+                    .max(20),
+            ),
+            reorder_wait: Duration::from_millis(self.cluster_reorder_ms),
+            ..crate::cluster::Settings::default()
+        }))
     }
 
     /// The PostgreSQL backend's options from the flags.
@@ -358,6 +441,14 @@ impl Config {
         Duration::from_secs(self.unreferenced_file_hours * 3600)
     }
 
+    /// Where attachments are kept: `--files-dir`, or `files` in the data
+    /// dir.
+    pub fn files_dir(&self) -> PathBuf {
+        self.files_dir
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("files"))
+    }
+
     /// The domain's rules from the flags.
     pub fn limits(&self) -> crate::domain::Limits {
         crate::domain::Limits {
@@ -369,6 +460,7 @@ impl Config {
             friend_request_ttl: Duration::from_secs(self.friend_request_ttl_days.max(1) * 86_400),
             recall_window: Duration::from_secs(self.recall_window),
             presence_debounce: Duration::from_millis(self.presence_debounce_ms),
+            webhook_lease: Duration::from_secs(self.webhook_lease.max(1)),
             rates: crate::domain::limits::RateConfig {
                 login_per_account_per_min: self.login_rate,
                 auth_per_ip_per_min: self.auth_ip_rate,
@@ -452,4 +544,53 @@ pub fn load() -> Result<Cli, ConfigError> {
     Ok(Cli::from_arg_matches(
         &Cli::command().try_get_matches_from(argv)?,
     )?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn parse(args: &[&str]) -> Config {
+        let mut argv = vec!["chatd"];
+        argv.extend_from_slice(args);
+        match Cli::try_parse_from(argv) {
+            Ok(cli) => cli.config,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    #[test]
+    fn a_cluster_needs_a_shared_postgres_store() {
+        assert!(
+            matches!(parse(&[]).cluster_settings(), Ok(None)),
+            "single node"
+        );
+        let on_sqlite = parse(&["--cluster", "nats://127.0.0.1:4222"]).cluster_settings();
+        assert!(
+            on_sqlite.as_ref().is_err_and(|e| e.contains("PostgreSQL")),
+            "{on_sqlite:?}"
+        );
+        let pg = ["--store", "postgres://u@127.0.0.1:5432/chat"];
+        let bad_url = parse(&[pg[0], pg[1], "--cluster", "127.0.0.1:4222"]).cluster_settings();
+        assert!(bad_url.is_err());
+        let bad_id = parse(&[pg[0], pg[1], "--cluster", "nats://h:1", "--node-id", "a.b"]);
+        assert!(
+            bad_id.cluster_settings().is_err(),
+            "a dot would split a subject"
+        );
+        let ok = parse(&[pg[0], pg[1], "--cluster", "nats://h:1", "--node-id", "n-1"]);
+        let settings = ok.cluster_settings().ok().flatten();
+        assert_eq!(settings.map(|s| s.node_id), Some("n-1".to_owned()));
+        let a = parse(&[pg[0], pg[1], "--cluster", "nats://h:1"]).cluster_settings();
+        let b = parse(&[pg[0], pg[1], "--cluster", "nats://h:1"]).cluster_settings();
+        let ids = |s: Result<Option<crate::cluster::Settings>, String>| {
+            s.ok().flatten().map(|s| s.node_id)
+        };
+        assert_ne!(
+            ids(a),
+            ids(b),
+            "default node ids are unique per process start"
+        );
+    }
 }

@@ -8,6 +8,8 @@
 //!   read handle; the SQLite backend (migrations, the group-commit writer,
 //!   read pool) behind them. Only place that knows SQL.
 //! - [`downlink`]: the embedded broker behind the domain's `Downlink` trait.
+//! - [`cluster`]: `--cluster`: the NATS bus between nodes (cross-node
+//!   pushes, presence, session ends).
 //! - [`config`]: flags and environment.
 //! - [`admin`]: `chatd admin ...` operator commands.
 //! - [`http_server`]: serves the router: per-address cap, header and idle
@@ -20,6 +22,7 @@
 
 pub mod admin;
 pub mod api;
+pub mod cluster;
 pub mod config;
 pub mod domain;
 pub mod downlink;

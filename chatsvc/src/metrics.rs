@@ -41,6 +41,23 @@ pub const STORE_WAL_FRAMES: &str = "mqchat_store_wal_frames";
 /// (`--search-concurrency`).
 pub const SEARCH_WAIT_SECONDS: &str = "mqchat_search_wait_seconds";
 
+/// Cluster only (`--cluster`): 1 while connected to NATS.
+pub const CLUSTER_BUS_UP: &str = "mqchat_cluster_bus_up";
+/// Cluster only: nodes in this node's view, itself included.
+pub const CLUSTER_NODES: &str = "mqchat_cluster_nodes";
+pub const CLUSTER_PUBLISHED_TOTAL: &str = "mqchat_cluster_published_total";
+/// Counter, label `reason` ([`CLUSTER_DROP_REASONS`]).
+pub const CLUSTER_DROPPED_TOTAL: &str = "mqchat_cluster_dropped_total";
+pub const CLUSTER_RECEIVED_TOTAL: &str = "mqchat_cluster_received_total";
+pub const CLUSTER_EVENTS_LATE_TOTAL: &str = "mqchat_cluster_events_late_total";
+pub const CLUSTER_GAPS_RELEASED_TOTAL: &str = "mqchat_cluster_gaps_released_total";
+pub const CLUSTER_SLOW_CONSUMER_TOTAL: &str = "mqchat_cluster_slow_consumer_total";
+
+/// The `reason` label values of [`CLUSTER_DROPPED_TOTAL`].
+pub const DROP_BUS_DOWN: &str = "bus_down";
+pub const DROP_QUEUE_FULL: &str = "queue_full";
+pub const CLUSTER_DROP_REASONS: [&str; 2] = [DROP_BUS_DOWN, DROP_QUEUE_FULL];
+
 /// The `phase` label values of [`HTTP_CONNECTIONS_TIMED_OUT_TOTAL`].
 pub const PHASE_HEADER: &str = "header";
 pub const PHASE_IDLE: &str = "idle";
@@ -175,4 +192,45 @@ fn describe() {
         "Jobs (writes) committed together in one group commit."
     );
     histogram!(STORE_COMMIT_JOBS);
+}
+
+/// Describes the cluster's metrics and creates them at zero; called only
+/// when `--cluster` is given, so a single node's scrape does not list them.
+pub fn describe_cluster() {
+    for (name, help) in [
+        (
+            CLUSTER_BUS_UP,
+            "1 while this node is connected to the NATS bus, else 0.",
+        ),
+        (
+            CLUSTER_NODES,
+            "Cluster nodes this node knows alive, itself included.",
+        ),
+    ] {
+        describe_gauge!(name, help);
+        gauge!(name);
+    }
+    for (name, help) in [
+        (CLUSTER_PUBLISHED_TOTAL, "Messages this node published on the bus."),
+        (CLUSTER_RECEIVED_TOTAL, "Messages received on users' subjects from other nodes."),
+        (
+            CLUSTER_EVENTS_LATE_TOTAL,
+            "Events dropped because they arrived after their cursor was passed (the client syncs them).",
+        ),
+        (
+            CLUSTER_GAPS_RELEASED_TOTAL,
+            "Cursor gaps given up after the reorder wait (the client heals them by sync).",
+        ),
+        (CLUSTER_SLOW_CONSUMER_TOTAL, "Times NATS reported this node as a slow consumer."),
+    ] {
+        describe_counter!(name, help);
+        counter!(name);
+    }
+    describe_counter!(
+        CLUSTER_DROPPED_TOTAL,
+        "Bus publishes dropped, by reason: bus down, or the bounded queue full."
+    );
+    for reason in CLUSTER_DROP_REASONS {
+        counter!(CLUSTER_DROPPED_TOTAL, "reason" => reason);
+    }
 }

@@ -34,6 +34,10 @@ pub enum StartError {
     },
     #[error("broker: {0}")]
     Broker(#[from] mqchat_broker::BrokerError),
+    #[error("{0}")]
+    Config(String),
+    #[error("cluster: {0}")]
+    Cluster(#[from] crate::cluster::ClusterError),
     #[error("loading revocations: {0}")]
     Domain(#[from] crate::domain::DomainError),
 }
@@ -75,6 +79,8 @@ impl Running {
 
 /// Starts everything and returns once both listeners are bound.
 pub async fn start(config: Config) -> Result<Running, StartError> {
+    // Checked before anything is opened: a cluster on SQLite is refused.
+    let cluster_settings = config.cluster_settings().map_err(StartError::Config)?;
     let data_dir = &config.data_dir;
     std::fs::create_dir_all(data_dir).map_err(|source| StartError::DataDir {
         path: data_dir.display().to_string(),
@@ -96,6 +102,9 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             source,
         }
     })?;
+    // Before anything counts: the broker's and the cluster's metrics are
+    // described as they start.
+    let metrics = crate::metrics::install();
     let store = config.open_store().await?;
     let tokens = Arc::new(Tokens::new(
         &secret,
@@ -116,22 +125,55 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         ..Default::default()
     };
     let broker = mqchat_broker::Broker::start(settings, tokens.clone(), shutdown.child_token())?;
-    let chat = Chat::new(
-        store.clone(),
-        tokens,
-        Arc::new(BrokerDownlink(broker.clone())),
-        config.limits(),
-    )
-    .with_files_dir(data_dir.join("files"));
+    let (cluster, downlink, cluster_presence) = match cluster_settings {
+        Some(settings) => {
+            let (cluster, seen) =
+                crate::cluster::Cluster::start(settings, broker.clone(), shutdown.clone()).await?;
+            let downlink: Arc<dyn crate::domain::Downlink> =
+                Arc::new(crate::cluster::ClusterDownlink(cluster.clone()));
+            (Some(cluster), downlink, Some(seen))
+        }
+        None => (
+            None,
+            Arc::new(BrokerDownlink(broker.clone())) as Arc<dyn crate::domain::Downlink>,
+            None,
+        ),
+    };
+    let chat = Chat::new(store.clone(), tokens, downlink, config.limits())
+        .with_files_dir(config.files_dir());
     chat.load_token_state().await?;
-    // No upload is in flight yet: every temporary file is a leftover.
-    match chat.sweep_stale_uploads(Duration::ZERO).await {
+    if let Some(cluster) = &cluster {
+        let chat = chat.clone();
+        cluster.serve_revocations(move || {
+            let chat = chat.clone();
+            async move {
+                if let Err(e) = chat.load_token_state().await {
+                    warn!(error = %e, "reloading token revocations");
+                }
+            }
+        });
+    }
+    // No upload of this process is in flight yet: in its own directory,
+    // every temporary file is a leftover. A directory given with
+    // `--files-dir` may be shared with other nodes, whose uploads in
+    // flight must stay: there, only stale ones go.
+    let leftover = match config.files_dir {
+        None => Duration::ZERO,
+        Some(_) => crate::domain::files::STALE_UPLOAD_AGE,
+    };
+    match chat.sweep_stale_uploads(leftover).await {
         Ok(0) => {}
         Ok(n) => info!(files = n, "deleted leftover partial uploads"),
         Err(e) => warn!(error = %e, "sweeping partial uploads"),
     }
     broker.set_uplink(Arc::new(api::uplink::MqttUplink::new(chat.clone())));
-    spawn_presence(&chat, &broker, shutdown.clone());
+    match cluster_presence {
+        // The cluster's view feeds presence: changes anywhere in the cluster.
+        Some(seen) => {
+            tokio::spawn(chat.clone().run_presence(seen, shutdown.clone()));
+        }
+        None => spawn_presence(&chat, &broker, shutdown.clone()),
+    }
     tokio::spawn(chat.clone().run_webhooks(shutdown.clone()));
     {
         let chat = chat.clone();
@@ -167,7 +209,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             loop {
                 tokio::select! {
                     _ = stop.cancelled() => return,
-                    _ = tick.tick() => chat.forget_idle_rate_limits(),
+                    _ = tick.tick() => chat.forget_idle_rate_limits().await,
                 }
             }
         });
@@ -204,7 +246,6 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             source,
         })?;
 
-    let metrics = crate::metrics::install();
     let state = AppState {
         chat,
         broker: broker.clone(),
@@ -214,6 +255,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             dir: config.web_dir.clone(),
             vendor_dir: config.web_vendor_dir.clone(),
         }),
+        cluster,
     };
     let app = api::router(state);
 
@@ -307,7 +349,12 @@ fn spawn_presence(chat: &Chat, broker: &mqchat_broker::Broker, shutdown: Cancell
             };
             match change {
                 Ok(c) => {
-                    if tx.send((c.user_id, c.online)).await.is_err() {
+                    let seen = crate::domain::presence::Seen {
+                        user: c.user_id,
+                        online: c.online,
+                        announce: true,
+                    };
+                    if tx.send(seen).await.is_err() {
                         return;
                     }
                 }

@@ -178,7 +178,8 @@ pub struct Disconnected {
     pub connections: usize,
 }
 
-/// `POST /admin/users/{id}/disconnect` → how many MQTT connections were closed.
+/// `POST /admin/users/{id}/disconnect` → how many MQTT connections were
+/// closed on this node (on a cluster, the other nodes close theirs too).
 #[utoipa::path(
     post,
     path = "/users/{id}/disconnect",
@@ -193,7 +194,7 @@ async fn disconnect(
     Path(id): Path<u64>,
 ) -> Json<Disconnected> {
     Json(Disconnected {
-        connections: state.broker.disconnect(id, None),
+        connections: state.chat.disconnect_user(id),
     })
 }
 

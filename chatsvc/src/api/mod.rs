@@ -44,6 +44,8 @@ pub struct AppState {
     pub admin_token: Arc<str>,
     /// Where the web client's files come from.
     pub web: Arc<web::WebConfig>,
+    /// This node's cluster membership (`--cluster`), for `/healthz`.
+    pub cluster: Option<crate::cluster::Cluster>,
 }
 
 /// What the router holds and handlers extract. axum clones the state for

@@ -23,12 +23,28 @@ pub(super) struct Doc;
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Health {
-    /// Always `ok`: an answer at all means the service runs.
+    /// `ok`, or `degraded` when a cluster node has lost the NATS bus: it
+    /// still serves its own clients and commits every send, but pushes to
+    /// other nodes pause (clients heal by sync). Either way the answer is
+    /// 200: an orchestrator must not restart nodes because NATS is down.
     pub status: &'static str,
     pub mqtt_connections: usize,
+    /// Present on a cluster node (`--cluster`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<ClusterHealth>,
 }
 
-/// `GET /healthz` → 200 `{"status":"ok", ...}` while the service runs.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ClusterHealth {
+    pub node_id: String,
+    /// `up` or `down`: connected to NATS.
+    pub bus: &'static str,
+    /// Nodes this node knows alive, itself included.
+    pub nodes: usize,
+}
+
+/// `GET /healthz` → 200 `{"status":"ok", ...}` while the service runs
+/// (`degraded` on a cluster node without its bus).
 #[utoipa::path(
     get,
     tag = "ops",
@@ -36,9 +52,16 @@ pub struct Health {
     responses((status = 200, description = "The service runs.", body = Health))
 )]
 async fn healthz(State(state): State<SharedState>) -> axum::Json<Health> {
+    let cluster = state.cluster.as_ref().map(|c| ClusterHealth {
+        node_id: c.node_id().to_owned(),
+        bus: if c.is_up() { "up" } else { "down" },
+        nodes: c.nodes(),
+    });
+    let degraded = cluster.as_ref().is_some_and(|c| c.bus == "down");
     axum::Json(Health {
-        status: "ok",
+        status: if degraded { "degraded" } else { "ok" },
         mqtt_connections: state.broker.connection_count(),
+        cluster,
     })
 }
 

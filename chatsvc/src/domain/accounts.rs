@@ -75,7 +75,7 @@ impl Chat {
         password: &str,
         ip: Option<std::net::IpAddr>,
     ) -> Result<User, DomainError> {
-        self.rates.register(ip)?;
+        self.rates.register(ip).await?;
         let username = normalize_username(username)?;
         check_password(password)?;
         let hash = hash_password(password.to_owned()).await?;
@@ -100,7 +100,7 @@ impl Chat {
         password: &str,
         ip: Option<std::net::IpAddr>,
     ) -> Result<LoginGrant, DomainError> {
-        self.rates.login(username, ip)?;
+        self.rates.login(username, ip).await?;
         // A name that can't exist still pays for a hash verification.
         let name = normalize_username(username).unwrap_or_default();
         let found = self
@@ -199,6 +199,13 @@ impl Chat {
             .end_sessions(user_id, (!everywhere).then_some(caller.session_id));
         tracing::info!(user_id, sessions = sessions.len(), closed, "logged out");
         Ok(closed)
+    }
+
+    /// Closes every MQTT connection of the user (on every node of a
+    /// cluster); returns how many were closed on this node. Their tokens
+    /// stay valid: they may connect again.
+    pub fn disconnect_user(&self, user_id: u64) -> usize {
+        self.downlink.end_sessions(user_id, None)
     }
 
     /// Reloads revocations that may still cover live access tokens, and

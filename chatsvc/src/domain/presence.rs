@@ -6,6 +6,11 @@
 //! flapping mobile link does not spam friends. Presence is ephemeral: pushed
 //! on `users/{id}/presence`, not stored in the inbox; the last-seen time is
 //! stored.
+//!
+//! In a cluster every node keeps this state for the whole cluster (fed by
+//! `cluster::presence` with cluster-wide first-opened / last-closed changes),
+//! so `/v1/friends/online` is right on every node, but only one node
+//! announces each change ([`Seen::announce`]).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -78,6 +83,17 @@ impl Tracker {
     }
 }
 
+/// A change in whether a user has any connection (on this node, or in the
+/// cluster when clustered).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Seen {
+    pub user: u64,
+    pub online: bool,
+    /// Whether this node tells friends (and stores the last-seen time);
+    /// the other nodes of a cluster only keep their view right.
+    pub announce: bool,
+}
+
 enum Change {
     Nothing,
     AnnounceOnline,
@@ -85,14 +101,19 @@ enum Change {
 }
 
 impl Chat {
-    /// Consumes `(user, online)` changes from the broker until shutdown.
+    /// Consumes changes (from the broker, or the cluster's view) until
+    /// shutdown.
     pub async fn run_presence(
         self,
-        mut changes: mpsc::Receiver<(u64, bool)>,
+        mut changes: mpsc::Receiver<Seen>,
         shutdown: CancellationToken,
     ) {
         loop {
-            let (user, online) = tokio::select! {
+            let Seen {
+                user,
+                online,
+                announce,
+            } = tokio::select! {
                 _ = shutdown.cancelled() => return,
                 c = changes.recv() => match c {
                     Some(c) => c,
@@ -101,13 +122,14 @@ impl Chat {
             };
             match self.presence.change(user, online) {
                 Change::Nothing => {}
-                Change::AnnounceOnline => self.announce(user, true, None).await,
+                Change::AnnounceOnline if announce => self.announce(user, true, None).await,
+                Change::AnnounceOnline => {}
                 Change::OfflineAfterDebounce(generation) => {
                     let chat = self.clone();
                     let debounce = self.limits.presence_debounce;
                     tokio::spawn(async move {
                         tokio::time::sleep(debounce).await;
-                        if chat.presence.settle_offline(user, generation) {
+                        if chat.presence.settle_offline(user, generation) && announce {
                             let seen = now_ms();
                             let store = chat.store.clone();
                             if let Err(e) = store

@@ -40,6 +40,7 @@ pub fn app() -> Result<App, Box<dyn std::error::Error>> {
             metrics: None,
             admin_token: Arc::from("handler-test-admin-token"),
             web: Arc::default(),
+            cluster: None,
         }),
         _dir: dir,
     })
