@@ -479,8 +479,9 @@ async fn a_killed_node_takes_its_users_offline_within_its_lease() -> Result<()> 
     cluster.kill9(2).await?;
     drop(bob_rx);
     assert_eq!(presence_of(&mut alice_rx, bob.id, WAIT).await?, Some(false));
-    // FAST_TIMINGS: lease 600 ms + heartbeat 100 ms + debounce 300 ms.
-    let bound = Duration::from_millis(600 + 100 + 300 + 700);
+    // FAST_TIMINGS: lease 600 ms + heartbeat 100 ms + debounce 300 ms,
+    // and room for a loaded machine (without leases it never comes).
+    let bound = Duration::from_millis(600 + 100 + 300 + 1500);
     ensure!(
         killed.elapsed() <= bound,
         "offline after {:?}",
