@@ -58,6 +58,13 @@ pub struct Config {
     )]
     pub data_dir: PathBuf,
 
+    /// Attachments directory (default: `files` in the data dir). Nodes of a
+    /// cluster give it one directory they all mount (NFS, EFS, any shared
+    /// file system), so an upload made through one node downloads through
+    /// every other.
+    #[arg(long = "files-dir", env = "CHAT_FILES_DIR")]
+    pub files_dir: Option<PathBuf>,
+
     /// Lifetime of access tokens, in seconds.
     #[arg(long, env = "CHAT_ACCESS_TOKEN_TTL", default_value_t = 900)]
     pub access_token_ttl: u64,
@@ -153,6 +160,13 @@ pub struct Config {
     /// (a flapping mobile link does not spam them).
     #[arg(long, env = "CHAT_PRESENCE_DEBOUNCE_MS", default_value_t = 5000)]
     pub presence_debounce_ms: u64,
+
+    /// Seconds a node holds a webhook delivery it is attempting, on a
+    /// store several nodes share: no other node attempts it meanwhile, and
+    /// once it passes (the node died or hung) another node takes it over.
+    /// Each attempt's HTTP timeout is at most half of it (and 10 s).
+    #[arg(long, env = "CHAT_WEBHOOK_LEASE", default_value_t = 60)]
+    pub webhook_lease: u64,
 
     /// Login attempts per account from one address prefix (/24 for IPv4,
     /// /64 for IPv6) per minute (0: no limit). Attempts from elsewhere have
@@ -422,6 +436,14 @@ impl Config {
         Duration::from_secs(self.unreferenced_file_hours * 3600)
     }
 
+    /// Where attachments are kept: `--files-dir`, or `files` in the data
+    /// dir.
+    pub fn files_dir(&self) -> PathBuf {
+        self.files_dir
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("files"))
+    }
+
     /// The domain's rules from the flags.
     pub fn limits(&self) -> crate::domain::Limits {
         crate::domain::Limits {
@@ -433,6 +455,7 @@ impl Config {
             friend_request_ttl: Duration::from_secs(self.friend_request_ttl_days.max(1) * 86_400),
             recall_window: Duration::from_secs(self.recall_window),
             presence_debounce: Duration::from_millis(self.presence_debounce_ms),
+            webhook_lease: Duration::from_secs(self.webhook_lease.max(1)),
             rates: crate::domain::limits::RateConfig {
                 login_per_account_per_min: self.login_rate,
                 auth_per_ip_per_min: self.auth_ip_rate,

@@ -140,7 +140,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         ),
     };
     let chat = Chat::new(store.clone(), tokens, downlink, config.limits())
-        .with_files_dir(data_dir.join("files"));
+        .with_files_dir(config.files_dir());
     chat.load_token_state().await?;
     if let Some(cluster) = &cluster {
         let chat = chat.clone();
@@ -153,8 +153,15 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             }
         });
     }
-    // No upload is in flight yet: every temporary file is a leftover.
-    match chat.sweep_stale_uploads(Duration::ZERO).await {
+    // No upload of this process is in flight yet: in its own directory,
+    // every temporary file is a leftover. A directory given with
+    // `--files-dir` may be shared with other nodes, whose uploads in
+    // flight must stay: there, only stale ones go.
+    let leftover = match config.files_dir {
+        None => Duration::ZERO,
+        Some(_) => crate::domain::files::STALE_UPLOAD_AGE,
+    };
+    match chat.sweep_stale_uploads(leftover).await {
         Ok(0) => {}
         Ok(n) => info!(files = n, "deleted leftover partial uploads"),
         Err(e) => warn!(error = %e, "sweeping partial uploads"),
@@ -202,7 +209,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             loop {
                 tokio::select! {
                     _ = stop.cancelled() => return,
-                    _ = tick.tick() => chat.forget_idle_rate_limits(),
+                    _ = tick.tick() => chat.forget_idle_rate_limits().await,
                 }
             }
         });

@@ -378,6 +378,51 @@ function trimBase(baseUrl) {
 }
 
 /**
+ * The servers to use: one base URL, or several (nodes of one cluster, or one
+ * load balancer) in the order to try them.
+ * @param {string | string[]} baseUrl
+ * @returns {string[]}
+ */
+function serverList(baseUrl) {
+  const list = (Array.isArray(baseUrl) ? baseUrl : [baseUrl]).map(trimBase);
+  if (list.length === 0) throw new MqchatError('no server given', { code: 'invalid_input' });
+  return [...new Set(list)];
+}
+
+/**
+ * {@link request} to the first of `servers` that can be reached: a network
+ * failure (refused, unreachable) moves on to the next. For calls made before
+ * there is a session (login, register, resume).
+ * @param {string[]} servers
+ * @param {string} method
+ * @param {string} path
+ * @param {RequestOptions} opts
+ * @returns {Promise<{server: string, answer: any}>}
+ */
+async function requestAny(servers, method, path, opts) {
+  let lastErr;
+  for (const server of servers) {
+    try {
+      return { server, answer: await request(server, method, path, opts) };
+    } catch (err) {
+      if (!(err instanceof MqchatError) || err.code !== 'network') throw err;
+      lastErr = err;
+    }
+  }
+  throw lastErr;
+}
+
+/**
+ * `servers` starting at `first`, the rest in their order after it.
+ * @param {string[]} servers
+ * @param {string} first
+ */
+function rotateTo(servers, first) {
+  const i = Math.max(servers.indexOf(first), 0);
+  return [...servers.slice(i), ...servers.slice(0, i)];
+}
+
+/**
  * The WebSocket MQTT endpoint chatd serves next to its HTTP API:
  * `http://HOST:PORT` → `ws://HOST:PORT/mqtt` (`https` → `wss`).
  * @param {string} baseUrl
@@ -603,6 +648,16 @@ async function request(baseUrl, method, path, opts = {}) {
  */
 
 /**
+ * Several servers: every static constructor (`login`, `register`, `resume`)
+ * takes an array of base URLs as well as one, e.g. the nodes of a cluster
+ * (`['http://10.0.0.1:8080', 'http://10.0.0.2:8080']`). A call that cannot
+ * reach the server in use moves the client to the next (and is retried as
+ * its kind allows); the event stream does the same with their WebSocket
+ * endpoints and syncs from its cursor, so it stays gap-free across the move.
+ * One balancer address needs none of this.
+ */
+
+/**
  * A logged-in user: the session's tokens and every HTTP call.
  *
  * It is an `EventTarget` that dispatches `CustomEvent`s:
@@ -614,14 +669,16 @@ async function request(baseUrl, method, path, opts = {}) {
 export class Client extends EventTarget {
   /**
    * Use {@link Client.login}, {@link Client.resume} instead.
-   * @param {string} baseUrl
+   * @param {string | string[]} baseUrl one server, or several: the first is used first
    * @param {LoginGrant} grant
    * @param {ClientOptions} [options]
    */
   constructor(baseUrl, grant, options = {}) {
     super();
-    /** Base URL of chatd, e.g. `http://127.0.0.1:8080`. @type {string} */
-    this.baseUrl = trimBase(baseUrl);
+    /** Every server this client may use, in order. @type {string[]} */
+    this.servers = serverList(baseUrl);
+    /** Base URL of chatd in use, e.g. `http://127.0.0.1:8080`. @type {string} */
+    this.baseUrl = this.servers[0];
     /** The logged-in user, as of login (or the last {@link Client#me}). @type {User} */
     this.user = grant.user;
     this._options = options;
@@ -652,13 +709,13 @@ export class Client extends EventTarget {
    * @returns {Promise<Client>}
    */
   static async login(baseUrl, username, password, options = {}) {
-    const base = trimBase(baseUrl);
-    const grant = await request(base, 'POST', '/v1/auth/login', {
+    const servers = serverList(baseUrl);
+    const { server, answer } = await requestAny(servers, 'POST', '/v1/auth/login', {
       body: { username, password },
       timeoutMs: options.timeoutMs,
       fetch: options.fetch,
     });
-    return new Client(base, grant, options);
+    return new Client(rotateTo(servers, server), answer, options);
   }
 
   /**
@@ -671,11 +728,12 @@ export class Client extends EventTarget {
    * @returns {Promise<User>}
    */
   static async register(baseUrl, username, password, options = {}) {
-    return request(trimBase(baseUrl), 'POST', '/v1/auth/register', {
+    const { answer } = await requestAny(serverList(baseUrl), 'POST', '/v1/auth/register', {
       body: { username, password },
       timeoutMs: options.timeoutMs,
       fetch: options.fetch,
     });
+    return answer;
   }
 
   /**
@@ -702,13 +760,13 @@ export class Client extends EventTarget {
    * @returns {Promise<Client>}
    */
   static async resume(baseUrl, refreshToken, options = {}) {
-    const base = trimBase(baseUrl);
-    const grant = await request(base, 'POST', '/v1/auth/refresh', {
+    const servers = serverList(baseUrl);
+    const { server, answer } = await requestAny(servers, 'POST', '/v1/auth/refresh', {
       body: { refresh_token: refreshToken },
       timeoutMs: options.timeoutMs,
       fetch: options.fetch,
     });
-    return new Client(base, grant, options);
+    return new Client(rotateTo(servers, server), answer, options);
   }
 
   /** The newest refresh token (it changes on every refresh). @returns {string} */
@@ -861,6 +919,9 @@ export class Client extends EventTarget {
         err = e;
       }
       if (!(err instanceof MqchatError)) throw err;
+      // The server in use can't be reached: the next one serves this
+      // call's retry (if its kind allows one) and the calls after it.
+      if (err.code === 'network') this._nextServer();
       if (maybeDone && opts.doneIfGone && err.status === 404) return null;
       const allowed =
         retry === 'always' ? err.transient : retry === 'ifNotSent' ? err.transient && err.neverReachedServer : false;
@@ -877,6 +938,12 @@ export class Client extends EventTarget {
         throw err;
       }
     }
+  }
+
+  /** Moves to the server after the one in use (with several). */
+  _nextServer() {
+    const i = this.servers.indexOf(this.baseUrl);
+    this.baseUrl = this.servers[(i + 1) % this.servers.length];
   }
 
   // --- session --------------------------------------------------------------
@@ -1536,6 +1603,9 @@ export class Sequencer {
 /**
  * @typedef {object} StreamOptions
  * @property {string} [url] WebSocket MQTT endpoint; default `ws(s)://<base host>/mqtt`
+ * @property {string[]} [urls] several WebSocket MQTT endpoints (nodes of a cluster): on a lost
+ *   connection the stream moves to the next, at once unless a whole round failed, and syncs
+ *   there; default one per server of the client ({@link Client#servers})
  * @property {any} [mqtt] the MQTT.js module; default the client's, else the `mqtt` global
  * @property {'beginning'|'now'|number} [start] where to start: every inbox event
  *   (`'beginning'`, the default), only new ones (`'now'`: the current cursor is
@@ -1596,8 +1666,12 @@ export class EventStream extends EventTarget {
     }
     /** @type {Client} */
     this.client = client;
+    /** Every WebSocket URL to try, in order (see {@link StreamOptions}). @type {string[]} */
+    this.urls = options.urls ?? (options.url ? [options.url] : client.servers.map(websocketUrlFor));
+    if (this.urls.length === 0) throw new MqchatError('no WebSocket URL given', { code: 'invalid_input' });
     /** The WebSocket URL in use. @type {string} */
     this.url = options.url ?? websocketUrlFor(client.baseUrl);
+    if (!this.urls.includes(this.url)) this.url = this.urls[0];
     /** MQTT client id and ack key. @type {string} */
     this.deviceId = deviceId;
     this._lib = lib;
@@ -1784,6 +1858,16 @@ export class EventStream extends EventTarget {
           continue;
         }
         if (ended.kind === 'lost' && ended.live) attempt = 0;
+        // Another server, at once unless a whole round has failed since the
+        // last connection that worked.
+        if (ended.kind === 'lost' && this.urls.length > 1) {
+          const next = (this.urls.indexOf(this.url) + 1) % this.urls.length;
+          this.url = this.urls[next];
+          if (next !== 0) {
+            this._setState('waiting', ended.error ?? null);
+            continue;
+          }
+        }
         if (ended.kind === 'refused') {
           try {
             await this.client._refresh(ended.generation);

@@ -108,7 +108,8 @@ pub(crate) fn random_id(len: usize) -> String {
 /// ```
 #[derive(Debug, Clone)]
 pub struct ClientBuilder {
-    base_url: String,
+    /// Servers in the order to try them; never empty.
+    base_urls: Vec<String>,
     request_timeout: Duration,
     connect_timeout: Duration,
     retry: RetryPolicy,
@@ -118,11 +119,21 @@ impl ClientBuilder {
     /// `base_url` is the server's HTTP root, e.g. `http://127.0.0.1:8080`.
     pub fn new(base_url: impl Into<String>) -> ClientBuilder {
         ClientBuilder {
-            base_url: base_url.into(),
+            base_urls: vec![base_url.into()],
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             retry: RetryPolicy::default(),
         }
+    }
+
+    /// More servers (nodes of one cluster, e.g. `http://10.0.0.2:8080`)
+    /// behind the first: a call whose connection to one is refused or
+    /// times out goes to the next at once (it never reached the first, so
+    /// any call may move), and later calls stay with the one that
+    /// answered.
+    pub fn fallback(mut self, base_url: impl Into<String>) -> ClientBuilder {
+        self.base_urls.push(base_url.into());
+        self
     }
 
     /// Timeout of one HTTP attempt, from sending to the last body byte.
@@ -177,12 +188,18 @@ impl ClientBuilder {
     }
 
     fn http(&self) -> Result<Http> {
-        let base = self.base_url.trim_end_matches('/');
-        if !base.starts_with("http://") || base.len() <= "http://".len() {
-            return Err(SdkError::InvalidInput {
-                what: "base URL",
-                reason: format!("{base:?}: expected http://HOST[:PORT] (this build has no TLS)"),
-            });
+        let mut bases = Vec::with_capacity(self.base_urls.len());
+        for base in &self.base_urls {
+            let base = base.trim_end_matches('/');
+            if !base.starts_with("http://") || base.len() <= "http://".len() {
+                return Err(SdkError::InvalidInput {
+                    what: "base URL",
+                    reason: format!(
+                        "{base:?}: expected http://HOST[:PORT] (this build has no TLS)"
+                    ),
+                });
+            }
+            bases.push(base.to_owned());
         }
         let client = reqwest::Client::builder()
             .timeout(self.request_timeout)
@@ -191,7 +208,8 @@ impl ClientBuilder {
             .map_err(SdkError::Setup)?;
         Ok(Http {
             client,
-            base: base.to_owned(),
+            bases,
+            current: std::sync::atomic::AtomicUsize::new(0),
             retry: self.retry,
         })
     }
@@ -277,7 +295,7 @@ impl fmt::Debug for Client {
     /// Never prints tokens.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Client")
-            .field("base_url", &self.inner.http.base)
+            .field("base_url", &self.inner.http.base())
             .field("user_id", &self.inner.user_id)
             .finish_non_exhaustive()
     }
@@ -337,9 +355,10 @@ impl Client {
         self.session().user.clone()
     }
 
-    /// The server's HTTP root, without a trailing slash.
+    /// The server's HTTP root in use (the one that last answered, of
+    /// several: [`ClientBuilder::fallback`]), without a trailing slash.
     pub fn base_url(&self) -> &str {
-        &self.inner.http.base
+        self.inner.http.base()
     }
 
     /// The newest refresh token, to save for [`ClientBuilder::resume`]. It
@@ -631,17 +650,56 @@ impl Request {
     }
 }
 
-/// The HTTP transport: base URL, connection pool, retry policy.
+/// The HTTP transport: base URLs, connection pool, retry policy.
 struct Http {
     client: reqwest::Client,
-    base: String,
+    /// Never empty; `current` indexes the one in use.
+    bases: Vec<String>,
+    current: std::sync::atomic::AtomicUsize,
     retry: RetryPolicy,
 }
 
 impl Http {
-    /// Sends once; a non-2xx answer becomes [`SdkError::Api`].
+    fn base(&self) -> &str {
+        let i = self.current.load(std::sync::atomic::Ordering::Relaxed) % self.bases.len();
+        &self.bases[i]
+    }
+
+    /// Sends once to the server in use, or, if the connection to it
+    /// fails (the request never reached it), to each other server in
+    /// turn; the one that answers stays in use. A non-2xx answer becomes
+    /// [`SdkError::Api`].
     async fn execute(&self, request: &Request, bearer: Option<&str>) -> Result<Bytes> {
-        let url = format!("{}{}", self.base, request.path);
+        use std::sync::atomic::Ordering::Relaxed;
+        let first = self.current.load(Relaxed);
+        let mut tried = 0;
+        loop {
+            let i = (first + tried) % self.bases.len();
+            match self.execute_on(&self.bases[i], request, bearer).await {
+                Err(SdkError::Transport { source, .. })
+                    if source.is_connect() && tried + 1 < self.bases.len() =>
+                {
+                    tracing::info!(err = %source, server = %self.bases[i], "server unreachable; trying the next");
+                    tried += 1;
+                }
+                result => {
+                    if tried > 0 {
+                        self.current.store(i, Relaxed);
+                    }
+                    return result;
+                }
+            }
+        }
+    }
+
+    /// Sends once to `base`.
+    async fn execute_on(
+        &self,
+        base: &str,
+        request: &Request,
+        bearer: Option<&str>,
+    ) -> Result<Bytes> {
+        let url = format!("{base}{}", request.path);
         let mut builder = self.client.request(request.method.clone(), url);
         if !request.query.is_empty() {
             builder = builder.query(&request.query);
@@ -800,7 +858,7 @@ mod tests {
     #[test]
     fn trims_trailing_slash() -> Result<()> {
         let http = ClientBuilder::new("http://127.0.0.1:8080/").http()?;
-        assert_eq!(http.base, "http://127.0.0.1:8080");
+        assert_eq!(http.base(), "http://127.0.0.1:8080");
         Ok(())
     }
 }

@@ -42,6 +42,12 @@
 //! # Ok(()) }
 //! ```
 //!
+//! Several servers (the nodes of a cluster): [`ClientBuilder::fallback`]
+//! adds servers the HTTP calls move to when the one in use can't be
+//! reached, and [`Client::connect_any`] streams from the first of several
+//! MQTT endpoints, moving on when a connection is lost and syncing there,
+//! so the stream stays gap-free across the move.
+//!
 //! # Layout
 //!
 //! - `client`: [`Client`], [`ClientBuilder`]: HTTP calls, the token session

@@ -24,7 +24,7 @@
 use std::future::Future;
 use std::ops::ControlFlow;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -395,7 +395,38 @@ impl Client {
     /// # Ok(()) }
     /// ```
     pub fn connect(&self, transport: Transport, options: StreamOptions) -> Result<EventStream> {
-        let endpoint = transport.endpoint()?;
+        self.connect_any([transport], options)
+    }
+
+    /// [`Client::connect`] to the first of several servers (nodes of one
+    /// cluster) that answers: when a connection fails or is lost, the
+    /// stream moves on to the next (round robin, the whole round without
+    /// a pause, then with the reconnect backoff) and syncs from its cursor
+    /// there, so it stays gap-free and in order across the move.
+    ///
+    /// ```no_run
+    /// # async fn example(client: mqchat_sdk::Client) -> Result<(), mqchat_sdk::SdkError> {
+    /// use mqchat_sdk::{StreamOptions, Transport};
+    ///
+    /// let nodes = ["10.0.0.1:1883", "10.0.0.2:1883"].map(|a| Transport::Tcp(a.into()));
+    /// let mut events = client.connect_any(nodes, StreamOptions::default())?;
+    /// # Ok(()) }
+    /// ```
+    pub fn connect_any(
+        &self,
+        transports: impl IntoIterator<Item = Transport>,
+        options: StreamOptions,
+    ) -> Result<EventStream> {
+        let endpoints = transports
+            .into_iter()
+            .map(|t| t.endpoint())
+            .collect::<Result<Vec<_>>>()?;
+        if endpoints.is_empty() {
+            return Err(SdkError::InvalidInput {
+                what: "MQTT servers",
+                reason: "none given".into(),
+            });
+        }
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| SdkError::NoRuntime)?;
         let device_id = match &options.device_id {
             Some(id) => id.clone(),
@@ -427,7 +458,8 @@ impl Client {
         }
         let driver = Driver {
             client: self.clone(),
-            endpoint,
+            endpoints,
+            current: AtomicUsize::new(0),
             device_id: device_id.clone(),
             options,
             delivered: delivered.clone(),
@@ -504,7 +536,9 @@ impl Drop for AbortOnDrop {
 
 struct Driver {
     client: Client,
-    endpoint: Endpoint,
+    /// The servers to try, in order; `current` indexes the one in use.
+    endpoints: Vec<Endpoint>,
+    current: AtomicUsize,
     device_id: String,
     options: StreamOptions,
     delivered: Arc<AtomicU64>,
@@ -513,11 +547,24 @@ struct Driver {
 }
 
 impl Driver {
+    /// The server connected (or being connected) to.
+    fn endpoint(&self) -> &Endpoint {
+        let i = self.current.load(Ordering::Relaxed) % self.endpoints.len();
+        &self.endpoints[i]
+    }
+
+    /// Moves on to the next server after a failure; true when that starts
+    /// a new round through them (time to back off).
+    fn next_endpoint(&self) -> bool {
+        let next = self.current.fetch_add(1, Ordering::Relaxed) + 1;
+        next.is_multiple_of(self.endpoints.len())
+    }
+
     async fn run(self) {
         let result = self.run_until_fatal().await;
         self.state.send_replace(StreamState::Closed);
         if let Err(err) = result {
-            tracing::warn!(%err, broker = %self.endpoint, "event stream ended");
+            tracing::warn!(%err, broker = %self.endpoint(), "event stream ended");
             // The receiver may be gone already; nothing left to tell then.
             let _ = self.events.send(Err(err)).await;
         }
@@ -539,10 +586,16 @@ impl Driver {
                     if live {
                         attempt = 0;
                     }
-                    tracing::info!(%error, broker = %self.endpoint, "event stream disconnected");
+                    tracing::info!(%error, broker = %self.endpoint(), "event stream disconnected");
+                    // Another server of the list, at once unless a whole
+                    // round has failed since the last one that worked.
+                    if self.endpoints.len() > 1 && !self.next_endpoint() {
+                        self.state.send_replace(StreamState::Waiting);
+                        continue;
+                    }
                 }
                 Ended::Refused { generation, error } => {
-                    tracing::info!(%error, broker = %self.endpoint, "credentials refused; refreshing");
+                    tracing::info!(%error, broker = %self.endpoint(), "credentials refused; refreshing");
                     if let Err(err) = self.client.refresh(generation).await {
                         if !err.is_transient() {
                             return Err(err);
@@ -596,7 +649,7 @@ impl Driver {
     }
 
     fn mqtt_options(&self, token: String) -> MqttOptions {
-        let mut options = match &self.endpoint {
+        let mut options = match self.endpoint() {
             Endpoint::Tcp { host, port } => MqttOptions::new(&self.device_id, host, *port),
             Endpoint::WebSocket { url } => {
                 // For WebSocket rumqttc takes host and port from the URL.
@@ -700,7 +753,7 @@ struct Connection<'a> {
 
 impl Connection<'_> {
     fn broker(&self) -> String {
-        self.driver.endpoint.to_string()
+        self.driver.endpoint().to_string()
     }
 
     fn lost(&self, error: SdkError) -> ControlFlow<Ended> {
@@ -717,7 +770,7 @@ impl Connection<'_> {
     ) -> ControlFlow<Ended> {
         match incoming {
             Some(Incoming::ConnAck) => {
-                tracing::debug!(broker = %self.driver.endpoint, filter = %self.filter, "connected; subscribing");
+                tracing::debug!(broker = %self.driver.endpoint(), filter = %self.filter, "connected; subscribing");
                 match self
                     .mqtt
                     .subscribe(self.filter.as_str(), QoS::AtLeastOnce)

@@ -11,6 +11,7 @@
 //! - [`raw`]: hand-built MQTT packets for clients no library would be.
 //! - [`postgres`], [`nats`], [`cluster`]: throwaway PostgreSQL and NATS
 //!   servers, and N chatd nodes on them.
+//! - [`webhooks::Receiver`]: an HTTP endpoint for chatd's webhooks.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -29,11 +30,17 @@ use tokio::sync::mpsc;
 
 /// [`cluster::TestCluster`]: N chatd nodes on one PostgreSQL and one NATS.
 pub mod cluster;
+/// [`haproxy::TestHaproxy`]: `docker/haproxy.cfg` on loopback.
+pub mod haproxy;
 /// [`nats::TestNats`]: a throwaway nats-server.
 pub mod nats;
 /// [`postgres::TestPostgres`]: a throwaway PostgreSQL cluster.
 pub mod postgres;
 pub mod raw;
+/// [`sdk::take`]: message events off an SDK stream, checked gap-free.
+pub mod sdk;
+/// [`webhooks::Receiver`]: a webhook endpoint on loopback.
+pub mod webhooks;
 
 /// Path of a workspace binary: `$ENV_VAR` if set, else next to the test
 /// binary's directory (`target/<profile>/NAME`, built by `cargo test
@@ -346,17 +353,12 @@ impl TestServer {
     /// A rumqttc (MQTT 3.1.1) client over TCP for `user`, subscribed to its
     /// own topic space at QoS 1.
     pub async fn mqtt(&self, user: &TestUser) -> Result<Mqtt> {
-        let id = format!("t-{}-{}", user.name, rand_suffix());
-        let opts = MqttOptions::new(id, "127.0.0.1", self.mqtt.port());
-        subscribed_to_own_space(opts, user).await
+        Mqtt::own_space_tcp(self.mqtt, user).await
     }
 
     /// Same over WebSocket at `/mqtt`.
     pub async fn mqtt_ws(&self, user: &TestUser) -> Result<Mqtt> {
-        let id = format!("w-{}-{}", user.name, rand_suffix());
-        let mut opts = MqttOptions::new(id, self.ws_url(), self.http.port());
-        opts.set_transport(Transport::Ws);
-        subscribed_to_own_space(opts, user).await
+        Mqtt::own_space_ws(self.http, user).await
     }
 
     /// Connects over TCP with these credentials, expecting a refusal;
@@ -384,6 +386,17 @@ pub struct Accounts {
 }
 
 impl Accounts {
+    /// Accounts on the chatd (or balancer) whose HTTP root is `base`.
+    pub fn at(base: &str) -> Accounts {
+        Accounts {
+            base: base.trim_end_matches('/').to_owned(),
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(20))
+                .build()
+                .unwrap_or_default(),
+        }
+    }
+
     /// Registers `name` (password `password-{name}`) and logs in.
     pub async fn user(&self, name: &str) -> Result<TestUser> {
         let password = format!("password-{name}");
@@ -489,7 +502,8 @@ pub struct TestUser {
 }
 
 impl TestUser {
-    /// The same user, same tokens, talking to another node of a cluster.
+    /// The same user (same tokens) calling another chatd, e.g. another
+    /// node of a cluster on the same database.
     pub fn via(&self, server: &TestServer) -> TestUser {
         TestUser {
             base: server.url(""),
@@ -667,6 +681,23 @@ impl Drop for Mqtt {
 }
 
 impl Mqtt {
+    /// A rumqttc (MQTT 3.1.1) client over TCP to `mqtt` (a chatd, or a
+    /// balancer in front of several) for `user`, subscribed to its own
+    /// topic space at QoS 1.
+    pub async fn own_space_tcp(mqtt: SocketAddr, user: &TestUser) -> Result<Mqtt> {
+        let id = format!("t-{}-{}", user.name, rand_suffix());
+        let opts = MqttOptions::new(id, mqtt.ip().to_string(), mqtt.port());
+        subscribed_to_own_space(opts, user).await
+    }
+
+    /// Same over WebSocket at `ws://{http}/mqtt`.
+    pub async fn own_space_ws(http: SocketAddr, user: &TestUser) -> Result<Mqtt> {
+        let id = format!("w-{}-{}", user.name, rand_suffix());
+        let mut opts = MqttOptions::new(id, format!("ws://{http}/mqtt"), http.port());
+        opts.set_transport(Transport::Ws);
+        subscribed_to_own_space(opts, user).await
+    }
+
     /// Connects and waits for a successful CONNACK; a refusal is an error
     /// carrying the CONNACK code.
     pub async fn connect(opts: MqttOptions) -> Result<Mqtt> {

@@ -269,6 +269,24 @@ pub async fn database_for(data_dir: &Path) -> Result<String> {
     Ok(url)
 }
 
+/// A fresh database in the test process's shared cluster (as
+/// [`database_for`]), for tests that run several chatd nodes on one
+/// database. `None` when PostgreSQL is not installed outside CI (the test
+/// then skips, as with [`TestPostgres::init`]).
+pub async fn fresh_database() -> Result<Option<String>> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    if bin_dir().is_none() {
+        if std::env::var("CI").is_ok_and(|v| v == "true") {
+            bail!("PostgreSQL (initdb, pg_ctl) is required in CI (apt-get install postgresql)");
+        }
+        eprintln!("SKIPPED: PostgreSQL (initdb, pg_ctl) not installed");
+        return Ok(None);
+    }
+    let name = format!("/fresh-database/{}", NEXT.fetch_add(1, Ordering::Relaxed));
+    database_for(Path::new(&name)).await.map(Some)
+}
+
 impl TestPostgres {
     /// Leaves a watchdog that stops this cluster and removes its directory
     /// once this process exits (for a cluster kept in a static, which is

@@ -5,39 +5,12 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Result};
+use mqchat_e2e::sdk::{fast_reconnect, take};
 use mqchat_e2e::{free_ports, TestServer};
 use mqchat_sdk::{
-    Backoff, Client, ErrorCode, Event, EventStream, GroupAddPolicy, InvitationStatus,
-    OutgoingMessage, Recipient, SdkError, StreamOptions, Transport,
+    Client, ErrorCode, Event, GroupAddPolicy, InvitationStatus, OutgoingMessage, Recipient,
+    SdkError, Transport,
 };
-
-/// Receives `n` message events; fails on a gap, a duplicate or a timeout.
-async fn take(stream: &mut EventStream, n: usize, mut expect_cursor: u64) -> Result<Vec<String>> {
-    let mut texts = Vec::new();
-    while texts.len() < n {
-        let event = tokio::time::timeout(Duration::from_secs(15), stream.recv())
-            .await
-            .map_err(|_| {
-                anyhow!(
-                    "stream stalled after {} events (cursor {})",
-                    texts.len(),
-                    stream.last_cursor()
-                )
-            })?
-            .ok_or_else(|| anyhow!("stream ended"))??;
-        match event {
-            Event::MessageCreated { cursor, message } => {
-                if cursor != expect_cursor + 1 {
-                    bail!("expected cursor {}, got {cursor}", expect_cursor + 1);
-                }
-                expect_cursor = cursor;
-                texts.push(message.text().unwrap_or_default().to_owned());
-            }
-            other => bail!("unexpected event {other:?}"),
-        }
-    }
-    Ok(texts)
-}
 
 /// Registers alice and bob on the chatd at `base` and logs both in.
 async fn alice_and_bob(base: &str) -> Result<(Client, Client)> {
@@ -46,13 +19,6 @@ async fn alice_and_bob(base: &str) -> Result<(Client, Client)> {
     let alice = Client::login(base, "alice", "password-alice").await?;
     let bob = Client::login(base, "bob", "password-bob").await?;
     Ok((alice, bob))
-}
-
-fn fast_reconnect() -> StreamOptions {
-    StreamOptions::default().reconnect_backoff(Backoff::new(
-        Duration::from_millis(100),
-        Duration::from_millis(500),
-    ))
 }
 
 #[tokio::test]

@@ -1,87 +1,12 @@
 //! Outgoing webhooks against a real HTTP receiver on loopback: signed,
 //! offline push, retried, surviving a restart, replayable.
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{anyhow, Result};
-use axum::http::{HeaderMap, StatusCode};
-use hmac::{Hmac, Mac};
+use mqchat_e2e::webhooks::{verify, Receiver};
 use mqchat_e2e::{eventually, TestServer};
-use serde_json::{json, Value};
-use sha2::Sha256;
-
-#[derive(Clone, Default)]
-struct Receiver {
-    got: Arc<Mutex<Vec<(HeaderMap, String)>>>,
-    /// Answer 500 to this many requests first.
-    fail_first: Arc<Mutex<usize>>,
-}
-
-impl Receiver {
-    async fn start(&self, addr: &str) -> Result<std::net::SocketAddr> {
-        let listener = tokio::net::TcpListener::bind(addr).await?;
-        let local = listener.local_addr()?;
-        let me = self.clone();
-        let app = axum::Router::new().route(
-            "/hook",
-            axum::routing::post(move |headers: HeaderMap, body: String| {
-                let me = me.clone();
-                async move {
-                    let mut fail = me.fail_first.lock().unwrap_or_else(|e| e.into_inner());
-                    if *fail > 0 {
-                        *fail -= 1;
-                        return StatusCode::INTERNAL_SERVER_ERROR;
-                    }
-                    me.got
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .push((headers, body));
-                    StatusCode::OK
-                }
-            }),
-        );
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
-        Ok(local)
-    }
-
-    fn events(&self) -> Vec<(HeaderMap, Value)> {
-        self.got
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-            .map(|(h, b)| (h.clone(), serde_json::from_str(b).unwrap_or(Value::Null)))
-            .collect()
-    }
-
-    fn raw(&self) -> Vec<(HeaderMap, String)> {
-        self.got.lock().unwrap_or_else(|e| e.into_inner()).clone()
-    }
-}
-
-fn verify(secret: &str, headers: &HeaderMap, body: &str) -> bool {
-    let ts = headers
-        .get("x-mqchat-timestamp")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    let sig = headers
-        .get("x-mqchat-signature")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(secret.as_bytes()) else {
-        return false;
-    };
-    mac.update(format!("{ts}.{body}").as_bytes());
-    let expected: String = mac
-        .finalize()
-        .into_bytes()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    sig == format!("v1={expected}")
-}
+use serde_json::json;
 
 #[tokio::test]
 async fn signed_events_and_offline_push() -> Result<()> {

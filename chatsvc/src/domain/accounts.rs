@@ -75,7 +75,7 @@ impl Chat {
         password: &str,
         ip: Option<std::net::IpAddr>,
     ) -> Result<User, DomainError> {
-        self.rates.register(ip)?;
+        self.rates.register(ip).await?;
         let username = normalize_username(username)?;
         check_password(password)?;
         let hash = hash_password(password.to_owned()).await?;
@@ -100,7 +100,7 @@ impl Chat {
         password: &str,
         ip: Option<std::net::IpAddr>,
     ) -> Result<LoginGrant, DomainError> {
-        self.rates.login(username, ip)?;
+        self.rates.login(username, ip).await?;
         // A name that can't exist still pays for a hash verification.
         let name = normalize_username(username).unwrap_or_default();
         let found = self

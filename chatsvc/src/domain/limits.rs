@@ -5,6 +5,13 @@
 //! [`RateLimits::forget_idle`], which the server calls periodically, so memory
 //! follows the number of recently active keys.
 //!
+//! On a store other processes share (PostgreSQL: several chatd nodes), the
+//! limits that protect accounts (login and auth attempts, sends) are
+//! buckets in the store instead ([`Store::take_shared`]): N nodes must not
+//! grant N budgets. Same quotas, keys and answers; only where the bucket
+//! lives differs. The action budget stays per process: it guards a node's
+//! own work, not an account.
+//!
 //! Login keys pair the account with the caller's address prefix, never the
 //! account alone: a limit on the account alone lets anyone lock its owner
 //! out with ten wrong passwords. Address limits key on the prefix (/24 for
@@ -20,6 +27,7 @@ use governor::{DefaultKeyedRateLimiter, Quota};
 
 use super::DomainError;
 use crate::metrics::Limit;
+use crate::store::{Bucket, Store};
 
 /// Per-minute and per-second budgets; 0 disables a limit.
 #[derive(Debug, Clone)]
@@ -84,6 +92,74 @@ pub struct RateLimits {
     sends: Option<DefaultKeyedRateLimiter<u64>>,
     actions: Option<(DefaultKeyedRateLimiter<u64>, NonZeroU32)>,
     clock: DefaultClock,
+    /// Set on a shared store: the login, auth and send limits live there,
+    /// and the three in-memory limiters above are `None`.
+    shared: Option<Shared>,
+}
+
+/// The buckets kept in a shared store, `None` where the limit is off.
+struct Shared {
+    store: Store,
+    login_account: Option<Bucket>,
+    auth_prefix: Option<Bucket>,
+    sends: Option<Bucket>,
+}
+
+impl Shared {
+    async fn take(
+        &self,
+        limit: Limit,
+        bucket: Option<Bucket>,
+        key: &str,
+    ) -> Result<(), DomainError> {
+        let Some(bucket) = bucket else {
+            return Ok(());
+        };
+        match self.store.take_shared(key, bucket, 1).await? {
+            None => Ok(()),
+            Some(wait) => Err(limited(limit, wait)),
+        }
+    }
+}
+
+/// The answer to a limited call; never less than a second to wait, as
+/// `Retry-After` counts in whole seconds.
+fn limited(limit: Limit, wait: Duration) -> DomainError {
+    crate::metrics::rate_limited(limit);
+    DomainError::RateLimited {
+        retry_after: wait.max(Duration::from_secs(1)),
+    }
+}
+
+/// The shared bucket of `n` per minute, bursts of `n` (as [`per_minute`]).
+fn per_minute_bucket(n: u32) -> Option<Bucket> {
+    (n > 0).then(|| Bucket {
+        per_sec: f64::from(n) / 60.0,
+        burst: n,
+    })
+}
+
+/// The shared bucket of `n` per second, bursts of `secs` seconds worth.
+fn per_second_bucket(n: u32, secs: u32) -> Option<Bucket> {
+    (n > 0).then(|| Bucket {
+        per_sec: f64::from(n),
+        burst: n.saturating_mul(secs),
+    })
+}
+
+/// A shared login key: the account (lowercased, hashed when longer than a
+/// username may be, so a key stays small whatever a caller sends) and the
+/// address prefix.
+fn login_key(account: &str, prefix: Option<IpAddr>) -> String {
+    use sha2::Digest;
+    let prefix = prefix.map_or_else(|| "-".to_owned(), |p| p.to_string());
+    if account.len() <= 64 {
+        format!("login:{prefix}:{account}")
+    } else {
+        let digest = sha2::Sha256::digest(account.as_bytes());
+        let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+        format!("login:{prefix}:#{hex}")
+    }
 }
 
 impl std::fmt::Debug for RateLimits {
@@ -115,7 +191,27 @@ impl RateLimits {
             actions: per_second(config.actions_per_user_per_sec, ACTION_BURST_SECS)
                 .map(|(q, burst)| (governor::RateLimiter::keyed(q), burst)),
             clock: DefaultClock::default(),
+            shared: None,
         }
+    }
+
+    /// The limits for a process on `store`: on a shared store, the login,
+    /// auth and send limits are the store's buckets; otherwise as
+    /// [`RateLimits::new`].
+    pub fn for_store(config: &RateConfig, store: &Store) -> Self {
+        let mut limits = RateLimits::new(config);
+        if store.is_shared() {
+            limits.login_account = None;
+            limits.auth_prefix = None;
+            limits.sends = None;
+            limits.shared = Some(Shared {
+                store: store.clone(),
+                login_account: per_minute_bucket(config.login_per_account_per_min),
+                auth_prefix: per_minute_bucket(config.auth_per_ip_per_min),
+                sends: per_second_bucket(config.sends_per_user_per_sec, 10),
+            });
+        }
+        limits
     }
 
     fn limited(
@@ -123,11 +219,7 @@ impl RateLimits {
         limit: Limit,
         not_until: &governor::NotUntil<<DefaultClock as Clock>::Instant>,
     ) -> DomainError {
-        let wait = not_until.wait_time_from(self.clock.now());
-        crate::metrics::rate_limited(limit);
-        DomainError::RateLimited {
-            retry_after: wait.max(Duration::from_secs(1)),
-        }
+        limited(limit, not_until.wait_time_from(self.clock.now()))
     }
 
     fn check<K>(
@@ -148,8 +240,16 @@ impl RateLimits {
     /// A login attempt for `username` from `ip`: limited per address prefix
     /// and per (account, address prefix), so guessing from one place slows
     /// down while the owner, from anywhere else, still gets in.
-    pub fn login(&self, username: &str, ip: Option<IpAddr>) -> Result<(), DomainError> {
+    pub async fn login(&self, username: &str, ip: Option<IpAddr>) -> Result<(), DomainError> {
         let prefix = ip.map(address_prefix);
+        if let Some(shared) = &self.shared {
+            if let Some(prefix) = prefix {
+                let key = format!("auth:{prefix}");
+                shared.take(Limit::Login, shared.auth_prefix, &key).await?;
+            }
+            let key = login_key(&username.to_ascii_lowercase(), prefix);
+            return shared.take(Limit::Login, shared.login_account, &key).await;
+        }
         if let Some(prefix) = prefix {
             self.check(Limit::Login, &self.auth_prefix, &prefix)?;
         }
@@ -161,7 +261,11 @@ impl RateLimits {
     }
 
     /// A registration from `ip`, limited per address prefix.
-    pub fn register(&self, ip: Option<IpAddr>) -> Result<(), DomainError> {
+    pub async fn register(&self, ip: Option<IpAddr>) -> Result<(), DomainError> {
+        if let (Some(shared), Some(ip)) = (&self.shared, ip) {
+            let key = format!("auth:{}", address_prefix(ip));
+            return shared.take(Limit::Register, shared.auth_prefix, &key).await;
+        }
         match ip {
             Some(ip) => self.check(Limit::Register, &self.auth_prefix, &address_prefix(ip)),
             None => Ok(()),
@@ -169,7 +273,11 @@ impl RateLimits {
     }
 
     /// A message send by `user`.
-    pub fn send(&self, user: u64) -> Result<(), DomainError> {
+    pub async fn send(&self, user: u64) -> Result<(), DomainError> {
+        if let Some(shared) = &self.shared {
+            let key = format!("send:{user}");
+            return shared.take(Limit::Send, shared.sends, &key).await;
+        }
         self.check(Limit::Send, &self.sends, &user)
     }
 
@@ -218,35 +326,35 @@ impl RateLimits {
 mod tests {
     use super::*;
 
-    #[test]
-    fn limits_apply_per_key_and_can_be_disabled() {
+    #[tokio::test]
+    async fn limits_apply_per_key_and_can_be_disabled() {
         let limits = RateLimits::new(&RateConfig {
             login_per_account_per_min: 2,
             auth_per_ip_per_min: 0,
             sends_per_user_per_sec: 1,
             actions_per_user_per_sec: 1,
         });
-        assert!(limits.login("alice", None).is_ok());
-        assert!(limits.login("ALICE", None).is_ok());
-        match limits.login("alice", None) {
+        assert!(limits.login("alice", None).await.is_ok());
+        assert!(limits.login("ALICE", None).await.is_ok());
+        match limits.login("alice", None).await {
             Err(DomainError::RateLimited { retry_after }) => {
                 assert!(retry_after >= Duration::from_secs(1))
             }
             other => panic!("expected a rate limit, got {other:?}"),
         }
         assert!(
-            limits.login("bob", None).is_ok(),
+            limits.login("bob", None).await.is_ok(),
             "other accounts are unaffected"
         );
         let ip = Some(IpAddr::from([127, 0, 0, 1]));
         for _ in 0..100 {
-            assert!(limits.register(ip).is_ok(), "0 disables the limit");
+            assert!(limits.register(ip).await.is_ok(), "0 disables the limit");
         }
         for _ in 0..10 {
-            assert!(limits.send(7).is_ok(), "burst of 10 s worth");
+            assert!(limits.send(7).await.is_ok(), "burst of 10 s worth");
         }
-        assert!(limits.send(7).is_err());
-        assert!(limits.send(8).is_ok());
+        assert!(limits.send(7).await.is_err());
+        assert!(limits.send(8).await.is_ok());
         // 30 units: one 408-recipient change costs 9.
         for _ in 0..3 {
             assert!(limits.action(7, 408).is_ok());
@@ -256,24 +364,31 @@ mod tests {
         assert!(limits.action(9, 100_000).is_ok(), "capped at the burst");
     }
 
-    #[test]
-    fn logins_are_keyed_by_account_and_prefix() {
+    #[tokio::test]
+    async fn logins_are_keyed_by_account_and_prefix() {
         let limits = RateLimits::new(&RateConfig {
             login_per_account_per_min: 2,
             auth_per_ip_per_min: 3,
             ..RateConfig::default()
         });
         let attacker = Some(IpAddr::from([10, 1, 1, 7]));
-        assert!(limits.login("alice", attacker).is_ok());
-        assert!(limits.login("alice", attacker).is_ok());
-        assert!(limits.login("alice", attacker).is_err());
+        assert!(limits.login("alice", attacker).await.is_ok());
+        assert!(limits.login("alice", attacker).await.is_ok());
+        assert!(limits.login("alice", attacker).await.is_err());
         let owner = Some(IpAddr::from([10, 1, 2, 7]));
-        assert!(limits.login("alice", owner).is_ok(), "another /24 gets in");
+        assert!(
+            limits.login("alice", owner).await.is_ok(),
+            "another /24 gets in"
+        );
         // Rotating inside the /24 buys nothing: the prefix's 3 are spent.
         assert!(limits
             .login("bob", Some(IpAddr::from([10, 1, 1, 8])))
+            .await
             .is_err());
-        assert!(limits.register(Some(IpAddr::from([10, 1, 1, 9]))).is_err());
+        assert!(limits
+            .register(Some(IpAddr::from([10, 1, 1, 9])))
+            .await
+            .is_err());
     }
 
     #[test]

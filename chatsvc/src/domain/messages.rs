@@ -233,7 +233,7 @@ impl Chat {
         caller: Caller,
         m: NewMessage,
     ) -> Result<PendingSend, DomainError> {
-        self.rates.send(caller.user_id)?;
+        self.rates.send(caller.user_id).await?;
         let id_len = m.client_msg_id.chars().count();
         if !(1..=64).contains(&id_len) || m.client_msg_id.chars().any(char::is_control) {
             return Err(DomainError::Invalid(

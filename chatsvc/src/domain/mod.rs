@@ -119,6 +119,8 @@ pub struct Limits {
     pub recall_window: std::time::Duration,
     /// How long a user must stay offline before friends are told.
     pub presence_debounce: std::time::Duration,
+    /// How long a node holds a webhook delivery it attempts (shared store).
+    pub webhook_lease: std::time::Duration,
     pub rates: limits::RateConfig,
     /// Largest upload, bytes.
     pub max_upload_bytes: u64,
@@ -141,6 +143,7 @@ impl Default for Limits {
             friend_request_ttl: std::time::Duration::from_secs(30 * 86_400),
             recall_window: std::time::Duration::from_secs(120),
             presence_debounce: std::time::Duration::from_secs(5),
+            webhook_lease: std::time::Duration::from_secs(60),
             rates: limits::RateConfig::default(),
             max_upload_bytes: 20 * 1024 * 1024,
             upload_quota_daily_bytes: 1024 * 1024 * 1024,
@@ -149,6 +152,11 @@ impl Default for Limits {
         }
     }
 }
+
+/// Full shared rate-limit buckets deleted per pass at most: a pass never
+/// holds a long statement, and a minute's new keys at any plausible rate
+/// are gone within a few passes.
+const FORGET_BUCKETS_PER_PASS: usize = 10_000;
 
 /// The chat service: everything the API layer calls.
 #[derive(Clone)]
@@ -184,7 +192,7 @@ impl Chat {
         downlink: Arc<dyn Downlink>,
         limits: Limits,
     ) -> Self {
-        let rates = Arc::new(limits::RateLimits::new(&limits.rates));
+        let rates = Arc::new(limits::RateLimits::for_store(&limits.rates, &store));
         let decoders = Arc::new(thumbnail::Decoders::new(limits.thumbnail_memory_bytes));
         Chat {
             store,
@@ -226,9 +234,17 @@ impl Chat {
         self.charge(user, members)
     }
 
-    /// Drops idle rate-limit state; call periodically.
-    pub fn forget_idle_rate_limits(&self) {
+    /// Drops idle rate-limit state, in memory and (bounded) in a shared
+    /// store; call periodically.
+    pub async fn forget_idle_rate_limits(&self) {
         self.rates.forget_idle();
+        if let Err(e) = self
+            .store
+            .forget_full_buckets(FORGET_BUCKETS_PER_PASS)
+            .await
+        {
+            tracing::warn!(error = %e, "forgetting full rate-limit buckets");
+        }
     }
 
     pub fn tokens(&self) -> &Tokens {

@@ -13,6 +13,16 @@
 //! `X-Mqchat-Signature: v1=<hex HMAC-SHA256(secret, "<timestamp>.<body>")>`.
 //! A receiver checks the signature and that the timestamp is recent, and
 //! deduplicates on the delivery id (a delivery may arrive more than once).
+//!
+//! On a store several nodes share, each node claims the deliveries it
+//! attempts with a lease ([`crate::store::Store::claim_deliveries`]): one
+//! node attempts a delivery at a time, and a node that dies or hangs loses
+//! its leases when they pass, so another node delivers. A node starts no
+//! attempt that its HTTP timeout (at most half the lease) could carry past
+//! the lease, so a delivery is attempted by two nodes at once only if a
+//! node stalls mid-attempt or the nodes' clocks disagree by more than the
+//! margin. (A receiver still deduplicates on the delivery id: an attempt
+//! whose answer was lost is made again.)
 
 use std::time::Duration;
 
@@ -33,6 +43,21 @@ const EVENTS: [&str; 2] = [MESSAGE_CREATED, OFFLINE_MESSAGE];
 
 /// Most attempts before a delivery is left for replay.
 const MAX_ATTEMPTS: u32 = 20;
+
+/// Deliveries claimed at once. Attempts run one after another, so a claim
+/// is as large as a lease's time can serve.
+const CLAIM: usize = 50;
+
+/// Longest an attempt may take.
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// This process's name on the leases it holds: which node attempts what.
+fn lease_owner() -> String {
+    let mut raw = [0u8; 4];
+    rand::RngCore::fill_bytes(&mut rand::thread_rng(), &mut raw);
+    let tag: String = raw.iter().map(|b| format!("{b:02x}")).collect();
+    format!("pid{}-{tag}", std::process::id())
+}
 
 /// The signature header value for `body` sent at `timestamp`.
 pub fn signature(secret: &str, timestamp: i64, body: &str) -> String {
@@ -208,10 +233,12 @@ impl Chat {
     /// retried with exponential backoff (1 s doubling, at most 10 min
     /// apart, 20 attempts).
     pub async fn run_webhooks(self, shutdown: CancellationToken) {
-        let http = match reqwest::Client::builder()
-            .timeout(Duration::from_secs(10))
-            .build()
-        {
+        let owner = lease_owner();
+        let lease = self.limits.webhook_lease;
+        let lease_ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX);
+        let timeout = ATTEMPT_TIMEOUT.min(lease / 2);
+        let timeout_ms = i64::try_from(timeout.as_millis()).unwrap_or(i64::MAX);
+        let http = match reqwest::Client::builder().timeout(timeout).build() {
             Ok(c) => c,
             Err(e) => {
                 tracing::error!(error = %e, "webhooks disabled: http client");
@@ -220,7 +247,11 @@ impl Chat {
         };
         loop {
             let now = now_ms();
-            let due = self.store.read(move |c| store::due(c, now, 50)).await;
+            let lease_until = now.saturating_add(lease_ms);
+            let due = self
+                .store
+                .claim_deliveries(&owner, now, lease_until, CLAIM)
+                .await;
             let due = match due {
                 Ok(d) => d,
                 Err(e) => {
@@ -233,6 +264,12 @@ impl Chat {
             }
             let idle = due.is_empty();
             for d in due {
+                // An attempt that could outlast the lease might overlap
+                // another node's: leave the rest to whoever claims them
+                // once the lease has passed (this node, most likely).
+                if now_ms().saturating_add(timeout_ms) > lease_until {
+                    break;
+                }
                 let ts = now_ms() / 1000;
                 let sent = http
                     .post(&d.url)

@@ -124,6 +124,13 @@ macro_rules! operations {
 }
 pub(crate) use operations;
 
+/// A token bucket's shape: `burst` tokens, refilled at `per_sec`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Bucket {
+    pub per_sec: f64,
+    pub burst: u32,
+}
+
 /// The store: runs the domain's closures in transactions on its backend.
 #[derive(Clone, Debug)]
 pub struct Store {
@@ -255,6 +262,64 @@ impl Store {
                 db.run(postgres::Mode::Read, move |s| f(&Rx(RxDb::Postgres(s))))
                     .await
             }
+        }
+    }
+
+    /// True when other chatd processes may share this store (PostgreSQL),
+    /// so what must hold across them (limits that protect accounts) has to
+    /// live here rather than in one process's memory.
+    pub fn is_shared(&self) -> bool {
+        matches!(self.backend, Backend::Postgres { .. })
+    }
+
+    /// Takes `cost` tokens from the bucket of `key` that every process on
+    /// this store shares: `None` if granted, else how long until they would
+    /// be. One statement on a pooled connection, never queued behind the
+    /// writer. Only a shared store keeps buckets ([`Store::is_shared`]); a
+    /// single process keeps its own in memory, and here gets
+    /// [`StoreError::Config`].
+    pub async fn take_shared(
+        &self,
+        key: &str,
+        bucket: Bucket,
+        cost: u32,
+    ) -> Result<Option<std::time::Duration>, StoreError> {
+        match &self.backend {
+            Backend::Postgres { db, .. } => postgres::limits::take(db, key, bucket, cost).await,
+            Backend::Sqlite(_) => Err(StoreError::Config(
+                "shared rate limits need a shared store".into(),
+            )),
+        }
+    }
+
+    /// Forgets up to `limit` shared buckets that are full again; returns
+    /// how many (none on a store that keeps none).
+    pub async fn forget_full_buckets(&self, limit: usize) -> Result<u64, StoreError> {
+        match &self.backend {
+            Backend::Postgres { db, .. } => postgres::limits::forget_full(db, limit).await,
+            Backend::Sqlite(_) => Ok(0),
+        }
+    }
+
+    /// Up to `limit` webhook deliveries due at `now`, oldest first, for
+    /// this process to attempt. On a shared store they are leased to
+    /// `owner` until `lease_until` (ms): no other process gets them until
+    /// they are recorded ([`webhooks::delivered`], [`webhooks::failed`])
+    /// or the lease passes. Claimed with one statement on a pooled
+    /// connection, skipping rows another process is claiming. A single
+    /// process needs no lease: there, [`webhooks::due`].
+    pub async fn claim_deliveries(
+        &self,
+        owner: &str,
+        now: i64,
+        lease_until: i64,
+        limit: usize,
+    ) -> Result<Vec<webhooks::DeliveryRow>, StoreError> {
+        match &self.backend {
+            Backend::Postgres { db, .. } => {
+                postgres::webhooks::claim(db, owner, now, lease_until, limit).await
+            }
+            Backend::Sqlite(_) => self.read(move |c| webhooks::due(c, now, limit)).await,
         }
     }
 

@@ -22,11 +22,14 @@
 //!   runs a closure in a transaction.
 //! - [`Session`] (`session.rs`): what a closure gets; statements prepared
 //!   once per connection.
+//! - `limits.rs`: rate-limit buckets every node shares, taken with one
+//!   upsert on the pool.
 //! - `migrations.rs`: versioned SQL under `chatsvc/migrations/postgres/`,
 //!   applied under an advisory lock.
 
 pub(crate) mod files;
 pub(crate) mod groups;
+pub(crate) mod limits;
 pub(crate) mod messages;
 mod migrations;
 pub(crate) mod services;
@@ -43,7 +46,7 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{IsolationLevel, NoTls};
 
-pub use migrations::SCHEMA_VERSION;
+pub use migrations::{versions as migration_versions, SCHEMA_VERSION};
 pub use session::Session;
 pub(crate) use writer::Writer;
 
