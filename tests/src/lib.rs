@@ -9,6 +9,8 @@
 //!   outcome are collected for assertions.
 //! - [`eventually`]: poll an async condition instead of sleeping a guess.
 //! - [`raw`]: hand-built MQTT packets for clients no library would be.
+//! - [`postgres`], [`nats`], [`cluster`]: throwaway PostgreSQL and NATS
+//!   servers, and N chatd nodes on them.
 //! - [`webhooks::Receiver`]: an HTTP endpoint for chatd's webhooks.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]

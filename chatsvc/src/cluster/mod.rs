@@ -229,6 +229,11 @@ impl Cluster {
                         async_nats::Event::SlowConsumer(_) => {
                             ::metrics::counter!(metrics::CLUSTER_SLOW_CONSUMER_TOTAL).increment(1)
                         }
+                        // Repeated at every reconnect attempt while NATS is
+                        // down; async-nats logs it too.
+                        async_nats::Event::ClientError(e) => {
+                            tracing::debug!(error = %e, "nats client error")
+                        }
                         other => info!(event = %other, "nats"),
                     }
                 }

@@ -123,15 +123,34 @@ impl State {
         }
     }
 
-    /// Forgets a node; its users' offline transitions are announced by
-    /// the smallest live node.
-    fn drop_node(&mut self, me: &str, node: &Arc<str>, seen: &mut Vec<Seen>) {
-        if !self.nodes.contains_key(node) {
-            return;
+    /// Forgets nodes that are gone (dead, departed, or restarted under the
+    /// same id); their users' offline changes are announced by the
+    /// smallest node left, so by exactly one node.
+    fn drop_nodes(&mut self, me: &str, gone: &[Arc<str>], seen: &mut Vec<Seen>) {
+        let announce = self
+            .nodes
+            .keys()
+            .filter(|n| !gone.contains(n))
+            .all(|n| me < &**n);
+        for node in gone {
+            if self.nodes.contains_key(node) {
+                self.set_node_users(node, HashSet::new(), announce, seen);
+                self.nodes.remove(node);
+            }
         }
-        let announce = self.nodes.keys().filter(|n| *n != node).all(|n| me < &**n);
-        self.set_node_users(node, HashSet::new(), announce, seen);
-        self.nodes.remove(node);
+    }
+
+    /// A node's counter went back: it was restarted under the same id, and
+    /// what its previous run held is gone with it.
+    fn restarted(&mut self, me: &str, node: &str, seq: u64, seen: &mut Vec<Seen>) {
+        let Some((k, n)) = self.nodes.get_key_value(node) else {
+            return;
+        };
+        if seq < n.seq {
+            info!(node, "node restarted");
+            let k = k.clone();
+            self.drop_nodes(me, &[k], seen);
+        }
     }
 }
 
@@ -238,6 +257,7 @@ impl View {
                 user,
                 online,
             } => {
+                s.restarted(&self.me, &node, seq, &mut out.seen);
                 let (node, new) = node_of(&mut s, &node);
                 let Some(n) = s.nodes.get_mut(&node) else {
                     return out;
@@ -273,6 +293,7 @@ impl View {
                 }
             }
             PresenceMsg::Heartbeat { node, seq } => {
+                s.restarted(&self.me, &node, seq, &mut out.seen);
                 let (node, new) = node_of(&mut s, &node);
                 if let Some(n) = s.nodes.get_mut(&node) {
                     if new || seq != n.seq {
@@ -288,6 +309,9 @@ impl View {
                 first,
                 last,
             } => {
+                if first {
+                    s.restarted(&self.me, &node, seq, &mut out.seen);
+                }
                 let (node, _) = node_of(&mut s, &node);
                 let Some(n) = s.nodes.get_mut(&node) else {
                     return out;
@@ -314,10 +338,9 @@ impl View {
                 }
             }
             PresenceMsg::Bye { node } => {
-                let me = self.me.clone();
                 if let Some((k, _)) = s.nodes.get_key_value(node.as_str()) {
                     let k = k.clone();
-                    s.drop_node(&me, &k, &mut out.seen);
+                    s.drop_nodes(&self.me, &[k], &mut out.seen);
                 }
             }
         }
@@ -334,10 +357,10 @@ impl View {
             .map(|(k, _)| k.clone())
             .collect();
         let mut seen = Vec::new();
-        for node in dead {
+        for node in &dead {
             warn!(node = %node, "node missed its lease: its users are offline");
-            s.drop_node(&self.me, &node, &mut seen);
         }
+        s.drop_nodes(&self.me, &dead, &mut seen);
         seen
     }
 
@@ -581,6 +604,41 @@ mod tests {
             );
             assert!(!v.is_remote(7));
         }
+    }
+
+    #[test]
+    fn nodes_dying_together_are_announced_by_one_survivor() {
+        let t = Instant::now();
+        let lease = std::time::Duration::from_secs(3);
+        let (v, _rx) = view("c");
+        v.apply(delta("a", 1, 7, true), t);
+        v.apply(delta("b", 1, 8, true), t);
+        let seen = v.expire(t + lease, lease);
+        assert_eq!(seen.len(), 2);
+        assert!(seen.iter().all(|s| s.announce), "c is the smallest left");
+    }
+
+    #[test]
+    fn a_node_restarted_under_its_id_loses_what_it_held() {
+        let t = Instant::now();
+        let (v, _rx) = view("a");
+        v.apply(delta("b", 1, 7, true), t);
+        v.apply(delta("b", 2, 8, true), t);
+        let out = v.apply(
+            PresenceMsg::State {
+                node: "b".into(),
+                seq: 0,
+                users: vec![],
+                first: true,
+                last: true,
+            },
+            t,
+        );
+        assert_eq!(out.seen.len(), 2);
+        assert!(out.seen.iter().all(|s| !s.online && s.announce));
+        assert!(!v.is_remote(7));
+        let out = v.apply(delta("b", 1, 9, true), t);
+        assert!(v.is_remote(9), "{out:?}");
     }
 
     #[test]

@@ -74,8 +74,10 @@ impl Sequencer {
         let mut ready = Ready::new();
         for (user, subtopic, event) in items {
             if subtopic != EVENTS {
-                if online(user) {
-                    ready.push((user, static_subtopic(subtopic), event));
+                match static_subtopic(subtopic) {
+                    Some(subtopic) if online(user) => ready.push((user, subtopic, event)),
+                    Some(_) => {}
+                    None => tracing::warn!(subtopic, "push to an unknown subtopic dropped"),
                 }
                 continue;
             }
@@ -173,13 +175,14 @@ fn release_all(user: u64, state: &mut UserSeq, ready: &mut Ready) {
 }
 
 /// The broker's pushes take `&'static str` subtopics in batches: ours are
-/// a closed set.
-fn static_subtopic(s: &str) -> &'static str {
+/// a closed set (a frame from the bus names one of them, or is dropped).
+fn static_subtopic(s: &str) -> Option<&'static str> {
     use crate::domain::outbox::{PRESENCE, TYPING};
     match s {
-        PRESENCE => PRESENCE,
-        TYPING => TYPING,
-        _ => EVENTS,
+        PRESENCE => Some(PRESENCE),
+        TYPING => Some(TYPING),
+        EVENTS => Some(EVENTS),
+        _ => None,
     }
 }
 
