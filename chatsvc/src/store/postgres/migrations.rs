@@ -17,10 +17,10 @@ const MIGRATIONS: &[(i32, &str)] = &[
         )),
     ),
     (
-        3,
+        2,
         include_str!(concat!(
             env!("CARGO_MANIFEST_DIR"),
-            "/migrations/postgres/0003_shared_work.sql"
+            "/migrations/postgres/0002_shared_work.sql"
         )),
     ),
 ];
