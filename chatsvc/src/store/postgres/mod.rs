@@ -22,6 +22,11 @@
 //!   runs a closure in a transaction.
 //! - [`Session`] (`session.rs`): what a closure gets; statements prepared
 //!   once per connection.
+//! - `writer.rs`: every write, a group of jobs per transaction on a
+//!   connection of the writer's own, with the lock order that lets several
+//!   chatd write at once without deadlock: the write lock (shared by sends,
+//!   exclusive for the rest), then a group of sends' conversations by id,
+//!   then the users whose inbox cursors they bump, by id.
 //! - `migrations.rs`: versioned SQL under `chatsvc/migrations/postgres/`,
 //!   applied under an advisory lock.
 

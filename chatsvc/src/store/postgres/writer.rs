@@ -13,16 +13,38 @@
 //! - **Durable before answered**, and one WAL flush for the whole group.
 //! - **Ordered**: jobs queued one after another commit in that order (a
 //!   batch of sends gets its seqs in the order it was sent).
-//! - **Deadlock-free by construction, across processes**: a write
-//!   transaction takes `pg_advisory_xact_lock(WRITE_LOCK)` before any row
-//!   lock, so write transactions of every chatd on the database run one at
-//!   a time, and none waits for a row another holds while holding one it
-//!   wants. Counters (`conversations.last_seq`, `users.inbox_cursor`) are
-//!   read and bumped inside that transaction, so they stay gap-free.
+//! - **Unrelated conversations never wait for each other**, on any node,
+//!   and **deadlock-free by construction**, through one cluster-wide
+//!   advisory lock ([`WRITE_LOCK`]) taken first, in one of two modes:
+//!   - a group of sends only (each names its conversation when queued,
+//!     [`Scope`]) takes it **shared**, then locks, before running any
+//!     job, every row the group will update, in one fixed order:
+//!     its conversations by ascending id (`FOR NO KEY UPDATE`: the
+//!     `last_seq` counter), then the users whose inbox cursors it will
+//!     allocate (every member of those conversations, and the senders) by
+//!     ascending id. Groups of two nodes that share no conversation and no
+//!     user run at once; groups that share some wait for each other
+//!     whole, never in a cycle, since each takes its locks in the same
+//!     order before it writes, and writes only rows it locked (new rows
+//!     aside: their unique keys never collide across groups, because a
+//!     sender's user row is locked by the group that sends for them).
+//!     Membership can't change under a shared holder: it changes only in
+//!     exclusive groups;
+//!   - a group with any other write (friends, profiles, group admin, read
+//!     markers, webhook bookkeeping, and a direct message whose
+//!     conversation does not exist yet, found when the locks are taken:
+//!     the group then rolls back and starts again this way) takes it
+//!     **exclusive**, so it runs alone, cluster-wide, and locks nothing
+//!     else first. These are rare next to sends.
 //!
-//! The price is that writes are serialized cluster-wide, as SQLite's are
-//! on one machine: unrelated conversations wait for each other's group.
-//! Reads never wait for it (they run on the pool, on their own snapshot).
+//!   Counters (`conversations.last_seq`, `users.inbox_cursor`) are read
+//!   and bumped under those row locks, in the transaction that uses them,
+//!   so they stay gap-free. A statement of a job sees every commit made
+//!   before its group got its locks (`READ COMMITTED` takes a snapshot
+//!   per statement).
+//!
+//! Reads never wait for any of it (they run on the pool, on their own
+//! snapshot).
 //!
 //! Each [`Store::write`](crate::store::Store::write) job runs inside a
 //! savepoint, so its failure undoes only its own writes; a failed statement
@@ -31,12 +53,14 @@
 //! statement of it fails, the group is lost and every job in it answers as
 //! unavailable (the same contract as SQLite's writer).
 
+use std::collections::{BTreeSet, HashSet};
+
 use tokio::sync::mpsc;
 
 use super::session::{Driver, Prepared, Tx as SessionTx};
 use super::{Backend, Session};
 use crate::store::job::{Finish, Guard, Job};
-use crate::store::{Queued, StoreError, Tx, TxDb};
+use crate::store::{Queued, Scope, StoreError, Tx, TxDb};
 
 /// Jobs in one group at most.
 const MAX_BATCH: usize = 512;
@@ -44,9 +68,103 @@ const MAX_BATCH: usize = 512;
 /// Jobs waiting for the writer at most; a caller past it waits to queue.
 const QUEUE: usize = 4096;
 
-/// The advisory lock every write transaction takes first (an arbitrary
-/// 64-bit key: "mqchat:w").
+/// The advisory lock every write transaction takes first, shared or
+/// exclusive (an arbitrary 64-bit key: "mqchat:w").
 const WRITE_LOCK: i64 = 0x6d71_6368_6174_3a77;
+
+/// A group's conversations, by ascending id, locked: the direct ones by
+/// their two users, the groups' by group id. Returns each one's users (a
+/// direct conversation's) so the writer can tell which direct
+/// conversations do not exist yet.
+const LOCK_CONVERSATIONS: &str = "SELECT id, user_lo, user_hi FROM conversations
+     WHERE id IN (
+         SELECT c.id FROM conversations c, unnest($1::bigint[], $2::bigint[]) AS d (lo, hi)
+         WHERE c.kind = 'direct' AND c.user_lo = d.lo AND c.user_hi = d.hi
+         UNION ALL
+         SELECT g.conversation_id FROM groups g WHERE g.id = ANY($3::bigint[]))
+     ORDER BY id
+     FOR NO KEY UPDATE";
+
+/// Then the users whose inbox cursors the group allocates (every member
+/// of those conversations) and the senders, by ascending id, locked.
+const LOCK_USERS: &str = "SELECT id FROM users
+     WHERE id IN (
+         SELECT user_id FROM conversation_members WHERE conversation_id = ANY($1::bigint[])
+         UNION ALL
+         SELECT unnest($2::bigint[]))
+     ORDER BY id
+     FOR NO KEY UPDATE";
+
+/// What a group of jobs locks before it runs them.
+#[derive(Debug, PartialEq, Eq)]
+enum Plan {
+    /// Sends only: [`WRITE_LOCK`] shared, then these rows in order.
+    Shared(LockSet),
+    /// [`WRITE_LOCK`] exclusive, and nothing else up front.
+    Exclusive,
+}
+
+/// The rows a group of sends names: direct conversations by their users
+/// (lower id first), group conversations by group, and the senders.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct LockSet {
+    direct: BTreeSet<(i64, i64)>,
+    groups: BTreeSet<i64>,
+    senders: BTreeSet<i64>,
+}
+
+impl Plan {
+    /// Shared if every job is a send (has a scope), else exclusive.
+    fn of<'a>(scopes: impl IntoIterator<Item = &'a Option<Scope>>) -> Plan {
+        let mut set = LockSet::default();
+        for scope in scopes {
+            match *scope {
+                Some(Scope::Direct { sender, peer }) => {
+                    let (lo, hi) = (sender.min(peer), sender.max(peer));
+                    set.direct.insert((lo as i64, hi as i64));
+                    set.senders.insert(sender as i64);
+                }
+                Some(Scope::Group { sender, group }) => {
+                    set.groups.insert(group as i64);
+                    set.senders.insert(sender as i64);
+                }
+                None => return Plan::Exclusive,
+            }
+        }
+        Plan::Shared(set)
+    }
+}
+
+/// Takes a group's locks (see the module doc). `Ok(false)`: a direct
+/// conversation of the group does not exist yet, so creating it needs the
+/// exclusive lock; nothing was written, and the caller starts over.
+fn take_locks(s: &Session<'_>, plan: &Plan) -> Result<bool, StoreError> {
+    let set = match plan {
+        Plan::Exclusive => {
+            s.execute("SELECT pg_advisory_xact_lock($1)", &[&WRITE_LOCK])?;
+            return Ok(true);
+        }
+        Plan::Shared(set) => set,
+    };
+    s.execute("SELECT pg_advisory_xact_lock_shared($1)", &[&WRITE_LOCK])?;
+    let (los, his): (Vec<i64>, Vec<i64>) = set.direct.iter().copied().unzip();
+    let groups: Vec<i64> = set.groups.iter().copied().collect();
+    let rows = s.query(LOCK_CONVERSATIONS, &[&los, &his, &groups])?;
+    let mut ids = Vec::with_capacity(rows.len());
+    let mut found = HashSet::with_capacity(rows.len());
+    for r in &rows {
+        ids.push(r.try_get::<_, i64>(0)?);
+        if let (Some(lo), Some(hi)) = (r.try_get(1)?, r.try_get(2)?) {
+            found.insert((lo, hi));
+        }
+    }
+    if set.direct.iter().any(|pair| !found.contains(pair)) {
+        return Ok(false);
+    }
+    let senders: Vec<i64> = set.senders.iter().copied().collect();
+    s.execute(LOCK_USERS, &[&ids, &senders])?;
+    Ok(true)
+}
 
 trait Work: Send {
     /// Runs the job; returns how to finish it and whether the group's
@@ -111,8 +229,11 @@ fn checks_first<T, E>(
 /// Handle to the writer task.
 #[derive(Clone)]
 pub(crate) struct Writer {
-    tx: mpsc::Sender<Box<dyn Work>>,
+    tx: mpsc::Sender<Queue>,
 }
+
+/// A queued job and the conversation it names, if a send.
+type Queue = (Option<Scope>, Box<dyn Work>);
 
 impl std::fmt::Debug for Writer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -138,9 +259,12 @@ impl Writer {
 
     /// Queues a job; returns once it is in the queue, with its answer to
     /// come.
+    /// A job with a `scope` is a send that writes to that conversation
+    /// only; one without runs alone, cluster-wide (see the module doc).
     pub(crate) async fn queue<T, E, F, A>(
         &self,
         guard: Guard,
+        scope: Option<Scope>,
         f: F,
         after_commit: A,
     ) -> Result<Queued<T, E>, E>
@@ -152,7 +276,7 @@ impl Writer {
     {
         let (job, answer) = Job::new(guard, f, after_commit);
         self.tx
-            .send(Box::new(job))
+            .send((scope, Box::new(job)))
             .await
             .map_err(|_| E::from(StoreError::Closed))?;
         Ok(answer)
@@ -186,10 +310,10 @@ fn connect(
 fn run(
     runtime: &tokio::runtime::Runtime,
     config: &tokio_postgres::Config,
-    mut rx: mpsc::Receiver<Box<dyn Work>>,
+    mut rx: mpsc::Receiver<Queue>,
 ) {
     let mut connection: Option<Connection> = None;
-    let mut batch: Vec<Box<dyn Work>> = Vec::with_capacity(MAX_BATCH);
+    let mut batch: Vec<Queue> = Vec::with_capacity(MAX_BATCH);
     while let Some(first) = rx.blocking_recv() {
         batch.push(first);
         while batch.len() < MAX_BATCH {
@@ -210,7 +334,7 @@ fn run(
                     let msg = e.to_string();
                     tracing::warn!(error = %msg, size, "postgres: the writer can not connect");
                     metrics::counter!(crate::metrics::STORE_COMMIT_FAILURES_TOTAL).increment(1);
-                    for job in jobs {
+                    for (_, job) in jobs {
                         job.abort(&msg);
                     }
                     continue;
@@ -240,50 +364,105 @@ fn run(
 fn commit_group(
     runtime: &tokio::runtime::Runtime,
     conn: &mut Connection,
-    jobs: Vec<Box<dyn Work>>,
+    jobs: Vec<Queue>,
 ) -> (Vec<Box<dyn Finish>>, Result<(), String>) {
+    let mut plan = Plan::of(jobs.iter().map(|(scope, _)| scope));
+    let jobs = jobs.into_iter().map(|(_, job)| job);
     let Connection { client, prepared } = conn;
-    let tx = match runtime.block_on(client.transaction()) {
-        Ok(tx) => tx,
-        Err(e) => {
-            let msg = StoreError::from(e).to_string();
-            for job in jobs {
-                job.abort(&msg);
+    loop {
+        let tx = match runtime.block_on(client.transaction()) {
+            Ok(tx) => tx,
+            Err(e) => return aborted(jobs, StoreError::from(e).to_string()),
+        };
+        let session = Session::over(Driver::Runtime(runtime), SessionTx::Own(&tx, prepared));
+        let mut outcome = match take_locks(&session, &plan) {
+            Ok(true) => Ok(()),
+            Ok(false) => {
+                // A direct conversation to create: nothing written yet.
+                tracing::debug!("postgres: a new direct conversation, the group runs alone");
+                if let Err(e) = runtime.block_on(tx.rollback()) {
+                    return aborted(jobs, StoreError::from(e).to_string());
+                }
+                plan = Plan::Exclusive;
+                continue;
             }
-            return (Vec::new(), Err(msg));
-        }
-    };
-    let session = Session::over(Driver::Runtime(runtime), SessionTx::Own(&tx, prepared));
-    let mut finishes: Vec<Box<dyn Finish>> = Vec::with_capacity(jobs.len());
-    let mut outcome = session
-        .execute("SELECT pg_advisory_xact_lock($1)", &[&WRITE_LOCK])
-        .map(drop)
-        .map_err(|e| e.to_string());
-    let mut jobs = jobs.into_iter();
-    if outcome.is_ok() {
-        for job in jobs.by_ref() {
-            let (finish, sound) = job.run(&session);
-            finishes.push(finish);
-            if !sound {
-                outcome = Err("the transaction was rolled back after a storage error".to_owned());
-                break;
+            Err(e) => Err(e.to_string()),
+        };
+        let mut finishes: Vec<Box<dyn Finish>> = Vec::with_capacity(jobs.len());
+        let mut jobs = jobs;
+        if outcome.is_ok() {
+            for job in jobs.by_ref() {
+                let (finish, sound) = job.run(&session);
+                finishes.push(finish);
+                if !sound {
+                    outcome =
+                        Err("the transaction was rolled back after a storage error".to_owned());
+                    break;
+                }
             }
         }
+        let msg = match outcome {
+            Ok(()) => match runtime.block_on(tx.commit()) {
+                Ok(()) => return (finishes, Ok(())),
+                Err(e) => StoreError::from(e).to_string(),
+            },
+            Err(msg) => {
+                if let Err(e) = runtime.block_on(tx.rollback()) {
+                    tracing::warn!(error = %e, "postgres: rollback failed");
+                }
+                msg
+            }
+        };
+        for job in jobs {
+            job.abort(&msg);
+        }
+        return (finishes, Err(msg));
     }
-    let msg = match outcome {
-        Ok(()) => match runtime.block_on(tx.commit()) {
-            Ok(()) => return (finishes, Ok(())),
-            Err(e) => StoreError::from(e).to_string(),
-        },
-        Err(msg) => {
-            if let Err(e) = runtime.block_on(tx.rollback()) {
-                tracing::warn!(error = %e, "postgres: rollback failed");
-            }
-            msg
-        }
-    };
+}
+
+/// Answers every job of a group that could not start.
+fn aborted(
+    jobs: impl Iterator<Item = Box<dyn Work>>,
+    msg: String,
+) -> (Vec<Box<dyn Finish>>, Result<(), String>) {
     for job in jobs {
         job.abort(&msg);
     }
-    (finishes, Err(msg))
+    (Vec::new(), Err(msg))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sends_alone_share_the_write_lock_and_name_their_rows() {
+        let plan = Plan::of(&[
+            Some(Scope::Direct { sender: 9, peer: 4 }),
+            Some(Scope::Group {
+                sender: 4,
+                group: 7,
+            }),
+            Some(Scope::Direct { sender: 4, peer: 9 }),
+            Some(Scope::Direct { sender: 5, peer: 5 }),
+        ]);
+        let expected = LockSet {
+            direct: [(4, 9), (5, 5)].into(),
+            groups: [7].into(),
+            senders: [4, 5, 9].into(),
+        };
+        assert_eq!(plan, Plan::Shared(expected));
+    }
+
+    #[test]
+    fn any_other_write_makes_the_group_exclusive() {
+        let plan = Plan::of(&[
+            Some(Scope::Group {
+                sender: 1,
+                group: 2,
+            }),
+            None,
+        ]);
+        assert_eq!(plan, Plan::Exclusive);
+    }
 }
