@@ -67,7 +67,16 @@ pub struct Options {
     /// The server cancels any statement running longer (`57014`, reported
     /// as unavailable). At least a millisecond: there is always a bound.
     pub statement_timeout: Duration,
+    /// Group-commit writers (lanes), each with a connection of its own
+    /// besides the pool's (see `writer.rs`). At least one.
+    pub writer_lanes: usize,
 }
+
+/// Writer lanes by default: one. Sends of several lanes that share a
+/// user wait for each other's row locks and commit in smaller groups;
+/// under chat-bench's dm load on two cores four lanes were slower than one
+/// (`bench/HISTORY.md`).
+pub const DEFAULT_WRITER_LANES: usize = 1;
 
 impl Default for Options {
     fn default() -> Options {
@@ -76,6 +85,7 @@ impl Default for Options {
             connect_timeout: Duration::from_secs(5),
             acquire_timeout: Duration::from_secs(10),
             statement_timeout: Duration::from_secs(10),
+            writer_lanes: DEFAULT_WRITER_LANES,
         }
     }
 }
@@ -99,6 +109,8 @@ pub struct Backend {
     pool: Pool,
     /// How to open a connection of one's own (the writer's).
     config: std::sync::Arc<tokio_postgres::Config>,
+    /// How many writer lanes [`Writer::spawn`] starts.
+    writer_lanes: usize,
 }
 
 impl std::fmt::Debug for Backend {
@@ -146,6 +158,7 @@ impl Backend {
         let backend = Backend {
             pool,
             config: std::sync::Arc::new(config),
+            writer_lanes: options.writer_lanes.max(1),
         };
         backend
             .run(Mode::Read, |s| s.query_one("SELECT 1", &[]).map(drop))

@@ -1,18 +1,27 @@
 //! Group commit on PostgreSQL: the writes of one chatd, in the order they
 //! were queued, a group at a time in one transaction.
 //!
-//! One thread per chatd (`store-writer-pg`) takes every job waiting (up to
-//! [`MAX_BATCH`]), opens one transaction on a connection of its own, takes
-//! the cluster-wide write lock ([`WRITE_LOCK`]), runs each job, commits,
-//! and only then runs each job's `after_commit` and answers it, in queue
-//! order. The connection's task runs on the thread's own current-thread
-//! runtime, driven while the thread waits on a statement, so a statement
-//! costs its round trip and no hand-off to the server's runtime and back
-//! (what that changed: `bench/HISTORY.md`). So:
+//! A chatd runs a few writer **lanes** (`--store-writer-lanes`, threads
+//! `store-writer-pg`), each with a queue and a connection of its own. A
+//! send goes to the lane of its conversation ([`Scope`], hashed), so a
+//! conversation's sends stay in one queue, in order; every other write goes
+//! to the first lane. A lane takes every job waiting (up to
+//! [`MAX_BATCH`]), opens one transaction, takes its locks (below), runs
+//! each job, commits, and only then runs each job's `after_commit` and
+//! answers it, in queue order. The lanes of a chatd run their
+//! `after_commit`s in the order their COMMITs were sent ([`Sequencer`]):
+//! two groups that bumped one user's inbox cursor committed in cursor
+//! order (the second waited for the first's row lock), so each user's
+//! pushes leave in cursor order, as with one writer. A lane's connection
+//! task runs on the lane thread's own current-thread runtime, driven while
+//! the thread waits on a statement, so a statement costs its round trip
+//! and no hand-off to the server's runtime and back (what that changed:
+//! `bench/HISTORY.md`). So:
 //!
 //! - **Durable before answered**, and one WAL flush for the whole group.
-//! - **Ordered**: jobs queued one after another commit in that order (a
-//!   batch of sends gets its seqs in the order it was sent).
+//! - **Ordered**: jobs queued one after another for one conversation, or
+//!   writes other than sends, commit in that order (a batch of sends gets
+//!   its seqs in the order it was sent).
 //! - **Unrelated conversations never wait for each other**, on any node,
 //!   and **deadlock-free by construction**, through one cluster-wide
 //!   advisory lock ([`WRITE_LOCK`]) taken first, in one of two modes:
@@ -226,10 +235,10 @@ fn checks_first<T, E>(
     (result, sound)
 }
 
-/// Handle to the writer task.
+/// Handle to the writer lanes.
 #[derive(Clone)]
 pub(crate) struct Writer {
-    tx: mpsc::Sender<Queue>,
+    lanes: std::sync::Arc<[mpsc::Sender<Queue>]>,
 }
 
 /// A queued job and the conversation it names, if a send.
@@ -237,30 +246,41 @@ type Queue = (Option<Scope>, Box<dyn Work>);
 
 impl std::fmt::Debug for Writer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Writer").finish_non_exhaustive()
+        f.debug_struct("Writer")
+            .field("lanes", &self.lanes.len())
+            .finish()
     }
 }
 
 impl Writer {
-    /// Starts the writer thread, with a connection of its own.
+    /// Starts the writer lanes, each a thread with a connection of its own.
     pub(crate) fn spawn(backend: &Backend) -> Result<Writer, StoreError> {
-        let (tx, rx) = mpsc::channel(QUEUE);
-        let config = std::sync::Arc::clone(&backend.config);
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| StoreError::Config(format!("writer runtime: {e}")))?;
-        std::thread::Builder::new()
-            .name("store-writer-pg".into())
-            .spawn(move || run(&runtime, &config, rx))
-            .map_err(|e| StoreError::Config(format!("spawn the writer: {e}")))?;
-        Ok(Writer { tx })
+        let sequencer = std::sync::Arc::new(Sequencer::default());
+        let mut lanes = Vec::with_capacity(backend.writer_lanes);
+        for lane in 0..backend.writer_lanes.max(1) {
+            let (tx, rx) = mpsc::channel(QUEUE);
+            let config = std::sync::Arc::clone(&backend.config);
+            let sequencer = std::sync::Arc::clone(&sequencer);
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| StoreError::Config(format!("writer runtime: {e}")))?;
+            std::thread::Builder::new()
+                .name(format!("store-writer-pg-{lane}"))
+                .spawn(move || run(&runtime, &config, &sequencer, rx))
+                .map_err(|e| StoreError::Config(format!("spawn the writer: {e}")))?;
+            lanes.push(tx);
+        }
+        Ok(Writer {
+            lanes: lanes.into(),
+        })
     }
 
     /// Queues a job; returns once it is in the queue, with its answer to
-    /// come.
-    /// A job with a `scope` is a send that writes to that conversation
-    /// only; one without runs alone, cluster-wide (see the module doc).
+    /// come. A job with a `scope` is a send that writes to that
+    /// conversation only, queued on its conversation's lane; one without
+    /// goes to the first lane, and its group runs alone, cluster-wide (see
+    /// the module doc).
     pub(crate) async fn queue<T, E, F, A>(
         &self,
         guard: Guard,
@@ -275,11 +295,65 @@ impl Writer {
         A: FnOnce(&T) + Send + 'static,
     {
         let (job, answer) = Job::new(guard, f, after_commit);
-        self.tx
-            .send((scope, Box::new(job)))
+        let lane = &self.lanes[lane_of(scope, self.lanes.len())];
+        lane.send((scope, Box::new(job)))
             .await
             .map_err(|_| E::from(StoreError::Closed))?;
         Ok(answer)
+    }
+}
+
+/// The lane a job goes to, of `lanes`: its conversation's, by a hash of
+/// what names it (the same for both directions of a direct conversation).
+fn lane_of(scope: Option<Scope>, lanes: usize) -> usize {
+    // Fibonacci hashing: consecutive ids spread over the lanes.
+    let key = match scope {
+        None => return 0,
+        Some(Scope::Direct { sender, peer }) => {
+            sender.min(peer).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ sender.max(peer)
+        }
+        Some(Scope::Group { group, .. }) => !group,
+    };
+    (key.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 32) as usize % lanes.max(1)
+}
+
+/// Orders the lanes' after-commit work: a lane takes a ticket just before
+/// it sends COMMIT, and finishes its jobs when the tickets before have
+/// finished theirs. A group that waited for another's row lock sent its
+/// COMMIT after that one's COMMIT returned, so it has the later ticket.
+#[derive(Default)]
+struct Sequencer {
+    /// (next ticket to hand out, ticket whose turn it is)
+    state: std::sync::Mutex<(u64, u64)>,
+    turn: std::sync::Condvar,
+}
+
+impl Sequencer {
+    fn ticket(&self) -> u64 {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        state.0 += 1;
+        state.0 - 1
+    }
+
+    /// Runs `f` in `ticket`'s turn, then gives the turn to the next.
+    fn in_turn(&self, ticket: u64, f: impl FnOnce()) {
+        {
+            let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+            while state.1 != ticket {
+                state = self.turn.wait(state).unwrap_or_else(|e| e.into_inner());
+            }
+        }
+        // The turn passes on even if `f` panics.
+        struct Next<'a>(&'a Sequencer);
+        impl Drop for Next<'_> {
+            fn drop(&mut self) {
+                let mut state = self.0.state.lock().unwrap_or_else(|e| e.into_inner());
+                state.1 += 1;
+                self.0.turn.notify_all();
+            }
+        }
+        let _next = Next(self);
+        f();
     }
 }
 
@@ -310,6 +384,7 @@ fn connect(
 fn run(
     runtime: &tokio::runtime::Runtime,
     config: &tokio_postgres::Config,
+    sequencer: &Sequencer,
     mut rx: mpsc::Receiver<Queue>,
 ) {
     let mut connection: Option<Connection> = None;
@@ -344,7 +419,7 @@ fn run(
         let Some(conn) = connection.as_mut() else {
             continue;
         };
-        let (finishes, outcome) = commit_group(runtime, conn, jobs);
+        let (finishes, outcome, ticket) = commit_group(runtime, conn, sequencer, jobs);
         if let Err(e) = &outcome {
             tracing::warn!(error = %e, size, "postgres: write group failed");
             metrics::counter!(crate::metrics::STORE_COMMIT_FAILURES_TOTAL).increment(1);
@@ -353,19 +428,30 @@ fn run(
         metrics::histogram!(crate::metrics::STORE_COMMIT_SECONDS)
             .record(started.elapsed().as_secs_f64());
         let commit = outcome.as_ref().map(|_| ()).map_err(String::as_str);
-        for finish in finishes {
-            finish.finish(commit);
+        let finish_all = || {
+            for finish in finishes {
+                finish.finish(commit);
+            }
+        };
+        match ticket {
+            Some(ticket) => sequencer.in_turn(ticket, finish_all),
+            // Nothing committed: only answers, in no order with others.
+            None => finish_all(),
         }
     }
 }
 
-/// Runs a group in one transaction on the writer's connection; returns the
-/// finished jobs and whether the group committed.
+/// What a group left: its jobs to finish, whether it committed, and its
+/// [`Sequencer`] ticket if it sent COMMIT.
+type Ran = (Vec<Box<dyn Finish>>, Result<(), String>, Option<u64>);
+
+/// Runs a group in one transaction on the writer's connection.
 fn commit_group(
     runtime: &tokio::runtime::Runtime,
     conn: &mut Connection,
+    sequencer: &Sequencer,
     jobs: Vec<Queue>,
-) -> (Vec<Box<dyn Finish>>, Result<(), String>) {
+) -> Ran {
     let mut plan = Plan::of(jobs.iter().map(|(scope, _)| scope));
     let jobs = jobs.into_iter().map(|(_, job)| job);
     let Connection { client, prepared } = conn;
@@ -375,6 +461,11 @@ fn commit_group(
             Err(e) => return aborted(jobs, StoreError::from(e).to_string()),
         };
         let session = Session::over(Driver::Runtime(runtime), SessionTx::Own(&tx, prepared));
+        // Webhooks change only in exclusive groups.
+        let session = match &plan {
+            Plan::Shared(_) => session.webhooks_fixed(),
+            Plan::Exclusive => session,
+        };
         let mut outcome = match take_locks(&session, &plan) {
             Ok(true) => Ok(()),
             Ok(false) => {
@@ -402,10 +493,16 @@ fn commit_group(
             }
         }
         let msg = match outcome {
-            Ok(()) => match runtime.block_on(tx.commit()) {
-                Ok(()) => return (finishes, Ok(())),
-                Err(e) => StoreError::from(e).to_string(),
-            },
+            Ok(()) => {
+                let ticket = Some(sequencer.ticket());
+                match runtime.block_on(tx.commit()) {
+                    Ok(()) => return (finishes, Ok(()), ticket),
+                    Err(e) => {
+                        // Every job ran: none is left to abort.
+                        return (finishes, Err(StoreError::from(e).to_string()), ticket);
+                    }
+                }
+            }
             Err(msg) => {
                 if let Err(e) = runtime.block_on(tx.rollback()) {
                     tracing::warn!(error = %e, "postgres: rollback failed");
@@ -416,19 +513,16 @@ fn commit_group(
         for job in jobs {
             job.abort(&msg);
         }
-        return (finishes, Err(msg));
+        return (finishes, Err(msg), None);
     }
 }
 
 /// Answers every job of a group that could not start.
-fn aborted(
-    jobs: impl Iterator<Item = Box<dyn Work>>,
-    msg: String,
-) -> (Vec<Box<dyn Finish>>, Result<(), String>) {
+fn aborted(jobs: impl Iterator<Item = Box<dyn Work>>, msg: String) -> Ran {
     for job in jobs {
         job.abort(&msg);
     }
-    (Vec::new(), Err(msg))
+    (Vec::new(), Err(msg), None)
 }
 
 #[cfg(test)]
@@ -452,6 +546,46 @@ mod tests {
             senders: [4, 5, 9].into(),
         };
         assert_eq!(plan, Plan::Shared(expected));
+    }
+
+    #[test]
+    fn a_conversation_has_one_lane_and_other_writes_the_first() {
+        let lanes = 4;
+        let dm = |sender, peer| lane_of(Some(Scope::Direct { sender, peer }), lanes);
+        assert_eq!(
+            dm(3, 8),
+            dm(8, 3),
+            "both directions of a direct conversation"
+        );
+        assert_eq!(lane_of(None, lanes), 0);
+        let used: BTreeSet<usize> = (1..64).map(|u| dm(u, u + 1)).collect();
+        assert_eq!(used.len(), lanes, "conversations spread over every lane");
+        let groups: BTreeSet<usize> = (1..64)
+            .map(|group| lane_of(Some(Scope::Group { sender: 1, group }), lanes))
+            .collect();
+        assert_eq!(groups.len(), lanes);
+        assert_eq!(lane_of(Some(Scope::Direct { sender: 3, peer: 8 }), 1), 0);
+    }
+
+    #[test]
+    fn lanes_finish_in_ticket_order() {
+        let sequencer = std::sync::Arc::new(Sequencer::default());
+        let order = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let tickets: Vec<u64> = (0..8).map(|_| sequencer.ticket()).collect();
+        let threads: Vec<_> = tickets
+            .into_iter()
+            .rev()
+            .map(|t| {
+                let (sequencer, order) = (sequencer.clone(), order.clone());
+                std::thread::spawn(move || {
+                    sequencer.in_turn(t, || order.lock().unwrap().push(t));
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert_eq!(*order.lock().unwrap(), (0..8).collect::<Vec<u64>>());
     }
 
     #[test]
