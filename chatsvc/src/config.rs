@@ -269,6 +269,17 @@ pub struct Config {
     )]
     pub store_statement_timeout: u64,
 
+    /// PostgreSQL only: group-commit writers each chatd runs, each on a
+    /// connection of its own; a conversation's sends always go to the same
+    /// one, so they keep their order.
+    #[arg(
+        long,
+        env = "CHAT_STORE_WRITER_LANES",
+        default_value_t = crate::store::postgres::DEFAULT_WRITER_LANES,
+        global = true
+    )]
+    pub store_writer_lanes: usize,
+
     /// The store writer's page cache, in MiB, filled as pages are used.
     /// Smaller than the newest index pages of the conversations in use, each
     /// send reads pages back from disk and large group commits write pages
@@ -377,6 +388,7 @@ impl Config {
         crate::store::postgres::Options {
             max_connections: self.store_connections.max(1),
             statement_timeout: std::time::Duration::from_secs(self.store_statement_timeout.max(1)),
+            writer_lanes: self.store_writer_lanes.max(1),
             ..crate::store::postgres::Options::default()
         }
     }

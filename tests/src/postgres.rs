@@ -17,6 +17,21 @@ pub const DATABASE: &str = "chat";
 /// The cluster's superuser (`initdb -U`), trusted on loopback.
 pub const USER: &str = "mqchat";
 
+/// chatd's flags for a node on the database at `url`, with no rate limit
+/// on a test's many sign-ins and sends.
+pub fn node_flags(url: &str) -> [&str; 8] {
+    [
+        "--store",
+        url,
+        "--auth-ip-rate",
+        "0",
+        "--login-rate",
+        "0",
+        "--send-rate",
+        "0",
+    ]
+}
+
 /// A running (or stopped, see [`TestPostgres::stop`]) PostgreSQL cluster
 /// of its own.
 pub struct TestPostgres {

@@ -16,27 +16,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, ensure, Context, Result};
-use mqchat_e2e::postgres::TestPostgres;
+use mqchat_e2e::postgres::{node_flags, TestPostgres};
 use mqchat_e2e::{eventually, TestServer, TestUser};
 use serde_json::Value;
 use tokio::sync::RwLock;
 
 const SENDERS_PER_NODE: usize = 32;
 const RECIPIENTS: usize = 4;
-
-/// The store, and no rate limit on the test's many sign-ins and sends.
-fn node_flags(url: &str) -> [&str; 8] {
-    [
-        "--store",
-        url,
-        "--auth-ip-rate",
-        "0",
-        "--login-rate",
-        "0",
-        "--send-rate",
-        "0",
-    ]
-}
 
 /// A chatd node on the shared database, restartable on the same ports.
 struct Node {

@@ -9,12 +9,23 @@
 -- `users.inbox_cursor` hold the last number handed out, and a send
 -- allocates with `UPDATE ... SET last_seq = last_seq + n ... RETURNING`
 -- inside its transaction, which keeps the numbers gap-free (a rolled-back
--- transaction rolls its increment back too). Today every write transaction
--- first takes one cluster-wide advisory lock (store/postgres/writer.rs), so
--- write transactions run one at a time and never deadlock. Were that lock
--- replaced by the counters' row locks, so that unrelated conversations
--- need not wait for each other, rows would have to be locked in one fixed
--- order (conversation first, then users by ascending id).
+-- transaction rolls its increment back too). Each chatd writes in groups
+-- of jobs per transaction (chatsvc/src/store/postgres/writer.rs), and
+-- transactions of several chatd run at once, so they lock rows in one
+-- fixed order, which no two of them can turn into a cycle (no deadlock):
+--   1. the advisory lock 0x6d71_6368_6174_3a77 ("mqchat:w"): shared by a
+--      transaction of sends only, exclusive for any other write (which so
+--      runs alone and locks nothing else up front);
+--   2. a transaction of sends then locks its `conversations` rows, by
+--      ascending id (FOR NO KEY UPDATE: `last_seq`);
+--   3. then the `users` rows whose `inbox_cursor` it bumps (the members of
+--      those conversations, and the senders), by ascending id;
+-- and only then writes, updating only rows it locked. Memberships change
+-- only under the exclusive lock, so they hold still meanwhile; a sender's
+-- row is locked by the transaction that inserts their messages, so two
+-- transactions never insert the same (sender_id, client_msg_id) at once.
+-- Sends to unrelated conversations (no conversation and no user in
+-- common) so never wait for each other.
 --
 -- Conventions: ids are `bigint` identities (SQLite's rowids); times are
 -- `bigint` milliseconds as in SQLite (the domain owns the clock); secrets'

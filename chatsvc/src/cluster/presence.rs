@@ -1,7 +1,7 @@
 //! Presence across nodes.
 //!
 //! Every node keeps the same view: which nodes hold a connection of which
-//! user. A node publishes a delta on [`PRESENCE_SUBJECT`] when a user's
+//! user. A node publishes a delta on `mqchat.presence` when a user's
 //! first connection on it opens or its last one closes, a heartbeat every
 //! `heartbeat`, and its full state when asked (a node that starts or comes
 //! back to the bus asks everyone; a receiver that misses a delta, seen by

@@ -249,9 +249,14 @@ impl Chat {
         let body = m.body.get().to_owned();
         let client_msg_id = m.client_msg_id;
         let to = m.to;
+        let scope = match to {
+            Recipient::User(peer) => crate::store::Scope::Direct { sender, peer },
+            Recipient::Group(group) => crate::store::Scope::Group { sender, group },
+        };
         let queued = self
             .store
             .queue_checks_first_then(
+                scope,
                 move |c| {
                     let mut out = Outbox::with_presence(presence);
                     let (conversation, files) =

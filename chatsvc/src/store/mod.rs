@@ -21,8 +21,9 @@
 //!
 //! Two backends: SQLite (the `sqlite` module, the default: one writer
 //! thread committing in groups, readers on blocking threads, one machine)
-//! and PostgreSQL ([`postgres`]: the same group commit on a connection of
-//! its own, reads from a pool, several chatd processes on one database).
+//! and PostgreSQL ([`postgres`], which several chatd processes share: a
+//! group-commit writer per process whose sends lock only their own
+//! conversations and users ([`Scope`]), reads from a pool).
 
 mod error;
 pub mod files;
@@ -148,6 +149,22 @@ enum Backend {
     },
 }
 
+/// The conversation a send writes to, named when the send is queued,
+/// before its closure runs. The PostgreSQL writer locks every conversation
+/// of a group of sends, and every user whose inbox cursor they will
+/// allocate, up front and in one order, so that sends to unrelated
+/// conversations commit at once on every node while no two transactions
+/// ever wait for each other in a cycle (`store/postgres/writer.rs`).
+/// SQLite, with one writer, has nothing to lock and ignores it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// A direct message from `sender` to `peer` (the same user: notes to
+    /// self).
+    Direct { sender: u64, peer: u64 },
+    /// A message from `sender` to the group `group`.
+    Group { sender: u64, group: u64 },
+}
+
 /// A write queued by [`Store::queue_checks_first_then`]: resolves to its
 /// result once its group has committed (or failed).
 #[derive(Debug)]
@@ -219,7 +236,7 @@ impl Store {
             Backend::Sqlite(s) => s.write_then(f, after_commit).await,
             Backend::Postgres { writer, .. } => {
                 writer
-                    .queue(job::Guard::Savepoint, f, after_commit)
+                    .queue(job::Guard::Savepoint, None, f, after_commit)
                     .await?
                     .await
             }
@@ -231,9 +248,12 @@ impl Store {
     /// queued, with its result to come. Jobs queued one after another
     /// commit in that order. If `f` fails after writing, other jobs may
     /// fail with it (as unavailable), so a late check must never fail on
-    /// bad input.
+    /// bad input. `scope` names the one conversation `f` may write to (and
+    /// so the rows the PostgreSQL writer locks for it, see [`Scope`]);
+    /// `f` must write nowhere else.
     pub async fn queue_checks_first_then<T, E, F, A>(
         &self,
+        scope: Scope,
         f: F,
         after_commit: A,
     ) -> Result<Queued<T, E>, E>
@@ -246,7 +266,9 @@ impl Store {
         match &self.backend {
             Backend::Sqlite(s) => s.queue_checks_first_then(f, after_commit).await,
             Backend::Postgres { writer, .. } => {
-                writer.queue(job::Guard::ChecksFirst, f, after_commit).await
+                writer
+                    .queue(job::Guard::ChecksFirst, Some(scope), f, after_commit)
+                    .await
             }
         }
     }

@@ -3,9 +3,11 @@
 //! Where SQLite reads the next seq and the next inbox cursor from the
 //! newest rows, this backend keeps them in counter columns
 //! (`conversations.last_seq`, `users.inbox_cursor`, see the schema) and
-//! bumps them in the statement that uses them: every write transaction
-//! holds the cluster-wide write lock (`writer.rs`), so a counter read and
-//! bumped there is never handed out twice. Seqs stay gap-free, so "the
+//! bumps them in the statement that uses them, in a transaction that holds
+//! their rows' locks (`writer.rs`: a group of sends locks its
+//! conversations, then their members, in id order, before it runs; any
+//! other write holds the cluster-wide write lock alone), so a counter read
+//! and bumped there is never handed out twice. Seqs stay gap-free, so "the
 //! conversation's last seq" is `last_seq` wherever SQLite says `MAX(seq)`.
 //!
 //! Statements that read and write at once are data-modifying CTEs: all
@@ -313,7 +315,8 @@ pub fn members_with_roles(
 /// The seq is allocated only when the `client_msg_id` is new (the `NOT
 /// EXISTS`): a repeated send must leave no gap, since `last_seq` is the
 /// conversation's newest message. ON CONFLICT DO NOTHING is only a
-/// safety net (the write lock orders every writer, so the check holds).
+/// safety net: the sender's row is locked by the transaction (`writer.rs`),
+/// so no other inserts a message of theirs meanwhile, and the check holds.
 ///
 /// The sender's read marker moves to their message exactly when SQLite's
 /// `insert` moves it (its doc says why this keeps the unread counts of a

@@ -24,6 +24,11 @@
 //!   once per connection.
 //! - `limits.rs`: rate-limit buckets every node shares, taken with one
 //!   upsert on the pool.
+//! - `writer.rs`: every write, a group of jobs per transaction on a
+//!   connection of the writer's own, with the lock order that lets several
+//!   chatd write at once without deadlock: the write lock (shared by sends,
+//!   exclusive for the rest), then a group of sends' conversations by id,
+//!   then the users whose inbox cursors they bump, by id.
 //! - `migrations.rs`: versioned SQL under `chatsvc/migrations/postgres/`,
 //!   applied under an advisory lock.
 
@@ -65,7 +70,16 @@ pub struct Options {
     /// The server cancels any statement running longer (`57014`, reported
     /// as unavailable). At least a millisecond: there is always a bound.
     pub statement_timeout: Duration,
+    /// Group-commit writers (lanes), each with a connection of its own
+    /// besides the pool's (see `writer.rs`). At least one.
+    pub writer_lanes: usize,
 }
+
+/// Writer lanes by default: one. Sends of several lanes that share a
+/// user wait for each other's row locks and commit in smaller groups;
+/// under chat-bench's dm load on two cores four lanes were slower than one
+/// (`bench/HISTORY.md`).
+pub const DEFAULT_WRITER_LANES: usize = 1;
 
 impl Default for Options {
     fn default() -> Options {
@@ -74,6 +88,7 @@ impl Default for Options {
             connect_timeout: Duration::from_secs(5),
             acquire_timeout: Duration::from_secs(10),
             statement_timeout: Duration::from_secs(10),
+            writer_lanes: DEFAULT_WRITER_LANES,
         }
     }
 }
@@ -97,6 +112,8 @@ pub struct Backend {
     pool: Pool,
     /// How to open a connection of one's own (the writer's).
     config: std::sync::Arc<tokio_postgres::Config>,
+    /// How many writer lanes [`Writer::spawn`] starts.
+    writer_lanes: usize,
 }
 
 impl std::fmt::Debug for Backend {
@@ -144,6 +161,7 @@ impl Backend {
         let backend = Backend {
             pool,
             config: std::sync::Arc::new(config),
+            writer_lanes: options.writer_lanes.max(1),
         };
         backend
             .run(Mode::Read, |s| s.query_one("SELECT 1", &[]).map(drop))

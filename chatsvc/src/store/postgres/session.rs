@@ -8,6 +8,7 @@ use tokio::runtime::{Handle, Runtime};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Row, Statement};
 
+use crate::store::webhooks::WebhookRow;
 use crate::store::StoreError;
 
 /// One transaction on one pooled connection, used from the blocking thread
@@ -23,6 +24,9 @@ pub struct Session<'a> {
     failures: Cell<u64>,
     /// Statements run that may have written (anything but a `SELECT`).
     writes: Cell<u64>,
+    /// The active webhooks, read once per transaction, when the writer
+    /// knows no statement of it can change them ([`Session::webhooks_fixed`]).
+    webhooks: Option<RefCell<Option<Vec<WebhookRow>>>>,
 }
 
 /// What runs a statement to completion on the calling thread.
@@ -96,7 +100,33 @@ impl<'a> Session<'a> {
             tx,
             failures: Cell::new(0),
             writes: Cell::new(0),
+            webhooks: None,
         }
+    }
+
+    /// Says that the active webhooks can't change during this transaction
+    /// (it holds the write lock shared: they change only under it
+    /// exclusive), so [`Session::active_webhooks`] reads them once.
+    pub(super) fn webhooks_fixed(mut self) -> Self {
+        self.webhooks = Some(RefCell::new(None));
+        self
+    }
+
+    /// `read`, or the webhooks it read before in this transaction if they
+    /// are fixed: a round trip per send saved.
+    pub(super) fn active_webhooks(
+        &self,
+        read: impl FnOnce(&Self) -> Result<Vec<WebhookRow>, StoreError>,
+    ) -> Result<Vec<WebhookRow>, StoreError> {
+        let Some(memo) = &self.webhooks else {
+            return read(self);
+        };
+        if let Some(known) = memo.borrow().as_ref() {
+            return Ok(known.clone());
+        }
+        let rows = read(self)?;
+        *memo.borrow_mut() = Some(rows.clone());
+        Ok(rows)
     }
 
     /// How many statements failed, and how many may have written, so far:

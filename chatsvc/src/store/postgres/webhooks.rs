@@ -57,10 +57,10 @@ pub fn active(c: &Session<'_>) -> Result<Vec<WebhookRow>, StoreError> {
         .collect())
 }
 
-/// [`active`] on the writer, for every message sent (the statement cache
-/// keeps it prepared, as SQLite's writer keeps its hot statement).
+/// [`active`] on the writer, for every message sent: read once per group
+/// of sends, which can't change them (`Session::active_webhooks`).
 pub fn active_to_send(c: &Session<'_>) -> Result<Vec<WebhookRow>, StoreError> {
-    active(c)
+    c.active_webhooks(active)
 }
 
 pub fn enqueue(

@@ -1,28 +1,59 @@
 //! Group commit on PostgreSQL: the writes of one chatd, in the order they
 //! were queued, a group at a time in one transaction.
 //!
-//! One thread per chatd (`store-writer-pg`) takes every job waiting (up to
-//! [`MAX_BATCH`]), opens one transaction on a connection of its own, takes
-//! the cluster-wide write lock ([`WRITE_LOCK`]), runs each job, commits,
-//! and only then runs each job's `after_commit` and answers it, in queue
-//! order. The connection's task runs on the thread's own current-thread
-//! runtime, driven while the thread waits on a statement, so a statement
-//! costs its round trip and no hand-off to the server's runtime and back
-//! (what that changed: `bench/HISTORY.md`). So:
+//! A chatd runs a few writer **lanes** (`--store-writer-lanes`, threads
+//! `store-writer-pg`), each with a queue and a connection of its own. A
+//! send goes to the lane of its conversation ([`Scope`], hashed), so a
+//! conversation's sends stay in one queue, in order; every other write goes
+//! to the first lane. A lane takes every job waiting (up to
+//! [`MAX_BATCH`]), opens one transaction, takes its locks (below), runs
+//! each job, commits, and only then runs each job's `after_commit` and
+//! answers it, in queue order. The lanes of a chatd run their
+//! `after_commit`s in the order their COMMITs were sent ([`Sequencer`]):
+//! two groups that bumped one user's inbox cursor committed in cursor
+//! order (the second waited for the first's row lock), so each user's
+//! pushes leave in cursor order, as with one writer. A lane's connection
+//! task runs on the lane thread's own current-thread runtime, driven while
+//! the thread waits on a statement, so a statement costs its round trip
+//! and no hand-off to the server's runtime and back (what that changed:
+//! `bench/HISTORY.md`). So:
 //!
 //! - **Durable before answered**, and one WAL flush for the whole group.
-//! - **Ordered**: jobs queued one after another commit in that order (a
-//!   batch of sends gets its seqs in the order it was sent).
-//! - **Deadlock-free by construction, across processes**: a write
-//!   transaction takes `pg_advisory_xact_lock(WRITE_LOCK)` before any row
-//!   lock, so write transactions of every chatd on the database run one at
-//!   a time, and none waits for a row another holds while holding one it
-//!   wants. Counters (`conversations.last_seq`, `users.inbox_cursor`) are
-//!   read and bumped inside that transaction, so they stay gap-free.
+//! - **Ordered**: jobs queued one after another for one conversation, or
+//!   writes other than sends, commit in that order (a batch of sends gets
+//!   its seqs in the order it was sent).
+//! - **Unrelated conversations never wait for each other**, on any node,
+//!   and **deadlock-free by construction**, through one cluster-wide
+//!   advisory lock ([`WRITE_LOCK`]) taken first, in one of two modes:
+//!   - a group of sends only (each names its conversation when queued,
+//!     [`Scope`]) takes it **shared**, then locks, before running any
+//!     job, every row the group will update, in one fixed order:
+//!     its conversations by ascending id (`FOR NO KEY UPDATE`: the
+//!     `last_seq` counter), then the users whose inbox cursors it will
+//!     allocate (every member of those conversations, and the senders) by
+//!     ascending id. Groups of two nodes that share no conversation and no
+//!     user run at once; groups that share some wait for each other
+//!     whole, never in a cycle, since each takes its locks in the same
+//!     order before it writes, and writes only rows it locked (new rows
+//!     aside: their unique keys never collide across groups, because a
+//!     sender's user row is locked by the group that sends for them).
+//!     Membership can't change under a shared holder: it changes only in
+//!     exclusive groups;
+//!   - a group with any other write (friends, profiles, group admin, read
+//!     markers, webhook bookkeeping, and a direct message whose
+//!     conversation does not exist yet, found when the locks are taken:
+//!     the group then rolls back and starts again this way) takes it
+//!     **exclusive**, so it runs alone, cluster-wide, and locks nothing
+//!     else first. These are rare next to sends.
 //!
-//! The price is that writes are serialized cluster-wide, as SQLite's are
-//! on one machine: unrelated conversations wait for each other's group.
-//! Reads never wait for it (they run on the pool, on their own snapshot).
+//!   Counters (`conversations.last_seq`, `users.inbox_cursor`) are read
+//!   and bumped under those row locks, in the transaction that uses them,
+//!   so they stay gap-free. A statement of a job sees every commit made
+//!   before its group got its locks (`READ COMMITTED` takes a snapshot
+//!   per statement).
+//!
+//! Reads never wait for any of it (they run on the pool, on their own
+//! snapshot).
 //!
 //! Each [`Store::write`](crate::store::Store::write) job runs inside a
 //! savepoint, so its failure undoes only its own writes; a failed statement
@@ -31,12 +62,14 @@
 //! statement of it fails, the group is lost and every job in it answers as
 //! unavailable (the same contract as SQLite's writer).
 
+use std::collections::{BTreeSet, HashSet};
+
 use tokio::sync::mpsc;
 
 use super::session::{Driver, Prepared, Tx as SessionTx};
 use super::{Backend, Session};
 use crate::store::job::{Finish, Guard, Job};
-use crate::store::{Queued, StoreError, Tx, TxDb};
+use crate::store::{Queued, Scope, StoreError, Tx, TxDb};
 
 /// Jobs in one group at most.
 const MAX_BATCH: usize = 512;
@@ -44,9 +77,103 @@ const MAX_BATCH: usize = 512;
 /// Jobs waiting for the writer at most; a caller past it waits to queue.
 const QUEUE: usize = 4096;
 
-/// The advisory lock every write transaction takes first (an arbitrary
-/// 64-bit key: "mqchat:w").
+/// The advisory lock every write transaction takes first, shared or
+/// exclusive (an arbitrary 64-bit key: "mqchat:w").
 const WRITE_LOCK: i64 = 0x6d71_6368_6174_3a77;
+
+/// A group's conversations, by ascending id, locked: the direct ones by
+/// their two users, the groups' by group id. Returns each one's users (a
+/// direct conversation's) so the writer can tell which direct
+/// conversations do not exist yet.
+const LOCK_CONVERSATIONS: &str = "SELECT id, user_lo, user_hi FROM conversations
+     WHERE id IN (
+         SELECT c.id FROM conversations c, unnest($1::bigint[], $2::bigint[]) AS d (lo, hi)
+         WHERE c.kind = 'direct' AND c.user_lo = d.lo AND c.user_hi = d.hi
+         UNION ALL
+         SELECT g.conversation_id FROM groups g WHERE g.id = ANY($3::bigint[]))
+     ORDER BY id
+     FOR NO KEY UPDATE";
+
+/// Then the users whose inbox cursors the group allocates (every member
+/// of those conversations) and the senders, by ascending id, locked.
+const LOCK_USERS: &str = "SELECT id FROM users
+     WHERE id IN (
+         SELECT user_id FROM conversation_members WHERE conversation_id = ANY($1::bigint[])
+         UNION ALL
+         SELECT unnest($2::bigint[]))
+     ORDER BY id
+     FOR NO KEY UPDATE";
+
+/// What a group of jobs locks before it runs them.
+#[derive(Debug, PartialEq, Eq)]
+enum Plan {
+    /// Sends only: [`WRITE_LOCK`] shared, then these rows in order.
+    Shared(LockSet),
+    /// [`WRITE_LOCK`] exclusive, and nothing else up front.
+    Exclusive,
+}
+
+/// The rows a group of sends names: direct conversations by their users
+/// (lower id first), group conversations by group, and the senders.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct LockSet {
+    direct: BTreeSet<(i64, i64)>,
+    groups: BTreeSet<i64>,
+    senders: BTreeSet<i64>,
+}
+
+impl Plan {
+    /// Shared if every job is a send (has a scope), else exclusive.
+    fn of<'a>(scopes: impl IntoIterator<Item = &'a Option<Scope>>) -> Plan {
+        let mut set = LockSet::default();
+        for scope in scopes {
+            match *scope {
+                Some(Scope::Direct { sender, peer }) => {
+                    let (lo, hi) = (sender.min(peer), sender.max(peer));
+                    set.direct.insert((lo as i64, hi as i64));
+                    set.senders.insert(sender as i64);
+                }
+                Some(Scope::Group { sender, group }) => {
+                    set.groups.insert(group as i64);
+                    set.senders.insert(sender as i64);
+                }
+                None => return Plan::Exclusive,
+            }
+        }
+        Plan::Shared(set)
+    }
+}
+
+/// Takes a group's locks (see the module doc). `Ok(false)`: a direct
+/// conversation of the group does not exist yet, so creating it needs the
+/// exclusive lock; nothing was written, and the caller starts over.
+fn take_locks(s: &Session<'_>, plan: &Plan) -> Result<bool, StoreError> {
+    let set = match plan {
+        Plan::Exclusive => {
+            s.execute("SELECT pg_advisory_xact_lock($1)", &[&WRITE_LOCK])?;
+            return Ok(true);
+        }
+        Plan::Shared(set) => set,
+    };
+    s.execute("SELECT pg_advisory_xact_lock_shared($1)", &[&WRITE_LOCK])?;
+    let (los, his): (Vec<i64>, Vec<i64>) = set.direct.iter().copied().unzip();
+    let groups: Vec<i64> = set.groups.iter().copied().collect();
+    let rows = s.query(LOCK_CONVERSATIONS, &[&los, &his, &groups])?;
+    let mut ids = Vec::with_capacity(rows.len());
+    let mut found = HashSet::with_capacity(rows.len());
+    for r in &rows {
+        ids.push(r.try_get::<_, i64>(0)?);
+        if let (Some(lo), Some(hi)) = (r.try_get(1)?, r.try_get(2)?) {
+            found.insert((lo, hi));
+        }
+    }
+    if set.direct.iter().any(|pair| !found.contains(pair)) {
+        return Ok(false);
+    }
+    let senders: Vec<i64> = set.senders.iter().copied().collect();
+    s.execute(LOCK_USERS, &[&ids, &senders])?;
+    Ok(true)
+}
 
 trait Work: Send {
     /// Runs the job; returns how to finish it and whether the group's
@@ -108,39 +235,56 @@ fn checks_first<T, E>(
     (result, sound)
 }
 
-/// Handle to the writer task.
+/// Handle to the writer lanes.
 #[derive(Clone)]
 pub(crate) struct Writer {
-    tx: mpsc::Sender<Box<dyn Work>>,
+    lanes: std::sync::Arc<[mpsc::Sender<Queue>]>,
 }
+
+/// A queued job and the conversation it names, if a send.
+type Queue = (Option<Scope>, Box<dyn Work>);
 
 impl std::fmt::Debug for Writer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Writer").finish_non_exhaustive()
+        f.debug_struct("Writer")
+            .field("lanes", &self.lanes.len())
+            .finish()
     }
 }
 
 impl Writer {
-    /// Starts the writer thread, with a connection of its own.
+    /// Starts the writer lanes, each a thread with a connection of its own.
     pub(crate) fn spawn(backend: &Backend) -> Result<Writer, StoreError> {
-        let (tx, rx) = mpsc::channel(QUEUE);
-        let config = std::sync::Arc::clone(&backend.config);
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| StoreError::Config(format!("writer runtime: {e}")))?;
-        std::thread::Builder::new()
-            .name("store-writer-pg".into())
-            .spawn(move || run(&runtime, &config, rx))
-            .map_err(|e| StoreError::Config(format!("spawn the writer: {e}")))?;
-        Ok(Writer { tx })
+        let sequencer = std::sync::Arc::new(Sequencer::default());
+        let mut lanes = Vec::with_capacity(backend.writer_lanes);
+        for lane in 0..backend.writer_lanes.max(1) {
+            let (tx, rx) = mpsc::channel(QUEUE);
+            let config = std::sync::Arc::clone(&backend.config);
+            let sequencer = std::sync::Arc::clone(&sequencer);
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| StoreError::Config(format!("writer runtime: {e}")))?;
+            std::thread::Builder::new()
+                .name(format!("store-writer-pg-{lane}"))
+                .spawn(move || run(&runtime, &config, &sequencer, rx))
+                .map_err(|e| StoreError::Config(format!("spawn the writer: {e}")))?;
+            lanes.push(tx);
+        }
+        Ok(Writer {
+            lanes: lanes.into(),
+        })
     }
 
     /// Queues a job; returns once it is in the queue, with its answer to
-    /// come.
+    /// come. A job with a `scope` is a send that writes to that
+    /// conversation only, queued on its conversation's lane; one without
+    /// goes to the first lane, and its group runs alone, cluster-wide (see
+    /// the module doc).
     pub(crate) async fn queue<T, E, F, A>(
         &self,
         guard: Guard,
+        scope: Option<Scope>,
         f: F,
         after_commit: A,
     ) -> Result<Queued<T, E>, E>
@@ -151,11 +295,65 @@ impl Writer {
         A: FnOnce(&T) + Send + 'static,
     {
         let (job, answer) = Job::new(guard, f, after_commit);
-        self.tx
-            .send(Box::new(job))
+        let lane = &self.lanes[lane_of(scope, self.lanes.len())];
+        lane.send((scope, Box::new(job)))
             .await
             .map_err(|_| E::from(StoreError::Closed))?;
         Ok(answer)
+    }
+}
+
+/// The lane a job goes to, of `lanes`: its conversation's, by a hash of
+/// what names it (the same for both directions of a direct conversation).
+fn lane_of(scope: Option<Scope>, lanes: usize) -> usize {
+    // Fibonacci hashing: consecutive ids spread over the lanes.
+    let key = match scope {
+        None => return 0,
+        Some(Scope::Direct { sender, peer }) => {
+            sender.min(peer).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ sender.max(peer)
+        }
+        Some(Scope::Group { group, .. }) => !group,
+    };
+    (key.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 32) as usize % lanes.max(1)
+}
+
+/// Orders the lanes' after-commit work: a lane takes a ticket just before
+/// it sends COMMIT, and finishes its jobs when the tickets before have
+/// finished theirs. A group that waited for another's row lock sent its
+/// COMMIT after that one's COMMIT returned, so it has the later ticket.
+#[derive(Default)]
+struct Sequencer {
+    /// (next ticket to hand out, ticket whose turn it is)
+    state: std::sync::Mutex<(u64, u64)>,
+    turn: std::sync::Condvar,
+}
+
+impl Sequencer {
+    fn ticket(&self) -> u64 {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        state.0 += 1;
+        state.0 - 1
+    }
+
+    /// Runs `f` in `ticket`'s turn, then gives the turn to the next.
+    fn in_turn(&self, ticket: u64, f: impl FnOnce()) {
+        {
+            let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+            while state.1 != ticket {
+                state = self.turn.wait(state).unwrap_or_else(|e| e.into_inner());
+            }
+        }
+        // The turn passes on even if `f` panics.
+        struct Next<'a>(&'a Sequencer);
+        impl Drop for Next<'_> {
+            fn drop(&mut self) {
+                let mut state = self.0.state.lock().unwrap_or_else(|e| e.into_inner());
+                state.1 += 1;
+                self.0.turn.notify_all();
+            }
+        }
+        let _next = Next(self);
+        f();
     }
 }
 
@@ -186,10 +384,11 @@ fn connect(
 fn run(
     runtime: &tokio::runtime::Runtime,
     config: &tokio_postgres::Config,
-    mut rx: mpsc::Receiver<Box<dyn Work>>,
+    sequencer: &Sequencer,
+    mut rx: mpsc::Receiver<Queue>,
 ) {
     let mut connection: Option<Connection> = None;
-    let mut batch: Vec<Box<dyn Work>> = Vec::with_capacity(MAX_BATCH);
+    let mut batch: Vec<Queue> = Vec::with_capacity(MAX_BATCH);
     while let Some(first) = rx.blocking_recv() {
         batch.push(first);
         while batch.len() < MAX_BATCH {
@@ -210,7 +409,7 @@ fn run(
                     let msg = e.to_string();
                     tracing::warn!(error = %msg, size, "postgres: the writer can not connect");
                     metrics::counter!(crate::metrics::STORE_COMMIT_FAILURES_TOTAL).increment(1);
-                    for job in jobs {
+                    for (_, job) in jobs {
                         job.abort(&msg);
                     }
                     continue;
@@ -220,7 +419,7 @@ fn run(
         let Some(conn) = connection.as_mut() else {
             continue;
         };
-        let (finishes, outcome) = commit_group(runtime, conn, jobs);
+        let (finishes, outcome, ticket) = commit_group(runtime, conn, sequencer, jobs);
         if let Err(e) = &outcome {
             tracing::warn!(error = %e, size, "postgres: write group failed");
             metrics::counter!(crate::metrics::STORE_COMMIT_FAILURES_TOTAL).increment(1);
@@ -229,61 +428,175 @@ fn run(
         metrics::histogram!(crate::metrics::STORE_COMMIT_SECONDS)
             .record(started.elapsed().as_secs_f64());
         let commit = outcome.as_ref().map(|_| ()).map_err(String::as_str);
-        for finish in finishes {
-            finish.finish(commit);
+        let finish_all = || {
+            for finish in finishes {
+                finish.finish(commit);
+            }
+        };
+        match ticket {
+            Some(ticket) => sequencer.in_turn(ticket, finish_all),
+            // Nothing committed: only answers, in no order with others.
+            None => finish_all(),
         }
     }
 }
 
-/// Runs a group in one transaction on the writer's connection; returns the
-/// finished jobs and whether the group committed.
+/// What a group left: its jobs to finish, whether it committed, and its
+/// [`Sequencer`] ticket if it sent COMMIT.
+type Ran = (Vec<Box<dyn Finish>>, Result<(), String>, Option<u64>);
+
+/// Runs a group in one transaction on the writer's connection.
 fn commit_group(
     runtime: &tokio::runtime::Runtime,
     conn: &mut Connection,
-    jobs: Vec<Box<dyn Work>>,
-) -> (Vec<Box<dyn Finish>>, Result<(), String>) {
+    sequencer: &Sequencer,
+    jobs: Vec<Queue>,
+) -> Ran {
+    let mut plan = Plan::of(jobs.iter().map(|(scope, _)| scope));
+    let jobs = jobs.into_iter().map(|(_, job)| job);
     let Connection { client, prepared } = conn;
-    let tx = match runtime.block_on(client.transaction()) {
-        Ok(tx) => tx,
-        Err(e) => {
-            let msg = StoreError::from(e).to_string();
-            for job in jobs {
-                job.abort(&msg);
+    loop {
+        let tx = match runtime.block_on(client.transaction()) {
+            Ok(tx) => tx,
+            Err(e) => return aborted(jobs, StoreError::from(e).to_string()),
+        };
+        let session = Session::over(Driver::Runtime(runtime), SessionTx::Own(&tx, prepared));
+        // Webhooks change only in exclusive groups.
+        let session = match &plan {
+            Plan::Shared(_) => session.webhooks_fixed(),
+            Plan::Exclusive => session,
+        };
+        let mut outcome = match take_locks(&session, &plan) {
+            Ok(true) => Ok(()),
+            Ok(false) => {
+                // A direct conversation to create: nothing written yet.
+                tracing::debug!("postgres: a new direct conversation, the group runs alone");
+                if let Err(e) = runtime.block_on(tx.rollback()) {
+                    return aborted(jobs, StoreError::from(e).to_string());
+                }
+                plan = Plan::Exclusive;
+                continue;
             }
-            return (Vec::new(), Err(msg));
-        }
-    };
-    let session = Session::over(Driver::Runtime(runtime), SessionTx::Own(&tx, prepared));
-    let mut finishes: Vec<Box<dyn Finish>> = Vec::with_capacity(jobs.len());
-    let mut outcome = session
-        .execute("SELECT pg_advisory_xact_lock($1)", &[&WRITE_LOCK])
-        .map(drop)
-        .map_err(|e| e.to_string());
-    let mut jobs = jobs.into_iter();
-    if outcome.is_ok() {
-        for job in jobs.by_ref() {
-            let (finish, sound) = job.run(&session);
-            finishes.push(finish);
-            if !sound {
-                outcome = Err("the transaction was rolled back after a storage error".to_owned());
-                break;
+            Err(e) => Err(e.to_string()),
+        };
+        let mut finishes: Vec<Box<dyn Finish>> = Vec::with_capacity(jobs.len());
+        let mut jobs = jobs;
+        if outcome.is_ok() {
+            for job in jobs.by_ref() {
+                let (finish, sound) = job.run(&session);
+                finishes.push(finish);
+                if !sound {
+                    outcome =
+                        Err("the transaction was rolled back after a storage error".to_owned());
+                    break;
+                }
             }
         }
+        let msg = match outcome {
+            Ok(()) => {
+                let ticket = Some(sequencer.ticket());
+                match runtime.block_on(tx.commit()) {
+                    Ok(()) => return (finishes, Ok(()), ticket),
+                    Err(e) => {
+                        // Every job ran: none is left to abort.
+                        return (finishes, Err(StoreError::from(e).to_string()), ticket);
+                    }
+                }
+            }
+            Err(msg) => {
+                if let Err(e) = runtime.block_on(tx.rollback()) {
+                    tracing::warn!(error = %e, "postgres: rollback failed");
+                }
+                msg
+            }
+        };
+        for job in jobs {
+            job.abort(&msg);
+        }
+        return (finishes, Err(msg), None);
     }
-    let msg = match outcome {
-        Ok(()) => match runtime.block_on(tx.commit()) {
-            Ok(()) => return (finishes, Ok(())),
-            Err(e) => StoreError::from(e).to_string(),
-        },
-        Err(msg) => {
-            if let Err(e) = runtime.block_on(tx.rollback()) {
-                tracing::warn!(error = %e, "postgres: rollback failed");
-            }
-            msg
-        }
-    };
+}
+
+/// Answers every job of a group that could not start.
+fn aborted(jobs: impl Iterator<Item = Box<dyn Work>>, msg: String) -> Ran {
     for job in jobs {
         job.abort(&msg);
     }
-    (finishes, Err(msg))
+    (Vec::new(), Err(msg), None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sends_alone_share_the_write_lock_and_name_their_rows() {
+        let plan = Plan::of(&[
+            Some(Scope::Direct { sender: 9, peer: 4 }),
+            Some(Scope::Group {
+                sender: 4,
+                group: 7,
+            }),
+            Some(Scope::Direct { sender: 4, peer: 9 }),
+            Some(Scope::Direct { sender: 5, peer: 5 }),
+        ]);
+        let expected = LockSet {
+            direct: [(4, 9), (5, 5)].into(),
+            groups: [7].into(),
+            senders: [4, 5, 9].into(),
+        };
+        assert_eq!(plan, Plan::Shared(expected));
+    }
+
+    #[test]
+    fn a_conversation_has_one_lane_and_other_writes_the_first() {
+        let lanes = 4;
+        let dm = |sender, peer| lane_of(Some(Scope::Direct { sender, peer }), lanes);
+        assert_eq!(
+            dm(3, 8),
+            dm(8, 3),
+            "both directions of a direct conversation"
+        );
+        assert_eq!(lane_of(None, lanes), 0);
+        let used: BTreeSet<usize> = (1..64).map(|u| dm(u, u + 1)).collect();
+        assert_eq!(used.len(), lanes, "conversations spread over every lane");
+        let groups: BTreeSet<usize> = (1..64)
+            .map(|group| lane_of(Some(Scope::Group { sender: 1, group }), lanes))
+            .collect();
+        assert_eq!(groups.len(), lanes);
+        assert_eq!(lane_of(Some(Scope::Direct { sender: 3, peer: 8 }), 1), 0);
+    }
+
+    #[test]
+    fn lanes_finish_in_ticket_order() {
+        let sequencer = std::sync::Arc::new(Sequencer::default());
+        let order = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let tickets: Vec<u64> = (0..8).map(|_| sequencer.ticket()).collect();
+        let threads: Vec<_> = tickets
+            .into_iter()
+            .rev()
+            .map(|t| {
+                let (sequencer, order) = (sequencer.clone(), order.clone());
+                std::thread::spawn(move || {
+                    sequencer.in_turn(t, || order.lock().unwrap().push(t));
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert_eq!(*order.lock().unwrap(), (0..8).collect::<Vec<u64>>());
+    }
+
+    #[test]
+    fn any_other_write_makes_the_group_exclusive() {
+        let plan = Plan::of(&[
+            Some(Scope::Group {
+                sender: 1,
+                group: 2,
+            }),
+            None,
+        ]);
+        assert_eq!(plan, Plan::Exclusive);
+    }
 }
