@@ -1,4 +1,4 @@
-//! A chatd cluster for tests: one [`TestPostgres`], one [`TestNats`], and N
+//! A chatd cluster for tests: one [`crate::postgres::TestPostgres`], one [`crate::nats::TestNats`], and N
 //! chatd nodes sharing the database, each with its own data dir and ports,
 //! all with the same JWT secret and admin token (as a real cluster must).
 

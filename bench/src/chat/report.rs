@@ -259,7 +259,7 @@ impl ChatReport {
                         "across {nodes} nodes at {} msg/s: ≤ 5 ms p50, ≤ 20 ms p99 added over one node",
                         thousands(c.rate as f64)
                     ),
-                    format!("+{p50:.2} ms p50, +{p99:.2} ms p99"),
+                    format!("{p50:+.2} ms p50, {p99:+.2} ms p99"),
                     p50 <= 5.0 && p99 <= 20.0,
                 );
             }
