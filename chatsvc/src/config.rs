@@ -135,10 +135,23 @@ pub struct Config {
     #[arg(long, env = "CHAT_HTTP_IDLE_TIMEOUT", default_value_t = 60)]
     pub http_idle_timeout: u64,
     /// Concurrent HTTP connections from one client address (0: no cap);
-    /// past it new ones are closed at once. Behind a reverse proxy that
-    /// does not pass the client's address, raise it or set 0.
+    /// past it new ones are closed at once. Behind a balancer, set
+    /// `--trusted-proxies` so that this counts each client's own address.
     #[arg(long, env = "CHAT_HTTP_CONNECTIONS_PER_ADDRESS", default_value_t = 512)]
     pub http_connections_per_address: usize,
+    /// Balancers in front of chatd, as `CIDR[,CIDR...]` (a bare address is
+    /// a range of one). A connection from one of them, on the HTTP and the
+    /// MQTT port alike, must open with a PROXY protocol header (v1 or v2)
+    /// or is closed; the client address in it replaces the balancer's for
+    /// every per-address limit and in the logs. Nobody else's PROXY header
+    /// is believed, and `X-Forwarded-For` never is. Empty: none.
+    #[arg(
+        long,
+        env = "CHAT_TRUSTED_PROXIES",
+        default_value = "",
+        value_parser = clap::value_parser!(mqchat_broker::TrustedProxies)
+    )]
+    pub trusted_proxies: mqchat_broker::TrustedProxies,
     /// Who may start a direct conversation: `open` (anyone not blocked) or
     /// `friends` (friends only).
     #[arg(long, env = "CHAT_DM_POLICY", default_value = "open")]
@@ -426,6 +439,7 @@ impl Config {
             header_timeout: Duration::from_secs(self.http_header_timeout.max(1)),
             idle_timeout: Duration::from_secs(self.http_idle_timeout.max(1)),
             connections_per_address: self.http_connections_per_address,
+            trusted_proxies: self.trusted_proxies.clone(),
         }
     }
 
