@@ -43,6 +43,9 @@ fn v2(from: SocketAddrV4) -> Vec<u8> {
     h
 }
 
+/// Builds a header for a client address.
+type Header = fn(SocketAddrV4) -> Vec<u8>;
+
 fn client(a: u8, b: u8, port: u16) -> SocketAddrV4 {
     SocketAddrV4::new(Ipv4Addr::new(203, 0, a, b), port)
 }
@@ -111,7 +114,7 @@ async fn v1_and_v2_headers_from_a_trusted_peer_set_the_address_the_cap_counts() 
     let server =
         TestServer::start_with(&[TRUST[0], TRUST[1], "--http-connections-per-address", "2"])
             .await?;
-    let versions: [(&str, fn(SocketAddrV4) -> Vec<u8>); 2] = [("v1", v1), ("v2", v2)];
+    let versions: [(&str, Header); 2] = [("v1", v1), ("v2", v2)];
     for (round, (version, header)) in (1u8..).zip(versions) {
         let mut held = Vec::new();
         for i in 1..=3 {
