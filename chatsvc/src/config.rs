@@ -575,6 +575,17 @@ mod tests {
     }
 
     #[test]
+    fn trusted_proxies_parse_as_a_cidr_list() {
+        assert!(parse(&[]).trusted_proxies.is_empty(), "nobody by default");
+        let t = parse(&["--trusted-proxies", "10.0.0.0/8,192.0.2.7"]).trusted_proxies;
+        assert!(t.trusts([10, 2, 3, 4].into()));
+        assert!(t.trusts([192, 0, 2, 7].into()));
+        assert!(!t.trusts([192, 0, 2, 8].into()));
+        let bad = Cli::try_parse_from(["chatd", "--trusted-proxies", "10.0.0.0/40"]);
+        assert!(bad.is_err());
+    }
+
+    #[test]
     fn a_cluster_needs_a_shared_postgres_store() {
         assert!(
             matches!(parse(&[]).cluster_settings(), Ok(None)),
