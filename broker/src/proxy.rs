@@ -107,7 +107,10 @@ impl TrustedProxies {
         let (early, client) = tokio::time::timeout(HEADER_TIMEOUT, read_header(&mut stream))
             .await
             .map_err(|_| ProxyError::Timeout)??;
-        let client = client.unwrap_or(peer);
+        let mut client = client.unwrap_or(peer);
+        // An IPv4 client a balancer reports as IPv6 (`::ffff:a.b.c.d`) is
+        // the same client, with the same budgets, as when reported as IPv4.
+        client.set_ip(client.ip().to_canonical());
         debug!(proxy = %peer, %client, "PROXY header");
         Ok((
             Proxied {
