@@ -28,12 +28,14 @@ pub mod fuzzing;
 pub mod limits;
 mod mailbox;
 pub mod metrics;
+pub mod proxy;
 mod registry;
 pub mod server;
 pub mod uplink;
 pub mod ws;
 
 pub use auth::{Authenticator, Principal, Refusal};
+pub use proxy::TrustedProxies;
 pub use registry::{ClientAccepted, PresenceChange};
 pub use server::{accept, bind, Broker, BrokerError, Settings};
 pub use uplink::{PendingReply, Uplink, UplinkRequest};

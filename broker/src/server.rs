@@ -81,6 +81,9 @@ pub struct Settings {
     /// Keeping socket loops off the shared multi-threaded runtime saves a
     /// cross-worker wake-up on every push.
     pub io_threads: usize,
+    /// Balancers whose PROXY headers are believed on MQTT over TCP (see
+    /// [`crate::proxy`]); empty: none.
+    pub trusted_proxies: crate::proxy::TrustedProxies,
 }
 
 impl Default for Settings {
@@ -103,6 +106,7 @@ impl Default for Settings {
             max_packets_per_sec: 100,
             packet_burst: 1000,
             io_threads: 1,
+            trusted_proxies: crate::proxy::TrustedProxies::default(),
         }
     }
 }
@@ -489,11 +493,20 @@ impl Broker {
                             return;
                         }
                     };
+                    // Behind a trusted balancer, the client's address is
+                    // the one its PROXY header carries.
+                    let (socket, client) = match Box::pin(shared.settings.trusted_proxies.resolve(socket, peer)).await {
+                        Ok(v) => v,
+                        Err(e) => {
+                            warn!(%peer, error = %e, "mqtt connection from a trusted proxy refused");
+                            return;
+                        }
+                    };
                     conn::serve(
                         shared,
                         socket,
                         crate::metrics::TRANSPORT_TCP,
-                        Some(peer.ip()),
+                        Some(client.ip()),
                     )
                     .await;
                 },

@@ -135,10 +135,23 @@ pub struct Config {
     #[arg(long, env = "CHAT_HTTP_IDLE_TIMEOUT", default_value_t = 60)]
     pub http_idle_timeout: u64,
     /// Concurrent HTTP connections from one client address (0: no cap);
-    /// past it new ones are closed at once. Behind a reverse proxy that
-    /// does not pass the client's address, raise it or set 0.
+    /// past it new ones are closed at once. Behind a balancer, set
+    /// `--trusted-proxies` so that this counts each client's own address.
     #[arg(long, env = "CHAT_HTTP_CONNECTIONS_PER_ADDRESS", default_value_t = 512)]
     pub http_connections_per_address: usize,
+    /// Balancers in front of chatd, as `CIDR[,CIDR...]` (a bare address is
+    /// a range of one). A connection from one of them, on the HTTP and the
+    /// MQTT port alike, must open with a PROXY protocol header (v1 or v2)
+    /// or is closed; the client address in it replaces the balancer's for
+    /// every per-address limit and in the logs. Nobody else's PROXY header
+    /// is believed, and `X-Forwarded-For` never is. Empty: none.
+    #[arg(
+        long,
+        env = "CHAT_TRUSTED_PROXIES",
+        default_value = "",
+        value_parser = clap::value_parser!(mqchat_broker::TrustedProxies)
+    )]
+    pub trusted_proxies: mqchat_broker::TrustedProxies,
     /// Who may start a direct conversation: `open` (anyone not blocked) or
     /// `friends` (friends only).
     #[arg(long, env = "CHAT_DM_POLICY", default_value = "open")]
@@ -438,6 +451,7 @@ impl Config {
             header_timeout: Duration::from_secs(self.http_header_timeout.max(1)),
             idle_timeout: Duration::from_secs(self.http_idle_timeout.max(1)),
             connections_per_address: self.http_connections_per_address,
+            trusted_proxies: self.trusted_proxies.clone(),
         }
     }
 
@@ -570,6 +584,17 @@ mod tests {
             Ok(cli) => cli.config,
             Err(e) => panic!("{e}"),
         }
+    }
+
+    #[test]
+    fn trusted_proxies_parse_as_a_cidr_list() {
+        assert!(parse(&[]).trusted_proxies.is_empty(), "nobody by default");
+        let t = parse(&["--trusted-proxies", "10.0.0.0/8,192.0.2.7"]).trusted_proxies;
+        assert!(t.trusts([10, 2, 3, 4].into()));
+        assert!(t.trusts([192, 0, 2, 7].into()));
+        assert!(!t.trusts([192, 0, 2, 8].into()));
+        let bad = Cli::try_parse_from(["chatd", "--trusted-proxies", "10.0.0.0/40"]);
+        assert!(bad.is_err());
     }
 
     #[test]

@@ -1,7 +1,9 @@
 //! Serves the HTTP router (HTTP/1.1, h2c with prior knowledge, WebSocket
 //! upgrades) with the limits a server facing strangers needs, which
 //! `axum::serve` can't set:
-//! - a cap on concurrent connections per client address, checked at accept;
+//! - a cap on concurrent connections per client address, checked at accept
+//!   (the address a trusted balancer's PROXY header carries, see
+//!   `mqchat_broker::proxy`);
 //! - a header timeout: a request's head (and a new connection's first one)
 //!   must arrive within it, however slowly it is dribbled;
 //! - an idle timeout: a connection with no request in flight and nothing
@@ -29,12 +31,13 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto::Builder;
 use mqchat_broker::limits::PerKey;
+use mqchat_broker::proxy::{Proxied, TrustedProxies};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::debug;
+use tracing::{debug, warn};
 
 /// How long a connection told to close may take to finish: the longest a
 /// request may run.
@@ -51,6 +54,8 @@ pub struct Limits {
     pub idle_timeout: Duration,
     /// Concurrent connections per client address (0: no cap).
     pub connections_per_address: usize,
+    /// Balancers whose PROXY headers are believed.
+    pub trusted_proxies: TrustedProxies,
 }
 
 /// Serves `app` on `listener` until `shutdown`, then waits for the
@@ -71,17 +76,28 @@ pub async fn serve(
                 None => continue,
             },
         };
-        // Refused by closing at once: the cheapest answer, and the socket
-        // is back to the system before it can be held.
-        let Some(slot) = per_address.try_take(peer.ip(), false) else {
-            metrics::counter!(crate::metrics::HTTP_CONNECTIONS_REFUSED_TOTAL).increment(1);
-            debug!(%peer, "http connection refused: too many from this address");
-            continue;
-        };
         let app = app.clone();
         let (limits, stop) = (limits.clone(), shutdown.clone());
+        let per_address = per_address.clone();
         tasks.spawn(async move {
-            serve_connection(socket, peer, app, &limits, &stop).await;
+            // Behind a trusted balancer, the client's address is the one
+            // its PROXY header carries (read here, off the accept loop).
+            let (socket, client) =
+                match Box::pin(limits.trusted_proxies.resolve(socket, peer)).await {
+                    Ok(v) => v,
+                    Err(e) => {
+                        warn!(%peer, error = %e, "http connection from a trusted proxy refused");
+                        return;
+                    }
+                };
+            // Refused by closing at once: the cheapest answer, and the
+            // socket is back to the system before it can be held.
+            let Some(slot) = per_address.try_take(client.ip(), false) else {
+                metrics::counter!(crate::metrics::HTTP_CONNECTIONS_REFUSED_TOTAL).increment(1);
+                debug!(peer = %client, "http connection refused: too many from this address");
+                return;
+            };
+            serve_connection(socket, client, app, &limits, &stop).await;
             drop(slot);
         });
     }
@@ -90,8 +106,10 @@ pub async fn serve(
     tasks.wait().await;
 }
 
+/// Serves one connection; `peer` is the client's address (as its PROXY
+/// header says, behind a trusted balancer).
 async fn serve_connection(
-    socket: TcpStream,
+    socket: Proxied<TcpStream>,
     peer: SocketAddr,
     app: Router,
     limits: &Limits,

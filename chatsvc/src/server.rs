@@ -122,6 +122,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         connect_timeout: Duration::from_secs(config.mqtt_connect_timeout.max(1)),
         max_connections_per_user: config.mqtt_connections_per_user,
         max_unauthenticated_per_address: config.mqtt_unauthenticated_per_address,
+        trusted_proxies: config.trusted_proxies.clone(),
         ..Default::default()
     };
     let broker = mqchat_broker::Broker::start(settings, tokens.clone(), shutdown.child_token())?;

@@ -69,7 +69,8 @@ impl TestCluster {
         Ok(Some(cluster))
     }
 
-    /// Node `i` (0-based)'s flags.
+    /// Node `i` (0-based)'s flags. A rate limit given in the extra flags
+    /// replaces the harness's 0.
     fn flags(&self, i: usize) -> Vec<String> {
         let mut flags: Vec<String> = [
             "--store".to_owned(),
@@ -78,14 +79,13 @@ impl TestCluster {
             self.nats.url(),
             "--node-id".to_owned(),
             format!("node{}", i + 1),
-            "--auth-ip-rate".to_owned(),
-            "0".to_owned(),
-            "--login-rate".to_owned(),
-            "0".to_owned(),
-            "--send-rate".to_owned(),
-            "0".to_owned(),
         ]
         .into();
+        for limit in ["--auth-ip-rate", "--login-rate", "--send-rate"] {
+            if !self.extra.iter().any(|f| f == limit) {
+                flags.extend([limit.to_owned(), "0".to_owned()]);
+            }
+        }
         flags.extend(FAST_TIMINGS.iter().map(|s| (*s).to_owned()));
         flags.extend(self.extra.iter().cloned());
         flags

@@ -14,6 +14,12 @@ use tokio::process::{Child, Command};
 /// Servers the config names (`node1`..`node3`).
 pub const NODES: usize = 3;
 
+/// Where haproxy connects to the nodes from (`LB_SOURCE`): the address the
+/// nodes trust for PROXY headers (`--trusted-proxies`). Not 127.0.0.1, so
+/// that the test's own direct calls to a node (from 127.0.0.1) are not
+/// taken for the balancer's.
+pub const SOURCE: &str = "127.0.0.9";
+
 /// A running haproxy in front of chatd nodes.
 pub struct TestHaproxy {
     /// The balancer's HTTP (and WebSocket MQTT) address.
@@ -46,7 +52,8 @@ impl TestHaproxy {
             .arg("-f")
             .arg(&config)
             .env("LB_HTTP", http.to_string())
-            .env("LB_MQTT", mqtt.to_string());
+            .env("LB_MQTT", mqtt.to_string())
+            .env("LB_SOURCE", SOURCE);
         for i in 0..NODES {
             // Port 1 on loopback: nothing listens, the server stays down.
             let (node_http, node_mqtt) = nodes.get(i).map_or(
