@@ -1,5 +1,5 @@
-//! Send latency under a search load (BENCHMARKS.md, "Search against
-//! sends"): 8 users each send one direct message every 20 ms (400 msg/s
+//! Send latency under a search load (BENCHMARKS.md, "Search under load":
+//! searches take turns"): 8 users each send one direct message every 20 ms (400 msg/s
 //! in all) for `SECONDS`, first alone, then while 16 other users search in
 //! closed loops (or, with `SEARCH_EVERY_MS=N`, each once every N ms);
 //! prints p50/p99 of the send round trip for both phases and the searches'
