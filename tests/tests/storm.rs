@@ -9,7 +9,7 @@
 //! users costs two argon2 hashes each, which a CI run can't afford by the
 //! thousand). Each device is its own client: its own connection, cursor and
 //! catch-up. A bigger documented run:
-//! `MQCHAT_STORM_CLIENTS=10000 MQCHAT_STORM_DEVICES=4 cargo test --release -p mqchat-e2e --test storm -- --nocapture`.
+//! `MQCHAT_STORM_CLIENTS=10000 MQCHAT_STORM_DEVICES=4 cargo test --release -p mqchat-e2e --test e2e storm:: -- --nocapture`.
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
