@@ -4,7 +4,7 @@ use axum::extract::FromRequestParts;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 
-use super::error::ApiError;
+use super::error::{ApiError, ErrorCode};
 use super::SharedState;
 use crate::domain::tokens::Caller;
 
@@ -20,7 +20,10 @@ impl FromRequestParts<SharedState> for AuthUser {
         state: &SharedState,
     ) -> Result<Self, Self::Rejection> {
         let header = parts.headers.get(AUTHORIZATION).ok_or_else(|| {
-            ApiError::unauthorized("missing_token", "Authorization: Bearer <token> required")
+            ApiError::new(
+                ErrorCode::MissingToken,
+                "Authorization: Bearer <token> required",
+            )
         })?;
         let token = header
             .to_str()
@@ -30,7 +33,7 @@ impl FromRequestParts<SharedState> for AuthUser {
                     .or_else(|| h.strip_prefix("bearer "))
             })
             .map(str::trim)
-            .ok_or_else(|| ApiError::unauthorized("invalid_token", "expected a Bearer token"))?;
+            .ok_or_else(|| ApiError::new(ErrorCode::InvalidToken, "expected a Bearer token"))?;
         if token.starts_with(crate::domain::services::KEY_PREFIX) {
             // Service keys reach only what a sending service needs. (Nested
             // routers see a stripped path; the original URI is the real one.)
@@ -48,8 +51,7 @@ impl FromRequestParts<SharedState> for AuthUser {
             let caller = state.chat.authenticate_key(token).await?;
             if !allowed {
                 return Err(ApiError::new(
-                    axum::http::StatusCode::FORBIDDEN,
-                    "forbidden",
+                    ErrorCode::Forbidden,
                     "a service key can't call this endpoint",
                 ));
             }

@@ -12,7 +12,7 @@ use serde_json::value::RawValue;
 use serde_json::Value;
 use utoipa::{IntoParams, OpenApi, ToSchema};
 
-use super::error::{retry_after_header, ApiError, ErrorBody, Json, Path, Query};
+use super::error::{retry_after_header, ApiError, ErrorBody, ErrorCode, Json, Path, Query};
 use super::extract::AuthUser;
 use super::int64;
 use super::SharedState;
@@ -151,7 +151,8 @@ pub struct SendResult {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct SendError {
     /// Stable, snake_case (listed in `schemas/errors.md`).
-    pub code: &'static str,
+    #[schema(value_type = String)]
+    pub code: ErrorCode,
     /// For people; may change.
     pub message: String,
 }
@@ -169,7 +170,7 @@ impl SendResult {
 
     pub(super) fn refused(e: ApiError, client_msg_id: Option<String>) -> Self {
         SendResult {
-            status: e.status.as_u16(),
+            status: e.status().as_u16(),
             message: None,
             error: Some(SendError {
                 code: e.code,

@@ -14,7 +14,7 @@ use std::pin::Pin;
 use bytes::Bytes;
 use mqchat_broker::{PendingReply, Uplink, UplinkRequest};
 
-use super::error::ApiError;
+use super::error::{ApiError, ErrorCode};
 use super::messages::{ParsedSend, QueuedSend, SendResult};
 use crate::domain::tokens::Caller;
 use crate::domain::Chat;
@@ -61,8 +61,7 @@ impl Uplink for MqttUplink {
             let send = match request.subtopic.as_str() {
                 SEND => ParsedSend::parse(&request.payload),
                 other => ParsedSend::refused(ApiError::new(
-                    axum::http::StatusCode::NOT_FOUND,
-                    "not_found",
+                    ErrorCode::NotFound,
                     format!("no uplink handler for {other}"),
                 )),
             };
