@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::domain::DomainError;
+use crate::domain::{DomainError, ErrorChain};
 
 /// Declares [`ErrorCode`]: each variant with its wire name and the HTTP
 /// status it is answered with. One list, so the enum, its names and its
@@ -213,16 +213,16 @@ impl From<DomainError> for ApiError {
             DomainError::RecallWindowPassed => {
                 ApiError::new(C::RecallWindowPassed, e.to_string())
             }
-            DomainError::Unavailable(inner) => {
-                tracing::error!(error = %inner, "storage unavailable");
+            DomainError::Unavailable(ref inner) => {
+                tracing::error!(error = %ErrorChain(inner), "storage unavailable");
                 // A lock held elsewhere passes in seconds; a full or
                 // read-only disk needs an operator. Either way clients
                 // should back off, not hammer.
                 ApiError::new(C::Unavailable, "storage is unavailable, retry later")
                     .retry_after(std::time::Duration::from_secs(2))
             }
-            DomainError::Internal(inner) => {
-                tracing::error!(error = %inner, "internal error");
+            DomainError::Internal { .. } => {
+                tracing::error!(error = %ErrorChain(&e), "internal error");
                 ApiError::internal()
             }
         }
@@ -405,13 +405,30 @@ mod tests {
         Ok(())
     }
 
+    /// A store fault keeps its cause for the log, and the answer says
+    /// nothing of it.
     #[test]
     fn internals_are_logged_never_answered() {
-        let e = ApiError::from(DomainError::Internal("sqlite: disk I/O at page 7".into()));
+        let disk = std::io::Error::other("disk I/O at page 7");
+        let fault = DomainError::from(crate::store::StoreError::Migration(disk.to_string()));
+        assert!(
+            std::error::Error::source(&fault).is_some(),
+            "the store error is kept"
+        );
+        let logged = ErrorChain(&fault).to_string();
+        assert_eq!(logged, "internal: store: migration: disk I/O at page 7");
+        let e = ApiError::from(fault);
         assert_eq!(
             (e.status(), e.code),
             (StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::Internal)
         );
         assert_eq!(e.message, "internal error");
+
+        let nested = DomainError::internal_from("open files/ab/abc", disk);
+        assert_eq!(
+            ErrorChain(&nested).to_string(),
+            "internal: open files/ab/abc: disk I/O at page 7"
+        );
+        assert_eq!(ApiError::from(nested).message, "internal error");
     }
 }

@@ -110,10 +110,10 @@ async fn download(
 ) -> Result<Response, ApiError> {
     let d = state.chat.download(caller, &id).await?;
     let file = tokio::fs::File::open(&d.path).await.map_err(|e| {
-        ApiError::from(crate::domain::DomainError::Internal(format!(
-            "open {}: {e}",
-            d.path.display()
-        )))
+        ApiError::from(crate::domain::DomainError::internal_from(
+            format!("open {}", d.path.display()),
+            e,
+        ))
     })?;
     let body = Body::from_stream(tokio_util::io::ReaderStream::new(file));
     let mut res = body.into_response();

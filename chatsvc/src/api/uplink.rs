@@ -37,7 +37,10 @@ impl MqttUplink {
 async fn reply(send: QueuedSend) -> Bytes {
     let result = send.result().await;
     let json = serde_json::to_vec(&result).unwrap_or_else(|e| {
-        let e = ApiError::from(crate::domain::DomainError::Internal(e.to_string()));
+        let e = ApiError::from(crate::domain::DomainError::internal_from(
+            "encoding a reply",
+            e,
+        ));
         serde_json::to_vec(&SendResult::refused(e, result.client_msg_id)).unwrap_or_default()
     });
     Bytes::from(json)

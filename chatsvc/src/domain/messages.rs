@@ -35,8 +35,9 @@ pub(crate) const RECEIPT_READ: &str = "receipt.read";
 pub(crate) const RECEIPT_DELIVERED: &str = "receipt.delivered";
 pub(crate) const CONVERSATION_READ: &str = "conversation.read";
 
-fn internal(e: impl std::fmt::Display) -> DomainError {
-    DomainError::Internal(e.to_string())
+/// Stored data that does not read back as its type.
+fn internal(e: impl Into<super::BoxError>) -> DomainError {
+    DomainError::internal_from("decoding stored data", e)
 }
 
 /// `{"message":{...}}`, the fields of an event about a stored message:
@@ -289,7 +290,7 @@ impl Chat {
                         None => {
                             let original = store::by_client_id(c, sender, &client_msg_id)?
                                 .ok_or_else(|| {
-                                    DomainError::Internal("a resend's original vanished".into())
+                                    DomainError::internal("a resend's original vanished")
                                 })?;
                             Ok((original, false, out))
                         }
@@ -463,7 +464,7 @@ impl Chat {
             .take(limit)
             .map(Event::try_from)
             .collect::<Result<Vec<_>, _>>()
-            .map_err(DomainError::Internal)?;
+            .map_err(internal)?;
         let cursor = events.last().map_or(after, |e| e.cursor);
         metrics::counter!(crate::metrics::EVENTS_SYNCED_TOTAL).increment(events.len() as u64);
         Ok(SyncPage {
@@ -585,7 +586,7 @@ impl Chat {
         let downlink = self.downlink.clone();
         tokio::task::spawn_blocking(move || out.push(&*downlink))
             .await
-            .map_err(internal)?;
+            .map_err(|e| DomainError::internal_from("pushing a typing indicator", e))?;
         Ok(())
     }
 

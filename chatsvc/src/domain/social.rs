@@ -25,7 +25,7 @@ pub enum Decision {
 }
 
 fn to_json<T: serde::Serialize>(v: &T) -> Result<serde_json::Value, DomainError> {
-    serde_json::to_value(v).map_err(|e| DomainError::Internal(e.to_string()))
+    serde_json::to_value(v).map_err(|e| DomainError::internal_from("encoding", e))
 }
 
 /// Makes two users friends and tells both.
