@@ -13,7 +13,7 @@ use axum::Router;
 use serde::Deserialize;
 
 use super::error::{ApiError, ErrorBody, Json, Path, Query};
-use super::extract::AuthUser;
+use super::extract::{AuthUser, AuthUserOrService};
 use super::SharedState;
 use crate::domain::files::{is_safe_image, FileInfo};
 
@@ -62,7 +62,7 @@ pub struct UploadQuery {
 )]
 async fn upload(
     State(state): State<SharedState>,
-    AuthUser(caller): AuthUser,
+    AuthUserOrService(caller): AuthUserOrService,
     Query(q): Query<UploadQuery>,
     request: Request,
 ) -> Response {

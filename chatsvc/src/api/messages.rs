@@ -13,7 +13,7 @@ use serde_json::Value;
 use utoipa::{IntoParams, OpenApi, ToSchema};
 
 use super::error::{retry_after_header, ApiError, ErrorBody, ErrorCode, Json, Path, Query};
-use super::extract::AuthUser;
+use super::extract::{AuthUser, AuthUserOrService};
 use super::int64;
 use super::SharedState;
 use crate::domain::messages::{NewMessage, PendingSend};
@@ -82,7 +82,7 @@ pub struct SendRequest {
 )]
 async fn send(
     State(state): State<SharedState>,
-    AuthUser(caller): AuthUser,
+    AuthUserOrService(caller): AuthUserOrService,
     Json(req): Json<SendRequest>,
 ) -> Result<(StatusCode, Json<Message>), ApiError> {
     let sent = state
@@ -290,7 +290,7 @@ impl QueuedSend {
 )]
 async fn send_batch(
     State(state): State<SharedState>,
-    AuthUser(caller): AuthUser,
+    AuthUserOrService(caller): AuthUserOrService,
     Json(req): Json<BatchRequest>,
 ) -> Result<Response, ApiError> {
     if !(1..=MAX_BATCH_MESSAGES).contains(&req.messages.len()) {

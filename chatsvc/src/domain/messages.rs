@@ -40,14 +40,6 @@ fn internal(e: impl Into<super::BoxError>) -> DomainError {
     DomainError::internal_from("decoding stored data", e)
 }
 
-/// `{"message":{...}}`, the fields of an event about a stored message:
-/// serialized once, for every recipient's push and every webhook.
-pub(crate) fn message_fields(row: &MessageRow) -> Result<String, DomainError> {
-    let message = Message::try_from(row.clone()).map_err(internal)?;
-    let json = serde_json::to_string(&message).map_err(internal)?;
-    Ok(format!(r#"{{"message":{json}}}"#))
-}
-
 /// A send queued for the store ([`Chat::queue_send`]).
 #[derive(Debug)]
 pub struct PendingSend(crate::store::Queued<(MessageRow, bool, Outbox), DomainError>);

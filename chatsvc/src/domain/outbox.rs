@@ -4,7 +4,8 @@ use crate::store::Tx;
 use bytes::Bytes;
 use serde_json::Value;
 
-use super::Downlink;
+use super::model::Message;
+use super::{DomainError, Downlink};
 use crate::store::messages::MessageRow;
 use crate::store::{messages, StoreError};
 
@@ -41,6 +42,15 @@ impl std::fmt::Debug for Outbox {
             .field("items", &self.items.len())
             .finish()
     }
+}
+
+/// `{"message":{...}}`, the fields of an event about a stored message:
+/// serialized once, for every recipient's push and every webhook.
+pub(crate) fn message_fields(row: &MessageRow) -> Result<String, DomainError> {
+    let decoding = |e| DomainError::internal_from("decoding a stored message", e);
+    let message = Message::try_from(row.clone()).map_err(decoding)?;
+    let json = serde_json::to_string(&message).map_err(decoding)?;
+    Ok(format!(r#"{{"message":{json}}}"#))
 }
 
 /// `{"type":KIND,"cursor":N,...fields}` from a fields object's JSON text.
@@ -130,7 +140,7 @@ impl Outbox {
                     row,
                     deliveries,
                 } => {
-                    let fields = match super::messages::message_fields(row) {
+                    let fields = match message_fields(row) {
                         Ok(fields) => fields,
                         // Stored but not pushable: the recipients get it by sync.
                         Err(e) => {
