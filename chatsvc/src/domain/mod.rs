@@ -2,6 +2,7 @@
 //! here; no HTTP (that is `api`) and no SQL (that is `store`).
 
 pub mod accounts;
+pub mod events;
 pub mod files;
 pub mod groups;
 pub mod limits;
