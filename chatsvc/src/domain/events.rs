@@ -7,8 +7,8 @@
 //!
 //! The three message events (`message.created`, `message.edited`,
 //! `message.recalled`) are the exception: their one field is the stored
-//! message, which [`Outbox::message`](super::outbox::Outbox::message)
-//! serializes once for every recipient; [`MESSAGE_EVENTS`] names them.
+//! message, which `Outbox::message` serializes once for every recipient;
+//! [`MESSAGE_EVENTS`] names them.
 
 use serde::Serialize;
 use serde_json::{Map, Value};
