@@ -586,6 +586,77 @@ mod tests {
         }
     }
 
+    /// docs/configuration.md's table and the flags chatd accepts, both
+    /// ways: each flag's row names its environment variable, its TOML key
+    /// (what [`load`] looks up) and, when it has one, its default.
+    #[test]
+    fn docs_configuration_md_lists_every_flag_and_no_other() {
+        use clap::CommandFactory;
+        use std::collections::BTreeMap;
+
+        type Row = [Option<String>; 3];
+        let code = |cell: &str| {
+            let cell = cell.trim();
+            cell.strip_prefix('`')
+                .and_then(|c| c.strip_suffix('`'))
+                .map(str::to_owned)
+        };
+        let doc = include_str!("../../docs/configuration.md");
+        let documented: BTreeMap<String, Row> = doc
+            .lines()
+            .filter(|line| line.starts_with("| `--"))
+            .map(|line| {
+                let cells: Vec<&str> = line.split('|').skip(1).take(4).collect();
+                let cell = |i: usize| cells.get(i).copied().unwrap_or_default();
+                let flag = code(cell(0)).unwrap_or_default();
+                (flag, [code(cell(1)), code(cell(2)), code(cell(3))])
+            })
+            .collect();
+
+        let command = Cli::command();
+        let mut accepted: BTreeMap<String, Row> = BTreeMap::new();
+        for arg in command.get_arguments() {
+            let Some(long) = arg.get_long() else { continue };
+            if matches!(long, "help" | "version") {
+                continue;
+            }
+            let env = arg.get_env().and_then(|e| e.to_str()).map(str::to_owned);
+            assert!(env.is_some(), "--{long} has no environment variable");
+            // `config` names the file; it can't be set in it.
+            let key = (arg.get_id() != "config").then(|| arg.get_id().to_string());
+            let defaults: Vec<String> = arg
+                .get_default_values()
+                .iter()
+                .map(|v| v.to_string_lossy().into_owned())
+                .collect();
+            // An empty default (`--trusted-proxies`: nobody) reads as "none".
+            let default = Some(defaults.join(",")).filter(|d| !d.is_empty());
+            accepted.insert(format!("--{long}"), [env, key, default]);
+        }
+
+        let undocumented: Vec<_> = accepted
+            .keys()
+            .filter(|f| !documented.contains_key(*f))
+            .collect();
+        let unknown: Vec<_> = documented
+            .keys()
+            .filter(|f| !accepted.contains_key(*f))
+            .collect();
+        assert!(
+            undocumented.is_empty() && unknown.is_empty(),
+            "flags missing from docs/configuration.md: {undocumented:?}; \
+             rows for flags chatd doesn't accept: {unknown:?}"
+        );
+        for (flag, [env, key, default]) in &accepted {
+            let [doc_env, doc_key, doc_default] = &documented[flag];
+            assert_eq!(doc_env, env, "{flag}: environment variable");
+            assert_eq!(doc_key, key, "{flag}: TOML key");
+            if default.is_some() {
+                assert_eq!(doc_default, default, "{flag}: default");
+            }
+        }
+    }
+
     #[test]
     fn trusted_proxies_parse_as_a_cidr_list() {
         assert!(parse(&[]).trusted_proxies.is_empty(), "nobody by default");

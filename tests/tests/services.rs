@@ -107,6 +107,28 @@ async fn a_service_sends_as_its_bot_within_its_scopes() -> Result<()> {
     );
     let (s, _) = as_key(&server, &key, reqwest::Method::GET, "/v1/me", None).await?;
     assert_eq!(s, 200);
+    // Reading users, yes; changing its own profile, no (same path, other
+    // method); a key that is no key is a 401 on any route.
+    let alice_path = format!("/v1/users/{}", alice.id);
+    for (method, path, status) in [
+        (reqwest::Method::GET, alice_path.as_str(), 200),
+        (reqwest::Method::GET, "/v1/users?username=alice", 200),
+        (reqwest::Method::PATCH, "/v1/me", 403),
+        (reqwest::Method::GET, "/v1/sync", 403),
+    ] {
+        let body = (method == reqwest::Method::PATCH).then(|| json!({"display_name": "x"}));
+        let (s, answer) = as_key(&server, &key, method.clone(), path, body).await?;
+        assert_eq!(s, status, "{method} {path}: {answer}");
+    }
+    for path in ["/v1/friends", "/v1/me"] {
+        let (s, answer) =
+            as_key(&server, "mqk_not-a-key", reqwest::Method::GET, path, None).await?;
+        assert_eq!(
+            (s, answer["error"]["code"].as_str()),
+            (401, Some("invalid_token")),
+            "{path}"
+        );
+    }
     // No notices without the notice scope; users can't send notices at all.
     let notice = json!({"to": {"user": alice.id}, "client_msg_id": "n1", "body": {"notice": {"text": "maintenance"}}});
     let (s, _) = as_key(

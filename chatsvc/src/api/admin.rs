@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
 use utoipa::{OpenApi, ToSchema};
 
-use super::error::{ApiError, ErrorBody, Json, Path};
+use super::error::{ApiError, ErrorBody, ErrorCode, Json, Path};
 use super::int64;
 use super::SharedState;
 use crate::domain::model::User;
@@ -66,7 +66,7 @@ impl FromRequestParts<SharedState> for Admin {
             .get(AUTHORIZATION)
             .and_then(|h| h.to_str().ok())
             .and_then(|h| h.strip_prefix("Bearer "))
-            .ok_or_else(|| ApiError::unauthorized("missing_token", "admin token required"))?;
+            .ok_or_else(|| ApiError::new(ErrorCode::MissingToken, "admin token required"))?;
         if bool::from(
             presented
                 .trim()
@@ -75,8 +75,8 @@ impl FromRequestParts<SharedState> for Admin {
         ) {
             Ok(Admin)
         } else {
-            Err(ApiError::unauthorized(
-                "invalid_token",
+            Err(ApiError::new(
+                ErrorCode::InvalidToken,
                 "invalid admin token",
             ))
         }

@@ -4,13 +4,21 @@ use axum::extract::FromRequestParts;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 
-use super::error::ApiError;
+use super::error::{ApiError, ErrorCode};
 use super::SharedState;
 use crate::domain::tokens::Caller;
 
 /// The caller, authenticated by `Authorization: Bearer <access_token>`.
+/// A service key (`mqk_...`) is refused here with 403: only the routes
+/// that take [`AuthUserOrService`] are open to services.
 #[derive(Debug, Clone, Copy)]
 pub struct AuthUser(pub Caller);
+
+/// The caller by access token or by service key: the extractor of the few
+/// routes a sending service needs (sending, uploading, reading users and
+/// itself). Which routes those are is said by their handlers' signatures.
+#[derive(Debug, Clone, Copy)]
+pub struct AuthUserOrService(pub Caller);
 
 impl FromRequestParts<SharedState> for AuthUser {
     type Rejection = ApiError;
@@ -19,45 +27,51 @@ impl FromRequestParts<SharedState> for AuthUser {
         parts: &mut Parts,
         state: &SharedState,
     ) -> Result<Self, Self::Rejection> {
-        let header = parts.headers.get(AUTHORIZATION).ok_or_else(|| {
-            ApiError::unauthorized("missing_token", "Authorization: Bearer <token> required")
-        })?;
-        let token = header
-            .to_str()
-            .ok()
-            .and_then(|h| {
-                h.strip_prefix("Bearer ")
-                    .or_else(|| h.strip_prefix("bearer "))
-            })
-            .map(str::trim)
-            .ok_or_else(|| ApiError::unauthorized("invalid_token", "expected a Bearer token"))?;
-        if token.starts_with(crate::domain::services::KEY_PREFIX) {
-            // Service keys reach only what a sending service needs. (Nested
-            // routers see a stripped path; the original URI is the real one.)
-            let path = parts
-                .extensions
-                .get::<axum::extract::OriginalUri>()
-                .map_or_else(|| parts.uri.path().to_owned(), |u| u.0.path().to_owned());
-            let allowed = matches!(
-                (parts.method.as_str(), path.as_str()),
-                ("POST", "/v1/messages" | "/v1/messages/batch")
-                    | ("GET", "/v1/me")
-                    | ("POST", "/v1/files")
-            ) || (parts.method == axum::http::Method::GET
-                && path.starts_with("/v1/users"));
-            let caller = state.chat.authenticate_key(token).await?;
-            if !allowed {
-                return Err(ApiError::new(
-                    axum::http::StatusCode::FORBIDDEN,
-                    "forbidden",
-                    "a service key can't call this endpoint",
-                ));
-            }
-            return Ok(AuthUser(caller));
+        let caller = authenticate(parts, state).await?;
+        if caller.service.is_some() {
+            return Err(ApiError::new(
+                ErrorCode::Forbidden,
+                "a service key can't call this endpoint",
+            ));
         }
-        let caller = state.chat.tokens().verify(token)?;
         Ok(AuthUser(caller))
     }
+}
+
+impl FromRequestParts<SharedState> for AuthUserOrService {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &SharedState,
+    ) -> Result<Self, Self::Rejection> {
+        authenticate(parts, state).await.map(AuthUserOrService)
+    }
+}
+
+/// The bearer credential checked: an access token, or a service key (its
+/// hash looked up and its rate limit taken, so a bad key is a 401 on every
+/// route, open to services or not).
+async fn authenticate(parts: &Parts, state: &SharedState) -> Result<Caller, ApiError> {
+    let header = parts.headers.get(AUTHORIZATION).ok_or_else(|| {
+        ApiError::new(
+            ErrorCode::MissingToken,
+            "Authorization: Bearer <token> required",
+        )
+    })?;
+    let token = header
+        .to_str()
+        .ok()
+        .and_then(|h| {
+            h.strip_prefix("Bearer ")
+                .or_else(|| h.strip_prefix("bearer "))
+        })
+        .map(str::trim)
+        .ok_or_else(|| ApiError::new(ErrorCode::InvalidToken, "expected a Bearer token"))?;
+    if token.starts_with(crate::domain::services::KEY_PREFIX) {
+        return Ok(state.chat.authenticate_key(token).await?);
+    }
+    Ok(state.chat.tokens().verify(token)?)
 }
 
 /// The client's address, when the server was started with connect info

@@ -13,7 +13,7 @@ use axum::Router;
 use serde::Deserialize;
 
 use super::error::{ApiError, ErrorBody, Json, Path, Query};
-use super::extract::AuthUser;
+use super::extract::{AuthUser, AuthUserOrService};
 use super::SharedState;
 use crate::domain::files::{is_safe_image, FileInfo};
 
@@ -62,7 +62,7 @@ pub struct UploadQuery {
 )]
 async fn upload(
     State(state): State<SharedState>,
-    AuthUser(caller): AuthUser,
+    AuthUserOrService(caller): AuthUserOrService,
     Query(q): Query<UploadQuery>,
     request: Request,
 ) -> Response {
@@ -110,10 +110,10 @@ async fn download(
 ) -> Result<Response, ApiError> {
     let d = state.chat.download(caller, &id).await?;
     let file = tokio::fs::File::open(&d.path).await.map_err(|e| {
-        ApiError::from(crate::domain::DomainError::Internal(format!(
-            "open {}: {e}",
-            d.path.display()
-        )))
+        ApiError::from(crate::domain::DomainError::internal_from(
+            format!("open {}", d.path.display()),
+            e,
+        ))
     })?;
     let body = Body::from_stream(tokio_util::io::ReaderStream::new(file));
     let mut res = body.into_response();

@@ -8,10 +8,9 @@ use std::borrow::Cow;
 use std::collections::HashSet;
 use std::fmt;
 
-use axum::http::StatusCode;
 use serde::de::{self, DeserializeOwned, DeserializeSeed, MapAccess, SeqAccess, Visitor};
 
-use super::error::ApiError;
+use super::error::{ApiError, ErrorCode};
 
 /// Parses `bytes` as a `T`. Bad syntax and duplicate keys (in any object)
 /// are `malformed_json`; JSON that is not a `T` is `invalid_request`.
@@ -41,7 +40,7 @@ pub fn already_checked<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError>
 }
 
 fn malformed(e: &serde_json::Error) -> ApiError {
-    ApiError::new(StatusCode::BAD_REQUEST, "malformed_json", e.to_string())
+    ApiError::new(ErrorCode::MalformedJson, e.to_string())
 }
 
 /// Walks any JSON value, failing on an object with a key twice.
@@ -142,6 +141,7 @@ impl<'de> Visitor<'de> for UniqueKeys {
 #[cfg(test)]
 mod tests {
     use super::from_slice;
+    use crate::api::error::ErrorCode;
     use serde_json::Value;
 
     #[test]
@@ -153,7 +153,7 @@ mod tests {
             r#"{"a\u0062": 1, "ab": 2}"#,
         ] {
             let e = from_slice::<Value>(bad.as_bytes()).err();
-            assert_eq!(e.map(|e| e.code), Some("malformed_json"), "{bad}");
+            assert_eq!(e.map(|e| e.code), Some(ErrorCode::MalformedJson), "{bad}");
         }
         let many: String = (0..40).map(|i| format!("\"k{i}\": {i},")).collect();
         assert!(from_slice::<Value>(format!("{{{many} \"k3\": 0}}").as_bytes()).is_err());

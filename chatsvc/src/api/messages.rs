@@ -12,8 +12,8 @@ use serde_json::value::RawValue;
 use serde_json::Value;
 use utoipa::{IntoParams, OpenApi, ToSchema};
 
-use super::error::{retry_after_header, ApiError, ErrorBody, Json, Path, Query};
-use super::extract::AuthUser;
+use super::error::{retry_after_header, ApiError, ErrorBody, ErrorCode, Json, Path, Query};
+use super::extract::{AuthUser, AuthUserOrService};
 use super::int64;
 use super::SharedState;
 use crate::domain::messages::{NewMessage, PendingSend};
@@ -82,7 +82,7 @@ pub struct SendRequest {
 )]
 async fn send(
     State(state): State<SharedState>,
-    AuthUser(caller): AuthUser,
+    AuthUserOrService(caller): AuthUserOrService,
     Json(req): Json<SendRequest>,
 ) -> Result<(StatusCode, Json<Message>), ApiError> {
     let sent = state
@@ -151,7 +151,8 @@ pub struct SendResult {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct SendError {
     /// Stable, snake_case (listed in `schemas/errors.md`).
-    pub code: &'static str,
+    #[schema(value_type = String)]
+    pub code: ErrorCode,
     /// For people; may change.
     pub message: String,
 }
@@ -169,7 +170,7 @@ impl SendResult {
 
     pub(super) fn refused(e: ApiError, client_msg_id: Option<String>) -> Self {
         SendResult {
-            status: e.status.as_u16(),
+            status: e.status().as_u16(),
             message: None,
             error: Some(SendError {
                 code: e.code,
@@ -289,7 +290,7 @@ impl QueuedSend {
 )]
 async fn send_batch(
     State(state): State<SharedState>,
-    AuthUser(caller): AuthUser,
+    AuthUserOrService(caller): AuthUserOrService,
     Json(req): Json<BatchRequest>,
 ) -> Result<Response, ApiError> {
     if !(1..=MAX_BATCH_MESSAGES).contains(&req.messages.len()) {

@@ -14,7 +14,7 @@ use std::pin::Pin;
 use bytes::Bytes;
 use mqchat_broker::{PendingReply, Uplink, UplinkRequest};
 
-use super::error::ApiError;
+use super::error::{ApiError, ErrorCode};
 use super::messages::{ParsedSend, QueuedSend, SendResult};
 use crate::domain::tokens::Caller;
 use crate::domain::Chat;
@@ -37,7 +37,10 @@ impl MqttUplink {
 async fn reply(send: QueuedSend) -> Bytes {
     let result = send.result().await;
     let json = serde_json::to_vec(&result).unwrap_or_else(|e| {
-        let e = ApiError::from(crate::domain::DomainError::Internal(e.to_string()));
+        let e = ApiError::from(crate::domain::DomainError::internal_from(
+            "encoding a reply",
+            e,
+        ));
         serde_json::to_vec(&SendResult::refused(e, result.client_msg_id)).unwrap_or_default()
     });
     Bytes::from(json)
@@ -61,8 +64,7 @@ impl Uplink for MqttUplink {
             let send = match request.subtopic.as_str() {
                 SEND => ParsedSend::parse(&request.payload),
                 other => ParsedSend::refused(ApiError::new(
-                    axum::http::StatusCode::NOT_FOUND,
-                    "not_found",
+                    ErrorCode::NotFound,
                     format!("no uplink handler for {other}"),
                 )),
             };

@@ -7,7 +7,7 @@ use serde::Deserialize;
 use utoipa::{IntoParams, OpenApi, ToSchema};
 
 use super::error::{ApiError, ErrorBody, Json, Path, Query};
-use super::extract::AuthUser;
+use super::extract::{AuthUser, AuthUserOrService};
 use super::SharedState;
 use crate::domain::model::{GroupAddPolicy, User};
 
@@ -32,7 +32,7 @@ pub(super) struct Doc;
 )]
 async fn me(
     State(state): State<SharedState>,
-    AuthUser(caller): AuthUser,
+    AuthUserOrService(caller): AuthUserOrService,
 ) -> Result<Json<User>, ApiError> {
     Ok(Json(state.chat.me(caller).await?))
 }
@@ -102,7 +102,7 @@ async fn update_me(
 )]
 async fn user(
     State(state): State<SharedState>,
-    AuthUser(caller): AuthUser,
+    AuthUserOrService(caller): AuthUserOrService,
     Path(id): Path<u64>,
 ) -> Result<Json<User>, ApiError> {
     Ok(Json(state.chat.profile(caller, id).await?))
@@ -128,7 +128,7 @@ pub struct FindUser {
 )]
 async fn find_user(
     State(state): State<SharedState>,
-    AuthUser(caller): AuthUser,
+    AuthUserOrService(caller): AuthUserOrService,
     Query(q): Query<FindUser>,
 ) -> Result<Json<User>, ApiError> {
     Ok(Json(state.chat.profile_by_name(caller, &q.username).await?))

@@ -11,13 +11,13 @@ use axum::http::header::{
     CACHE_CONTROL, CONTENT_SECURITY_POLICY, CONTENT_TYPE, HOST, REFERRER_POLICY,
     X_CONTENT_TYPE_OPTIONS, X_FRAME_OPTIONS,
 };
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::http::{HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use utoipa::OpenApi;
 
-use super::error::{ApiError, ErrorBody};
+use super::error::{ApiError, ErrorBody, ErrorCode};
 use super::SharedState;
 
 const INDEX: &str = include_str!("../../../client-sdk/web/index.html");
@@ -119,8 +119,7 @@ async fn from_dir_or(
     match dir {
         Some(d) => tokio::fs::read_to_string(d.join(name)).await.map_err(|_| {
             ApiError::new(
-                StatusCode::NOT_FOUND,
-                "not_found",
+                ErrorCode::NotFound,
                 format!("{name} not found in --web-dir"),
             )
         }),
@@ -186,8 +185,7 @@ async fn sdk(State(state): State<SharedState>) -> Result<Response, ApiError> {
 async fn mqtt_js(State(state): State<SharedState>) -> Result<Response, ApiError> {
     let Some(dir) = state.web.vendor_dir.as_ref() else {
         return Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "not_found",
+            ErrorCode::NotFound,
             "MQTT.js is not configured: start chatd with --web-vendor-dir (npm install mqtt; node_modules/mqtt/dist)",
         ));
     };
@@ -195,8 +193,7 @@ async fn mqtt_js(State(state): State<SharedState>) -> Result<Response, ApiError>
         .await
         .map_err(|_| {
             ApiError::new(
-                StatusCode::NOT_FOUND,
-                "not_found",
+                ErrorCode::NotFound,
                 "mqtt.min.js not found in --web-vendor-dir",
             )
         })?;

@@ -39,10 +39,10 @@ async fn hash_password(password: String) -> Result<String, DomainError> {
         Argon2::default()
             .hash_password(password.as_bytes(), &salt)
             .map(|h| h.to_string())
-            .map_err(|e| DomainError::Internal(format!("hash password: {e}")))
+            .map_err(|e| DomainError::internal_from("hash password", e.to_string()))
     })
     .await
-    .map_err(|e| DomainError::Internal(e.to_string()))?
+    .map_err(|e| DomainError::internal_from("password hashing task", e))?
 }
 
 /// Verifies on a blocking thread; with no stored hash, verifies against a
@@ -52,7 +52,7 @@ async fn verify_password(password: String, stored: Option<String>) -> Result<boo
         let Some(stored) = stored else {
             // Same work as a verification, result ignored.
             let salt = SaltString::from_b64("bXFjaGF0ZHVtbXlzYWx0")
-                .map_err(|e| DomainError::Internal(e.to_string()))?;
+                .map_err(|e| DomainError::internal_from("dummy salt", e.to_string()))?;
             let _ = Argon2::default().hash_password(password.as_bytes(), &salt);
             return Ok(false);
         };
@@ -65,7 +65,7 @@ async fn verify_password(password: String, stored: Option<String>) -> Result<boo
             .is_ok())
     })
     .await
-    .map_err(|e| DomainError::Internal(e.to_string()))?
+    .map_err(|e| DomainError::internal_from("password hashing task", e))?
 }
 
 impl Chat {

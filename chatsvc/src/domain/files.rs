@@ -133,7 +133,7 @@ impl Chat {
     fn files_dir(&self) -> Result<&Path, DomainError> {
         self.files_dir
             .as_deref()
-            .ok_or_else(|| DomainError::Internal("no files directory configured".into()))
+            .ok_or_else(|| DomainError::internal("no files directory configured"))
     }
 
     /// Streams an upload to disk and records it.
@@ -368,7 +368,7 @@ impl Chat {
             Ok(removed)
         })
         .await
-        .map_err(|e| DomainError::Internal(format!("sweeping uploads: {e}")))?
+        .map_err(|e| DomainError::internal_from("sweeping uploads", e))?
     }
 
     /// A file the caller may read.
@@ -568,7 +568,7 @@ impl TempFile {
     fn path(&self) -> Result<&Path, DomainError> {
         self.path
             .as_deref()
-            .ok_or_else(|| DomainError::Internal("upload file already moved".into()))
+            .ok_or_else(|| DomainError::internal("upload file already moved"))
     }
 
     async fn create(dir: &Path) -> std::io::Result<(TempFile, tokio::fs::File)> {

@@ -7,6 +7,7 @@
 
 use serde_json::json;
 
+use super::events::Stored;
 use super::messages::post;
 use super::model::{Group, GroupAddPolicy, GroupInvitation};
 use super::outbox::Outbox;
@@ -79,8 +80,6 @@ fn check_invitees(c: &impl Read, actor: u64, ids: &[u64]) -> Result<(), DomainEr
     Ok(())
 }
 
-pub(crate) const GROUP_INVITATION: &str = "group.invitation";
-
 /// Splits new members into those the actor may add directly and those
 /// who are invited instead, by each one's [`GroupAddPolicy`].
 fn admit(
@@ -120,9 +119,12 @@ fn invite(
     for &id in ids {
         let (row, new) = store::invite(c, group.id, actor, id, now)?;
         if new {
-            let invitation = json!({"invitation": GroupInvitation::from(row)});
-            out.emit(c, id, GROUP_INVITATION, &invitation)?;
-            out.emit(c, actor, GROUP_INVITATION, &invitation)?;
+            let invitation = GroupInvitation::from(row);
+            let event = Stored::GroupInvitation {
+                invitation: &invitation,
+            };
+            out.emit(c, id, &event)?;
+            out.emit(c, actor, &event)?;
         }
     }
     Ok(())
@@ -368,9 +370,11 @@ impl Chat {
             let status = if accept { "accepted" } else { "declined" };
             let row = store::decide_invitation(c, id, status, now)?;
             let invitation = GroupInvitation::from(row);
-            let event = json!({"invitation": invitation});
-            out.emit(c, me, GROUP_INVITATION, &event)?;
-            out.emit(c, invitation.inviter_id, GROUP_INVITATION, &event)?;
+            let event = Stored::GroupInvitation {
+                invitation: &invitation,
+            };
+            out.emit(c, me, &event)?;
+            out.emit(c, invitation.inviter_id, &event)?;
             Ok(invitation)
         })
         .await

@@ -1,11 +1,11 @@
 //! Sending, editing, recalling, history, conversations, read markers,
 //! receipts, typing, search and sync.
 
-use serde_json::json;
 use serde_json::value::RawValue;
 
+use super::events::{Ephemeral, Stored};
 use super::model::{Conversation, Event, Message, Recipient, SyncPage, User};
-use super::outbox::{Outbox, TYPING};
+use super::outbox::Outbox;
 use super::tokens::Caller;
 use super::{now_ms, Chat, DmPolicy, DomainError};
 use crate::store::messages::{self as store, MessageRow};
@@ -30,21 +30,10 @@ pub struct Sent {
 pub(crate) const MESSAGE_CREATED: &str = "message.created";
 pub(crate) const MESSAGE_EDITED: &str = "message.edited";
 pub(crate) const MESSAGE_RECALLED: &str = "message.recalled";
-pub(crate) const MESSAGE_HIDDEN: &str = "message.hidden";
-pub(crate) const RECEIPT_READ: &str = "receipt.read";
-pub(crate) const RECEIPT_DELIVERED: &str = "receipt.delivered";
-pub(crate) const CONVERSATION_READ: &str = "conversation.read";
 
-fn internal(e: impl std::fmt::Display) -> DomainError {
-    DomainError::Internal(e.to_string())
-}
-
-/// `{"message":{...}}`, the fields of an event about a stored message:
-/// serialized once, for every recipient's push and every webhook.
-pub(crate) fn message_fields(row: &MessageRow) -> Result<String, DomainError> {
-    let message = Message::try_from(row.clone()).map_err(internal)?;
-    let json = serde_json::to_string(&message).map_err(internal)?;
-    Ok(format!(r#"{{"message":{json}}}"#))
+/// Stored data that does not read back as its type.
+fn internal(e: impl Into<super::BoxError>) -> DomainError {
+    DomainError::internal_from("decoding stored data", e)
 }
 
 /// A send queued for the store ([`Chat::queue_send`]).
@@ -289,7 +278,7 @@ impl Chat {
                         None => {
                             let original = store::by_client_id(c, sender, &client_msg_id)?
                                 .ok_or_else(|| {
-                                    DomainError::Internal("a resend's original vanished".into())
+                                    DomainError::internal("a resend's original vanished")
                                 })?;
                             Ok((original, false, out))
                         }
@@ -433,8 +422,10 @@ impl Chat {
                     out.emit(
                         c,
                         user,
-                        MESSAGE_HIDDEN,
-                        &json!({"message_id": row.id, "conversation_id": row.conversation_id}),
+                        &Stored::MessageHidden {
+                            message_id: row.id,
+                            conversation_id: row.conversation_id,
+                        },
                     )?;
                     Ok::<_, DomainError>(out)
                 },
@@ -463,7 +454,7 @@ impl Chat {
             .take(limit)
             .map(Event::try_from)
             .collect::<Result<Vec<_>, _>>()
-            .map_err(DomainError::Internal)?;
+            .map_err(internal)?;
         let cursor = events.last().map_or(after, |e| e.cursor);
         metrics::counter!(crate::metrics::EVENTS_SYNCED_TOTAL).increment(events.len() as u64);
         Ok(SyncPage {
@@ -497,17 +488,24 @@ impl Chat {
                 move |c| {
                     let head = store::inbox_head(c, user)?;
                     if cursor > head {
-                        return Err(DomainError::Invalid(format!("cursor {cursor} is past the newest event ({head})")));
+                        return Err(DomainError::Invalid(format!(
+                            "cursor {cursor} is past the newest event ({head})"
+                        )));
                     }
                     let (previous, stored) = store::ack(c, user, &device_id, cursor, now)?;
                     let mut out = Outbox::default();
                     if stored > previous {
-                        for (conversation_id, sender, seq) in store::delivered_between(c, user, previous, stored)? {
+                        for (conversation_id, sender, seq) in
+                            store::delivered_between(c, user, previous, stored)?
+                        {
                             out.emit(
                                 c,
                                 sender,
-                                RECEIPT_DELIVERED,
-                                &json!({"conversation_id": conversation_id, "user_id": user, "seq": seq}),
+                                &Stored::ReceiptDelivered {
+                                    conversation_id,
+                                    user_id: user,
+                                    seq,
+                                },
                             )?;
                         }
                     }
@@ -539,11 +537,22 @@ impl Chat {
                     let (old, new) = store::mark_read(c, user, conversation_id, seq)?;
                     let mut out = Outbox::default();
                     if new > old {
-                        let receipt = json!({"conversation_id": conversation_id, "user_id": user, "seq": new});
+                        let receipt = Stored::ReceiptRead {
+                            conversation_id,
+                            user_id: user,
+                            seq: new,
+                        };
                         for sender in store::senders_between(c, conversation_id, user, old, new)? {
-                            out.emit(c, sender, RECEIPT_READ, &receipt)?;
+                            out.emit(c, sender, &receipt)?;
                         }
-                        out.emit(c, user, CONVERSATION_READ, &json!({"conversation_id": conversation_id, "read_seq": new}))?;
+                        out.emit(
+                            c,
+                            user,
+                            &Stored::ConversationRead {
+                                conversation_id,
+                                read_seq: new,
+                            },
+                        )?;
                     }
                     Ok::<_, DomainError>((new, out))
                 },
@@ -576,16 +585,18 @@ impl Chat {
         // Answered 429 past the budget, like every other change: a client
         // that types faster than that is not a person typing.
         self.charge(user, members.len())?;
-        let payload =
-            json!({"type": "typing", "conversation_id": conversation_id, "user_id": user});
         let mut out = Outbox::default();
-        for m in members {
-            out.ephemeral(m, TYPING, &payload);
-        }
+        out.ephemeral(
+            members,
+            &Ephemeral::Typing {
+                conversation_id,
+                user_id: user,
+            },
+        );
         let downlink = self.downlink.clone();
         tokio::task::spawn_blocking(move || out.push(&*downlink))
             .await
-            .map_err(internal)?;
+            .map_err(|e| DomainError::internal_from("pushing a typing indicator", e))?;
         Ok(())
     }
 

@@ -2,6 +2,7 @@
 //! here; no HTTP (that is `api`) and no SQL (that is `store`).
 
 pub mod accounts;
+pub mod events;
 pub mod files;
 pub mod groups;
 pub mod limits;
@@ -16,6 +17,7 @@ pub mod thumbnail;
 pub mod tokens;
 pub mod webhooks;
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -61,9 +63,44 @@ pub enum DomainError {
     #[error("too many requests; retry in {retry_after:?}")]
     RateLimited { retry_after: std::time::Duration },
     #[error("storage unavailable: {0}")]
-    Unavailable(StoreError),
-    #[error("internal: {0}")]
-    Internal(String),
+    Unavailable(#[source] StoreError),
+    /// A fault: a bug, a broken invariant, a store error a retry won't
+    /// cure. `context` says what was being done; `source`, when there is
+    /// one, is kept whole so the log shows its chain ([`ErrorChain`]).
+    #[error("internal: {context}{}", source_suffix(.source.as_deref()))]
+    Internal {
+        context: Cow<'static, str>,
+        #[source]
+        source: Option<BoxError>,
+    },
+}
+
+/// Any error, owned and sendable: the source of a [`DomainError::Internal`].
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+fn source_suffix(source: Option<&(dyn std::error::Error + Send + Sync + 'static)>) -> String {
+    source.map(|s| format!(": {s}")).unwrap_or_default()
+}
+
+impl DomainError {
+    /// A fault with nothing underneath it (an invariant broken).
+    pub fn internal(context: impl Into<Cow<'static, str>>) -> Self {
+        DomainError::Internal {
+            context: context.into(),
+            source: None,
+        }
+    }
+
+    /// A fault caused by `source` while doing `context`.
+    pub fn internal_from(
+        context: impl Into<Cow<'static, str>>,
+        source: impl Into<BoxError>,
+    ) -> Self {
+        DomainError::Internal {
+            context: context.into(),
+            source: Some(source.into()),
+        }
+    }
 }
 
 impl From<StoreError> for DomainError {
@@ -71,8 +108,30 @@ impl From<StoreError> for DomainError {
         match e {
             StoreError::NotFound(what) => DomainError::NotFound(what),
             e if e.is_unavailable() => DomainError::Unavailable(e),
-            e => DomainError::Internal(e.to_string()),
+            e => DomainError::internal_from("store", e),
         }
+    }
+}
+
+/// Displays an error and each of its sources, `outer: inner: innermost`,
+/// for the log. Errors here often repeat their source in their own text
+/// (`sqlite: {0}` over the rusqlite error), so a source whose text the
+/// line already ends with is not written again.
+pub struct ErrorChain<'a>(pub &'a (dyn std::error::Error + 'static));
+
+impl std::fmt::Display for ErrorChain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut line = self.0.to_string();
+        let mut source = self.0.source();
+        while let Some(s) = source {
+            let text = s.to_string();
+            if !line.ends_with(&text) {
+                line.push_str(": ");
+                line.push_str(&text);
+            }
+            source = s.source();
+        }
+        f.write_str(&line)
     }
 }
 

@@ -2,9 +2,10 @@
 
 use crate::store::Tx;
 use bytes::Bytes;
-use serde_json::Value;
 
-use super::Downlink;
+use super::events::{Ephemeral, Stored};
+use super::model::Message;
+use super::{DomainError, Downlink};
 use crate::store::messages::MessageRow;
 use crate::store::{messages, StoreError};
 
@@ -43,6 +44,15 @@ impl std::fmt::Debug for Outbox {
     }
 }
 
+/// `{"message":{...}}`, the fields of an event about a stored message:
+/// serialized once, for every recipient's push and every webhook.
+pub(crate) fn message_fields(row: &MessageRow) -> Result<String, DomainError> {
+    let decoding = |e| DomainError::internal_from("decoding a stored message", e);
+    let message = Message::try_from(row.clone()).map_err(decoding)?;
+    let json = serde_json::to_string(&message).map_err(decoding)?;
+    Ok(format!(r#"{{"message":{json}}}"#))
+}
+
 /// `{"type":KIND,"cursor":N,...fields}` from a fields object's JSON text.
 /// `kind` is one of our own constants, so it needs no escaping.
 fn compose(kind: &str, cursor: u64, fields: &str) -> String {
@@ -73,20 +83,14 @@ impl Outbox {
         self.online.as_ref().is_some_and(|d| d.is_online(user))
     }
 
-    /// Stores an event with `fields` in `user`'s inbox and queues its push.
-    pub fn emit(
-        &mut self,
-        c: &Tx<'_>,
-        user: u64,
-        kind: &str,
-        fields: &Value,
-    ) -> Result<u64, StoreError> {
-        let json = fields.to_string();
-        let cursor = messages::append(c, user, kind, None, Some(&json))?;
+    /// Stores `event` in `user`'s inbox and queues its push.
+    pub fn emit(&mut self, c: &Tx<'_>, user: u64, event: &Stored<'_>) -> Result<u64, StoreError> {
+        let (kind, json) = event.split()?;
+        let cursor = messages::append(c, user, &kind, None, Some(&json))?;
         self.items.push(Item::Ready(
             user,
             EVENTS,
-            Bytes::from(compose(kind, cursor, &json)),
+            Bytes::from(compose(&kind, cursor, &json)),
         ));
         Ok(cursor)
     }
@@ -103,13 +107,19 @@ impl Outbox {
         }
     }
 
-    /// Queues an ephemeral push (not stored, no cursor).
-    pub fn ephemeral(&mut self, user: u64, subtopic: &'static str, payload: &Value) {
-        self.items.push(Item::Ready(
-            user,
-            subtopic,
-            Bytes::from(payload.to_string()),
-        ));
+    /// Queues an ephemeral push (not stored, no cursor) to each of `users`.
+    pub fn ephemeral(&mut self, users: impl IntoIterator<Item = u64>, event: &Ephemeral) {
+        let payload = match event.to_json() {
+            Ok(json) => Bytes::from(json),
+            Err(e) => {
+                tracing::error!(error = %e, ?event, "ephemeral event not pushed");
+                return;
+            }
+        };
+        for user in users {
+            self.items
+                .push(Item::Ready(user, event.subtopic(), payload.clone()));
+        }
     }
 
     pub fn is_empty(&self) -> bool {
@@ -130,7 +140,7 @@ impl Outbox {
                     row,
                     deliveries,
                 } => {
-                    let fields = match super::messages::message_fields(row) {
+                    let fields = match message_fields(row) {
                         Ok(fields) => fields,
                         // Stored but not pushable: the recipients get it by sync.
                         Err(e) => {

@@ -15,11 +15,11 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use serde_json::json;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::outbox::{Outbox, PRESENCE};
+use super::events::Ephemeral;
+use super::outbox::Outbox;
 use super::{now_ms, Chat};
 use crate::store::social;
 
@@ -156,12 +156,15 @@ impl Chat {
                 return;
             }
         };
-        let payload =
-            json!({"type": "presence", "user_id": user, "online": online, "last_seen": last_seen});
         let mut out = Outbox::default();
-        for f in friends {
-            out.ephemeral(f, PRESENCE, &payload);
-        }
+        out.ephemeral(
+            friends,
+            &Ephemeral::Presence {
+                user_id: user,
+                online,
+                last_seen,
+            },
+        );
         if !out.is_empty() {
             let downlink = self.downlink.clone();
             let _ = tokio::task::spawn_blocking(move || out.push(&*downlink)).await;

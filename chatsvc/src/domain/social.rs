@@ -1,7 +1,6 @@
 //! Friends, friend requests, blocks and presence visibility.
 
-use serde_json::json;
-
+use super::events::Stored;
 use super::model::{Friend, FriendRequest, Presence, User};
 use super::outbox::Outbox;
 use super::tokens::Caller;
@@ -10,11 +9,6 @@ use crate::store::social as store;
 use crate::store::users;
 use crate::store::Tx;
 
-pub(crate) const FRIEND_REQUEST: &str = "friend.request";
-pub(crate) const FRIEND_ADDED: &str = "friend.added";
-pub(crate) const FRIEND_REMOVED: &str = "friend.removed";
-pub(crate) const BLOCK_UPDATED: &str = "block.updated";
-
 /// How a friend request is answered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Decision {
@@ -22,10 +16,6 @@ pub enum Decision {
     Reject,
     /// By the sender.
     Cancel,
-}
-
-fn to_json<T: serde::Serialize>(v: &T) -> Result<serde_json::Value, DomainError> {
-    serde_json::to_value(v).map_err(|e| DomainError::Internal(e.to_string()))
 }
 
 /// Makes two users friends and tells both.
@@ -38,8 +28,10 @@ fn befriend(c: &Tx<'_>, out: &mut Outbox, a: u64, b: u64, now: i64) -> Result<()
         out.emit(
             c,
             me,
-            FRIEND_ADDED,
-            &json!({"user": to_json(&user)?, "since": now}),
+            &Stored::FriendAdded {
+                user: &user,
+                since: now,
+            },
         )?;
     }
     Ok(())
@@ -90,12 +82,7 @@ impl Chat {
                         let row = store::decide_request(c, theirs.id, "accepted", now)?;
                         let request = FriendRequest::from_row(row, now);
                         for u in [from, to] {
-                            out.emit(
-                                c,
-                                u,
-                                FRIEND_REQUEST,
-                                &json!({"request": to_json(&request)?}),
-                            )?;
+                            out.emit(c, u, &Stored::FriendRequest { request: &request })?;
                         }
                         befriend(c, &mut out, from, to, now)?;
                         return Ok((request, out));
@@ -108,12 +95,7 @@ impl Chat {
                     let row = store::create_request(c, from, to, note.as_deref(), now, expires)?;
                     let request = FriendRequest::from_row(row, now);
                     for u in [to, from] {
-                        out.emit(
-                            c,
-                            u,
-                            FRIEND_REQUEST,
-                            &json!({"request": to_json(&request)?}),
-                        )?;
+                        out.emit(c, u, &Stored::FriendRequest { request: &request })?;
                     }
                     Ok((request, out))
                 },
@@ -172,12 +154,7 @@ impl Chat {
                         if hidden && u == row.to_id {
                             continue;
                         }
-                        out.emit(
-                            c,
-                            u,
-                            FRIEND_REQUEST,
-                            &json!({"request": to_json(&request)?}),
-                        )?;
+                        out.emit(c, u, &Stored::FriendRequest { request: &request })?;
                     }
                     if decision == Decision::Accept {
                         befriend(c, &mut out, row.from_id, row.to_id, now)?;
@@ -219,8 +196,8 @@ impl Chat {
                         return Err(DomainError::NotFound("friend"));
                     }
                     let mut out = Outbox::default();
-                    out.emit(c, me, FRIEND_REMOVED, &json!({"user_id": other}))?;
-                    out.emit(c, other, FRIEND_REMOVED, &json!({"user_id": me}))?;
+                    out.emit(c, me, &Stored::FriendRemoved { user_id: other })?;
+                    out.emit(c, other, &Stored::FriendRemoved { user_id: me })?;
                     Ok(out)
                 },
                 move |out: &Outbox| out.push(&*downlink),
@@ -272,14 +249,16 @@ impl Chat {
                         return Ok(out);
                     }
                     if were_friends {
-                        out.emit(c, me, FRIEND_REMOVED, &json!({"user_id": other}))?;
-                        out.emit(c, other, FRIEND_REMOVED, &json!({"user_id": me}))?;
+                        out.emit(c, me, &Stored::FriendRemoved { user_id: other })?;
+                        out.emit(c, other, &Stored::FriendRemoved { user_id: me })?;
                     }
                     out.emit(
                         c,
                         me,
-                        BLOCK_UPDATED,
-                        &json!({"user_id": other, "blocked": true}),
+                        &Stored::BlockUpdated {
+                            user_id: other,
+                            blocked: true,
+                        },
                     )?;
                     Ok(out)
                 },
@@ -303,8 +282,10 @@ impl Chat {
                     out.emit(
                         c,
                         me,
-                        BLOCK_UPDATED,
-                        &json!({"user_id": other, "blocked": false}),
+                        &Stored::BlockUpdated {
+                            user_id: other,
+                            blocked: false,
+                        },
                     )?;
                     Ok(out)
                 },

@@ -117,7 +117,7 @@ impl Tokens {
             iat_ms: Some(now_ms),
         };
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
-            .map_err(|e| DomainError::Internal(format!("sign token: {e}")))
+            .map_err(|e| DomainError::internal_from("sign token", e))
     }
 
     /// Checks signature, algorithm, expiry and revocation.

@@ -89,7 +89,7 @@ pub(crate) fn on_message(
     if hooks.is_empty() {
         return Ok(());
     }
-    let created = envelope(MESSAGE_CREATED, now, &super::messages::message_fields(row)?);
+    let created = envelope(MESSAGE_CREATED, now, &super::outbox::message_fields(row)?);
     for hook in hooks.iter().filter(|h| h.wants(MESSAGE_CREATED)) {
         store::enqueue(c, hook.id, MESSAGE_CREATED, &created, now)?;
     }

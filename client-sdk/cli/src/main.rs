@@ -14,7 +14,6 @@
 //! A thin program over `mqchat_sdk::Client` and its `EventStream`; the
 //! module `chat_cli` holds everything but argument parsing.
 
-#[path = "chat_cli/mod.rs"]
 mod chat_cli;
 
 use clap::Parser;
