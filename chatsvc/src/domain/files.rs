@@ -187,33 +187,39 @@ impl Chat {
         let mut hasher = Sha256::new();
         let mut size: u64 = 0;
         let mut head: Vec<u8> = Vec::with_capacity(8192);
-        while let Some(chunk) = body.next().await {
-            let chunk =
-                chunk.map_err(|e| DomainError::Invalid(format!("upload interrupted: {e}")))?;
-            size += chunk.len() as u64;
-            in_flight.add(chunk.len() as u64);
-            if size > limit {
-                drain(&mut body, limit).await;
-                return Err(if limit < self.limits.max_upload_bytes {
-                    room.refusal
-                } else {
-                    DomainError::TooLarge(limit)
-                });
+        let mut refusal = (limit < self.limits.max_upload_bytes).then_some(room.refusal);
+        let streamed: Result<(), DomainError> = async {
+            while let Some(chunk) = body.next().await {
+                let chunk =
+                    chunk.map_err(|e| DomainError::Invalid(format!("upload interrupted: {e}")))?;
+                size += chunk.len() as u64;
+                in_flight.add(chunk.len() as u64);
+                if size > limit {
+                    drain(&mut body, limit).await;
+                    return Err(refusal.take().unwrap_or(DomainError::TooLarge(limit)));
+                }
+                if head.len() < 8192 {
+                    let take = (8192 - head.len()).min(chunk.len());
+                    head.extend_from_slice(&chunk[..take]);
+                }
+                hasher.update(&chunk);
+                if let Err(e) = file.write_all(&chunk).await {
+                    drain(&mut body, limit).await;
+                    return Err(io(e));
+                }
             }
-            if head.len() < 8192 {
-                let take = (8192 - head.len()).min(chunk.len());
-                head.extend_from_slice(&chunk[..take]);
+            file.sync_all().await.map_err(io)?;
+            if size == 0 {
+                return Err(DomainError::Invalid("empty upload".into()));
             }
-            hasher.update(&chunk);
-            if let Err(e) = file.write_all(&chunk).await {
-                drain(&mut body, limit).await;
-                return Err(io(e));
-            }
+            Ok(())
         }
-        file.sync_all().await.map_err(io)?;
+        .await;
         drop(file);
-        if size == 0 {
-            return Err(DomainError::Invalid("empty upload".into()));
+        if let Err(e) = streamed {
+            // Gone before the refusal is answered, not just soon after.
+            tmp.discard().await;
+            return Err(e);
         }
         let sha = hex(&hasher.finalize());
         let content_type = infer::get(&head)
@@ -595,6 +601,15 @@ impl TempFile {
             self.path = Some(from);
         }
         moved
+    }
+}
+
+impl TempFile {
+    /// Deletes it now (what [`Drop`] does in the background).
+    async fn discard(&mut self) {
+        if let Some(path) = self.path.take() {
+            let _ = tokio::fs::remove_file(path).await;
+        }
     }
 }
 
