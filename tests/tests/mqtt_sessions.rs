@@ -761,3 +761,41 @@ async fn a_session_never_replays_another_users_events() -> Result<()> {
     }
     Ok(())
 }
+
+/// On PostgreSQL, a cluster's nodes share the sessions: one made on node 1
+/// resumes on node 2 with what it missed, and live pushes from node 1 then
+/// reach it over the bus.
+#[tokio::test]
+async fn a_session_made_on_one_node_resumes_on_another() -> Result<()> {
+    let Some(cluster) = mqchat_e2e::cluster::TestCluster::start(2, &[]).await? else {
+        return Ok(());
+    };
+    cluster.wait_formed().await?;
+    let (one, two) = (&cluster.nodes[0], &cluster.nodes[1]);
+    let alice = one.user("alice").await?;
+    let bob = one.user("bob").await?;
+    let c = Connect::v311("roamer", false);
+    let (mut conn, _) = Client::accepted(one, &bob, &c).await?;
+    conn.subscribe(&events_topic(&bob), 1).await?;
+    conn.disconnect().await?;
+    disconnected(one, 1).await?;
+    let start = head(&bob).await?;
+    send_texts(&alice, &bob, "roaming", 3).await?;
+
+    let (mut conn, present) = Client::accepted(two, &bob.via(two), &c).await?;
+    assert!(present, "node 2 resumes node 1's session");
+    for i in 1..=3 {
+        let p = conn
+            .publish(Duration::from_secs(5), true)
+            .await?
+            .context("replay")?;
+        assert_eq!(json(&p)?["cursor"].as_u64(), Some(start + i));
+    }
+    send_texts(&alice, &bob, "live", 1).await?;
+    let p = conn
+        .publish(Duration::from_secs(10), true)
+        .await?
+        .context("live over the bus")?;
+    assert_eq!(json(&p)?["cursor"].as_u64(), Some(start + 4));
+    Ok(())
+}

@@ -214,7 +214,8 @@ where
         };
         let session_id: Arc<str> = session_id.into();
         let opened = if clean_start && expiry == 0 {
-            match shared.sessions.get() {
+            // An id the server just made up has no session to discard.
+            match shared.sessions.get().filter(|_| assigned.is_none()) {
                 Some(store) => store
                     .discard(principal.user_id, &session_id)
                     .await
