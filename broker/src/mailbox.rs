@@ -189,6 +189,13 @@ impl Mailbox {
         Ok(())
     }
 
+    /// Takes deliveries again after an overflow (whose queue was dropped):
+    /// for a connection that gets what it lost from elsewhere, a persistent
+    /// session's replay from the store.
+    pub(crate) fn recover(&self) {
+        self.state().overflowed = false;
+    }
+
     /// Is anything waiting to be taken?
     #[cfg(test)]
     pub(crate) fn is_empty(&self) -> bool {

@@ -63,9 +63,10 @@ pub struct Settings {
     /// (in one batch); a crash loses at most this much of them, which is
     /// delivered again.
     pub session_flush: Duration,
-    /// Bytes of deliveries a clean session's mailbox holds (topics and
-    /// payloads) for a client that reads or acknowledges slowly; a client
-    /// further behind is disconnected (MQTT 5: 0x97) and syncs.
+    /// Bytes of live deliveries a connection's mailbox holds (topics and
+    /// payloads) for a client that reads or acknowledges slowly; a clean
+    /// session further behind is disconnected (MQTT 5: 0x97) and syncs, a
+    /// persistent one catches up from the store.
     pub mailbox_size: usize,
     /// Unacknowledged QoS 1 deliveries per clean-session connection before
     /// the gateway waits for PUBACKs (an MQTT 5 client's receive maximum

@@ -89,9 +89,10 @@ pub struct Config {
     #[arg(long, env = "CHAT_MQTT_PACKET_RATE", default_value_t = 100)]
     pub mqtt_packet_rate: u32,
 
-    /// KiB of deliveries a clean-session MQTT client may have waiting while
-    /// it reads or acknowledges slowly; a client further behind is
-    /// disconnected (MQTT 5: 0x97) and catches up by sync.
+    /// KiB of live deliveries an MQTT client may have waiting while it
+    /// reads or acknowledges slowly; a clean session further behind is
+    /// disconnected (MQTT 5: 0x97) and catches up by sync, a persistent one
+    /// catches up from the store.
     #[arg(long, env = "CHAT_MQTT_QUEUE_KIB", default_value_t = 1024)]
     pub mqtt_queue_kib: usize,
 

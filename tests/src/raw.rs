@@ -71,6 +71,8 @@ pub struct Connect {
     pub keep_alive: u16,
     /// MQTT 5 Session Expiry Interval.
     pub expiry: Option<u32>,
+    /// MQTT 5 Receive Maximum.
+    pub receive_max: Option<u16>,
     pub will: Option<RawWill>,
 }
 
@@ -82,6 +84,7 @@ impl Connect {
             clean,
             keep_alive: 60,
             expiry: None,
+            receive_max: None,
             will: None,
         }
     }
@@ -118,6 +121,10 @@ impl Connect {
             if let Some(e) = self.expiry {
                 props.push(0x11);
                 props.extend_from_slice(&e.to_be_bytes());
+            }
+            if let Some(r) = self.receive_max {
+                props.push(0x21);
+                props.extend_from_slice(&r.to_be_bytes());
             }
             varint(&mut body, props.len());
             body.extend_from_slice(&props);

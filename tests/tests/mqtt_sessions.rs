@@ -799,3 +799,38 @@ async fn a_session_made_on_one_node_resumes_on_another() -> Result<()> {
     assert_eq!(json(&p)?["cursor"].as_u64(), Some(start + 4));
     Ok(())
 }
+
+/// A persistent session that falls further behind than its mailbox holds
+/// is not disconnected, as a clean one is: what its mailbox dropped is in
+/// the store, and it catches up from there.
+#[tokio::test]
+async fn a_persistent_session_behind_its_mailbox_catches_up_from_the_store() -> Result<()> {
+    let server = TestServer::start_with(&["--mqtt-queue-kib", "1", "--send-rate", "0"]).await?;
+    let alice = server.user("alice").await?;
+    let bob = server.user("bob").await?;
+    let c = Connect {
+        receive_max: Some(1),
+        ..Connect::v5("slow", false, Some(600))
+    };
+    let (mut conn, _) = Client::accepted(&server, &bob, &c).await?;
+    conn.subscribe(&events_topic(&bob), 1).await?;
+    let start = head(&bob).await?;
+    // One in flight, unacknowledged, while 20 more (several KiB) come.
+    send_texts(&alice, &bob, "first", 1).await?;
+    let first = conn
+        .publish(Duration::from_secs(5), false)
+        .await?
+        .context("first")?;
+    send_texts(&alice, &bob, "burst", 20).await?;
+    conn.send(&raw::puback(first.pkid.unwrap_or(0))).await?;
+    let mut cursors = vec![json(&first)?["cursor"].as_u64().unwrap_or(0)];
+    while cursors.len() < 21 {
+        let p = conn
+            .publish(Duration::from_secs(5), true)
+            .await?
+            .with_context(|| format!("after {cursors:?}"))?;
+        cursors.push(json(&p)?["cursor"].as_u64().unwrap_or(0));
+    }
+    assert_eq!(cursors, (start + 1..=start + 21).collect::<Vec<_>>());
+    Ok(())
+}

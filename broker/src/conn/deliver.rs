@@ -92,10 +92,17 @@ where
         if let Some(e) = failed {
             return Err(ConnError::Protocol(e));
         }
-        if taken.is_err() {
+        let overflowed = taken.is_err();
+        if overflowed && persist.is_none() {
             return Err(ConnError::FellBehind(shared.settings.mailbox_size));
         }
         self.counted(written, dropped);
+        if overflowed {
+            // A persistent session lost live events, not stored ones: the
+            // store has them, so it catches up from there and stays.
+            self.direct.mailbox.recover();
+            gap = true;
+        }
         if gap {
             if let Some(p) = self.persist.as_deref_mut() {
                 p.replay_from_last();
