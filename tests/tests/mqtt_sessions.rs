@@ -834,3 +834,54 @@ async fn a_persistent_session_behind_its_mailbox_catches_up_from_the_store() -> 
     assert_eq!(cursors, (start + 1..=start + 21).collect::<Vec<_>>());
     Ok(())
 }
+
+/// MQTT 5 Will Delay Interval: the will waits it out, and a connection
+/// that resumes the session within it cancels the will.
+#[tokio::test]
+async fn a_will_delay_is_waited_out_and_a_resume_cancels_the_will() -> Result<()> {
+    let server = TestServer::start().await?;
+    let alice = server.user("alice").await?;
+    let bob = server.user("bob").await?;
+    let mut watcher = server.mqtt(&bob).await?;
+    let delayed = RawWill {
+        delay: Some(1),
+        ..will(&bob, 1, false)
+    };
+    let c = Connect::v5("dev", false, Some(600)).with_will(delayed);
+
+    // Dropped, then resumed within the delay: no will.
+    let (conn, _) = Client::accepted(&server, &bob, &c).await?;
+    drop(conn);
+    disconnected(&server, 1).await?;
+    let (conn, present) = Client::accepted(&server, &bob, &c).await?;
+    assert!(present);
+    // Past the first will's delay (what this waits for), then a marker:
+    // the marker is the first thing the watcher sees.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    send_texts(&alice, &bob, "marker", 1).await?;
+    match watcher.next(patient(Duration::from_secs(5))).await? {
+        Some(mqchat_e2e::Seen::Publish { topic, .. }) => {
+            assert_eq!(
+                topic,
+                events_topic(&bob),
+                "the resumed session's will was cancelled"
+            )
+        }
+        other => bail!("expected the marker, got {other:?}"),
+    }
+
+    // Dropped for good: the will comes, a delay later.
+    let dropped_at = std::time::Instant::now();
+    drop(conn);
+    match watcher.next(patient(Duration::from_secs(5))).await? {
+        Some(mqchat_e2e::Seen::Publish { topic, .. }) => {
+            assert_eq!(topic, format!("users/{}/up/status", bob.id));
+            assert!(
+                dropped_at.elapsed() >= Duration::from_millis(900),
+                "not delayed"
+            );
+        }
+        other => bail!("expected the will, got {other:?}"),
+    }
+    Ok(())
+}
