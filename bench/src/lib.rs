@@ -68,9 +68,10 @@ pub struct Args {
     /// Pushes per saturation run.
     #[arg(long, default_value_t = 200_000)]
     pub messages: u64,
-    /// Most unreceived pushes per subscriber. The router keeps two 64 KiB
-    /// segments per topic (~300 pushes of 200 B): a larger window lets the
-    /// log roll over under a slow subscriber, and those pushes are lost.
+    /// Most unreceived pushes per subscriber. Bare rumqttd's router keeps
+    /// two 64 KiB segments per topic (~300 pushes of 200 B): a larger
+    /// window lets the log roll over under a slow subscriber, and those
+    /// pushes are lost.
     #[arg(long, default_value_t = 200)]
     pub window: u64,
     /// Pushes per second in the latency runs.
@@ -402,8 +403,8 @@ fn drive(
     let settings = serde_json::json!({
         "args": args,
         "router": {
-            "max_segment_size": mqchat_broker::Settings::default().segment_size,
-            "max_segment_count": mqchat_broker::Settings::default().segment_count,
+            "max_segment_size": target::BARE_SEGMENT_SIZE,
+            "max_segment_count": target::BARE_SEGMENT_COUNT,
             "max_outgoing_packet_count": mqchat_broker::Settings::default().max_inflight,
         },
         "payload_bytes": Template::new(args.payload_size).len(),

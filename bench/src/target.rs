@@ -82,6 +82,25 @@ impl Publisher for BarePublisher {
 }
 
 /// Bare rumqttd with its own TCP listener (see the module's docs).
+/// Bare rumqttd's router as the gateway ran it when it still had one: two
+/// 64 KiB segments per filter, the gateway's window of QoS 1 deliveries.
+pub fn bare_router_config(settings: &Settings) -> rumqttd::RouterConfig {
+    rumqttd::RouterConfig {
+        max_connections: settings.max_connections + 16,
+        max_outgoing_packet_count: settings.max_inflight,
+        max_segment_size: BARE_SEGMENT_SIZE,
+        max_segment_count: BARE_SEGMENT_COUNT,
+        custom_segment: None,
+        initialized_filters: None,
+        shared_subscriptions_strategy: Default::default(),
+    }
+}
+
+/// Bare rumqttd's log per filter: segment size...
+pub const BARE_SEGMENT_SIZE: usize = 64 * 1024;
+/// ...and segments kept.
+pub const BARE_SEGMENT_COUNT: usize = 2;
+
 pub fn start_bare() -> Result<Target> {
     // rumqttd binds the listener itself and does not report the port, so
     // take a free one from the OS first.
@@ -105,8 +124,7 @@ pub fn start_bare() -> Result<Target> {
         // Router id 1 names its thread `router-1` (the gateway's is
         // `router-0`), which keeps their CPU time apart.
         id: 1,
-        // The gateway's router settings (`Settings::router_config`).
-        router: settings.router_config(),
+        router: bare_router_config(&settings),
         v4: Some(HashMap::from([("bare".to_string(), server)])),
         ..Default::default()
     };

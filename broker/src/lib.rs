@@ -1,14 +1,16 @@
 //! mqchat's MQTT access layer.
 //!
-//! Clients never reach rumqttd's own listeners. This crate accepts their
-//! connections (TCP, and WebSocket mounted on the HTTP server), checks every
-//! packet, and forwards only what is allowed into rumqttd's router, which runs
-//! in-process. chatsvc pushes through [`Broker::push`].
+//! Clients never reach rumqttd's own listeners: this crate uses only its
+//! packet codecs. It accepts client connections (TCP, and WebSocket mounted
+//! on the HTTP server), checks every packet, and delivers chatsvc's pushes
+//! ([`Broker::push`]) to the connections whose filters match; persistent
+//! sessions are replayed from chatsvc's store ([`SessionStore`]).
 //!
 //! # Layout
-//! - [`server`]: [`Broker`]: starts the router, accepts TCP, the handle chatsvc holds.
+//! - [`server`]: [`Broker`]: accepts TCP, the handle chatsvc holds.
 //! - `conn`: one client connection: CONNECT checks, the packet loop, the edge fixes.
-//! - `mailbox`: clean sessions' deliveries, queued by the publishers themselves.
+//! - `mailbox`: each connection's live deliveries, queued by the publishers themselves.
+//! - [`sessions`]: persistent sessions, kept by the [`SessionStore`] chatsvc implements.
 //! - [`acl`]: which filters a user may subscribe to, which topics it may publish to.
 //! - [`auth`]: the [`Authenticator`] chatsvc implements (JWT check).
 //! - `registry`: live connections per user: presence, and kicking a user's sessions.
@@ -31,6 +33,7 @@ pub mod metrics;
 pub mod proxy;
 mod registry;
 pub mod server;
+pub mod sessions;
 pub mod uplink;
 pub mod ws;
 
@@ -38,4 +41,8 @@ pub use auth::{Authenticator, Principal, Refusal};
 pub use proxy::TrustedProxies;
 pub use registry::{ClientAccepted, PresenceChange};
 pub use server::{accept, bind, Broker, BrokerError, Settings};
+pub use sessions::{
+    BoxFuture, OpenedSession, SessionCursors, SessionKey, SessionStore, SessionStoreError,
+    StoredFilter,
+};
 pub use uplink::{PendingReply, Uplink, UplinkRequest};

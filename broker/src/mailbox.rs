@@ -1,21 +1,15 @@
-//! Deliveries to clean-session connections, which have no link of their own
-//! into the router.
+//! Live deliveries to a connection.
 //!
-//! A router link is ~13 KiB of rumqttd state per connection, written at
-//! connect whatever the client does next: queues with room for 200
-//! notifications and 100 acks, an input queue, and a data log per filter.
-//! That was most of what an idle connection cost. A clean session has
-//! nothing for the router to keep between connections, so it has no link:
-//! a push (`Shared::publish_all`) goes straight from the publisher's thread
+//! A push (`Shared::publish_all`) goes straight from the publisher's thread
 //! into the [`Mailbox`] of every connection of that user whose filters
-//! match, with no router round and no thread hand-off. The connection takes
-//! deliveries from its mailbox and does what the router did for a link: the
-//! delivery QoS, packet ids, the window of unacknowledged QoS 1 deliveries,
-//! MQTT 5 subscription identifiers.
+//! match, with no router round and no thread hand-off (a rumqttd router
+//! link cost ~13 KiB per connection, most of what an idle one cost). The
+//! connection takes deliveries from its mailbox and does what a router
+//! would: the delivery QoS, packet ids, the window of unacknowledged QoS 1
+//! deliveries, MQTT 5 subscription identifiers.
 //!
-//! Persistent sessions (clean session 0) keep a link of their own: the router
-//! keeps their subscriptions, and what they miss while away, between
-//! connections; pushes to a user with one go through the router too.
+//! A persistent session's mailbox holds only live pushes; what it missed
+//! while away is replayed from the store (`conn::persist`).
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
@@ -101,6 +95,18 @@ impl Mailbox {
         }
     }
 
+    /// The filters granted, in the order they were first granted.
+    pub(crate) fn filters(&self) -> Vec<Granted> {
+        self.state().filters.clone()
+    }
+
+    /// The QoS and subscription identifiers a publish on `topic` is
+    /// delivered with, `None` if no filter matches.
+    pub(crate) fn grant(&self, topic: &[u8]) -> Option<(QoS, Vec<usize>)> {
+        let name = std::str::from_utf8(topic).ok()?;
+        grant_of(&self.state().filters, name)
+    }
+
     /// Queues `topic` for the connection if any of its filters matches it.
     /// Publishers call this; it never waits for the connection.
     pub(crate) fn offer(
@@ -116,20 +122,7 @@ impl Mailbox {
         if state.overflowed {
             return;
         }
-        let mut qos = None;
-        let mut ids = Vec::new();
-        for g in state
-            .filters
-            .iter()
-            .filter(|g| rumqttd::protocol::matches(name, &g.filter))
-        {
-            qos = Some(match qos {
-                Some(q) => higher(q, g.qos),
-                None => g.qos,
-            });
-            ids.extend(g.id);
-        }
-        let Some(qos) = qos else {
+        let Some((qos, ids)) = grant_of(&state.filters, name) else {
             return;
         };
         let size = topic.len() + payload.len();
@@ -196,11 +189,36 @@ impl Mailbox {
         Ok(())
     }
 
+    /// Takes deliveries again after an overflow (whose queue was dropped):
+    /// for a connection that gets what it lost from elsewhere, a persistent
+    /// session's replay from the store.
+    pub(crate) fn recover(&self) {
+        self.state().overflowed = false;
+    }
+
     /// Is anything waiting to be taken?
     #[cfg(test)]
     pub(crate) fn is_empty(&self) -> bool {
         self.state().queue.is_empty()
     }
+}
+
+/// The highest QoS of the filters matching `name`, with their
+/// subscription identifiers; `None` if none matches.
+fn grant_of(filters: &[Granted], name: &str) -> Option<(QoS, Vec<usize>)> {
+    let mut qos = None;
+    let mut ids = Vec::new();
+    for g in filters
+        .iter()
+        .filter(|g| rumqttd::protocol::matches(name, &g.filter))
+    {
+        qos = Some(match qos {
+            Some(q) => higher(q, g.qos),
+            None => g.qos,
+        });
+        ids.extend(g.id);
+    }
+    qos.map(|q| (q, ids))
 }
 
 fn higher(a: QoS, b: QoS) -> QoS {

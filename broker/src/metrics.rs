@@ -29,6 +29,9 @@ pub const PUBLISH_DENIED_TOTAL: &str = "mqchat_mqtt_publish_denied_total";
 pub const UPLINK_TOTAL: &str = "mqchat_mqtt_uplink_total";
 pub const DELIVERIES_TOTAL: &str = "mqchat_mqtt_deliveries_total";
 pub const PUSHES_TOTAL: &str = "mqchat_mqtt_pushes_total";
+pub const SESSION_REPLAYED_TOTAL: &str = "mqchat_mqtt_session_replayed_total";
+pub const SESSION_SYNC_REQUIRED_TOTAL: &str = "mqchat_mqtt_session_sync_required_total";
+pub const WILLS_TOTAL: &str = "mqchat_mqtt_wills_total";
 /// Counter, label `limit` ([`Limit`]): one metric for every rate limit of
 /// mqchat, the gateway's and chatsvc's, so one query sees them all. It is
 /// declared here because chatsvc depends on the gateway, not the reverse.
@@ -131,7 +134,16 @@ pub fn describe() {
             DELIVERIES_TOTAL,
             "PUBLISHes written to client connections.",
         ),
-        (PUSHES_TOTAL, "Publishes chatsvc handed to the router."),
+        (PUSHES_TOTAL, "Publishes chatsvc handed to the connections' mailboxes."),
+        (
+            SESSION_REPLAYED_TOTAL,
+            "Stored events replayed from the store to resumed persistent MQTT sessions.",
+        ),
+        (
+            SESSION_SYNC_REQUIRED_TOTAL,
+            "Resumed persistent MQTT sessions sent sync.required instead of a backlog over the bound.",
+        ),
+        (WILLS_TOTAL, "MQTT wills published (or scheduled after their delay)."),
     ] {
         describe_counter!(name, help);
         counter!(name);

@@ -41,10 +41,9 @@ pub enum KickReason {
 
 struct Conn {
     session_id: u64,
-    /// The router's (namespaced) client id.
+    /// The (user-namespaced) client id.
     client_id: Arc<str>,
-    /// Where a clean session's deliveries go; `None` for a connection with
-    /// its own router link.
+    /// Where the connection's live deliveries go (`None`: it takes none).
     mailbox: Option<Arc<Mailbox>>,
     kick: CancellationToken,
     reason: Arc<Mutex<Option<KickReason>>>,
@@ -94,9 +93,8 @@ impl Registry {
         self.accepted.subscribe()
     }
 
-    /// Registers a connection. A clean session's connection that had this
-    /// client id before is told to close (a connection with its own link is
-    /// taken over by the router when the new one builds its link).
+    /// Registers a connection. A connection that had this client id before
+    /// is told to close: taken over (MQTT 5: DISCONNECT 0x8E).
     pub(crate) fn register(
         &self,
         user_id: u64,
@@ -111,7 +109,7 @@ impl Registry {
             let mut users = self.users.lock().unwrap_or_else(|e| e.into_inner());
             let conns = users.entry(user_id).or_default();
             for old in conns.values() {
-                if old.mailbox.is_some() && old.client_id == client_id {
+                if old.client_id == client_id {
                     old.kick_for(KickReason::TakenOver);
                 }
             }
@@ -346,7 +344,7 @@ mod tests {
     }
 
     #[test]
-    fn a_clean_sessions_client_id_is_taken_over() {
+    fn a_client_id_is_taken_over() {
         let reg = Registry::new();
         let mailbox = || Some(Arc::new(Mailbox::new(1024)));
         let old = reg.register(1, 10, "1|phone".into(), mailbox());
@@ -358,10 +356,10 @@ mod tests {
         for r in [&other_user, &other_id, &new] {
             assert!(!r.kick.is_cancelled());
         }
-        // A connection with its own router link is the router's to take over.
-        let linked = reg.register(3, 10, "3|x".into(), None);
+        // Persistent sessions' connections too.
+        let first = reg.register(3, 10, "3|x".into(), mailbox());
         let _again = reg.register(3, 10, "3|x".into(), mailbox());
-        assert!(!linked.kick.is_cancelled());
+        assert!(first.kick.is_cancelled());
     }
 
     #[test]

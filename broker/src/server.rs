@@ -1,6 +1,6 @@
-//! The broker: rumqttd's router on its own thread, the TCP and WebSocket
-//! listeners in front of it, and the handle chatsvc uses to push and to ask
-//! who is online.
+//! The broker: the TCP and WebSocket listeners, the connections' mailboxes
+//! and registry, and the handle chatsvc uses to push and to ask who is
+//! online.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -8,21 +8,19 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
-use rumqttd::local::{LinkBuilder, LinkError, LinkRx, LinkTx};
-use rumqttd::protocol::{Disconnect, DisconnectReasonCode};
-use rumqttd::protocol::{LastWill, LastWillProperties, Packet, Publish, PublishProperties};
-use rumqttd::{Notification, Router, RouterConfig};
+use rumqttd::protocol::{Publish, PublishProperties};
 use tokio::net::TcpListener;
 use tokio::sync::{broadcast, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{debug, error, info, warn};
+use tracing::{debug, info, warn};
 
 use crate::acl::Acl;
 use crate::auth::Authenticator;
 use crate::conn;
 use crate::limits::{PerKey, Unauthenticated};
-use crate::registry::{addressee, KickReason, PresenceChange, Registry};
+use crate::registry::{KickReason, PresenceChange, Registry};
+use crate::sessions::{Dirty, SessionStore};
 use crate::uplink::Uplink;
 
 /// Broker settings. The defaults suit a single node with many small per-user
@@ -48,19 +46,31 @@ pub struct Settings {
     /// Time a write to a client may block, or its QoS 1 deliveries may wait
     /// with no PUBACK at all, before the client is dropped.
     pub write_timeout: Duration,
-    /// A persistent session's log in the router: segment size in bytes...
-    pub segment_size: usize,
-    /// ...and how many segments are kept. Pushes are also in the store, so
-    /// this only bounds how far a slow persistent session may fall behind
-    /// before it skips ahead (and has to sync).
-    pub segment_count: usize,
-    /// Bytes of deliveries a clean session's mailbox holds (topics and
-    /// payloads) for a client that reads or acknowledges slowly; a client
-    /// further behind is disconnected (MQTT 5: 0x97) and syncs.
+    /// How long an MQTT 3.1.1 persistent session (clean session 0) outlives
+    /// its connection, and the most an MQTT 5 client's Session Expiry
+    /// Interval may ask for (a larger one is lowered, and the CONNACK says so).
+    pub session_expiry: Duration,
+    /// Persistent sessions kept per user; making one more evicts the one
+    /// seen least recently (0: no cap).
+    pub max_sessions_per_user: usize,
+    /// Most events a resumed persistent session is replayed; a larger
+    /// backlog gets one `sync.required` event instead.
+    pub session_backlog: u64,
+    /// A persistent session away longer than this gets `sync.required`
+    /// instead of its backlog (if it has one).
+    pub session_backlog_age: Duration,
+    /// How often live persistent sessions' acknowledged cursors are written
+    /// (in one batch); a crash loses at most this much of them, which is
+    /// delivered again.
+    pub session_flush: Duration,
+    /// Bytes of live deliveries a connection's mailbox holds (topics and
+    /// payloads) for a client that reads or acknowledges slowly; a clean
+    /// session further behind is disconnected (MQTT 5: 0x97) and syncs, a
+    /// persistent one catches up from the store.
     pub mailbox_size: usize,
     /// Unacknowledged QoS 1 deliveries per clean-session connection before
     /// the gateway waits for PUBACKs (an MQTT 5 client's receive maximum
-    /// lowers it). A persistent session's link has rumqttd's own limit, 100.
+    /// lowers it).
     pub max_inflight: u64,
     /// Topic subtrees (under `users/{id}/`) where clients may publish; the
     /// publishes go to the [`Uplink`] handler, never to other clients.
@@ -95,8 +105,11 @@ impl Default for Settings {
             max_connections_per_user: 32,
             max_unauthenticated_per_address: 256,
             write_timeout: Duration::from_secs(30),
-            segment_size: 64 * 1024,
-            segment_count: 2,
+            session_expiry: Duration::from_secs(7 * 24 * 3600),
+            max_sessions_per_user: 16,
+            session_backlog: 10_000,
+            session_backlog_age: Duration::from_secs(24 * 3600),
+            session_flush: Duration::from_secs(1),
             mailbox_size: 1 << 20,
             max_inflight: 100,
             open_publish: vec!["up".to_owned()],
@@ -108,75 +121,6 @@ impl Default for Settings {
             io_threads: 1,
             trusted_proxies: crate::proxy::TrustedProxies::default(),
         }
-    }
-}
-
-impl Settings {
-    /// rumqttd's router as the broker runs it. Only persistent sessions have
-    /// links into it (QoS 1 links stop at 100 unacknowledged deliveries, a
-    /// constant in rumqttd; QoS 0 ones get `max_inflight` per round), and
-    /// every filter gets the log `segment_size` × `segment_count`.
-    pub fn router_config(&self) -> RouterConfig {
-        RouterConfig {
-            max_connections: self.max_connections + 16,
-            max_outgoing_packet_count: self.max_inflight,
-            max_segment_size: self.segment_size.max(1024),
-            max_segment_count: self.segment_count.max(1),
-            custom_segment: None,
-            initialized_filters: None,
-            shared_subscriptions_strategy: Default::default(),
-        }
-    }
-}
-
-/// What a connection needs to build its link into the router.
-pub(crate) struct LinkSpec {
-    pub client_id: String,
-    pub clean_session: bool,
-    pub will: Option<LastWill>,
-    pub will_props: Option<LastWillProperties>,
-    pub topic_alias_max: u16,
-}
-
-/// Builds links into the router. A closure because the router's sender type
-/// is not nameable outside rumqttd.
-/// Errors are rendered to text: `LinkError` carries whole router events.
-pub(crate) type LinkFactory =
-    Arc<dyn Fn(LinkSpec) -> Result<(LinkTx, LinkRx, Notification), String> + Send + Sync>;
-
-type Built = Result<(LinkTx, LinkRx, Notification), String>;
-
-/// Builds client links on one dedicated thread. Building waits for the
-/// router's answer; thousands of connections arriving together would each
-/// hold a blocking-pool thread (and its stack) while they wait.
-pub(crate) struct Links {
-    queue: std::sync::mpsc::Sender<(LinkSpec, tokio::sync::oneshot::Sender<Built>)>,
-}
-
-impl Links {
-    fn start(factory: LinkFactory) -> std::io::Result<Links> {
-        let (queue, requests) =
-            std::sync::mpsc::channel::<(LinkSpec, tokio::sync::oneshot::Sender<Built>)>();
-        std::thread::Builder::new()
-            .name("mqtt-links".into())
-            .spawn(move || {
-                // Ends when the broker (every sender) is gone.
-                while let Ok((spec, reply)) = requests.recv() {
-                    let _ = reply.send(factory(spec));
-                }
-            })?;
-        Ok(Links { queue })
-    }
-
-    /// A new link into the router, with the router's CONNACK.
-    pub(crate) async fn build(&self, spec: LinkSpec) -> Built {
-        let (reply, built) = tokio::sync::oneshot::channel();
-        self.queue
-            .send((spec, reply))
-            .map_err(|_| "link builder stopped".to_string())?;
-        built
-            .await
-            .map_err(|_| "link builder stopped".to_string())?
     }
 }
 
@@ -218,16 +162,12 @@ pub(crate) struct Shared {
     pub acl: Acl,
     pub authenticator: Arc<dyn Authenticator>,
     pub registry: Registry,
-    pub links: Links,
     pub connection_slots: Arc<Semaphore>,
     /// Connections per user (`Settings::max_connections_per_user`).
     pub user_slots: Arc<PerKey<u64>>,
     /// Connections per address still before their CONNACK.
     pub unauthenticated: Arc<Unauthenticated>,
     pub shutdown: CancellationToken,
-    /// The broker's own link into the router: pushes and uplink replies to
-    /// users with a persistent session go through it.
-    pub publisher: Mutex<LinkTx>,
     /// Handles client publishes to open subtrees (set once chatsvc is up).
     pub uplink: OnceLock<Arc<dyn Uplink>>,
     io: Vec<IoThread>,
@@ -236,87 +176,33 @@ pub(crate) struct Shared {
     /// new one calibrates itself with CPUID, which traps to the hypervisor
     /// on a VM, on every connect.
     pub clock: governor::clock::QuantaClock,
-    /// The persistent sessions the router may hold.
-    persistent: Mutex<Persistent>,
-}
-
-/// Router client ids that connected with a persistent session, and their
-/// users. The router may hold their state, which a clean session with the
-/// same id must discard (see `Shared::discard_persistent`); and pushes to
-/// their users go through the router as well as to the mailboxes.
-#[derive(Default)]
-struct Persistent {
-    users: HashMap<String, u64>,
-    sessions: HashMap<u64, usize>,
-}
-
-impl Persistent {
-    fn insert(&mut self, client_id: &str, user_id: u64) {
-        if self.users.insert(client_id.to_owned(), user_id).is_none() {
-            *self.sessions.entry(user_id).or_default() += 1;
-        }
-    }
-
-    fn remove(&mut self, client_id: &str) -> bool {
-        let Some(user_id) = self.users.remove(client_id) else {
-            return false;
-        };
-        if let Some(n) = self.sessions.get_mut(&user_id) {
-            *n -= 1;
-            if *n == 0 {
-                self.sessions.remove(&user_id);
-            }
-        }
-        true
-    }
-
-    /// Whether a publish to `topic` may have a subscriber in the router: a
-    /// persistent session of its user, or (not a user's topic) anyone.
-    fn routes(&self, topic: &[u8]) -> bool {
-        addressee(topic).is_none_or(|user| self.sessions.contains_key(&user))
-    }
+    /// Where persistent sessions are kept (set once chatsvc is up; without
+    /// it, clean session 0 gets a session that ends with its connection).
+    pub sessions: OnceLock<Arc<dyn SessionStore>>,
+    /// Live persistent sessions' cursors, written in batches.
+    pub dirty: Arc<Dirty>,
+    /// Wills waiting out their delay, by namespaced client id: a new
+    /// connection with that id cancels its will.
+    pub wills: Mutex<HashMap<Arc<str>, CancellationToken>>,
+    /// One turn at a time per persistent session (namespaced client id):
+    /// a connection holds its session's turn until its last cursors are
+    /// written, so one resuming the session reads them, not older ones.
+    session_turns: Mutex<HashMap<Arc<str>, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl Shared {
-    /// Notes that the router may keep a session for `client_id`, a client of
-    /// `user_id`: from now on that user's pushes also go to the router.
-    pub(crate) fn note_persistent(&self, client_id: &str, user_id: u64) {
-        self.persistent
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(client_id, user_id);
+    /// The turn of the persistent session `id` (see `session_turns`).
+    pub(crate) fn session_turn(&self, id: &Arc<str>) -> Arc<tokio::sync::Mutex<()>> {
+        let mut turns = self.session_turns.lock().unwrap_or_else(|e| e.into_inner());
+        turns.entry(id.clone()).or_default().clone()
     }
 
-    /// A clean session starts with `client_id`: if the router may hold a
-    /// persistent session of that id, it is taken over (a live connection
-    /// that holds it is disconnected by the router) and discarded, by a link
-    /// built with a clean session and closed at once.
-    pub(crate) async fn discard_persistent(&self, client_id: &str) -> Result<(), String> {
-        let known = self
-            .persistent
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(client_id);
-        if !known {
-            return Ok(());
+    /// Forgets the turn of session `id` when nobody holds or awaits it.
+    pub(crate) fn release_session_turn(&self, id: &str) {
+        let mut turns = self.session_turns.lock().unwrap_or_else(|e| e.into_inner());
+        if turns.get(id).is_some_and(|t| Arc::strong_count(t) == 1) {
+            turns.remove(id);
         }
-        let (mut tx, _rx, _) = self
-            .links
-            .build(LinkSpec {
-                client_id: client_id.to_owned(),
-                clean_session: true,
-                will: None,
-                will_props: None,
-                topic_alias_max: 0,
-            })
-            .await?;
-        let disconnect = Disconnect {
-            reason_code: DisconnectReasonCode::NormalDisconnection,
-        };
-        futures_util::FutureExt::now_or_never(tx.send(Packet::Disconnect(disconnect, None)))
-            .ok_or_else(|| "link send did not complete".to_owned())?
-            .map(|_| ())
-            .map_err(|e| e.to_string())
     }
 
     /// Publishes one push or reply. Never waits for a client.
@@ -325,13 +211,9 @@ impl Shared {
         self.publish_all(vec![(publish, props)]);
     }
 
-    /// Publishes in order. Clean sessions have no router link: each publish
-    /// goes straight into the mailboxes of its user's clean-session
-    /// connections (see `mailbox`), on the caller's thread, so a push costs
-    /// no router round and no thread hand-off. Only users with a persistent
-    /// session also get their publishes through the router (one wake-up for
-    /// the batch), which keeps those sessions' subscriptions and logs. Each
-    /// connection is served by one of the two paths, so it sees its
+    /// Publishes in order: each publish goes straight into the mailboxes
+    /// of its user's connections (see `mailbox`), on the caller's thread,
+    /// so a push costs no thread hand-off, and each connection sees its
     /// publishes in the order they were made.
     fn publish_all(&self, publishes: Vec<(Publish, Option<PublishProperties>)>) {
         let total = publishes.len();
@@ -340,25 +222,6 @@ impl Shared {
                 .iter()
                 .map(|(p, props)| (&p.topic, &p.payload, props.as_ref())),
         );
-        let mut routed: Vec<Packet> = {
-            let persistent = self.persistent.lock().unwrap_or_else(|e| e.into_inner());
-            publishes
-                .into_iter()
-                .filter(|(p, _)| persistent.routes(&p.topic))
-                .map(|(p, props)| Packet::Publish(p, props))
-                .collect()
-        };
-        if let Some(last) = routed.pop() {
-            let mut tx = self.publisher.lock().unwrap_or_else(|e| e.into_inner());
-            tx.buffer().extend(routed);
-            // `LinkTx::send` is an async fn that never awaits; it
-            // completes on its first poll.
-            match futures_util::FutureExt::now_or_never(tx.send(last)) {
-                Some(Ok(_)) => {}
-                Some(Err(e)) => error!(error = %e, "downlink publish failed"),
-                None => error!("downlink publish did not complete"),
-            }
-        }
         metrics::counter!(crate::metrics::PUSHES_TOTAL).increment(total as u64);
     }
 }
@@ -380,55 +243,19 @@ impl std::fmt::Debug for Broker {
 /// Errors starting the broker.
 #[derive(Debug, thiserror::Error)]
 pub enum BrokerError {
-    #[error("router link: {0}")]
-    Link(String),
+    #[error("start: {0}")]
+    Start(String),
 }
 
 impl Broker {
-    /// Starts rumqttd's router on its own thread and the internal publisher link.
+    /// Starts the broker's I/O threads.
     pub fn start(
         settings: Settings,
         authenticator: Arc<dyn Authenticator>,
         shutdown: CancellationToken,
     ) -> Result<Broker, BrokerError> {
-        let config = settings.router_config();
-        let router_tx = Router::new(0, config).spawn();
-        let links: LinkFactory = Arc::new(move |spec: LinkSpec| {
-            let (tx, rx, ack) = LinkBuilder::new(&spec.client_id, router_tx.clone())
-                .clean_session(spec.clean_session)
-                .last_will(spec.will)
-                .last_will_properties(spec.will_props)
-                .topic_alias_max(spec.topic_alias_max)
-                .build()
-                .map_err(|e: LinkError| e.to_string())?;
-            // rumqttd makes the link's input queue with room for 200 packets
-            // (78 KiB). Given back before anything is written to it, its
-            // pages are clean, and the next link's queue reuses them; an
-            // empty queue grows only as the client sends (see
-            // `Connection::release_link_queue` for the queues the router
-            // trades back).
-            drop(std::mem::take(&mut *tx.buffer()));
-            Ok((tx, rx, ack))
-        });
-
-        // chatsvc's own link: it publishes every push. Its link_rx only ever
-        // receives the router's bookkeeping, which we drain.
-        let (publisher, mut publisher_rx, _) = links(LinkSpec {
-            client_id: "$mqchat-downlink".replace('$', "_"),
-            clean_session: true,
-            will: None,
-            will_props: None,
-            topic_alias_max: 0,
-        })
-        .map_err(BrokerError::Link)?;
-        tokio::spawn(async move {
-            while let Ok(n) = publisher_rx.next().await {
-                debug!(?n, "downlink link notification");
-            }
-        });
-
         let io = start_io_threads(settings.io_threads, &shutdown)
-            .map_err(|e| BrokerError::Link(format!("start I/O threads: {e}")))?;
+            .map_err(|e| BrokerError::Start(format!("I/O threads: {e}")))?;
         let shared = Arc::new(Shared {
             acl: Acl::with_open_publish(settings.open_publish.clone()),
             connection_slots: Arc::new(Semaphore::new(settings.max_connections)),
@@ -437,14 +264,15 @@ impl Broker {
             settings,
             authenticator,
             registry: Registry::new(),
-            links: Links::start(links).map_err(|e| BrokerError::Link(e.to_string()))?,
             shutdown,
-            publisher: Mutex::new(publisher),
             uplink: OnceLock::new(),
             io,
             next_io: std::sync::atomic::AtomicUsize::new(0),
             clock: governor::clock::QuantaClock::default(),
-            persistent: Mutex::new(Persistent::default()),
+            sessions: OnceLock::new(),
+            dirty: Arc::default(),
+            wills: Mutex::new(HashMap::new()),
+            session_turns: Mutex::new(HashMap::new()),
         });
         Ok(Broker { shared })
     }
@@ -534,12 +362,11 @@ impl Broker {
 
     /// Publishes `payload` to `users/{user_id}/{subtopic}`. Delivery is at
     /// the subscription's QoS (at most 1). Skips users with no live
-    /// connection (they catch up by sync, and the router keeps no copy);
+    /// connection (they catch up by sync, a persistent session by replay);
     /// returns whether it was published.
     ///
     /// Synchronous and never waits for a client: it queues the publish in the
-    /// mailboxes of the user's clean sessions (and in the router for a user
-    /// with a persistent session), taking short locks only. chatsvc calls it
+    /// mailboxes of the user's connections, taking short locks only. chatsvc calls it
     /// from its store's notify thread, in commit order.
     pub fn push(&self, user_id: u64, subtopic: &str, payload: Bytes) -> bool {
         if !self.shared.registry.is_online(user_id) {
@@ -550,7 +377,7 @@ impl Broker {
     }
 
     /// Pushes many `(user, subtopic, payload)` at once, in order: one lock
-    /// of the registry and at most one router wake-up for the whole batch (a
+    /// of the registry for the whole batch (a
     /// group message to 1000 members is one batch). Offline users are
     /// skipped; returns how many were sent.
     pub fn push_many<'a, I>(&self, items: I) -> usize
@@ -584,6 +411,22 @@ impl Broker {
         properties: PublishProperties,
     ) {
         self.shared.publish(topic, payload, Some(properties));
+    }
+
+    /// Installs the store of persistent sessions and starts the task that
+    /// writes their cursors and purges expired ones. Only the first call
+    /// takes effect; must be called from within a tokio runtime.
+    pub fn set_sessions(&self, store: Arc<dyn SessionStore>) {
+        if self.shared.sessions.set(store.clone()).is_ok() {
+            let s = &self.shared;
+            tokio::spawn(crate::sessions::run_flusher(
+                store,
+                s.dirty.clone(),
+                s.settings.session_flush,
+                SESSION_TOUCH,
+                s.shutdown.clone(),
+            ));
+        }
     }
 
     /// Installs the handler for client publishes to the open subtrees
@@ -643,6 +486,12 @@ impl Broker {
     }
 }
 
+/// How often every live persistent session is written (its expiry pushed
+/// out) and expired ones purged. A connected session's row expires
+/// [`crate::sessions::SESSION_GRACE_SECS`] after its last write plus its
+/// expiry interval, so a crashed node's sessions still expire.
+pub(crate) const SESSION_TOUCH: Duration = Duration::from_secs(60);
+
 /// Connections the kernel may hold for a listener before it accepts them
 /// (capped by `net.core.somaxconn`). The usual 128 overflows when thousands
 /// of clients reconnect at once: the kernel drops their SYNs and they retry
@@ -676,31 +525,4 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     socket.set_reuseaddr(true)?;
     socket.bind(addr)?;
     socket.listen(LISTEN_BACKLOG)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::Persistent;
-
-    #[test]
-    fn a_users_pushes_go_to_the_router_while_one_of_its_persistent_sessions_is_kept() {
-        let mut p = Persistent::default();
-        assert!(!p.routes(b"users/7/events"), "no persistent session yet");
-        p.insert("7/phone", 7);
-        p.insert("7/phone", 7); // reconnected: still one session
-        p.insert("7/tablet", 7);
-        assert!(p.routes(b"users/7/events"));
-        assert!(!p.routes(b"users/8/events"), "another user's");
-        assert!(!p.routes(b"users/70/events"));
-
-        assert!(p.remove("7/phone"));
-        assert!(!p.remove("7/phone"), "already discarded");
-        assert!(p.routes(b"users/7/events"), "the tablet's is still kept");
-        assert!(p.remove("7/tablet"));
-        assert!(!p.routes(b"users/7/events"));
-        // Not a user's topic (nobody can subscribe there but the router may
-        // know): always handed to the router.
-        assert!(p.routes(b"other/topic"));
-        assert!(p.routes(b"users/007/events"));
-    }
 }

@@ -89,9 +89,10 @@ pub struct Config {
     #[arg(long, env = "CHAT_MQTT_PACKET_RATE", default_value_t = 100)]
     pub mqtt_packet_rate: u32,
 
-    /// KiB of deliveries a clean-session MQTT client may have waiting while
-    /// it reads or acknowledges slowly; a client further behind is
-    /// disconnected (MQTT 5: 0x97) and catches up by sync.
+    /// KiB of live deliveries an MQTT client may have waiting while it
+    /// reads or acknowledges slowly; a clean session further behind is
+    /// disconnected (MQTT 5: 0x97) and catches up by sync, a persistent one
+    /// catches up from the store.
     #[arg(long, env = "CHAT_MQTT_QUEUE_KIB", default_value_t = 1024)]
     pub mqtt_queue_kib: usize,
 
@@ -116,6 +117,32 @@ pub struct Config {
     /// 0x97), unless the client id is one the user already has connected.
     #[arg(long, env = "CHAT_MQTT_CONNECTIONS_PER_USER", default_value_t = 32)]
     pub mqtt_connections_per_user: usize,
+    /// Seconds a persistent MQTT session outlives its connection: MQTT
+    /// 3.1.1 clean session 0 gets this; an MQTT 5 Session Expiry Interval
+    /// above it is lowered to it (1 to 31,536,000; default 7 days).
+    #[arg(long, env = "CHAT_MQTT_SESSION_EXPIRY", default_value_t = 7 * 24 * 3600,
+          value_parser = clap::value_parser!(u64).range(1..=31_536_000))]
+    pub mqtt_session_expiry: u64,
+    /// Persistent MQTT sessions kept per user (0: no cap); a new one past
+    /// it evicts the user's session seen least recently.
+    #[arg(long, env = "CHAT_MQTT_SESSIONS_PER_USER", default_value_t = 16)]
+    pub mqtt_sessions_per_user: usize,
+    /// Most stored events a resumed persistent MQTT session is replayed; a
+    /// larger backlog gets one `sync.required` event instead.
+    #[arg(long, env = "CHAT_MQTT_SESSION_BACKLOG", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub mqtt_session_backlog: u64,
+    /// Seconds a persistent MQTT session may stay away and still be
+    /// replayed its backlog; away longer, it gets `sync.required` instead.
+    #[arg(long, env = "CHAT_MQTT_SESSION_MAX_AGE", default_value_t = 24 * 3600,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub mqtt_session_max_age: u64,
+    /// Milliseconds between the batched writes of persistent MQTT
+    /// sessions' acknowledged cursors (10 to 60,000). A crash loses at most
+    /// this much of them: those events are delivered again, with DUP=1.
+    #[arg(long, env = "CHAT_MQTT_SESSION_FLUSH_MS", default_value_t = 1000,
+          value_parser = clap::value_parser!(u64).range(10..=60_000))]
+    pub mqtt_session_flush_ms: u64,
     /// MQTT connections (TCP and WebSocket) of one client address that have
     /// not yet authenticated (0: no cap). Past it, a new connection closes
     /// that address's oldest unauthenticated one.
@@ -654,6 +681,49 @@ mod tests {
             if default.is_some() {
                 assert_eq!(doc_default, default, "{flag}: default");
             }
+        }
+    }
+
+    #[test]
+    fn persistent_session_flags_have_safe_defaults_and_bounds() {
+        let c = parse(&[]);
+        assert_eq!(c.mqtt_session_expiry, 7 * 24 * 3600);
+        assert_eq!(c.mqtt_sessions_per_user, 16);
+        assert_eq!(c.mqtt_session_backlog, 10_000);
+        assert_eq!(c.mqtt_session_max_age, 24 * 3600);
+        assert_eq!(c.mqtt_session_flush_ms, 1000);
+        let c = parse(&[
+            "--mqtt-session-expiry",
+            "60",
+            "--mqtt-sessions-per-user",
+            "2",
+            "--mqtt-session-backlog",
+            "5",
+            "--mqtt-session-max-age",
+            "30",
+            "--mqtt-session-flush-ms",
+            "50",
+        ]);
+        assert_eq!(
+            (
+                c.mqtt_session_expiry,
+                c.mqtt_sessions_per_user,
+                c.mqtt_session_backlog,
+                c.mqtt_session_max_age,
+                c.mqtt_session_flush_ms
+            ),
+            (60, 2, 5, 30, 50)
+        );
+        for bad in [
+            ["--mqtt-session-expiry", "0"],
+            ["--mqtt-session-expiry", "31536001"],
+            ["--mqtt-session-backlog", "0"],
+            ["--mqtt-session-flush-ms", "5"],
+        ] {
+            assert!(
+                Cli::try_parse_from(["chatd", bad[0], bad[1]]).is_err(),
+                "{bad:?}"
+            );
         }
     }
 

@@ -8,6 +8,7 @@
 //!   read handle; the SQLite backend (migrations, the group-commit writer,
 //!   read pool) behind them. Only place that knows SQL.
 //! - [`downlink`]: the embedded broker behind the domain's `Downlink` trait.
+//! - [`mqtt_sessions`]: the store behind the broker's persistent sessions.
 //! - [`cluster`]: `--cluster`: the NATS bus between nodes (cross-node
 //!   pushes, presence, session ends).
 //! - [`config`]: flags and environment.
@@ -28,6 +29,7 @@ pub mod domain;
 pub mod downlink;
 pub mod http_server;
 pub mod metrics;
+pub mod mqtt_sessions;
 pub mod server;
 pub mod store;
 

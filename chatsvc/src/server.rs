@@ -121,6 +121,11 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         io_threads: config.mqtt_io_threads(),
         connect_timeout: Duration::from_secs(config.mqtt_connect_timeout.max(1)),
         max_connections_per_user: config.mqtt_connections_per_user,
+        session_expiry: Duration::from_secs(config.mqtt_session_expiry),
+        max_sessions_per_user: config.mqtt_sessions_per_user,
+        session_backlog: config.mqtt_session_backlog,
+        session_backlog_age: Duration::from_secs(config.mqtt_session_max_age),
+        session_flush: Duration::from_millis(config.mqtt_session_flush_ms),
         max_unauthenticated_per_address: config.mqtt_unauthenticated_per_address,
         trusted_proxies: config.trusted_proxies.clone(),
         ..Default::default()
@@ -168,6 +173,9 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         Err(e) => warn!(error = %e, "sweeping partial uploads"),
     }
     broker.set_uplink(Arc::new(api::uplink::MqttUplink::new(chat.clone())));
+    broker.set_sessions(Arc::new(crate::mqtt_sessions::StoreSessions::new(
+        store.clone(),
+    )));
     match cluster_presence {
         // The cluster's view feeds presence: changes anywhere in the cluster.
         Some(seen) => {

@@ -28,6 +28,7 @@ mod hardening;
 mod lifecycle;
 mod message_ops;
 mod messaging;
+mod mqtt_sessions;
 mod parity;
 mod pg_locks;
 mod pg_nodes;

@@ -8,7 +8,7 @@
 use anyhow::{bail, Result};
 use mqchat_chatsvc::store::messages::{self, NewRow};
 use mqchat_chatsvc::store::postgres::{Backend, Mode, Options};
-use mqchat_chatsvc::store::{groups, social, users, Store, StoreError};
+use mqchat_chatsvc::store::{groups, mqtt, social, users, Store, StoreError};
 use mqchat_e2e::postgres::TestPostgres;
 
 /// What each step answered, one line per step.
@@ -318,7 +318,85 @@ async fn scenario(store: Store) -> Result<Vec<String>> {
         log.read("sync after", move |c| messages::sync(c, u, 0, 100))
             .await?;
     }
+    mqtt_sessions(&mut log, a, b).await?;
     Ok(log.lines)
+}
+
+/// Persistent MQTT sessions (`store::mqtt`): made, resumed, expired,
+/// capped per user, cursors that never go back, purged.
+async fn mqtt_sessions(log: &mut Log, a: u64, b: u64) -> Result<()> {
+    log.write("mqtt new", move |c| {
+        mqtt::open_mqtt_session(c, a, "a|x", false, 5000, 1000, 2)
+    })
+    .await?;
+    log.write("mqtt filters", move |c| {
+        mqtt::save_mqtt_subscriptions(c, a, "a|x", r#"[{"f":"users/1/#","q":1}]"#, 1100)
+    })
+    .await?;
+    let rows = |acked, sent, expires_at| {
+        vec![mqtt::CursorsRow {
+            user_id: a,
+            client_id: "a|x".into(),
+            acked,
+            sent,
+            expires_at,
+        }]
+    };
+    let (ahead, behind) = (rows(3, 4, 6000), rows(2, 2, 7000));
+    log.write("mqtt cursors", move |c| {
+        mqtt::save_mqtt_cursors(c, &ahead, 1200)
+    })
+    .await?;
+    log.write("mqtt cursors never go back", move |c| {
+        mqtt::save_mqtt_cursors(c, &behind, 1300)
+    })
+    .await?;
+    log.write("mqtt resumed", move |c| {
+        mqtt::open_mqtt_session(c, a, "a|x", false, 9000, 1400, 2)
+    })
+    .await?;
+    log.write("mqtt expired", move |c| {
+        mqtt::open_mqtt_session(c, a, "a|x", false, 20_000, 9500, 2)
+    })
+    .await?;
+    log.write("mqtt clean start", move |c| {
+        mqtt::open_mqtt_session(c, a, "a|x", true, 20_000, 9600, 2)
+    })
+    .await?;
+    log.write("mqtt second", move |c| {
+        mqtt::open_mqtt_session(c, a, "a|y", false, 20_000, 9700, 2)
+    })
+    .await?;
+    log.write("mqtt third evicts the least recently seen", move |c| {
+        let third = mqtt::open_mqtt_session(c, a, "a|z", false, 20_000, 9800, 2)?;
+        Ok((
+            third,
+            mqtt::mqtt_session_exists(c, a, "a|x")?,
+            mqtt::mqtt_session_exists(c, a, "a|y")?,
+        ))
+    })
+    .await?;
+    log.write("mqtt another user's", move |c| {
+        mqtt::open_mqtt_session(c, b, "b|x", false, 10_000, 9900, 2)
+    })
+    .await?;
+    log.write("mqtt end", move |c| {
+        Ok((
+            mqtt::end_mqtt_session(c, a, "a|y")?,
+            mqtt::end_mqtt_session(c, a, "a|y")?,
+        ))
+    })
+    .await?;
+    log.write("mqtt purge", move |c| {
+        let purged = mqtt::purge_mqtt_sessions(c, 15_000, 10)?;
+        Ok((
+            purged,
+            mqtt::mqtt_session_exists(c, b, "b|x")?,
+            mqtt::mqtt_session_exists(c, a, "a|z")?,
+        ))
+    })
+    .await?;
+    Ok(())
 }
 
 /// Every operation answers on PostgreSQL as on SQLite.

@@ -288,6 +288,52 @@ async fn real_payloads_match_the_schemas() -> Result<()> {
     Ok(())
 }
 
+/// `sync.required`, which only a resumed persistent MQTT session over
+/// the backlog bound gets.
+#[tokio::test]
+async fn sync_required_matches_its_schema() -> Result<()> {
+    let schemas = Schemas::load()?;
+    let server = TestServer::start_with(&["--mqtt-session-backlog", "1"]).await?;
+    let alice = server.user("alice").await?;
+    let bob = server.user("bob").await?;
+    let mut opts = rumqttc::MqttOptions::new("kept", "127.0.0.1", server.mqtt.port());
+    opts.set_credentials(bob.id.to_string(), bob.access_token.clone());
+    opts.set_clean_session(false);
+    let first = mqchat_e2e::Mqtt::connect(opts.clone()).await?;
+    first
+        .client
+        .subscribe(
+            format!("users/{}/events", bob.id),
+            rumqttc::QoS::AtLeastOnce,
+        )
+        .await?;
+    let mut first = first;
+    let _ = first.next(Duration::from_secs(2)).await?; // the SUBACK
+    drop(first);
+    mqchat_e2e::eventually(Duration::from_secs(5), || async {
+        let logs = server.logs();
+        let ended = logs
+            .iter()
+            .any(|l| l.contains("client dropped") || l.contains("client disconnected"));
+        Ok(ended.then_some(()))
+    })
+    .await?;
+    for i in 0..2 {
+        let (status, _) = alice
+            .send_text(bob.id, &format!("s{i}"), "while away")
+            .await?;
+        assert_eq!(status, 201);
+    }
+    let mut again = mqchat_e2e::Mqtt::connect(opts).await?;
+    let event = again
+        .next_event(Duration::from_secs(5))
+        .await?
+        .ok_or_else(|| anyhow!("no sync.required"))?;
+    assert_eq!(event["type"], "sync.required");
+    schemas.check("SyncRequired", &event)?;
+    Ok(())
+}
+
 #[test]
 fn schemas_reject_what_the_server_rejects() -> Result<()> {
     let schemas = Schemas::load()?;

@@ -1,11 +1,11 @@
-//! Delivery to clean and persistent sessions, which the gateway serves two
-//! ways: a clean session from a mailbox the pushes go straight into (the
-//! gateway numbers its QoS 1 deliveries and keeps their window), a
-//! persistent session through a router link of its own. Each test holds the
-//! gateway to what an MQTT client expects of either: the window of
-//! unacknowledged deliveries, one copy for overlapping subscriptions (with
-//! every MQTT 5 subscription identifier), client-id takeover, and the
-//! persistent session a clean one discards.
+//! Delivery to clean and persistent sessions: both from a mailbox the
+//! pushes go straight into (the gateway numbers QoS 1 deliveries and keeps
+//! their window), a persistent session also replayed from the store what
+//! it missed while away (`mqtt_sessions.rs` has the rest of that). Each
+//! test holds the gateway to what an MQTT client expects of either: the
+//! window of unacknowledged deliveries, one copy for overlapping
+//! subscriptions (with every MQTT 5 subscription identifier), client-id
+//! takeover, and the persistent session a clean one discards.
 
 use std::time::Duration;
 
@@ -287,8 +287,8 @@ async fn texts(client: &AsyncClient, events: &mut EventLoop, n: usize) -> Result
     Ok(got)
 }
 
-/// A user's pushes reach a clean session straight through its mailbox, and
-/// go through the router only while the user has a persistent session: each
+/// A user's pushes reach each connection through its mailbox, and a
+/// persistent session's replay from the store fills in what it missed: each
 /// connection must still get each push once, in order, however the two
 /// kinds of session come and go.
 #[tokio::test]
@@ -308,9 +308,10 @@ async fn clean_and_persistent_sessions_of_a_user_each_get_every_push_once() -> R
     send("m0").await?;
     assert_eq!(texts(&phone, &mut phone_events, 1).await?, ["m0"]);
 
-    // A persistent session joins: the pushes now also go to the router.
+    // A persistent session joins (MQTT 5: a Session Expiry Interval).
     let mut tablet_opts = v5(&server, &bob, "bob-tablet");
     tablet_opts.set_clean_start(false);
+    tablet_opts.set_session_expiry_interval(Some(600));
     let (tablet, mut tablet_events) = subscribed(tablet_opts.clone(), &bob).await?;
     for id in ["m1", "m2", "m3"] {
         send(id).await?;
@@ -324,7 +325,7 @@ async fn clean_and_persistent_sessions_of_a_user_each_get_every_push_once() -> R
         ["m1", "m2", "m3"]
     );
 
-    // It goes away and comes back: the router kept its subscription, the
+    // It goes away and comes back: the store kept its subscription, the
     // clean session never gets a push twice.
     tablet.disconnect().await?;
     while tablet_events.poll().await.is_ok() {}
@@ -334,7 +335,7 @@ async fn clean_and_persistent_sessions_of_a_user_each_get_every_push_once() -> R
     assert!(connack(&mut tablet_events).await?.session_present);
     send("m5").await?;
     assert_eq!(texts(&phone, &mut phone_events, 1).await?, ["m5"]);
-    // What the router kept for it while away (m4), then m5.
+    // What it missed while away (m4, from the store), then m5.
     let got = texts(&tablet, &mut tablet_events, 2).await?;
     assert_eq!(got, ["m4", "m5"]);
 
@@ -396,7 +397,7 @@ async fn a_clean_session_ends_and_discards_the_persistent_one() -> Result<()> {
     persistent.write_all(&[0xE0, 0x00]).await?;
     closed(&mut persistent).await?;
     let (mut persistent, present) = session(&server, &bob, false).await?;
-    assert!(present, "the router kept the persistent session");
+    assert!(present, "the store kept the persistent session");
 
     // A clean session with the same id takes the live connection over...
     let (mut clean, present) = session(&server, &bob, true).await?;

@@ -1,5 +1,5 @@
-//! What goes to the client: deliveries from the mailbox or the router,
-//! acknowledgements, and the output buffer.
+//! What goes to the client: deliveries (a persistent session's replay,
+//! then the mailbox), acknowledgements, and the output buffer.
 
 use super::*;
 
@@ -7,63 +7,41 @@ impl<S> Connection<S>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
-    /// Handles `first` and whatever else the router has ready, so one flush
-    /// carries a batch. Returns how the connection ends, if it does, and
-    /// whether the router unscheduled it (it must be woken).
-    pub(super) fn drain_notifications(
-        &mut self,
-        first: Option<Notification>,
-    ) -> Result<(Option<Ended>, bool), ConnError> {
-        let mut unscheduled = false;
-        let mut next = first;
+    /// Writes what is due, as far as the window of QoS 1 deliveries
+    /// allows, flushing every 64 KiB: a persistent session's replay from
+    /// the store first; the mailbox once the replay has caught up.
+    pub(super) async fn deliver(&mut self) -> Result<(), ConnError> {
         loop {
-            if let Some(n) = next {
-                if let Some(end) = self.handle_notification(n, &mut unscheduled)? {
-                    return Ok((Some(end), unscheduled));
+            if self.replaying() {
+                if !self.pump_replay().await? {
+                    return Ok(());
                 }
+                continue;
             }
-            if self.outbuf.len() > 64 * 1024 {
-                break;
-            }
-            let Downlink::Link(_, link_rx) = &mut self.downlink else {
-                break;
-            };
-            match link_rx.next().now_or_never() {
-                Some(Ok(n)) => next = n,
-                Some(Err(e)) => return Err(ConnError::Router(e.to_string())),
-                None => break,
+            match self.drain_mailbox()? {
+                Drained::Done => return Ok(()),
+                Drained::BufferFull => self.flush().await?,
+                // A live event past a gap: the store has what is missing.
+                Drained::Gap => {}
             }
         }
-        Ok((None, unscheduled))
     }
 
-    /// Writes what the mailbox holds, as far as the window of QoS 1
-    /// deliveries allows, flushing every 64 KiB.
-    pub(super) async fn deliver_from_mailbox(&mut self) -> Result<(), ConnError> {
-        while self.drain_mailbox()? {
-            self.flush().await?;
-        }
-        Ok(())
-    }
-
-    /// Takes deliveries from a clean session's mailbox into the output
-    /// buffer while the window of unacknowledged QoS 1 deliveries has room.
-    /// Returns whether it stopped only because the buffer is full (there is
-    /// more to take once it is flushed).
-    pub(super) fn drain_mailbox(&mut self) -> Result<bool, ConnError> {
+    /// Takes deliveries from the mailbox into the output buffer while the
+    /// window of unacknowledged QoS 1 deliveries has room. A persistent
+    /// session drops live events it was already given (cursor at or below
+    /// the last it was sent) and stops at one past a gap, which is then
+    /// replayed from the store.
+    pub(super) fn drain_mailbox(&mut self) -> Result<Drained, ConnError> {
         let Connection {
-            downlink: Downlink::Mailbox(Direct { mailbox, flight }),
+            direct: Direct { mailbox, flight },
+            persist,
             outbuf,
             version,
-            unacked,
-            ack_wait_since,
             shared,
             ..
-        } = self
-        else {
-            return Ok(false);
-        };
-        let (mut written, mut dropped, mut buffer_full) = (0u64, 0u64, false);
+        } = self;
+        let (mut written, mut dropped, mut buffer_full, mut gap) = (0u64, 0u64, false, false);
         let mut failed = None;
         let taken = mailbox.take(|d| {
             if outbuf.len() >= 64 * 1024 {
@@ -74,33 +52,73 @@ where
             if qos1 && flight.inflight.len() >= flight.window {
                 return false;
             }
-            let publish = Publish::new(d.topic.clone(), d.payload.clone(), false);
-            let pkid = qos1.then(|| flight.next_pkid());
-            let start = outbuf.len();
-            if let Err(e) = version.write_publish(publish, d.properties.clone(), pkid, outbuf) {
-                failed = Some(e);
-                return false;
-            }
-            let too_large = flight
-                .max_packet
-                .is_some_and(|max| outbuf.len() - start > max as usize);
-            if too_large {
-                outbuf.truncate(start);
-                dropped += 1;
-            } else {
-                if qos1 {
-                    flight.inflight.push_back(flight.last_pkid);
+            let mut cursor = None;
+            if let Some(p) = persist.as_deref_mut() {
+                match p.admit(&d.topic, &d.payload) {
+                    persist::Admit::Deliver(c) => cursor = c,
+                    persist::Admit::Duplicate => return true,
+                    persist::Admit::Gap => {
+                        gap = true;
+                        return false;
+                    }
                 }
-                written += 1;
+            }
+            let range = cursor.map(|c| (c, c));
+            match put(
+                outbuf,
+                *version,
+                flight,
+                Put {
+                    topic: &d.topic,
+                    payload: &d.payload,
+                    qos: d.qos,
+                    properties: d.properties.clone(),
+                    dup: false,
+                    range,
+                },
+            ) {
+                Ok(true) => written += 1,
+                Ok(false) => dropped += 1,
+                Err(e) => {
+                    failed = Some(e);
+                    return false;
+                }
+            }
+            if let (Some(p), Some(c)) = (persist.as_deref_mut(), cursor) {
+                p.delivered(c);
             }
             true
         });
         if let Some(e) = failed {
             return Err(ConnError::Protocol(e));
         }
-        if taken.is_err() {
+        let overflowed = taken.is_err();
+        if overflowed && persist.is_none() {
             return Err(ConnError::FellBehind(shared.settings.mailbox_size));
         }
+        self.counted(written, dropped);
+        if overflowed {
+            // A persistent session lost live events, not stored ones: the
+            // store has them, so it catches up from there and stays.
+            self.direct.mailbox.recover();
+            gap = true;
+        }
+        if gap {
+            if let Some(p) = self.persist.as_deref_mut() {
+                p.replay_from_last();
+            }
+            return Ok(Drained::Gap);
+        }
+        Ok(if buffer_full {
+            Drained::BufferFull
+        } else {
+            Drained::Done
+        })
+    }
+
+    /// Counts deliveries written and dropped (too large for the client),
+    /// and keeps the acknowledgement timer and the window's memory right.
+    pub(super) fn counted(&mut self, written: u64, dropped: u64) {
         if dropped > 0 {
             debug!(
                 dropped,
@@ -110,37 +128,14 @@ where
         if written > 0 {
             metrics::counter!(crate::metrics::DELIVERIES_TOTAL).increment(written);
         }
-        if flight.inflight.len() > *unacked {
-            ack_wait_since.get_or_insert_with(Instant::now);
+        let flight = &mut self.direct.flight;
+        if flight.inflight.len() > self.unacked {
+            self.ack_wait_since.get_or_insert_with(Instant::now);
         }
-        *unacked = flight.inflight.len();
+        self.unacked = flight.inflight.len();
         if flight.inflight.is_empty() && flight.inflight.capacity() > 0 {
             flight.inflight = VecDeque::new();
         }
-        Ok(buffer_full)
-    }
-
-    /// Swaps the link's input queue for an unallocated one when the router
-    /// has taken everything in it. The router trades the queue for its own
-    /// on every batch, so a link would keep whichever queue it was handed
-    /// last, written to: rumqttd's first ones have room for 200 packets
-    /// (78 KiB, 4 KiB of it resident), later ones what a client's batch
-    /// needed (1.8 KiB for a SUBSCRIBE). Called once the router has
-    /// answered, which it does after taking the queue; costs an allocation
-    /// per batch a client sends, from the thread's cache.
-    pub(super) fn release_link_queue(&self) {
-        let Downlink::Link(link_tx, _) = &self.downlink else {
-            return;
-        };
-        let idle = {
-            let mut queue = link_tx.buffer();
-            if !queue.is_empty() || queue.capacity() == 0 {
-                return;
-            }
-            std::mem::take(&mut *queue)
-        };
-        // Freed outside the router's lock.
-        drop(idle);
     }
 
     pub(super) async fn flush(&mut self) -> Result<(), ConnError> {
@@ -183,40 +178,57 @@ where
             .map(|_| ())
             .map_err(ConnError::Protocol)
     }
+}
 
-    pub(super) fn handle_notification(
-        &mut self,
-        notification: Notification,
-        unscheduled: &mut bool,
-    ) -> Result<Option<Ended>, ConnError> {
-        match notification {
-            Notification::Forward(forward) => {
-                metrics::counter!(crate::metrics::DELIVERIES_TOTAL).increment(1);
-                let start = self.outbuf.len();
-                self.write(Packet::Publish(forward.publish, forward.properties))?;
-                // The delivery's QoS (set by the router) is in the fixed
-                // header; rumqttd keeps the field private.
-                if self.outbuf.get(start).is_some_and(|h| h & 0b0110 != 0) {
-                    self.unacked += 1;
-                    self.ack_wait_since.get_or_insert_with(Instant::now);
-                }
-            }
-            Notification::DeviceAck(ack) => match Packet::from(ack) {
-                Packet::SubAck(suback, props) => {
-                    self.answer_subscribe(suback.pkid, suback.return_codes, props)?;
-                }
-                Packet::UnsubAck(..) | Packet::PingResp(_) | Packet::ConnAck(..) => {}
-                other => self.write(other)?,
-            },
-            Notification::Unschedule => *unscheduled = true,
-            Notification::Disconnect(disconnect, props) => {
-                if self.version == Version::V5 {
-                    self.write(Packet::Disconnect(disconnect, props))?;
-                }
-                return Ok(Some(Ended::RouterDisconnected));
-            }
-            other => debug!(?other, "ignored router notification"),
-        }
-        Ok(None)
+/// How a turn of taking from the mailbox ended.
+pub(super) enum Drained {
+    /// Nothing more can go now (empty, or the window is full).
+    Done,
+    /// The output buffer is full: flush, then take more.
+    BufferFull,
+    /// A persistent session met a live event past a gap; a replay from the
+    /// store is due.
+    Gap,
+}
+
+/// One delivery to write.
+pub(super) struct Put<'a> {
+    pub topic: &'a Bytes,
+    pub payload: &'a Bytes,
+    pub qos: QoS,
+    pub properties: Option<protocol::PublishProperties>,
+    /// A redelivery: DUP=1 (QoS 1 only).
+    pub dup: bool,
+    /// The inbox cursors it stands for (persistent sessions).
+    pub range: Option<(u64, u64)>,
+}
+
+/// Encodes a delivery into `out` at its QoS, numbering a QoS 1 one and
+/// putting it in flight. Returns false when it was dropped as larger than
+/// the client's maximum packet size (MQTT 5 §3.1.2.11.4).
+pub(super) fn put(
+    out: &mut BytesMut,
+    version: Version,
+    flight: &mut Flight,
+    d: Put<'_>,
+) -> Result<bool, protocol::Error> {
+    let qos1 = d.qos != QoS::AtMostOnce;
+    let publish = Publish::new(d.topic.clone(), d.payload.clone(), false);
+    let pkid = qos1.then(|| flight.next_pkid());
+    let start = out.len();
+    version.write_publish(publish, d.properties, pkid, out)?;
+    if flight
+        .max_packet
+        .is_some_and(|max| out.len() - start > max as usize)
+    {
+        out.truncate(start);
+        return Ok(false);
     }
+    if qos1 {
+        if d.dup {
+            out[start] |= 0b1000;
+        }
+        flight.inflight.push_back((flight.last_pkid, d.range));
+    }
+    Ok(true)
 }

@@ -1,5 +1,6 @@
-//! CONNECT: protocol checks, credentials, client-id namespacing and
-//! takeover, the per-user cap, then CONNACK.
+//! CONNECT: protocol checks, credentials, the will, client-id namespacing
+//! and takeover, the per-user cap, the session (resumed from the store,
+//! new, or clean), then CONNACK.
 
 use super::*;
 
@@ -126,19 +127,38 @@ where
         };
 
         // A will is a publish made on the client's behalf, so it is held to
-        // the same rule as any publish.
+        // the same rule as any publish; and to what the CONNACK offers:
+        // Maximum QoS 1 and Retain Available 0 (MQTT-3.2.2-12, -13). MQTT
+        // 3.1.1 has no QoS to refuse a will's QoS 2 with, and every
+        // delivery is at most QoS 1 anyway; a retained will it can only
+        // refuse as not authorized.
         if let Some(will) = &will {
             let allowed = acl::is_valid_topic_name(&will.topic)
                 && std::str::from_utf8(&will.topic)
                     .is_ok_and(|t| shared.acl.may_publish(principal.user_id, t));
-            if !allowed {
-                let (out, _) = refuse(ConnectReturnCode::NotAuthorized).await;
+            let refusal = if !allowed {
+                Some((ConnectReturnCode::NotAuthorized, "will topic not allowed"))
+            } else if will.retain {
+                Some((
+                    match version {
+                        Version::V311 => ConnectReturnCode::NotAuthorized,
+                        Version::V5 => ConnectReturnCode::RetainNotSupported,
+                    },
+                    "will retain not supported",
+                ))
+            } else if version == Version::V5 && will.qos == QoS::ExactlyOnce {
+                Some((
+                    ConnectReturnCode::QoSNotSupported,
+                    "will QoS 2 not supported",
+                ))
+            } else {
+                None
+            };
+            if let Some((code, why)) = refusal {
+                let (out, _) = refuse(code).await;
                 stream.write_all(&out).await?;
                 stream.flush().await?;
-                info!(
-                    user_id = principal.user_id,
-                    "CONNECT refused: will topic not allowed"
-                );
+                info!(user_id = principal.user_id, "CONNECT refused: {why}");
                 return Ok(None);
             }
         }
@@ -155,14 +175,12 @@ where
             None
         };
         let client_id = assigned.clone().unwrap_or(connect.client_id.clone());
-        let router_client_id = namespaced_client_id(principal.user_id, &client_id);
+        let session_id = namespaced_client_id(principal.user_id, &client_id);
 
         // A client id the user already has connected takes that connection
         // over (a phone back from a dead network): it may pass the cap, as
         // the one it replaces is about to go.
-        let replaces = shared
-            .registry
-            .has_client(principal.user_id, &router_client_id);
+        let replaces = shared.registry.has_client(principal.user_id, &session_id);
         let Some(user_slot) = shared.user_slots.try_take(principal.user_id, replaces) else {
             metrics::counter!(crate::metrics::CONNECTIONS_REFUSED_TOTAL, "reason" => crate::metrics::REFUSED_USER_CAP)
                 .increment(1);
@@ -177,74 +195,77 @@ where
             return Ok(None);
         };
 
-        let topic_alias_max = props.as_ref().and_then(|p| p.topic_alias_max).unwrap_or(0);
-        let clean = connect.clean_session;
-        let built = if clean {
-            // A will is accepted (its topic was checked above) and never
-            // published, for clean and persistent sessions alike: a link
-            // leaves the router by a DISCONNECT, which discards its will.
-            drop((will, will_props));
-            shared
-                .discard_persistent(&router_client_id)
-                .await
-                .map(|()| None)
-        } else {
-            shared.note_persistent(&router_client_id, principal.user_id);
-            shared
-                .links
-                .build(LinkSpec {
-                    client_id: router_client_id.clone(),
-                    clean_session: clean,
-                    will,
-                    will_props,
-                    topic_alias_max,
-                })
-                .await
-                .map(Some)
+        // The session: MQTT 5 asks for an expiry (capped by ours; 0 ends
+        // the session with the connection), 3.1.1's clean session 0 gets
+        // ours. Clean Start discards what the store holds for the id.
+        let clean_start = connect.clean_session;
+        let max_expiry =
+            u32::try_from(shared.settings.session_expiry.as_secs()).unwrap_or(u32::MAX);
+        let (expiry, asked) = match version {
+            Version::V5 => {
+                let asked = props
+                    .as_ref()
+                    .and_then(|p| p.session_expiry_interval)
+                    .unwrap_or(0);
+                (asked.min(max_expiry), asked)
+            }
+            Version::V311 if clean_start => (0, 0),
+            Version::V311 => (max_expiry, max_expiry),
         };
-        let built = match built {
-            Ok(v) => v,
+        let session_id: Arc<str> = session_id.into();
+        let opened = if clean_start && expiry == 0 {
+            // An id the server just made up has no session to discard.
+            match shared.sessions.get().filter(|_| assigned.is_none()) {
+                Some(store) => store
+                    .discard(principal.user_id, &session_id)
+                    .await
+                    .map(|()| None),
+                None => Ok(None),
+            }
+        } else {
+            Self::open_session(&shared, principal.user_id, &session_id, clean_start, expiry).await
+        };
+        let persist = match opened {
+            Ok(p) => p,
             Err(e) => {
                 let (out, _) = refuse(version.unavailable()).await;
                 stream.write_all(&out).await?;
                 stream.flush().await?;
-                return Err(ConnError::Router(e));
+                return Err(ConnError::Store(e.0));
             }
         };
-        let (downlink, session_present) = match built {
-            Some((link_tx, link_rx, ack)) => {
-                let present = matches!(
-                    Option::<Packet>::from(ack),
-                    Some(Packet::ConnAck(
-                        ConnAck {
-                            session_present: true,
-                            ..
-                        },
-                        _
-                    ))
-                );
-                (Downlink::Link(link_tx, link_rx), present)
-            }
-            None => {
-                let settings = &shared.settings;
-                let limit = usize::try_from(settings.max_inflight).unwrap_or(usize::MAX);
-                let receive_max = props
-                    .as_ref()
-                    .and_then(|p| p.receive_maximum)
-                    .filter(|&n| n > 0)
-                    .map_or(limit, usize::from);
-                let direct = Direct {
-                    mailbox: Arc::new(Mailbox::new(settings.mailbox_size)),
-                    flight: Flight {
-                        inflight: VecDeque::new(),
-                        window: limit.min(receive_max).max(1),
-                        last_pkid: 0,
-                        max_packet: props.as_ref().and_then(|p| p.max_packet_size),
-                        opened: false,
-                    },
-                };
-                (Downlink::Mailbox(direct), false)
-            }
+        let session_present = persist.as_ref().is_some_and(|p| p.present());
+        if session_present {
+            persist::cancel_will(&shared, &session_id);
+        }
+
+        let settings = &shared.settings;
+        let limit = usize::try_from(settings.max_inflight).unwrap_or(usize::MAX);
+        let receive_max = props
+            .as_ref()
+            .and_then(|p| p.receive_maximum)
+            .filter(|&n| n > 0)
+            .map_or(limit, usize::from);
+        let mailbox = Arc::new(Mailbox::new(settings.mailbox_size));
+        let mut subscriptions = std::collections::HashSet::new();
+        for f in persist
+            .as_ref()
+            .map(|p| p.stored_filters())
+            .unwrap_or_default()
+        {
+            subscriptions.insert(f.filter.clone());
+            mailbox.subscribe(f);
+        }
+        metrics::gauge!(crate::metrics::SUBSCRIPTIONS).increment(subscriptions.len() as f64);
+        let direct = Direct {
+            mailbox,
+            flight: Flight {
+                inflight: VecDeque::new(),
+                window: limit.min(receive_max).max(1),
+                last_pkid: 0,
+                max_packet: props.as_ref().and_then(|p| p.max_packet_size),
+                opened: false,
+            },
         };
 
         // Sized by what is written: an idle connection holds a few bytes.
@@ -257,6 +278,8 @@ where
             wildcard_subscription_available: Some(1),
             subscription_identifiers_available: Some(1),
             topic_alias_max: Some(TOPIC_ALIAS_MAX),
+            // Lowered to ours: the client must use it (§3.2.2.3.2).
+            session_expiry_interval: (asked != expiry).then_some(expiry),
             ..Default::default()
         });
         let ack = ConnAck {
@@ -277,7 +300,9 @@ where
             client_id = %client_id,
             ?version,
             keep_alive = connect.keep_alive,
-            clean_session = clean,
+            clean_start,
+            session_expiry = expiry,
+            session_present,
             "client connected"
         );
         let quota = shared_packet_quota(&shared);
@@ -291,11 +316,14 @@ where
             keep_alive,
             inbuf,
             outbuf,
-            router_id: router_client_id.into(),
-            downlink,
-            to_router: Vec::new(),
+            session_id,
+            direct,
+            persist,
+            will: will
+                .and_then(|w| persist::Will::new(w, will_props))
+                .map(Box::new),
             to_uplink: Vec::new(),
-            subscriptions: std::collections::HashSet::new(),
+            subscriptions,
             inbound: governor::RateLimiter::direct_with_clock(quota, clock),
             uplink: None,
             pending_subacks: HashMap::new(),

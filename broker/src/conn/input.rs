@@ -1,5 +1,5 @@
 //! What the client sends: each packet checked and answered, uplink
-//! publishes handed to their worker, acks forwarded to the router.
+//! publishes handed to their worker, acks closing the delivery window.
 
 use super::*;
 
@@ -31,36 +31,26 @@ where
             match packet {
                 Packet::PingReq(_) => self.write(Packet::PingResp(PingResp))?,
                 Packet::Subscribe(sub, props) => {
-                    if let Some(fwd) = self.authorize_subscribe(sub)? {
-                        match self.downlink {
-                            Downlink::Link(..) => {
-                                self.to_router.push(Packet::Subscribe(fwd, props))
-                            }
-                            Downlink::Mailbox(_) => self.subscribe_mailbox(fwd, props)?,
-                        }
+                    if let Some(allowed) = self.authorize_subscribe(sub)? {
+                        let took_events = self.takes_events();
+                        self.subscribe_mailbox(allowed, props)?;
+                        self.subscribed(took_events);
                     }
                 }
-                Packet::Unsubscribe(unsub, props) => {
+                Packet::Unsubscribe(unsub, _) => {
                     for f in &unsub.filters {
                         if self.subscriptions.remove(f) {
                             metrics::gauge!(crate::metrics::SUBSCRIPTIONS).decrement(1.0);
                         }
                     }
-                    // The router answers only for filters it knew, one ack per
-                    // filter; the client is owed exactly one UNSUBACK, so the
-                    // gateway answers and drops the router's.
                     let reasons = vec![UnsubAckReason::Success; unsub.filters.len()];
-                    let pkid = unsub.pkid;
-                    match &self.downlink {
-                        Downlink::Link(..) => {
-                            self.to_router.push(Packet::Unsubscribe(unsub, props));
-                        }
-                        Downlink::Mailbox(direct) => {
-                            for f in &unsub.filters {
-                                direct.mailbox.unsubscribe(f);
-                            }
-                        }
+                    for f in &unsub.filters {
+                        self.direct.mailbox.unsubscribe(f);
                     }
+                    if let Some(p) = self.persist.as_deref_mut() {
+                        p.subs_dirty = true;
+                    }
+                    let pkid = unsub.pkid;
                     self.write(Packet::UnsubAck(UnsubAck { pkid, reasons }, None))?;
                 }
                 Packet::Publish(publish, props) => {
@@ -86,22 +76,16 @@ where
                         None => self.refuse_publish(qos, pkid, &publish.topic)?,
                     }
                 }
-                Packet::PubAck(ack, props) => match &mut self.downlink {
-                    Downlink::Link(..) => {
-                        self.unacked = self.unacked.saturating_sub(1);
+                Packet::PubAck(ack, _) => {
+                    let flight = &mut self.direct.flight;
+                    // An id not in flight (acknowledged twice) is ignored.
+                    if let Some(i) = flight.inflight.iter().position(|(p, _)| *p == ack.pkid) {
+                        flight.inflight.remove(i);
+                        flight.opened = true;
+                        self.unacked = flight.inflight.len();
                         self.ack_wait_since = (self.unacked > 0).then(Instant::now);
-                        self.to_router.push(Packet::PubAck(ack, props));
                     }
-                    Downlink::Mailbox(Direct { flight, .. }) => {
-                        // An id not in flight (acknowledged twice) is ignored.
-                        if let Some(i) = flight.inflight.iter().position(|&p| p == ack.pkid) {
-                            flight.inflight.remove(i);
-                            flight.opened = true;
-                            self.unacked = flight.inflight.len();
-                            self.ack_wait_since = (self.unacked > 0).then(Instant::now);
-                        }
-                    }
-                },
+                }
                 Packet::PubRel(rel, _) => {
                     // Ends a QoS 2 PUBLISH that was refused or handed to the uplink.
                     let comp = PubComp {
@@ -110,7 +94,37 @@ where
                     };
                     self.write(Packet::PubComp(comp, None))?;
                 }
-                Packet::Disconnect(..) => return Ok(Some(Ended::ClientDisconnected)),
+                Packet::Disconnect(disconnect, props) => {
+                    // MQTT 5: the client may shorten (or, if it was not 0,
+                    // lengthen) its session's expiry as it leaves
+                    // (§3.14.2.2.2); from 0 it is a protocol error.
+                    let expiry = props.and_then(|p| p.session_expiry_interval);
+                    if let (Some(p), Some(secs)) = (self.persist.as_deref_mut(), expiry) {
+                        if p.expiry_secs == 0 && secs > 0 {
+                            return Err(ConnError::Violation(
+                                "session expiry raised from 0 at DISCONNECT",
+                            ));
+                        }
+                        p.expiry_secs = secs.min(
+                            self.shared
+                                .settings
+                                .session_expiry
+                                .as_secs()
+                                .try_into()
+                                .unwrap_or(u32::MAX),
+                        );
+                    }
+                    return Ok(Some(
+                        if matches!(
+                            disconnect.reason_code,
+                            DisconnectReasonCode::DisconnectWithWillMessage
+                        ) {
+                            Ended::ClientDisconnectedWithWill
+                        } else {
+                            Ended::ClientDisconnected
+                        },
+                    ));
+                }
                 Packet::Connect(..) => {
                     // 3.1.1 §3.1.0-2: a second CONNECT is a protocol violation.
                     return Err(ConnError::Violation("second CONNECT"));
@@ -172,40 +186,12 @@ where
             worker
                 .send(job)
                 .await
-                .map_err(|_| ConnError::Router("uplink worker stopped".into()))?;
+                .map_err(|_| ConnError::UplinkStopped)?;
         }
         Ok(())
     }
 
-    /// Hands the packets collected by `handle_input` to the router: all but
-    /// the last go straight into the link's buffer, the last one is sent with
-    /// the wake-up, so a batch costs one router event. The batch's vector is
-    /// dropped with it (four packets are 1.5 KiB an idle connection would
-    /// keep).
-    ///
-    /// Synchronous: `LinkTx::send` is an async fn that never awaits (its
-    /// channel send blocks when the router's queue is full, as it always
-    /// did), so it completes on its first poll; awaited, its 448-byte state
-    /// would be part of every connection's task.
-    pub(super) fn forward_to_router(&mut self) -> Result<(), ConnError> {
-        let mut batch = std::mem::take(&mut self.to_router);
-        let Some(last) = batch.pop() else {
-            return Ok(());
-        };
-        let Downlink::Link(link_tx, _) = &mut self.downlink else {
-            // Nothing is queued for the router without a link.
-            return Ok(());
-        };
-        link_tx.buffer().extend(batch);
-        match link_tx.send(last).now_or_never() {
-            Some(sent) => sent
-                .map(|_| ())
-                .map_err(|e| ConnError::Router(e.to_string())),
-            None => Err(ConnError::Router("link send did not complete".into())),
-        }
-    }
-
-    /// No client publish reaches the router. MQTT 3.1.1 §3.3.5 lets a server
+    /// No client publish reaches other clients. MQTT 3.1.1 §3.3.5 lets a server
     /// either acknowledge an unauthorized PUBLISH normally or close the
     /// connection; we acknowledge (so a misbehaving app does not reconnect in
     /// a loop) and drop it. MQTT 5 gets the 0x87 "not authorized" reason.

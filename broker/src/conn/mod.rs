@@ -1,24 +1,25 @@
 //! One client connection: CONNECT checks, then a loop that moves authorized
-//! packets between the socket and where its deliveries come from
-//! ([`Downlink`]): a clean session's mailbox, or a persistent session's own
-//! link into rumqttd's router.
+//! packets between the socket and the connection's mailbox.
 //!
-//! What the router sees from a persistent session is only what this file
-//! forwards: SUBSCRIBE (allowed filters only, QoS capped at 1), UNSUBSCRIBE
-//! and the PUBACKs for the router's own deliveries. A clean session sends the
-//! router nothing: its filters go to its mailbox, and the PUBACKs close the
-//! window this file keeps. PINGREQ, refused PUBLISHes and the protocol-level
-//! checks are answered here, at the edge.
+//! Every connection's live deliveries come from its [`Mailbox`], which the
+//! publishers fill (`mailbox`). A persistent session also has a
+//! [`persist::Persist`]: its state is in the owner's store
+//! ([`crate::SessionStore`]), and what it missed while away is replayed
+//! from there before the mailbox's live deliveries (`persist`). PINGREQ,
+//! refused PUBLISHes and the protocol-level checks are answered here, at
+//! the edge.
 //!
 //! # Layout
 //! - `handshake`: CONNECT to CONNACK.
 //! - `input`: packets from the client.
 //! - `subscribe`: SUBSCRIBE, authorized filter by filter.
 //! - `deliver`: deliveries and acknowledgements to the client.
+//! - `persist`: a persistent session's replay, cursors and will.
 
 mod deliver;
 mod handshake;
 mod input;
+mod persist;
 mod subscribe;
 
 use std::collections::{HashMap, VecDeque};
@@ -26,15 +27,13 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use futures_util::FutureExt;
-use rumqttd::local::{LinkRx, LinkTx};
 use rumqttd::protocol::{
     self, ConnAck, ConnAckProperties, ConnectReturnCode, Disconnect, DisconnectReasonCode, Packet,
     PingResp, PubAck, PubAckReason, PubComp, PubCompReason, PubRec, PubRecReason, Publish, QoS,
     SubAck, SubscribeProperties, SubscribeReasonCode, UnsubAck, UnsubAckReason,
 };
-use rumqttd::Notification;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
@@ -45,8 +44,9 @@ use crate::codec::{self, Sniff, Version};
 use crate::limits::Slot;
 use crate::mailbox::{Granted, Mailbox};
 use crate::registry::KickReason;
-use crate::server::{LinkSpec, Shared};
+use crate::server::Shared;
 use crate::uplink;
+use persist::{Persist, Will};
 use tokio::sync::mpsc;
 
 /// Why a connection ended. Logged, never sent to the client.
@@ -73,8 +73,10 @@ pub(crate) enum ConnError {
     KeepAlive,
     #[error("sent packets faster than allowed")]
     RateLimited,
-    #[error("router: {0}")]
-    Router(String),
+    #[error("uplink worker stopped")]
+    UplinkStopped,
+    #[error("session store: {0}")]
+    Store(String),
     #[error("fell behind by more than {0} bytes of deliveries")]
     FellBehind(usize),
 }
@@ -120,11 +122,14 @@ struct Connection<S> {
     keep_alive: Option<Duration>,
     inbuf: BytesMut,
     outbuf: BytesMut,
-    /// The router's (namespaced) client id.
-    router_id: Arc<str>,
-    downlink: Downlink,
-    /// Packets decoded from the client that go on to the router.
-    to_router: Vec<Packet>,
+    /// The user-namespaced client id.
+    session_id: Arc<str>,
+    direct: Direct,
+    /// A persistent session's state; `None` for a clean session. Boxed: a
+    /// clean session's connection keeps one pointer.
+    persist: Option<Box<Persist>>,
+    /// The will, published if the connection ends without a DISCONNECT.
+    will: Option<Box<Will>>,
     /// Uplink publishes decoded from the client, for the worker.
     to_uplink: Vec<uplink::Job>,
     /// The connection's uplink worker, started on its first uplink publish,
@@ -136,8 +141,8 @@ struct Connection<S> {
     subscriptions: std::collections::HashSet<String>,
     /// Inbound packets per second: a flood ends the connection.
     inbound: governor::DefaultDirectRateLimiter,
-    /// SUBSCRIBEs forwarded to the router, by packet id: one slot per filter
-    /// of the client's packet, `Some` for those the gateway already refused.
+    /// SUBSCRIBEs being answered, by packet id: one slot per filter of the
+    /// client's packet, `Some` for those the gateway already refused.
     pending_subacks: HashMap<u16, Vec<Option<SubscribeReasonCode>>>,
     /// QoS 1 deliveries written and not yet acknowledged, and since when
     /// none was. A client that stops reading may never block a write (the
@@ -149,28 +154,19 @@ struct Connection<S> {
     _user_slot: Slot<u64>,
 }
 
-/// Where a connection's deliveries come from.
-enum Downlink {
-    /// A persistent session: a link of its own into the router, which keeps
-    /// the session's subscriptions and what it misses while away.
-    Link(LinkTx, LinkRx),
-    /// A clean session: no router state; pushes go straight into its
-    /// mailbox (see `mailbox`), and the connection numbers its QoS 1
-    /// deliveries.
-    Mailbox(Direct),
-}
-
-/// A clean session's delivery state.
+/// A connection's delivery state.
 struct Direct {
     mailbox: Arc<Mailbox>,
     flight: Flight,
 }
 
-/// A clean session's QoS 1 deliveries in flight.
+/// A connection's QoS 1 deliveries in flight.
 struct Flight {
     /// Packet ids of QoS 1 deliveries written and not yet acknowledged,
-    /// oldest first.
-    inflight: VecDeque<u16>,
+    /// oldest first, each with the inbox cursors it stands for (a
+    /// persistent session's stored events: its own, or the range a
+    /// `sync.required` skips).
+    inflight: VecDeque<(u16, Option<(u64, u64)>)>,
     /// Most QoS 1 deliveries unacknowledged at once: the server's limit, or
     /// the client's receive maximum (MQTT 5) when that is lower.
     window: usize,
@@ -187,7 +183,7 @@ impl Flight {
     fn next_pkid(&mut self) -> u16 {
         loop {
             self.last_pkid = self.last_pkid.checked_add(1).unwrap_or(1);
-            if !self.inflight.contains(&self.last_pkid) {
+            if !self.inflight.iter().any(|(p, _)| *p == self.last_pkid) {
                 return self.last_pkid;
             }
         }
@@ -200,18 +196,17 @@ where
 {
     async fn run(&mut self) -> Result<Ended, ConnError> {
         let shared = self.shared.clone();
-        let mailbox = match &self.downlink {
-            Downlink::Mailbox(direct) => Some(direct.mailbox.clone()),
-            Downlink::Link(..) => None,
-        };
         let registration = shared.registry.register(
             self.principal.user_id,
             self.principal.session_id,
-            self.router_id.clone(),
-            mailbox,
+            self.session_id.clone(),
+            Some(self.direct.mailbox.clone()),
         );
         let kick = registration.kick.clone();
         metrics::gauge!(crate::metrics::CONNECTIONS).increment(1.0);
+        // Registered first: from now on every push reaches the mailbox, so
+        // the replay, which reads the store after this, leaves no gap.
+        self.start_replay();
         let result = self.event_loop(&kick).await;
         metrics::gauge!(crate::metrics::CONNECTIONS).decrement(1.0);
         metrics::gauge!(crate::metrics::SUBSCRIPTIONS).decrement(self.subscriptions.len() as f64);
@@ -227,8 +222,8 @@ where
     ) -> Result<Ended, ConnError> {
         // Packets that arrived together with CONNECT.
         let early = self.handle_input()?;
-        self.forward_to_router()?;
-        self.drain_mailbox()?;
+        self.save_subscriptions().await?;
+        self.deliver().await?;
         self.forward_to_uplink().await?;
         self.flush().await?;
         if let Some(end) = early {
@@ -252,9 +247,8 @@ where
                 }
             };
             // The branches only decide; what awaits (forwarding to the
-            // uplink, flushing, waking the router) comes after the
-            // `select!`, whose futures would otherwise stay in the task's
-            // state alongside.
+            // uplink, flushing) comes after the `select!`, whose futures
+            // would otherwise stay in the task's state alongside.
             let step = tokio::select! {
                 _ = kick.cancelled() => return Ok(Ended::Kicked),
                 _ = expired => {
@@ -273,59 +267,32 @@ where
                         return Ok(Ended::ClientClosed);
                     }
                     deadline = self.keep_alive.map(|k| Instant::now() + k);
-                    let end = self.handle_input()?;
-                    self.forward_to_router()?;
-                    Step::Read(end)
+                    Step::Read(self.handle_input()?)
                 }
-                down = next_downlink(&mut self.downlink) => match down? {
-                    Down::Router(notification) => {
-                        let (end, unscheduled) = self.drain_notifications(notification)?;
-                        Step::Notified(end, unscheduled)
-                    }
-                    Down::Mailbox => Step::Delivered,
-                },
+                _ = self.direct.mailbox.ready() => Step::Delivered,
             };
             match step {
                 // The uplink worker put the reply in the mailbox just before
                 // this PUBACK: both, and any other answer ready by now, go
                 // out in one write.
-                Step::Wrote => {
+                Step::Wrote | Step::Delivered => {
                     self.write_ready_acks()?;
-                    self.deliver_from_mailbox().await?;
+                    self.deliver().await?;
                 }
                 Step::Read(end) => {
+                    self.save_subscriptions().await?;
                     self.forward_to_uplink().await?;
                     if let Some(end) = end {
                         self.flush().await?;
                         return Ok(end);
                     }
                     // PUBACKs may have opened the window.
-                    if let Downlink::Mailbox(Direct { flight, .. }) = &mut self.downlink {
-                        if std::mem::take(&mut flight.opened) {
-                            self.deliver_from_mailbox().await?;
-                        }
+                    if std::mem::take(&mut self.direct.flight.opened) {
+                        self.deliver().await?;
                     }
-                }
-                Step::Delivered => {
-                    self.write_ready_acks()?;
-                    self.deliver_from_mailbox().await?;
-                }
-                Step::Notified(end, unscheduled) => {
-                    if let Some(end) = end {
-                        self.flush().await?;
-                        return Ok(end);
-                    }
-                    if let (true, Downlink::Link(_, link_rx)) = (unscheduled, &self.downlink) {
-                        // Rare (the client's deliveries in flight were at the
-                        // limit), and the wake-up's future is 840 bytes:
-                        // boxed, it does not size every connection's task.
-                        Box::pin(link_rx.wake())
-                            .await
-                            .map_err(|e| ConnError::Router(e.to_string()))?;
-                    }
-                    self.release_link_queue();
                 }
             }
+            self.note_progress();
             self.flush().await?;
         }
     }
@@ -355,19 +322,16 @@ where
             let _ = tokio::time::timeout(Duration::from_millis(200), self.flush()).await;
         }
         let _ = tokio::time::timeout(Duration::from_millis(200), self.stream.shutdown()).await;
-        // Tell the router the link is gone, unless the router ended it. A
-        // DISCONNECT through the link is how a local link leaves the router:
-        // it drops the connection (and saves a persistent session's state).
-        let router_ended = matches!(
-            result,
-            Ok(Ended::RouterDisconnected) | Err(ConnError::Router(_))
-        );
-        if let (false, Downlink::Link(link_tx, _)) = (router_ended, &mut self.downlink) {
-            let disconnect = Disconnect {
-                reason_code: DisconnectReasonCode::NormalDisconnection,
-            };
-            let _ = link_tx.send(Packet::Disconnect(disconnect, None)).await;
+        let taken_over = matches!(result, Ok(Ended::KickedFor(KickReason::TakenOver)));
+        // A normal DISCONNECT (not 0x04, "with will") discards the will
+        // (MQTT-3.1.2-10); any other end publishes it.
+        let will = self.will.take();
+        if !matches!(result, Ok(Ended::ClientDisconnected)) {
+            if let Some(will) = will {
+                self.publish_will(*will);
+            }
         }
+        self.end_session(taken_over).await;
         match result {
             Ok(end) => info!(user_id, client_id = %self.client_id, ?end, "client disconnected"),
             Err(e) => info!(user_id, client_id = %self.client_id, error = %e, "client dropped"),
@@ -399,38 +363,6 @@ async fn uplink_ack(
     std::future::pending().await
 }
 
-/// The router's next notification. The link's error becomes text here: a
-/// `LinkError` can hold a whole router event (800 bytes), and the results
-/// of a `select!`'s branches share a slot in the task's state.
-async fn next_notification(link_rx: &mut LinkRx) -> Result<Option<Notification>, ConnError> {
-    link_rx
-        .next()
-        .await
-        .map_err(|e| ConnError::Router(e.to_string()))
-}
-
-/// What woke a connection on its downlink.
-#[expect(
-    clippy::large_enum_variant,
-    reason = "handed straight on; boxed, every router notification would be an allocation"
-)]
-enum Down {
-    /// The router's next notification (a persistent session's link).
-    Router(Option<Notification>),
-    /// The mailbox has deliveries (a clean session).
-    Mailbox,
-}
-
-async fn next_downlink(downlink: &mut Downlink) -> Result<Down, ConnError> {
-    match downlink {
-        Downlink::Link(_, link_rx) => next_notification(link_rx).await.map(Down::Router),
-        Downlink::Mailbox(direct) => {
-            direct.mailbox.ready().await;
-            Ok(Down::Mailbox)
-        }
-    }
-}
-
 /// The per-connection inbound packet budget from the settings.
 fn shared_packet_quota(shared: &Shared) -> governor::Quota {
     let per_sec = std::num::NonZeroU32::new(shared.settings.max_packets_per_sec.max(1))
@@ -446,9 +378,6 @@ enum Step {
     Wrote,
     /// Input was handled; the connection ends if it says so.
     Read(Option<Ended>),
-    /// Router notifications were handled; the connection ends if it says
-    /// so, and the router must be woken if it unscheduled the link.
-    Notified(Option<Ended>, bool),
     /// The mailbox has deliveries to write.
     Delivered,
 }
@@ -457,16 +386,18 @@ enum Step {
 #[derive(Debug, Clone, Copy)]
 enum Ended {
     ClientClosed,
+    /// A DISCONNECT that discards the will.
     ClientDisconnected,
+    /// An MQTT 5 DISCONNECT 0x04: "disconnect with will message".
+    ClientDisconnectedWithWill,
     Kicked,
     KickedFor(KickReason),
-    RouterDisconnected,
 }
 
-/// The router's client id for a user's client id. Users share one router, so
-/// ids are namespaced by user: one user's "phone" can never take over
-/// another's. The router refuses `+ $ # /` in ids, so those (and `%`, the
-/// escape) are percent-encoded; the mapping is injective.
+/// The session's id for a user's client id. Users share one broker (and
+/// one store), so ids are namespaced by user: one user's "phone" can never
+/// take over or resume another's. `+ $ # /` (and `%`, the escape) are
+/// percent-encoded; the mapping is injective.
 pub(crate) fn namespaced_client_id(user_id: u64, client_id: &str) -> String {
     let mut out = format!("{user_id}|");
     for c in client_id.chars() {

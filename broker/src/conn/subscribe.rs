@@ -1,5 +1,5 @@
 //! SUBSCRIBE: each filter authorized against the user's topic space,
-//! then granted by the mailbox or the router.
+//! then granted by the mailbox.
 
 use super::*;
 
@@ -7,8 +7,8 @@ impl<S> Connection<S>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
-    /// Checks each filter; returns the SUBSCRIBE to forward to the router
-    /// (allowed filters only), or answers SUBACK directly when none is allowed.
+    /// Checks each filter; returns the SUBSCRIBE of the allowed filters
+    /// only, or answers SUBACK directly when none is allowed.
     pub(super) fn authorize_subscribe(
         &mut self,
         mut sub: protocol::Subscribe,
@@ -67,16 +67,14 @@ where
         Ok(Some(sub))
     }
 
-    /// A clean session's SUBSCRIBE (the filters the gateway allowed): the
-    /// mailbox takes the filters, and the gateway answers.
+    /// A SUBSCRIBE (the filters the gateway allowed): the mailbox takes the
+    /// filters, and the gateway answers.
     pub(super) fn subscribe_mailbox(
         &mut self,
         sub: protocol::Subscribe,
         props: Option<SubscribeProperties>,
     ) -> Result<(), ConnError> {
-        let Downlink::Mailbox(direct) = &self.downlink else {
-            return Ok(());
-        };
+        let direct = &self.direct;
         let id = props.as_ref().and_then(|p| p.id);
         if id == Some(0) {
             // MQTT 5 §3.8.2.1.2: 0 is not a subscription identifier.

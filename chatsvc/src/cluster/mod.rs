@@ -19,7 +19,7 @@ pub mod downlink;
 pub mod presence;
 mod sequencer;
 mod sessions;
-mod wire;
+pub(crate) mod wire;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -4,7 +4,7 @@
 //!
 //! - **Operations**, one module per area ([`users`], [`sessions`],
 //!   [`services`], [`social`], [`groups`], [`messages`], [`files`],
-//!   [`webhooks`]): plain functions over a handle, declared with
+//!   [`webhooks`], [`mqtt`]): plain functions over a handle, declared with
 //!   `operations!`, each `read` or `write`, with the row types they return.
 //!   Each backend implements every operation with the same signature (the
 //!   macro's dispatch does not compile otherwise); what an operation
@@ -30,6 +30,7 @@ pub mod files;
 pub mod groups;
 mod job;
 pub mod messages;
+pub mod mqtt;
 pub mod postgres;
 pub mod services;
 pub mod sessions;

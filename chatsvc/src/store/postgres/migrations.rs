@@ -23,6 +23,13 @@ const MIGRATIONS: &[(i32, &str)] = &[
             "/migrations/postgres/0002_shared_work.sql"
         )),
     ),
+    (
+        3,
+        include_str!(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/migrations/postgres/0003_mqtt_sessions.sql"
+        )),
+    ),
 ];
 
 /// The schema version this build migrates to, and the newest it runs on.

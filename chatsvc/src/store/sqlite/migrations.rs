@@ -314,6 +314,21 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX message_versions_by_message ON message_versions(message_id, id);
     "#,
+    // 11: persistent MQTT sessions, kept in the store so they survive a
+    // restart and are served from the inbox (`store::mqtt`).
+    r#"
+    CREATE TABLE mqtt_sessions (
+        user_id        INTEGER NOT NULL,
+        client_id      TEXT    NOT NULL,
+        subscriptions  TEXT    NOT NULL,
+        acked          INTEGER NOT NULL,
+        sent           INTEGER NOT NULL,
+        seen_at        INTEGER NOT NULL,
+        expires_at     INTEGER NOT NULL,
+        PRIMARY KEY (user_id, client_id)
+    ) WITHOUT ROWID;
+    CREATE INDEX mqtt_sessions_by_expiry ON mqtt_sessions(expires_at);
+    "#,
 ];
 
 /// Brings the database to the latest version, one transaction per step.

@@ -53,6 +53,7 @@ mod fulltext;
 pub(crate) mod groups;
 pub(crate) mod messages;
 mod migrations;
+pub(crate) mod mqtt;
 pub(crate) mod services;
 pub(crate) mod sessions;
 pub(crate) mod social;
