@@ -11,13 +11,10 @@ use mqchat_broker::{
 };
 use serde::{Deserialize, Serialize};
 
+use crate::domain::events::Replay;
 use crate::domain::model::Event;
 use crate::domain::now_ms;
 use crate::store::{self, mqtt, Store, StoreError};
-
-/// The `type` of the event a resumed session gets instead of a backlog
-/// over the bound (`schemas/mqchat.schema.json`).
-pub const SYNC_REQUIRED: &str = "sync.required";
 
 /// [`SessionStore`] over the service's store (either backend).
 pub struct StoreSessions {
@@ -212,15 +209,13 @@ impl SessionStore for StoreSessions {
     }
 
     fn sync_required(&self, after: u64, until: u64, reason: &str) -> Bytes {
-        Bytes::from(
-            serde_json::json!({
-                "type": SYNC_REQUIRED,
-                "after": after,
-                "until": until,
-                "reason": reason,
-            })
-            .to_string(),
-        )
+        let event = Replay::SyncRequired {
+            after,
+            until,
+            reason,
+        };
+        // Integers and a short string: serializing can't fail.
+        Bytes::from(event.to_json().unwrap_or_default())
     }
 }
 

@@ -1,7 +1,8 @@
 //! Every event a user is pushed, as types. A [`Stored`] event goes into the
 //! user's inbox (it gets a `cursor`, sync returns it, and it is pushed on
 //! `users/{id}/events`); an [`Ephemeral`] one is pushed once and kept
-//! nowhere (presence, typing). Each variant's `type` and fields are the
+//! nowhere (presence, typing); a [`Replay`] one is what the gateway
+//! makes for a resumed persistent MQTT session. Each variant's `type` and fields are the
 //! wire shape `schemas/mqchat.schema.json` publishes, and a test holds the
 //! two together.
 //!
@@ -99,6 +100,30 @@ impl Ephemeral {
         }
     }
 
+    /// The payload.
+    pub fn to_json(&self) -> Result<String, serde_json::Error> {
+        Ok(Value::Object(object(self)?).to_string())
+    }
+}
+
+/// What the gateway sends a resumed persistent MQTT session, on
+/// `users/{id}/events`, in place of stored events it does not replay.
+#[derive(Debug, Serialize)]
+#[serde(tag = "type")]
+pub enum Replay<'a> {
+    /// Events `after + 1 ..= until` are over the bound
+    /// (`--mqtt-session-backlog`, `--mqtt-session-max-age`): only
+    /// `GET /v1/sync?after=AFTER` has them.
+    #[serde(rename = "sync.required")]
+    SyncRequired {
+        after: u64,
+        until: u64,
+        /// `backlog` or `age`.
+        reason: &'a str,
+    },
+}
+
+impl Replay<'_> {
     /// The payload.
     pub fn to_json(&self) -> Result<String, serde_json::Error> {
         Ok(Value::Object(object(self)?).to_string())
@@ -250,6 +275,20 @@ mod tests {
             let keys = ["type", "cursor", "message"].map(String::from);
             ours.insert(kind.to_owned(), BTreeSet::from(keys));
         }
+        let replay = Replay::SyncRequired {
+            after: 1,
+            until: 2,
+            reason: "backlog",
+        };
+        let json: Map<String, Value> = serde_json::from_str(&replay.to_json()?)?;
+        ours.insert("sync.required".to_owned(), json.keys().cloned().collect());
+        let replay = Replay::SyncRequired {
+            after: 1,
+            until: 2,
+            reason: "backlog",
+        };
+        let json: Map<String, Value> = serde_json::from_str(&replay.to_json()?)?;
+        ours.insert("sync.required".to_owned(), json.keys().cloned().collect());
         for event in &ephemeral {
             let json: Map<String, Value> = serde_json::from_str(&event.to_json()?)?;
             let kind = json["type"].as_str().unwrap_or_default().to_owned();
