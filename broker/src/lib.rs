@@ -34,15 +34,18 @@ pub mod proxy;
 mod registry;
 pub mod server;
 pub mod sessions;
+pub mod settings;
+mod shared;
 pub mod uplink;
 pub mod ws;
 
 pub use auth::{Authenticator, Principal, Refusal};
 pub use proxy::TrustedProxies;
 pub use registry::{ClientAccepted, PresenceChange};
-pub use server::{accept, bind, Broker, BrokerError, Settings};
+pub use server::{accept, bind, Broker, BrokerError};
 pub use sessions::{
     BoxFuture, OpenedSession, SessionCursors, SessionKey, SessionStore, SessionStoreError,
     StoredFilter,
 };
+pub use settings::Settings;
 pub use uplink::{PendingReply, Uplink, UplinkRequest};

@@ -2,229 +2,25 @@
 //! and registry, and the handle chatsvc uses to push and to ask who is
 //! online.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use rumqttd::protocol::{Publish, PublishProperties};
 use tokio::net::TcpListener;
-use tokio::sync::{broadcast, Semaphore};
+use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
-use crate::acl::Acl;
 use crate::auth::Authenticator;
 use crate::conn;
-use crate::limits::{PerKey, Unauthenticated};
-use crate::registry::{KickReason, PresenceChange, Registry};
-use crate::sessions::{Dirty, SessionStore};
+use crate::registry::{KickReason, PresenceChange};
+use crate::sessions::SessionStore;
 use crate::uplink::Uplink;
 
-/// Broker settings. The defaults suit a single node with many small per-user
-/// topics.
-#[derive(Debug, Clone)]
-pub struct Settings {
-    /// Most concurrent client connections (TCP and WebSocket together).
-    pub max_connections: usize,
-    /// Largest MQTT packet accepted from a client, in bytes.
-    pub max_packet_size: usize,
-    /// Time a new connection has to send CONNECT, from its accept (however
-    /// slowly it dribbles the bytes in).
-    pub connect_timeout: Duration,
-    /// Most connections one user may hold (0: no cap). Past it, CONNECT is
-    /// refused (3.1.1: 0x03 server unavailable; 5: 0x97 quota exceeded),
-    /// except for a client id the user already has connected, which takes
-    /// that connection over.
-    pub max_connections_per_user: usize,
-    /// Most connections of one client address that have not yet
-    /// authenticated (0: no cap); past it, that address's oldest one is
-    /// closed to make room (see `limits::Unauthenticated`).
-    pub max_unauthenticated_per_address: usize,
-    /// Time a write to a client may block, or its QoS 1 deliveries may wait
-    /// with no PUBACK at all, before the client is dropped.
-    pub write_timeout: Duration,
-    /// How long an MQTT 3.1.1 persistent session (clean session 0) outlives
-    /// its connection, and the most an MQTT 5 client's Session Expiry
-    /// Interval may ask for (a larger one is lowered, and the CONNACK says so).
-    pub session_expiry: Duration,
-    /// Persistent sessions kept per user; making one more evicts the one
-    /// seen least recently (0: no cap).
-    pub max_sessions_per_user: usize,
-    /// Most events a resumed persistent session is replayed; a larger
-    /// backlog gets one `sync.required` event instead.
-    pub session_backlog: u64,
-    /// A persistent session away longer than this gets `sync.required`
-    /// instead of its backlog (if it has one).
-    pub session_backlog_age: Duration,
-    /// How often live persistent sessions' acknowledged cursors are written
-    /// (in one batch); a crash loses at most this much of them, which is
-    /// delivered again.
-    pub session_flush: Duration,
-    /// Bytes of live deliveries a connection's mailbox holds (topics and
-    /// payloads) for a client that reads or acknowledges slowly; a clean
-    /// session further behind is disconnected (MQTT 5: 0x97) and syncs, a
-    /// persistent one catches up from the store.
-    pub mailbox_size: usize,
-    /// Unacknowledged QoS 1 deliveries per clean-session connection before
-    /// the gateway waits for PUBACKs (an MQTT 5 client's receive maximum
-    /// lowers it).
-    pub max_inflight: u64,
-    /// Topic subtrees (under `users/{id}/`) where clients may publish; the
-    /// publishes go to the [`Uplink`] handler, never to other clients.
-    pub open_publish: Vec<String>,
-    /// Uplink publishes a connection may have queued before the gateway stops
-    /// reading from it.
-    pub uplink_queue: usize,
-    /// Filters honoured in one SUBSCRIBE; the rest are refused.
-    pub max_filters_per_subscribe: usize,
-    /// Filters one connection may hold.
-    pub max_subscriptions: usize,
-    /// Sustained packets per second a client may send (0: no limit)...
-    pub max_packets_per_sec: u32,
-    /// ...with bursts up to this many; beyond, the connection is closed.
-    pub packet_burst: u32,
-    /// Threads serving MQTT-over-TCP connections, each a single-threaded
-    /// runtime of its own (connections are spread over them in turn).
-    /// Keeping socket loops off the shared multi-threaded runtime saves a
-    /// cross-worker wake-up on every push.
-    pub io_threads: usize,
-    /// Balancers whose PROXY headers are believed on MQTT over TCP (see
-    /// [`crate::proxy`]); empty: none.
-    pub trusted_proxies: crate::proxy::TrustedProxies,
-}
-
-impl Default for Settings {
-    fn default() -> Self {
-        Settings {
-            max_connections: 50_000,
-            max_packet_size: 64 * 1024,
-            connect_timeout: Duration::from_secs(5),
-            max_connections_per_user: 32,
-            max_unauthenticated_per_address: 256,
-            write_timeout: Duration::from_secs(30),
-            session_expiry: Duration::from_secs(7 * 24 * 3600),
-            max_sessions_per_user: 16,
-            session_backlog: 10_000,
-            session_backlog_age: Duration::from_secs(24 * 3600),
-            session_flush: Duration::from_secs(1),
-            mailbox_size: 1 << 20,
-            max_inflight: 100,
-            open_publish: vec!["up".to_owned()],
-            uplink_queue: 32,
-            max_filters_per_subscribe: 32,
-            max_subscriptions: 64,
-            max_packets_per_sec: 100,
-            packet_burst: 1000,
-            io_threads: 1,
-            trusted_proxies: crate::proxy::TrustedProxies::default(),
-        }
-    }
-}
-
-/// The threads that run TCP connections: a current-thread runtime each,
-/// and the connections it runs, so shutdown can wait for their goodbyes.
-struct IoThread {
-    handle: tokio::runtime::Handle,
-    tasks: TaskTracker,
-}
-
-/// Starts `n` I/O threads. Each runs until `shutdown`, then until its
-/// connections have ended (they are kicked on shutdown), at most 5 s more.
-fn start_io_threads(n: usize, shutdown: &CancellationToken) -> std::io::Result<Vec<IoThread>> {
-    (0..n.max(1))
-        .map(|i| {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
-            let handle = rt.handle().clone();
-            let tasks = TaskTracker::new();
-            let (stop, tracked) = (shutdown.clone(), tasks.clone());
-            std::thread::Builder::new()
-                .name(format!("mqtt-io-{i}"))
-                .spawn(move || {
-                    rt.block_on(async move {
-                        stop.cancelled().await;
-                        tracked.close();
-                        let _ = tokio::time::timeout(Duration::from_secs(5), tracked.wait()).await;
-                    });
-                })?;
-            Ok(IoThread { handle, tasks })
-        })
-        .collect()
-}
-
-/// State shared by every connection task.
-pub(crate) struct Shared {
-    pub settings: Settings,
-    pub acl: Acl,
-    pub authenticator: Arc<dyn Authenticator>,
-    pub registry: Registry,
-    pub connection_slots: Arc<Semaphore>,
-    /// Connections per user (`Settings::max_connections_per_user`).
-    pub user_slots: Arc<PerKey<u64>>,
-    /// Connections per address still before their CONNACK.
-    pub unauthenticated: Arc<Unauthenticated>,
-    pub shutdown: CancellationToken,
-    /// Handles client publishes to open subtrees (set once chatsvc is up).
-    pub uplink: OnceLock<Arc<dyn Uplink>>,
-    io: Vec<IoThread>,
-    next_io: std::sync::atomic::AtomicUsize,
-    /// The clock of every connection's packet-rate limiter. Made once: a
-    /// new one calibrates itself with CPUID, which traps to the hypervisor
-    /// on a VM, on every connect.
-    pub clock: governor::clock::QuantaClock,
-    /// Where persistent sessions are kept (set once chatsvc is up; without
-    /// it, clean session 0 gets a session that ends with its connection).
-    pub sessions: OnceLock<Arc<dyn SessionStore>>,
-    /// Live persistent sessions' cursors, written in batches.
-    pub dirty: Arc<Dirty>,
-    /// Wills waiting out their delay, by namespaced client id: a new
-    /// connection with that id cancels its will.
-    pub wills: Mutex<HashMap<Arc<str>, CancellationToken>>,
-    /// One turn at a time per persistent session (namespaced client id):
-    /// a connection holds its session's turn until its last cursors are
-    /// written, so one resuming the session reads them, not older ones.
-    session_turns: Mutex<HashMap<Arc<str>, Arc<tokio::sync::Mutex<()>>>>,
-}
-
-impl Shared {
-    /// The turn of the persistent session `id` (see `session_turns`).
-    pub(crate) fn session_turn(&self, id: &Arc<str>) -> Arc<tokio::sync::Mutex<()>> {
-        let mut turns = self.session_turns.lock().unwrap_or_else(|e| e.into_inner());
-        turns.entry(id.clone()).or_default().clone()
-    }
-
-    /// Forgets the turn of session `id` when nobody holds or awaits it.
-    pub(crate) fn release_session_turn(&self, id: &str) {
-        let mut turns = self.session_turns.lock().unwrap_or_else(|e| e.into_inner());
-        if turns.get(id).is_some_and(|t| Arc::strong_count(t) == 1) {
-            turns.remove(id);
-        }
-    }
-
-    /// Publishes one push or reply. Never waits for a client.
-    pub(crate) fn publish(&self, topic: String, payload: Bytes, props: Option<PublishProperties>) {
-        let publish = Publish::new(Bytes::from(topic), payload, false);
-        self.publish_all(vec![(publish, props)]);
-    }
-
-    /// Publishes in order: each publish goes straight into the mailboxes
-    /// of its user's connections (see `mailbox`), on the caller's thread,
-    /// so a push costs no thread hand-off, and each connection sees its
-    /// publishes in the order they were made.
-    fn publish_all(&self, publishes: Vec<(Publish, Option<PublishProperties>)>) {
-        let total = publishes.len();
-        self.registry.deliver(
-            publishes
-                .iter()
-                .map(|(p, props)| (&p.topic, &p.payload, props.as_ref())),
-        );
-        metrics::counter!(crate::metrics::PUSHES_TOTAL).increment(total as u64);
-    }
-}
+pub use crate::settings::Settings;
+use crate::shared::Shared;
 
 /// The running broker. Cheap to clone; every clone is the same broker.
 #[derive(Clone)]
@@ -254,26 +50,9 @@ impl Broker {
         authenticator: Arc<dyn Authenticator>,
         shutdown: CancellationToken,
     ) -> Result<Broker, BrokerError> {
-        let io = start_io_threads(settings.io_threads, &shutdown)
+        let shared = Shared::new(settings, authenticator, shutdown)
             .map_err(|e| BrokerError::Start(format!("I/O threads: {e}")))?;
-        let shared = Arc::new(Shared {
-            acl: Acl::with_open_publish(settings.open_publish.clone()),
-            connection_slots: Arc::new(Semaphore::new(settings.max_connections)),
-            user_slots: PerKey::new(settings.max_connections_per_user),
-            unauthenticated: Unauthenticated::new(settings.max_unauthenticated_per_address),
-            settings,
-            authenticator,
-            registry: Registry::new(),
-            shutdown,
-            uplink: OnceLock::new(),
-            io,
-            next_io: std::sync::atomic::AtomicUsize::new(0),
-            clock: governor::clock::QuantaClock::default(),
-            sessions: OnceLock::new(),
-            dirty: Arc::default(),
-            wills: Mutex::new(HashMap::new()),
-            session_turns: Mutex::new(HashMap::new()),
-        });
+        let shared = Arc::new(shared);
         Ok(Broker { shared })
     }
 
@@ -305,10 +84,7 @@ impl Broker {
                 }
             };
             let shared = self.shared.clone();
-            let n = shared
-                .next_io
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let io = &self.shared.io[n % self.shared.io.len()];
+            let io = self.shared.next_io_thread();
             // Logged here: the task keeps what it captures for its whole life.
             debug!(%peer, "tcp connection");
             io.tasks.spawn_on(

@@ -10,7 +10,7 @@
 //! pushes, so nothing is queued in memory while the client is away and the
 //! queue is as durable as the messages.
 //!
-//! Acknowledgements are written in batches ([`Dirty`], flushed by
+//! Acknowledgements are written in batches (`Dirty`, flushed by
 //! `Broker::start`'s session task every `Settings::session_flush`) and at
 //! disconnect, so a PUBACK costs no write of its own. After a crash the
 //! last batch may be lost: the events acknowledged since are delivered

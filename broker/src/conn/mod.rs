@@ -21,6 +21,7 @@ mod handshake;
 mod input;
 mod persist;
 mod subscribe;
+mod uplink;
 
 use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
@@ -44,8 +45,7 @@ use crate::codec::{self, Sniff, Version};
 use crate::limits::Slot;
 use crate::mailbox::{Granted, Mailbox};
 use crate::registry::KickReason;
-use crate::server::Shared;
-use crate::uplink;
+use crate::shared::Shared;
 use persist::{Persist, Will};
 use tokio::sync::mpsc;
 
