@@ -29,6 +29,7 @@ pub mod domain;
 pub mod downlink;
 pub mod http_server;
 pub mod metrics;
+pub mod mqtt_auth;
 pub mod mqtt_sessions;
 pub mod server;
 pub mod store;

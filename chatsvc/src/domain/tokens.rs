@@ -176,29 +176,6 @@ pub(crate) fn hash_refresh_token(token: &str) -> Vec<u8> {
     Sha256::digest(token.as_bytes()).to_vec()
 }
 
-/// MQTT CONNECT check: username = user id, password = an access token of
-/// that user.
-impl mqchat_broker::Authenticator for Tokens {
-    fn authenticate(
-        &self,
-        username: &str,
-        password: &[u8],
-    ) -> Result<mqchat_broker::Principal, mqchat_broker::Refusal> {
-        use mqchat_broker::Refusal;
-        let token = std::str::from_utf8(password).map_err(|_| Refusal::BadCredentials)?;
-        let caller = self.verify(token).map_err(|_| Refusal::BadCredentials)?;
-        // The token is genuine but names another user: not "bad password",
-        // but an identity this token does not grant.
-        if username != caller.user_id.to_string() {
-            return Err(Refusal::NotAuthorized);
-        }
-        Ok(mqchat_broker::Principal {
-            user_id: caller.user_id,
-            session_id: caller.session_id,
-        })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -335,22 +312,5 @@ mod tests {
         )
         .expect("token");
         assert!(t.verify(&token).is_err());
-    }
-
-    #[test]
-    fn mqtt_username_must_match_subject() -> Result<(), DomainError> {
-        use mqchat_broker::{Authenticator, Refusal};
-        let t = tokens();
-        let token = t.issue(42, 7)?;
-        assert!(t.authenticate("42", token.as_bytes()).is_ok());
-        assert_eq!(
-            t.authenticate("43", token.as_bytes()),
-            Err(Refusal::NotAuthorized)
-        );
-        assert_eq!(
-            t.authenticate("42", b"garbage"),
-            Err(Refusal::BadCredentials)
-        );
-        Ok(())
     }
 }
