@@ -64,7 +64,7 @@ fn system(
         kind: "system",
         now,
     };
-    post(c, out, &new, &[])?;
+    post(c, out, &new)?;
     Ok(())
 }
 

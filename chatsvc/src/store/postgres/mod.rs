@@ -37,6 +37,7 @@ pub(crate) mod groups;
 pub(crate) mod limits;
 pub(crate) mod messages;
 mod migrations;
+mod sends;
 pub(crate) mod services;
 mod session;
 pub(crate) mod sessions;
