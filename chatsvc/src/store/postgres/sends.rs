@@ -125,6 +125,10 @@ pub fn routes(c: &Session<'_>, sends: &[SendTo]) -> Result<Vec<SendRoute>, Store
 /// - `cursors`: each member's `inbox_cursor` bumped once, to their highest;
 /// - `delivered`: the inbox rows.
 ///
+/// It returns a row per message stored and one per inbox row, apart (a
+/// join of the two, with the few rows the planner expects of `unnest`,
+/// became a nested loop that cost more than all the writes).
+///
 /// The counters are read from the statement's snapshot and written once
 /// each, which is sound because the transaction holds their rows' locks
 /// (`writer.rs`). No `ON CONFLICT`: under those locks the unique keys
@@ -178,13 +182,10 @@ const POST_MANY: &str = "WITH s AS (
          INSERT INTO inbox (user_id, cursor, kind, message_id)
          SELECT user_id, cursor, $7, message_id FROM fan
      )
-     SELECT n.ord, m.id, n.seq, n.to_user, n.group_id,
-            array_agg(fan.user_id ORDER BY fan.user_id) FILTER (WHERE fan.user_id IS NOT NULL),
-            array_agg(fan.cursor ORDER BY fan.user_id) FILTER (WHERE fan.user_id IS NOT NULL)
-     FROM n
-     JOIN m ON m.conversation_id = n.conversation_id AND m.seq = n.seq
-     LEFT JOIN fan ON fan.ord = n.ord
-     GROUP BY n.ord, m.id, n.seq, n.to_user, n.group_id";
+     SELECT n.ord, m.id, n.seq, n.to_user, n.group_id, NULL::bigint, NULL::bigint
+     FROM n JOIN m ON m.conversation_id = n.conversation_id AND m.seq = n.seq
+     UNION ALL
+     SELECT ord, NULL, NULL, NULL, NULL, user_id, cursor FROM fan";
 
 /// Stores the messages of many sends and their inbox rows in one
 /// statement ([`POST_MANY`]); `None` for a row whose `client_msg_id` its
@@ -217,24 +218,21 @@ pub fn post_many(
         ],
     )?;
     let mut posted: Vec<Option<Posted>> = (0..n).map(|_| None).collect();
+    let mut deliveries: Vec<Vec<(u64, u64)>> = vec![Vec::new(); n];
     for r in &stored {
         // WITH ORDINALITY counts from 1.
         let at = usize::try_from(r.try_get::<_, i64>(0)? - 1)
             .ok()
             .filter(|&at| at < n)
             .ok_or_else(|| StoreError::CommitFailed("a stored row out of range".into()))?;
+        let Some(id) = opt_uint(r, 1)? else {
+            deliveries[at].push((uint(r, 5)?, uint(r, 6)?));
+            continue;
+        };
         let new = &rows[at];
-        let users: Option<Vec<i64>> = r.try_get(5)?;
-        let cursors: Option<Vec<i64>> = r.try_get(6)?;
-        let deliveries = users
-            .unwrap_or_default()
-            .into_iter()
-            .zip(cursors.unwrap_or_default())
-            .map(|(user, cursor)| (user as u64, cursor as u64))
-            .collect();
         posted[at] = Some(Posted {
             row: MessageRow {
-                id: uint(r, 1)?,
+                id,
                 conversation_id: new.conversation_id,
                 seq: uint(r, 2)?,
                 sender_id: new.sender,
@@ -247,8 +245,14 @@ pub fn post_many(
                 edited_at: None,
                 recalled_at: None,
             },
-            deliveries,
+            deliveries: Vec::new(),
         });
+    }
+    for (posted, mut inbox) in posted.iter_mut().zip(deliveries) {
+        if let Some(posted) = posted {
+            inbox.sort_unstable();
+            posted.deliveries = inbox;
+        }
     }
     Ok(posted)
 }
