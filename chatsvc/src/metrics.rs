@@ -35,6 +35,9 @@ pub const STORE_COMMIT_SECONDS: &str = "mqchat_store_commit_seconds";
 /// Histogram: jobs (writes) per group commit.
 pub const STORE_COMMIT_JOBS: &str = "mqchat_store_commit_jobs";
 pub const STORE_COMMIT_FAILURES_TOTAL: &str = "mqchat_store_commit_failures_total";
+/// Counter: what a PostgreSQL writer's group commits cost in waits on the
+/// database.
+pub const STORE_ROUND_TRIPS_TOTAL: &str = "mqchat_store_round_trips_total";
 pub const STORE_WAL_REWIND_SECONDS: &str = "mqchat_store_wal_rewind_seconds";
 pub const STORE_WAL_FRAMES: &str = "mqchat_store_wal_frames";
 /// Histogram: how long a search waited for its turn
@@ -121,6 +124,10 @@ fn describe() {
         (
             STORE_COMMIT_FAILURES_TOTAL,
             "Group commits that failed and were rolled back.",
+        ),
+        (
+            STORE_ROUND_TRIPS_TOTAL,
+            "Round trips to PostgreSQL the writers waited on (statements, BEGIN and COMMIT); none on SQLite.",
         ),
     ] {
         describe_counter!(name, help);

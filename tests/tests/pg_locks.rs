@@ -59,6 +59,22 @@ async fn connect(pg: &TestPostgres) -> Result<tokio_postgres::Client> {
     Ok(client)
 }
 
+/// A transaction outside chatd holding a conversation's row lock, as a
+/// writer takes it, until it rolls back.
+async fn lock_conversation(
+    sql: &mut tokio_postgres::Client,
+    conversation: u64,
+) -> Result<tokio_postgres::Transaction<'_>> {
+    let outside = sql.transaction().await?;
+    outside
+        .execute(
+            "SELECT id FROM conversations WHERE id = $1 FOR UPDATE",
+            &[&(conversation as i64)],
+        )
+        .await?;
+    Ok(outside)
+}
+
 /// The cluster as key-value connection settings (so another
 /// `application_name` can follow).
 fn pg_conninfo(pg: &TestPostgres) -> String {
@@ -86,13 +102,7 @@ async fn a_locked_conversation_holds_up_only_its_own_sends() -> Result<()> {
 
     // Outside chatd: conversation A's row, locked as a writer would.
     let mut sql = connect(&pg).await?;
-    let outside = sql.transaction().await?;
-    outside
-        .execute(
-            "SELECT id FROM conversations WHERE id = $1 FOR UPDATE",
-            &[&(conversation_a as i64)],
-        )
-        .await?;
+    let outside = lock_conversation(&mut sql, conversation_a).await?;
 
     // A send to A, on node a, waits for that lock...
     let to_a = tokio::spawn(async move { alice.send_text(bob.id, "to-a", "waits").await });
@@ -248,5 +258,164 @@ async fn two_nodes_sending_to_overlapping_conversations_never_deadlock() -> Resu
         USERS * SENDS,
         by_conversation.len()
     );
+    Ok(())
+}
+
+/// A text message from the batch's sender to a user.
+fn text_to(user: u64, id: &str) -> serde_json::Value {
+    json!({"to": {"user": user}, "client_msg_id": id, "body": {"text": id}})
+}
+
+/// A group commit holding many sends runs them as one batch (two
+/// statements for all, `store::Batch`), and each still gets the answer it
+/// would get alone: stored ones 201 in order with gap-free seqs and
+/// cursors, resends (of a message stored before, or of a send earlier in
+/// the group, even one whose checks now fail) 200 with the original, and
+/// refused ones their own error, stopping nothing. The sends are held
+/// behind a row lock taken outside chatd, so they queue up and commit in
+/// one or two groups; together they cost fewer round trips than sends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_of_sends_runs_as_one_batch_with_each_answer_its_own() -> Result<()> {
+    let Some(pg) = TestPostgres::init().await? else {
+        return Ok(());
+    };
+    let tmp = tempfile::tempdir()?;
+    let node = TestServer::start_in(tmp.path(), &node_flags(&pg.url())).await?;
+    let alice = node.user("alice").await?;
+    let bob = node.user("bob").await?;
+    let carol = node.user("carol").await?;
+    let dave = node.user("dave").await?;
+    let erin = node.user("erin").await?;
+    let (s, v) = alice
+        .post("/v1/groups", &json!({"name": "ours", "members": [bob.id]}))
+        .await?;
+    ensure!(s == 201, "group: {s} {v}");
+    let ours = v["id"].as_u64().context("group id")?;
+    let (s, v) = bob
+        .post(
+            "/v1/groups",
+            &json!({"name": "theirs", "members": [carol.id]}),
+        )
+        .await?;
+    ensure!(s == 201, "group: {s} {v}");
+    let theirs = v["id"].as_u64().context("group id")?;
+    let (s, earlier) = alice.send_text(bob.id, "earlier", "before").await?;
+    ensure!(s == 201, "earlier: {s} {earlier}");
+    let conversation = earlier["conversation_id"]
+        .as_u64()
+        .context("conversation")?;
+    direct(&alice, &carol).await?;
+    direct(&alice, &dave).await?;
+    let (s, v) = dave
+        .post("/v1/blocks", &json!({"user_id": alice.id}))
+        .await?;
+    ensure!(s == 200 || s == 201 || s == 204, "block: {s} {v}");
+
+    // Conversation A's row, locked as a writer would, holds up the batch's
+    // first send, and the rest queue behind it.
+    let mut sql = connect(&pg).await?;
+    let outside = lock_conversation(&mut sql, conversation).await?;
+    let mut sends = vec![
+        text_to(bob.id, "x1"),
+        text_to(bob.id, "earlier"),
+        text_to(carol.id, "x2"),
+        text_to(dave.id, "x3"),
+        text_to(bob.id, "x1"),
+        text_to(999_999, "x4"),
+        json!({"to": {"group": theirs}, "client_msg_id": "x5", "body": {"text": "x5"}}),
+        json!({"to": {"group": ours}, "client_msg_id": "x6", "body": {"text": "x6"}}),
+        text_to(dave.id, "x7"),
+        text_to(bob.id, "x7"),
+        text_to(dave.id, "earlier"),
+        text_to(dave.id, "x2"),
+        text_to(erin.id, "x8"),
+        json!({"to": {"user": bob.id}, "client_msg_id": "x9",
+               "body": {"file": {"id": "0123456789abcdef0123456789abcdef"}}}),
+    ];
+    let mut expected: Vec<u64> = vec![
+        201, 200, 201, 404, 200, 404, 404, 201, 404, 201, 200, 200, 201, 400,
+    ];
+    for k in 0..40 {
+        let to = if k % 2 == 0 { bob.id } else { carol.id };
+        sends.push(text_to(to, &format!("bulk-{k}")));
+        expected.push(201);
+    }
+    let trips_before = node.metric("mqchat_store_round_trips_total").await?;
+    let sender = alice.clone();
+    let body = json!({ "messages": sends });
+    let batch = tokio::spawn(async move { sender.post("/v1/messages/batch", &body).await });
+    let watcher = connect(&pg).await?;
+    eventually(Duration::from_secs(5), || async {
+        Ok((waiting_on_locks(&watcher).await? > 0).then_some(()))
+    })
+    .await
+    .context("the batch never waited for conversation A's lock")?;
+    outside.rollback().await?;
+    let (s, answer) = tokio::time::timeout(Duration::from_secs(10), batch)
+        .await
+        .context("the batch never completed")???;
+    ensure!(s == 200, "batch: {s} {answer}");
+    let results = answer["results"].as_array().cloned().unwrap_or_default();
+    let statuses: Vec<u64> = results
+        .iter()
+        .map(|r| r["status"].as_u64().unwrap_or(0))
+        .collect();
+    ensure!(statuses == expected, "statuses {statuses:?}: {answer}");
+    let id_of = |at: usize| results[at]["message"]["id"].as_u64();
+    ensure!(id_of(1) == earlier["id"].as_u64(), "a resend: {answer}");
+    ensure!(id_of(4) == id_of(0), "a resend within the group: {answer}");
+    ensure!(
+        id_of(10) == earlier["id"].as_u64(),
+        "a resend whose checks now fail: {answer}"
+    );
+    ensure!(
+        id_of(11) == id_of(2),
+        "a resend, within the group, of a send to someone else: {answer}"
+    );
+    ensure!(
+        results[3]["error"]["code"] == "not_found"
+            && results[13]["error"]["code"] == "invalid_request",
+        "refusals: {answer}"
+    );
+
+    // Alice's messages to Bob: the earlier one, then the batch's, in order.
+    let to_bob: Vec<&serde_json::Value> = results
+        .iter()
+        .filter(|r| r["status"] == 201 && r["message"]["to"]["user"] == bob.id)
+        .map(|r| &r["message"])
+        .collect();
+    let seqs: Vec<u64> = to_bob.iter().filter_map(|m| m["seq"].as_u64()).collect();
+    let first = earlier["seq"].as_u64().context("seq")? + 1;
+    let gap_free: Vec<u64> = (first..first + seqs.len() as u64).collect();
+    ensure!(seqs == gap_free, "seqs to bob {seqs:?}");
+    for user in [&alice, &bob, &carol, &erin] {
+        let events = user.sync_all(0).await?;
+        let cursors: Vec<u64> = events.iter().filter_map(|e| e["cursor"].as_u64()).collect();
+        let expected: Vec<u64> = (1..=cursors.len() as u64).collect();
+        ensure!(cursors == expected, "{}: cursors {cursors:?}", user.name);
+    }
+    let stored: Vec<u64> = bob
+        .sync_all(0)
+        .await?
+        .iter()
+        .filter(|e| {
+            e["type"] == "message.created" && e["message"]["conversation_id"] == conversation
+        })
+        .filter_map(|e| e["message"]["seq"].as_u64())
+        .collect();
+    ensure!(
+        stored.ends_with(&seqs),
+        "bob's inbox {stored:?} against {seqs:?}"
+    );
+
+    let trips = node.metric("mqchat_store_round_trips_total").await? - trips_before;
+    ensure!(
+        trips > 0.0 && trips < expected.len() as f64,
+        "{trips} round trips for {} sends",
+        expected.len()
+    );
+    eprintln!("{} sends in {trips} round trips", expected.len());
+    let failures = node.metric("mqchat_store_commit_failures_total").await?;
+    ensure!(failures == 0.0, "{failures} group commits failed");
     Ok(())
 }

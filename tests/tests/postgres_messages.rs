@@ -6,7 +6,7 @@
 //! operation and its two answers.
 
 use anyhow::{bail, Result};
-use mqchat_chatsvc::store::messages::{self, NewRow};
+use mqchat_chatsvc::store::messages::{self, NewRow, Posted, SendTo};
 use mqchat_chatsvc::store::postgres::{Backend, Mode, Options};
 use mqchat_chatsvc::store::{groups, mqtt, social, users, Store, StoreError};
 use mqchat_e2e::postgres::TestPostgres;
@@ -54,15 +54,36 @@ impl Log {
                     kind: "user",
                     now: 1000,
                 };
-                let Some(m) = messages::insert(c, &new)? else {
+                let Some(posted) = post_one(c, &new)? else {
                     return Err(StoreError::NotFound("a new client_msg_id"));
                 };
-                let cursors = messages::fan_out(c, &m, "message.created")?;
                 let marker = messages::membership(c, sender, conv)?.map(|m| m.read_seq);
-                Ok((m, cursors, marker))
+                Ok((posted.row, posted.deliveries, marker))
             })
             .await?;
         Ok(m.0.id)
+    }
+}
+
+/// One message stored and fanned out, as the domain stores a group's
+/// system message.
+fn post_one(
+    c: &mqchat_chatsvc::store::Tx<'_>,
+    new: &NewRow<'_>,
+) -> Result<Option<Posted>, StoreError> {
+    Ok(
+        messages::post_many(c, std::slice::from_ref(new), "message.created")?
+            .pop()
+            .flatten(),
+    )
+}
+
+/// A direct send's route question.
+fn to_user(sender: u64, peer: u64, friends: bool) -> SendTo {
+    SendTo::User {
+        sender,
+        peer,
+        friends,
     }
 }
 
@@ -90,16 +111,17 @@ async fn scenario(store: Store) -> Result<Vec<String>> {
     let (a, b, d, e) = (users[0], users[1], users[3], users[4]);
 
     // Direct conversations, routes, notes to self.
-    log.write("route", move |c| messages::direct_route(c, a, b))
-        .await?;
+    log.write("route", move |c| {
+        messages::routes(c, &[to_user(a, b, false), to_user(a, b, true)])
+    })
+    .await?;
     let dm = log
         .write("dm", move |c| messages::direct_conversation(c, b, a, 1))
         .await?;
     log.write("dm again", move |c| {
         Ok((
             messages::direct_conversation(c, a, b, 2)?,
-            messages::direct_route(c, a, b)?,
-            messages::direct_route(c, a, 99_999)?,
+            messages::routes(c, &[to_user(a, b, false), to_user(a, 99_999, true)])?,
         ))
     })
     .await?;
@@ -130,7 +152,7 @@ async fn scenario(store: Store) -> Result<Vec<String>> {
             now: 5,
         };
         Ok((
-            messages::insert(c, &new)?,
+            post_one(c, &new)?,
             messages::by_client_id(c, a, "a1")?,
             messages::by_client_id(c, a, "zz")?,
         ))
@@ -214,6 +236,54 @@ async fn scenario(store: Store) -> Result<Vec<String>> {
     .await?;
     log.write("block", move |c| social::block(c, a, e, 6))
         .await?;
+    // A group commit's sends stored at once: several conversations, several
+    // senders in one (read markers), a resend of a message stored before,
+    // a client_msg_id repeated within the batch, notes to self.
+    log.write("batch", move |c| {
+        let sends = [
+            (gconv, b, "p1", "batch one"),
+            (dm, a, "p2", "batch two"),
+            (gconv, d, "p3", "batch three"),
+            (gconv, b, "p4", "batch four"),
+            (dm, b, "p5", "batch five"),
+            (dm, a, "a1", "a resend of a1"),
+            (gconv, b, "p1", "p1 again in the batch"),
+            (notes, a, "p6", "batch note"),
+            (dm, a, "p7", "batch seven"),
+            (gconv, a, "p8", "batch eight"),
+        ];
+        let bodies: Vec<String> = sends
+            .iter()
+            .map(|s| serde_json::json!({ "text": s.3 }).to_string())
+            .collect();
+        let rows: Vec<NewRow<'_>> = sends
+            .iter()
+            .zip(&bodies)
+            .map(|(&(conversation_id, sender, id, text), body)| NewRow {
+                conversation_id,
+                sender,
+                client_msg_id: id,
+                body,
+                text: Some(text),
+                kind: "user",
+                now: 5500,
+            })
+            .collect();
+        let posted = messages::post_many(c, &rows, "message.created")?;
+        let mut markers = Vec::new();
+        for (u, conv) in [
+            (a, dm),
+            (b, dm),
+            (a, gconv),
+            (b, gconv),
+            (d, gconv),
+            (a, notes),
+        ] {
+            markers.push(messages::membership(c, u, conv)?.map(|m| m.read_seq));
+        }
+        Ok((posted, markers))
+    })
+    .await?;
     log.write("system", move |c| {
         let new = NewRow {
             conversation_id: gconv,
@@ -224,12 +294,7 @@ async fn scenario(store: Store) -> Result<Vec<String>> {
             kind: "system",
             now: 6000,
         };
-        let m = messages::insert(c, &new)?;
-        let fanned = match &m {
-            Some(m) => messages::fan_out(c, m, "message.created")?,
-            None => Vec::new(),
-        };
-        Ok((m, fanned))
+        post_one(c, &new)
     })
     .await?;
     log.write("append", move |c| {
@@ -426,7 +491,7 @@ async fn messages_answer_as_on_sqlite() -> Result<()> {
 }
 
 /// A message to a group of 1,000 reaches every member once, at their next
-/// cursor, gap-free (one statement, `messages::fan_out`).
+/// cursor, gap-free (one statement, `messages::post_many`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_large_group_fans_out_in_one_statement() -> Result<()> {
     let Some(pg) = TestPostgres::init().await? else {
@@ -459,9 +524,9 @@ async fn a_large_group_fans_out_in_one_statement() -> Result<()> {
                 kind: "user",
                 now: 1,
             };
-            let m = messages::insert(c, &new)?.ok_or(StoreError::NotFound("new"))?;
-            let cursors = messages::fan_out(c, &m, "message.created")?;
-            Ok::<_, StoreError>((m, cursors))
+            let Posted { row, deliveries } =
+                post_one(c, &new)?.ok_or(StoreError::NotFound("new"))?;
+            Ok::<_, StoreError>((row, deliveries))
         })
         .await?;
     assert_eq!(m.seq, 1);

@@ -65,7 +65,7 @@ fn system(
         kind: "system",
         now,
     };
-    post(c, out, &new, &[])?;
+    post(c, out, &new)?;
     Ok(())
 }
 

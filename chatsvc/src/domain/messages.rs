@@ -3,13 +3,15 @@
 
 use serde_json::value::RawValue;
 
-use super::events::{Ephemeral, Stored};
+use super::events::{self, Ephemeral};
 use super::model::{Conversation, Event, Message, Recipient, SyncPage, User};
 use super::outbox::Outbox;
+use super::sends::{SendItem, Sends, Stored};
 use super::tokens::Caller;
-use super::{now_ms, Chat, DmPolicy, DomainError};
-use crate::store::messages::{self as store, MessageRow};
-use crate::store::{groups, social, users, Tx};
+use super::{now_ms, Chat, DomainError};
+use crate::store::messages::{self as store, MessageRow, Posted};
+use crate::store::webhooks::WebhookRow;
+use crate::store::{social, users, Tx};
 
 /// A validated send request.
 #[derive(Debug, Clone)]
@@ -37,111 +39,64 @@ fn internal(e: impl Into<super::BoxError>) -> DomainError {
 }
 
 /// A send queued for the store ([`Chat::queue_send`]).
-#[derive(Debug)]
-pub struct PendingSend(crate::store::Queued<(MessageRow, bool, Outbox), DomainError>);
+pub struct PendingSend(crate::store::Queued<Stored, DomainError>);
+
+impl std::fmt::Debug for PendingSend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PendingSend").finish_non_exhaustive()
+    }
+}
 
 impl PendingSend {
     /// Waits for the commit; the stored message (or the original, for a
     /// resend).
     pub async fn sent(self) -> Result<Sent, DomainError> {
-        let (row, created, _) = self.0.await?;
+        let Stored { row, created, .. } = self.0.await?;
         metrics::counter!(crate::metrics::MESSAGES_ACCEPTED_TOTAL, "created" => if created { "true" } else { "false" }).increment(1);
         let message = Message::try_from(row).map_err(internal)?;
         Ok(Sent { message, created })
     }
 }
 
-/// Stores a message in a conversation with the uploaded `files` its body
-/// references (already checked, [`Chat::referenced_files`]), appends it to
-/// every member's inbox and queues the pushes. Makes no check that bad input could fail: callers
-/// check first (sends run without a savepoint, see
-/// [`crate::store::Store::queue_checks_first_then`]). `None`, with nothing
-/// written: the sender already sent a message with this `client_msg_id`.
+/// Stores a message in a conversation (a group's system message), appends
+/// it to every member's inbox and queues the pushes ([`announce`]). Makes
+/// no check that bad input could fail: callers check first. `None`, with
+/// nothing written: the sender already sent a message with this
+/// `client_msg_id`. Sends go the same way, a run at a time
+/// (`domain::sends`).
 pub(crate) fn post(
     c: &Tx<'_>,
     out: &mut Outbox,
     new: &store::NewRow<'_>,
-    files: &[String],
 ) -> Result<Option<MessageRow>, DomainError> {
-    let Some(row) = store::insert(c, new)? else {
+    let posted = store::post_many(c, std::slice::from_ref(new), MESSAGE_CREATED)?;
+    let Some(Posted { row, deliveries }) = posted.into_iter().next().flatten() else {
         return Ok(None);
     };
-    for file in files {
-        crate::store::files::link(c, row.id, file)?;
-    }
-    let deliveries = store::fan_out(c, &row, MESSAGE_CREATED)?;
-    super::webhooks::on_message(c, out, &row, &deliveries, new.now)?;
-    out.message(MESSAGE_CREATED, &row, deliveries);
+    let hooks = crate::store::webhooks::active_to_send(c)?;
+    announce(c, out, &row, deliveries, &[], new.now, &hooks)?;
     Ok(Some(row))
 }
 
-/// Where a send goes once every check has passed, or the original message
-/// when it is a resend.
-enum Route {
-    To {
-        conversation: u64,
-        files: Vec<String>,
-    },
-    Resent(MessageRow),
-}
-
-/// Every check a send makes before its first write (it runs without a
-/// savepoint): the files its body references, and the recipient. Finds or
-/// creates the direct conversation; before creating one, makes sure this is
-/// not a resend (of a message that went elsewhere), since that would write.
-/// Other resends are found by the insert itself (`post`).
-fn route(
+/// What follows a message just stored with its inbox rows (`deliveries`),
+/// in its transaction: the uploaded `files` its body references (already
+/// checked, [`Chat::referenced_files`]) linked to it, the deliveries to the
+/// active webhooks `hooks` queued, and its pushes.
+pub(crate) fn announce(
     c: &Tx<'_>,
-    sender: u64,
-    client_msg_id: &str,
-    to: Recipient,
-    body: &str,
-    dm_policy: DmPolicy,
+    out: &mut Outbox,
+    row: &MessageRow,
+    deliveries: Vec<(u64, u64)>,
+    files: &[String],
     now: i64,
-) -> Result<Route, DomainError> {
-    let files = Chat::referenced_files(c, sender, body)?;
-    let conversation = match to {
-        Recipient::User(peer) => {
-            // Unknown and blocking users get the same answer, so a block is
-            // not revealed.
-            let route =
-                store::direct_route(c, sender, peer)?.ok_or(DomainError::NotFound("recipient"))?;
-            if route.peer_blocked_sender {
-                return Err(DomainError::NotFound("recipient"));
-            }
-            if route.sender_blocked_peer {
-                return Err(DomainError::Forbidden(
-                    "you have blocked this user; unblock them first".into(),
-                ));
-            }
-            if dm_policy == DmPolicy::Friends
-                && peer != sender
-                && !social::are_friends_to_send(c, sender, peer)?
-            {
-                return Err(DomainError::Forbidden(
-                    "only friends may message each other".into(),
-                ));
-            }
-            match route.conversation {
-                Some(id) => id,
-                None => match store::by_client_id(c, sender, client_msg_id)? {
-                    Some(original) => return Ok(Route::Resent(original)),
-                    None => store::direct_conversation(c, sender, peer, now)?,
-                },
-            }
-        }
-        Recipient::Group(group_id) => {
-            let group = groups::by_id(c, group_id)?.ok_or(DomainError::NotFound("group"))?;
-            if store::membership(c, sender, group.conversation_id)?.is_none() {
-                return Err(DomainError::NotFound("group"));
-            }
-            group.conversation_id
-        }
-    };
-    Ok(Route::To {
-        conversation,
-        files,
-    })
+    hooks: &[WebhookRow],
+) -> Result<(), DomainError> {
+    for file in files {
+        crate::store::files::link(c, row.id, file)?;
+    }
+    super::webhooks::on_message(c, out, row, &deliveries, now, hooks)?;
+    out.message(MESSAGE_CREATED, row, deliveries);
+    Ok(())
 }
 
 impl Chat {
@@ -231,62 +186,21 @@ impl Chat {
         }
         let text = self.check_body(caller, &m.body)?;
         let sender = caller.user_id;
-        let now = now_ms();
-        let dm_policy = self.limits.dm_policy;
-        let downlink = self.downlink.clone();
-        let presence = self.downlink.clone();
-        let body = m.body.get().to_owned();
-        let client_msg_id = m.client_msg_id;
-        let to = m.to;
-        let scope = match to {
+        let scope = match m.to {
             Recipient::User(peer) => crate::store::Scope::Direct { sender, peer },
             Recipient::Group(group) => crate::store::Scope::Group { sender, group },
         };
-        let queued = self
-            .store
-            .queue_checks_first_then(
-                scope,
-                move |c| {
-                    let mut out = Outbox::with_presence(presence);
-                    let (conversation, files) =
-                        match route(c, sender, &client_msg_id, to, &body, dm_policy, now) {
-                            Ok(Route::To {
-                                conversation,
-                                files,
-                            }) => (conversation, files),
-                            Ok(Route::Resent(original)) => return Ok((original, false, out)),
-                            // A check that fails now may have passed for the
-                            // original (blocked since, left the group): a
-                            // resend still gets the original.
-                            Err(e) => match store::by_client_id(c, sender, &client_msg_id)? {
-                                Some(original) => return Ok((original, false, out)),
-                                None => return Err(e),
-                            },
-                        };
-                    let new = store::NewRow {
-                        conversation_id: conversation,
-                        sender,
-                        client_msg_id: &client_msg_id,
-                        body: &body,
-                        text: text.as_deref(),
-                        kind: "user",
-                        now,
-                    };
-                    match post(c, &mut out, &new, &files)? {
-                        Some(row) => Ok((row, true, out)),
-                        // A resend: the insert's own probe found the original.
-                        None => {
-                            let original = store::by_client_id(c, sender, &client_msg_id)?
-                                .ok_or_else(|| {
-                                    DomainError::internal("a resend's original vanished")
-                                })?;
-                            Ok((original, false, out))
-                        }
-                    }
-                },
-                move |(_, _, out): &(MessageRow, bool, Outbox)| out.push(&*downlink),
-            )
-            .await?;
+        let item = SendItem {
+            sender,
+            client_msg_id: m.client_msg_id,
+            to: m.to,
+            body: m.body.get().to_owned(),
+            text,
+            now: now_ms(),
+            dm_policy: self.limits.dm_policy,
+            downlink: self.downlink.clone(),
+        };
+        let queued = self.store.queue_batch::<Sends>(scope, item).await?;
         Ok(PendingSend(queued))
     }
 
@@ -422,7 +336,7 @@ impl Chat {
                     out.emit(
                         c,
                         user,
-                        &Stored::MessageHidden {
+                        &events::Stored::MessageHidden {
                             message_id: row.id,
                             conversation_id: row.conversation_id,
                         },
@@ -501,7 +415,7 @@ impl Chat {
                             out.emit(
                                 c,
                                 sender,
-                                &Stored::ReceiptDelivered {
+                                &events::Stored::ReceiptDelivered {
                                     conversation_id,
                                     user_id: user,
                                     seq,
@@ -537,7 +451,7 @@ impl Chat {
                     let (old, new) = store::mark_read(c, user, conversation_id, seq)?;
                     let mut out = Outbox::default();
                     if new > old {
-                        let receipt = Stored::ReceiptRead {
+                        let receipt = events::Stored::ReceiptRead {
                             conversation_id,
                             user_id: user,
                             seq: new,
@@ -548,7 +462,7 @@ impl Chat {
                         out.emit(
                             c,
                             user,
-                            &Stored::ConversationRead {
+                            &events::Stored::ConversationRead {
                                 conversation_id,
                                 read_seq: new,
                             },

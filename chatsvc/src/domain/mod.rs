@@ -11,6 +11,7 @@ pub mod model;
 pub(crate) mod names;
 pub(crate) mod outbox;
 pub mod presence;
+pub(crate) mod sends;
 pub mod services;
 pub mod social;
 pub mod thumbnail;

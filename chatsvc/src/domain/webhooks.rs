@@ -77,15 +77,17 @@ fn envelope(event: &str, now: i64, data: &str) -> String {
 }
 
 /// Queues the webhook deliveries for a message just stored (same
-/// transaction). `deliveries` are the members it went to.
+/// transaction). `deliveries` are the members it went to; `hooks` the
+/// active webhooks (`store::webhooks::active_to_send`, read once for a run
+/// of sends: they change in no send).
 pub(crate) fn on_message(
     c: &Tx<'_>,
     out: &Outbox,
     row: &MessageRow,
     deliveries: &[(u64, u64)],
     now: i64,
+    hooks: &[WebhookRow],
 ) -> Result<(), DomainError> {
-    let hooks = store::active_to_send(c)?;
     if hooks.is_empty() {
         return Ok(());
     }

@@ -1,11 +1,13 @@
 //! A write job as both backends' group-commit writers hold it: the closure,
 //! what to run after the commit, and where its answer goes. Each writer
 //! runs a [`Job`] its own way ([`Job::run_with`]); finishing it once the
-//! group's COMMIT returned ([`Finish`]) is the same for both.
+//! group's COMMIT returned ([`Finish`]) is the same for both. Items of a
+//! [`Batch`] (sends) are [`Batched`] on PostgreSQL, and on SQLite each a
+//! [`Job`] of its own ([`run_one`]).
 
 use tokio::sync::oneshot;
 
-use super::{Queued, StoreError, Tx};
+use super::{Batch, Queued, StoreError, Tx};
 
 /// How a job's error is kept from committing what the job wrote before it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -104,4 +106,88 @@ where
         };
         let _ = this.reply.send(out);
     }
+}
+
+/// A [`Batch`] item run alone, as SQLite's writer runs every one: the
+/// closure of a [`Guard::ChecksFirst`] job.
+pub(crate) fn run_one<B: Batch>(c: &Tx<'_>, item: B::Item) -> Result<B::Output, B::Error> {
+    B::run(c, vec![item])?.pop().unwrap_or_else(|| {
+        Err(StoreError::CommitFailed("a batch of one gave no answer".into()).into())
+    })
+}
+
+/// What [`Batch::run`] returns for `B`.
+type Answers<B> = super::Answers<<B as Batch>::Output, <B as Batch>::Error>;
+
+/// Items of one [`Batch`] kind queued one after another, each with its
+/// reply: what the PostgreSQL writer runs with one [`Batch::run`].
+pub(crate) struct Batched<B: Batch> {
+    items: Vec<B::Item>,
+    replies: Vec<oneshot::Sender<Result<B::Output, B::Error>>>,
+}
+
+impl<B: Batch> Batched<B> {
+    /// One item, and the answer its caller waits on.
+    pub(crate) fn new(item: B::Item) -> (Self, Queued<B::Output, B::Error>) {
+        let (reply, answer) = oneshot::channel();
+        let batch = Batched {
+            items: vec![item],
+            replies: vec![reply],
+        };
+        (batch, Queued(answer))
+    }
+
+    /// Takes `later`'s items after this one's.
+    pub(crate) fn append(&mut self, later: Batched<B>) {
+        self.items.extend(later.items);
+        self.replies.extend(later.replies);
+    }
+
+    /// Runs the items with `run` (given them, returning [`Batch::run`]'s
+    /// result and whether the group's transaction is still sound); returns
+    /// how to finish each, and that soundness. If the run failed as a
+    /// whole, or gave a wrong number of answers, every item fails with it.
+    pub(crate) fn run_with(
+        self,
+        run: impl FnOnce(Vec<B::Item>) -> (Answers<B>, bool),
+    ) -> (Vec<Box<dyn Finish>>, bool) {
+        let count = self.replies.len();
+        let (result, mut sound) = run(self.items);
+        let results = match result {
+            Ok(results) if results.len() == count => results,
+            Ok(results) => {
+                // What it wrote can't be told apart: none of it commits.
+                sound = false;
+                let msg = format!("a batch of {count} gave {} answers", results.len());
+                failed::<B>(count, &msg)
+            }
+            Err(e) => failed::<B>(count, &e.to_string()),
+        };
+        let finishes = results
+            .into_iter()
+            .zip(self.replies)
+            .map(|(result, reply)| {
+                Box::new(Done {
+                    result,
+                    after_commit: B::after_commit,
+                    reply,
+                }) as Box<dyn Finish>
+            })
+            .collect();
+        (finishes, sound)
+    }
+
+    /// The items did not run, or their group was lost before their turn.
+    pub(crate) fn abort(self, error: &str) {
+        for reply in self.replies {
+            let _ = reply.send(Err(StoreError::CommitFailed(error.to_owned()).into()));
+        }
+    }
+}
+
+/// `count` answers that the run of their batch failed with `msg`.
+fn failed<B: Batch>(count: usize, msg: &str) -> Vec<Result<B::Output, B::Error>> {
+    (0..count)
+        .map(|_| Err(StoreError::CommitFailed(msg.to_owned()).into()))
+        .collect()
 }

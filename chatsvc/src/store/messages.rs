@@ -39,8 +39,37 @@ pub struct Membership {
     pub read_seq: u64,
 }
 
+/// Where a send goes, as [`routes`] is asked about it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SendTo {
+    /// A direct message from `sender` to `peer`; `friends`: whether to
+    /// say if the two are friends.
+    User {
+        sender: u64,
+        peer: u64,
+        friends: bool,
+    },
+    /// A message from `sender` to the group `group`.
+    Group { sender: u64, group: u64 },
+}
+
+/// What a send's checks need to know, from [`routes`]: one per [`SendTo`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SendRoute {
+    User {
+        /// `None` if the peer does not exist.
+        route: Option<DirectRoute>,
+        /// Whether the two are friends, if asked and the route is not
+        /// refused anyway (no such peer, a block either way); `None`
+        /// otherwise.
+        friends: Option<bool>,
+    },
+    /// `None` if the group does not exist (or was dissolved).
+    Group(Option<GroupRoute>),
+}
+
 /// What a direct message from one user to another needs to know before it
-/// may go, from [`direct_route`].
+/// may go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DirectRoute {
     pub peer_blocked_sender: bool,
@@ -49,7 +78,24 @@ pub struct DirectRoute {
     pub conversation: Option<u64>,
 }
 
-/// A message to store, for [`insert`].
+/// What a message to a group needs to know before it may go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GroupRoute {
+    /// The group's conversation.
+    pub conversation: u64,
+    /// Whether the sender is a member of it.
+    pub member: bool,
+}
+
+/// A message [`post_many`] stored, and its inbox rows: `(user, cursor)`
+/// pairs, by user id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Posted {
+    pub row: MessageRow,
+    pub deliveries: Vec<(u64, u64)>,
+}
+
+/// A message to store, for [`post_many`].
 #[derive(Debug, Clone, Copy)]
 pub struct NewRow<'a> {
     pub conversation_id: u64,
@@ -94,9 +140,9 @@ super::operations! {
     read fn by_id(id: u64) -> Option<MessageRow>;
     /// The direct conversation of two users, created (with both as members) if needed.
     write fn direct_conversation(a: u64, b: u64, now: i64) -> u64;
-    /// Whether a direct message from `sender` to `peer` may go, and where, in
-    /// one statement: `None` if `peer` does not exist.
-    write fn direct_route(sender: u64, peer: u64) -> Option<DirectRoute>;
+    /// What the checks of many sends need to know, in their order: on
+    /// PostgreSQL one statement for all, on SQLite a few per send.
+    write fn routes(sends: &[SendTo]) -> Vec<SendRoute>;
     /// Adds a member who sees what comes after the conversation's current seq.
     write fn add_member(conversation_id: u64, user_id: u64, role: &str, now: i64) -> ();
     /// Removes a member, recording their departure in `departures`: the
@@ -110,13 +156,16 @@ super::operations! {
     read fn members(conversation_id: u64) -> Vec<u64>;
     /// Members with their roles, owner first, then admins, then by id.
     read fn members_with_roles(conversation_id: u64) -> Vec<(u64, String)>;
-    /// Stores a message as the conversation's next seq, unless the sender
-    /// already sent one with this `client_msg_id`: then it writes nothing and
-    /// returns `None` (the caller answers with the original, [`by_client_id`]).
-    /// A send need not look for its `client_msg_id` before: the insert's own
-    /// probe of that unique index tells, and a lookup first would cost every
-    /// send a statement of its own.
-    write fn insert(new: &NewRow<'_>) -> Option<MessageRow>;
+    /// Stores messages in their order, each as its conversation's next seq,
+    /// and appends `kind` about each to the inbox of every member of its
+    /// conversation; one answer per row, in order. A row whose sender
+    /// already sent a message with its `client_msg_id` (before, or earlier
+    /// in `rows`) writes nothing: `None` (the caller answers with the
+    /// original, [`by_client_id`]). A send need not look for its
+    /// `client_msg_id` before: the insert's own probe of that unique index
+    /// tells, and a lookup first would cost every send a statement of its
+    /// own. On PostgreSQL one statement for all the rows.
+    write fn post_many(rows: &[NewRow<'_>], kind: &str) -> Vec<Option<Posted>>;
     /// Appends `kind` about `message` to the inbox of every member of its
     /// conversation; returns the `(user, cursor)` pairs, by user id.
     write fn fan_out(message: &MessageRow, kind: &str) -> Vec<(u64, u64)>;

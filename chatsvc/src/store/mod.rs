@@ -166,8 +166,40 @@ pub enum Scope {
     Group { sender: u64, group: u64 },
 }
 
-/// A write queued by [`Store::queue_checks_first_then`]: resolves to its
-/// result once its group has committed (or failed).
+/// A kind of write the writers may run many at a time, each item as data
+/// (sends): [`Store::queue_batch`] queues one item, and the PostgreSQL
+/// writer hands every item of a kind that a group commit holds, one after
+/// another in queue order, to one [`Batch::run`], which can then store them
+/// with a few set-based statements instead of a few statements each.
+/// SQLite's writer runs each item alone (a statement there costs no round
+/// trip).
+///
+/// `run` makes every check that bad input can fail before its first write,
+/// as a send always has (it runs without a savepoint): an item whose checks
+/// fail writes nothing and fails alone. Its `Err` (a storage fault, or a
+/// statement that failed) fails every item of the run, and the whole group
+/// if anything was written.
+pub trait Batch: 'static {
+    /// What one queued item carries.
+    type Item: Send + 'static;
+    /// One item's answer.
+    type Output: Send + 'static;
+    type Error: From<StoreError> + std::fmt::Display + Send + 'static;
+
+    /// Runs `items` in the order they were queued, in one transaction;
+    /// returns one result per item, in that order.
+    fn run(c: &Tx<'_>, items: Vec<Self::Item>) -> Answers<Self::Output, Self::Error>;
+
+    /// Runs once the item's group has committed, in commit order, before
+    /// the item's caller is answered.
+    fn after_commit(output: &Self::Output);
+}
+
+/// What [`Batch::run`] returns: one answer per item, or the run's failure.
+pub type Answers<T, E> = Result<Vec<Result<T, E>>, E>;
+
+/// A write queued by [`Store::queue_batch`]: resolves to its result once
+/// its group has committed (or failed).
 #[derive(Debug)]
 pub struct Queued<T, E>(pub(crate) oneshot::Receiver<Result<T, E>>);
 
@@ -235,42 +267,29 @@ impl Store {
     {
         match &self.backend {
             Backend::Sqlite(s) => s.write_then(f, after_commit).await,
-            Backend::Postgres { writer, .. } => {
-                writer
-                    .queue(job::Guard::Savepoint, None, f, after_commit)
-                    .await?
-                    .await
-            }
+            Backend::Postgres { writer, .. } => writer.queue(f, after_commit).await?.await,
         }
     }
 
-    /// [`Store::write_then`] in two steps, for hot paths that make every
-    /// check before their first write (sends): returns once the job is
-    /// queued, with its result to come. Jobs queued one after another
-    /// commit in that order. If `f` fails after writing, other jobs may
-    /// fail with it (as unavailable), so a late check must never fail on
-    /// bad input. `scope` names the one conversation `f` may write to (and
-    /// so the rows the PostgreSQL writer locks for it, see [`Scope`]);
-    /// `f` must write nowhere else.
-    pub async fn queue_checks_first_then<T, E, F, A>(
+    /// Queues one item of a [`Batch`] (a send) and returns once it is
+    /// queued, with its result to come: the writer may run it together
+    /// with the items of the same kind queued around it (PostgreSQL runs
+    /// every such item of a group commit in one [`Batch::run`]; SQLite one
+    /// at a time). Items queued one after another commit in that order.
+    /// `scope` names the one conversation the item may write to (and so
+    /// the rows the PostgreSQL writer locks for it, see [`Scope`]); the
+    /// item must write nowhere else.
+    pub async fn queue_batch<B: Batch>(
         &self,
         scope: Scope,
-        f: F,
-        after_commit: A,
-    ) -> Result<Queued<T, E>, E>
-    where
-        T: Send + 'static,
-        E: From<StoreError> + Send + 'static,
-        F: FnOnce(&Tx<'_>) -> Result<T, E> + Send + 'static,
-        A: FnOnce(&T) + Send + 'static,
-    {
+        item: B::Item,
+    ) -> Result<Queued<B::Output, B::Error>, B::Error> {
         match &self.backend {
-            Backend::Sqlite(s) => s.queue_checks_first_then(f, after_commit).await,
-            Backend::Postgres { writer, .. } => {
-                writer
-                    .queue(job::Guard::ChecksFirst, Some(scope), f, after_commit)
+            Backend::Sqlite(s) => {
+                s.queue_checks_first_then(move |c| job::run_one::<B>(c, item), B::after_commit)
                     .await
             }
+            Backend::Postgres { writer, .. } => writer.queue_batch::<B>(scope, item).await,
         }
     }
 

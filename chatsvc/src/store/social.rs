@@ -18,8 +18,6 @@ pub struct FriendRequestRow {
 super::operations! {
     social;
     read fn are_friends(a: u64, b: u64) -> bool;
-    /// [`are_friends`] on the writer, for a direct message.
-    write fn are_friends_to_send(a: u64, b: u64) -> bool;
     /// Has `user` blocked `other`?
     read fn has_blocked(user: u64, other: u64) -> bool;
     /// The pending, unexpired request from `from` to `to`, if any.

@@ -17,9 +17,10 @@
 
 use tokio_postgres::Row;
 
+pub use super::sends::{post_many, routes};
 use super::Session;
 use crate::store::messages::{
-    ConversationRow, DirectRoute, InboxRow, Membership, MessageRow, NewRow, MAX_DEVICES_PER_USER,
+    ConversationRow, InboxRow, Membership, MessageRow, MAX_DEVICES_PER_USER,
 };
 use crate::store::StoreError;
 
@@ -34,11 +35,11 @@ macro_rules! message_columns {
 }
 
 /// An id or a counter read back (`bigint`, never negative).
-fn uint(r: &Row, at: usize) -> Result<u64, StoreError> {
+pub(super) fn uint(r: &Row, at: usize) -> Result<u64, StoreError> {
     Ok(r.try_get::<_, i64>(at)? as u64)
 }
 
-fn opt_uint(r: &Row, at: usize) -> Result<Option<u64>, StoreError> {
+pub(super) fn opt_uint(r: &Row, at: usize) -> Result<Option<u64>, StoreError> {
     Ok(r.try_get::<_, Option<i64>>(at)?.map(|v| v as u64))
 }
 
@@ -156,31 +157,6 @@ pub fn direct_conversation(c: &Session<'_>, a: u64, b: u64, now: i64) -> Result<
         &[&lo, &hi, &now],
     )?;
     uint(&r, 0)
-}
-
-/// Whether a direct message from `sender` to `peer` may go, and where, in
-/// one statement: `None` if `peer` does not exist.
-pub fn direct_route(
-    c: &Session<'_>,
-    sender: u64,
-    peer: u64,
-) -> Result<Option<DirectRoute>, StoreError> {
-    let (lo, hi) = (sender.min(peer) as i64, sender.max(peer) as i64);
-    c.query_opt(
-        "SELECT EXISTS(SELECT 1 FROM blocks WHERE user_id = $2 AND blocked_id = $1),
-                EXISTS(SELECT 1 FROM blocks WHERE user_id = $1 AND blocked_id = $2),
-                (SELECT id FROM conversations WHERE kind = 'direct' AND user_lo = $3 AND user_hi = $4)
-         FROM users WHERE id = $2",
-        &[&(sender as i64), &(peer as i64), &lo, &hi],
-    )?
-    .map(|r| {
-        Ok(DirectRoute {
-            peer_blocked_sender: r.try_get(0)?,
-            sender_blocked_peer: r.try_get(1)?,
-            conversation: opt_uint(&r, 2)?,
-        })
-    })
-    .transpose()
 }
 
 /// Adds a member who sees what comes after the conversation's current seq
@@ -305,81 +281,6 @@ pub fn members_with_roles(
     .iter()
     .map(|r| Ok((uint(r, 0)?, r.try_get(1)?)))
     .collect()
-}
-
-/// Stores a message as the conversation's next seq, unless the sender
-/// already sent one with this `client_msg_id`: then it writes nothing and
-/// returns `None`. One statement: the seq, the message and the sender's
-/// read marker.
-///
-/// The seq is allocated only when the `client_msg_id` is new (the `NOT
-/// EXISTS`): a repeated send must leave no gap, since `last_seq` is the
-/// conversation's newest message. ON CONFLICT DO NOTHING is only a
-/// safety net: the sender's row is locked by the transaction (`writer.rs`),
-/// so no other inserts a message of theirs meanwhile, and the check holds.
-///
-/// The sender's read marker moves to their message exactly when SQLite's
-/// `insert` moves it (its doc says why this keeps the unread counts of a
-/// marker moved at every send): when the message just before is someone
-/// else's and past the marker. With gap-free seqs that message is
-/// `seq - 1`, read from the statement's snapshot, before this one.
-pub fn insert(c: &Session<'_>, new: &NewRow<'_>) -> Result<Option<MessageRow>, StoreError> {
-    let NewRow {
-        conversation_id,
-        sender,
-        client_msg_id,
-        body,
-        text: _,
-        kind,
-        now,
-    } = *new;
-    let row = c.query_opt(
-        "WITH c AS (
-             UPDATE conversations SET last_seq = last_seq + 1
-             WHERE id = $1
-               AND NOT EXISTS (SELECT 1 FROM messages WHERE sender_id = $2 AND client_msg_id = $3)
-             RETURNING id, last_seq, kind, user_lo, user_hi, group_id
-         ), m AS (
-             INSERT INTO messages (conversation_id, seq, sender_id, client_msg_id, body, sent_at, kind)
-             SELECT id, last_seq, $2, $3, $4, $5, $6 FROM c
-             ON CONFLICT (sender_id, client_msg_id) DO NOTHING
-             RETURNING id, seq
-         ), marker AS (
-             UPDATE conversation_members cm SET read_seq = c.last_seq FROM c
-             WHERE cm.conversation_id = c.id AND cm.user_id = $2 AND cm.read_seq < c.last_seq - 1
-               AND EXISTS (SELECT 1 FROM messages p
-                           WHERE p.conversation_id = c.id AND p.seq = c.last_seq - 1 AND p.sender_id <> $2)
-         )
-         SELECT m.id, m.seq,
-                CASE WHEN c.kind = 'direct' THEN (CASE WHEN $2 = c.user_lo THEN c.user_hi ELSE c.user_lo END) END,
-                c.group_id
-         FROM m, c",
-        &[
-            &(conversation_id as i64),
-            &(sender as i64),
-            &client_msg_id,
-            &body,
-            &now,
-            &kind,
-        ],
-    )?;
-    let Some(r) = row else {
-        return Ok(None);
-    };
-    Ok(Some(MessageRow {
-        id: uint(&r, 0)?,
-        conversation_id,
-        seq: uint(&r, 1)?,
-        sender_id: sender,
-        to_user: opt_uint(&r, 2)?,
-        to_group: opt_uint(&r, 3)?,
-        client_msg_id: client_msg_id.to_owned(),
-        body: body.to_owned(),
-        sent_at: now,
-        kind: kind.to_owned(),
-        edited_at: None,
-        recalled_at: None,
-    }))
 }
 
 /// Appends `kind` about `message` to the inbox of every member of its

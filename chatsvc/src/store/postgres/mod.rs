@@ -38,6 +38,7 @@ pub(crate) mod limits;
 pub(crate) mod messages;
 mod migrations;
 pub(crate) mod mqtt;
+mod sends;
 pub(crate) mod services;
 mod session;
 pub(crate) mod sessions;

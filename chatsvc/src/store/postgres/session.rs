@@ -24,6 +24,8 @@ pub struct Session<'a> {
     failures: Cell<u64>,
     /// Statements run that may have written (anything but a `SELECT`).
     writes: Cell<u64>,
+    /// Statements waited on, a round trip each.
+    round_trips: Cell<u64>,
     /// The active webhooks, read once per transaction, when the writer
     /// knows no statement of it can change them ([`Session::webhooks_fixed`]).
     webhooks: Option<RefCell<Option<Vec<WebhookRow>>>>,
@@ -100,6 +102,7 @@ impl<'a> Session<'a> {
             tx,
             failures: Cell::new(0),
             writes: Cell::new(0),
+            round_trips: Cell::new(0),
             webhooks: None,
         }
     }
@@ -135,12 +138,13 @@ impl<'a> Session<'a> {
         (self.failures.get(), self.writes.get())
     }
 
-    /// Runs one statement, keeping [`Session::marks`].
-    fn run<T>(
-        &self,
-        sql: &str,
-        statement: impl std::future::Future<Output = Result<T, tokio_postgres::Error>>,
-    ) -> Result<T, StoreError> {
+    /// How many statements were waited on so far.
+    pub(super) fn round_trips(&self) -> u64 {
+        self.round_trips.get()
+    }
+
+    /// Counts a statement that may write (anything but a `SELECT`).
+    fn count_write(&self, sql: &str) {
         if !sql
             .trim_start()
             .get(..6)
@@ -148,11 +152,67 @@ impl<'a> Session<'a> {
         {
             self.writes.set(self.writes.get() + 1);
         }
+    }
+
+    /// Runs one statement, keeping [`Session::marks`].
+    fn run<T>(
+        &self,
+        sql: &str,
+        statement: impl std::future::Future<Output = Result<T, tokio_postgres::Error>>,
+    ) -> Result<T, StoreError> {
+        self.count_write(sql);
+        self.round_trips.set(self.round_trips.get() + 1);
         let result = self.driver.block_on(statement);
         if result.is_err() {
             self.failures.set(self.failures.get() + 1);
         }
         Ok(result?)
+    }
+
+    /// Every row of each of `statements`, run pipelined: all sent at once
+    /// and answered in order, one round trip for all. The server runs them
+    /// one after another, as if each waited for the one before; so a
+    /// statement may not take its parameters from an earlier one's rows,
+    /// and after one fails the rest fail too (the transaction is aborted).
+    /// Each is prepared first (a round trip of its own only the first time
+    /// its connection runs it).
+    pub(super) fn query_pipelined(
+        &self,
+        statements: &[(&str, &[&(dyn ToSql + Sync)])],
+    ) -> Result<Vec<Vec<Row>>, StoreError> {
+        let mut prepared = Vec::with_capacity(statements.len());
+        for (sql, _) in statements {
+            self.count_write(sql);
+            match self.driver.block_on(self.tx.prepare(sql)) {
+                Ok(statement) => prepared.push(statement),
+                Err(e) => {
+                    self.failures.set(self.failures.get() + 1);
+                    return Err(e.into());
+                }
+            }
+        }
+        // Each query is written to the connection when first polled, and
+        // `join_all` polls a few futures in order: the server gets them in
+        // the order given.
+        let queries = prepared
+            .iter()
+            .zip(statements)
+            .map(|(statement, (_, params))| self.tx.transaction().query(statement, params));
+        self.round_trips.set(self.round_trips.get() + 1);
+        let answers = self
+            .driver
+            .block_on(futures_util::future::join_all(queries));
+        let mut rows = Vec::with_capacity(answers.len());
+        for answer in answers {
+            match answer {
+                Ok(r) => rows.push(r),
+                Err(e) => {
+                    self.failures.set(self.failures.get() + 1);
+                    return Err(e.into());
+                }
+            }
+        }
+        Ok(rows)
     }
 
     /// Every row `sql` returns.

@@ -36,12 +36,6 @@ pub fn are_friends(c: &Session<'_>, a: u64, b: u64) -> Result<bool, StoreError> 
         .try_get(0)?)
 }
 
-/// [`are_friends`] inside the write: SQLite keeps a hot statement on its
-/// writer for it; here every statement is cached per connection anyway.
-pub fn are_friends_to_send(c: &Session<'_>, a: u64, b: u64) -> Result<bool, StoreError> {
-    are_friends(c, a, b)
-}
-
 pub fn has_blocked(c: &Session<'_>, user: u64, other: u64) -> Result<bool, StoreError> {
     Ok(c.query_one(
         "SELECT EXISTS (SELECT 1 FROM blocks WHERE user_id = $1 AND blocked_id = $2)",

@@ -8,7 +8,12 @@
 //! to the first lane. A lane takes every job waiting (up to
 //! [`MAX_BATCH`]), opens one transaction, takes its locks (below), runs
 //! each job, commits, and only then runs each job's `after_commit` and
-//! answers it, in queue order. The lanes of a chatd run their
+//! answers it, in queue order. Sends are items of a [`Batch`], data rather
+//! than closures: the jobs of a run of consecutive sends become one
+//! ([`Work::absorb`]) and run in one [`Batch::run`], where the domain
+//! checks them all with one statement and stores every message and inbox
+//! row with one more, so a group of N sends costs a handful of round trips
+//! rather than a few per send. The lanes of a chatd run their
 //! `after_commit`s in the order their COMMITs were sent ([`Sequencer`]):
 //! two groups that bumped one user's inbox cursor committed in cursor
 //! order (the second waited for the first's row lock), so each user's
@@ -57,19 +62,21 @@
 //!
 //! Each [`Store::write`](crate::store::Store::write) job runs inside a
 //! savepoint, so its failure undoes only its own writes; a failed statement
-//! aborts a PostgreSQL transaction until it rolls back to one. A send
-//! ([`Guard::ChecksFirst`]) runs without: if it fails after writing, or a
-//! statement of it fails, the group is lost and every job in it answers as
-//! unavailable (the same contract as SQLite's writer).
+//! aborts a PostgreSQL transaction until it rolls back to one. A run of
+//! sends runs without ([`checks_first`]): each send that fails its checks
+//! fails alone, having written nothing; if the run fails after writing, or
+//! a statement of it fails, the group is lost and every job in it answers
+//! as unavailable (the same contract as SQLite's writer).
 
+use std::any::{Any, TypeId};
 use std::collections::{BTreeSet, HashSet};
 
 use tokio::sync::mpsc;
 
 use super::session::{Driver, Prepared, Tx as SessionTx};
 use super::{Backend, Session};
-use crate::store::job::{Finish, Guard, Job};
-use crate::store::{Queued, Scope, StoreError, Tx, TxDb};
+use crate::store::job::{Batched, Finish, Guard, Job};
+use crate::store::{Batch, Queued, Scope, StoreError, Tx, TxDb};
 
 /// Jobs in one group at most.
 const MAX_BATCH: usize = 512;
@@ -95,12 +102,19 @@ const LOCK_CONVERSATIONS: &str = "SELECT id, user_lo, user_hi FROM conversations
      FOR NO KEY UPDATE";
 
 /// Then the users whose inbox cursors the group allocates (every member
-/// of those conversations) and the senders, by ascending id, locked.
+/// of those conversations) and the senders, by ascending id, locked. The
+/// conversations are named as in [`LOCK_CONVERSATIONS`], not by the ids it
+/// returns, so that both go to the server at once.
 const LOCK_USERS: &str = "SELECT id FROM users
      WHERE id IN (
-         SELECT user_id FROM conversation_members WHERE conversation_id = ANY($1::bigint[])
+         SELECT cm.user_id FROM conversation_members cm
+         WHERE cm.conversation_id IN (
+             SELECT c.id FROM conversations c, unnest($1::bigint[], $2::bigint[]) AS d (lo, hi)
+             WHERE c.kind = 'direct' AND c.user_lo = d.lo AND c.user_hi = d.hi
+             UNION ALL
+             SELECT g.conversation_id FROM groups g WHERE g.id = ANY($3::bigint[]))
          UNION ALL
-         SELECT unnest($2::bigint[]))
+         SELECT unnest($4::bigint[]))
      ORDER BY id
      FOR NO KEY UPDATE";
 
@@ -144,7 +158,8 @@ impl Plan {
     }
 }
 
-/// Takes a group's locks (see the module doc). `Ok(false)`: a direct
+/// Takes a group's locks (see the module doc), a group of sends' three
+/// statements pipelined: one round trip. `Ok(false)`: a direct
 /// conversation of the group does not exist yet, so creating it needs the
 /// exclusive lock; nothing was written, and the caller starts over.
 fn take_locks(s: &Session<'_>, plan: &Plan) -> Result<bool, StoreError> {
@@ -155,32 +170,38 @@ fn take_locks(s: &Session<'_>, plan: &Plan) -> Result<bool, StoreError> {
         }
         Plan::Shared(set) => set,
     };
-    s.execute("SELECT pg_advisory_xact_lock_shared($1)", &[&WRITE_LOCK])?;
     let (los, his): (Vec<i64>, Vec<i64>) = set.direct.iter().copied().unzip();
     let groups: Vec<i64> = set.groups.iter().copied().collect();
-    let rows = s.query(LOCK_CONVERSATIONS, &[&los, &his, &groups])?;
-    let mut ids = Vec::with_capacity(rows.len());
+    let senders: Vec<i64> = set.senders.iter().copied().collect();
+    let answers = s.query_pipelined(&[
+        ("SELECT pg_advisory_xact_lock_shared($1)", &[&WRITE_LOCK]),
+        (LOCK_CONVERSATIONS, &[&los, &his, &groups]),
+        (LOCK_USERS, &[&los, &his, &groups, &senders]),
+    ])?;
+    let rows = answers.get(1).map_or(&[][..], Vec::as_slice);
     let mut found = HashSet::with_capacity(rows.len());
-    for r in &rows {
-        ids.push(r.try_get::<_, i64>(0)?);
+    for r in rows {
         if let (Some(lo), Some(hi)) = (r.try_get(1)?, r.try_get(2)?) {
             found.insert((lo, hi));
         }
     }
-    if set.direct.iter().any(|pair| !found.contains(pair)) {
-        return Ok(false);
-    }
-    let senders: Vec<i64> = set.senders.iter().copied().collect();
-    s.execute(LOCK_USERS, &[&ids, &senders])?;
-    Ok(true)
+    // The users of a missing conversation were not locked: nothing runs.
+    Ok(set.direct.iter().all(|pair| found.contains(pair)))
 }
 
-trait Work: Send {
-    /// Runs the job; returns how to finish it and whether the group's
-    /// transaction is still sound.
-    fn run(self: Box<Self>, s: &Session<'_>) -> (Box<dyn Finish>, bool);
+/// A queued job as the writer holds it: a closure, or items of a
+/// [`Batch`].
+trait Work: Any + Send {
+    /// Runs the job; returns how to finish it (each of its items) and
+    /// whether the group's transaction is still sound.
+    fn run(self: Box<Self>, s: &Session<'_>) -> (Vec<Box<dyn Finish>>, bool);
     /// The job did not run, or its group did not commit.
     fn abort(self: Box<Self>, error: &str);
+    /// Takes `next`, queued right after this job, into it when both are
+    /// items of one [`Batch`] kind, to run as one; gives it back otherwise.
+    fn absorb(&mut self, next: Box<dyn Work>) -> Option<Box<dyn Work>> {
+        Some(next)
+    }
 }
 
 impl<F, A, T, E> Work for Job<F, A, T, E>
@@ -190,15 +211,42 @@ where
     F: FnOnce(&Tx<'_>) -> Result<T, E> + Send + 'static,
     A: FnOnce(&T) + Send + 'static,
 {
-    fn run(self: Box<Self>, s: &Session<'_>) -> (Box<dyn Finish>, bool) {
-        (*self).run_with(|guard, f| match guard {
+    fn run(self: Box<Self>, s: &Session<'_>) -> (Vec<Box<dyn Finish>>, bool) {
+        let (finish, sound) = (*self).run_with(|guard, f| match guard {
             Guard::Savepoint => in_savepoint(s, f),
             Guard::ChecksFirst => checks_first(s, f),
-        })
+        });
+        (vec![finish], sound)
     }
 
     fn abort(self: Box<Self>, error: &str) {
         (*self).abort(error);
+    }
+}
+
+/// Every item of a run runs in one [`Batch::run`], which makes its checks
+/// before it writes ([`checks_first`]): an item that fails its checks
+/// fails alone, a failed run loses the group if it wrote.
+impl<B: Batch> Work for Batched<B> {
+    fn run(self: Box<Self>, s: &Session<'_>) -> (Vec<Box<dyn Finish>>, bool) {
+        (*self).run_with(|items| checks_first(s, |c| B::run(c, items)))
+    }
+
+    fn abort(self: Box<Self>, error: &str) {
+        (*self).abort(error);
+    }
+
+    fn absorb(&mut self, next: Box<dyn Work>) -> Option<Box<dyn Work>> {
+        if (*next).type_id() != TypeId::of::<Self>() {
+            return Some(next);
+        }
+        let next: Box<dyn Any> = next;
+        // Always a match (its type was just compared); a job that could
+        // not be taken would answer as closed.
+        if let Ok(next) = next.downcast::<Self>() {
+            self.append(*next);
+        }
+        None
     }
 }
 
@@ -276,30 +324,39 @@ impl Writer {
         })
     }
 
-    /// Queues a job; returns once it is in the queue, with its answer to
-    /// come. A job with a `scope` is a send that writes to that
-    /// conversation only, queued on its conversation's lane; one without
-    /// goes to the first lane, and its group runs alone, cluster-wide (see
-    /// the module doc).
-    pub(crate) async fn queue<T, E, F, A>(
-        &self,
-        guard: Guard,
-        scope: Option<Scope>,
-        f: F,
-        after_commit: A,
-    ) -> Result<Queued<T, E>, E>
+    /// Queues a write other than a send; returns once it is in the queue,
+    /// with its answer to come. It goes to the first lane, and its group
+    /// runs alone, cluster-wide (see the module doc).
+    pub(crate) async fn queue<T, E, F, A>(&self, f: F, after_commit: A) -> Result<Queued<T, E>, E>
     where
         T: Send + 'static,
         E: From<StoreError> + Send + 'static,
         F: FnOnce(&Tx<'_>) -> Result<T, E> + Send + 'static,
         A: FnOnce(&T) + Send + 'static,
     {
-        let (job, answer) = Job::new(guard, f, after_commit);
-        let lane = &self.lanes[lane_of(scope, self.lanes.len())];
-        lane.send((scope, Box::new(job)))
-            .await
-            .map_err(|_| E::from(StoreError::Closed))?;
+        let (job, answer) = Job::new(Guard::Savepoint, f, after_commit);
+        self.send(None, Box::new(job)).await.map_err(E::from)?;
         Ok(answer)
+    }
+
+    /// Queues an item of a [`Batch`] (a send) that writes to `scope`'s
+    /// conversation only, on that conversation's lane; returns once it is
+    /// in the queue, with its answer to come.
+    pub(crate) async fn queue_batch<B: Batch>(
+        &self,
+        scope: Scope,
+        item: B::Item,
+    ) -> Result<Queued<B::Output, B::Error>, B::Error> {
+        let (job, answer) = Batched::<B>::new(item);
+        self.send(Some(scope), Box::new(job)).await?;
+        Ok(answer)
+    }
+
+    async fn send(&self, scope: Option<Scope>, job: Box<dyn Work>) -> Result<(), StoreError> {
+        let lane = &self.lanes[lane_of(scope, self.lanes.len())];
+        lane.send((scope, job))
+            .await
+            .map_err(|_| StoreError::Closed)
     }
 }
 
@@ -453,9 +510,10 @@ fn commit_group(
     jobs: Vec<Queue>,
 ) -> Ran {
     let mut plan = Plan::of(jobs.iter().map(|(scope, _)| scope));
-    let jobs = jobs.into_iter().map(|(_, job)| job);
+    let jobs = runs(jobs).into_iter();
     let Connection { client, prepared } = conn;
     loop {
+        round_trips(1);
         let tx = match runtime.block_on(client.transaction()) {
             Ok(tx) => tx,
             Err(e) => return aborted(jobs, StoreError::from(e).to_string()),
@@ -471,6 +529,7 @@ fn commit_group(
             Ok(false) => {
                 // A direct conversation to create: nothing written yet.
                 tracing::debug!("postgres: a new direct conversation, the group runs alone");
+                round_trips(session.round_trips() + 1);
                 if let Err(e) = runtime.block_on(tx.rollback()) {
                     return aborted(jobs, StoreError::from(e).to_string());
                 }
@@ -484,7 +543,7 @@ fn commit_group(
         if outcome.is_ok() {
             for job in jobs.by_ref() {
                 let (finish, sound) = job.run(&session);
-                finishes.push(finish);
+                finishes.extend(finish);
                 if !sound {
                     outcome =
                         Err("the transaction was rolled back after a storage error".to_owned());
@@ -492,6 +551,7 @@ fn commit_group(
                 }
             }
         }
+        round_trips(session.round_trips() + 1);
         let msg = match outcome {
             Ok(()) => {
                 let ticket = Some(sequencer.ticket());
@@ -515,6 +575,28 @@ fn commit_group(
         }
         return (finishes, Err(msg), None);
     }
+}
+
+/// Counts `n` round trips of a group commit.
+fn round_trips(n: u64) {
+    metrics::counter!(crate::metrics::STORE_ROUND_TRIPS_TOTAL).increment(n);
+}
+
+/// A group's jobs with each run of consecutive items of one [`Batch`]
+/// kind made one job.
+fn runs(jobs: Vec<Queue>) -> Vec<Box<dyn Work>> {
+    let mut runs: Vec<Box<dyn Work>> = Vec::with_capacity(jobs.len());
+    for (_, job) in jobs {
+        let job = match runs.last_mut() {
+            Some(last) => match last.absorb(job) {
+                Some(job) => job,
+                None => continue,
+            },
+            None => job,
+        };
+        runs.push(job);
+    }
+    runs
 }
 
 /// Answers every job of a group that could not start.

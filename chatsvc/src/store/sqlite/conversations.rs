@@ -5,7 +5,7 @@
 use rusqlite::{params, Connection, OptionalExtension};
 
 use super::conn::{Conn, Hot};
-use crate::store::messages::{DirectRoute, Membership};
+use crate::store::messages::{DirectRoute, GroupRoute, Membership, SendRoute, SendTo};
 use crate::store::StoreError;
 
 /// The direct conversation of two users, created (with both as members) if needed.
@@ -29,13 +29,45 @@ pub fn direct_conversation(c: &Connection, a: u64, b: u64, now: i64) -> Result<u
 const DIRECT_CONVERSATION: &str =
     "SELECT id FROM conversations WHERE kind = 'direct' AND user_lo = ?1 AND user_hi = ?2";
 
+/// What the checks of each send need, one send after another (a statement
+/// here costs no round trip): the writer's hot statements for a direct
+/// message, the group and the membership for a group's.
+pub fn routes(c: &Conn<'_>, sends: &[SendTo]) -> Result<Vec<SendRoute>, StoreError> {
+    sends
+        .iter()
+        .map(|&to| match to {
+            SendTo::User {
+                sender,
+                peer,
+                friends,
+            } => {
+                let route = direct_route(c, sender, peer)?;
+                let open = route.is_some_and(|r| !r.peer_blocked_sender && !r.sender_blocked_peer);
+                let friends = if friends && open {
+                    Some(super::social::are_friends_to_send(c, sender, peer)?)
+                } else {
+                    None
+                };
+                Ok(SendRoute::User { route, friends })
+            }
+            SendTo::Group { sender, group } => {
+                let Some(group) = super::groups::by_id(c, group)? else {
+                    return Ok(SendRoute::Group(None));
+                };
+                let conversation = group.conversation_id;
+                let member = membership(c, sender, conversation)?.is_some();
+                Ok(SendRoute::Group(Some(GroupRoute {
+                    conversation,
+                    member,
+                })))
+            }
+        })
+        .collect()
+}
+
 /// Whether a direct message from `sender` to `peer` may go, and where, in
 /// one statement: `None` if `peer` does not exist.
-pub fn direct_route(
-    c: &Conn<'_>,
-    sender: u64,
-    peer: u64,
-) -> Result<Option<DirectRoute>, StoreError> {
+fn direct_route(c: &Conn<'_>, sender: u64, peer: u64) -> Result<Option<DirectRoute>, StoreError> {
     let (lo, hi) = (sender.min(peer), sender.max(peer));
     Ok(c.hot(Hot::DirectRoute)?
         .query_row(params![sender, peer, lo, hi], |r| {

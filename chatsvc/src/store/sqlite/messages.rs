@@ -6,12 +6,12 @@
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
 use super::conn::{Conn, Hot};
-use crate::store::messages::{MessageRow, NewRow};
+use crate::store::messages::{MessageRow, NewRow, Posted};
 
 pub(super) use super::conversations::record_departures;
 pub use super::conversations::{
-    add_member, direct_conversation, direct_route, member_count, members, members_with_roles,
-    membership, remove_member, set_role,
+    add_member, direct_conversation, member_count, members, members_with_roles, membership,
+    remove_member, routes, set_role,
 };
 pub use super::fulltext::search;
 pub use super::timeline::{
@@ -95,12 +95,27 @@ pub fn by_id(c: &Connection, id: u64) -> Result<Option<MessageRow>, StoreError> 
         .optional()?)
 }
 
+/// Stores each message ([`insert`]) and appends it to its members'
+/// inboxes ([`fan_out`]), one after another.
+pub fn post_many(
+    c: &Conn<'_>,
+    rows: &[NewRow<'_>],
+    kind: &str,
+) -> Result<Vec<Option<Posted>>, StoreError> {
+    rows.iter()
+        .map(|new| {
+            let Some(row) = insert(c, new)? else {
+                return Ok(None);
+            };
+            let deliveries = fan_out(c, &row, kind)?;
+            Ok(Some(Posted { row, deliveries }))
+        })
+        .collect()
+}
+
 /// Stores a message as the conversation's next seq, unless the sender
 /// already sent one with this `client_msg_id`: then it writes nothing and
-/// returns `None` (the caller answers with the original, [`by_client_id`]).
-/// A send need not look for its `client_msg_id` before: the insert's own
-/// probe of that unique index tells, and a lookup first would cost every
-/// send a statement of its own.
+/// returns `None`: the insert's own probe of that unique index tells.
 ///
 /// The sender's read marker
 /// moves to it when others' messages were unread: writing in a conversation
@@ -113,7 +128,7 @@ pub fn by_id(c: &Connection, id: u64) -> Result<Option<MessageRow>, StoreError> 
 /// this one is someone else's (and past the marker); the conversation's
 /// newest message, read here for the next seq anyway, says who sent it.
 /// The write this saves would dirty a page of its own in every commit.
-pub fn insert(c: &Conn<'_>, new: &NewRow<'_>) -> Result<Option<MessageRow>, StoreError> {
+pub(super) fn insert(c: &Conn<'_>, new: &NewRow<'_>) -> Result<Option<MessageRow>, StoreError> {
     let NewRow {
         conversation_id,
         sender,
@@ -332,7 +347,7 @@ mod tests {
     use super::super::fulltext::INDEX_TEXT_AFTER;
     use super::super::Store;
     use super::*;
-    use crate::store::messages::DirectRoute;
+    use crate::store::messages::{DirectRoute, SendRoute, SendTo};
 
     /// A user's text message, stored as `Chat::send` stores it.
     fn text_message(
@@ -371,7 +386,20 @@ mod tests {
             .write_sql(|c| {
                 let a = users::insert(c, "alice", "!", 0)?.id;
                 let b = users::insert(c, "bob", "!", 0)?.id;
-                let route = |from, to| direct_route(c, from, to).unwrap();
+                let route = |sender, peer| {
+                    let asked = SendTo::User {
+                        sender,
+                        peer,
+                        friends: false,
+                    };
+                    match routes(c, &[asked]).unwrap()[..] {
+                        [SendRoute::User { route, friends }] => {
+                            assert_eq!(friends, None, "not asked");
+                            route
+                        }
+                        ref other => panic!("{other:?}"),
+                    }
+                };
                 let open = DirectRoute {
                     peer_blocked_sender: false,
                     sender_blocked_peer: false,
