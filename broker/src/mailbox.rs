@@ -114,6 +114,7 @@ impl Mailbox {
         topic: &Bytes,
         payload: &Bytes,
         properties: Option<&PublishProperties>,
+        max_qos: QoS,
     ) {
         let Ok(name) = std::str::from_utf8(topic) else {
             return;
@@ -124,6 +125,12 @@ impl Mailbox {
         }
         let Some((qos, ids)) = grant_of(&state.filters, name) else {
             return;
+        };
+        // A will asks for at most its own QoS; pushes for QoS 1.
+        let qos = if higher(qos, max_qos) == qos {
+            max_qos
+        } else {
+            qos
         };
         let size = topic.len() + payload.len();
         if state.bytes + size > self.capacity && !state.queue.is_empty() {
@@ -247,6 +254,7 @@ mod tests {
             &Bytes::from_static(topic.as_bytes()),
             &Bytes::from_static(payload.as_bytes()),
             None,
+            QoS::AtLeastOnce,
         );
     }
 
@@ -331,6 +339,7 @@ mod tests {
             &Bytes::from_static(b"users/1/events"),
             &Bytes::from(vec![b'x'; 100]),
             None,
+            QoS::AtLeastOnce,
         );
         offer(&m, "users/1/events", "next");
         assert_eq!(m.take(|_| true), Err(Overflowed));

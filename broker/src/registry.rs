@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use rumqttd::protocol::PublishProperties;
+use rumqttd::protocol::{PublishProperties, QoS};
 
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
@@ -155,15 +155,15 @@ impl Registry {
     /// its filters match. One lock for the whole batch.
     pub(crate) fn deliver<'a, I>(&self, publishes: I)
     where
-        I: IntoIterator<Item = (&'a Bytes, &'a Bytes, Option<&'a PublishProperties>)>,
+        I: IntoIterator<Item = (&'a Bytes, &'a Bytes, Option<&'a PublishProperties>, QoS)>,
     {
         let users = self.users.lock().unwrap_or_else(|e| e.into_inner());
-        for (topic, payload, properties) in publishes {
+        for (topic, payload, properties, qos) in publishes {
             let Some(conns) = addressee(topic).and_then(|user| users.get(&user)) else {
                 continue;
             };
             for mailbox in conns.values().filter_map(|c| c.mailbox.as_ref()) {
-                mailbox.offer(topic, payload, properties);
+                mailbox.offer(topic, payload, properties, qos);
             }
         }
     }
@@ -406,7 +406,7 @@ mod tests {
             "users/1",
         ]
         .map(|t| Bytes::from_static(t.as_bytes()));
-        reg.deliver(topics.iter().map(|t| (t, &payload, None)));
+        reg.deliver(topics.iter().map(|t| (t, &payload, None, QoS::AtLeastOnce)));
         let mut got = Vec::new();
         let _ = one.take(|d| {
             got.push(d.topic.clone());

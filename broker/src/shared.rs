@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
-use rumqttd::protocol::{Publish, PublishProperties};
+use rumqttd::protocol::{Publish, PublishProperties, QoS};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -142,6 +142,21 @@ impl Shared {
         self.publish_all(vec![(publish, props)]);
     }
 
+    /// Publishes one will: delivered at the lower of its own QoS and each
+    /// matching subscription's (published at the Will QoS, as any publish), never waiting for a client.
+    pub(crate) fn publish_will(
+        &self,
+        topic: String,
+        payload: Bytes,
+        props: Option<PublishProperties>,
+        qos: QoS,
+    ) {
+        let topic = Bytes::from(topic);
+        self.registry
+            .deliver([(&topic, &payload, props.as_ref(), qos)]);
+        metrics::counter!(crate::metrics::PUSHES_TOTAL).increment(1);
+    }
+
     /// Publishes in order: each publish goes straight into the mailboxes
     /// of its user's connections (see `mailbox`), on the caller's thread,
     /// so a push costs no thread hand-off, and each connection sees its
@@ -151,7 +166,7 @@ impl Shared {
         self.registry.deliver(
             publishes
                 .iter()
-                .map(|(p, props)| (&p.topic, &p.payload, props.as_ref())),
+                .map(|(p, props)| (&p.topic, &p.payload, props.as_ref(), QoS::AtLeastOnce)),
         );
         metrics::counter!(crate::metrics::PUSHES_TOTAL).increment(total as u64);
     }

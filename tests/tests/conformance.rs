@@ -629,6 +629,26 @@ async fn mqtt5_publishes_beyond_what_connack_offers_are_disconnected_with_the_re
     all_hold(results)
 }
 
+/// MQTT 5 §3.14.2.2.2: a DISCONNECT may not set a Session Expiry Interval
+/// when CONNECT's was 0 (absent): a clean session can't become persistent
+/// on its way out. The server answers DISCONNECT 0x82 and closes.
+#[tokio::test]
+async fn mqtt5_a_clean_session_cannot_raise_its_expiry_at_disconnect() -> Result<()> {
+    let server = TestServer::start().await?;
+    let alice = server.user("alice").await?;
+    let mut sock = connected_v5(&server, &alice).await?;
+    // DISCONNECT 0x00 with Session Expiry Interval (0x11) = 60.
+    sock.write_all(&[0xE0, 0x07, 0x00, 0x05, 0x11, 0, 0, 0, 60])
+        .await?;
+    let answer = read_frame(&mut sock, Duration::from_secs(3)).await?;
+    assert_eq!(
+        (answer.first(), answer.get(2)),
+        (Some(&0xE0), Some(&0x82)),
+        "answered {answer:02X?}"
+    );
+    expect_closed(&mut sock, Duration::from_secs(3)).await
+}
+
 #[tokio::test]
 async fn mqtt5_connects_the_server_cannot_honour_are_refused() -> Result<()> {
     let server = TestServer::start().await?;

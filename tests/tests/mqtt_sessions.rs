@@ -686,6 +686,31 @@ async fn a_will_reaches_the_users_other_connections_on_abnormal_close_only() -> 
     Ok(())
 }
 
+/// A will is published at its own QoS: a QoS 1 subscriber gets a QoS 0
+/// will at QoS 0, and a QoS 1 will at QoS 1.
+#[tokio::test]
+async fn a_will_is_delivered_at_no_more_than_its_own_qos() -> Result<()> {
+    let server = TestServer::start().await?;
+    let bob = server.user("bob").await?;
+    let watcher = Connect::v311("watcher", true);
+    let (mut watcher, _) = Client::accepted(&server, &bob, &watcher).await?;
+    watcher
+        .subscribe(&format!("users/{}/up/#", bob.id), 1)
+        .await?;
+    for qos in [0, 1] {
+        let c = Connect::v311("sensor", true).with_will(will(&bob, qos, false));
+        let (conn, _) = Client::accepted(&server, &bob, &c).await?;
+        drop(conn);
+        let got = watcher
+            .publish(patient(Duration::from_secs(5)), true)
+            .await?
+            .context("the will")?;
+        assert_eq!(got.topic, format!("users/{}/up/status", bob.id));
+        assert_eq!(got.qos, qos, "a QoS {qos} will");
+    }
+    Ok(())
+}
+
 #[tokio::test]
 async fn will_qos_2_and_will_retain_are_refused_at_connect() -> Result<()> {
     let server = TestServer::start().await?;

@@ -99,6 +99,14 @@ where
                     // lengthen) its session's expiry as it leaves
                     // (§3.14.2.2.2); from 0 it is a protocol error.
                     let expiry = props.and_then(|p| p.session_expiry_interval);
+                    // With a session store, a connection without a
+                    // persistent session is one whose CONNECT asked for 0.
+                    let clean = self.persist.is_none() && self.shared.sessions.get().is_some();
+                    if clean && expiry.is_some_and(|secs| secs > 0) {
+                        return Err(ConnError::Violation(
+                            "session expiry raised from 0 at DISCONNECT",
+                        ));
+                    }
                     if let (Some(p), Some(secs)) = (self.persist.as_deref_mut(), expiry) {
                         if p.expiry_secs == 0 && secs > 0 {
                             return Err(ConnError::Violation(

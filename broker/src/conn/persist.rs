@@ -82,6 +82,8 @@ pub(super) struct Will {
     pub payload: Bytes,
     pub properties: Option<protocol::PublishProperties>,
     pub delay: Duration,
+    /// The will's own QoS: delivered at no more than this.
+    pub qos: protocol::QoS,
 }
 
 impl Will {
@@ -107,6 +109,7 @@ impl Will {
         };
         Some(Will {
             topic,
+            qos: will.qos,
             payload: will.message,
             properties,
             delay: Duration::from_secs(u64::from(delay)),
@@ -502,7 +505,7 @@ where
         metrics::counter!(crate::metrics::WILLS_TOTAL).increment(1);
         if delay.is_zero() {
             self.shared
-                .publish(will.topic, will.payload, will.properties);
+                .publish_will(will.topic, will.payload, will.properties, will.qos);
             return;
         }
         let cancel = tokio_util::sync::CancellationToken::new();
@@ -528,7 +531,7 @@ where
                 }
                 wills.remove(&id);
             }
-            shared.publish(will.topic, will.payload, will.properties);
+            shared.publish_will(will.topic, will.payload, will.properties, will.qos);
         });
     }
 }
