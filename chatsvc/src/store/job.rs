@@ -2,32 +2,24 @@
 //! what to run after the commit, and where its answer goes. Each writer
 //! runs a [`Job`] its own way ([`Job::run_with`]); finishing it once the
 //! group's COMMIT returned ([`Finish`]) is the same for both. Items of a
-//! [`Batch`] (sends) are [`Batched`] on PostgreSQL, and on SQLite each a
-//! [`Job`] of its own ([`run_one`]).
+//! [`Batch`] (sends) are [`Batched`]: both writers run each run of them
+//! queued one after another in one [`Batch::run`].
 
 use tokio::sync::oneshot;
 
 use super::{Batch, Queued, StoreError, Tx};
 
-/// How a job's error is kept from committing what the job wrote before it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Guard {
-    /// The job runs in its own savepoint: an error undoes its writes only.
-    Savepoint,
-    /// No savepoint (on SQLite it costs a copy of every page the job
-    /// touches into a sub-journal, on PostgreSQL two round trips), for jobs
-    /// that make all their checks before their first write: an error with
-    /// nothing written fails the job alone; an error after a write (a
-    /// storage fault, or a check made too late) loses the whole group.
-    ChecksFirst,
-}
-
-/// A queued job: its closure, its after-commit work and its reply.
+/// A queued job: its closure, its after-commit work and its reply. Each
+/// runs in a savepoint of its own, so an error undoes its writes only.
+/// Items of a [`Batch`] run without one (a savepoint costs, on SQLite, a
+/// copy of every page the job touches into a sub-journal, on PostgreSQL
+/// two round trips): a run makes every check before its first write, so
+/// an error with nothing written fails the run alone, and an error after a
+/// write (a storage fault, or a check made too late) loses the whole group.
 pub(crate) struct Job<F, A, T, E> {
     f: F,
     after_commit: A,
     reply: oneshot::Sender<Result<T, E>>,
-    guard: Guard,
 }
 
 impl<F, A, T, E> Job<F, A, T, E>
@@ -38,25 +30,24 @@ where
     A: FnOnce(&T) + Send + 'static,
 {
     /// A job, and the answer its caller waits on.
-    pub(crate) fn new(guard: Guard, f: F, after_commit: A) -> (Self, Queued<T, E>) {
+    pub(crate) fn new(f: F, after_commit: A) -> (Self, Queued<T, E>) {
         let (reply, answer) = oneshot::channel();
         let job = Job {
             f,
             after_commit,
             reply,
-            guard,
         };
         (job, Queued(answer))
     }
 
-    /// Runs the job with `run` (given its guard and closure, returning the
-    /// closure's result and whether the group's transaction is still
-    /// sound); returns how to finish it, and that soundness.
+    /// Runs the job with `run` (given its closure, returning the closure's
+    /// result and whether the group's transaction is still sound); returns
+    /// how to finish it, and that soundness.
     pub(crate) fn run_with(
         self,
-        run: impl FnOnce(Guard, F) -> (Result<T, E>, bool),
+        run: impl FnOnce(F) -> (Result<T, E>, bool),
     ) -> (Box<dyn Finish>, bool) {
-        let (result, sound) = run(self.guard, self.f);
+        let (result, sound) = run(self.f);
         let done = Box::new(Done {
             result,
             after_commit: self.after_commit,
@@ -108,19 +99,11 @@ where
     }
 }
 
-/// A [`Batch`] item run alone, as SQLite's writer runs every one: the
-/// closure of a [`Guard::ChecksFirst`] job.
-pub(crate) fn run_one<B: Batch>(c: &Tx<'_>, item: B::Item) -> Result<B::Output, B::Error> {
-    B::run(c, vec![item])?.pop().unwrap_or_else(|| {
-        Err(StoreError::CommitFailed("a batch of one gave no answer".into()).into())
-    })
-}
-
 /// What [`Batch::run`] returns for `B`.
 type Answers<B> = super::Answers<<B as Batch>::Output, <B as Batch>::Error>;
 
 /// Items of one [`Batch`] kind queued one after another, each with its
-/// reply: what the PostgreSQL writer runs with one [`Batch::run`].
+/// reply: what a writer runs with one [`Batch::run`].
 pub(crate) struct Batched<B: Batch> {
     items: Vec<B::Item>,
     replies: Vec<oneshot::Sender<Result<B::Output, B::Error>>>,

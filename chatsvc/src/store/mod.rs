@@ -167,12 +167,12 @@ pub enum Scope {
 }
 
 /// A kind of write the writers may run many at a time, each item as data
-/// (sends): [`Store::queue_batch`] queues one item, and the PostgreSQL
-/// writer hands every item of a kind that a group commit holds, one after
-/// another in queue order, to one [`Batch::run`], which can then store them
-/// with a few set-based statements instead of a few statements each.
-/// SQLite's writer runs each item alone (a statement there costs no round
-/// trip).
+/// (sends): [`Store::queue_batch`] queues one item, and a writer hands each
+/// run of items of a kind queued one after another in a group commit, in
+/// queue order, to one [`Batch::run`]. On PostgreSQL that stores them with
+/// a few set-based statements instead of a few round trips each; on SQLite
+/// (where a statement costs no round trip) the items still run one after
+/// another, and the run pays once what they share.
 ///
 /// `run` makes every check that bad input can fail before its first write,
 /// as a send always has (it runs without a savepoint): an item whose checks
@@ -273,9 +273,10 @@ impl Store {
 
     /// Queues one item of a [`Batch`] (a send) and returns once it is
     /// queued, with its result to come: the writer may run it together
-    /// with the items of the same kind queued around it (PostgreSQL runs
-    /// every such item of a group commit in one [`Batch::run`]; SQLite one
-    /// at a time). Items queued one after another commit in that order.
+    /// with the items of the same kind queued around it (both writers run
+    /// each run of such items queued one after another in a group commit
+    /// in one [`Batch::run`]). Items queued one after another commit in
+    /// that order.
     /// `scope` names the one conversation the item may write to (and so
     /// the rows the PostgreSQL writer locks for it, see [`Scope`]); the
     /// item must write nowhere else.
@@ -285,10 +286,7 @@ impl Store {
         item: B::Item,
     ) -> Result<Queued<B::Output, B::Error>, B::Error> {
         match &self.backend {
-            Backend::Sqlite(s) => {
-                s.queue_checks_first_then(move |c| job::run_one::<B>(c, item), B::after_commit)
-                    .await
-            }
+            Backend::Sqlite(s) => s.queue_batch::<B>(item).await,
             Backend::Postgres { writer, .. } => writer.queue_batch::<B>(scope, item).await,
         }
     }

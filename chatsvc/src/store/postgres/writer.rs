@@ -75,7 +75,7 @@ use tokio::sync::mpsc;
 
 use super::session::{Driver, Prepared, Tx as SessionTx};
 use super::{Backend, Session};
-use crate::store::job::{Batched, Finish, Guard, Job};
+use crate::store::job::{Batched, Finish, Job};
 use crate::store::{Batch, Queued, Scope, StoreError, Tx, TxDb};
 
 /// Jobs in one group at most.
@@ -212,10 +212,7 @@ where
     A: FnOnce(&T) + Send + 'static,
 {
     fn run(self: Box<Self>, s: &Session<'_>) -> (Vec<Box<dyn Finish>>, bool) {
-        let (finish, sound) = (*self).run_with(|guard, f| match guard {
-            Guard::Savepoint => in_savepoint(s, f),
-            Guard::ChecksFirst => checks_first(s, f),
-        });
+        let (finish, sound) = (*self).run_with(|f| in_savepoint(s, f));
         (vec![finish], sound)
     }
 
@@ -334,7 +331,7 @@ impl Writer {
         F: FnOnce(&Tx<'_>) -> Result<T, E> + Send + 'static,
         A: FnOnce(&T) + Send + 'static,
     {
-        let (job, answer) = Job::new(Guard::Savepoint, f, after_commit);
+        let (job, answer) = Job::new(f, after_commit);
         self.send(None, Box::new(job)).await.map_err(E::from)?;
         Ok(answer)
     }

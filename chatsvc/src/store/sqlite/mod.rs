@@ -5,8 +5,9 @@
 //! job waiting when a transaction starts joins it, and nobody is answered
 //! before the group's COMMIT (WAL, `synchronous=FULL`) returns. A job runs
 //! inside its own savepoint, so one failing job does not undo the others,
-//! except sends ([`Store::queue_checks_first_then`]), which make every check
-//! before their first write instead. Reads run on a small pool of read-only
+//! except sends ([`Store::queue_batch`]), which make every check before
+//! their first write instead, each run of them queued one after another
+//! together. Reads run on a small pool of read-only
 //! connections on blocking threads. ARCHITECTURE.md §3 follows a send
 //! through it; what each choice below measured is in `bench/HISTORY.md`.
 //!
@@ -161,26 +162,18 @@ impl Store {
         self.writer.run(f, after_commit).await
     }
 
-    /// [`Store::write_then`] in two steps, and without the savepoint around
-    /// `f`, for hot paths that make every check before their first write
-    /// (sends): returns once the job is queued, with its result to come.
-    /// Jobs queued one after another commit in that order. If `f` fails
-    /// after writing, the whole group commit is lost (every job in it fails
-    /// as unavailable), so a late check must never fail on bad input.
-    pub async fn queue_checks_first_then<T, E, F, A>(
+    /// Queues an item of a [`Batch`](crate::store::Batch) (a send) and
+    /// returns once it is queued, with its result to come. Items queued one
+    /// after another commit in that order; the writer runs each run of them
+    /// in a group commit in one `Batch::run`, without a savepoint, so the
+    /// run makes every check before its first write: if it fails after
+    /// writing, the whole group commit is lost (every job in it fails as
+    /// unavailable), so a late check must never fail on bad input.
+    pub async fn queue_batch<B: crate::store::Batch>(
         &self,
-        f: F,
-        after_commit: A,
-    ) -> Result<Queued<T, E>, E>
-    where
-        T: Send + 'static,
-        E: From<StoreError> + Send + 'static,
-        F: FnOnce(&Tx<'_>) -> Result<T, E> + Send + 'static,
-        A: FnOnce(&T) + Send + 'static,
-    {
-        self.writer
-            .queue_guarded(super::job::Guard::ChecksFirst, f, after_commit)
-            .await
+        item: B::Item,
+    ) -> Result<Queued<B::Output, B::Error>, B::Error> {
+        self.writer.queue_batch::<B>(item).await
     }
 
     /// Moves the text of recent messages into the full-text index, which

@@ -1,5 +1,6 @@
 //! The single writer thread and its group commit.
 
+use std::any::{Any, TypeId};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -8,22 +9,34 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{error, warn};
 
 use super::conn::Conn;
-use crate::store::job::{Finish, Guard, Job};
-use crate::store::{Queued, StoreError, Tx, TxDb};
+use crate::store::job::{Batched, Finish, Job};
+use crate::store::{Batch, Queued, StoreError, Tx, TxDb};
 
 /// Most jobs in one transaction; bounds commit latency under load.
 const MAX_BATCH: usize = 512;
 
 /// A unit of work for the writer: run inside the group's transaction, then
-/// learn whether the COMMIT succeeded.
-trait Work: Send {
-    /// Runs the job (in its own savepoint unless it checks first); returns
-    /// how to finish it, and whether the group's transaction is still
-    /// sound (see [`in_savepoint`]).
-    fn run(self: Box<Self>, conn: &Connection, tx: &Tx<'_>) -> (Box<dyn Finish>, bool);
+/// learn whether the COMMIT succeeded. A closure ([`Job`]), or items of a
+/// [`Batch`] (sends), of which a run queued one after another runs as one.
+trait Work: Any + Send {
+    /// Runs the job (a closure in its own savepoint, a run of batch items
+    /// without one, see [`Job`]), adding
+    /// how to finish it (each of its items) to `finishes`; returns whether
+    /// the group's transaction is still sound (see [`in_savepoint`]).
+    fn run(
+        self: Box<Self>,
+        conn: &Connection,
+        tx: &Tx<'_>,
+        finishes: &mut Vec<Box<dyn Finish>>,
+    ) -> bool;
     /// The job did not run (BEGIN failed, or the group was lost before its
     /// turn): answer with the error.
     fn abort(self: Box<Self>, error: &str);
+    /// Takes `next`, queued right after this job, into it when both are
+    /// items of one [`Batch`] kind, to run as one; gives it back otherwise.
+    fn absorb(&mut self, next: Box<dyn Work>) -> Option<Box<dyn Work>> {
+        Some(next)
+    }
 }
 
 enum Msg {
@@ -38,15 +51,54 @@ where
     F: FnOnce(&Tx<'_>) -> Result<T, E> + Send + 'static,
     A: FnOnce(&T) + Send + 'static,
 {
-    fn run(self: Box<Self>, conn: &Connection, tx: &Tx<'_>) -> (Box<dyn Finish>, bool) {
-        (*self).run_with(|guard, f| match guard {
-            Guard::Savepoint => in_savepoint(conn, tx, f),
-            Guard::ChecksFirst => checks_first(conn, tx, f),
-        })
+    fn run(
+        self: Box<Self>,
+        conn: &Connection,
+        tx: &Tx<'_>,
+        finishes: &mut Vec<Box<dyn Finish>>,
+    ) -> bool {
+        let (finish, sound) = (*self).run_with(|f| in_savepoint(conn, tx, f));
+        finishes.push(finish);
+        sound
     }
 
     fn abort(self: Box<Self>, error: &str) {
         (*self).abort(error);
+    }
+}
+
+/// Every item of a run runs in one [`Batch::run`], which makes its checks
+/// before it writes ([`checks_first`]): an item that fails its checks
+/// fails alone, a failed run loses the group if it wrote. What the run
+/// shares (the statements read once for all its items, the allocations)
+/// is paid once per run rather than per send.
+impl<B: Batch> Work for Batched<B> {
+    fn run(
+        self: Box<Self>,
+        conn: &Connection,
+        tx: &Tx<'_>,
+        finishes: &mut Vec<Box<dyn Finish>>,
+    ) -> bool {
+        let (done, sound) = (*self).run_with(|items| checks_first(conn, tx, |c| B::run(c, items)));
+        finishes.extend(done);
+        sound
+    }
+
+    fn abort(self: Box<Self>, error: &str) {
+        (*self).abort(error);
+    }
+
+    fn absorb(&mut self, next: Box<dyn Work>) -> Option<Box<dyn Work>> {
+        if (*next).type_id() != TypeId::of::<Self>() {
+            return Some(next);
+        }
+        let next: Box<dyn Any> = next;
+        // Always a match (its type was just compared); a job that could
+        // not be taken would answer as closed.
+        if let Ok(next) = next.downcast::<Self>() {
+            self.append(*next);
+        }
+        None
     }
 }
 
@@ -195,45 +247,40 @@ impl Writer {
         F: FnOnce(&Tx<'_>) -> Result<T, E> + Send + 'static,
         A: FnOnce(&T) + Send + 'static,
     {
-        self.run_guarded(Guard::Savepoint, f, after_commit).await
-    }
-
-    pub(super) async fn run_guarded<T, E, F, A>(
-        &self,
-        guard: Guard,
-        f: F,
-        after_commit: A,
-    ) -> Result<T, E>
-    where
-        T: Send + 'static,
-        E: From<StoreError> + Send + 'static,
-        F: FnOnce(&Tx<'_>) -> Result<T, E> + Send + 'static,
-        A: FnOnce(&T) + Send + 'static,
-    {
-        self.queue_guarded(guard, f, after_commit).await?.await
+        self.queue(f, after_commit).await?.await
     }
 
     /// Puts a job on the writer's queue and returns once it is there, with
     /// its answer to come: jobs queued one after another run (and commit)
     /// in that order, so a caller can queue the next before the first
     /// commits.
-    pub(super) async fn queue_guarded<T, E, F, A>(
-        &self,
-        guard: Guard,
-        f: F,
-        after_commit: A,
-    ) -> Result<Queued<T, E>, E>
+    pub(super) async fn queue<T, E, F, A>(&self, f: F, after_commit: A) -> Result<Queued<T, E>, E>
     where
         T: Send + 'static,
         E: From<StoreError> + Send + 'static,
         F: FnOnce(&Tx<'_>) -> Result<T, E> + Send + 'static,
         A: FnOnce(&T) + Send + 'static,
     {
-        let (job, answer) = Job::new(guard, f, after_commit);
+        let (job, answer) = Job::new(f, after_commit);
         self.tx
             .send(Msg::Job(Box::new(job)))
             .await
             .map_err(|_| E::from(StoreError::Closed))?;
+        Ok(answer)
+    }
+
+    /// Queues an item of a [`Batch`] (a send): the writer runs it with the
+    /// items of the same kind queued right before and after it, in one
+    /// [`Batch::run`] (see [`commit_group`]).
+    pub(super) async fn queue_batch<B: Batch>(
+        &self,
+        item: B::Item,
+    ) -> Result<Queued<B::Output, B::Error>, B::Error> {
+        let (job, answer) = Batched::<B>::new(item);
+        self.tx
+            .send(Msg::Job(Box::new(job)))
+            .await
+            .map_err(|_| B::Error::from(StoreError::Closed))?;
         Ok(answer)
     }
 
@@ -285,7 +332,7 @@ fn in_savepoint<T, E: From<StoreError>>(
     }
 }
 
-/// Runs `f` with no savepoint (see [`Guard::ChecksFirst`]). The group stays
+/// Runs `f` with no savepoint (a run of batch items, see [`Job`]). The group stays
 /// sound if `f` succeeded, or failed having changed no row.
 fn checks_first<T, E>(
     conn: &Connection,
@@ -511,10 +558,21 @@ fn commit_group(
     let mut finishes: Vec<Box<dyn Finish>> = Vec::with_capacity(size);
     let mut jobs = batch.drain(..);
     let mut lost = false;
-    for job in jobs.by_ref() {
-        let (finish, sound) = job.run(conn, tx);
-        finishes.push(finish);
-        if !sound {
+    // The job after the one running, taken from the queue to see whether
+    // it joins it (consecutive items of one batch kind run as one).
+    let mut next = jobs.next();
+    while let Some(mut job) = next.take() {
+        next = jobs.next();
+        while let Some(candidate) = next.take() {
+            match job.absorb(candidate) {
+                None => next = jobs.next(),
+                Some(other) => {
+                    next = Some(other);
+                    break;
+                }
+            }
+        }
+        if !job.run(conn, tx, &mut finishes) {
             lost = true;
             break;
         }
@@ -539,7 +597,7 @@ fn commit_group(
                 error!(error = %e, "rollback failed");
             }
         }
-        for job in jobs {
+        for job in next.into_iter().chain(jobs) {
             job.abort(e);
         }
     }
@@ -727,80 +785,112 @@ mod tests {
         assert_eq!(rows(dir.path()), vec![3]);
     }
 
-    /// Queues a job without a savepoint behind the held group.
-    async fn queue_checks_first<F>(
-        w: &Writer,
-        nth: usize,
-        f: F,
-    ) -> JoinHandle<Result<(), StoreError>>
-    where
-        F: FnOnce(&Tx<'_>) -> Result<(), StoreError> + Send + 'static,
-    {
-        let task = tokio::spawn({
-            let w = w.clone();
-            async move { w.run_guarded(super::Guard::ChecksFirst, f, |_| {}).await }
-        });
-        for _ in 0..1000 {
-            if w.tx.max_capacity() - w.tx.capacity() >= nth {
-                return task;
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        panic!("job {nth} was not queued");
-    }
-
     #[tokio::test]
-    async fn a_job_without_savepoint_that_fails_before_writing_fails_alone() {
+    async fn a_run_of_items_that_fails_after_writing_loses_the_group() {
         let dir = tempfile::tempdir().unwrap();
         let w = Writer::spawn(open(dir.path())).unwrap();
         let (release, held) = hold_writer(&w).await;
         let a = queue(&w, 1, insert(1), |_| {}).await;
-        let refused = queue_checks_first(&w, 2, |c: &Tx<'_>| {
-            let n: i64 = conn_of(c)
-                .unwrap()
-                .query_row("SELECT count(*) FROM t", [], |r| r.get(0))?;
-            Err(StoreError::Migration(format!(
-                "refused after reading {n} rows"
-            )))
-        })
-        .await;
-        let b = queue_checks_first(&w, 3, insert(2)).await;
+        let fine = queue_item(&w, 2, 2).await;
+        let late = queue_item(&w, 3, FAILS_AFTER_WRITING).await;
+        let b = queue(&w, 4, insert(4), |_| {}).await;
         release.send(()).unwrap();
         held.await.unwrap();
-        a.await.unwrap().unwrap();
-        assert!(matches!(
-            refused.await.unwrap(),
-            Err(StoreError::Migration(_))
-        ));
-        b.await.unwrap().unwrap();
-        assert_eq!(rows(dir.path()), vec![1, 2]);
-    }
-
-    #[tokio::test]
-    async fn a_job_without_savepoint_that_fails_after_writing_loses_the_group() {
-        let dir = tempfile::tempdir().unwrap();
-        let w = Writer::spawn(open(dir.path())).unwrap();
-        let (release, held) = hold_writer(&w).await;
-        let a = queue(&w, 1, insert(1), |_| {}).await;
-        let late = queue_checks_first(&w, 2, |c: &Tx<'_>| {
-            conn_of(c)
-                .unwrap()
-                .execute("INSERT INTO t (x) VALUES (2)", [])?;
-            Err(StoreError::Migration("a check made after a write".into()))
-        })
-        .await;
-        let b = queue(&w, 3, insert(3), |_| {}).await;
-        release.send(()).unwrap();
-        held.await.unwrap();
-        assert!(matches!(late.await.unwrap(), Err(StoreError::Migration(_))));
-        for (name, r) in [("a", a.await.unwrap()), ("b", b.await.unwrap())] {
+        let late = late.await.unwrap().expect_err("late");
+        assert!(
+            late.to_string().contains("a check made after a write"),
+            "{late}"
+        );
+        for (name, r) in [
+            ("a", a.await.unwrap()),
+            ("fine", fine.await.unwrap().map(drop)),
+            ("b", b.await.unwrap()),
+        ] {
             let e = r.expect_err(name);
             assert!(e.is_unavailable(), "{name}: {e}");
         }
-        // Row 2 must not be committed (nor 1 with it); the writer goes on.
+        // Rows 2 and 1000 must not be committed (nor 1 with them); the
+        // writer goes on.
         assert_eq!(rows(dir.path()), Vec::<i64>::new());
-        w.run(insert(4), |_| {}).await.unwrap();
-        assert_eq!(rows(dir.path()), vec![4]);
+        w.run(insert(5), |_| {}).await.unwrap();
+        assert_eq!(rows(dir.path()), vec![5]);
+    }
+
+    /// A test [`Batch`](crate::store::Batch): each item inserts its row,
+    /// or is refused before writing if negative; [`FAILS_AFTER_WRITING`]
+    /// fails the run after inserting its row. Each run records its size.
+    struct Inserts;
+
+    const FAILS_AFTER_WRITING: i64 = 1000;
+
+    impl crate::store::Batch for Inserts {
+        type Item = i64;
+        type Output = i64;
+        type Error = StoreError;
+
+        fn run(c: &Tx<'_>, items: Vec<i64>) -> crate::store::Answers<i64, StoreError> {
+            let conn = conn_of(c)?;
+            conn.execute("CREATE TABLE IF NOT EXISTS runs (size INTEGER)", [])?;
+            conn.execute("INSERT INTO runs (size) VALUES (?1)", [items.len() as i64])?;
+            let mut answers = Vec::new();
+            for x in items {
+                if x < 0 {
+                    answers.push(Err(StoreError::Migration(format!("{x} refused"))));
+                    continue;
+                }
+                conn.execute("INSERT INTO t (x) VALUES (?1)", [x])?;
+                if x == FAILS_AFTER_WRITING {
+                    return Err(StoreError::Migration("a check made after a write".into()));
+                }
+                answers.push(Ok(x));
+            }
+            Ok(answers)
+        }
+
+        fn after_commit(_: &i64) {}
+    }
+
+    /// Queues an item of [`Inserts`] behind the held group as its `nth` job.
+    async fn queue_item(w: &Writer, nth: usize, x: i64) -> JoinHandle<Result<i64, StoreError>> {
+        let answer = w.queue_batch::<Inserts>(x).await.unwrap();
+        let task = tokio::spawn(async move { answer.0.await.unwrap() });
+        assert!(w.tx.max_capacity() - w.tx.capacity() >= nth);
+        task
+    }
+
+    #[tokio::test]
+    async fn items_queued_one_after_another_run_as_one_and_each_gets_its_answer() {
+        let dir = tempfile::tempdir().unwrap();
+        let w = Writer::spawn(open(dir.path())).unwrap();
+        let (release, held) = hold_writer(&w).await;
+        let first = [
+            queue_item(&w, 1, 1).await,
+            queue_item(&w, 2, -2).await,
+            queue_item(&w, 3, 3).await,
+        ];
+        let between = queue(&w, 4, insert(4), |_| {}).await;
+        let second = [queue_item(&w, 5, 5).await, queue_item(&w, 6, 6).await];
+        release.send(()).unwrap();
+        held.await.unwrap();
+        let mut answers = Vec::new();
+        for task in first.into_iter().chain(second) {
+            answers.push(task.await.unwrap().map_err(|e| e.to_string()));
+        }
+        between.await.unwrap().unwrap();
+        assert_eq!(answers[0], Ok(1));
+        assert!(answers[1].as_ref().is_err_and(|e| e.contains("-2 refused")));
+        assert_eq!(answers[2..], [Ok(3), Ok(5), Ok(6)]);
+        assert_eq!(rows(dir.path()), vec![1, 3, 4, 5, 6]);
+        // One run for the three items before the closure, one for the two
+        // after it: all in one group commit.
+        let db = Connection::open(dir.path().join("t.db")).unwrap();
+        let mut runs = db.prepare("SELECT size FROM runs ORDER BY rowid").unwrap();
+        let sizes: Vec<i64> = runs
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(sizes, vec![3, 2]);
     }
 
     /// Under writes that never pause, the background checkpointer alone
