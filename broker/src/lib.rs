@@ -48,4 +48,5 @@ pub use sessions::{
     StoredFilter,
 };
 pub use settings::Settings;
+pub use shared::{PublishedWill, WillError};
 pub use uplink::{PendingReply, Uplink, UplinkRequest};

@@ -256,6 +256,27 @@ impl Broker {
         self.shared.registry.kick_client(user_id, client_id)
     }
 
+    /// Wills published on this node (for the other nodes of a cluster,
+    /// which [`Broker::deliver_will`] them to the user's connections there).
+    pub fn published_wills(&self) -> broadcast::Receiver<crate::shared::PublishedWill> {
+        self.shared.published_wills.subscribe()
+    }
+
+    /// Delivers a will published on another node to the user's
+    /// connections here whose filters match, at the lower of its QoS and
+    /// theirs. Refused unless its topic is in that user's own space.
+    pub fn deliver_will(
+        &self,
+        will: &crate::shared::PublishedWill,
+    ) -> Result<(), crate::shared::WillError> {
+        let (topic, payload, properties, qos) = will.decode(self.max_packet_size())?;
+        self.shared
+            .registry
+            .deliver([(&topic, &payload, properties.as_ref(), qos)]);
+        metrics::counter!(crate::metrics::PUSHES_TOTAL).increment(1);
+        Ok(())
+    }
+
     /// Closes every client connection (server shutdown).
     pub fn disconnect_all(&self) {
         self.shared.registry.kick_all(KickReason::ServerShutdown);

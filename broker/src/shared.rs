@@ -8,9 +8,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use bytes::Bytes;
-use rumqttd::protocol::{Publish, PublishProperties, QoS};
-use tokio::sync::Semaphore;
+use bytes::{Bytes, BytesMut};
+use rumqttd::protocol::{Packet, Publish, PublishProperties, QoS};
+use tokio::sync::{broadcast, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -82,6 +82,8 @@ pub(crate) struct Shared {
     /// Wills waiting out their delay, by namespaced client id: a new
     /// connection with that id cancels its will.
     pub wills: Mutex<HashMap<Arc<str>, CancellationToken>>,
+    /// Wills published here, for the other nodes of a cluster.
+    pub published_wills: broadcast::Sender<PublishedWill>,
     /// One turn at a time per persistent session (namespaced client id):
     /// a connection holds its session's turn until its last cursors are
     /// written, so one resuming the session reads them, not older ones.
@@ -112,6 +114,7 @@ impl Shared {
             sessions: OnceLock::new(),
             dirty: Arc::default(),
             wills: Mutex::new(HashMap::new()),
+            published_wills: broadcast::channel(WILLS_BUFFERED).0,
             session_turns: Mutex::new(HashMap::new()),
         })
     }
@@ -142,10 +145,14 @@ impl Shared {
         self.publish_all(vec![(publish, props)]);
     }
 
-    /// Publishes one will: delivered at the lower of its own QoS and each
-    /// matching subscription's (published at the Will QoS, as any publish), never waiting for a client.
+    /// Publishes one will of `user_id`'s: delivered at the lower of its
+    /// own QoS and each matching subscription's (published at the Will
+    /// QoS, as any publish), never waiting for a client. Then offered to
+    /// the other nodes of a cluster, if anything listens
+    /// ([`crate::Broker::published_wills`]).
     pub(crate) fn publish_will(
         &self,
+        user_id: u64,
         topic: String,
         payload: Bytes,
         props: Option<PublishProperties>,
@@ -155,6 +162,16 @@ impl Shared {
         self.registry
             .deliver([(&topic, &payload, props.as_ref(), qos)]);
         metrics::counter!(crate::metrics::PUSHES_TOTAL).increment(1);
+        if self.published_wills.receiver_count() > 0 {
+            match PublishedWill::encode(user_id, topic, payload, props, qos) {
+                Ok(will) => {
+                    let _ = self.published_wills.send(will);
+                }
+                Err(e) => {
+                    tracing::warn!(user_id, error = ?e, "a will could not be encoded for the other nodes")
+                }
+            }
+        }
     }
 
     /// Publishes in order: each publish goes straight into the mailboxes
@@ -169,5 +186,132 @@ impl Shared {
                 .map(|(p, props)| (&p.topic, &p.payload, props.as_ref(), QoS::AtLeastOnce)),
         );
         metrics::counter!(crate::metrics::PUSHES_TOTAL).increment(total as u64);
+    }
+}
+
+/// Wills a slow cluster forwarder may fall behind by before it misses some.
+const WILLS_BUFFERED: usize = 1024;
+
+/// A will published on this node, as the other nodes of a cluster deliver
+/// it to the user's connections there ([`crate::Broker::published_wills`],
+/// [`crate::Broker::deliver_will`]): its QoS, and the will as an MQTT 5
+/// PUBLISH packet (topic, payload and properties; MQTT's own encoding, so
+/// nothing of it is lost or re-invented on the way).
+#[derive(Debug, Clone)]
+pub struct PublishedWill {
+    pub user_id: u64,
+    /// The Will QoS (0, 1 or 2): it is delivered at no more than this.
+    pub qos: u8,
+    /// A QoS 0 PUBLISH packet.
+    pub packet: Bytes,
+}
+
+/// Why a will from another node was not delivered.
+#[derive(Debug, thiserror::Error)]
+pub enum WillError {
+    #[error("not an MQTT 5 PUBLISH packet: {0:?}")]
+    Malformed(rumqttd::protocol::Error),
+    #[error("not a PUBLISH packet")]
+    NotPublish,
+    #[error("the topic is not in the user's own space")]
+    NotTheUsers,
+    #[error("QoS {0} is not a QoS")]
+    BadQoS(u8),
+}
+
+impl PublishedWill {
+    fn encode(
+        user_id: u64,
+        topic: Bytes,
+        payload: Bytes,
+        properties: Option<PublishProperties>,
+        qos: QoS,
+    ) -> Result<PublishedWill, WillError> {
+        let mut out = BytesMut::new();
+        crate::codec::Version::V5
+            .write(
+                Packet::Publish(Publish::new(topic, payload, false), properties),
+                &mut out,
+            )
+            .map_err(WillError::Malformed)?;
+        Ok(PublishedWill {
+            user_id,
+            qos: qos as u8,
+            packet: out.freeze(),
+        })
+    }
+
+    /// The will's topic, payload, properties and QoS, once its topic is
+    /// known to be in the user's own space (`users/{id}/`).
+    pub(crate) fn decode(
+        &self,
+        max_packet_size: usize,
+    ) -> Result<(Bytes, Bytes, Option<PublishProperties>, QoS), WillError> {
+        let mut buf = BytesMut::from(&self.packet[..]);
+        let packet = crate::codec::Version::V5
+            .read(&mut buf, max_packet_size)
+            .map_err(WillError::Malformed)?;
+        let Packet::Publish(publish, properties) = packet else {
+            return Err(WillError::NotPublish);
+        };
+        let own = format!("users/{}/", self.user_id);
+        if !publish.topic.starts_with(own.as_bytes()) {
+            return Err(WillError::NotTheUsers);
+        }
+        let qos = match self.qos {
+            0 => QoS::AtMostOnce,
+            1 => QoS::AtLeastOnce,
+            2 => QoS::ExactlyOnce,
+            n => return Err(WillError::BadQoS(n)),
+        };
+        Ok((publish.topic, publish.payload, properties, qos))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn a_will_crosses_as_its_mqtt_packet_and_only_into_its_users_space() {
+        let props = PublishProperties {
+            content_type: Some("application/json".into()),
+            user_properties: vec![("device".into(), "car".into())],
+            message_expiry_interval: Some(30),
+            ..Default::default()
+        };
+        let will = PublishedWill::encode(
+            7,
+            Bytes::from_static(b"users/7/up/status"),
+            Bytes::from_static(b"{\"gone\":true}"),
+            Some(props.clone()),
+            QoS::AtLeastOnce,
+        )
+        .unwrap();
+        let (topic, payload, properties, qos) = will.decode(1 << 16).unwrap();
+        assert_eq!(&topic[..], b"users/7/up/status");
+        assert_eq!(&payload[..], b"{\"gone\":true}");
+        assert_eq!(properties, Some(props));
+        assert_eq!(qos, QoS::AtLeastOnce);
+
+        // Claimed for another user: refused.
+        let forged = PublishedWill {
+            user_id: 8,
+            ..will.clone()
+        };
+        assert!(matches!(
+            forged.decode(1 << 16),
+            Err(WillError::NotTheUsers)
+        ));
+        let junk = PublishedWill {
+            user_id: 7,
+            qos: 1,
+            packet: Bytes::from_static(b"\x30\x7f"),
+        };
+        let bad_qos = PublishedWill { qos: 3, ..will };
+        assert!(matches!(bad_qos.decode(1 << 16), Err(WillError::BadQoS(3))));
+        assert!(junk.decode(1 << 16).is_err());
     }
 }

@@ -684,3 +684,48 @@ async fn a_node_killed_under_load_its_sdk_streams_continue_elsewhere() -> Result
     }
     Ok(())
 }
+
+/// A will published on one node reaches the user's own connections on the
+/// other nodes too, and nobody else's.
+#[tokio::test]
+async fn a_will_reaches_the_users_connections_on_every_node() -> Result<()> {
+    let Some(cluster) = TestCluster::start(2, &[]).await? else {
+        return Ok(());
+    };
+    cluster.wait_formed().await?;
+    let (n1, n2) = (&cluster.nodes[0], &cluster.nodes[1]);
+    let bob = n1.user("bob").await?;
+    let eve = n1.user("eve").await?;
+    let mut watcher = connect_as(n2, &bob, "watcher").await?;
+    let mut eves = connect_as(n2, &eve, "eve").await?;
+    // Node 1 knows Bob is connected on node 2.
+    wait_presence(&bob.via(n1), bob.id, true).await?;
+
+    let topic = format!("users/{}/up/status", bob.id);
+    let mut opts = rumqttc::MqttOptions::new("sensor", "127.0.0.1", n1.mqtt.port());
+    opts.set_credentials(bob.id.to_string(), bob.access_token.clone());
+    opts.set_last_will(rumqttc::LastWill::new(
+        &topic,
+        r#"{"gone":true}"#,
+        rumqttc::QoS::AtLeastOnce,
+        false,
+    ));
+    let sensor = Mqtt::connect(opts).await?;
+    // Dropped without a DISCONNECT: the will is published on node 1.
+    drop(sensor);
+    let deadline = tokio::time::Instant::now() + mqchat_e2e::patient(WAIT);
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        match watcher.next(left).await? {
+            Some(Seen::Publish { topic: t, payload }) if t == topic => {
+                ensure!(payload == json!({"gone": true}), "will payload: {payload}");
+                break;
+            }
+            Some(_) => continue,
+            None => return Err(anyhow!("the will did not reach node 2")),
+        }
+    }
+    let heard = eves.next(Duration::from_millis(500)).await?;
+    ensure!(heard.is_none(), "eve heard {heard:?}");
+    Ok(())
+}

@@ -504,8 +504,13 @@ where
         let delay = will.delay.min(expiry);
         metrics::counter!(crate::metrics::WILLS_TOTAL).increment(1);
         if delay.is_zero() {
-            self.shared
-                .publish_will(will.topic, will.payload, will.properties, will.qos);
+            self.shared.publish_will(
+                self.principal.user_id,
+                will.topic,
+                will.payload,
+                will.properties,
+                will.qos,
+            );
             return;
         }
         let cancel = tokio_util::sync::CancellationToken::new();
@@ -516,6 +521,7 @@ where
             }
         }
         let (shared, id) = (self.shared.clone(), self.session_id.clone());
+        let user_id = self.principal.user_id;
         tokio::spawn(async move {
             tokio::select! {
                 _ = cancel.cancelled() => return,
@@ -531,7 +537,7 @@ where
                 }
                 wills.remove(&id);
             }
-            shared.publish_will(will.topic, will.payload, will.properties, will.qos);
+            shared.publish_will(user_id, will.topic, will.payload, will.properties, will.qos);
         });
     }
 }

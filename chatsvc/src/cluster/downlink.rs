@@ -108,6 +108,16 @@ pub(crate) async fn subscribe_user(cluster: &Cluster, user: u64) {
                 Some(UserFrame::TakeOver { client_id }) => {
                     inner.broker.take_over(user, &client_id);
                 }
+                Some(UserFrame::Will { qos, packet }) => {
+                    let will = mqchat_broker::PublishedWill {
+                        user_id: user,
+                        qos,
+                        packet,
+                    };
+                    if let Err(e) = inner.broker.deliver_will(&will) {
+                        tracing::warn!(user, error = %e, "a will from the bus dropped");
+                    }
+                }
                 None => tracing::warn!(user, "unreadable bus frame dropped"),
             }
         }

@@ -2,7 +2,8 @@
 //! reset, revocation, admin disconnect) closes the user's connections on
 //! every node and revokes its access tokens there too; a client id
 //! connected on one node closes the user's connection with that id on the
-//! others.
+//! others; a will published on one node reaches the user's connections on
+//! the others.
 
 use futures_util::StreamExt;
 use tracing::warn;
@@ -45,6 +46,35 @@ pub(crate) async fn start(cluster: &Cluster) -> Result<(), ClusterError> {
                 cluster.inner.revocations.notify_one();
                 let _ = tokio::time::timeout(REVOCATION_WAIT, loaded.changed()).await;
                 cluster.inner.broker.disconnect(end.user, end.session);
+            }
+        });
+    }
+
+    // Wills reach the user's connections on the other nodes too.
+    let mut wills = cluster.inner.broker.published_wills();
+    {
+        let cluster = cluster.clone();
+        tokio::spawn(async move {
+            let stop = cluster.inner.shutdown.clone();
+            loop {
+                let will = tokio::select! {
+                    _ = stop.cancelled() => return,
+                    w = wills.recv() => w,
+                };
+                match will {
+                    Ok(w) => {
+                        if cluster.inner.view.is_remote(w.user_id) {
+                            cluster.publish(
+                                user_subject(w.user_id),
+                                UserFrame::will(w.qos, &w.packet),
+                            );
+                        }
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                        warn!(missed = n, "wills not forwarded to the other nodes");
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                }
             }
         });
     }

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 const TAG_EVENT: u8 = b'e';
 const TAG_TAKEOVER: u8 = b't';
+const TAG_WILL: u8 = b'w';
 
 /// A frame on a user's subject.
 #[derive(Debug, PartialEq, Eq)]
@@ -16,6 +17,10 @@ pub enum UserFrame {
     /// A connection with this namespaced client id opened on another node:
     /// close ours.
     TakeOver { client_id: String },
+    /// A will of the user's was published on another node: deliver it to
+    /// the user's connections here (its QoS and the broker's MQTT 5
+    /// PUBLISH packet).
+    Will { qos: u8, packet: Bytes },
 }
 
 impl UserFrame {
@@ -32,6 +37,14 @@ impl UserFrame {
         let mut b = BytesMut::with_capacity(1 + client_id.len());
         b.put_u8(TAG_TAKEOVER);
         b.put_slice(client_id.as_bytes());
+        b.freeze()
+    }
+
+    pub fn will(qos: u8, packet: &[u8]) -> Bytes {
+        let mut b = BytesMut::with_capacity(2 + packet.len());
+        b.put_u8(TAG_WILL);
+        b.put_u8(qos);
+        b.put_slice(packet);
         b.freeze()
     }
 
@@ -52,6 +65,10 @@ impl UserFrame {
             }
             TAG_TAKEOVER => Some(UserFrame::TakeOver {
                 client_id: std::str::from_utf8(rest).ok()?.to_owned(),
+            }),
+            TAG_WILL if rest.len() > 1 => Some(UserFrame::Will {
+                qos: rest[0],
+                packet: frame.slice(2..),
             }),
             _ => None,
         }
@@ -116,6 +133,15 @@ mod tests {
 
     #[test]
     fn frames_round_trip_and_junk_is_refused() {
+        let w = UserFrame::will(1, b"\x30\x05ab");
+        assert_eq!(
+            UserFrame::parse(&w),
+            Some(UserFrame::Will {
+                qos: 1,
+                packet: Bytes::from_static(b"\x30\x05ab")
+            })
+        );
+        assert_eq!(UserFrame::parse(&Bytes::from_static(b"w\x01")), None);
         let e = UserFrame::event("events", br#"{"type":"x","cursor":7}"#);
         assert_eq!(
             UserFrame::parse(&e),
