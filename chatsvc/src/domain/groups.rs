@@ -189,7 +189,8 @@ impl Chat {
             .read(move |c| {
                 let (group, _) = load(c, group_id, me)?;
                 let members = messages::members_with_roles(c, group.conversation_id)?;
-                Ok(Group::from_row(group, members))
+                let who_can_pin = super::pins::policy_of(c, group.conversation_id)?;
+                Ok(Group::from_row(group, members, who_can_pin))
             })
             .await
     }
@@ -252,7 +253,8 @@ impl Chat {
                 let mut out = Vec::new();
                 for g in store::of_user(c, me)? {
                     let members = messages::members_with_roles(c, g.conversation_id)?;
-                    out.push(Group::from_row(g, members));
+                    let who_can_pin = super::pins::policy_of(c, g.conversation_id)?;
+                    out.push(Group::from_row(g, members, who_can_pin));
                 }
                 Ok::<_, DomainError>(out)
             })

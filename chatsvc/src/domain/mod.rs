@@ -10,9 +10,12 @@ pub mod messages;
 pub mod model;
 pub(crate) mod names;
 pub(crate) mod outbox;
+pub mod pins;
 pub mod presence;
+pub mod reactions;
 pub(crate) mod sends;
 pub mod services;
+pub mod settings;
 pub mod social;
 pub mod thumbnail;
 pub mod tokens;
@@ -50,6 +53,9 @@ pub enum DomainError {
     Forbidden(String),
     #[error("{0}")]
     Conflict(String),
+    /// A reaction that is not one Unicode emoji.
+    #[error("not an emoji: a reaction is one emoji from the Unicode list, at most 64 bytes")]
+    InvalidEmoji,
     #[error("the recall window has passed")]
     RecallWindowPassed,
     #[error("larger than {0} bytes")]
