@@ -123,6 +123,10 @@ pub struct Message {
     /// When the sender recalled it (Unix ms). The body is gone then.
     #[serde(default)]
     pub recalled_at: Option<i64>,
+    /// Reactions counted per emoji (in history, sync and pins; empty when
+    /// none).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reactions: Vec<crate::reactions::Reaction>,
 }
 
 impl Message {
@@ -233,6 +237,9 @@ pub struct Conversation {
     pub unread_count: u64,
     #[serde(default)]
     pub last_message: Option<Message>,
+    /// This user's own settings of it.
+    #[serde(default)]
+    pub settings: crate::reactions::ConversationSettings,
 }
 
 /// A group as a conversation names it.
@@ -355,12 +362,19 @@ pub struct Group {
     /// Unix ms.
     pub created_at: i64,
     pub members: Vec<GroupMember>,
+    /// Who may pin messages.
+    #[serde(default = "admins_pin")]
+    pub who_can_pin: crate::reactions::PinPolicy,
     /// Users invited rather than added, because their
     /// [`GroupAddPolicy`] asks for consent: only in the answer to
     /// [`Client::create_group`](crate::Client::create_group) and
     /// [`Client::add_group_members`](crate::Client::add_group_members).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub invited: Vec<u64>,
+}
+
+fn admins_pin() -> crate::reactions::PinPolicy {
+    crate::reactions::PinPolicy::Admins
 }
 
 /// Where an invitation to a group stands.
