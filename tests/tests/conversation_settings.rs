@@ -93,6 +93,11 @@ async fn pins_in_direct_conversations_and_by_group_policy() -> Result<()> {
         assert_eq!(unpin(&alice, dm, id(&m1)).await?.0, 204);
         assert_eq!(pinned_ids(&bob, dm).await?, vec![id(&m2)]);
         let events = bob.sync_all(0).await?;
+        let schemas = crate::schemas::Schemas::load()?;
+        for event in &events {
+            schemas.check("Event", event)?;
+        }
+        schemas.check("PinList", &list)?;
         assert_eq!(of_type(&events, "pin.added").len(), 2, "one per change");
         assert_eq!(of_type(&events, "pin.removed").len(), 1);
 
@@ -246,6 +251,12 @@ async fn settings_pin_archive_and_reach_the_users_devices_only() -> Result<()> {
 
         // Every change reached bob's devices, none reached alice.
         let events = bob.sync_all(0).await?;
+        let schemas = crate::schemas::Schemas::load()?;
+        for event in &events {
+            schemas.check("Event", event)?;
+        }
+        let (_, list) = bob.get("/v1/conversations").await?;
+        schemas.check("ConversationList", &list)?;
         let changes = of_type(&events, "conversation.settings");
         assert_eq!(changes.len(), 9, "{changes:?}");
         assert!(

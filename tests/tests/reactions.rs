@@ -136,6 +136,12 @@ async fn reactions_are_counted_pushed_and_synced() -> Result<()> {
             ],
             "one event per change, none for a repeat"
         );
+        // Each shape as schemas/mqchat.schema.json publishes it.
+        let schemas = crate::schemas::Schemas::load()?;
+        for event in &events {
+            schemas.check("Event", event)?;
+        }
+        schemas.check("MessageReactions", &r)?;
         let removed = events_of(&events, "reaction.removed");
         assert_eq!(removed.len(), 1, "{removed:?}");
         assert_eq!(removed[0]["count"], 1);
