@@ -175,7 +175,10 @@ mod tests {
         assert_eq!(s.muted_until, Some(MutedUntil::Forever));
         let s: ConversationSettings =
             serde_json::from_value(json!({"muted_until": 5, "pinned": false, "archived": true}))?;
-        assert_eq!((s.muted_until, s.archived), (Some(MutedUntil::Time(5)), true));
+        assert_eq!(
+            (s.muted_until, s.archived),
+            (Some(MutedUntil::Time(5)), true)
+        );
         let unmute = SettingsChange {
             muted_until: Some(None),
             ..SettingsChange::default()

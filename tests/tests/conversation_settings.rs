@@ -41,8 +41,11 @@ async fn pinned_ids(user: &TestUser, conversation: u64) -> Result<Vec<u64>> {
 }
 
 async fn settings(user: &TestUser, conversation: u64, patch: Value) -> Result<(u16, Value)> {
-    user.patch(&format!("/v1/conversations/{conversation}/settings"), &patch)
-        .await
+    user.patch(
+        &format!("/v1/conversations/{conversation}/settings"),
+        &patch,
+    )
+    .await
 }
 
 /// The ids of the caller's conversation list (`?archived=` as given).
@@ -81,7 +84,11 @@ async fn pins_in_direct_conversations_and_by_group_policy() -> Result<()> {
             .await?
             .ok_or_else(|| anyhow!("no pin.added pushed"))?;
         assert_eq!(
-            (&pushed["conversation_id"], &pushed["message_id"], &pushed["user_id"]),
+            (
+                &pushed["conversation_id"],
+                &pushed["message_id"],
+                &pushed["user_id"]
+            ),
             (&json!(dm), &m1["id"], &json!(bob.id))
         );
         assert_eq!(pin(&alice, dm, id(&m2)).await?.0, 204);
@@ -103,7 +110,10 @@ async fn pins_in_direct_conversations_and_by_group_policy() -> Result<()> {
 
         // Strangers: no pins read, none made, none removed.
         let (s, body) = mallory.get(&format!("/v1/conversations/{dm}/pins")).await?;
-        assert_eq!((s, body["error"]["code"].clone()), (404, json!("not_found")));
+        assert_eq!(
+            (s, body["error"]["code"].clone()),
+            (404, json!("not_found"))
+        );
         assert_eq!(pin(&mallory, dm, id(&m1)).await?.0, 404);
         assert_eq!(unpin(&mallory, dm, id(&m2)).await?.0, 404);
         assert_eq!(pinned_ids(&alice, dm).await?, vec![id(&m2)]);
@@ -121,25 +131,43 @@ async fn pins_in_direct_conversations_and_by_group_policy() -> Result<()> {
         let gc = g["conversation_id"].as_u64().unwrap_or(0);
         let (_, gm) = alice.send_group(group, "g1", "rules").await?;
         let (s, body) = pin(&bob, gc, id(&gm)).await?;
-        assert_eq!((s, body["error"]["code"].clone()), (403, json!("forbidden")));
+        assert_eq!(
+            (s, body["error"]["code"].clone()),
+            (403, json!("forbidden"))
+        );
         assert_eq!(pin(&alice, gc, id(&gm)).await?.0, 204);
         let (s, body) = unpin(&bob, gc, id(&gm)).await?;
         assert_eq!(s, 403, "{body}");
         let (s, body) = bob
-            .patch(&format!("/v1/groups/{group}"), &json!({"who_can_pin": "members"}))
+            .patch(
+                &format!("/v1/groups/{group}"),
+                &json!({"who_can_pin": "members"}),
+            )
             .await?;
         assert_eq!(s, 403, "only the owner or admins set it: {body}");
         let (s, g) = alice
-            .patch(&format!("/v1/groups/{group}"), &json!({"who_can_pin": "members"}))
+            .patch(
+                &format!("/v1/groups/{group}"),
+                &json!({"who_can_pin": "members"}),
+            )
             .await?;
-        assert_eq!((s, g["who_can_pin"].clone()), (200, json!("members")), "{g}");
+        assert_eq!(
+            (s, g["who_can_pin"].clone()),
+            (200, json!("members")),
+            "{g}"
+        );
         assert_eq!(g["name"], "g");
         assert_eq!(unpin(&bob, gc, id(&gm)).await?.0, 204);
         assert_eq!(pin(&bob, gc, id(&gm)).await?.0, 204);
-        let (s, body) = alice.patch(&format!("/v1/groups/{group}"), &json!({})).await?;
+        let (s, body) = alice
+            .patch(&format!("/v1/groups/{group}"), &json!({}))
+            .await?;
         assert_eq!(s, 400, "{body}");
         let (s, body) = alice
-            .patch(&format!("/v1/groups/{group}"), &json!({"who_can_pin": "anyone"}))
+            .patch(
+                &format!("/v1/groups/{group}"),
+                &json!({"who_can_pin": "anyone"}),
+            )
             .await?;
         assert_eq!(s, 400, "{body}");
         let (_, g) = bob.get(&format!("/v1/groups/{group}")).await?;
@@ -148,7 +176,10 @@ async fn pins_in_direct_conversations_and_by_group_policy() -> Result<()> {
         // A member who joined later sees no pin of what came before.
         let carol = server.user("carol").await?;
         let (s, body) = alice
-            .post(&format!("/v1/groups/{group}/members"), &json!({"user_ids": [carol.id]}))
+            .post(
+                &format!("/v1/groups/{group}/members"),
+                &json!({"user_ids": [carol.id]}),
+            )
             .await?;
         assert_eq!(s, 200, "{body}");
         assert_eq!(pinned_ids(&carol, gc).await?, Vec::<u64>::new());
@@ -176,7 +207,11 @@ async fn pins_per_conversation_are_bounded() -> Result<()> {
         assert_eq!(pin(&alice, dm, m).await?.0, 204);
     }
     let (s, body) = pin(&bob, dm, ids[50]).await?;
-    assert_eq!((s, body["error"]["code"].clone()), (409, json!("conflict")), "{body}");
+    assert_eq!(
+        (s, body["error"]["code"].clone()),
+        (409, json!("conflict")),
+        "{body}"
+    );
     assert_eq!(pinned_ids(&bob, dm).await?.len(), 50);
     Ok(())
 }
@@ -204,7 +239,10 @@ async fn settings_pin_archive_and_reach_the_users_devices_only() -> Result<()> {
         let mut alice_rx = server.mqtt(&alice).await?;
         let (s, now) = settings(&bob, with_alice, json!({"pinned": true})).await?;
         assert_eq!(s, 200, "{now}");
-        assert_eq!(now, json!({"muted_until": null, "pinned": true, "archived": false}));
+        assert_eq!(
+            now,
+            json!({"muted_until": null, "pinned": true, "archived": false})
+        );
         let pushed = bob_other_device
             .next_of_type("conversation.settings", Duration::from_secs(10))
             .await?
@@ -213,7 +251,11 @@ async fn settings_pin_archive_and_reach_the_users_devices_only() -> Result<()> {
         assert_eq!(pushed["settings"], now);
         carol.send_text(bob.id, "s3", "newest").await?;
         assert_eq!(listed(&bob, false).await?, vec![with_alice, with_carol]);
-        assert_eq!(listed(&alice, false).await?, vec![with_alice], "bob's setting only");
+        assert_eq!(
+            listed(&alice, false).await?,
+            vec![with_alice],
+            "bob's setting only"
+        );
 
         // Muted: for a time or for good, shown until it ends.
         let until = 4_102_444_800_000_i64; // 2100
@@ -222,13 +264,22 @@ async fn settings_pin_archive_and_reach_the_users_devices_only() -> Result<()> {
         let (_, now) = settings(&bob, with_carol, json!({"muted_until": "forever"})).await?;
         assert_eq!(now["muted_until"], "forever");
         let (_, now) = settings(&bob, with_carol, json!({"muted_until": 1000})).await?;
-        assert_eq!(now["muted_until"], Value::Null, "a time passed reads as null");
+        assert_eq!(
+            now["muted_until"],
+            Value::Null,
+            "a time passed reads as null"
+        );
         let (_, now) = settings(&bob, with_carol, json!({"muted_until": "forever"})).await?;
         let (_, list) = bob.get("/v1/conversations").await?;
         assert_eq!(list["conversations"][1]["settings"], now);
         let (_, now) = settings(&bob, with_carol, json!({"muted_until": null})).await?;
         assert_eq!(now["muted_until"], Value::Null);
-        for bad in [json!({"muted_until": "later"}), json!({"muted_until": -5}), json!({"pinned": "yes"}), json!({"colour": "red"})] {
+        for bad in [
+            json!({"muted_until": "later"}),
+            json!({"muted_until": -5}),
+            json!({"pinned": "yes"}),
+            json!({"colour": "red"}),
+        ] {
             let (s, body) = settings(&bob, with_carol, bad.clone()).await?;
             assert_eq!(s, 400, "{bad}: {body}");
         }
@@ -270,7 +321,10 @@ async fn settings_pin_archive_and_reach_the_users_devices_only() -> Result<()> {
 
         // Strangers can't read or set settings of a conversation not theirs.
         let (s, body) = settings(&mallory, with_alice, json!({"archived": true})).await?;
-        assert_eq!((s, body["error"]["code"].clone()), (404, json!("not_found")));
+        assert_eq!(
+            (s, body["error"]["code"].clone()),
+            (404, json!("not_found"))
+        );
         assert!(listed(&mallory, true).await?.is_empty());
         assert!(mallory.sync_all(0).await?.is_empty());
     }
@@ -291,8 +345,18 @@ async fn pinned_conversations_are_bounded() -> Result<()> {
         assert_eq!(settings(&bob, c, json!({"pinned": true})).await?.0, 200);
     }
     let (s, body) = settings(&bob, conversations[20], json!({"pinned": true})).await?;
-    assert_eq!((s, body["error"]["code"].clone()), (409, json!("conflict")), "{body}");
-    assert_eq!(settings(&bob, conversations[0], json!({"pinned": true})).await?.0, 200, "pinned already");
+    assert_eq!(
+        (s, body["error"]["code"].clone()),
+        (409, json!("conflict")),
+        "{body}"
+    );
+    assert_eq!(
+        settings(&bob, conversations[0], json!({"pinned": true}))
+            .await?
+            .0,
+        200,
+        "pinned already"
+    );
     Ok(())
 }
 
@@ -337,9 +401,16 @@ async fn a_muted_conversation_sends_no_offline_push() -> Result<()> {
             Ok((offline_for(dave.id).len() == 1).then_some(()))
         })
         .await?;
-        assert_eq!(offline_for(bob.id), vec![json!("before")], "muted, yet pushed");
+        assert_eq!(
+            offline_for(bob.id),
+            vec![json!("before")],
+            "muted, yet pushed"
+        );
         let (_, list) = bob.get("/v1/conversations").await?;
-        assert_eq!(list["conversations"][0]["unread_count"], 2, "unread still counts");
+        assert_eq!(
+            list["conversations"][0]["unread_count"], 2,
+            "unread still counts"
+        );
 
         settings(&bob, dm, json!({"muted_until": null})).await?;
         alice.send_text(bob.id, "m3", "unmuted").await?;

@@ -112,7 +112,10 @@ async fn reactions_are_counted_pushed_and_synced() -> Result<()> {
         // Taking one back.
         let (s, r) = unreact(&alice, id, "👍").await?;
         assert_eq!(s, 200, "{r}");
-        assert_eq!(r["reactions"][0], json!({"emoji": "👍", "count": 1, "mine": false}));
+        assert_eq!(
+            r["reactions"][0],
+            json!({"emoji": "👍", "count": 1, "mine": false})
+        );
         let (s, r) = unreact(&alice, id, "👍").await?;
         assert_eq!((s, r["reactions"][0]["count"].clone()), (200, json!(1)));
 
@@ -179,7 +182,10 @@ async fn only_emoji_are_reactions() -> Result<()> {
         assert_eq!(s, 400, "{bad}: {body}");
         assert_eq!(body["error"]["code"], "invalid_emoji", "{bad}");
         let (s, body) = unreact(&bob, id, bad).await?;
-        assert_eq!((s, body["error"]["code"].clone()), (400, json!("invalid_emoji")));
+        assert_eq!(
+            (s, body["error"]["code"].clone()),
+            (400, json!("invalid_emoji"))
+        );
     }
     for good in ["🇫🇷", "👩‍👩‍👧‍👦", "🫠"] {
         let (s, body) = react(&bob, id, good).await?;
@@ -207,12 +213,21 @@ async fn strangers_cannot_react_or_hear_of_reactions() -> Result<()> {
         let (_, m) = alice.send_text(bob.id, "s1", "just us").await?;
         let id = m["id"].as_u64().unwrap_or(0);
         let (s, body) = react(&mallory, id, "👍").await?;
-        assert_eq!((s, body["error"]["code"].clone()), (404, json!("not_found")));
+        assert_eq!(
+            (s, body["error"]["code"].clone()),
+            (404, json!("not_found"))
+        );
         let (s, body) = unreact(&mallory, id, "👍").await?;
-        assert_eq!((s, body["error"]["code"].clone()), (404, json!("not_found")));
+        assert_eq!(
+            (s, body["error"]["code"].clone()),
+            (404, json!("not_found"))
+        );
         let (s, _) = react(&mallory, id + 1000, "👍").await?;
         assert_eq!(s, 404, "no such message looks the same");
-        assert_eq!(history_reactions(&bob, m["conversation_id"].as_u64().unwrap_or(0), id).await?, json!([]));
+        assert_eq!(
+            history_reactions(&bob, m["conversation_id"].as_u64().unwrap_or(0), id).await?,
+            json!([])
+        );
 
         // A group member who joined after a message can't react to it.
         let (s, g) = alice
@@ -223,7 +238,10 @@ async fn strangers_cannot_react_or_hear_of_reactions() -> Result<()> {
         let (_, before) = alice.send_group(group, "g1", "before carol").await?;
         let carol = server.user("carol").await?;
         let (s, body) = alice
-            .post(&format!("/v1/groups/{group}/members"), &json!({"user_ids": [carol.id]}))
+            .post(
+                &format!("/v1/groups/{group}/members"),
+                &json!({"user_ids": [carol.id]}),
+            )
             .await?;
         assert_eq!(s, 200, "{body}");
         let before_id = before["id"].as_u64().unwrap_or(0);
@@ -233,8 +251,14 @@ async fn strangers_cannot_react_or_hear_of_reactions() -> Result<()> {
         let (s, _) = react(&bob, before_id, "👍").await?;
         assert_eq!(s, 200);
         let carol_events = carol.sync_all(0).await?;
-        assert!(events_of(&carol_events, "reaction.added").is_empty(), "{carol_events:?}");
-        assert_eq!(events_of(&alice.sync_all(0).await?, "reaction.added").len(), 1);
+        assert!(
+            events_of(&carol_events, "reaction.added").is_empty(),
+            "{carol_events:?}"
+        );
+        assert_eq!(
+            events_of(&alice.sync_all(0).await?, "reaction.added").len(),
+            1
+        );
         let mallory_events = mallory.sync_all(0).await?;
         assert!(mallory_events.is_empty(), "{mallory_events:?}");
     }
@@ -257,7 +281,11 @@ async fn different_emoji_per_message_are_bounded() -> Result<()> {
         assert_eq!(s, 200, "{e}: {body}");
     }
     let (s, body) = react(&bob, id, emoji[20]).await?;
-    assert_eq!((s, body["error"]["code"].clone()), (409, json!("conflict")), "{body}");
+    assert_eq!(
+        (s, body["error"]["code"].clone()),
+        (409, json!("conflict")),
+        "{body}"
+    );
     let (s, body) = react(&alice, id, emoji[20]).await?;
     assert_eq!(s, 409, "{body}");
     // One already there takes more people.
@@ -275,7 +303,9 @@ async fn reactions_count_against_the_send_rate() -> Result<()> {
     let bob = server.user("bob").await?;
     let (_, m) = alice.send_text(bob.id, "l1", "hi").await?;
     let id = m["id"].as_u64().unwrap_or(0);
-    let emoji = ["😀", "😁", "😂", "🤣", "😃", "😄", "😅", "😆", "😉", "😊", "😋", "😎"];
+    let emoji = [
+        "😀", "😁", "😂", "🤣", "😃", "😄", "😅", "😆", "😉", "😊", "😋", "😎",
+    ];
     let mut limited = None;
     for (i, e) in emoji.iter().enumerate() {
         let res = bob

@@ -158,7 +158,9 @@ async fn rename(
     Json(req): Json<Rename>,
 ) -> Result<Json<Group>, ApiError> {
     if req.name.is_none() && req.who_can_pin.is_none() {
-        return Err(ApiError::bad_request("nothing to change: give name or who_can_pin"));
+        return Err(ApiError::bad_request(
+            "nothing to change: give name or who_can_pin",
+        ));
     }
     // The name first: a bad one changes nothing.
     if let Some(name) = req.name {

@@ -16,8 +16,8 @@ use serde_json::{Map, Value};
 
 use super::messages::{MESSAGE_CREATED, MESSAGE_EDITED, MESSAGE_RECALLED};
 use super::model::{FriendRequest, GroupInvitation, User};
-use super::settings::ConversationSettings;
 use super::outbox::{PRESENCE, TYPING};
+use super::settings::ConversationSettings;
 
 /// The events whose one field is a stored message, `{"message": {...}}`.
 pub const MESSAGE_EVENTS: [&str; 3] = [MESSAGE_CREATED, MESSAGE_EDITED, MESSAGE_RECALLED];

@@ -362,7 +362,10 @@ impl Chat {
             .store
             .read(move |c| {
                 let rows = store::sync(c, user, after, limit + 1)?;
-                let ids: Vec<u64> = rows.iter().filter_map(|r| r.message.as_ref().map(|m| m.id)).collect();
+                let ids: Vec<u64> = rows
+                    .iter()
+                    .filter_map(|r| r.message.as_ref().map(|m| m.id))
+                    .collect();
                 let counts = super::reactions::read_counts(c, user, &ids)?;
                 Ok::<_, DomainError>((rows, counts))
             })

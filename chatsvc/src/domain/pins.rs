@@ -183,7 +183,11 @@ impl Chat {
 
     /// The conversation's pinned messages the caller can see, newest pin
     /// first, each with its reactions.
-    pub async fn pins(&self, caller: Caller, conversation_id: u64) -> Result<Vec<Pin>, DomainError> {
+    pub async fn pins(
+        &self,
+        caller: Caller,
+        conversation_id: u64,
+    ) -> Result<Vec<Pin>, DomainError> {
         let user = caller.user_id;
         self.store
             .read(move |c| {
@@ -231,7 +235,6 @@ impl Chat {
             })
             .await
     }
-
 }
 
 /// A group conversation's pin policy (a direct one's is never read).

@@ -167,11 +167,9 @@ impl Chat {
                         match store::add(c, row.id, user, emoji, MAX_EMOJI_PER_MESSAGE, now)? {
                             Added::Added => true,
                             Added::Already => false,
-                            Added::TooMany => {
-                                return Err(DomainError::Conflict(format!(
-                                    "a message has at most {MAX_EMOJI_PER_MESSAGE} different reactions"
-                                )))
-                            }
+                            Added::TooMany => return Err(DomainError::Conflict(format!(
+                                "a message has at most {MAX_EMOJI_PER_MESSAGE} different reactions"
+                            ))),
                         }
                     } else {
                         store::remove(c, row.id, user, emoji)?

@@ -224,7 +224,10 @@ mod tests {
         assert_eq!(patch.muted_until, Some(Some(MutedUntil::Time(5))));
         for bad in [r#""later""#, "-1", "1.5", "true"] {
             let json = format!(r#"{{"muted_until":{bad}}}"#);
-            assert!(serde_json::from_str::<SettingsPatch>(&json).is_err(), "{bad}");
+            assert!(
+                serde_json::from_str::<SettingsPatch>(&json).is_err(),
+                "{bad}"
+            );
         }
         let settings = ConversationSettings {
             muted_until: Some(MutedUntil::Forever),

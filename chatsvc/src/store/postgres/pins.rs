@@ -35,7 +35,11 @@ pub fn add(
             &now,
         ],
     )?;
-    Ok(if n > 0 { Pinned::Added } else { Pinned::Already })
+    Ok(if n > 0 {
+        Pinned::Added
+    } else {
+        Pinned::Already
+    })
 }
 
 pub fn remove(c: &Session<'_>, conversation_id: u64, message_id: u64) -> Result<bool, StoreError> {
@@ -78,13 +82,12 @@ pub fn list(
 }
 
 pub fn policy(c: &Session<'_>, conversation_id: u64) -> Result<Option<String>, StoreError> {
-    Ok(c
-        .query_opt(
-            "SELECT pin_policy FROM groups WHERE conversation_id = $1",
-            &[&(conversation_id as i64)],
-        )?
-        .map(|r| r.try_get(0))
-        .transpose()?)
+    Ok(c.query_opt(
+        "SELECT pin_policy FROM groups WHERE conversation_id = $1",
+        &[&(conversation_id as i64)],
+    )?
+    .map(|r| r.try_get(0))
+    .transpose()?)
 }
 
 pub fn set_policy(c: &Session<'_>, group_id: u64, policy: &str) -> Result<(), StoreError> {

@@ -5,22 +5,21 @@ use crate::store::settings::SettingsRow;
 use crate::store::StoreError;
 
 pub fn get(c: &Session<'_>, user_id: u64, conversation_id: u64) -> Result<SettingsRow, StoreError> {
-    Ok(c
-        .query_opt(
-            "SELECT s.muted_until, s.pinned_at, COALESCE(s.archived_seq >= c.last_seq, false)
+    Ok(c.query_opt(
+        "SELECT s.muted_until, s.pinned_at, COALESCE(s.archived_seq >= c.last_seq, false)
              FROM conversation_settings s JOIN conversations c ON c.id = s.conversation_id
              WHERE s.user_id = $1 AND s.conversation_id = $2",
-            &[&(user_id as i64), &(conversation_id as i64)],
-        )?
-        .map(|r| {
-            Ok::<_, StoreError>(SettingsRow {
-                muted_until: r.try_get(0)?,
-                pinned_at: r.try_get(1)?,
-                archived: r.try_get(2)?,
-            })
+        &[&(user_id as i64), &(conversation_id as i64)],
+    )?
+    .map(|r| {
+        Ok::<_, StoreError>(SettingsRow {
+            muted_until: r.try_get(0)?,
+            pinned_at: r.try_get(1)?,
+            archived: r.try_get(2)?,
         })
-        .transpose()?
-        .unwrap_or_default())
+    })
+    .transpose()?
+    .unwrap_or_default())
 }
 
 pub fn put(

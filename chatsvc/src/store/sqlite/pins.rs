@@ -67,10 +67,11 @@ pub fn list(
 }
 
 pub fn policy(c: &Connection, conversation_id: u64) -> Result<Option<String>, StoreError> {
-    Ok(c
-        .prepare_cached("SELECT pin_policy FROM groups WHERE conversation_id = ?1")?
-        .query_row([conversation_id], |r| r.get(0))
-        .optional()?)
+    Ok(
+        c.prepare_cached("SELECT pin_policy FROM groups WHERE conversation_id = ?1")?
+            .query_row([conversation_id], |r| r.get(0))
+            .optional()?,
+    )
 }
 
 pub fn set_policy(c: &Connection, group_id: u64, policy: &str) -> Result<(), StoreError> {

@@ -55,9 +55,8 @@ pub fn put(
 }
 
 pub fn pinned_count(c: &Connection, user_id: u64) -> Result<usize, StoreError> {
-    Ok(c
-        .prepare_cached(
-            "SELECT COUNT(*) FROM conversation_settings WHERE user_id = ?1 AND pinned_at IS NOT NULL",
-        )?
-        .query_row([user_id], |r| r.get(0))?)
+    Ok(c.prepare_cached(
+        "SELECT COUNT(*) FROM conversation_settings WHERE user_id = ?1 AND pinned_at IS NOT NULL",
+    )?
+    .query_row([user_id], |r| r.get(0))?)
 }
