@@ -8,7 +8,7 @@ use mqchat_e2e::webhooks::Receiver;
 use mqchat_e2e::{eventually, TestServer, TestUser};
 use serde_json::{json, Value};
 
-use crate::reactions::on_both_backends;
+use crate::reactions::{events_of as of_type, on_both_backends};
 
 fn id(v: &Value) -> u64 {
     v["id"].as_u64().unwrap_or(0)
@@ -60,10 +60,6 @@ async fn listed(user: &TestUser, archived: bool) -> Result<Vec<u64>> {
         .flatten()
         .map(id)
         .collect())
-}
-
-fn of_type<'a>(events: &'a [Value], kind: &str) -> Vec<&'a Value> {
-    events.iter().filter(|e| e["type"] == kind).collect()
 }
 
 #[tokio::test]

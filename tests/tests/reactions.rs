@@ -48,7 +48,7 @@ async fn history_reactions(user: &TestUser, conversation: u64, message: u64) -> 
     Ok(m.get("reactions").cloned().unwrap_or(json!([])))
 }
 
-fn events_of<'a>(events: &'a [Value], kind: &str) -> Vec<&'a Value> {
+pub(crate) fn events_of<'a>(events: &'a [Value], kind: &str) -> Vec<&'a Value> {
     events.iter().filter(|e| e["type"] == kind).collect()
 }
 
