@@ -188,27 +188,30 @@ async fn pins_in_direct_conversations_and_by_group_policy() -> Result<()> {
 
 #[tokio::test]
 async fn pins_per_conversation_are_bounded() -> Result<()> {
-    let server = TestServer::start_with(&["--send-rate", "0", "--action-rate", "0"]).await?;
+    let server = TestServer::start_with(&["--max-pins-per-conversation", "5"]).await?;
     let alice = server.user("alice").await?;
     let bob = server.user("bob").await?;
     let mut ids = Vec::new();
-    for i in 0..51 {
+    for i in 0..6 {
         let (s, m) = alice.send_text(bob.id, &format!("b{i}"), "pin me").await?;
         assert_eq!(s, 201);
         ids.push(id(&m));
     }
     let (_, m) = alice.send_text(bob.id, "b-last", "x").await?;
     let dm = m["conversation_id"].as_u64().unwrap_or(0);
-    for &m in &ids[..50] {
+    for &m in &ids[..5] {
         assert_eq!(pin(&alice, dm, m).await?.0, 204);
     }
-    let (s, body) = pin(&bob, dm, ids[50]).await?;
+    let (s, body) = pin(&bob, dm, ids[5]).await?;
     assert_eq!(
         (s, body["error"]["code"].clone()),
         (409, json!("conflict")),
         "{body}"
     );
-    assert_eq!(pinned_ids(&bob, dm).await?.len(), 50);
+    assert_eq!(pinned_ids(&bob, dm).await?.len(), 5);
+    assert_eq!(pin(&bob, dm, ids[0]).await?.0, 204, "pinned already");
+    assert_eq!(unpin(&bob, dm, ids[0]).await?.0, 204);
+    assert_eq!(pin(&bob, dm, ids[5]).await?.0, 204, "room again");
     Ok(())
 }
 
@@ -329,18 +332,18 @@ async fn settings_pin_archive_and_reach_the_users_devices_only() -> Result<()> {
 
 #[tokio::test]
 async fn pinned_conversations_are_bounded() -> Result<()> {
-    let server = TestServer::start_with(&["--send-rate", "0", "--action-rate", "0"]).await?;
+    let server = TestServer::start_with(&["--max-pinned-conversations", "3"]).await?;
     let bob = server.user("bob").await?;
     let mut conversations = Vec::new();
-    for i in 0..21 {
+    for i in 0..4 {
         let u = server.user(&format!("user{i}")).await?;
         let (_, m) = u.send_text(bob.id, "hi", "hi").await?;
         conversations.push(m["conversation_id"].as_u64().unwrap_or(0));
     }
-    for &c in &conversations[..20] {
+    for &c in &conversations[..3] {
         assert_eq!(settings(&bob, c, json!({"pinned": true})).await?.0, 200);
     }
-    let (s, body) = settings(&bob, conversations[20], json!({"pinned": true})).await?;
+    let (s, body) = settings(&bob, conversations[3], json!({"pinned": true})).await?;
     assert_eq!(
         (s, body["error"]["code"].clone()),
         (409, json!("conflict")),

@@ -17,9 +17,6 @@ use crate::store::pins::{self as store, PinRow, Pinned};
 use crate::store::reactions::audience;
 use crate::store::{Read, Tx};
 
-/// Most pinned messages in one conversation.
-pub const MAX_PINS_PER_CONVERSATION: usize = 50;
-
 /// Who may pin messages in a group.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
@@ -127,6 +124,7 @@ impl Chat {
         let user = caller.user_id;
         self.charge_conversation(user, conversation_id).await?;
         let now = now_ms();
+        let max = self.limits.max_pins_per_conversation;
         let downlink = self.downlink.clone();
         self.store
             .write_then(
@@ -138,19 +136,12 @@ impl Chat {
                                 "only a message that is not recalled can be pinned".into(),
                             ));
                         }
-                        match store::add(
-                            c,
-                            conversation_id,
-                            row.id,
-                            user,
-                            MAX_PINS_PER_CONVERSATION,
-                            now,
-                        )? {
+                        match store::add(c, conversation_id, row.id, user, max, now)? {
                             Pinned::Added => true,
                             Pinned::Already => false,
                             Pinned::Full => {
                                 return Err(DomainError::Conflict(format!(
-                                    "a conversation has at most {MAX_PINS_PER_CONVERSATION} pinned messages"
+                                    "a conversation has at most {max} pinned messages"
                                 )))
                             }
                         }

@@ -27,9 +27,6 @@ use crate::store::{Read, Tx};
 /// in the list (a family or couple with skin tones, 35 bytes).
 pub const MAX_EMOJI_BYTES: usize = 64;
 
-/// Most different emoji on one message.
-pub const MAX_EMOJI_PER_MESSAGE: usize = 20;
-
 /// One emoji on a message: how many reacted with it, and whether the
 /// reader did.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
@@ -152,6 +149,7 @@ impl Chat {
         let user = caller.user_id;
         self.rates.send(user).await?;
         let now = now_ms();
+        let max = self.limits.max_reactions_per_message;
         let downlink = self.downlink.clone();
         let (reactions, _) = self
             .store
@@ -164,12 +162,14 @@ impl Chat {
                                 "only a message that is not recalled can get reactions".into(),
                             ));
                         }
-                        match store::add(c, row.id, user, emoji, MAX_EMOJI_PER_MESSAGE, now)? {
+                        match store::add(c, row.id, user, emoji, max, now)? {
                             Added::Added => true,
                             Added::Already => false,
-                            Added::TooMany => return Err(DomainError::Conflict(format!(
-                                "a message has at most {MAX_EMOJI_PER_MESSAGE} different reactions"
-                            ))),
+                            Added::TooMany => {
+                                return Err(DomainError::Conflict(format!(
+                                    "a message has at most {max} different reactions"
+                                )))
+                            }
                         }
                     } else {
                         store::remove(c, row.id, user, emoji)?

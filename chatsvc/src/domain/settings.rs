@@ -16,9 +16,6 @@ use super::{now_ms, Chat, DomainError};
 use crate::store::settings::{self as store, SettingsRow, FOREVER};
 use crate::store::{messages, Read};
 
-/// Most conversations a user may pin to the top of their list.
-pub const MAX_PINNED_CONVERSATIONS: usize = 20;
-
 /// Until when a conversation is muted: a time, or for good.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MutedUntil {
@@ -152,6 +149,7 @@ impl Chat {
         let user = caller.user_id;
         self.charge(user, 0)?;
         let now = now_ms();
+        let max = self.limits.max_pinned_conversations;
         let downlink = self.downlink.clone();
         let (settings, _) = self
             .store
@@ -166,9 +164,9 @@ impl Chat {
                     }
                     match patch.pinned {
                         Some(true) if row.pinned_at.is_none() => {
-                            if store::pinned_count(c, user)? >= MAX_PINNED_CONVERSATIONS {
+                            if store::pinned_count(c, user)? >= max {
                                 return Err(DomainError::Conflict(format!(
-                                    "at most {MAX_PINNED_CONVERSATIONS} conversations can be pinned"
+                                    "at most {max} conversations can be pinned"
                                 )));
                             }
                             row.pinned_at = Some(now);
