@@ -329,3 +329,68 @@ async fn reactions_count_against_the_send_rate() -> Result<()> {
     assert_eq!(events_of(&stored, "reaction.added").len(), 10);
     Ok(())
 }
+
+/// Reactions and pins are stored events: a persistent MQTT session that was
+/// away gets them replayed from the store on resume, in cursor order, like
+/// messages.
+#[tokio::test]
+async fn a_persistent_session_gets_the_reactions_and_pins_it_missed() -> Result<()> {
+    use mqchat_e2e::eventually;
+    use mqchat_e2e::Mqtt;
+    use rumqttc::{MqttOptions, QoS};
+
+    let server = TestServer::start().await?;
+    let alice = server.user("alice").await?;
+    let bob = server.user("bob").await?;
+    let (_, m) = alice.send_text(bob.id, "p1", "hi").await?;
+    let id = m["id"].as_u64().unwrap_or(0);
+    let conversation = m["conversation_id"].as_u64().unwrap_or(0);
+    let mut opts = MqttOptions::new("phone", server.mqtt.ip().to_string(), server.mqtt.port());
+    opts.set_credentials(bob.id.to_string(), bob.access_token.clone());
+    opts.set_clean_session(false);
+    let mut phone = Mqtt::connect(opts.clone()).await?;
+    phone
+        .subscribe_ack(&format!("users/{}/#", bob.id), QoS::AtLeastOnce)
+        .await?;
+    phone.client.disconnect().await?;
+    eventually(Duration::from_secs(5), || async {
+        let gone = server
+            .logs()
+            .iter()
+            .any(|l| l.contains("client disconnected") || l.contains("client dropped"));
+        Ok(gone.then_some(()))
+    })
+    .await?;
+    drop(phone);
+    let head = bob.sync_all(0).await?.len() as u64;
+
+    // While bob's phone is away.
+    react(&alice, id, "🎉").await?;
+    let (s, _) = alice
+        .put(
+            &format!("/v1/conversations/{conversation}/pins/{id}"),
+            &json!({}),
+        )
+        .await?;
+    assert_eq!(s, 204);
+    unreact(&alice, id, "🎉").await?;
+
+    let mut phone = Mqtt::connect(opts).await?;
+    let mut got = Vec::new();
+    while got.len() < 3 {
+        let event = phone
+            .next_event(Duration::from_secs(10))
+            .await?
+            .ok_or_else(|| anyhow!("replay stopped after {got:?}"))?;
+        got.push((event["cursor"].as_u64().unwrap_or(0), event["type"].clone()));
+    }
+    assert_eq!(
+        got,
+        vec![
+            (head + 1, json!("reaction.added")),
+            (head + 2, json!("pin.added")),
+            (head + 3, json!("reaction.removed")),
+        ]
+    );
+    Ok(())
+}
