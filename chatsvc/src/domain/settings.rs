@@ -59,7 +59,7 @@ impl<'de> Deserialize<'de> for MutedUntil {
             Word(String),
         }
         match Wire::deserialize(d)? {
-            Wire::Time(t) if (0..FOREVER).contains(&t) => Ok(MutedUntil::Time(t)),
+            Wire::Time(t) if t >= 0 => Ok(MutedUntil::from_stored(t)),
             Wire::Word(w) if w == "forever" => Ok(MutedUntil::Forever),
             _ => Err(serde::de::Error::custom(
                 "muted_until must be a Unix time in milliseconds, \"forever\" or null",
@@ -74,7 +74,7 @@ impl<'de> Deserialize<'de> for MutedUntil {
 pub struct ConversationSettings {
     /// Unix ms or `"forever"`; null when not muted (a time passed reads as
     /// null).
-    #[schema(value_type = Option<Object>, required = true)]
+    #[schema(schema_with = muted_until_schema, required = true)]
     pub muted_until: Option<MutedUntil>,
     /// Kept at the top of the conversation list.
     pub pinned: bool,
@@ -103,10 +103,34 @@ impl ConversationSettings {
 pub struct SettingsPatch {
     /// Unix ms, `"forever"`, or null to unmute.
     #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<Object>)]
+    #[schema(schema_with = muted_until_schema)]
     pub muted_until: Option<Option<MutedUntil>>,
     pub pinned: Option<bool>,
     pub archived: Option<bool>,
+}
+
+/// `muted_until` in the OpenAPI document: a Unix time in ms, `"forever"`,
+/// or null.
+fn muted_until_schema() -> utoipa::openapi::schema::Schema {
+    use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, OneOfBuilder, SchemaFormat, Type};
+    OneOfBuilder::new()
+        .item(
+            ObjectBuilder::new()
+                .schema_type(Type::Integer)
+                .format(Some(SchemaFormat::KnownFormat(KnownFormat::Int64)))
+                .minimum(Some(0)),
+        )
+        .item(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .enum_values(Some(["forever"])),
+        )
+        .item(ObjectBuilder::new().schema_type(Type::Null))
+        .description(Some(
+            "Unix ms or \"forever\" while muted; null when not (in a change: null unmutes).",
+        ))
+        .build()
+        .into()
 }
 
 /// A field that is present (even as null) is `Some`.
