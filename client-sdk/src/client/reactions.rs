@@ -74,7 +74,7 @@ impl Client {
     /// `PATCH /v1/conversations/{id}/settings`: changes this user's own
     /// settings of a conversation (mute, pinned to the top, archived);
     /// answers them as they are now. The user's other devices get
-    /// [`Event::ConversationSettings`].
+    /// [`Event::ConversationSettings`](crate::Event::ConversationSettings).
     pub async fn update_conversation_settings(
         &self,
         conversation_id: u64,
