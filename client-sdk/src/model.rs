@@ -177,6 +177,9 @@ pub struct SystemEvent {
     /// The new role, for `role_changed`.
     #[serde(default)]
     pub role: Option<GroupRole>,
+    /// Who may pin now, for `pin_policy_changed`.
+    #[serde(default)]
+    pub who_can_pin: Option<crate::reactions::PinPolicy>,
 }
 
 /// What a [`SystemEvent`] records.
@@ -200,6 +203,8 @@ pub enum SystemEventKind {
     RoleChanged,
     /// `actor` dissolved the group; nobody is a member afterwards.
     Dissolved,
+    /// `actor` changed who may pin messages to `who_can_pin`.
+    PinPolicyChanged,
     #[serde(other)]
     Other,
 }

@@ -153,6 +153,27 @@ async fn pins_in_direct_conversations_and_by_group_policy() -> Result<()> {
             "{g}"
         );
         assert_eq!(g["name"], "g");
+        // The members learn of it: a system message in the group, once.
+        let (s, _) = alice
+            .patch(
+                &format!("/v1/groups/{group}"),
+                &json!({"who_can_pin": "members"}),
+            )
+            .await?;
+        assert_eq!(s, 200, "the same again changes nothing");
+        let told: Vec<Value> = bob
+            .sync_all(0)
+            .await?
+            .iter()
+            .filter(|e| e["message"]["body"]["system"]["event"] == "pin_policy_changed")
+            .map(|e| e["message"]["body"]["system"].clone())
+            .collect();
+        assert_eq!(
+            told,
+            vec![
+                json!({"event": "pin_policy_changed", "actor": alice.id, "who_can_pin": "members"})
+            ]
+        );
         assert_eq!(unpin(&bob, gc, id(&gm)).await?.0, 204);
         assert_eq!(pin(&bob, gc, id(&gm)).await?.0, 204);
         let (s, body) = alice

@@ -200,31 +200,35 @@ impl Chat {
             .await
     }
 
-    /// A group's pin policy (owner or admin).
+    /// Sets who may pin in a group (owner or admin). A change is a
+    /// system message (`pin_policy_changed`) to the members, so their
+    /// devices learn of it.
     pub async fn set_pin_policy(
         &self,
         caller: Caller,
         group_id: u64,
         policy: PinPolicy,
     ) -> Result<(), DomainError> {
+        use super::groups::{load, require, system, ADMIN, OWNER};
         let actor = caller.user_id;
-        self.charge(actor, 0)?;
-        self.store
-            .write(move |c| {
-                let group = crate::store::groups::by_id(c, group_id)?
-                    .ok_or(DomainError::NotFound("group"))?;
-                let role = messages::membership(c, actor, group.conversation_id)?
-                    .ok_or(DomainError::NotFound("group"))?
-                    .role;
-                if !matches!(role.as_str(), "owner" | "admin") {
-                    return Err(DomainError::Forbidden(
-                        "only the group's owner or admin may change who can pin".into(),
-                    ));
-                }
-                store::set_policy(c, group.id, policy.as_str())?;
-                Ok(())
-            })
-            .await
+        self.charge_group(actor, group_id, 0).await?;
+        self.group_write(move |c, out, now| {
+            let (group, role) = load(c, group_id, actor)?;
+            require(&role, &[OWNER, ADMIN], "change who can pin")?;
+            if policy_of(c, group.conversation_id)? == policy {
+                return Ok(());
+            }
+            store::set_policy(c, group.id, policy.as_str())?;
+            system(
+                c,
+                out,
+                &group,
+                actor,
+                serde_json::json!({"event": "pin_policy_changed", "actor": actor, "who_can_pin": policy.as_str()}),
+                now,
+            )
+        })
+        .await
     }
 }
 
