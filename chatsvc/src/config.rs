@@ -188,6 +188,18 @@ pub struct Config {
     #[arg(long, env = "CHAT_MAX_GROUP_SIZE", default_value_t = 2000)]
     pub max_group_size: usize,
 
+    /// Most different emoji on one message (1-100).
+    #[arg(long, env = "CHAT_MAX_REACTIONS_PER_MESSAGE", default_value_t = 20)]
+    pub max_reactions_per_message: usize,
+
+    /// Most pinned messages in one conversation (1-500).
+    #[arg(long, env = "CHAT_MAX_PINS_PER_CONVERSATION", default_value_t = 50)]
+    pub max_pins_per_conversation: usize,
+
+    /// Most conversations a user may pin to the top of their list (1-500).
+    #[arg(long, env = "CHAT_MAX_PINNED_CONVERSATIONS", default_value_t = 20)]
+    pub max_pinned_conversations: usize,
+
     /// Days a friend request stays pending before it expires.
     #[arg(long, env = "CHAT_FRIEND_REQUEST_TTL_DAYS", default_value_t = 30)]
     pub friend_request_ttl_days: u64,
@@ -510,6 +522,9 @@ impl Config {
                 DmPolicyArg::Friends => crate::domain::DmPolicy::Friends,
             },
             max_group_size: self.max_group_size.max(2),
+            max_reactions_per_message: self.max_reactions_per_message.clamp(1, 100),
+            max_pins_per_conversation: self.max_pins_per_conversation.clamp(1, 500),
+            max_pinned_conversations: self.max_pinned_conversations.clamp(1, 500),
             friend_request_ttl: Duration::from_secs(self.friend_request_ttl_days.max(1) * 86_400),
             recall_window: Duration::from_secs(self.recall_window),
             presence_debounce: Duration::from_millis(self.presence_debounce_ms),

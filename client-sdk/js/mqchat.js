@@ -78,6 +78,28 @@ const MQTT_REFUSED = new Set([4, 5, 0x86, 0x87]);
  * @property {number} sent_at
  * @property {?number} edited_at
  * @property {?number} recalled_at
+ * @property {Reaction[]} [reactions] counted per emoji (history, sync, pins; absent when none)
+ */
+/**
+ * One emoji on a message.
+ * @typedef {object} Reaction
+ * @property {string} emoji fully qualified
+ * @property {number} count
+ * @property {boolean} mine whether this user reacted so
+ */
+/**
+ * A pinned message ({@link Client#pins}).
+ * @typedef {object} Pin
+ * @property {Message} message
+ * @property {number} pinned_by
+ * @property {number} pinned_at Unix ms
+ */
+/**
+ * This user's own settings of a conversation.
+ * @typedef {object} ConversationSettings
+ * @property {number|'forever'|null} muted_until Unix ms or `'forever'` while muted, else null; muted: no offline push unless mentioned, unread still counts
+ * @property {boolean} pinned kept at the top of the list
+ * @property {boolean} archived left out of the list until a new message arrives
  */
 /**
  * @typedef {object} Conversation
@@ -89,6 +111,7 @@ const MQTT_REFUSED = new Set([4, 5, 0x86, 0x87]);
  * @property {number} read_seq
  * @property {number} unread_count
  * @property {?Message} last_message
+ * @property {ConversationSettings} settings this user's own
  */
 /**
  * @typedef {object} Friend
@@ -115,6 +138,7 @@ const MQTT_REFUSED = new Set([4, 5, 0x86, 0x87]);
  * @property {number} owner_id
  * @property {number} created_at
  * @property {{user_id: number, role: 'owner'|'admin'|'member'}[]} members
+ * @property {'admins'|'members'} who_can_pin
  */
 /**
  * @typedef {object} Presence
@@ -132,7 +156,10 @@ const MQTT_REFUSED = new Set([4, 5, 0x86, 0x87]);
  * An event of the stream. Inbox events carry a `cursor` and a `type` among
  * `message.created`, `message.edited`, `message.recalled`, `message.hidden`,
  * `receipt.read`, `receipt.delivered`, `conversation.read`, `friend.request`,
- * `friend.added`, `friend.removed`, `block.updated` (types this SDK does not
+ * `friend.added`, `friend.removed`, `block.updated`, `reaction.added` and
+ * `reaction.removed` (`{conversation_id, message_id, user_id, emoji, count}`),
+ * `pin.added` and `pin.removed` (`{conversation_id, message_id, user_id}`),
+ * `conversation.settings` (`{conversation_id, settings}`) (types this SDK does not
  * know are passed on too). Ephemeral events have no cursor: `presence`
  * (`{user_id, online, last_seen}`) and `typing` (`{conversation_id, user_id}`).
  * @typedef {{type: string, cursor?: number} & Record<string, any>} MqchatEvent
@@ -1213,6 +1240,26 @@ export class Client extends EventTarget {
     return this._call('POST', `/v1/messages/${messageId}/recall`);
   }
 
+  /**
+   * `PUT /v1/messages/{id}/reactions/{emoji}`: reacts with one emoji (again:
+   * no change; counts as a send for the rate limit). Answers the message's
+   * reactions.
+   * @param {number} messageId @param {string} emoji
+   * @returns {Promise<{message_id: number, reactions: Reaction[]}>}
+   */
+  react(messageId, emoji) {
+    return this._call('PUT', `/v1/messages/${messageId}/reactions/${encodeURIComponent(emoji)}`);
+  }
+
+  /**
+   * `DELETE /v1/messages/{id}/reactions/{emoji}`: takes a reaction back.
+   * @param {number} messageId @param {string} emoji
+   * @returns {Promise<{message_id: number, reactions: Reaction[]}>}
+   */
+  unreact(messageId, emoji) {
+    return this._call('DELETE', `/v1/messages/${messageId}/reactions/${encodeURIComponent(emoji)}`);
+  }
+
   /** `DELETE /v1/messages/{id}`: hides a message from one's own history. @param {number} messageId */
   async deleteForMe(messageId) {
     await this._call('DELETE', `/v1/messages/${messageId}`);
@@ -1230,13 +1277,53 @@ export class Client extends EventTarget {
   // --- conversations ----------------------------------------------------------
 
   /**
-   * `GET /v1/conversations`: most recent first, with unread counts.
-   * @param {{limit?: number}} [opts]
+   * `GET /v1/conversations`: those this user pinned first, then most recent
+   * first, with unread counts and this user's settings; the archived ones
+   * only with `archived: true`.
+   * @param {{limit?: number, archived?: boolean}} [opts]
    * @returns {Promise<Conversation[]>}
    */
   async conversations(opts = {}) {
-    const res = await this._call('GET', '/v1/conversations', { query: { limit: opts.limit } });
+    const res = await this._call('GET', '/v1/conversations', {
+      query: { limit: opts.limit, archived: opts.archived },
+    });
     return res.conversations;
+  }
+
+  /**
+   * `PATCH /v1/conversations/{id}/settings`: changes this user's own
+   * settings (absent fields stay); `mutedUntil: null` unmutes. This user's
+   * other devices get `conversation.settings`.
+   * @param {number} conversationId
+   * @param {{mutedUntil?: number|'forever'|null, pinned?: boolean, archived?: boolean}} change
+   * @returns {Promise<ConversationSettings>}
+   */
+  updateConversationSettings(conversationId, change) {
+    /** @type {Record<string, any>} */
+    const body = {};
+    if (change.mutedUntil !== undefined) body.muted_until = change.mutedUntil;
+    if (change.pinned !== undefined) body.pinned = change.pinned;
+    if (change.archived !== undefined) body.archived = change.archived;
+    return this._call('PATCH', `/v1/conversations/${conversationId}/settings`, { body });
+  }
+
+  /** `GET /v1/conversations/{id}/pins`: newest pin first. @param {number} conversationId @returns {Promise<Pin[]>} */
+  async pins(conversationId) {
+    return (await this._call('GET', `/v1/conversations/${conversationId}/pins`)).pins;
+  }
+
+  /**
+   * `PUT /v1/conversations/{id}/pins/{message_id}`: pins a message (in a
+   * group: the owner and admins, or everyone when `who_can_pin` is `members`).
+   * @param {number} conversationId @param {number} messageId
+   */
+  async pin(conversationId, messageId) {
+    await this._call('PUT', `/v1/conversations/${conversationId}/pins/${messageId}`);
+  }
+
+  /** `DELETE /v1/conversations/{id}/pins/{message_id}`. @param {number} conversationId @param {number} messageId */
+  async unpin(conversationId, messageId) {
+    await this._call('DELETE', `/v1/conversations/${conversationId}/pins/${messageId}`);
   }
 
   /**
@@ -1430,6 +1517,14 @@ export class Client extends EventTarget {
   /** `PATCH /v1/groups/{id} {name}`. @param {number} groupId @param {string} name @returns {Promise<Group>} */
   renameGroup(groupId, name) {
     return this._call('PATCH', `/v1/groups/${groupId}`, { body: { name }, retry: 'ifNotSent' });
+  }
+
+  /**
+   * `PATCH /v1/groups/{id} {who_can_pin}` (owner or admin).
+   * @param {number} groupId @param {'admins'|'members'} policy @returns {Promise<Group>}
+   */
+  setGroupPinPolicy(groupId, policy) {
+    return this._call('PATCH', `/v1/groups/${groupId}`, { body: { who_can_pin: policy } });
   }
 
   /** `DELETE /v1/groups/{id}` (owner). @param {number} groupId */

@@ -1,7 +1,7 @@
 //! `Client`: the HTTP uplink and the session's tokens.
 //!
 //! This file holds the session and the retry core; the endpoints are
-//! `impl Client` blocks per resource: `users`, `messages`, `social`,
+//! `impl Client` blocks per resource: `users`, `messages`, `reactions`, `social`,
 //! `groups`.
 //!
 //! Every authenticated call goes through [`Client::call`], which
@@ -304,6 +304,7 @@ impl fmt::Debug for Client {
 
 mod groups;
 mod messages;
+mod reactions;
 mod social;
 mod users;
 

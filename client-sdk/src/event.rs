@@ -5,6 +5,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::{json, Value};
 
 use crate::model::{FriendRequest, GroupInvitation, Message, Presence, User};
+use crate::reactions::{PinEvent, ReactionEvent, SettingsEvent};
 
 const MESSAGE_CREATED: &str = "message.created";
 const MESSAGE_EDITED: &str = "message.edited";
@@ -20,9 +21,19 @@ const BLOCK_UPDATED: &str = "block.updated";
 const GROUP_INVITATION: &str = "group.invitation";
 const PRESENCE: &str = "presence";
 const TYPING: &str = "typing";
+const REACTION_ADDED: &str = "reaction.added";
+const REACTION_REMOVED: &str = "reaction.removed";
+const PIN_ADDED: &str = "pin.added";
+const PIN_REMOVED: &str = "pin.removed";
+const CONVERSATION_SETTINGS: &str = "conversation.settings";
 
 /// Every `type` this SDK parses into a typed variant.
-const KNOWN: [&str; 14] = [
+const KNOWN: [&str; 19] = [
+    REACTION_ADDED,
+    REACTION_REMOVED,
+    PIN_ADDED,
+    PIN_REMOVED,
+    CONVERSATION_SETTINGS,
     MESSAGE_CREATED,
     MESSAGE_EDITED,
     MESSAGE_RECALLED,
@@ -118,6 +129,17 @@ pub enum Event {
         cursor: u64,
         invitation: GroupInvitation,
     },
+    /// `reaction.added`: someone reacted to a message this user can see.
+    ReactionAdded(ReactionEvent),
+    /// `reaction.removed`: someone took their reaction back.
+    ReactionRemoved(ReactionEvent),
+    /// `pin.added`: a message of the conversation was pinned.
+    PinAdded(PinEvent),
+    /// `pin.removed`: a message was unpinned.
+    PinRemoved(PinEvent),
+    /// `conversation.settings`: this user's own settings of a conversation
+    /// changed (mute, pinned, archived), on this device or another.
+    ConversationSettings(SettingsEvent),
     /// Ephemeral, pushed on `users/{id}/presence`: a friend came online or
     /// went offline.
     Presence(Presence),
@@ -183,6 +205,16 @@ enum Known {
         cursor: u64,
         invitation: GroupInvitation,
     },
+    #[serde(rename = "reaction.added")]
+    ReactionAdded(ReactionEvent),
+    #[serde(rename = "reaction.removed")]
+    ReactionRemoved(ReactionEvent),
+    #[serde(rename = "pin.added")]
+    PinAdded(PinEvent),
+    #[serde(rename = "pin.removed")]
+    PinRemoved(PinEvent),
+    #[serde(rename = "conversation.settings")]
+    ConversationSettings(SettingsEvent),
     #[serde(rename = "presence")]
     Presence(Presence),
     #[serde(rename = "typing")]
@@ -260,6 +292,11 @@ impl From<Known> for Event {
             Known::GroupInvitation { cursor, invitation } => {
                 Event::GroupInvitation { cursor, invitation }
             }
+            Known::ReactionAdded(e) => Event::ReactionAdded(e),
+            Known::ReactionRemoved(e) => Event::ReactionRemoved(e),
+            Known::PinAdded(e) => Event::PinAdded(e),
+            Known::PinRemoved(e) => Event::PinRemoved(e),
+            Known::ConversationSettings(e) => Event::ConversationSettings(e),
             Known::Presence(presence) => Event::Presence(presence),
             Known::Typing {
                 conversation_id,
@@ -289,6 +326,9 @@ impl Event {
             | Event::FriendRemoved { cursor, .. }
             | Event::BlockUpdated { cursor, .. }
             | Event::GroupInvitation { cursor, .. } => Some(*cursor),
+            Event::ReactionAdded(e) | Event::ReactionRemoved(e) => Some(e.cursor),
+            Event::PinAdded(e) | Event::PinRemoved(e) => Some(e.cursor),
+            Event::ConversationSettings(e) => Some(e.cursor),
             Event::Presence(_) | Event::Typing { .. } => None,
             Event::Other(value) => value.get("cursor").and_then(Value::as_u64),
         }
@@ -325,6 +365,11 @@ impl Event {
             Event::FriendRemoved { .. } => FRIEND_REMOVED,
             Event::BlockUpdated { .. } => BLOCK_UPDATED,
             Event::GroupInvitation { .. } => GROUP_INVITATION,
+            Event::ReactionAdded(_) => REACTION_ADDED,
+            Event::ReactionRemoved(_) => REACTION_REMOVED,
+            Event::PinAdded(_) => PIN_ADDED,
+            Event::PinRemoved(_) => PIN_REMOVED,
+            Event::ConversationSettings(_) => CONVERSATION_SETTINGS,
             Event::Presence(_) => PRESENCE,
             Event::Typing { .. } => TYPING,
             Event::Other(value) => value.get("type").and_then(Value::as_str).unwrap_or(""),
@@ -415,6 +460,9 @@ impl Event {
             Event::GroupInvitation { cursor, invitation } => {
                 json!({"type": kind, "cursor": cursor, "invitation": invitation})
             }
+            Event::ReactionAdded(e) | Event::ReactionRemoved(e) => with_type(kind, e),
+            Event::PinAdded(e) | Event::PinRemoved(e) => with_type(kind, e),
+            Event::ConversationSettings(e) => with_type(kind, e),
             Event::Presence(presence) => json!({
                 "type": kind, "user_id": presence.user_id,
                 "online": presence.online, "last_seen": presence.last_seen,
@@ -426,6 +474,15 @@ impl Event {
             Event::Other(value) => value.clone(),
         }
     }
+}
+
+/// `payload`'s fields with `"type": kind`.
+fn with_type(kind: &str, payload: &impl Serialize) -> Value {
+    let mut value = serde_json::to_value(payload).unwrap_or_else(|_| json!({}));
+    if let Some(fields) = value.as_object_mut() {
+        fields.insert("type".into(), kind.into());
+    }
+    value
 }
 
 /// An event payload that is not a JSON object.

@@ -61,6 +61,8 @@
 //!   pass through untyped.
 //! - `model`: the other wire types ([`User`], [`Message`], [`Group`],
 //!   [`FriendRequest`], ...).
+//! - `reactions`: reactions, pins and conversation settings ([`Reaction`],
+//!   [`Pin`], [`ConversationSettings`]) and their events.
 //! - `backoff`: [`Backoff`] and [`RetryPolicy`].
 //! - `error`: [`SdkError`], [`ErrorCode`].
 
@@ -69,6 +71,7 @@ mod client;
 mod error;
 mod event;
 mod model;
+mod reactions;
 pub mod sequencer;
 mod stream;
 
@@ -84,6 +87,10 @@ pub use model::{
     GroupAddPolicy, GroupInvitation, GroupMember, GroupRef, GroupRole, HistoryPage,
     InvitationStatus, Message, MessageKind, OutgoingMessage, Presence, Recipient, SyncPage,
     SystemEvent, SystemEventKind, User,
+};
+pub use reactions::{
+    ConversationSettings, MessageReactions, MutedUntil, Pin, PinEvent, PinPolicy, Reaction,
+    ReactionEvent, SettingsChange, SettingsEvent,
 };
 pub use sequencer::Sequencer;
 pub use stream::{

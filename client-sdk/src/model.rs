@@ -123,6 +123,10 @@ pub struct Message {
     /// When the sender recalled it (Unix ms). The body is gone then.
     #[serde(default)]
     pub recalled_at: Option<i64>,
+    /// Reactions counted per emoji (in history, sync and pins; empty when
+    /// none).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reactions: Vec<crate::reactions::Reaction>,
 }
 
 impl Message {
@@ -173,6 +177,9 @@ pub struct SystemEvent {
     /// The new role, for `role_changed`.
     #[serde(default)]
     pub role: Option<GroupRole>,
+    /// Who may pin now, for `pin_policy_changed`.
+    #[serde(default)]
+    pub who_can_pin: Option<crate::reactions::PinPolicy>,
 }
 
 /// What a [`SystemEvent`] records.
@@ -196,6 +203,8 @@ pub enum SystemEventKind {
     RoleChanged,
     /// `actor` dissolved the group; nobody is a member afterwards.
     Dissolved,
+    /// `actor` changed who may pin messages to `who_can_pin`.
+    PinPolicyChanged,
     #[serde(other)]
     Other,
 }
@@ -233,6 +242,9 @@ pub struct Conversation {
     pub unread_count: u64,
     #[serde(default)]
     pub last_message: Option<Message>,
+    /// This user's own settings of it.
+    #[serde(default)]
+    pub settings: crate::reactions::ConversationSettings,
 }
 
 /// A group as a conversation names it.
@@ -355,12 +367,19 @@ pub struct Group {
     /// Unix ms.
     pub created_at: i64,
     pub members: Vec<GroupMember>,
+    /// Who may pin messages.
+    #[serde(default = "admins_pin")]
+    pub who_can_pin: crate::reactions::PinPolicy,
     /// Users invited rather than added, because their
     /// [`GroupAddPolicy`] asks for consent: only in the answer to
     /// [`Client::create_group`](crate::Client::create_group) and
     /// [`Client::add_group_members`](crate::Client::add_group_members).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub invited: Vec<u64>,
+}
+
+fn admins_pin() -> crate::reactions::PinPolicy {
+    crate::reactions::PinPolicy::Admins
 }
 
 /// Where an invitation to a group stands.

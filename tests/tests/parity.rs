@@ -6,7 +6,8 @@
 //! cancelled; unfriend; blocks and unblocks), groups with roles,
 //! invitations accepted and declined, a transfer, a removal, a departure
 //! and a dissolution, direct, group and batch sends with duplicates and
-//! refusals, edit, recall, delete-for-me, typing, read markers and unread
+//! refusals, edit, recall, delete-for-me, reactions, pins, conversation
+//! settings, typing, read markers and unread
 //! counts, history, sync and receipts, search, files, and the admin API
 //! (users, passwords, disconnects, services and their keys, webhooks,
 //! file cleanup). Every answer and every user's whole event stream
@@ -273,6 +274,44 @@ async fn script(server: &TestServer) -> Result<Transcript> {
         .await?,
     );
     let conversation = m1["conversation_id"].as_u64().unwrap_or(0);
+    // Reactions, pins and bob's own settings of the conversation.
+    let reaction = |emoji: &str| format!("/v1/messages/{}/reactions/{emoji}", m1["id"]);
+    t.note("react", bob.put(&reaction("👍"), &json!({})).await?);
+    t.note("react again", bob.put(&reaction("👍"), &json!({})).await?);
+    t.note(
+        "react with words",
+        bob.put(&reaction("nice"), &json!({})).await?,
+    );
+    t.note("alice reacts", alice.put(&reaction("❤"), &json!({})).await?);
+    t.note("alice unreacts", alice.delete(&reaction("❤️")).await?);
+    let pin = format!("/v1/conversations/{conversation}/pins/{}", id(&m1)?);
+    t.note("pin", alice.put(&pin, &json!({})).await?);
+    t.note(
+        "pins",
+        bob.get(&format!("/v1/conversations/{conversation}/pins"))
+            .await?,
+    );
+    let settings = format!("/v1/conversations/{conversation}/settings");
+    t.note(
+        "mute and pin",
+        bob.patch(
+            &settings,
+            &json!({"muted_until": "forever", "pinned": true}),
+        )
+        .await?,
+    );
+    t.note(
+        "archive",
+        bob.patch(&settings, &json!({"archived": true})).await?,
+    );
+    t.note(
+        "archived conversations",
+        bob.get("/v1/conversations?archived=true").await?,
+    );
+    t.note(
+        "unarchive",
+        bob.patch(&settings, &json!({"archived": false})).await?,
+    );
     t.note("bob's conversations", bob.get("/v1/conversations").await?);
     t.note(
         "read",

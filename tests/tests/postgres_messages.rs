@@ -314,8 +314,10 @@ async fn scenario(store: Store) -> Result<Vec<String>> {
             .await?;
         log.read("head", move |c| messages::inbox_head(c, u))
             .await?;
-        log.read("conversations", move |c| messages::conversations(c, u, 10))
-            .await?;
+        log.read("conversations", move |c| {
+            messages::conversations(c, u, false, 10)
+        })
+        .await?;
         log.read("history", move |c| {
             Ok((
                 messages::history(c, u, gconv, None, 100)?,

@@ -8,12 +8,12 @@ use anyhow::{anyhow, Result};
 use mqchat_e2e::TestServer;
 use serde_json::{json, Value};
 
-struct Schemas {
+pub(crate) struct Schemas {
     bundle: Value,
 }
 
 impl Schemas {
-    fn load() -> Result<Schemas> {
+    pub(crate) fn load() -> Result<Schemas> {
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../schemas/mqchat.schema.json");
         Ok(Schemas {
             bundle: serde_json::from_str(&std::fs::read_to_string(path)?)?,
@@ -21,7 +21,7 @@ impl Schemas {
     }
 
     /// Validates `value` against `$defs/{name}`.
-    fn check(&self, name: &str, value: &Value) -> Result<()> {
+    pub(crate) fn check(&self, name: &str, value: &Value) -> Result<()> {
         let mut schema = self.bundle.clone();
         if schema["$defs"].get(name).is_none() {
             return Err(anyhow!("no $defs/{name} in the schema bundle"));

@@ -32,6 +32,9 @@ pub(super) struct Doc;
 pub struct ListQuery {
     /// Most conversations (default 100, at most 500).
     pub limit: Option<usize>,
+    /// `true`: only the archived conversations (archived, and no message
+    /// since); otherwise the others.
+    pub archived: Option<bool>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -39,10 +42,11 @@ pub struct ConversationList {
     pub conversations: Vec<Conversation>,
 }
 
-/// `GET /v1/conversations?limit=N` → the caller's conversations, most recent first.
+/// `GET /v1/conversations?limit=N&archived=BOOL` → the caller's conversations.
 ///
-/// Each with the peer or group, the last message, the read marker and the
-/// unread count.
+/// Those the caller pinned first, then the most recent first; archived ones
+/// only with `archived=true`. Each with the peer or group, the last
+/// message, the read marker, the unread count and the caller's settings.
 #[utoipa::path(
     get,
     path = "/conversations",
@@ -58,7 +62,7 @@ async fn list(
 ) -> Result<Json<ConversationList>, ApiError> {
     let conversations = state
         .chat
-        .conversations(caller, q.limit.unwrap_or(100))
+        .conversations(caller, q.archived.unwrap_or(false), q.limit.unwrap_or(100))
         .await?;
     Ok(Json(ConversationList { conversations }))
 }

@@ -52,6 +52,8 @@ error_codes! {
     /// Not JSON, not UTF-8, or a key twice.
     MalformedJson = "malformed_json" => BAD_REQUEST,
     InvalidUsername = "invalid_username" => BAD_REQUEST,
+    /// A reaction that is not one emoji of the Unicode list.
+    InvalidEmoji = "invalid_emoji" => BAD_REQUEST,
     WeakPassword = "weak_password" => BAD_REQUEST,
     MissingToken = "missing_token" => UNAUTHORIZED,
     InvalidToken = "invalid_token" => UNAUTHORIZED,
@@ -178,6 +180,7 @@ impl From<DomainError> for ApiError {
         match e {
             DomainError::Invalid(m) => ApiError::new(C::InvalidRequest, m),
             DomainError::InvalidUsername => ApiError::new(C::InvalidUsername, e.to_string()),
+            DomainError::InvalidEmoji => ApiError::new(C::InvalidEmoji, e.to_string()),
             DomainError::WeakPassword => ApiError::new(C::WeakPassword, e.to_string()),
             DomainError::UsernameTaken => ApiError::new(C::UsernameTaken, e.to_string()),
             DomainError::InvalidCredentials => {

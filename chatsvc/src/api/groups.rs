@@ -12,6 +12,7 @@ use super::extract::AuthUser;
 use super::int64;
 use super::SharedState;
 use crate::domain::model::{Group, GroupInvitation};
+use crate::domain::pins::PinPolicy;
 
 pub fn router() -> Router<SharedState> {
     Router::new()
@@ -127,10 +128,15 @@ async fn show(
 #[serde(deny_unknown_fields)]
 pub struct Rename {
     /// 1-64 characters, no invisible, bidi or control characters.
-    pub name: String,
+    pub name: Option<String>,
+    /// Who may pin messages: `admins` (the owner and admins, the default)
+    /// or `members`.
+    pub who_can_pin: Option<PinPolicy>,
 }
 
-/// `PATCH /v1/groups/{id} {name}` → the renamed group (owner or admin).
+/// `PATCH /v1/groups/{id} {name, who_can_pin}` → the group (owner or admin).
+///
+/// Each field is optional; at least one is given.
 #[utoipa::path(
     patch,
     path = "/groups/{id}",
@@ -138,8 +144,8 @@ pub struct Rename {
     params(("id" = u64, Path, description = "The group's id.")),
     request_body = Rename,
     responses(
-        (status = 200, description = "The renamed group.", body = Group),
-        (status = 400, description = "`invalid_request` (a bad name) or `malformed_json`.", body = ErrorBody),
+        (status = 200, description = "The group, changed.", body = Group),
+        (status = 400, description = "`invalid_request` (a bad name, or no field) or `malformed_json`.", body = ErrorBody),
         (status = 403, description = "`forbidden`: the caller is a plain member.", body = ErrorBody),
         (status = 404, description = "`not_found`: no such group, or the caller is not a member.", body = ErrorBody),
     ),
@@ -151,7 +157,19 @@ async fn rename(
     Path(id): Path<u64>,
     Json(req): Json<Rename>,
 ) -> Result<Json<Group>, ApiError> {
-    Ok(Json(state.chat.rename_group(caller, id, &req.name).await?))
+    if req.name.is_none() && req.who_can_pin.is_none() {
+        return Err(ApiError::bad_request(
+            "nothing to change: give name or who_can_pin",
+        ));
+    }
+    // The name first: a bad one changes nothing.
+    if let Some(name) = req.name {
+        state.chat.rename_group(caller, id, &name).await?;
+    }
+    if let Some(policy) = req.who_can_pin {
+        state.chat.set_pin_policy(caller, id, policy).await?;
+    }
+    Ok(Json(state.chat.group(caller, id).await?))
 }
 
 /// `DELETE /v1/groups/{id}` → 204; dissolves the group (owner).

@@ -14,6 +14,7 @@ pub mod json;
 pub mod messages;
 pub mod openapi;
 pub mod ops;
+pub mod reactions;
 pub mod sync;
 pub mod uplink;
 pub mod users;
@@ -70,6 +71,7 @@ pub fn router(state: AppState) -> Router {
         .merge(users::router())
         .merge(messages::router())
         .merge(conversations::router())
+        .merge(reactions::router())
         .merge(friends::router())
         .merge(groups::router())
         .merge(files::router())

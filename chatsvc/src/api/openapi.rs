@@ -39,7 +39,9 @@ use utoipa::{Modify, OpenApi, ToSchema};
 
 use super::error::ErrorBody;
 use super::SharedState;
-use super::{admin, auth, conversations, files, friends, groups, messages, ops, sync, users, web};
+use super::{
+    admin, auth, conversations, files, friends, groups, messages, ops, reactions, sync, users, web,
+};
 
 /// Security scheme of the `/v1` routes: a user's access token.
 const BEARER: &str = "bearer";
@@ -89,6 +91,7 @@ known path with another method 405 `method_not_allowed`."
         (path = "/v1", api = users::Doc),
         (path = "/v1", api = messages::Doc),
         (path = "/v1", api = conversations::Doc),
+        (path = "/v1", api = reactions::Doc),
         (path = "/v1", api = friends::Doc),
         (path = "/v1", api = groups::Doc),
         (path = "/v1", api = sync::Doc),
@@ -99,8 +102,8 @@ known path with another method 405 `method_not_allowed`."
     tags(
         (name = "auth", description = "Accounts and login sessions."),
         (name = "users", description = "Profiles."),
-        (name = "messages", description = "Sending, editing, recalling, hiding and searching messages."),
-        (name = "conversations", description = "The conversation list, history, read markers, typing."),
+        (name = "messages", description = "Sending, editing, recalling, hiding, reacting to and searching messages."),
+        (name = "conversations", description = "The conversation list, history, read markers, typing, pins, the caller's own settings."),
         (name = "friends", description = "Friends, friend requests, blocks and presence."),
         (name = "groups", description = "Groups, members and roles."),
         (name = "sync", description = "The event log, for catching up after being offline."),

@@ -17,6 +17,7 @@ use serde_json::{Map, Value};
 use super::messages::{MESSAGE_CREATED, MESSAGE_EDITED, MESSAGE_RECALLED};
 use super::model::{FriendRequest, GroupInvitation, User};
 use super::outbox::{PRESENCE, TYPING};
+use super::settings::ConversationSettings;
 
 /// The events whose one field is a stored message, `{"message": {...}}`.
 pub const MESSAGE_EVENTS: [&str; 3] = [MESSAGE_CREATED, MESSAGE_EDITED, MESSAGE_RECALLED];
@@ -60,6 +61,44 @@ pub enum Stored<'a> {
     /// A group invitation was made or answered (to invitee and inviter).
     #[serde(rename = "group.invitation")]
     GroupInvitation { invitation: &'a GroupInvitation },
+    /// `user_id` reacted to a message with `emoji`; `count`: how many
+    /// have reacted so now (to the members who can see the message).
+    #[serde(rename = "reaction.added")]
+    ReactionAdded(ReactionChange<'a>),
+    /// `user_id` took their `emoji` back; `count` as above.
+    #[serde(rename = "reaction.removed")]
+    ReactionRemoved(ReactionChange<'a>),
+    /// `user_id` pinned a message of the conversation (to the members who
+    /// can see it).
+    #[serde(rename = "pin.added")]
+    PinAdded(PinChange),
+    #[serde(rename = "pin.removed")]
+    PinRemoved(PinChange),
+    /// The user's own settings of a conversation changed (to the user's
+    /// devices only).
+    #[serde(rename = "conversation.settings")]
+    ConversationSettings {
+        conversation_id: u64,
+        settings: &'a ConversationSettings,
+    },
+}
+
+/// The fields of `reaction.added` and `reaction.removed`.
+#[derive(Debug, Serialize)]
+pub struct ReactionChange<'a> {
+    pub conversation_id: u64,
+    pub message_id: u64,
+    pub user_id: u64,
+    pub emoji: &'a str,
+    pub count: u64,
+}
+
+/// The fields of `pin.added` and `pin.removed`: who pinned or unpinned.
+#[derive(Debug, Serialize)]
+pub struct PinChange {
+    pub conversation_id: u64,
+    pub message_id: u64,
+    pub user_id: u64,
 }
 
 impl Stored<'_> {
@@ -151,7 +190,20 @@ mod tests {
         user: &'a User,
         request: &'a FriendRequest,
         invitation: &'a GroupInvitation,
+        settings: &'a ConversationSettings,
     ) -> (Vec<Stored<'a>>, Vec<Ephemeral>) {
+        let reaction = || ReactionChange {
+            conversation_id: 1,
+            message_id: 2,
+            user_id: 3,
+            emoji: "👍",
+            count: 1,
+        };
+        let pin = || PinChange {
+            conversation_id: 1,
+            message_id: 2,
+            user_id: 3,
+        };
         let stored = vec![
             Stored::MessageHidden {
                 message_id: 1,
@@ -179,6 +231,14 @@ mod tests {
                 blocked: true,
             },
             Stored::GroupInvitation { invitation },
+            Stored::ReactionAdded(reaction()),
+            Stored::ReactionRemoved(reaction()),
+            Stored::PinAdded(pin()),
+            Stored::PinRemoved(pin()),
+            Stored::ConversationSettings {
+                conversation_id: 1,
+                settings,
+            },
         ];
         for event in &stored {
             match event {
@@ -190,7 +250,12 @@ mod tests {
                 | Stored::FriendAdded { .. }
                 | Stored::FriendRemoved { .. }
                 | Stored::BlockUpdated { .. }
-                | Stored::GroupInvitation { .. } => {}
+                | Stored::GroupInvitation { .. }
+                | Stored::ReactionAdded(_)
+                | Stored::ReactionRemoved(_)
+                | Stored::PinAdded(_)
+                | Stored::PinRemoved(_)
+                | Stored::ConversationSettings { .. } => {}
             }
         }
         let ephemeral = vec![
@@ -258,7 +323,8 @@ mod tests {
             status: "pending".into(),
             created_at: 0,
         };
-        let (stored, ephemeral) = samples(&user, &request, &invitation);
+        let settings = ConversationSettings::default();
+        let (stored, ephemeral) = samples(&user, &request, &invitation, &settings);
         let schema = schema_events()?;
 
         let mut ours = BTreeMap::new();

@@ -18,8 +18,8 @@ use crate::store::messages;
 use crate::store::{social, users, Read, Tx};
 
 /// Roles, most powerful first.
-const OWNER: &str = "owner";
-const ADMIN: &str = "admin";
+pub(super) const OWNER: &str = "owner";
+pub(super) const ADMIN: &str = "admin";
 const MEMBER: &str = "member";
 
 fn check_name(name: &str) -> Result<String, DomainError> {
@@ -27,14 +27,18 @@ fn check_name(name: &str) -> Result<String, DomainError> {
 }
 
 /// The live group and the actor's role in it; non-members get "not found".
-fn load(c: &impl Read, group_id: u64, actor: u64) -> Result<(GroupRow, String), DomainError> {
+pub(super) fn load(
+    c: &impl Read,
+    group_id: u64,
+    actor: u64,
+) -> Result<(GroupRow, String), DomainError> {
     let group = store::by_id(c, group_id)?.ok_or(DomainError::NotFound("group"))?;
     let m = messages::membership(c, actor, group.conversation_id)?
         .ok_or(DomainError::NotFound("group"))?;
     Ok((group, m.role))
 }
 
-fn require(role: &str, allowed: &[&str], what: &str) -> Result<(), DomainError> {
+pub(super) fn require(role: &str, allowed: &[&str], what: &str) -> Result<(), DomainError> {
     if allowed.contains(&role) {
         Ok(())
     } else {
@@ -46,7 +50,7 @@ fn require(role: &str, allowed: &[&str], what: &str) -> Result<(), DomainError> 
 }
 
 /// Posts a system event to the group's current members.
-fn system(
+pub(super) fn system(
     c: &Tx<'_>,
     out: &mut Outbox,
     group: &GroupRow,
@@ -142,7 +146,7 @@ impl Chat {
     }
 
     /// Runs a group change in one transaction and pushes its events after commit.
-    async fn group_write<T, F>(&self, f: F) -> Result<T, DomainError>
+    pub(super) async fn group_write<T, F>(&self, f: F) -> Result<T, DomainError>
     where
         T: Send + 'static,
         F: FnOnce(&Tx<'_>, &mut Outbox, i64) -> Result<T, DomainError> + Send + 'static,
@@ -167,7 +171,7 @@ impl Chat {
     /// Charges a change to a group: every member gets its system event
     /// (and `extra` users are joining). An unknown group costs 1 and is
     /// then answered 404 by the change itself.
-    async fn charge_group(
+    pub(super) async fn charge_group(
         &self,
         actor: u64,
         group_id: u64,
@@ -189,7 +193,8 @@ impl Chat {
             .read(move |c| {
                 let (group, _) = load(c, group_id, me)?;
                 let members = messages::members_with_roles(c, group.conversation_id)?;
-                Ok(Group::from_row(group, members))
+                let who_can_pin = super::pins::policy_of(c, group.conversation_id)?;
+                Ok(Group::from_row(group, members, who_can_pin))
             })
             .await
     }
@@ -252,7 +257,8 @@ impl Chat {
                 let mut out = Vec::new();
                 for g in store::of_user(c, me)? {
                     let members = messages::members_with_roles(c, g.conversation_id)?;
-                    out.push(Group::from_row(g, members));
+                    let who_can_pin = super::pins::policy_of(c, g.conversation_id)?;
+                    out.push(Group::from_row(g, members, who_can_pin));
                 }
                 Ok::<_, DomainError>(out)
             })

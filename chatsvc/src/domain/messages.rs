@@ -358,17 +358,26 @@ impl Chat {
     ) -> Result<SyncPage, DomainError> {
         let limit = limit.clamp(1, self.limits.max_page);
         let user = caller.user_id;
-        let rows = self
+        let (rows, counts) = self
             .store
-            .read(move |c| store::sync(c, user, after, limit + 1))
+            .read(move |c| {
+                let rows = store::sync(c, user, after, limit + 1)?;
+                let ids: Vec<u64> = rows
+                    .iter()
+                    .filter_map(|r| r.message.as_ref().map(|m| m.id))
+                    .collect();
+                let counts = super::reactions::read_counts(c, user, &ids)?;
+                Ok::<_, DomainError>((rows, counts))
+            })
             .await?;
         let has_more = rows.len() > limit;
-        let events = rows
+        let mut events = rows
             .into_iter()
             .take(limit)
             .map(Event::try_from)
             .collect::<Result<Vec<_>, _>>()
             .map_err(internal)?;
+        super::reactions::attach_to_events(&mut events, &counts);
         let cursor = events.last().map_or(after, |e| e.cursor);
         metrics::counter!(crate::metrics::EVENTS_SYNCED_TOTAL).increment(events.len() as u64);
         Ok(SyncPage {
@@ -523,39 +532,51 @@ impl Chat {
     ) -> Result<(Vec<Message>, bool), DomainError> {
         let limit = limit.clamp(1, self.limits.max_page);
         let user = caller.user_id;
-        let rows = self
+        let (rows, counts) = self
             .store
-            .read(move |c| store::history(c, user, conversation_id, before_seq, limit + 1))
-            .await?
-            .ok_or(DomainError::NotFound("conversation"))?;
+            .read(move |c| {
+                let Some(rows) = store::history(c, user, conversation_id, before_seq, limit + 1)?
+                else {
+                    return Err(DomainError::NotFound("conversation"));
+                };
+                let ids: Vec<u64> = rows.iter().map(|m| m.id).collect();
+                let counts = super::reactions::read_counts(c, user, &ids)?;
+                Ok((rows, counts))
+            })
+            .await?;
         let has_more = rows.len() > limit;
         let skip = rows.len().saturating_sub(limit);
-        let messages = rows
+        let mut messages = rows
             .into_iter()
             .skip(skip)
             .map(Message::try_from)
             .collect::<Result<Vec<_>, _>>()
             .map_err(internal)?;
+        super::reactions::attach(&mut messages, &counts);
         Ok((messages, has_more))
     }
 
+    /// The caller's conversations: those they pinned first, then by
+    /// latest activity; the archived ones instead if `archived`.
     pub async fn conversations(
         &self,
         caller: Caller,
+        archived: bool,
         limit: usize,
     ) -> Result<Vec<Conversation>, DomainError> {
         let limit = limit.clamp(1, self.limits.max_page);
         let user = caller.user_id;
+        let now = now_ms();
         self.store
             .read(move |c| {
-                let rows = store::conversations(c, user, limit)?;
+                let rows = store::conversations(c, user, archived, limit)?;
                 let mut out = Vec::with_capacity(rows.len());
                 for row in rows {
                     let peer = match row.peer_id {
                         Some(id) => users::by_id(c, id)?.map(User::from),
                         None => None,
                     };
-                    out.push(Conversation::from_row(row, peer).map_err(internal)?);
+                    out.push(Conversation::from_row(row, peer, now).map_err(internal)?);
                 }
                 Ok(out)
             })

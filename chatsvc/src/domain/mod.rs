@@ -10,9 +10,12 @@ pub mod messages;
 pub mod model;
 pub(crate) mod names;
 pub(crate) mod outbox;
+pub mod pins;
 pub mod presence;
+pub mod reactions;
 pub(crate) mod sends;
 pub mod services;
+pub mod settings;
 pub mod social;
 pub mod thumbnail;
 pub mod tokens;
@@ -50,6 +53,9 @@ pub enum DomainError {
     Forbidden(String),
     #[error("{0}")]
     Conflict(String),
+    /// A reaction that is not one Unicode emoji.
+    #[error("not an emoji: a reaction is one emoji from the Unicode list, at most 64 bytes")]
+    InvalidEmoji,
     #[error("the recall window has passed")]
     RecallWindowPassed,
     #[error("larger than {0} bytes")]
@@ -175,6 +181,12 @@ pub struct Limits {
     pub max_page: usize,
     pub dm_policy: DmPolicy,
     pub max_group_size: usize,
+    /// Most different emoji on one message.
+    pub max_reactions_per_message: usize,
+    /// Most pinned messages in one conversation.
+    pub max_pins_per_conversation: usize,
+    /// Most conversations one user may pin to the top of their list.
+    pub max_pinned_conversations: usize,
     pub friend_request_ttl: std::time::Duration,
     pub recall_window: std::time::Duration,
     /// How long a user must stay offline before friends are told.
@@ -208,6 +220,9 @@ impl Default for Limits {
             max_page: 500,
             dm_policy: DmPolicy::Open,
             max_group_size: 2000,
+            max_reactions_per_message: 20,
+            max_pins_per_conversation: 50,
+            max_pinned_conversations: 20,
             friend_request_ttl: std::time::Duration::from_secs(30 * 86_400),
             recall_window: std::time::Duration::from_secs(120),
             presence_debounce: std::time::Duration::from_secs(5),

@@ -6,6 +6,8 @@ use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use utoipa::ToSchema;
 
+use super::pins::PinPolicy;
+use super::settings::ConversationSettings;
 use crate::store::groups::{GroupRow, InvitationRow};
 use crate::store::messages::{ConversationRow, InboxRow, MessageRow};
 use crate::store::social::FriendRequestRow;
@@ -124,6 +126,11 @@ pub struct Message {
     pub edited_at: Option<i64>,
     #[schema(required = true)]
     pub recalled_at: Option<i64>,
+    /// Reactions counted per emoji, with whether the reader is among them
+    /// (in history, sync and pins; left out when there are none).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[schema(required = false)]
+    pub reactions: Vec<super::reactions::Reaction>,
 }
 
 impl TryFrom<MessageRow> for Message {
@@ -147,6 +154,7 @@ impl TryFrom<MessageRow> for Message {
             sent_at: r.sent_at,
             edited_at: r.edited_at,
             recalled_at: r.recalled_at,
+            reactions: Vec::new(),
         })
     }
 }
@@ -224,14 +232,18 @@ pub struct Conversation {
     pub unread_count: u64,
     #[schema(required = true)]
     pub last_message: Option<Message>,
+    /// The caller's own settings of it.
+    pub settings: ConversationSettings,
 }
 
 impl Conversation {
     pub(crate) fn from_row(
         r: ConversationRow,
         peer: Option<User>,
+        now: i64,
     ) -> Result<Self, serde_json::Error> {
         Ok(Conversation {
+            settings: ConversationSettings::from_row(&r.settings, now),
             id: r.id,
             kind: r.kind,
             peer,
@@ -327,6 +339,8 @@ pub struct Group {
     pub owner_id: u64,
     pub created_at: i64,
     pub members: Vec<GroupMember>,
+    /// Who may pin messages: `admins` (the owner and admins) or `members`.
+    pub who_can_pin: PinPolicy,
     /// Users just invited rather than added, because their setting asks
     /// for consent (only in the answer to the create or add call).
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -335,7 +349,11 @@ pub struct Group {
 }
 
 impl Group {
-    pub(crate) fn from_row(r: GroupRow, members: Vec<(u64, String)>) -> Self {
+    pub(crate) fn from_row(
+        r: GroupRow,
+        members: Vec<(u64, String)>,
+        who_can_pin: PinPolicy,
+    ) -> Self {
         Group {
             id: r.id,
             conversation_id: r.conversation_id,
@@ -346,6 +364,7 @@ impl Group {
                 .into_iter()
                 .map(|(user_id, role)| GroupMember { user_id, role })
                 .collect(),
+            who_can_pin,
             invited: Vec::new(),
         }
     }

@@ -106,6 +106,11 @@ pub(crate) fn on_message(
         if user == row.sender_id || out.is_online(user) {
             continue;
         }
+        // A muted conversation notifies nobody offline, but for a mention
+        // (`mentioned` is false until sends carry mentions).
+        if !super::settings::recipient_notified(c, user, row.conversation_id, now, false)? {
+            continue;
+        }
         let unread = crate::store::messages::unread(c, user, row.conversation_id)?;
         let data = json!({
             "recipient_id": user,

@@ -124,6 +124,8 @@ pub struct ConversationRow {
     pub read_seq: u64,
     pub unread: u64,
     pub last_message: Option<MessageRow>,
+    /// The user's own settings of it.
+    pub settings: super::settings::SettingsRow,
 }
 
 /// Records a device's acknowledged cursor; it never moves backwards.
@@ -186,9 +188,11 @@ super::operations! {
     /// user may see: after they joined, not hidden by them. `None` when the
     /// user is not a member (indistinguishable from "no such conversation").
     read fn history(user_id: u64, conversation_id: u64, before_seq: Option<u64>, limit: usize) -> Option<Vec<MessageRow>>;
-    /// The user's conversations, most recent activity first, with unread counts
-    /// (others' user messages after the read marker).
-    read fn conversations(user_id: u64, limit: usize) -> Vec<ConversationRow>;
+    /// The user's conversations, those they pinned first, then most recent
+    /// activity first, with unread counts (others' user messages after the
+    /// read marker) and their settings: the archived ones (archived, and no
+    /// message since) if `archived`, else the others.
+    read fn conversations(user_id: u64, archived: bool, limit: usize) -> Vec<ConversationRow>;
     /// Moves the read marker forward (never back, never past the last seq).
     /// Returns `(old, new)`; equal when nothing moved.
     write fn mark_read(user_id: u64, conversation_id: u64, seq: u64) -> (u64, u64);

@@ -4,7 +4,7 @@
 //!
 //! - **Operations**, one module per area ([`users`], [`sessions`],
 //!   [`services`], [`social`], [`groups`], [`messages`], [`files`],
-//!   [`webhooks`], [`mqtt`]): plain functions over a handle, declared with
+//!   [`webhooks`], [`mqtt`], [`reactions`], [`pins`], [`settings`]): plain functions over a handle, declared with
 //!   `operations!`, each `read` or `write`, with the row types they return.
 //!   Each backend implements every operation with the same signature (the
 //!   macro's dispatch does not compile otherwise); what an operation
@@ -31,9 +31,12 @@ pub mod groups;
 mod job;
 pub mod messages;
 pub mod mqtt;
+pub mod pins;
 pub mod postgres;
+pub mod reactions;
 pub mod services;
 pub mod sessions;
+pub mod settings;
 pub mod social;
 pub(crate) mod sqlite;
 pub mod users;

@@ -22,6 +22,7 @@ use super::Session;
 use crate::store::messages::{
     ConversationRow, InboxRow, Membership, MessageRow, MAX_DEVICES_PER_USER,
 };
+use crate::store::settings::SettingsRow;
 use crate::store::StoreError;
 
 /// Columns of [`MessageRow`], for a query joining `messages m` with
@@ -33,6 +34,7 @@ macro_rules! message_columns {
          c.group_id, m.client_msg_id, m.body, m.sent_at, m.kind, m.edited_at, m.recalled_at"
     };
 }
+pub(super) use message_columns;
 
 /// An id or a counter read back (`bigint`, never negative).
 pub(super) fn uint(r: &Row, at: usize) -> Result<u64, StoreError> {
@@ -49,7 +51,7 @@ fn bigint(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
-fn message(r: &Row, at: usize) -> Result<MessageRow, StoreError> {
+pub(super) fn message(r: &Row, at: usize) -> Result<MessageRow, StoreError> {
     Ok(MessageRow {
         id: uint(r, at)?,
         conversation_id: uint(r, at + 1)?,
@@ -456,11 +458,13 @@ pub fn history(
     Ok(Some(rows))
 }
 
-/// The user's conversations, most recent activity first, with unread counts
-/// (others' user messages after the read marker).
+/// The user's conversations, pinned first, then most recent activity
+/// first, with unread counts (others' user messages after the read marker)
+/// and settings; archived ones only if `archived`, else none.
 pub fn conversations(
     c: &Session<'_>,
     user_id: u64,
+    archived: bool,
     limit: usize,
 ) -> Result<Vec<ConversationRow>, StoreError> {
     c.query(
@@ -472,16 +476,18 @@ pub fn conversations(
                         AND NOT EXISTS (SELECT 1 FROM hidden_messages h WHERE h.user_id = $1 AND h.message_id = u.id)),
                     ",
             message_columns!(),
-            " FROM conversation_members mine
+            ", s.muted_until, s.pinned_at
+             FROM conversation_members mine
              JOIN conversations c ON c.id = mine.conversation_id
              LEFT JOIN messages last ON last.conversation_id = c.id AND last.seq = c.last_seq
              LEFT JOIN groups g ON g.id = c.group_id
              LEFT JOIN messages m ON m.id = last.id AND m.seq > mine.joined_seq
-             WHERE mine.user_id = $1
-             ORDER BY COALESCE(last.id, 0) DESC, c.id DESC
+             LEFT JOIN conversation_settings s ON s.user_id = $1 AND s.conversation_id = c.id
+             WHERE mine.user_id = $1 AND COALESCE(s.archived_seq >= c.last_seq, false) = $3
+             ORDER BY s.pinned_at IS NOT NULL DESC, COALESCE(last.id, 0) DESC, c.id DESC
              LIMIT $2"
         ),
-        &[&(user_id as i64), &(limit as i64)],
+        &[&(user_id as i64), &(limit as i64), &archived],
     )?
     .iter()
     .map(|r| {
@@ -495,6 +501,11 @@ pub fn conversations(
             read_seq: uint(r, 6)?,
             unread: uint(r, 7)?,
             last_message: optional_message(r, 8)?,
+            settings: SettingsRow {
+                muted_until: r.try_get(20)?,
+                pinned_at: r.try_get(21)?,
+                archived,
+            },
         })
     })
     .collect()

@@ -37,6 +37,13 @@ const MIGRATIONS: &[(i32, &str)] = &[
             "/migrations/postgres/0004_hot_rows_without_foreign_keys.sql"
         )),
     ),
+    (
+        5,
+        include_str!(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/migrations/postgres/0005_reactions_pins_settings.sql"
+        )),
+    ),
 ];
 
 /// The schema version this build migrates to, and the newest it runs on.

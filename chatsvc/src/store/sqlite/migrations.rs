@@ -329,6 +329,44 @@ const MIGRATIONS: &[&str] = &[
     ) WITHOUT ROWID;
     CREATE INDEX mqtt_sessions_by_expiry ON mqtt_sessions(expires_at);
     "#,
+    // 12: reactions, pins, per-user conversation settings (`store::reactions`,
+    // `store::pins`, `store::settings`).
+    r#"
+    -- One row per user per emoji per message. The emoji is stored in its
+    -- fully-qualified form, so two spellings of one emoji are one reaction.
+    CREATE TABLE reactions (
+        message_id  INTEGER NOT NULL REFERENCES messages(id),
+        emoji       TEXT    NOT NULL,
+        user_id     INTEGER NOT NULL REFERENCES users(id),
+        created_at  INTEGER NOT NULL,
+        PRIMARY KEY (message_id, emoji, user_id)
+    ) WITHOUT ROWID;
+
+    CREATE TABLE pins (
+        conversation_id INTEGER NOT NULL REFERENCES conversations(id),
+        message_id      INTEGER NOT NULL REFERENCES messages(id),
+        pinned_by       INTEGER NOT NULL REFERENCES users(id),
+        pinned_at       INTEGER NOT NULL,
+        PRIMARY KEY (conversation_id, message_id)
+    ) WITHOUT ROWID;
+
+    -- Who may pin in a group: 'admins' (owner and admins) or 'members'.
+    ALTER TABLE groups ADD COLUMN pin_policy TEXT NOT NULL DEFAULT 'admins';
+
+    -- A user's own settings of a conversation. muted_until: ms (the
+    -- largest integer: forever); pinned_at: when the user pinned it to the
+    -- top of their list; archived_seq: archived while the conversation's
+    -- newest seq is at most this (a new message ends it, with no write on
+    -- the send path).
+    CREATE TABLE conversation_settings (
+        user_id         INTEGER NOT NULL,
+        conversation_id INTEGER NOT NULL,
+        muted_until     INTEGER,
+        pinned_at       INTEGER,
+        archived_seq    INTEGER,
+        PRIMARY KEY (user_id, conversation_id)
+    ) WITHOUT ROWID;
+    "#,
 ];
 
 /// Brings the database to the latest version, one transaction per step.
@@ -450,7 +488,7 @@ mod tests {
                  VALUES (10, 1, 1, 1, 'x', '{}', 0), (11, 1, 2, 2, 'y', '{}', 0);",
         )?;
         migrate(&mut conn)?;
-        let listed = messages::conversations(&conn, 1, 10)?;
+        let listed = messages::conversations(&conn, 1, false, 10)?;
         let summary: Vec<_> = listed
             .iter()
             .map(|c| (c.id, c.last_seq, c.last_message.as_ref().map(|m| m.id)))
@@ -470,7 +508,7 @@ mod tests {
         assert_eq!((next.seq, next.to_user), (3, Some(2)));
         let first = messages::insert(&writer, &new(2, 3, "w"))?.expect("stored");
         assert_eq!((first.seq, first.to_user), (1, Some(1)));
-        let listed: Vec<_> = messages::conversations(&conn, 1, 10)?
+        let listed: Vec<_> = messages::conversations(&conn, 1, false, 10)?
             .iter()
             .map(|c| (c.id, c.last_seq))
             .collect();

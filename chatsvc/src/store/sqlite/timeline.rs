@@ -7,6 +7,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 use super::conversations::membership;
 use super::messages::{message, optional_message, MESSAGE_COLUMNS};
 use crate::store::messages::{ConversationRow, InboxRow, MessageRow, MAX_DEVICES_PER_USER};
+use crate::store::settings::SettingsRow;
 use crate::store::StoreError;
 
 /// The user's inbox after `after`, at most `limit` entries, in cursor order.
@@ -104,11 +105,13 @@ pub fn history(
     Ok(Some(rows))
 }
 
-/// The user's conversations, most recent activity first, with unread counts
-/// (others' user messages after the read marker).
+/// The user's conversations, pinned first, then most recent activity
+/// first, with unread counts (others' user messages after the read marker)
+/// and settings; archived ones only if `archived`, else none.
 pub fn conversations(
     c: &Connection,
     user_id: u64,
+    archived: bool,
     limit: usize,
 ) -> Result<Vec<ConversationRow>, StoreError> {
     let sql = format!(
@@ -122,18 +125,21 @@ pub fn conversations(
                 (SELECT COUNT(*) FROM messages u WHERE u.conversation_id = c.id AND u.seq > mine.read_seq
                     AND u.sender_id != ?1 AND u.kind = 'user' AND u.recalled_at IS NULL
                     AND NOT EXISTS (SELECT 1 FROM hidden_messages h WHERE h.user_id = ?1 AND h.message_id = u.id)),
-                {MESSAGE_COLUMNS}
+                {MESSAGE_COLUMNS},
+                s.muted_until, s.pinned_at
          FROM mine
          JOIN conversations c ON c.id = mine.conversation_id
          LEFT JOIN messages last ON last.conversation_id = c.id AND last.seq = mine.last_seq
          LEFT JOIN groups g ON g.id = c.group_id
          LEFT JOIN messages m ON m.id = last.id AND m.seq > mine.joined_seq
-         ORDER BY COALESCE(last.id, 0) DESC, c.id DESC
+         LEFT JOIN conversation_settings s ON s.user_id = ?1 AND s.conversation_id = c.id
+         WHERE COALESCE(s.archived_seq >= COALESCE(mine.last_seq, 0), 0) = ?3
+         ORDER BY s.pinned_at IS NOT NULL DESC, COALESCE(last.id, 0) DESC, c.id DESC
          LIMIT ?2"
     );
     let mut stmt = c.prepare_cached(&sql)?;
     let rows = stmt
-        .query_map(params![user_id, limit as i64], |r| {
+        .query_map(params![user_id, limit as i64, archived], |r| {
             Ok(ConversationRow {
                 id: r.get(0)?,
                 kind: r.get(1)?,
@@ -144,6 +150,11 @@ pub fn conversations(
                 read_seq: r.get(6)?,
                 unread: r.get(7)?,
                 last_message: optional_message(r, 8)?,
+                settings: SettingsRow {
+                    muted_until: r.get(20)?,
+                    pinned_at: r.get(21)?,
+                    archived,
+                },
             })
         })?
         .collect::<Result<Vec<_>, _>>()?;
