@@ -274,6 +274,13 @@ pub struct Config {
     #[arg(long, env = "CHAT_UNREFERENCED_FILE_HOURS", default_value_t = 24)]
     pub unreferenced_file_hours: u64,
 
+    /// Days messages are kept: older ones are removed (their content, as a
+    /// recall removes it) with the attachments nothing else references, a
+    /// bounded batch a second. Fractions are allowed (`0.5`: 12 hours);
+    /// from one second up to 36,500 days. Unset: kept for ever.
+    #[arg(long, env = "CHAT_RETENTION_DAYS", value_parser = retention_days)]
+    pub retention_days: Option<f64>,
+
     /// Where messages and accounts are stored: `sqlite` (the default: one
     /// file, `chat.db`, in the data dir) or a PostgreSQL URL,
     /// `postgres://USER:PASS@HOST:PORT/DB`, for several chatd nodes on one
@@ -502,6 +509,12 @@ impl Config {
             .unwrap_or_else(|| self.data_dir.join("files"))
     }
 
+    /// How long messages are kept (`--retention-days`); `None`: for ever.
+    pub fn retention(&self) -> Option<Duration> {
+        self.retention_days
+            .map(|days| Duration::from_secs_f64(days * 86_400.0))
+    }
+
     /// The domain's rules from the flags.
     pub fn limits(&self) -> crate::domain::Limits {
         crate::domain::Limits {
@@ -528,9 +541,22 @@ impl Config {
                 0 => crate::domain::default_search_concurrency(),
                 n => n,
             },
+            retention: self.retention(),
             ..Default::default()
         }
     }
+}
+
+/// `--retention-days`: a number of days, at least a second's worth and at
+/// most 36,500.
+fn retention_days(s: &str) -> Result<f64, String> {
+    let days: f64 = s.parse().map_err(|e| format!("{s}: {e}"))?;
+    if !(days.is_finite() && days * 86_400.0 >= 1.0 && days <= 36_500.0) {
+        return Err(format!(
+            "{s}: retention must be from one second (0.0000116 days) to 36500 days"
+        ));
+    }
+    Ok(days)
 }
 
 /// Why the configuration could not be loaded.

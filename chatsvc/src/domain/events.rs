@@ -6,20 +6,27 @@
 //! wire shape `schemas/mqchat.schema.json` publishes, and a test holds the
 //! two together.
 //!
-//! The three message events (`message.created`, `message.edited`,
-//! `message.recalled`) are the exception: their one field is the stored
-//! message, which `Outbox::message` serializes once for every recipient;
-//! [`MESSAGE_EVENTS`] names them.
+//! The four message events (`message.created`, `message.edited`,
+//! `message.recalled`, `message.expired`) are the exception: their one
+//! field is the stored message, which `Outbox::message` serializes once for
+//! every recipient; [`MESSAGE_EVENTS`] names them.
 
 use serde::Serialize;
 use serde_json::{Map, Value};
 
+use super::expiry::MESSAGE_EXPIRED;
 use super::messages::{MESSAGE_CREATED, MESSAGE_EDITED, MESSAGE_RECALLED};
 use super::model::{FriendRequest, GroupInvitation, User};
 use super::outbox::{PRESENCE, TYPING};
 
-/// The events whose one field is a stored message, `{"message": {...}}`.
-pub const MESSAGE_EVENTS: [&str; 3] = [MESSAGE_CREATED, MESSAGE_EDITED, MESSAGE_RECALLED];
+/// The events whose one field is a stored message, `{"message": {...}}`
+/// (`message.expired`'s a tombstone, body `{}`).
+pub const MESSAGE_EVENTS: [&str; 4] = [
+    MESSAGE_CREATED,
+    MESSAGE_EDITED,
+    MESSAGE_RECALLED,
+    MESSAGE_EXPIRED,
+];
 
 /// An event for a user's inbox, but for the message events.
 #[derive(Debug, Serialize)]
@@ -60,6 +67,14 @@ pub enum Stored<'a> {
     /// A group invitation was made or answered (to invitee and inviter).
     #[serde(rename = "group.invitation")]
     GroupInvitation { invitation: &'a GroupInvitation },
+    /// `user_id` set the conversation's message TTL (`null`: off); to
+    /// every member.
+    #[serde(rename = "conversation.message_ttl")]
+    ConversationMessageTtl {
+        conversation_id: u64,
+        user_id: u64,
+        message_ttl_seconds: Option<u64>,
+    },
 }
 
 impl Stored<'_> {
@@ -179,6 +194,11 @@ mod tests {
                 blocked: true,
             },
             Stored::GroupInvitation { invitation },
+            Stored::ConversationMessageTtl {
+                conversation_id: 1,
+                user_id: 2,
+                message_ttl_seconds: Some(60),
+            },
         ];
         for event in &stored {
             match event {
@@ -190,7 +210,8 @@ mod tests {
                 | Stored::FriendAdded { .. }
                 | Stored::FriendRemoved { .. }
                 | Stored::BlockUpdated { .. }
-                | Stored::GroupInvitation { .. } => {}
+                | Stored::GroupInvitation { .. }
+                | Stored::ConversationMessageTtl { .. } => {}
             }
         }
         let ephemeral = vec![

@@ -46,7 +46,7 @@ fn require(role: &str, allowed: &[&str], what: &str) -> Result<(), DomainError> 
 }
 
 /// Posts a system event to the group's current members.
-fn system(
+pub(super) fn system(
     c: &Tx<'_>,
     out: &mut Outbox,
     group: &GroupRow,

@@ -204,7 +204,8 @@ impl Chat {
         Ok(PendingSend(queued))
     }
 
-    /// Loads a message the caller can see (a current member, joined before it).
+    /// Loads a message the caller can see (a current member, joined before
+    /// it, and it has not disappeared).
     async fn visible_message(
         &self,
         caller: Caller,
@@ -213,7 +214,9 @@ impl Chat {
         let user = caller.user_id;
         self.store
             .read(move |c| {
-                let row = store::by_id(c, message_id)?.ok_or(DomainError::NotFound("message"))?;
+                let row = store::by_id(c, message_id)?
+                    .filter(|row| !crate::store::expiry::is_expired(row, now_ms()))
+                    .ok_or(DomainError::NotFound("message"))?;
                 match store::membership(c, user, row.conversation_id)? {
                     Some(m) if row.seq > m.joined_seq => Ok(row),
                     _ => Err(DomainError::NotFound("message")),
@@ -360,7 +363,7 @@ impl Chat {
         let user = caller.user_id;
         let rows = self
             .store
-            .read(move |c| store::sync(c, user, after, limit + 1))
+            .read(move |c| store::sync(c, user, after, limit + 1, now_ms()))
             .await?;
         let has_more = rows.len() > limit;
         let events = rows
@@ -525,7 +528,9 @@ impl Chat {
         let user = caller.user_id;
         let rows = self
             .store
-            .read(move |c| store::history(c, user, conversation_id, before_seq, limit + 1))
+            .read(move |c| {
+                store::history(c, user, conversation_id, before_seq, limit + 1, now_ms())
+            })
             .await?
             .ok_or(DomainError::NotFound("conversation"))?;
         let has_more = rows.len() > limit;
@@ -546,6 +551,7 @@ impl Chat {
     ) -> Result<Vec<Conversation>, DomainError> {
         let limit = limit.clamp(1, self.limits.max_page);
         let user = caller.user_id;
+        let now = now_ms();
         self.store
             .read(move |c| {
                 let rows = store::conversations(c, user, limit)?;
@@ -555,7 +561,7 @@ impl Chat {
                         Some(id) => users::by_id(c, id)?.map(User::from),
                         None => None,
                     };
-                    out.push(Conversation::from_row(row, peer).map_err(internal)?);
+                    out.push(Conversation::from_row(row, peer, now).map_err(internal)?);
                 }
                 Ok(out)
             })
@@ -590,7 +596,7 @@ impl Chat {
         // indexed or not yet (`store::search`).
         let rows = self
             .store
-            .read(move |c| store::search(c, user, &expr, limit))
+            .read(move |c| store::search(c, user, &expr, limit, now_ms()))
             .await?;
         rows.into_iter()
             .map(|r| Message::try_from(r).map_err(internal))

@@ -30,6 +30,14 @@ const MIGRATIONS: &[(i32, &str)] = &[
             "/migrations/postgres/0003_mqtt_sessions.sql"
         )),
     ),
+    // 4 and 5 are issue 25's replies and reactions, merged beside it.
+    (
+        6,
+        include_str!(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/migrations/postgres/0006_message_expiry.sql"
+        )),
+    ),
 ];
 
 /// The schema version this build migrates to, and the newest it runs on.
