@@ -20,6 +20,7 @@ mod cluster_lb;
 mod cluster_shared;
 mod conformance;
 mod crash;
+mod disappearing;
 mod faults;
 mod files;
 mod friends;
