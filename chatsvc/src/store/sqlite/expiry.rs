@@ -146,3 +146,116 @@ pub fn delete_unreferenced_files(
     }
     Ok(deleted)
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::super::messages::{direct_conversation, history, post_many, search, sync};
+    use super::super::{users, Store};
+    use super::*;
+    use crate::store::messages::NewRow;
+
+    /// Reads compare `expires_at` with their own time, so nothing past it
+    /// is read even before a sweep; the sweep then removes each message
+    /// once, and retention walks from its mark.
+    #[tokio::test]
+    async fn reads_filter_by_expiry_before_any_sweep_and_a_sweep_takes_each_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("chat.db")).unwrap();
+        let send = |c: &super::super::Conn<'_>, conv, a, id: &str, text: &str, now| {
+            let body = serde_json::json!({ "text": text }).to_string();
+            let new = NewRow {
+                conversation_id: conv,
+                sender: a,
+                client_msg_id: id,
+                body: &body,
+                text: Some(text),
+                kind: "user",
+                now,
+            };
+            let posted = post_many(c, &[new], "message.created")?;
+            Ok::<_, StoreError>(posted.into_iter().flatten().next().expect("stored").row)
+        };
+        let (b, conv, kept, gone) = store
+            .write_sql(move |c| {
+                let a = users::insert(c, "alice", "!", 0)?.id;
+                let b = users::insert(c, "bob", "!", 0)?.id;
+                let conv = direct_conversation(c, a, b, 0)?;
+                let kept = send(c, conv, a, "k", "plum kept", 0)?;
+                assert_eq!(kept.expires_at, None);
+                set_message_ttl(c, conv, Some(5))?;
+                let gone = send(c, conv, a, "g", "plum gone", 1_000)?;
+                assert_eq!(gone.expires_at, Some(6_000));
+                Ok::<_, StoreError>((b, conv, kept.id, gone.id))
+            })
+            .await
+            .unwrap();
+        let found = |now| {
+            let store = store.clone();
+            async move {
+                store
+                    .read_sql(move |c| search(c, b, "\"plum\"", 10, now))
+                    .await
+                    .unwrap()
+                    .iter()
+                    .map(|m| m.id)
+                    .collect::<Vec<u64>>()
+            }
+        };
+        let shown = |now| {
+            let store = store.clone();
+            async move {
+                store
+                    .read_sql(move |c| history(c, b, conv, None, 10, now))
+                    .await
+                    .unwrap()
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|m| m.id)
+                    .collect::<Vec<u64>>()
+            }
+        };
+        assert_eq!(found(5_999).await, vec![gone, kept]);
+        assert_eq!(shown(5_999).await, vec![kept, gone]);
+        // Due, not swept: already unread everywhere (staged text included).
+        assert_eq!(found(6_000).await, vec![kept]);
+        assert_eq!(shown(6_000).await, vec![kept]);
+        let events = store
+            .read_sql(move |c| sync(c, b, 0, 10, 6_000))
+            .await
+            .unwrap();
+        assert_eq!(events[0].kind, "message.created");
+        assert_eq!(events[1].kind, "message.expired");
+        assert_eq!(
+            events[1].message.as_ref().map(|m| m.body.as_str()),
+            Some("{}")
+        );
+
+        let late = store
+            .write_sql(move |c| {
+                assert!(expire_due(c, 5_999, 10)?.is_empty());
+                let swept = expire_due(c, 6_000, 10)?;
+                assert_eq!(swept.len(), 1);
+                assert_eq!((swept[0].row.id, swept[0].row.body.as_str()), (gone, "{}"));
+                assert!(expire_due(c, 9_000, 10)?.is_empty(), "swept once");
+                // Retention: up to the first message sent since `before`.
+                let a = users::insert(c, "carol", "!", 0)?.id;
+                let other = direct_conversation(c, a, b, 0)?;
+                let late = send(c, other, a, "l", "plum late", 50_000)?;
+                let retired = retire_before(c, 10_000, 20_000, 10)?;
+                assert_eq!(
+                    retired.iter().map(|r| r.row.id).collect::<Vec<_>>(),
+                    vec![kept],
+                    "the swept one is not taken twice, the late one stays"
+                );
+                assert_eq!(retired[0].row.expires_at, Some(20_000));
+                assert!(retire_before(c, 10_000, 20_000, 10)?.is_empty());
+                Ok::<_, StoreError>(late.id)
+            })
+            .await
+            .unwrap();
+        assert_eq!(shown(20_000).await, Vec::<u64>::new());
+        assert_eq!(found(20_000).await, vec![late]);
+    }
+}
