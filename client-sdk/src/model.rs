@@ -123,6 +123,12 @@ pub struct Message {
     /// When the sender recalled it (Unix ms). The body is gone then.
     #[serde(default)]
     pub recalled_at: Option<i64>,
+    /// When it disappears (Unix ms): it was sent while its conversation had
+    /// a disappearing-messages timer. Past it the server shows it no more
+    /// and sends [`Event::MessageExpired`](crate::Event::MessageExpired);
+    /// a client should hide it then too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<i64>,
 }
 
 impl Message {
@@ -134,6 +140,11 @@ impl Message {
     /// Whether the sender took the message back; show a tombstone then.
     pub fn is_recalled(&self) -> bool {
         self.recalled_at.is_some()
+    }
+
+    /// Whether the message has disappeared at `now_ms` (Unix ms).
+    pub fn is_expired(&self, now_ms: i64) -> bool {
+        self.expires_at.is_some_and(|at| at <= now_ms)
     }
 
     /// The membership change a system message records; `None` for user
@@ -173,6 +184,10 @@ pub struct SystemEvent {
     /// The new role, for `role_changed`.
     #[serde(default)]
     pub role: Option<GroupRole>,
+    /// The conversation's new disappearing-messages timer, seconds, for
+    /// `message_ttl_changed` (`None`: off).
+    #[serde(default)]
+    pub message_ttl_seconds: Option<u64>,
 }
 
 /// What a [`SystemEvent`] records.
@@ -196,6 +211,8 @@ pub enum SystemEventKind {
     RoleChanged,
     /// `actor` dissolved the group; nobody is a member afterwards.
     Dissolved,
+    /// `actor` set the disappearing-messages timer to `message_ttl_seconds`.
+    MessageTtlChanged,
     #[serde(other)]
     Other,
 }
@@ -231,8 +248,12 @@ pub struct Conversation {
     /// Messages from others after the read marker.
     #[serde(default)]
     pub unread_count: u64,
+    /// The newest message; `None` if there is none, or it disappeared.
     #[serde(default)]
     pub last_message: Option<Message>,
+    /// The disappearing-messages timer, seconds; `None`: off.
+    #[serde(default)]
+    pub message_ttl_seconds: Option<u64>,
 }
 
 /// A group as a conversation names it.
@@ -442,6 +463,11 @@ pub(crate) struct GroupList {
 #[derive(Deserialize)]
 pub(crate) struct InvitationList {
     pub invitations: Vec<GroupInvitation>,
+}
+
+#[derive(Deserialize)]
+pub(crate) struct ConversationUpdated {
+    pub message_ttl_seconds: Option<u64>,
 }
 
 #[derive(Deserialize)]

@@ -483,3 +483,55 @@ async fn on_postgresql_two_nodes_sweep_each_message_once() -> Result<()> {
     }
     Ok(())
 }
+
+/// The Rust SDK: a typed call sets the timer, and the stream delivers the
+/// typed events (the timer, then the message, then its expiry).
+#[tokio::test]
+async fn the_rust_sdk_sets_the_timer_and_streams_the_expiry() -> Result<()> {
+    use mqchat_sdk::{Client, Event, Recipient, StreamOptions, Transport};
+    let server = TestServer::start().await?;
+    let base = server.url("");
+    Client::register(&base, "alice", "password-alice").await?;
+    Client::register(&base, "bob", "password-bob").await?;
+    let alice = Client::login(&base, "alice", "password-alice").await?;
+    let bob = Client::login(&base, "bob", "password-bob").await?;
+    let first = alice
+        .send_text(Recipient::User(bob.user_id()), "hello")
+        .await?;
+    let conversation = first.conversation_id;
+    assert_eq!(bob.set_message_ttl(conversation, Some(5)).await?, Some(5));
+    let listed = alice.conversations().await?;
+    assert_eq!(listed[0].message_ttl_seconds, Some(5));
+    let sent = alice
+        .send_text(Recipient::User(bob.user_id()), "soon gone")
+        .await?;
+    assert_eq!(sent.expires_at, Some(sent.sent_at + 5_000));
+
+    let mut stream = bob.connect(
+        Transport::Tcp(server.mqtt.to_string()),
+        StreamOptions::default(),
+    )?;
+    let mut timer = None;
+    let deadline = tokio::time::Instant::now() + mqchat_e2e::patient(EXPIRY_WAIT);
+    let expired = loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let event = tokio::time::timeout(left, stream.recv())
+            .await
+            .map_err(|_| anyhow!("no message.expired on the stream"))?
+            .ok_or_else(|| anyhow!("stream ended"))??;
+        match event {
+            Event::ConversationMessageTtl {
+                message_ttl_seconds,
+                user_id,
+                ..
+            } => timer = Some((message_ttl_seconds, user_id)),
+            Event::MessageExpired { message, .. } if message.id == sent.id => break message,
+            _ => {}
+        }
+    };
+    assert_eq!(timer, Some((Some(5), bob.user_id())));
+    assert!(expired.text().is_none(), "{expired:?}");
+    assert!(expired.is_expired(expired.sent_at + 5_000));
+    assert_eq!(alice.set_message_ttl(conversation, None).await?, None);
+    Ok(())
+}
