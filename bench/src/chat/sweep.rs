@@ -59,7 +59,11 @@ pub async fn run(
 
     let bar = progress::bar(backlog as u64, "sweep backlog");
     let store = Store::open(&data.join("chat.db"))?;
-    let pairs: Vec<(u64, u64)> = owners.iter().zip(&peers).map(|(a, b)| (a.id, b.id)).collect();
+    let pairs: Vec<(u64, u64)> = owners
+        .iter()
+        .zip(&peers)
+        .map(|(a, b)| (a.id, b.id))
+        .collect();
     // Sent an hour ago with a 5 s timer: every message is due at start.
     let sent_at = now_ms() - 3_600_000;
     let conversations = store
@@ -84,7 +88,8 @@ pub async fn run(
                 let bodies: Vec<(u64, u64, String, String)> = (first..first + n)
                     .map(|i| {
                         let (conversation, sender) = conversations[i % conversations.len()];
-                        let text = format!("expiring message number {i}, about as long as a chat line");
+                        let text =
+                            format!("expiring message number {i}, about as long as a chat line");
                         (conversation, sender, format!("x-{i}"), text)
                     })
                     .collect();
@@ -95,15 +100,17 @@ pub async fn run(
                 let rows: Vec<messages::NewRow<'_>> = bodies
                     .iter()
                     .zip(&json)
-                    .map(|((conversation_id, sender, id, text), body)| messages::NewRow {
-                        conversation_id: *conversation_id,
-                        sender: *sender,
-                        client_msg_id: id,
-                        body,
-                        text: Some(text),
-                        kind: "user",
-                        now: sent_at,
-                    })
+                    .map(
+                        |((conversation_id, sender, id, text), body)| messages::NewRow {
+                            conversation_id: *conversation_id,
+                            sender: *sender,
+                            client_msg_id: id,
+                            body,
+                            text: Some(text),
+                            kind: "user",
+                            now: sent_at,
+                        },
+                    )
                     .collect();
                 messages::post_many(c, &rows, "message.created")?;
                 Ok::<_, StoreError>(())
