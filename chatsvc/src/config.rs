@@ -281,6 +281,14 @@ pub struct Config {
     #[arg(long, env = "CHAT_RETENTION_DAYS", value_parser = retention_days)]
     pub retention_days: Option<f64>,
 
+    /// Most messages one pass of the sweeper removes (disappearing
+    /// messages and retention, each), in one write: a send that shares a
+    /// group commit with a pass waits for it. Passes follow each other
+    /// 10 ms apart while a backlog drains.
+    #[arg(long, env = "CHAT_SWEEP_BATCH", default_value_t = crate::domain::expiry::DEFAULT_SWEEP_BATCH as u64,
+          value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    pub sweep_batch: u64,
+
     /// Where messages and accounts are stored: `sqlite` (the default: one
     /// file, `chat.db`, in the data dir) or a PostgreSQL URL,
     /// `postgres://USER:PASS@HOST:PORT/DB`, for several chatd nodes on one
@@ -542,6 +550,7 @@ impl Config {
                 n => n,
             },
             retention: self.retention(),
+            sweep_batch: self.sweep_batch as usize,
             ..Default::default()
         }
     }

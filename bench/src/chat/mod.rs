@@ -191,6 +191,9 @@ pub struct Args {
     /// sweep: sends per second while it sweeps, and after.
     #[arg(long, default_value_t = 500)]
     pub sweep_rate: u64,
+    /// sweep: chatd's `--sweep-batch` (default: chatd's own).
+    #[arg(long)]
+    pub sweep_batch: Option<u64>,
 
     /// idle: fresh starts timed.
     #[arg(long, default_value_t = 5)]
@@ -419,7 +422,14 @@ async fn run_scenarios(
                 Some(bin) if databases.is_none() => {
                     let mut chatd = start(vec![]).await?;
                     report.sweep = Some(
-                        sweep::run(&mut chatd, bin, args.sweep_backlog, args.sweep_rate).await?,
+                        sweep::run(
+                            &mut chatd,
+                            bin,
+                            args.sweep_backlog,
+                            args.sweep_rate,
+                            args.sweep_batch,
+                        )
+                        .await?,
                     );
                 }
                 _ => eprintln!("sweep: needs a chatd on SQLite started by this tool; skipped"),

@@ -29,6 +29,8 @@ pub struct SweepReport {
     pub backlog: usize,
     /// Sends per second during both phases.
     pub rate: u64,
+    /// chatd's `--sweep-batch`, if set.
+    pub batch: Option<u64>,
     /// Seconds from chatd answering to the last message swept.
     pub sweep_s: f64,
     /// Messages swept per second.
@@ -46,6 +48,7 @@ pub async fn run(
     bin: &std::path::Path,
     backlog: usize,
     rate: u64,
+    batch: Option<u64>,
 ) -> Result<SweepReport> {
     let data = chatd
         .sqlite_data_dir()
@@ -123,7 +126,11 @@ pub async fn run(
     drop(store);
     bar.finish_and_clear();
 
-    chatd.restart(bin, &[]).await?;
+    let flags: Vec<String> = batch
+        .iter()
+        .flat_map(|n| ["--sweep-batch".to_owned(), n.to_string()])
+        .collect();
+    chatd.restart(bin, &flags).await?;
     let started = Instant::now();
     let load = Load::start(chatd, senders, receivers, rate);
     let bar = progress::bar(backlog as u64, "sweeping");
@@ -147,6 +154,7 @@ pub async fn run(
     let report = SweepReport {
         backlog,
         rate,
+        batch,
         sweep_s,
         swept_per_s: backlog as f64 / sweep_s,
         p99_ratio: during.p99_ms / idle.p99_ms.max(f64::MIN_POSITIVE),

@@ -8,8 +8,10 @@
 //! attachments no other message references, and tells the members
 //! (`message.expired`, a stored event with a cursor, so a device that was
 //! offline learns it by sync or from its persistent MQTT session). Each
-//! pass is one write of at most [`SWEEP_BATCH`] messages, so a burst of
-//! expiries shares the writer with sends instead of stalling them.
+//! pass is one write of at most `--sweep-batch` messages
+//! ([`Limits::sweep_batch`](super::Limits)), so a burst of expiries shares
+//! the writer with sends instead of stalling them: a send that meets a
+//! pass in its group commit waits for that pass alone.
 //! Retention (`--retention-days`) removes what is older than the operator
 //! keeps, the same way and as boundedly, without an event: history just
 //! ends there.
@@ -29,13 +31,13 @@ use crate::store::{files, groups, messages};
 
 pub use crate::store::expiry::MESSAGE_EXPIRED;
 
-/// Most messages one sweep pass removes (one write transaction).
-pub const SWEEP_BATCH: usize = 500;
+/// Most messages one sweep pass removes by default (`--sweep-batch`).
+pub const DEFAULT_SWEEP_BATCH: usize = 100;
 /// How often the sweeper looks for due messages when there is no backlog.
 pub const SWEEP_EVERY: Duration = Duration::from_secs(1);
 /// The pause between two full passes while a backlog drains: the writer
-/// takes the sends queued meanwhile before the next pass.
-pub const SWEEP_BREATH: Duration = Duration::from_millis(50);
+/// commits the sends queued meanwhile without a pass among them.
+pub const SWEEP_BREATH: Duration = Duration::from_millis(10);
 
 /// What one sweep pass did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -49,9 +51,10 @@ pub struct Swept {
 }
 
 impl Swept {
-    /// Did a kind of removal take a full batch (so more may be waiting)?
-    fn full(&self) -> bool {
-        self.expired >= SWEEP_BATCH || self.retired >= SWEEP_BATCH
+    /// Did a kind of removal take a full batch of `batch` (so more may be
+    /// waiting)?
+    fn full(&self, batch: usize) -> bool {
+        self.expired >= batch || self.retired >= batch
     }
 }
 
@@ -127,20 +130,21 @@ impl Chat {
             .map(|(ttl, _)| ttl)
     }
 
-    /// One sweep pass at `now`: up to [`SWEEP_BATCH`] messages past their
+    /// One sweep pass at `now`: up to `--sweep-batch` messages past their
     /// `expires_at` removed, each member told (`message.expired`); with
     /// retention on, up to as many messages older than it removed too;
     /// then the attachments they referenced that nothing references any
     /// more deleted, rows and (once no row names the blob) bytes.
     pub async fn sweep(&self, now: i64) -> Result<Swept, DomainError> {
         let retention = self.limits.retention;
+        let batch = self.limits.sweep_batch.max(1);
         let downlink = self.downlink.clone();
         let ((swept, blobs), _) = self
             .store
             .write_then(
                 move |c| {
                     let mut out = Outbox::default();
-                    let expired = store::expire_due(c, now, SWEEP_BATCH)?;
+                    let expired = store::expire_due(c, now, batch)?;
                     for Removed { row, .. } in &expired {
                         let deliveries = messages::fan_out(c, row, MESSAGE_EXPIRED)?;
                         out.message(MESSAGE_EXPIRED, row, deliveries);
@@ -148,7 +152,7 @@ impl Chat {
                     let retired = match retention {
                         Some(keep) => {
                             let before = now.saturating_sub(keep.as_millis() as i64);
-                            store::retire_before(c, before, now, SWEEP_BATCH)?
+                            store::retire_before(c, before, now, batch)?
                         }
                         None => Vec::new(),
                     };
@@ -196,7 +200,7 @@ impl Chat {
                 _ = tokio::time::sleep(wait) => {}
             }
             wait = match self.sweep(now_ms()).await {
-                Ok(swept) if swept.full() => SWEEP_BREATH,
+                Ok(swept) if swept.full(self.limits.sweep_batch.max(1)) => SWEEP_BREATH,
                 Ok(swept) => {
                     if swept != Swept::default() {
                         tracing::debug!(?swept, "swept messages");

@@ -195,6 +195,8 @@ pub struct Limits {
     pub search_concurrency: usize,
     /// How long messages are kept (`--retention-days`); `None`: for ever.
     pub retention: Option<std::time::Duration>,
+    /// Most messages one sweep pass removes (`--sweep-batch`).
+    pub sweep_batch: usize,
 }
 
 /// Half the cores, at least one: searches may not take every core from
@@ -222,6 +224,7 @@ impl Default for Limits {
             thumbnail_memory_bytes: 192 * 1024 * 1024,
             search_concurrency: default_search_concurrency(),
             retention: None,
+            sweep_batch: expiry::DEFAULT_SWEEP_BATCH,
         }
     }
 }
