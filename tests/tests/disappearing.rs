@@ -410,6 +410,8 @@ async fn retention_removes_old_messages_and_their_files() -> Result<()> {
 
 #[tokio::test]
 async fn retention_days_are_bounded() -> Result<()> {
+    // A fraction of a day is a retention of its own (12 hours here).
+    TestServer::start_with(&["--retention-days", "0.5"]).await?;
     for bad in ["0", "-1", "0.00000001", "36501", "nan", "x"] {
         let started = TestServer::start_with(&["--retention-days", bad]).await;
         assert!(started.is_err(), "--retention-days {bad} was accepted");
