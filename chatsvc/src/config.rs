@@ -286,6 +286,21 @@ pub struct Config {
     #[arg(long, env = "CHAT_UNREFERENCED_FILE_HOURS", default_value_t = 24)]
     pub unreferenced_file_hours: u64,
 
+    /// Days messages are kept: older ones are removed (their content, as a
+    /// recall removes it) with the attachments nothing else references, a
+    /// bounded batch a second. Fractions are allowed (`0.5`: 12 hours);
+    /// from one second up to 36,500 days. Unset: kept for ever.
+    #[arg(long, env = "CHAT_RETENTION_DAYS", value_parser = retention_days)]
+    pub retention_days: Option<f64>,
+
+    /// Most messages one pass of the sweeper removes (disappearing
+    /// messages and retention, each), in one write: a send that shares a
+    /// group commit with a pass waits for it. Passes follow each other
+    /// 10 ms apart while a backlog drains.
+    #[arg(long, env = "CHAT_SWEEP_BATCH", default_value_t = crate::domain::expiry::DEFAULT_SWEEP_BATCH as u64,
+          value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    pub sweep_batch: u64,
+
     /// Where messages and accounts are stored: `sqlite` (the default: one
     /// file, `chat.db`, in the data dir) or a PostgreSQL URL,
     /// `postgres://USER:PASS@HOST:PORT/DB`, for several chatd nodes on one
@@ -514,6 +529,12 @@ impl Config {
             .unwrap_or_else(|| self.data_dir.join("files"))
     }
 
+    /// How long messages are kept (`--retention-days`); `None`: for ever.
+    pub fn retention(&self) -> Option<Duration> {
+        self.retention_days
+            .map(|days| Duration::from_secs_f64(days * 86_400.0))
+    }
+
     /// The domain's rules from the flags.
     pub fn limits(&self) -> crate::domain::Limits {
         crate::domain::Limits {
@@ -543,9 +564,23 @@ impl Config {
                 0 => crate::domain::default_search_concurrency(),
                 n => n,
             },
+            retention: self.retention(),
+            sweep_batch: self.sweep_batch as usize,
             ..Default::default()
         }
     }
+}
+
+/// `--retention-days`: a number of days, at least a second's worth and at
+/// most 36,500.
+fn retention_days(s: &str) -> Result<f64, String> {
+    let days: f64 = s.parse().map_err(|e| format!("{s}: {e}"))?;
+    if !(days.is_finite() && days * 86_400.0 >= 1.0 && days <= 36_500.0) {
+        return Err(format!(
+            "{s}: retention must be from one second (0.0000116 days) to 36500 days"
+        ));
+    }
+    Ok(days)
 }
 
 /// Why the configuration could not be loaded.

@@ -23,6 +23,8 @@ pub const HTTP_CONNECTIONS_REFUSED_TOTAL: &str = "mqchat_http_connections_refuse
 pub const HTTP_CONNECTIONS_TIMED_OUT_TOTAL: &str = "mqchat_http_connections_timed_out_total";
 /// Counter, label `created` (`true`, or `false` for a deduplicated retry).
 pub const MESSAGES_ACCEPTED_TOTAL: &str = "mqchat_messages_accepted_total";
+/// Counter, label `reason` ([`SWEEP_REASONS`]).
+pub const MESSAGES_SWEPT_TOTAL: &str = "mqchat_messages_swept_total";
 pub const EVENTS_PUSHED_TOTAL: &str = "mqchat_events_pushed_total";
 pub const EVENTS_SYNCED_TOTAL: &str = "mqchat_events_synced_total";
 pub const FILES_UPLOADED_TOTAL: &str = "mqchat_files_uploaded_total";
@@ -70,6 +72,11 @@ pub const TIMEOUT_PHASES: [&str; 2] = [PHASE_HEADER, PHASE_IDLE];
 pub const SKIPPED_TOO_LARGE: &str = "too_large";
 pub const SKIPPED_BUSY: &str = "busy";
 pub const THUMBNAIL_SKIP_REASONS: [&str; 2] = [SKIPPED_TOO_LARGE, SKIPPED_BUSY];
+
+/// The `reason` label values of [`MESSAGES_SWEPT_TOTAL`].
+pub const SWEPT_TTL: &str = "ttl";
+pub const SWEPT_RETENTION: &str = "retention";
+pub const SWEEP_REASONS: [&str; 2] = [SWEPT_TTL, SWEPT_RETENTION];
 
 /// The `result` label values of [`WEBHOOK_DELIVERIES_TOTAL`].
 pub const RESULT_OK: &str = "ok";
@@ -146,6 +153,13 @@ fn describe() {
     );
     for created in ["true", "false"] {
         counter!(MESSAGES_ACCEPTED_TOTAL, "created" => created);
+    }
+    describe_counter!(
+        MESSAGES_SWEPT_TOTAL,
+        "Messages whose content the sweeper removed, by reason: their TTL passed, or retention."
+    );
+    for reason in SWEEP_REASONS {
+        counter!(MESSAGES_SWEPT_TOTAL, "reason" => reason);
     }
     describe_counter!(
         THUMBNAILS_SKIPPED_TOTAL,

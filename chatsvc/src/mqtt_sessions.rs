@@ -180,7 +180,7 @@ impl SessionStore for StoreSessions {
         Box::pin(async move {
             let rows = self
                 .store
-                .read(move |c| store::messages::sync(c, user_id, after, limit))
+                .read(move |c| store::messages::sync(c, user_id, after, limit, now_ms()))
                 .await
                 .map_err(failed)?;
             rows.into_iter()

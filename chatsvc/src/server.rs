@@ -184,6 +184,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         None => spawn_presence(&chat, &broker, shutdown.clone()),
     }
     tokio::spawn(chat.clone().run_webhooks(shutdown.clone()));
+    tokio::spawn(chat.clone().run_sweeper(shutdown.clone()));
     {
         let chat = chat.clone();
         let stop = shutdown.clone();

@@ -74,10 +74,11 @@ const MQTT_REFUSED = new Set([4, 5, 0x86, 0x87]);
  * @property {Recipient} to
  * @property {'user'|'system'} kind
  * @property {string} client_msg_id
- * @property {object} body `{text}` for text; `{image: {...}}` / `{file: {...}}` (and maybe `text`) for attachments ({@link attachmentOf}); `{system: {...}}` for group changes; `{}` once recalled
+ * @property {object} body `{text}` for text; `{image: {...}}` / `{file: {...}}` (and maybe `text`) for attachments ({@link attachmentOf}); `{system: {...}}` for group changes; `{}` once recalled or expired
  * @property {number} sent_at
  * @property {?number} edited_at
  * @property {?number} recalled_at
+ * @property {number} [expires_at] Unix ms when it disappears (sent while the conversation had a `message_ttl_seconds`); see {@link isExpired}
  * @property {Reaction[]} [reactions] counted per emoji (history, sync, pins; absent when none)
  */
 /**
@@ -110,7 +111,8 @@ const MQTT_REFUSED = new Set([4, 5, 0x86, 0x87]);
  * @property {number} last_seq
  * @property {number} read_seq
  * @property {number} unread_count
- * @property {?Message} last_message
+ * @property {?Message} last_message `null` if none, or it disappeared
+ * @property {?number} message_ttl_seconds disappearing messages: seconds after `sent_at` that messages sent now disappear; `null`: off
  * @property {ConversationSettings} settings this user's own
  */
 /**
@@ -154,9 +156,12 @@ const MQTT_REFUSED = new Set([4, 5, 0x86, 0x87]);
  */
 /**
  * An event of the stream. Inbox events carry a `cursor` and a `type` among
- * `message.created`, `message.edited`, `message.recalled`, `message.hidden`,
- * `receipt.read`, `receipt.delivered`, `conversation.read`, `friend.request`,
- * `friend.added`, `friend.removed`, `block.updated`, `reaction.added` and
+ * `message.created`, `message.edited`, `message.recalled`, `message.expired`
+ * (`{message}`, the tombstone of a message that disappeared: drop it),
+ * `message.hidden`, `receipt.read`, `receipt.delivered`, `conversation.read`,
+ * `conversation.message_ttl` (`{conversation_id, user_id, message_ttl_seconds}`:
+ * the disappearing-messages timer changed), `friend.request`, `friend.added`,
+ * `friend.removed`, `block.updated`, `reaction.added` and
  * `reaction.removed` (`{conversation_id, message_id, user_id, emoji, count}`),
  * `pin.added` and `pin.removed` (`{conversation_id, message_id, user_id}`),
  * `conversation.settings` (`{conversation_id, settings}`) (types this SDK does not
@@ -321,6 +326,16 @@ function checkFileInfo(info) {
 /** @param {FileInfo} info */
 function isImageInfo(info) {
   return String(info?.content_type ?? '').startsWith('image/') && !!info.width && !!info.height;
+}
+
+/**
+ * Whether a message has disappeared at `now` (Unix ms, default the local
+ * clock): it carries `expires_at` and that time has come. The server shows
+ * it no more past then and sends `message.expired`; hide it too.
+ * @param {Message} message @param {number} [now] @returns {boolean}
+ */
+export function isExpired(message, now = Date.now()) {
+  return typeof message?.expires_at === 'number' && message.expires_at <= now;
 }
 
 /**
@@ -1357,6 +1372,21 @@ export class Client extends EventTarget {
    */
   async typing(conversationId) {
     await this._call('POST', `/v1/conversations/${conversationId}/typing`, { retry: 'never' });
+  }
+
+  /**
+   * `PATCH /v1/conversations/{id} {message_ttl_seconds}`: sets the
+   * conversation's disappearing-messages timer (5 to 31,536,000 seconds) or
+   * turns it off (`null` or 0); answers the timer now in force. Either person
+   * may in a direct conversation, owners and admins in a group; every member
+   * gets `conversation.message_ttl`.
+   * @param {number} conversationId @param {?number} seconds @returns {Promise<?number>}
+   */
+  async setMessageTtl(conversationId, seconds) {
+    const res = await this._call('PATCH', `/v1/conversations/${conversationId}`, {
+      body: { message_ttl_seconds: seconds },
+    });
+    return res.message_ttl_seconds;
   }
 
   // --- sync ----------------------------------------------------------------------

@@ -50,10 +50,10 @@ use tokio::time::Instant;
 use crate::backoff::RetryPolicy;
 use crate::error::{api_error, SdkError};
 use crate::model::{
-    BlockList, Body, Conversation, ConversationList, Friend, FriendList, FriendRequest,
-    FriendRequestList, Group, GroupAddPolicy, GroupInvitation, GroupList, GroupRole, HistoryPage,
-    InvitationList, LoginResponse, Message, OutgoingMessage, Presence, PresenceList, ReadMarker,
-    Recipient, SearchResults, SyncPage, User,
+    BlockList, Body, Conversation, ConversationList, ConversationUpdated, Friend, FriendList,
+    FriendRequest, FriendRequestList, Group, GroupAddPolicy, GroupInvitation, GroupList, GroupRole,
+    HistoryPage, InvitationList, LoginResponse, Message, OutgoingMessage, Presence, PresenceList,
+    ReadMarker, Recipient, SearchResults, SyncPage, User,
 };
 use crate::Result;
 

@@ -10,6 +10,7 @@ use crate::reactions::{PinEvent, ReactionEvent, SettingsEvent};
 const MESSAGE_CREATED: &str = "message.created";
 const MESSAGE_EDITED: &str = "message.edited";
 const MESSAGE_RECALLED: &str = "message.recalled";
+const MESSAGE_EXPIRED: &str = "message.expired";
 const MESSAGE_HIDDEN: &str = "message.hidden";
 const RECEIPT_READ: &str = "receipt.read";
 const RECEIPT_DELIVERED: &str = "receipt.delivered";
@@ -19,6 +20,7 @@ const FRIEND_ADDED: &str = "friend.added";
 const FRIEND_REMOVED: &str = "friend.removed";
 const BLOCK_UPDATED: &str = "block.updated";
 const GROUP_INVITATION: &str = "group.invitation";
+const CONVERSATION_MESSAGE_TTL: &str = "conversation.message_ttl";
 const PRESENCE: &str = "presence";
 const TYPING: &str = "typing";
 const REACTION_ADDED: &str = "reaction.added";
@@ -28,7 +30,7 @@ const PIN_REMOVED: &str = "pin.removed";
 const CONVERSATION_SETTINGS: &str = "conversation.settings";
 
 /// Every `type` this SDK parses into a typed variant.
-const KNOWN: [&str; 19] = [
+const KNOWN: [&str; 21] = [
     REACTION_ADDED,
     REACTION_REMOVED,
     PIN_ADDED,
@@ -37,6 +39,8 @@ const KNOWN: [&str; 19] = [
     MESSAGE_CREATED,
     MESSAGE_EDITED,
     MESSAGE_RECALLED,
+    MESSAGE_EXPIRED,
+    CONVERSATION_MESSAGE_TTL,
     MESSAGE_HIDDEN,
     RECEIPT_READ,
     RECEIPT_DELIVERED,
@@ -76,6 +80,20 @@ pub enum Event {
     /// `message.recalled`: `message` is the tombstone (`body` is `{}`,
     /// `recalled_at` set). Replace the stored copy by `message.id`.
     MessageRecalled { cursor: u64, message: Message },
+    /// `message.expired`: the message disappeared (its conversation's
+    /// `message_ttl_seconds` passed since it was sent); `message` is the
+    /// tombstone (`body` is `{}`). Drop it from the local history. Sync
+    /// also shows earlier events about such a message this way.
+    MessageExpired { cursor: u64, message: Message },
+    /// `conversation.message_ttl`: `user_id` set the disappearing-messages
+    /// timer of `conversation_id` (`None`: off); messages sent from now on
+    /// disappear that many seconds after they are sent.
+    ConversationMessageTtl {
+        cursor: u64,
+        conversation_id: u64,
+        user_id: u64,
+        message_ttl_seconds: Option<u64>,
+    },
     /// `message.hidden`: this user deleted the message for themself (on this
     /// device or another); drop it from the local history.
     MessageHidden {
@@ -162,6 +180,15 @@ enum Known {
     MessageEdited { cursor: u64, message: Message },
     #[serde(rename = "message.recalled")]
     MessageRecalled { cursor: u64, message: Message },
+    #[serde(rename = "message.expired")]
+    MessageExpired { cursor: u64, message: Message },
+    #[serde(rename = "conversation.message_ttl")]
+    ConversationMessageTtl {
+        cursor: u64,
+        conversation_id: u64,
+        user_id: u64,
+        message_ttl_seconds: Option<u64>,
+    },
     #[serde(rename = "message.hidden")]
     MessageHidden {
         cursor: u64,
@@ -229,6 +256,18 @@ impl From<Known> for Event {
             Known::MessageRecalled { cursor, message } => {
                 Event::MessageRecalled { cursor, message }
             }
+            Known::MessageExpired { cursor, message } => Event::MessageExpired { cursor, message },
+            Known::ConversationMessageTtl {
+                cursor,
+                conversation_id,
+                user_id,
+                message_ttl_seconds,
+            } => Event::ConversationMessageTtl {
+                cursor,
+                conversation_id,
+                user_id,
+                message_ttl_seconds,
+            },
             Known::MessageHidden {
                 cursor,
                 message_id,
@@ -317,6 +356,8 @@ impl Event {
             Event::MessageCreated { cursor, .. }
             | Event::MessageEdited { cursor, .. }
             | Event::MessageRecalled { cursor, .. }
+            | Event::MessageExpired { cursor, .. }
+            | Event::ConversationMessageTtl { cursor, .. }
             | Event::MessageHidden { cursor, .. }
             | Event::ReceiptRead { cursor, .. }
             | Event::ReceiptDelivered { cursor, .. }
@@ -340,12 +381,14 @@ impl Event {
         matches!(self, Event::Presence(_) | Event::Typing { .. })
     }
 
-    /// The message an event carries in full (created, edited, recalled).
+    /// The message an event carries in full (created, edited, recalled,
+    /// expired).
     pub fn message(&self) -> Option<&Message> {
         match self {
             Event::MessageCreated { message, .. }
             | Event::MessageEdited { message, .. }
-            | Event::MessageRecalled { message, .. } => Some(message),
+            | Event::MessageRecalled { message, .. }
+            | Event::MessageExpired { message, .. } => Some(message),
             _ => None,
         }
     }
@@ -356,6 +399,8 @@ impl Event {
             Event::MessageCreated { .. } => MESSAGE_CREATED,
             Event::MessageEdited { .. } => MESSAGE_EDITED,
             Event::MessageRecalled { .. } => MESSAGE_RECALLED,
+            Event::MessageExpired { .. } => MESSAGE_EXPIRED,
+            Event::ConversationMessageTtl { .. } => CONVERSATION_MESSAGE_TTL,
             Event::MessageHidden { .. } => MESSAGE_HIDDEN,
             Event::ReceiptRead { .. } => RECEIPT_READ,
             Event::ReceiptDelivered { .. } => RECEIPT_DELIVERED,
@@ -407,9 +452,19 @@ impl Event {
         match self {
             Event::MessageCreated { cursor, message }
             | Event::MessageEdited { cursor, message }
-            | Event::MessageRecalled { cursor, message } => {
+            | Event::MessageRecalled { cursor, message }
+            | Event::MessageExpired { cursor, message } => {
                 json!({"type": kind, "cursor": cursor, "message": message})
             }
+            Event::ConversationMessageTtl {
+                cursor,
+                conversation_id,
+                user_id,
+                message_ttl_seconds,
+            } => json!({
+                "type": kind, "cursor": cursor, "conversation_id": conversation_id,
+                "user_id": user_id, "message_ttl_seconds": message_ttl_seconds,
+            }),
             Event::MessageHidden {
                 cursor,
                 message_id,

@@ -127,6 +127,12 @@ pub struct Message {
     /// none).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub reactions: Vec<crate::reactions::Reaction>,
+    /// When it disappears (Unix ms): it was sent while its conversation had
+    /// a disappearing-messages timer. Past it the server shows it no more
+    /// and sends [`Event::MessageExpired`](crate::Event::MessageExpired);
+    /// a client should hide it then too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<i64>,
 }
 
 impl Message {
@@ -138,6 +144,11 @@ impl Message {
     /// Whether the sender took the message back; show a tombstone then.
     pub fn is_recalled(&self) -> bool {
         self.recalled_at.is_some()
+    }
+
+    /// Whether the message has disappeared at `now_ms` (Unix ms).
+    pub fn is_expired(&self, now_ms: i64) -> bool {
+        self.expires_at.is_some_and(|at| at <= now_ms)
     }
 
     /// The membership change a system message records; `None` for user
@@ -180,6 +191,10 @@ pub struct SystemEvent {
     /// Who may pin now, for `pin_policy_changed`.
     #[serde(default)]
     pub who_can_pin: Option<crate::reactions::PinPolicy>,
+    /// The conversation's new disappearing-messages timer, seconds, for
+    /// `message_ttl_changed` (`None`: off).
+    #[serde(default)]
+    pub message_ttl_seconds: Option<u64>,
 }
 
 /// What a [`SystemEvent`] records.
@@ -205,6 +220,8 @@ pub enum SystemEventKind {
     Dissolved,
     /// `actor` changed who may pin messages to `who_can_pin`.
     PinPolicyChanged,
+    /// `actor` set the disappearing-messages timer to `message_ttl_seconds`.
+    MessageTtlChanged,
     #[serde(other)]
     Other,
 }
@@ -240,11 +257,15 @@ pub struct Conversation {
     /// Messages from others after the read marker.
     #[serde(default)]
     pub unread_count: u64,
+    /// The newest message; `None` if there is none, or it disappeared.
     #[serde(default)]
     pub last_message: Option<Message>,
     /// This user's own settings of it.
     #[serde(default)]
     pub settings: crate::reactions::ConversationSettings,
+    /// The disappearing-messages timer, seconds; `None`: off.
+    #[serde(default)]
+    pub message_ttl_seconds: Option<u64>,
 }
 
 /// A group as a conversation names it.
@@ -461,6 +482,11 @@ pub(crate) struct GroupList {
 #[derive(Deserialize)]
 pub(crate) struct InvitationList {
     pub invitations: Vec<GroupInvitation>,
+}
+
+#[derive(Deserialize)]
+pub(crate) struct ConversationUpdated {
+    pub message_ttl_seconds: Option<u64>,
 }
 
 #[derive(Deserialize)]

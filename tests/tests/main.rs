@@ -21,6 +21,7 @@ mod cluster_shared;
 mod conformance;
 mod conversation_settings;
 mod crash;
+mod disappearing;
 mod faults;
 mod files;
 mod friends;

@@ -526,6 +526,24 @@ async fn script(server: &TestServer) -> Result<Transcript> {
             )
             .await?,
     );
+    // Disappearing messages: a timer of an hour (nothing expires during
+    // the script), a refusal, and off again.
+    for ttl in [json!(3600), json!(2), json!(null)] {
+        t.note(
+            "message ttl",
+            bob.patch(
+                &format!("/v1/conversations/{conversation}"),
+                &json!({"message_ttl_seconds": ttl}),
+            )
+            .await?,
+        );
+        if ttl == 3600 {
+            t.note(
+                "send with a ttl",
+                alice.send_text(bob.id, "ttl-1", "soon gone").await?,
+            );
+        }
+    }
     t.note(
         "batch",
         alice

@@ -308,9 +308,9 @@ async fn scenario(store: Store) -> Result<Vec<String>> {
 
     // What each user sees.
     for &u in &users[..6] {
-        log.read("sync", move |c| messages::sync(c, u, 0, 100))
+        log.read("sync", move |c| messages::sync(c, u, 0, 100, 0))
             .await?;
-        log.read("sync page", move |c| messages::sync(c, u, 2, 3))
+        log.read("sync page", move |c| messages::sync(c, u, 2, 3, 0))
             .await?;
         log.read("head", move |c| messages::inbox_head(c, u))
             .await?;
@@ -320,9 +320,9 @@ async fn scenario(store: Store) -> Result<Vec<String>> {
         .await?;
         log.read("history", move |c| {
             Ok((
-                messages::history(c, u, gconv, None, 100)?,
-                messages::history(c, u, gconv, Some(4), 2)?,
-                messages::history(c, u, dm, Some(u64::MAX), 3)?,
+                messages::history(c, u, gconv, None, 100, 0)?,
+                messages::history(c, u, gconv, Some(4), 2, 0)?,
+                messages::history(c, u, dm, Some(u64::MAX), 3, 0)?,
             ))
         })
         .await?;
@@ -350,13 +350,13 @@ async fn scenario(store: Store) -> Result<Vec<String>> {
         ] {
             let q = fts(q);
             log.read(&format!("search {q}"), move |c| {
-                messages::search(c, u, &q, 10)
+                messages::search(c, u, &q, 10, 0)
             })
             .await?;
         }
     }
     log.read("search limit", move |c| {
-        messages::search(c, a, &fts("lunch"), 1)
+        messages::search(c, a, &fts("lunch"), 1, 0)
     })
     .await?;
 
@@ -382,7 +382,7 @@ async fn scenario(store: Store) -> Result<Vec<String>> {
     })
     .await?;
     for &u in &users[..6] {
-        log.read("sync after", move |c| messages::sync(c, u, 0, 100))
+        log.read("sync after", move |c| messages::sync(c, u, 0, 100, 0))
             .await?;
     }
     mqtt_sessions(&mut log, a, b).await?;

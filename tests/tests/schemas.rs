@@ -285,6 +285,28 @@ async fn real_payloads_match_the_schemas() -> Result<()> {
         (res.status(), res.json::<Value>().await?)
     };
     schemas.check("Error", &unauth)?;
+
+    // Disappearing messages: the request, the timer's event (a stored one,
+    // also in sync) and a message that carries `expires_at`.
+    let ttl = json!({"message_ttl_seconds": 3600});
+    schemas.check("UpdateConversation", &ttl)?;
+    let (status, _) = bob
+        .patch(&format!("/v1/conversations/{conv}"), &ttl)
+        .await?;
+    assert_eq!(status, 200);
+    let told = bob_mqtt
+        .next_of_type("conversation.message_ttl", Duration::from_secs(2))
+        .await?
+        .ok_or_else(|| anyhow!("no conversation.message_ttl push"))?;
+    schemas.check("Event", &told)?;
+    let (status, expiring) = alice.send_text(bob.id, "s-ttl", "soon gone").await?;
+    assert_eq!(status, 201);
+    assert!(expiring["expires_at"].is_i64(), "{expiring}");
+    schemas.check("Message", &expiring)?;
+    let (_, page) = bob.get("/v1/sync?after=0").await?;
+    schemas.check("SyncPage", &page)?;
+    let (_, convs) = bob.get("/v1/conversations").await?;
+    schemas.check("ConversationList", &convs)?;
     Ok(())
 }
 
@@ -353,6 +375,17 @@ fn schemas_reject_what_the_server_rejects() -> Result<()> {
     assert!(schemas
         .check("Event", &json!({"type": "message.created", "cursor": 0}))
         .is_err());
+    for bad in [
+        json!({}),
+        json!({"message_ttl_seconds": 4}),
+        json!({"message_ttl_seconds": 31_536_001}),
+        json!({"message_ttl_seconds": -1}),
+    ] {
+        assert!(
+            schemas.check("UpdateConversation", &bad).is_err(),
+            "schema accepted {bad}"
+        );
+    }
     Ok(())
 }
 

@@ -39,10 +39,7 @@ pub struct Chatd {
 
 impl Drop for Chatd {
     fn drop(&mut self) {
-        if let Some(child) = &mut self.child {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        self.stop();
     }
 }
 
@@ -98,37 +95,8 @@ impl Chatd {
         }
         let http: SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
         let mqtt: SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
-        let log = std::fs::File::create(dir.path().join("chatd.log"))?;
         let started = Instant::now();
-        let child = Command::new(bin)
-            .arg("--http")
-            .arg(http.to_string())
-            .arg("--mqtt")
-            .arg(mqtt.to_string())
-            .arg("--data-dir")
-            .arg(dir.path().join("data"))
-            .args([
-                "--send-rate",
-                "0",
-                "--login-rate",
-                "0",
-                "--auth-ip-rate",
-                "0",
-                "--mqtt-packet-rate",
-                "0",
-            ])
-            .args(extra)
-            .args(
-                store
-                    .iter()
-                    .flat_map(|url| ["--store".to_owned(), url.clone()]),
-            )
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()
-            .with_context(|| format!("start {}", bin.display()))?;
+        let child = launch(bin, http, mqtt, dir.path(), extra, store.as_deref())?;
         let mut chatd = Chatd {
             http,
             mqtt,
@@ -142,6 +110,46 @@ impl Chatd {
         let ready = chatd.wait_ready(started, Duration::from_secs(20)).await?;
         chatd.start_to_ready = Some(ready);
         Ok(chatd)
+    }
+
+    /// Stops this chatd (SIGKILL) and starts `bin` again on the same data
+    /// dir and store, on fresh ports; waits until it answers.
+    pub async fn restart(&mut self, bin: &Path, extra: &[String]) -> Result<()> {
+        let dir = self
+            .tmp
+            .as_ref()
+            .map(|d| d.path().to_owned())
+            .ok_or_else(|| anyhow!("restart: not a chatd this tool started"))?;
+        self.stop();
+        self.http = format!("127.0.0.1:{}", free_port()?).parse()?;
+        self.mqtt = format!("127.0.0.1:{}", free_port()?).parse()?;
+        let started = Instant::now();
+        self.child = Some(launch(
+            bin,
+            self.http,
+            self.mqtt,
+            &dir,
+            extra,
+            self.store.as_deref(),
+        )?);
+        self.start_to_ready = Some(self.wait_ready(started, Duration::from_secs(60)).await?);
+        Ok(())
+    }
+
+    /// Stops this chatd (SIGKILL), if this tool started it.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// The data dir of a chatd this tool started, on SQLite.
+    pub fn sqlite_data_dir(&self) -> Option<&Path> {
+        match self.store {
+            None => self.data_dir.as_deref(),
+            Some(_) => None,
+        }
     }
 
     /// A chatd already running (its rate limits are its own business).
@@ -355,6 +363,47 @@ async fn provision_in_store(
             })
         })
         .collect()
+}
+
+/// Starts `bin` on `dir` (its `data/`; the log appended to `chatd.log`)
+/// with the flags every run here uses (no rate limits), then `extra`.
+fn launch(
+    bin: &Path,
+    http: SocketAddr,
+    mqtt: SocketAddr,
+    dir: &Path,
+    extra: &[String],
+    store: Option<&str>,
+) -> Result<Child> {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("chatd.log"))?;
+    Command::new(bin)
+        .arg("--http")
+        .arg(http.to_string())
+        .arg("--mqtt")
+        .arg(mqtt.to_string())
+        .arg("--data-dir")
+        .arg(dir.join("data"))
+        .args([
+            "--send-rate",
+            "0",
+            "--login-rate",
+            "0",
+            "--auth-ip-rate",
+            "0",
+            "--mqtt-packet-rate",
+            "0",
+        ])
+        .args(extra)
+        .args(store.iter().flat_map(|url| ["--store", url]))
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()
+        .with_context(|| format!("start {}", bin.display()))
 }
 
 pub fn now_ms() -> i64 {

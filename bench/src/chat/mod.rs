@@ -11,7 +11,7 @@
 //! - `mqtt`: a minimal subscriber (thousands of them stay cheap).
 //! - `http1`, `http2`: a sender's own HTTP connection (no pool).
 //! - `dm` (over HTTP/1.1, HTTP/2, or the MQTT uplink), `group`, `conns`, `sync`, `idle`,
-//!   `baseline`, `bare_dm` (the dm load on bare rumqttd): the scenarios.
+//!   `sweep`, `baseline`, `bare_dm` (the dm load on bare rumqttd): the scenarios.
 //! - `report`: targets and verdicts, JSON, Markdown, the latency plot.
 
 mod bare_dm;
@@ -28,6 +28,7 @@ mod mqtt;
 mod nats;
 mod progress;
 mod report;
+mod sweep;
 mod sync;
 
 use std::net::SocketAddr;
@@ -63,6 +64,9 @@ pub enum Scenario {
     Connections,
     /// Catching up on a backlog over /v1/sync.
     Sync,
+    /// Disappearing messages: a backlog of expired messages swept at start
+    /// while senders send at a fixed rate (SQLite; not in the default set).
+    Sweep,
     /// A fresh chatd: start to ready, idle RSS.
     Idle,
     /// Bare rumqttd (pushing from inside the process, and under the dm
@@ -181,6 +185,16 @@ pub struct Args {
     #[arg(long, default_value_t = 5)]
     pub sync_reps: usize,
 
+    /// sweep: expired messages waiting when chatd starts.
+    #[arg(long, default_value_t = 100_000)]
+    pub sweep_backlog: usize,
+    /// sweep: sends per second while it sweeps, and after.
+    #[arg(long, default_value_t = 500)]
+    pub sweep_rate: u64,
+    /// sweep: chatd's `--sweep-batch` (default: chatd's own).
+    #[arg(long)]
+    pub sweep_batch: Option<u64>,
+
     /// idle: fresh starts timed.
     #[arg(long, default_value_t = 5)]
     pub starts: usize,
@@ -214,6 +228,8 @@ impl Args {
             self.push_sample = self.push_sample.min(10);
             self.backlog = self.backlog.min(300);
             self.sync_reps = self.sync_reps.min(2);
+            self.sweep_backlog = self.sweep_backlog.min(2_000);
+            self.sweep_rate = self.sweep_rate.min(100);
             self.starts = self.starts.min(2);
             self.bare_messages = self.bare_messages.min(5_000);
             self.bare_reps = 1;
@@ -402,6 +418,22 @@ async fn run_scenarios(
                 .await?;
                 report.group = Some(group::run(&chatd, args.members, args.group_messages).await?);
             }
+            Scenario::Sweep => match &bin {
+                Some(bin) if databases.is_none() => {
+                    let mut chatd = start(vec![]).await?;
+                    report.sweep = Some(
+                        sweep::run(
+                            &mut chatd,
+                            bin,
+                            args.sweep_backlog,
+                            args.sweep_rate,
+                            args.sweep_batch,
+                        )
+                        .await?,
+                    );
+                }
+                _ => eprintln!("sweep: needs a chatd on SQLite started by this tool; skipped"),
+            },
             Scenario::Sync => {
                 let chatd = start(vec![]).await?;
                 report.sync =

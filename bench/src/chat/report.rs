@@ -12,6 +12,7 @@ use super::conns::ConnReport;
 use super::dm::{DmPhase, DmReport, Uplink};
 use super::group::GroupReport;
 use super::idle::IdleReport;
+use super::sweep::SweepReport;
 use super::sync::SyncReport;
 use super::Args;
 use crate::plot::{self, thousands};
@@ -48,6 +49,7 @@ pub struct ChatReport {
     pub dm_rss_kib: Option<u64>,
     pub group: Option<GroupReport>,
     pub sync: Option<SyncReport>,
+    pub sweep: Option<SweepReport>,
     pub connections: Option<ConnReport>,
     pub cluster: Option<ClusterReport>,
     pub verdicts: Vec<Verdict>,
@@ -70,6 +72,7 @@ impl ChatReport {
             dm_rss_kib: None,
             group: None,
             sync: None,
+            sweep: None,
             connections: None,
             cluster: None,
             verdicts: Vec::new(),
@@ -251,6 +254,20 @@ impl ChatReport {
                 s.median_ms <= 300.0,
             );
         }
+        if let Some(s) = &self.sweep {
+            add(
+                "sweep",
+                &format!(
+                    "sends' p99 while {} expired messages are swept ≤ 2× idle",
+                    thousands(s.backlog as f64)
+                ),
+                format!(
+                    "{:.2} ms vs {:.2} ms ({:.2}×); swept in {:.1} s",
+                    s.during.p99_ms, s.idle.p99_ms, s.p99_ratio, s.sweep_s
+                ),
+                s.p99_ratio <= 2.0,
+            );
+        }
         if let Some(c) = &self.cluster {
             for (nodes, p50, p99) in c.added() {
                 add(
@@ -361,6 +378,21 @@ impl ChatReport {
                 runs.join(", "),
                 s.runs.first().map_or(0, |r| r.pages),
                 s.bytes / 1024
+            );
+        }
+        if let Some(s) = &self.sweep {
+            let _ = writeln!(
+                md,
+                "\n**sweep** ({} expired messages at start, sends at {}/s)\n\n| swept in | swept/s | send p50 / p99 during | p50 / p99 idle | p99 ratio |\n| --- | --- | --- | --- | --- |\n| {:.1} s | {:.0} | {:.2} / {:.2} ms | {:.2} / {:.2} ms | {:.2}× |",
+                thousands(s.backlog as f64),
+                s.rate,
+                s.sweep_s,
+                s.swept_per_s,
+                s.during.p50_ms,
+                s.during.p99_ms,
+                s.idle.p50_ms,
+                s.idle.p99_ms,
+                s.p99_ratio
             );
         }
         if let Some(i) = &self.idle {

@@ -2,7 +2,7 @@
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::{get, post};
+use axum::routing::{get, patch, post};
 use axum::Router;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, OpenApi, ToSchema};
@@ -16,6 +16,7 @@ use crate::domain::model::{Conversation, Message};
 pub fn router() -> Router<SharedState> {
     Router::new()
         .route("/conversations", get(list))
+        .route("/conversations/{id}", patch(update))
         .route("/conversations/{id}/messages", get(history))
         .route("/conversations/{id}/read", post(read))
         .route("/conversations/{id}/typing", post(typing))
@@ -23,7 +24,7 @@ pub fn router() -> Router<SharedState> {
 
 /// These routes in the OpenAPI document (paths relative to `/v1`).
 #[derive(OpenApi)]
-#[openapi(paths(list, history, read, typing))]
+#[openapi(paths(list, update, history, read, typing))]
 pub(super) struct Doc;
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -65,6 +66,68 @@ async fn list(
         .conversations(caller, q.archived.unwrap_or(false), q.limit.unwrap_or(100))
         .await?;
     Ok(Json(ConversationList { conversations }))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateConversation {
+    /// Disappearing messages: messages sent from now on disappear this
+    /// many seconds after they are sent (5 to 31,536,000, a year); `0` or
+    /// `null` turns it off. Required.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<u64>, required = true, minimum = 0, maximum = 31_536_000)]
+    pub message_ttl_seconds: Option<Option<u64>>,
+}
+
+/// A field that may be `null` but must be there: `Some(None)` for `null`,
+/// `None` (by `#[serde(default)]`) when absent.
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<u64>>, D::Error> {
+    Option::<u64>::deserialize(d).map(Some)
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ConversationUpdated {
+    pub id: u64,
+    /// The TTL now in force; `null`: off.
+    #[schema(required = true)]
+    pub message_ttl_seconds: Option<u64>,
+}
+
+/// `PATCH /v1/conversations/{id} {message_ttl_seconds}` → the conversation's settings.
+///
+/// Sets disappearing messages. Either person may in a direct conversation;
+/// in a group, the owner and admins. Every member gets
+/// `conversation.message_ttl` (a group also a `message_ttl_changed` system
+/// message). Messages sent afterwards carry `expires_at`; past it, they are
+/// gone from history, search and sync, and members get `message.expired`.
+#[utoipa::path(
+    patch,
+    path = "/conversations/{id}",
+    operation_id = "update_conversation",
+    params(("id" = u64, Path, description = "The conversation's id.")),
+    request_body = UpdateConversation,
+    responses(
+        (status = 200, description = "The settings now.", body = ConversationUpdated),
+        (status = 400, description = "`invalid_request`: `message_ttl_seconds` missing or out of range.", body = ErrorBody),
+        (status = 403, description = "`forbidden`: a group member who is not an owner or admin.", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such conversation, or the caller is not in it.", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+async fn update(
+    State(state): State<SharedState>,
+    AuthUser(caller): AuthUser,
+    Path(id): Path<u64>,
+    Json(req): Json<UpdateConversation>,
+) -> Result<Json<ConversationUpdated>, ApiError> {
+    let ttl = req
+        .message_ttl_seconds
+        .ok_or_else(|| ApiError::bad_request("message_ttl_seconds is required"))?;
+    let message_ttl_seconds = state.chat.set_message_ttl(caller, id, ttl).await?;
+    Ok(Json(ConversationUpdated {
+        id,
+        message_ttl_seconds,
+    }))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]

@@ -6,21 +6,28 @@
 //! wire shape `schemas/mqchat.schema.json` publishes, and a test holds the
 //! two together.
 //!
-//! The three message events (`message.created`, `message.edited`,
-//! `message.recalled`) are the exception: their one field is the stored
-//! message, which `Outbox::message` serializes once for every recipient;
-//! [`MESSAGE_EVENTS`] names them.
+//! The four message events (`message.created`, `message.edited`,
+//! `message.recalled`, `message.expired`) are the exception: their one
+//! field is the stored message, which `Outbox::message` serializes once for
+//! every recipient; [`MESSAGE_EVENTS`] names them.
 
 use serde::Serialize;
 use serde_json::{Map, Value};
 
+use super::expiry::MESSAGE_EXPIRED;
 use super::messages::{MESSAGE_CREATED, MESSAGE_EDITED, MESSAGE_RECALLED};
 use super::model::{FriendRequest, GroupInvitation, User};
 use super::outbox::{PRESENCE, TYPING};
 use super::settings::ConversationSettings;
 
-/// The events whose one field is a stored message, `{"message": {...}}`.
-pub const MESSAGE_EVENTS: [&str; 3] = [MESSAGE_CREATED, MESSAGE_EDITED, MESSAGE_RECALLED];
+/// The events whose one field is a stored message, `{"message": {...}}`
+/// (`message.expired`'s a tombstone, body `{}`).
+pub const MESSAGE_EVENTS: [&str; 4] = [
+    MESSAGE_CREATED,
+    MESSAGE_EDITED,
+    MESSAGE_RECALLED,
+    MESSAGE_EXPIRED,
+];
 
 /// An event for a user's inbox, but for the message events.
 #[derive(Debug, Serialize)]
@@ -80,6 +87,14 @@ pub enum Stored<'a> {
     ConversationSettings {
         conversation_id: u64,
         settings: &'a ConversationSettings,
+    },
+    /// `user_id` set the conversation's message TTL (`null`: off); to
+    /// every member.
+    #[serde(rename = "conversation.message_ttl")]
+    ConversationMessageTtl {
+        conversation_id: u64,
+        user_id: u64,
+        message_ttl_seconds: Option<u64>,
     },
 }
 
@@ -239,6 +254,11 @@ mod tests {
                 conversation_id: 1,
                 settings,
             },
+            Stored::ConversationMessageTtl {
+                conversation_id: 1,
+                user_id: 2,
+                message_ttl_seconds: Some(60),
+            },
         ];
         for event in &stored {
             match event {
@@ -255,7 +275,8 @@ mod tests {
                 | Stored::ReactionRemoved(_)
                 | Stored::PinAdded(_)
                 | Stored::PinRemoved(_)
-                | Stored::ConversationSettings { .. } => {}
+                | Stored::ConversationSettings { .. }
+                | Stored::ConversationMessageTtl { .. } => {}
             }
         }
         let ephemeral = vec![

@@ -204,7 +204,8 @@ impl Chat {
         Ok(PendingSend(queued))
     }
 
-    /// Loads a message the caller can see (a current member, joined before it).
+    /// Loads a message the caller can see (a current member, joined before
+    /// it, and it has not disappeared).
     async fn visible_message(
         &self,
         caller: Caller,
@@ -213,7 +214,9 @@ impl Chat {
         let user = caller.user_id;
         self.store
             .read(move |c| {
-                let row = store::by_id(c, message_id)?.ok_or(DomainError::NotFound("message"))?;
+                let row = store::by_id(c, message_id)?
+                    .filter(|row| !crate::store::expiry::is_expired(row, now_ms()))
+                    .ok_or(DomainError::NotFound("message"))?;
                 match store::membership(c, user, row.conversation_id)? {
                     Some(m) if row.seq > m.joined_seq => Ok(row),
                     _ => Err(DomainError::NotFound("message")),
@@ -361,7 +364,7 @@ impl Chat {
         let (rows, counts) = self
             .store
             .read(move |c| {
-                let rows = store::sync(c, user, after, limit + 1)?;
+                let rows = store::sync(c, user, after, limit + 1, now_ms())?;
                 let ids: Vec<u64> = rows
                     .iter()
                     .filter_map(|r| r.message.as_ref().map(|m| m.id))
@@ -535,7 +538,8 @@ impl Chat {
         let (rows, counts) = self
             .store
             .read(move |c| {
-                let Some(rows) = store::history(c, user, conversation_id, before_seq, limit + 1)?
+                let Some(rows) =
+                    store::history(c, user, conversation_id, before_seq, limit + 1, now_ms())?
                 else {
                     return Err(DomainError::NotFound("conversation"));
                 };
@@ -611,7 +615,7 @@ impl Chat {
         // indexed or not yet (`store::search`).
         let rows = self
             .store
-            .read(move |c| store::search(c, user, &expr, limit))
+            .read(move |c| store::search(c, user, &expr, limit, now_ms()))
             .await?;
         rows.into_iter()
             .map(|r| Message::try_from(r).map_err(internal))

@@ -3,6 +3,7 @@
 
 pub mod accounts;
 pub mod events;
+pub mod expiry;
 pub mod files;
 pub mod groups;
 pub mod limits;
@@ -204,6 +205,10 @@ pub struct Limits {
     pub thumbnail_memory_bytes: u64,
     /// Searches that may run at once; more wait their turn (at least 1).
     pub search_concurrency: usize,
+    /// How long messages are kept (`--retention-days`); `None`: for ever.
+    pub retention: Option<std::time::Duration>,
+    /// Most messages one sweep pass removes (`--sweep-batch`).
+    pub sweep_batch: usize,
 }
 
 /// Half the cores, at least one: searches may not take every core from
@@ -233,6 +238,8 @@ impl Default for Limits {
             upload_quota_total_bytes: 10 * 1024 * 1024 * 1024,
             thumbnail_memory_bytes: 192 * 1024 * 1024,
             search_concurrency: default_search_concurrency(),
+            retention: None,
+            sweep_batch: expiry::DEFAULT_SWEEP_BATCH,
         }
     }
 }

@@ -117,7 +117,8 @@ pub struct Message {
     /// `user`, or `system` for group membership changes (body `{"system": {...}}`).
     pub kind: String,
     pub client_msg_id: String,
-    /// The JSON object the sender sent, verbatim (its latest edit); `{}` once recalled.
+    /// The JSON object the sender sent, verbatim (its latest edit); `{}`
+    /// once recalled or expired.
     #[schema(value_type = Object)]
     pub body: Box<RawValue>,
     /// Unix time, milliseconds, when the server committed it.
@@ -131,6 +132,11 @@ pub struct Message {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     #[schema(required = false)]
     pub reactions: Vec<super::reactions::Reaction>,
+    /// Unix time, milliseconds, when the message disappears (sent while
+    /// its conversation had a `message_ttl_seconds`); absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub expires_at: Option<i64>,
 }
 
 impl TryFrom<MessageRow> for Message {
@@ -155,6 +161,7 @@ impl TryFrom<MessageRow> for Message {
             edited_at: r.edited_at,
             recalled_at: r.recalled_at,
             reactions: Vec::new(),
+            expires_at: r.expires_at,
         })
     }
 }
@@ -230,13 +237,19 @@ pub struct Conversation {
     pub read_seq: u64,
     /// Messages from others after the read marker.
     pub unread_count: u64,
+    /// The newest message; `null` if there is none, or it has disappeared.
     #[schema(required = true)]
     pub last_message: Option<Message>,
     /// The caller's own settings of it.
     pub settings: ConversationSettings,
+    /// Disappearing messages: messages sent now disappear this many
+    /// seconds after `sent_at`; `null`: off.
+    #[schema(required = true)]
+    pub message_ttl_seconds: Option<u64>,
 }
 
 impl Conversation {
+    /// The conversation as its member sees it at `now`.
     pub(crate) fn from_row(
         r: ConversationRow,
         peer: Option<User>,
@@ -254,7 +267,12 @@ impl Conversation {
             last_seq: r.last_seq,
             read_seq: r.read_seq,
             unread_count: r.unread,
-            last_message: r.last_message.map(Message::try_from).transpose()?,
+            last_message: r
+                .last_message
+                .filter(|m| !crate::store::expiry::is_expired(m, now))
+                .map(Message::try_from)
+                .transpose()?,
+            message_ttl_seconds: r.message_ttl_seconds,
         })
     }
 }

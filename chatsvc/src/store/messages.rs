@@ -18,6 +18,9 @@ pub struct MessageRow {
     pub kind: String,
     pub edited_at: Option<i64>,
     pub recalled_at: Option<i64>,
+    /// When the message disappears (its conversation had a TTL when it
+    /// was sent), or did (a sweep removed it; see `store::expiry`).
+    pub expires_at: Option<i64>,
 }
 
 /// One entry of a user's inbox.
@@ -126,6 +129,8 @@ pub struct ConversationRow {
     pub last_message: Option<MessageRow>,
     /// The user's own settings of it.
     pub settings: super::settings::SettingsRow,
+    /// The conversation's message TTL, seconds (`None`: off).
+    pub message_ttl_seconds: Option<u64>,
 }
 
 /// Records a device's acknowledged cursor; it never moves backwards.
@@ -180,14 +185,17 @@ super::operations! {
     write fn recall(id: u64, now: i64) -> ();
     /// Hides a message from one user's history (delete for me).
     write fn hide(user_id: u64, id: u64) -> ();
-    /// The user's inbox after `after`, at most `limit` entries, in cursor order.
-    read fn sync(user_id: u64, after: u64, limit: usize) -> Vec<InboxRow>;
+    /// The user's inbox after `after`, at most `limit` entries, in cursor
+    /// order, each as of `now` ([`InboxRow::as_of`]: a message that has
+    /// disappeared reads as `message.expired`, without its content).
+    read fn sync(user_id: u64, after: u64, limit: usize, now: i64) -> Vec<InboxRow>;
     /// The user's newest inbox cursor.
     read fn inbox_head(user_id: u64) -> u64;
     /// Up to `limit` messages with `seq < before_seq`, oldest first, that the
-    /// user may see: after they joined, not hidden by them. `None` when the
-    /// user is not a member (indistinguishable from "no such conversation").
-    read fn history(user_id: u64, conversation_id: u64, before_seq: Option<u64>, limit: usize) -> Option<Vec<MessageRow>>;
+    /// user may see: after they joined, not hidden by them, not expired at
+    /// `now`. `None` when the user is not a member (indistinguishable from
+    /// "no such conversation").
+    read fn history(user_id: u64, conversation_id: u64, before_seq: Option<u64>, limit: usize, now: i64) -> Option<Vec<MessageRow>>;
     /// The user's conversations, those they pinned first, then most recent
     /// activity first, with unread counts (others' user messages after the
     /// read marker) and their settings: the archived ones (archived, and no
@@ -207,7 +215,7 @@ super::operations! {
     /// conversation list).
     /// The caller's messages matching `query`, newest first: only what they
     /// may see (conversations they are in, from when they joined), never
-    /// recalled or hidden ones.
-    read fn search(user_id: u64, query: &str, limit: usize) -> Vec<MessageRow>;
+    /// recalled, hidden or expired (at `now`, swept or not) ones.
+    read fn search(user_id: u64, query: &str, limit: usize, now: i64) -> Vec<MessageRow>;
     read fn unread(user_id: u64, conversation_id: u64) -> u64;
 }

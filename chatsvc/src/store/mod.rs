@@ -4,7 +4,7 @@
 //!
 //! - **Operations**, one module per area ([`users`], [`sessions`],
 //!   [`services`], [`social`], [`groups`], [`messages`], [`files`],
-//!   [`webhooks`], [`mqtt`], [`reactions`], [`pins`], [`settings`]): plain functions over a handle, declared with
+//!   [`webhooks`], [`mqtt`], [`reactions`], [`pins`], [`settings`], [`expiry`]): plain functions over a handle, declared with
 //!   `operations!`, each `read` or `write`, with the row types they return.
 //!   Each backend implements every operation with the same signature (the
 //!   macro's dispatch does not compile otherwise); what an operation
@@ -26,6 +26,7 @@
 //! conversations and users ([`Scope`]), reads from a pool).
 
 mod error;
+pub mod expiry;
 pub mod files;
 pub mod groups;
 mod job;

@@ -102,6 +102,29 @@ impl Client {
         Ok(list.conversations)
     }
 
+    /// `PATCH /v1/conversations/{id}`: sets the conversation's
+    /// disappearing-messages timer (`Some(seconds)`, 5 to 31,536,000) or
+    /// turns it off (`None`); returns the timer now in force. Messages sent
+    /// afterwards disappear that long after they are sent. Either person
+    /// may in a direct conversation, owners and admins in a group; every
+    /// member gets
+    /// [`Event::ConversationMessageTtl`](crate::Event::ConversationMessageTtl).
+    /// Errors: `invalid_request` (out of range), `forbidden` (a group
+    /// member), `not_found`.
+    pub async fn set_message_ttl(
+        &self,
+        conversation_id: u64,
+        ttl_seconds: Option<u64>,
+    ) -> Result<Option<u64>> {
+        let request = Request::new(
+            Method::PATCH,
+            format!("/v1/conversations/{conversation_id}"),
+            Some(json!({"message_ttl_seconds": ttl_seconds})),
+        );
+        let updated: ConversationUpdated = self.call_json(request).await?;
+        Ok(updated.message_ttl_seconds)
+    }
+
     /// `GET /v1/conversations/{id}/messages`: messages before `before_seq`
     /// (the newest ones if `None`), ascending by seq. Page backwards by passing
     /// the first message's seq as the next `before_seq`.

@@ -27,11 +27,15 @@ use crate::store::StoreError;
 
 /// Columns of [`MessageRow`], for a query joining `messages m` with
 /// `conversations c` (a macro, so statements stay `&'static str`s).
+/// How many columns `message_columns!` holds: what a query selects after
+/// them starts at `at + MESSAGE_COLUMN_COUNT`.
+pub(super) const MESSAGE_COLUMN_COUNT: usize = 13;
+
 macro_rules! message_columns {
     () => {
         "m.id, m.conversation_id, m.seq, m.sender_id,
          CASE WHEN c.kind = 'direct' THEN (CASE WHEN m.sender_id = c.user_lo THEN c.user_hi ELSE c.user_lo END) END,
-         c.group_id, m.client_msg_id, m.body, m.sent_at, m.kind, m.edited_at, m.recalled_at"
+         c.group_id, m.client_msg_id, m.body, m.sent_at, m.kind, m.edited_at, m.recalled_at, m.expires_at"
     };
 }
 pub(super) use message_columns;
@@ -65,6 +69,7 @@ pub(super) fn message(r: &Row, at: usize) -> Result<MessageRow, StoreError> {
         kind: r.try_get(at + 9)?,
         edited_at: r.try_get(at + 10)?,
         recalled_at: r.try_get(at + 11)?,
+        expires_at: r.try_get(at + 12)?,
     })
 }
 
@@ -371,6 +376,7 @@ pub fn sync(
     user_id: u64,
     after: u64,
     limit: usize,
+    now: i64,
 ) -> Result<Vec<InboxRow>, StoreError> {
     c.query(
         concat!(
@@ -398,17 +404,18 @@ pub fn sync(
     .iter()
     .map(|r| {
         let mut message = optional_message(r, 3)?;
-        let seen: Option<String> = r.try_get(15)?;
+        let seen: Option<String> = r.try_get(16)?;
         if let (Some(m), Some(body)) = (message.as_mut(), seen) {
             m.body = body;
-            m.edited_at = r.try_get(16)?;
+            m.edited_at = r.try_get(17)?;
         }
         Ok(InboxRow {
             cursor: uint(r, 0)?,
             kind: r.try_get(1)?,
             payload: r.try_get(2)?,
             message,
-        })
+        }
+        .as_of(now))
     })
     .collect()
 }
@@ -431,6 +438,7 @@ pub fn history(
     conversation_id: u64,
     before_seq: Option<u64>,
     limit: usize,
+    now: i64,
 ) -> Result<Option<Vec<MessageRow>>, StoreError> {
     let Some(member) = membership(c, user_id, conversation_id)? else {
         return Ok(None);
@@ -442,6 +450,7 @@ pub fn history(
             message_columns!(),
             " FROM messages m JOIN conversations c ON c.id = m.conversation_id
              WHERE m.conversation_id = $1 AND m.seq < $2 AND m.seq > $4
+               AND (m.expires_at IS NULL OR m.expires_at > $6)
                AND NOT EXISTS (SELECT 1 FROM hidden_messages h WHERE h.user_id = $5 AND h.message_id = m.id)
              ORDER BY m.seq DESC LIMIT $3"
         ),
@@ -451,6 +460,7 @@ pub fn history(
             &(limit as i64),
             &bigint(member.joined_seq),
             &(user_id as i64),
+            &now,
         ],
     )?;
     let mut rows = messages(&rows)?;
@@ -470,9 +480,9 @@ pub fn conversations(
     c.query(
         concat!(
             "SELECT c.id, c.kind, CASE WHEN c.kind = 'direct' THEN (CASE WHEN c.user_lo = $1 THEN c.user_hi ELSE c.user_lo END) END,
-                    c.group_id, g.name, c.last_seq, mine.read_seq,
+                    c.group_id, g.name, c.last_seq, mine.read_seq, c.message_ttl_seconds,
                     (SELECT COUNT(*) FROM messages u WHERE u.conversation_id = c.id AND u.seq > mine.read_seq
-                        AND u.sender_id <> $1 AND u.kind = 'user' AND u.recalled_at IS NULL
+                        AND u.sender_id <> $1 AND u.kind = 'user' AND u.recalled_at IS NULL AND u.expired_at IS NULL
                         AND NOT EXISTS (SELECT 1 FROM hidden_messages h WHERE h.user_id = $1 AND h.message_id = u.id)),
                     ",
             message_columns!(),
@@ -499,11 +509,12 @@ pub fn conversations(
             group_name: r.try_get(4)?,
             last_seq: uint(r, 5)?,
             read_seq: uint(r, 6)?,
-            unread: uint(r, 7)?,
-            last_message: optional_message(r, 8)?,
+            message_ttl_seconds: opt_uint(r, 7)?,
+            unread: uint(r, 8)?,
+            last_message: optional_message(r, 9)?,
             settings: SettingsRow {
-                muted_until: r.try_get(20)?,
-                pinned_at: r.try_get(21)?,
+                muted_until: r.try_get(9 + MESSAGE_COLUMN_COUNT)?,
+                pinned_at: r.try_get(10 + MESSAGE_COLUMN_COUNT)?,
                 archived,
             },
         })
@@ -619,7 +630,7 @@ pub fn delivered_between(
 
 /// Full-text search over what the user can see: conversations they are in
 /// (after joining), not recalled, not hidden by them, not from users they
-/// block; newest first.
+/// block, not expired at `now` (swept or not); newest first.
 ///
 /// `query` is the FTS5 expression the domain builds (every word quoted,
 /// the last one a prefix, see [`tsquery`]); it becomes a `tsquery` over
@@ -630,6 +641,7 @@ pub fn search(
     user_id: u64,
     query: &str,
     limit: usize,
+    now: i64,
 ) -> Result<Vec<MessageRow>, StoreError> {
     let rows = c.query(
         concat!(
@@ -641,12 +653,13 @@ pub fn search(
              WHERE m.text_tsv @@ to_tsquery('simple', $2)
                AND m.seq > cm.joined_seq
                AND m.recalled_at IS NULL
+               AND (m.expires_at IS NULL OR m.expires_at > $4)
                AND NOT EXISTS (SELECT 1 FROM hidden_messages h WHERE h.user_id = $1 AND h.message_id = m.id)
                AND NOT EXISTS (SELECT 1 FROM blocks b WHERE b.user_id = $1 AND b.blocked_id = m.sender_id)
              ORDER BY m.id DESC
              LIMIT $3"
         ),
-        &[&(user_id as i64), &tsquery(query), &(limit as i64)],
+        &[&(user_id as i64), &tsquery(query), &(limit as i64), &now],
     )?;
     messages(&rows)
 }
@@ -714,7 +727,7 @@ pub fn unread(c: &Session<'_>, user_id: u64, conversation_id: u64) -> Result<u64
         "SELECT COUNT(*) FROM messages u JOIN conversation_members cm
            ON cm.conversation_id = u.conversation_id AND cm.user_id = $1
          WHERE u.conversation_id = $2 AND u.seq > cm.read_seq AND u.sender_id <> $1
-           AND u.kind = 'user' AND u.recalled_at IS NULL
+           AND u.kind = 'user' AND u.recalled_at IS NULL AND u.expired_at IS NULL
            AND NOT EXISTS (SELECT 1 FROM hidden_messages h WHERE h.user_id = $1 AND h.message_id = u.id)",
         &[&(user_id as i64), &(conversation_id as i64)],
     )?;
@@ -738,5 +751,13 @@ mod tests {
         assert_eq!(tsquery("\"NEAR(\"*"), "'NEAR(':*");
         assert_eq!(tsquery("bare words*"), "'bare' & 'words':*");
         assert_eq!(tsquery(""), "");
+    }
+
+    #[test]
+    fn the_message_column_count_is_what_the_list_holds() {
+        assert_eq!(
+            message_columns!().split(',').count(),
+            super::MESSAGE_COLUMN_COUNT
+        );
     }
 }

@@ -44,6 +44,13 @@ const MIGRATIONS: &[(i32, &str)] = &[
             "/migrations/postgres/0005_reactions_pins_settings.sql"
         )),
     ),
+    (
+        6,
+        include_str!(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/migrations/postgres/0006_message_expiry.sql"
+        )),
+    ),
 ];
 
 /// The schema version this build migrates to, and the newest it runs on.

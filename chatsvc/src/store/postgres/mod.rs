@@ -32,6 +32,7 @@
 //! - `migrations.rs`: versioned SQL under `chatsvc/migrations/postgres/`,
 //!   applied under an advisory lock.
 
+pub(crate) mod expiry;
 pub(crate) mod files;
 pub(crate) mod groups;
 pub(crate) mod limits;

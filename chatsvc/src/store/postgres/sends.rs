@@ -111,8 +111,9 @@ pub fn routes(c: &Session<'_>, sends: &[SendTo]) -> Result<Vec<SendRoute>, Store
 /// - `fresh`: the rows whose `client_msg_id` their sender never used (the
 ///   first of each, if `rows` repeats one), so that a resend takes no seq;
 /// - `n`: their seqs, each conversation's `last_seq` plus their rank in it,
-///   in queue order, and the sender of the message just before each (the
-///   one before it in the group, or the conversation's newest);
+///   in queue order, the sender of the message just before each (the
+///   one before it in the group, or the conversation's newest), and when
+///   each disappears (a user message in a conversation with a TTL);
 /// - `seqs`: each conversation's `last_seq` bumped once, to its highest;
 /// - `m`: the messages, in queue order;
 /// - `markers`: each sender's read marker moved as SQLite's `insert` moves
@@ -149,7 +150,9 @@ const POST_MANY: &str = "WITH s AS (
                           WHERE p.conversation_id = c.id AND p.seq = c.last_seq)) AS previous_sender,
                 CASE WHEN c.kind = 'direct'
                      THEN (CASE WHEN f.sender_id = c.user_lo THEN c.user_hi ELSE c.user_lo END) END AS to_user,
-                c.group_id
+                c.group_id,
+                CASE WHEN f.kind = 'user' AND c.message_ttl_seconds IS NOT NULL
+                     THEN f.sent_at + c.message_ttl_seconds * 1000 END AS expires_at
          FROM fresh f JOIN conversations c ON c.id = f.conversation_id
          WINDOW w AS (PARTITION BY f.conversation_id ORDER BY f.ord)
      ), seqs AS (
@@ -157,8 +160,8 @@ const POST_MANY: &str = "WITH s AS (
          FROM (SELECT conversation_id, max(seq) AS seq FROM n GROUP BY conversation_id) top
          WHERE c.id = top.conversation_id
      ), m AS (
-         INSERT INTO messages (conversation_id, seq, sender_id, client_msg_id, body, sent_at, kind)
-         SELECT conversation_id, seq, sender_id, client_msg_id, body, sent_at, kind FROM n ORDER BY ord
+         INSERT INTO messages (conversation_id, seq, sender_id, client_msg_id, body, sent_at, kind, expires_at)
+         SELECT conversation_id, seq, sender_id, client_msg_id, body, sent_at, kind, expires_at FROM n ORDER BY ord
          RETURNING id, conversation_id, seq
      ), markers AS (
          UPDATE conversation_members cm SET read_seq = moved.seq
@@ -182,10 +185,10 @@ const POST_MANY: &str = "WITH s AS (
          INSERT INTO inbox (user_id, cursor, kind, message_id)
          SELECT user_id, cursor, $7, message_id FROM fan
      )
-     SELECT n.ord, m.id, n.seq, n.to_user, n.group_id, NULL::bigint, NULL::bigint
+     SELECT n.ord, m.id, n.seq, n.to_user, n.group_id, NULL::bigint, NULL::bigint, n.expires_at
      FROM n JOIN m ON m.conversation_id = n.conversation_id AND m.seq = n.seq
      UNION ALL
-     SELECT ord, NULL, NULL, NULL, NULL, user_id, cursor FROM fan";
+     SELECT ord, NULL, NULL, NULL, NULL, user_id, cursor, NULL FROM fan";
 
 /// Stores the messages of many sends and their inbox rows in one
 /// statement ([`POST_MANY`]); `None` for a row whose `client_msg_id` its
@@ -244,6 +247,7 @@ pub fn post_many(
                 kind: new.kind.to_owned(),
                 edited_at: None,
                 recalled_at: None,
+                expires_at: r.try_get(7)?,
             },
             deliveries: Vec::new(),
         });

@@ -111,7 +111,8 @@ pub(super) fn unindex_text(c: &Connection, id: u64) -> Result<(), StoreError> {
 
 /// Full-text search over what the user can see: conversations they are in
 /// (after joining), not recalled, not hidden by them, not from users they
-/// block. `query` is an FTS5 expression the caller has made safe.
+/// block, not expired at `now` (swept or not). `query` is an FTS5
+/// expression the caller has made safe.
 ///
 /// Runs on a reader, never on the writer: the text of the messages the
 /// index does not hold yet (fewer than [`INDEX_TEXT_AFTER`], see
@@ -124,6 +125,7 @@ pub fn search(
     user_id: u64,
     query: &str,
     limit: usize,
+    now: i64,
 ) -> Result<Vec<MessageRow>, StoreError> {
     let snapshot = c.unchecked_transaction()?;
     // Most searchers have no text newer than the index (it catches up every
@@ -157,6 +159,7 @@ pub fn search(
          JOIN conversation_members cm ON cm.conversation_id = m.conversation_id AND cm.user_id = ?1
          WHERE m.seq > cm.joined_seq
            AND m.recalled_at IS NULL
+           AND (m.expires_at IS NULL OR m.expires_at > ?4)
            AND NOT EXISTS (SELECT 1 FROM hidden_messages h WHERE h.user_id = ?1 AND h.message_id = m.id)
            AND NOT EXISTS (SELECT 1 FROM blocks b WHERE b.user_id = ?1 AND b.blocked_id = m.sender_id)
          ORDER BY m.id DESC
@@ -164,7 +167,9 @@ pub fn search(
     );
     let rows = c
         .prepare_cached(&sql)?
-        .query_map(params![user_id, query, limit as i64], |r| message(r, 0))?
+        .query_map(params![user_id, query, limit as i64, now], |r| {
+            message(r, 0)
+        })?
         .collect::<Result<Vec<_>, _>>()?;
     if recent {
         // Nothing of the connection's own index need outlive the search.

@@ -28,7 +28,11 @@ use crate::store::StoreError;
 /// `conversations c`.
 pub(super) const MESSAGE_COLUMNS: &str = "m.id, m.conversation_id, m.seq, m.sender_id,
     CASE WHEN c.kind = 'direct' THEN (CASE WHEN m.sender_id = c.user_lo THEN c.user_hi ELSE c.user_lo END) END,
-    c.group_id, m.client_msg_id, m.body, m.sent_at, m.kind, m.edited_at, m.recalled_at";
+    c.group_id, m.client_msg_id, m.body, m.sent_at, m.kind, m.edited_at, m.recalled_at, m.expires_at";
+
+/// How many columns [`MESSAGE_COLUMNS`] holds: what a query selects after
+/// them starts at `at + MESSAGE_COLUMN_COUNT`.
+pub(super) const MESSAGE_COLUMN_COUNT: usize = 13;
 
 pub(super) fn message(r: &Row<'_>, at: usize) -> rusqlite::Result<MessageRow> {
     Ok(MessageRow {
@@ -44,6 +48,7 @@ pub(super) fn message(r: &Row<'_>, at: usize) -> rusqlite::Result<MessageRow> {
         kind: r.get(at + 9)?,
         edited_at: r.get(at + 10)?,
         recalled_at: r.get(at + 11)?,
+        expires_at: r.get(at + 12)?,
     })
 }
 
@@ -142,11 +147,22 @@ pub(super) fn insert(c: &Conn<'_>, new: &NewRow<'_>) -> Result<Option<MessageRow
     // (read through the `(conversation_id, seq)` index the INSERT descends
     // anyway), not from copies in `conversations`: updating those dirtied a
     // page per message that no other message of the group commit shared.
-    let (seq, to_user, to_group, previous_sender): (u64, Option<u64>, Option<u64>, Option<u64>) = c
+    let (seq, to_user, to_group, previous_sender, ttl): (
+        u64,
+        Option<u64>,
+        Option<u64>,
+        Option<u64>,
+        Option<i64>,
+    ) = c
         .hot(Hot::LastMessage)?
         .query_row(params![conversation_id, sender], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
         })?;
+    // Only people's messages disappear; a group's system messages are its
+    // record of who was in it.
+    let expires_at = ttl
+        .filter(|_| kind == "user")
+        .map(|ttl| now.saturating_add(ttl.saturating_mul(1000)));
     let inserted = c.hot(Hot::InsertMessage)?.execute(params![
         conversation_id,
         seq,
@@ -154,7 +170,8 @@ pub(super) fn insert(c: &Conn<'_>, new: &NewRow<'_>) -> Result<Option<MessageRow
         client_msg_id,
         body,
         now,
-        kind
+        kind,
+        expires_at
     ])?;
     if inserted == 0 {
         return Ok(None);
@@ -180,25 +197,27 @@ pub(super) fn insert(c: &Conn<'_>, new: &NewRow<'_>) -> Result<Option<MessageRow
         kind: kind.to_owned(),
         edited_at: None,
         recalled_at: None,
+        expires_at,
     }))
 }
 
 /// The conversation (`?1`) and its newest message, for [`insert`]: the next
 /// seq, the other member as seen from the sender (`?2`) of a direct
-/// conversation, the group, and the newest message's sender. The ORDER BY
+/// conversation, the group, the newest message's sender, and the
+/// conversation's message TTL. The ORDER BY
 /// and LIMIT on the join itself let SQLite walk the `(conversation_id, seq)`
 /// index backwards from its end; a `LEFT JOIN (SELECT ... LIMIT 1)` made it
 /// materialize that subquery into a temporary table on every send.
 pub(super) const LAST_MESSAGE: &str = "SELECT COALESCE(m.seq, 0) + 1,
          CASE WHEN c.kind = 'direct' THEN (CASE WHEN ?2 = c.user_lo THEN c.user_hi ELSE c.user_lo END) END,
-         c.group_id, m.sender_id
+         c.group_id, m.sender_id, c.message_ttl_seconds
      FROM conversations c LEFT JOIN messages m ON m.conversation_id = c.id
      WHERE c.id = ?1
      ORDER BY m.seq DESC LIMIT 1";
 
 pub(super) const INSERT_MESSAGE: &str =
-    "INSERT INTO messages (conversation_id, seq, sender_id, client_msg_id, body, sent_at, kind)
-     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+    "INSERT INTO messages (conversation_id, seq, sender_id, client_msg_id, body, sent_at, kind, expires_at)
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
      ON CONFLICT (sender_id, client_msg_id) DO NOTHING";
 
 /// Moves the sender's read marker up to just before their message `?3`
@@ -652,7 +671,7 @@ mod tests {
             let store = store.clone();
             async move {
                 store
-                    .read_sql(move |c| search(c, b, &format!("\"{word}\""), 100))
+                    .read_sql(move |c| search(c, b, &format!("\"{word}\""), 100, 0))
                     .await
                     .unwrap()
                     .into_iter()
@@ -838,5 +857,13 @@ mod tests {
             })
             .await
             .unwrap();
+    }
+
+    #[test]
+    fn the_message_column_count_is_what_the_list_holds() {
+        assert_eq!(
+            super::MESSAGE_COLUMNS.split(',').count(),
+            super::MESSAGE_COLUMN_COUNT
+        );
     }
 }

@@ -49,6 +49,7 @@
 
 mod conn;
 mod conversations;
+pub(crate) mod expiry;
 pub(crate) mod files;
 mod fulltext;
 pub(crate) mod groups;

@@ -23,6 +23,7 @@ pub fn sync(
     user_id: u64,
     after: u64,
     limit: usize,
+    now: i64,
 ) -> Result<Vec<InboxRow>, StoreError> {
     let sql = format!(
         "SELECT i.cursor, i.kind, i.payload, {MESSAGE_COLUMNS}, v.body, v.edited_at
@@ -44,17 +45,18 @@ pub fn sync(
     let rows = stmt
         .query_map(params![user_id, after, limit as i64], |r| {
             let mut message = optional_message(r, 3)?;
-            let seen: Option<String> = r.get(15)?;
+            let seen: Option<String> = r.get(16)?;
             if let (Some(m), Some(body)) = (message.as_mut(), seen) {
                 m.body = body;
-                m.edited_at = r.get(16)?;
+                m.edited_at = r.get(17)?;
             }
             Ok(InboxRow {
                 cursor: r.get(0)?,
                 kind: r.get(1)?,
                 payload: r.get(2)?,
                 message,
-            })
+            }
+            .as_of(now))
         })?
         .collect::<Result<Vec<_>, _>>()?;
     Ok(rows)
@@ -77,6 +79,7 @@ pub fn history(
     conversation_id: u64,
     before_seq: Option<u64>,
     limit: usize,
+    now: i64,
 ) -> Result<Option<Vec<MessageRow>>, StoreError> {
     let Some(member) = membership(c, user_id, conversation_id)? else {
         return Ok(None);
@@ -84,6 +87,7 @@ pub fn history(
     let sql = format!(
         "SELECT {MESSAGE_COLUMNS} FROM messages m JOIN conversations c ON c.id = m.conversation_id
          WHERE m.conversation_id = ?1 AND m.seq < ?2 AND m.seq > ?4
+           AND (m.expires_at IS NULL OR m.expires_at > ?6)
            AND NOT EXISTS (SELECT 1 FROM hidden_messages h WHERE h.user_id = ?5 AND h.message_id = m.id)
          ORDER BY m.seq DESC LIMIT ?3"
     );
@@ -96,7 +100,8 @@ pub fn history(
                 before,
                 limit as i64,
                 member.joined_seq,
-                user_id
+                user_id,
+                now
             ],
             |r| message(r, 0),
         )?
@@ -121,9 +126,9 @@ pub fn conversations(
              FROM conversation_members cm WHERE cm.user_id = ?1
          )
          SELECT c.id, c.kind, CASE WHEN c.kind = 'direct' THEN (CASE WHEN c.user_lo = ?1 THEN c.user_hi ELSE c.user_lo END) END,
-                c.group_id, g.name, COALESCE(mine.last_seq, 0), mine.read_seq,
+                c.group_id, g.name, COALESCE(mine.last_seq, 0), mine.read_seq, c.message_ttl_seconds,
                 (SELECT COUNT(*) FROM messages u WHERE u.conversation_id = c.id AND u.seq > mine.read_seq
-                    AND u.sender_id != ?1 AND u.kind = 'user' AND u.recalled_at IS NULL
+                    AND u.sender_id != ?1 AND u.kind = 'user' AND u.recalled_at IS NULL AND u.expired_at IS NULL
                     AND NOT EXISTS (SELECT 1 FROM hidden_messages h WHERE h.user_id = ?1 AND h.message_id = u.id)),
                 {MESSAGE_COLUMNS},
                 s.muted_until, s.pinned_at
@@ -148,11 +153,12 @@ pub fn conversations(
                 group_name: r.get(4)?,
                 last_seq: r.get(5)?,
                 read_seq: r.get(6)?,
-                unread: r.get(7)?,
-                last_message: optional_message(r, 8)?,
+                message_ttl_seconds: r.get(7)?,
+                unread: r.get(8)?,
+                last_message: optional_message(r, 9)?,
                 settings: SettingsRow {
-                    muted_until: r.get(20)?,
-                    pinned_at: r.get(21)?,
+                    muted_until: r.get(9 + super::messages::MESSAGE_COLUMN_COUNT)?,
+                    pinned_at: r.get(10 + super::messages::MESSAGE_COLUMN_COUNT)?,
                     archived,
                 },
             })
@@ -263,7 +269,7 @@ pub fn unread(c: &Connection, user_id: u64, conversation_id: u64) -> Result<u64,
             "SELECT COUNT(*) FROM messages u JOIN conversation_members cm
                ON cm.conversation_id = u.conversation_id AND cm.user_id = ?1
              WHERE u.conversation_id = ?2 AND u.seq > cm.read_seq AND u.sender_id != ?1
-               AND u.kind = 'user' AND u.recalled_at IS NULL
+               AND u.kind = 'user' AND u.recalled_at IS NULL AND u.expired_at IS NULL
                AND NOT EXISTS (SELECT 1 FROM hidden_messages h WHERE h.user_id = ?1 AND h.message_id = u.id)",
         )?
         .query_row(params![user_id, conversation_id], |r| r.get(0))?)
