@@ -489,6 +489,9 @@ async fn reacts_mutes_and_lists_pins() -> Result<()> {
     cli.type_line(":mute @bob").await?;
     cli.expect("* @bob: muted").await?;
     assert_eq!(settings().await?["muted_until"], "forever");
+    cli.type_line(":convs").await?;
+    let line = cli.expect("@bob: ").await?;
+    assert!(line.ends_with("unread (muted)"), "{line:?}");
 
     let (status, body) = bob
         .put(

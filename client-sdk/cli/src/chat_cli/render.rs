@@ -240,9 +240,16 @@ impl View<'_> {
     }
 
     /// `  @bob: 2 unread` / `  #team: 0 unread`.
+    /// `  @bob: 2 unread`, `  #team: 0 unread (muted, pinned to the top)`.
     pub fn conversation(&self, conversation: &Conversation) -> String {
+        let flags = self.settings_flags(&conversation.settings);
+        let flags = if flags.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", flags.join(", "))
+        };
         format!(
-            "  {}: {} unread",
+            "  {}: {} unread{flags}",
             self.conversation_label(conversation),
             conversation.unread_count
         )

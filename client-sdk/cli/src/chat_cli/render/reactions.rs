@@ -55,24 +55,35 @@ impl View<'_> {
         conversation_id: u64,
         settings: &ConversationSettings,
     ) -> String {
-        let mut parts = vec![match settings.muted_until {
-            Some(MutedUntil::Forever) => "muted".to_owned(),
-            Some(MutedUntil::Time(until)) if until > self.now_ms => {
-                format!("muted until {}", self.stamp(until))
-            }
-            _ => "not muted".to_owned(),
-        }];
-        if settings.pinned {
-            parts.push("pinned to the top".to_owned());
-        }
-        if settings.archived {
-            parts.push("archived".to_owned());
+        let mut parts = self.settings_flags(settings);
+        if !matches!(parts.first(), Some(first) if first.starts_with("muted")) {
+            parts.insert(0, "not muted".to_owned());
         }
         format!(
             "* {}: {}",
             self.conversation_by_id(conversation_id),
             parts.join(", ")
         )
+    }
+
+    /// What differs from the defaults: `muted` / `muted until 13:30`,
+    /// `pinned to the top`, `archived`.
+    pub(in super::super) fn settings_flags(&self, settings: &ConversationSettings) -> Vec<String> {
+        let mut flags = Vec::new();
+        match settings.muted_until {
+            Some(MutedUntil::Forever) => flags.push("muted".to_owned()),
+            Some(MutedUntil::Time(until)) if until > self.now_ms => {
+                flags.push(format!("muted until {}", self.stamp(until)));
+            }
+            _ => {}
+        }
+        if settings.pinned {
+            flags.push("pinned to the top".to_owned());
+        }
+        if settings.archived {
+            flags.push("archived".to_owned());
+        }
+        flags
     }
 
     /// A message as `:history` shows it: with its id (what `:react` takes)
