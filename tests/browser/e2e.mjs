@@ -392,6 +392,89 @@ async function main() {
     await checkSameOrder([p1, p2], [groupHello, groupReply], 'group chat');
   });
 
+  const messageWith = (page, text) => page.locator('[data-testid="message-list"] [data-testid="message"]', {
+    has: page.locator('[data-testid="message-text"]', { hasText: text }),
+  });
+  const reactionOn = (page, text, emoji, { count, mine }) =>
+    messageWith(page, text).locator(`[data-testid="reaction"][data-emoji="${emoji}"][data-count="${count}"][data-mine="${mine}"]`);
+
+  await step(`${USER1} reacts to ${USER2}'s message: both pages count it; ${USER2} adds one, ${USER1} takes theirs back`, async () => {
+    await directConv(p1, USER2).click();
+    await directConv(p2, USER1).click();
+    await waitForMessage(p1, reply);
+    await waitForMessage(p2, reply);
+    const thumbs = '👍';
+    await messageWith(p1, reply).hover();
+    await messageWith(p1, reply).locator('[data-testid="react-button"]').click();
+    await messageWith(p1, reply).locator(`[data-testid="reaction-option"][data-emoji="${thumbs}"]`).click();
+    await reactionOn(p1, reply, thumbs, { count: 1, mine: true }).waitFor();
+    await reactionOn(p2, reply, thumbs, { count: 1, mine: false }).waitFor();
+    // Clicking someone else's reaction joins it.
+    await reactionOn(p2, reply, thumbs, { count: 1, mine: false }).click();
+    await reactionOn(p2, reply, thumbs, { count: 2, mine: true }).waitFor();
+    await reactionOn(p1, reply, thumbs, { count: 2, mine: true }).waitFor();
+    // Clicking one's own takes it back.
+    await reactionOn(p1, reply, thumbs, { count: 2, mine: true }).click();
+    await reactionOn(p1, reply, thumbs, { count: 1, mine: false }).waitFor();
+    await reactionOn(p2, reply, thumbs, { count: 1, mine: true }).waitFor();
+  });
+
+  await step(`${USER2} pins ${USER1}'s message: both see it pinned and in the pin list; ${USER1} unpins it`, async () => {
+    await messageWith(p2, hello).hover();
+    await messageWith(p2, hello).locator('[data-testid="pin-button"]').click();
+    await messageWith(p2, hello).locator('[data-testid="pinned-marker"]').waitFor();
+    await messageWith(p1, hello).locator('[data-testid="pinned-marker"]').waitFor();
+    await p1.locator('[data-testid="pins-count"]', { hasText: '1' }).waitFor();
+    await byTestId(p1, 'pins-button').click();
+    const pin = p1.locator('[data-testid="pins-panel"] [data-testid="pin-item"]');
+    await pin.locator('[data-testid="pin-text"]', { hasText: hello }).waitFor();
+    check(await pin.count() === 1, `${USER1}'s pin list has ${await pin.count()} pins, expected 1`);
+    await screenshots('-pins');
+    await pin.locator('[data-testid="pin-remove"]').click();
+    await pin.waitFor({ state: 'detached' });
+    await messageWith(p2, hello).locator('[data-testid="pinned-marker"]').waitFor({ state: 'detached' });
+    await byTestId(p1, 'pins-button').click();
+    await byTestId(p1, 'pins-panel').waitFor({ state: 'hidden' });
+  });
+
+  const menu = async (page, item) => {
+    await byTestId(page, 'conversation-menu-button').click();
+    await byTestId(page, item).click();
+    await byTestId(page, 'conversation-menu').waitFor({ state: 'hidden' });
+  };
+  const comeback = `${USER1}: back from the archive ${nonce}`;
+  await step(`${USER2} pins the chat to the top, mutes it, archives it; a new message brings it back`, async () => {
+    const items = p2.locator('[data-testid="conversation-list"] [data-testid="conversation-item"]');
+    // The group chat is the most recent; pinning the direct chat puts it first.
+    await items.first().and(p2.locator('[data-kind="group"]')).waitFor();
+    await menu(p2, 'menu-pin');
+    await items.first().and(p2.locator(`[data-peer-username="${USER1}"][data-pinned="true"]`)).waitFor();
+    await menu(p2, 'menu-mute-forever');
+    await directConv(p2, USER1).and(p2.locator('[data-muted="true"]')).locator('[data-testid="muted-icon"]').waitFor();
+    // Unmuted from another device (the SDK, beside the page): the page follows conversation.settings.
+    await p2.evaluate(async (peer) => {
+      const { client, state } = window.mqchatApp;
+      const peerId = (await client.userByName(peer)).id;
+      const conv = [...state.convs.values()].find((c) => c.kind === 'direct' && c.peerId === peerId);
+      await client.updateConversationSettings(conv.id, { mutedUntil: null });
+    }, USER1);
+    await directConv(p2, USER1).and(p2.locator('[data-muted="false"]')).waitFor();
+    check(await directConv(p2, USER1).locator('[data-testid="muted-icon"]').count() === 0, 'the muted icon stays after unmuting');
+
+    await menu(p2, 'menu-archive');
+    await directConv(p2, USER1).waitFor({ state: 'detached' });
+    await p2.locator('[data-testid="archived-toggle"]', { hasText: '(1)' }).click();
+    await directConv(p2, USER1).and(p2.locator('[data-archived="true"]')).waitFor();
+    await screenshots('-archived');
+    await byTestId(p2, 'archived-toggle').click();
+    await directConv(p2, USER1).waitFor({ state: 'detached' });
+    // A new message unarchives it.
+    await send(p1, comeback);
+    await directConv(p2, USER1).and(p2.locator('[data-archived="false"]'))
+      .locator('[data-testid="conversation-preview"]', { hasText: comeback }).waitFor();
+    await byTestId(p2, 'archived-toggle').waitFor({ state: 'hidden' });
+  });
+
   await step(`${USER2} reloads the page: history comes back in order`, async () => {
     await p2.reload({ waitUntil: 'domcontentloaded' });
     await login(u2, USER2, PASS2);

@@ -419,3 +419,107 @@ async fn reconnects_after_a_server_restart() -> Result<()> {
     assert!(status.success(), "exit {status}:\n{screen}");
     Ok(())
 }
+
+/// `:react` / `:unreact`, `:mute` and `:pins` on the current conversation
+/// (the one last looked at) and on a named one; every change shows when its
+/// event comes back, and the server holds it.
+#[tokio::test]
+async fn reacts_mutes_and_lists_pins() -> Result<()> {
+    let server = TestServer::start().await?;
+    let alice = server.user("alice").await?;
+    let bob = server.user("bob").await?;
+    alice.befriend(&bob).await?;
+    let (status, sent) = bob.send_text(alice.id, "p-1", "pin me").await?;
+    assert_eq!(status, 201, "{sent}");
+    let message = sent["id"].as_u64().context("message id")?;
+    let conversation = sent["conversation_id"]
+        .as_u64()
+        .context("conversation id")?;
+    let settings = || async {
+        let (status, list) = alice.get("/v1/conversations").await?;
+        assert_eq!(status, 200, "{list}");
+        let found = list["conversations"]
+            .as_array()
+            .and_then(|all| all.iter().find(|c| c["id"] == conversation))
+            .map(|c| c["settings"].clone());
+        found.context("the conversation is not listed")
+    };
+
+    let mut cli = Screen::piped(&cli_args(&server, "alice"), "password-alice")?;
+    cli.expect("connected as alice").await?;
+    // Nothing written to or looked at yet: no current conversation.
+    cli.type_line(":pins").await?;
+    cli.expect("error: no current conversation").await?;
+    cli.type_line(":history @bob").await?;
+    cli.expect(&format!("@bob: pin me  (id {message})")).await?;
+
+    cli.type_line(&format!(":react {message} 👍")).await?;
+    cli.expect(&format!(
+        "* you reacted 👍 to message {message} in @bob (1)"
+    ))
+    .await?;
+    let (status, body) = bob
+        .put(&format!("/v1/messages/{message}/reactions/👍"), &json!({}))
+        .await?;
+    assert_eq!(status, 200, "{body}");
+    cli.expect(&format!(
+        "* bob reacted 👍 to message {message} in @bob (2)"
+    ))
+    .await?;
+    cli.type_line(&format!(":unreact {message} 👍")).await?;
+    cli.expect(&format!(
+        "* you took back 👍 on message {message} in @bob (1)"
+    ))
+    .await?;
+    cli.type_line(&format!(":react {message} nope")).await?;
+    cli.expect("error: invalid_emoji: ").await?;
+
+    cli.type_line(":mute 8h").await?;
+    cli.expect("* @bob: muted until ").await?;
+    let until = settings().await?["muted_until"]
+        .as_i64()
+        .context("muted_until is a time")?;
+    let hours = (until - now_ms()) as f64 / 3_600_000.0;
+    assert!((7.9..=8.0).contains(&hours), "muted for {hours} h");
+    cli.type_line(":mute 8 hours").await?;
+    cli.expect("error: not a duration: \"8 hours\"").await?;
+    cli.type_line(":mute off").await?;
+    cli.expect("* @bob: not muted").await?;
+    assert_eq!(settings().await?["muted_until"], Value::Null);
+    cli.type_line(":mute @bob").await?;
+    cli.expect("* @bob: muted").await?;
+    assert_eq!(settings().await?["muted_until"], "forever");
+    cli.type_line(":convs").await?;
+    let line = cli.expect("@bob: ").await?;
+    assert!(line.ends_with("unread (muted)"), "{line:?}");
+
+    let (status, body) = bob
+        .put(
+            &format!("/v1/conversations/{conversation}/pins/{message}"),
+            &json!({}),
+        )
+        .await?;
+    assert_eq!(status, 204, "{body}");
+    cli.expect(&format!("* bob pinned message {message} in @bob"))
+        .await?;
+    cli.type_line(":pins").await?;
+    cli.expect("pinned in @bob (1):").await?;
+    cli.expect(&format!(
+        "@bob: pin me  (id {message} · 👍 1), pinned by bob"
+    ))
+    .await?;
+    cli.type_line(":pins @bob extra").await?;
+    cli.expect("error: usage: :pins [@user|#group]").await?;
+
+    let (status, screen) = cli.wait().await?;
+    assert!(status.success(), "exit {status}:\n{screen}");
+    Ok(())
+}
+
+/// Now, Unix ms.
+fn now_ms() -> i64 {
+    let since = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    i64::try_from(since.as_millis()).unwrap_or(i64::MAX)
+}

@@ -11,6 +11,8 @@ use super::command::{self, Command, ParseError, Target};
 use super::directory::{Directory, GroupEntry, GroupMatch};
 use super::render::{clean_line, names_in_message, names_needed, Clock, View};
 
+mod reactions;
+
 /// Why a command failed, as one line after `error: `.
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {
@@ -30,6 +32,8 @@ pub enum CliError {
     NoRequestTo(String),
     #[error("no conversation with {0} yet")]
     NoConversation(String),
+    #[error("no current conversation: name one (@user or #group), or write to one first")]
+    NoCurrent,
 }
 
 /// A server error as `code: message`; other errors with their context.
@@ -54,6 +58,9 @@ pub struct App {
     me: User,
     dir: Mutex<Directory>,
     clock: Clock,
+    /// The conversation last written to or looked at (id, label): what
+    /// `:mute` and `:pins` mean without naming one.
+    current: Mutex<Option<(u64, String)>>,
 }
 
 impl App {
@@ -76,6 +83,7 @@ impl App {
             me,
             dir: Mutex::new(dir),
             clock,
+            current: Mutex::new(None),
         }
     }
 
@@ -88,6 +96,20 @@ impl App {
         self.dir
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn current(&self) -> Option<(u64, String)> {
+        self.current
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    fn set_current(&self, conversation_id: u64, label: String) {
+        *self
+            .current
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some((conversation_id, label));
     }
 
     fn view<'a>(&'a self, dir: &'a Directory) -> View<'a> {
@@ -178,6 +200,13 @@ impl App {
                 self.client.cancel_friend_request(request.id).await?;
                 Ok(Vec::new())
             }
+            Command::React {
+                message_id,
+                emoji,
+                remove,
+            } => self.react(message_id, &emoji, remove).await,
+            Command::Mute(scope) => self.mute(scope).await,
+            Command::Pins(scope) => self.pins(scope).await,
             Command::Help => Ok(command::HELP.lines().map(str::to_owned).collect()),
             Command::Quit => Ok(Vec::new()),
         }
@@ -186,17 +215,22 @@ impl App {
     /// Sends a message. Prints nothing: the message shows when the stream
     /// brings it back, like one sent from another device.
     async fn say(&self, target: Target) -> Result<Vec<String>, CliError> {
-        let (to, text) = match target {
-            Target::User { name, rest } => (Recipient::User(self.user_id(&name).await?), rest),
+        let (to, text, label) = match target {
+            Target::User { name, rest } => {
+                let label = format!("@{name}");
+                (Recipient::User(self.user_id(&name).await?), rest, label)
+            }
             Target::Group { spec } => {
                 let (group, rest) = self.group(&spec).await?;
-                (Recipient::Group(group.id), rest)
+                let label = format!("#{}", clean_line(&group.name));
+                (Recipient::Group(group.id), rest, label)
             }
         };
         if text.is_empty() {
             return Err(ParseError::Usage("@user MESSAGE or #group MESSAGE").into());
         }
-        self.client.send_text(to, &text).await?;
+        let sent = self.client.send_text(to, &text).await?;
+        self.set_current(sent.conversation_id, label);
         Ok(Vec::new())
     }
 
@@ -341,6 +375,7 @@ impl App {
     async fn history(&self, target: Target) -> Result<Vec<String>, CliError> {
         let conversation = self.resolve(target).await?;
         let count = command::history_count(&conversation.rest)?;
+        self.set_current(conversation.conversation_id, conversation.label.clone());
         let page = self
             .client
             .history(conversation.conversation_id, None, Some(count))
@@ -363,7 +398,7 @@ impl App {
             "--- history with {label}: last {} ---",
             page.messages.len()
         )];
-        lines.extend(page.messages.iter().map(|m| view.message(m)));
+        lines.extend(page.messages.iter().map(|m| view.message_with_id(m)));
         lines.push(if page.has_more {
             format!(
                 "--- older messages: :history {label} {} ---",
@@ -377,6 +412,7 @@ impl App {
 
     async fn read(&self, target: Target) -> Result<Vec<String>, CliError> {
         let conversation = self.resolve(target).await?;
+        self.set_current(conversation.conversation_id, conversation.label.clone());
         let page = self
             .client
             .history(conversation.conversation_id, None, Some(1))

@@ -4,10 +4,14 @@
 //! are resolved later; group names may contain spaces, so a `#...` target
 //! keeps the rest of the line and the resolver splits it.
 
+use std::time::Duration;
+
 /// Messages shown by `:history` when no count is given.
 pub const DEFAULT_HISTORY: u32 = 20;
 /// The most `:history` asks for at once (the server's page limit).
 pub const MAX_HISTORY: u32 = 100;
+/// The longest `:mute` with a duration; longer is `:mute forever`.
+pub const MAX_MUTE: Duration = Duration::from_secs(365 * 24 * 3600);
 
 /// One line of input.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,6 +44,17 @@ pub enum Command {
     Reject(String),
     /// `:cancel @user`: withdraw one's own request.
     Cancel(String),
+    /// `:react MESSAGE_ID EMOJI`, or `:unreact ...` (`remove`).
+    React {
+        message_id: u64,
+        emoji: String,
+        remove: bool,
+    },
+    /// `:mute [@user|#group] [DURATION|forever|off]`; the duration is the
+    /// scope's rest.
+    Mute(Scope),
+    /// `:pins [@user|#group]`.
+    Pins(Scope),
     /// `:help`.
     Help,
     /// `:q`, `:quit`.
@@ -52,6 +67,22 @@ pub enum Command {
 pub enum Target {
     User { name: String, rest: String },
     Group { spec: String },
+}
+
+/// The conversation a command is about: the one named, or the current one
+/// (the last one written to or looked at) with the rest of the line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scope {
+    Current { rest: String },
+    Named(Target),
+}
+
+/// What `:mute` asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MuteFor {
+    Forever,
+    For(Duration),
+    Off,
 }
 
 /// Why a line is not a command.
@@ -67,6 +98,8 @@ pub enum ParseError {
     NothingToSend(String),
     #[error("not a count: {0:?}")]
     BadCount(String),
+    #[error("not a duration: {0:?} (like 30m, 8h, 2d, 1w, at most 365d; or forever, or off)")]
+    BadDuration(String),
 }
 
 /// Parses one line; `Ok(None)` for a blank one.
@@ -128,6 +161,36 @@ fn command(line: &str) -> Result<Command, ParseError> {
         "accept" => one_user(args, ":accept @user").map(Command::Accept),
         "reject" => one_user(args, ":reject @user").map(Command::Reject),
         "cancel" => one_user(args, ":cancel @user").map(Command::Cancel),
+        "react" | "unreact" => {
+            let usage = if name == "react" {
+                ":react MESSAGE_ID EMOJI"
+            } else {
+                ":unreact MESSAGE_ID EMOJI"
+            };
+            let (id, emoji) = split_word(args);
+            let message_id = id.parse().map_err(|_| ParseError::Usage(usage))?;
+            if emoji.is_empty() || emoji.contains(char::is_whitespace) {
+                return Err(ParseError::Usage(usage));
+            }
+            Ok(Command::React {
+                message_id,
+                emoji: emoji.to_owned(),
+                remove: name == "unreact",
+            })
+        }
+        "mute" => scope(args).map(Command::Mute).ok_or(ParseError::Usage(
+            ":mute [@user|#group] [DURATION|forever|off]",
+        )),
+        "pins" => match scope(args) {
+            Some(Scope::Current { rest }) if !rest.is_empty() => {
+                Err(ParseError::Usage(":pins [@user|#group]"))
+            }
+            Some(Scope::Named(Target::User { rest, .. })) if !rest.is_empty() => {
+                Err(ParseError::Usage(":pins [@user|#group]"))
+            }
+            Some(scope) => Ok(Command::Pins(scope)),
+            None => Err(ParseError::Usage(":pins [@user|#group]")),
+        },
         other => Err(ParseError::UnknownCommand(other.to_owned())),
     }
 }
@@ -150,6 +213,41 @@ fn target(s: &str) -> Option<Target> {
         (!spec.is_empty()).then(|| Target::Group {
             spec: spec.to_owned(),
         })
+    }
+}
+
+/// `@user rest`, `#group...`, or the current conversation and the line.
+fn scope(args: &str) -> Option<Scope> {
+    if args.starts_with(['@', '#']) {
+        target(args).map(Scope::Named)
+    } else {
+        Some(Scope::Current {
+            rest: args.to_owned(),
+        })
+    }
+}
+
+/// `:mute`'s argument: nothing or `forever`, `off`, or a count of minutes
+/// (`m`), hours (`h`), days (`d`) or weeks (`w`) up to [`MAX_MUTE`].
+pub fn mute_for(rest: &str) -> Result<MuteFor, ParseError> {
+    let rest = rest.trim();
+    let bad = || ParseError::BadDuration(rest.to_owned());
+    match rest {
+        "" | "forever" => return Ok(MuteFor::Forever),
+        "off" => return Ok(MuteFor::Off),
+        _ => {}
+    }
+    let unit = match rest.chars().last() {
+        Some('m') => 60,
+        Some('h') => 3600,
+        Some('d') => 24 * 3600,
+        Some('w') => 7 * 24 * 3600,
+        _ => return Err(bad()),
+    };
+    let count: u64 = rest[..rest.len() - 1].parse().map_err(|_| bad())?;
+    match count.checked_mul(unit).map(Duration::from_secs) {
+        Some(d) if !d.is_zero() && d <= MAX_MUTE => Ok(MuteFor::For(d)),
+        _ => Err(bad()),
     }
 }
 
@@ -205,6 +303,14 @@ commands:
   :accept @user              accept a friend request
   :reject @user              reject a friend request
   :cancel @user              withdraw your friend request
+  :react ID EMOJI            react to message ID (ids show in :history)
+  :unreact ID EMOJI          take your reaction back
+  :mute [@user|#group] [DURATION|off]
+                             mute a conversation: for 30m, 8h, 2d, 1w, or
+                             forever (no DURATION); off unmutes. Without a
+                             conversation, the current one (the last you
+                             wrote to or looked at)
+  :pins [@user|#group]       the pinned messages (of the current one, without)
   :help                      this list
   :q                         quit
 what you send, and what you change, shows up when the server confirms it.";
@@ -287,6 +393,88 @@ mod tests {
             parse("@é\u{0} x"),
             Ok(Some(Command::Say(user("é\u{0}", "x"))))
         );
+    }
+
+    #[test]
+    fn reactions_mute_and_pins() {
+        assert_eq!(
+            parse(":react 42 👍"),
+            Ok(Some(Command::React {
+                message_id: 42,
+                emoji: "👍".into(),
+                remove: false
+            }))
+        );
+        assert_eq!(
+            parse(":unreact 42  ❤️ "),
+            Ok(Some(Command::React {
+                message_id: 42,
+                emoji: "❤️".into(),
+                remove: true
+            }))
+        );
+        for bad in [
+            ":react",
+            ":react 42",
+            ":react x 👍",
+            ":react 42 👍 👍",
+            ":unreact -1 👍",
+        ] {
+            assert!(matches!(parse(bad), Err(ParseError::Usage(_))), "{bad}");
+        }
+        let current = |rest: &str| Scope::Current { rest: rest.into() };
+        assert_eq!(parse(":mute"), Ok(Some(Command::Mute(current("")))));
+        assert_eq!(parse(":mute 8h"), Ok(Some(Command::Mute(current("8h")))));
+        assert_eq!(
+            parse(":mute @Bob off"),
+            Ok(Some(Command::Mute(Scope::Named(user("bob", "off")))))
+        );
+        assert_eq!(
+            parse(":mute #dev team 2d"),
+            Ok(Some(Command::Mute(Scope::Named(group("dev team 2d")))))
+        );
+        assert_eq!(parse(":pins"), Ok(Some(Command::Pins(current("")))));
+        assert_eq!(
+            parse(":pins #team"),
+            Ok(Some(Command::Pins(Scope::Named(group("team")))))
+        );
+        assert!(matches!(parse(":pins now"), Err(ParseError::Usage(_))));
+        assert!(matches!(parse(":pins @bob 3"), Err(ParseError::Usage(_))));
+        assert!(matches!(parse(":mute @ 3h"), Err(ParseError::Usage(_))));
+    }
+
+    #[test]
+    fn mute_durations() {
+        assert_eq!(mute_for(""), Ok(MuteFor::Forever));
+        assert_eq!(mute_for(" forever "), Ok(MuteFor::Forever));
+        assert_eq!(mute_for("off"), Ok(MuteFor::Off));
+        assert_eq!(mute_for("30m"), Ok(MuteFor::For(Duration::from_secs(1800))));
+        assert_eq!(
+            mute_for("8h"),
+            Ok(MuteFor::For(Duration::from_secs(8 * 3600)))
+        );
+        assert_eq!(
+            mute_for("1w"),
+            Ok(MuteFor::For(Duration::from_secs(7 * 86_400)))
+        );
+        assert_eq!(mute_for("365d"), Ok(MuteFor::For(MAX_MUTE)));
+        for bad in [
+            "366d",
+            "0h",
+            "h",
+            "5",
+            "5s",
+            "-1h",
+            "1.5h",
+            "é",
+            "99999999999999999999w",
+        ] {
+            assert_eq!(
+                mute_for(bad),
+                Err(ParseError::BadDuration(bad.into())),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

@@ -67,6 +67,23 @@ impl Directory {
         self.direct.get(&peer).copied()
     }
 
+    /// `@bob` or `#team` for a known conversation id.
+    pub fn conversation_label(&self, conversation_id: u64) -> Option<String> {
+        if let Some(group) = self
+            .groups
+            .values()
+            .find(|g| g.conversation_id == conversation_id)
+        {
+            return Some(format!("#{}", super::render::clean_line(&group.name)));
+        }
+        let (peer, _) = self
+            .direct
+            .iter()
+            .find(|(_, conversation)| **conversation == conversation_id)?;
+        let name = self.user_name(*peer)?;
+        Some(format!("@{}", super::render::clean_line(name)))
+    }
+
     pub fn add_user(&mut self, user: &User) {
         bound(&mut self.names);
         bound(&mut self.ids);

@@ -5,7 +5,8 @@
 //! - `[12:01] @bob: hi` (a direct message to you), `[12:01] @alice -> @bob: hi`
 //!   (one you sent), `[12:02] #team @bob: hello` (a group message);
 //! - `[12:03] #team * bob added carol` (a group change);
-//! - `* bob is online`, `* carol wants to be your friend ...` (notices).
+//! - `* bob is online`, `* carol wants to be your friend ...` (notices);
+//! - reactions, pins and settings: the `reactions` submodule.
 //!
 //! Text from other users is untrusted: control characters (terminal escape
 //! sequences) and bidirectional overrides are replaced before printing, and
@@ -20,6 +21,8 @@ use mqchat_sdk::{
 };
 
 use super::directory::Directory;
+
+mod reactions;
 
 /// What rendering needs to know besides the data.
 pub struct View<'a> {
@@ -162,6 +165,13 @@ impl View<'_> {
                 let state = if presence.online { "online" } else { "offline" };
                 format!("* {} is {state}", self.name(presence.user_id))
             }
+            Event::ReactionAdded(e) => self.reaction(e, true),
+            Event::ReactionRemoved(e) => self.reaction(e, false),
+            Event::PinAdded(e) => self.pin_event(e.user_id, e.conversation_id, e.message_id, true),
+            Event::PinRemoved(e) => {
+                self.pin_event(e.user_id, e.conversation_id, e.message_id, false)
+            }
+            Event::ConversationSettings(e) => self.settings(e.conversation_id, &e.settings),
             _ => return Vec::new(),
         };
         vec![line]
@@ -230,9 +240,16 @@ impl View<'_> {
     }
 
     /// `  @bob: 2 unread` / `  #team: 0 unread`.
+    /// `  @bob: 2 unread`, `  #team: 0 unread (muted, pinned to the top)`.
     pub fn conversation(&self, conversation: &Conversation) -> String {
+        let flags = self.settings_flags(&conversation.settings);
+        let flags = if flags.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", flags.join(", "))
+        };
         format!(
-            "  {}: {} unread",
+            "  {}: {} unread{flags}",
             self.conversation_label(conversation),
             conversation.unread_count
         )
@@ -279,6 +296,8 @@ pub fn names_needed(event: &Event) -> (Vec<u64>, Vec<u64>) {
             users.push(*user_id)
         }
         Event::Presence(presence) => users.push(presence.user_id),
+        Event::ReactionAdded(e) | Event::ReactionRemoved(e) => users.push(e.user_id),
+        Event::PinAdded(e) | Event::PinRemoved(e) => users.push(e.user_id),
         _ => {}
     }
     users.sort_unstable();
