@@ -11,6 +11,7 @@ use super::error::{ApiError, ErrorBody, Json, Path};
 use super::extract::AuthUser;
 use super::int64;
 use super::SharedState;
+use crate::domain::replies::MentionAll;
 use crate::domain::model::{Group, GroupInvitation};
 
 pub fn router() -> Router<SharedState> {
@@ -127,10 +128,17 @@ async fn show(
 #[serde(deny_unknown_fields)]
 pub struct Rename {
     /// 1-64 characters, no invisible, bidi or control characters.
-    pub name: String,
+    #[serde(default)]
+    #[schema(nullable = false)]
+    pub name: Option<String>,
+    /// Who may mention `"all"`: `admins` (the default) or `members`.
+    #[serde(default)]
+    #[schema(nullable = false)]
+    pub mention_all: Option<MentionAll>,
 }
 
-/// `PATCH /v1/groups/{id} {name}` → the renamed group (owner or admin).
+/// `PATCH /v1/groups/{id} {name, mention_all}` → the updated group (owner or
+/// admin); each field is optional, at least one is needed.
 #[utoipa::path(
     patch,
     path = "/groups/{id}",
@@ -138,8 +146,8 @@ pub struct Rename {
     params(("id" = u64, Path, description = "The group's id.")),
     request_body = Rename,
     responses(
-        (status = 200, description = "The renamed group.", body = Group),
-        (status = 400, description = "`invalid_request` (a bad name) or `malformed_json`.", body = ErrorBody),
+        (status = 200, description = "The updated group.", body = Group),
+        (status = 400, description = "`invalid_request` (a bad name, or neither field) or `malformed_json`.", body = ErrorBody),
         (status = 403, description = "`forbidden`: the caller is a plain member.", body = ErrorBody),
         (status = 404, description = "`not_found`: no such group, or the caller is not a member.", body = ErrorBody),
     ),
@@ -151,7 +159,16 @@ async fn rename(
     Path(id): Path<u64>,
     Json(req): Json<Rename>,
 ) -> Result<Json<Group>, ApiError> {
-    Ok(Json(state.chat.rename_group(caller, id, &req.name).await?))
+    if req.name.is_none() && req.mention_all.is_none() {
+        return Err(ApiError::bad_request("give name or mention_all"));
+    }
+    if let Some(policy) = req.mention_all {
+        state.chat.set_mention_all(caller, id, policy).await?;
+    }
+    Ok(Json(match req.name {
+        Some(name) => state.chat.rename_group(caller, id, &name).await?,
+        None => state.chat.group(caller, id).await?,
+    }))
 }
 
 /// `DELETE /v1/groups/{id}` → 204; dissolves the group (owner).

@@ -39,7 +39,9 @@ use utoipa::{Modify, OpenApi, ToSchema};
 
 use super::error::ErrorBody;
 use super::SharedState;
-use super::{admin, auth, conversations, files, friends, groups, messages, ops, sync, users, web};
+use super::{
+    admin, auth, conversations, files, forward, friends, groups, messages, ops, sync, users, web,
+};
 
 /// Security scheme of the `/v1` routes: a user's access token.
 const BEARER: &str = "bearer";
@@ -88,6 +90,7 @@ known path with another method 405 `method_not_allowed`."
         (path = "/v1", api = auth::Doc),
         (path = "/v1", api = users::Doc),
         (path = "/v1", api = messages::Doc),
+        (path = "/v1", api = forward::Doc),
         (path = "/v1", api = conversations::Doc),
         (path = "/v1", api = friends::Doc),
         (path = "/v1", api = groups::Doc),

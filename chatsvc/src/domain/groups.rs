@@ -27,14 +27,14 @@ fn check_name(name: &str) -> Result<String, DomainError> {
 }
 
 /// The live group and the actor's role in it; non-members get "not found".
-fn load(c: &impl Read, group_id: u64, actor: u64) -> Result<(GroupRow, String), DomainError> {
+pub(super) fn load(c: &impl Read, group_id: u64, actor: u64) -> Result<(GroupRow, String), DomainError> {
     let group = store::by_id(c, group_id)?.ok_or(DomainError::NotFound("group"))?;
     let m = messages::membership(c, actor, group.conversation_id)?
         .ok_or(DomainError::NotFound("group"))?;
     Ok((group, m.role))
 }
 
-fn require(role: &str, allowed: &[&str], what: &str) -> Result<(), DomainError> {
+pub(super) fn require(role: &str, allowed: &[&str], what: &str) -> Result<(), DomainError> {
     if allowed.contains(&role) {
         Ok(())
     } else {
@@ -46,7 +46,7 @@ fn require(role: &str, allowed: &[&str], what: &str) -> Result<(), DomainError> 
 }
 
 /// Posts a system event to the group's current members.
-fn system(
+pub(super) fn system(
     c: &Tx<'_>,
     out: &mut Outbox,
     group: &GroupRow,
@@ -64,6 +64,7 @@ fn system(
         text: None,
         kind: "system",
         now,
+        extras: None,
     };
     post(c, out, &new)?;
     Ok(())
@@ -142,7 +143,7 @@ impl Chat {
     }
 
     /// Runs a group change in one transaction and pushes its events after commit.
-    async fn group_write<T, F>(&self, f: F) -> Result<T, DomainError>
+    pub(super) async fn group_write<T, F>(&self, f: F) -> Result<T, DomainError>
     where
         T: Send + 'static,
         F: FnOnce(&Tx<'_>, &mut Outbox, i64) -> Result<T, DomainError> + Send + 'static,
@@ -167,7 +168,7 @@ impl Chat {
     /// Charges a change to a group: every member gets its system event
     /// (and `extra` users are joining). An unknown group costs 1 and is
     /// then answered 404 by the change itself.
-    async fn charge_group(
+    pub(super) async fn charge_group(
         &self,
         actor: u64,
         group_id: u64,
@@ -183,13 +184,20 @@ impl Chat {
         self.charge(actor, members + extra)
     }
 
-    async fn group_view(&self, caller: Caller, group_id: u64) -> Result<Group, DomainError> {
+    pub(super) async fn group_view(
+        &self,
+        caller: Caller,
+        group_id: u64,
+    ) -> Result<Group, DomainError> {
         let me = caller.user_id;
         self.store
             .read(move |c| {
                 let (group, _) = load(c, group_id, me)?;
                 let members = messages::members_with_roles(c, group.conversation_id)?;
-                Ok(Group::from_row(group, members))
+                let mention_all = super::replies::MentionAll::read(c, group.id)?;
+                let mut group = Group::from_row(group, members);
+                group.mention_all = mention_all;
+                Ok(group)
             })
             .await
     }
@@ -252,7 +260,10 @@ impl Chat {
                 let mut out = Vec::new();
                 for g in store::of_user(c, me)? {
                     let members = messages::members_with_roles(c, g.conversation_id)?;
-                    out.push(Group::from_row(g, members));
+                    let mention_all = super::replies::MentionAll::read(c, g.id)?;
+                    let mut group = Group::from_row(g, members);
+                    group.mention_all = mention_all;
+                    out.push(group);
                 }
                 Ok::<_, DomainError>(out)
             })

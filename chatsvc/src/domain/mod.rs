@@ -11,6 +11,7 @@ pub mod model;
 pub(crate) mod names;
 pub(crate) mod outbox;
 pub mod presence;
+pub mod replies;
 pub(crate) mod sends;
 pub mod services;
 pub mod social;
@@ -52,6 +53,13 @@ pub enum DomainError {
     Conflict(String),
     #[error("the recall window has passed")]
     RecallWindowPassed,
+    /// A reply whose target is not a message of the conversation the
+    /// sender can see.
+    #[error("{0}")]
+    InvalidReply(String),
+    /// A mention of someone who is not a member, or a malformed list.
+    #[error("{0}")]
+    InvalidMention(String),
     #[error("larger than {0} bytes")]
     TooLarge(u64),
     /// An upload quota is used up: the total one (`retry_after` is `None`:

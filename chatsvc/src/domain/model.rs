@@ -6,6 +6,7 @@ use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use utoipa::ToSchema;
 
+use super::replies::{ForwardedFrom, MentionAll, Mentions, Quote, Shown};
 use crate::store::groups::{GroupRow, InvitationRow};
 use crate::store::messages::{ConversationRow, InboxRow, MessageRow};
 use crate::store::social::FriendRequestRow;
@@ -124,6 +125,22 @@ pub struct Message {
     pub edited_at: Option<i64>,
     #[schema(required = true)]
     pub recalled_at: Option<i64>,
+    /// The message this one replies to (a reply only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub reply_to: Option<u64>,
+    /// The message replied to, as it reads now (a reply only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub quote: Option<Quote>,
+    /// Whom the message mentions: user ids, or `"all"`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false, value_type = Object)]
+    pub mentions: Option<Mentions>,
+    /// Where a forwarded copy came from (a forward only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub forwarded_from: Option<ForwardedFrom>,
 }
 
 impl TryFrom<MessageRow> for Message {
@@ -135,6 +152,7 @@ impl TryFrom<MessageRow> for Message {
             (None, Some(u)) => Recipient::User(u),
             (None, None) => Recipient::User(r.sender_id),
         };
+        let shown = Shown::of(r.extras.as_deref());
         Ok(Message {
             id: r.id,
             conversation_id: r.conversation_id,
@@ -147,6 +165,10 @@ impl TryFrom<MessageRow> for Message {
             sent_at: r.sent_at,
             edited_at: r.edited_at,
             recalled_at: r.recalled_at,
+            reply_to: shown.reply_to,
+            quote: shown.quote,
+            mentions: shown.mentions,
+            forwarded_from: shown.forwarded_from,
         })
     }
 }
@@ -222,6 +244,8 @@ pub struct Conversation {
     pub read_seq: u64,
     /// Messages from others after the read marker.
     pub unread_count: u64,
+    /// Of those, the ones that mention the user (by id or `"all"`).
+    pub mention_count: u64,
     #[schema(required = true)]
     pub last_message: Option<Message>,
 }
@@ -242,6 +266,7 @@ impl Conversation {
             last_seq: r.last_seq,
             read_seq: r.read_seq,
             unread_count: r.unread,
+            mention_count: r.mentions,
             last_message: r.last_message.map(Message::try_from).transpose()?,
         })
     }
@@ -327,6 +352,8 @@ pub struct Group {
     pub owner_id: u64,
     pub created_at: i64,
     pub members: Vec<GroupMember>,
+    /// Who may mention `"all"`: `admins` (the owner and admins) or `members`.
+    pub mention_all: MentionAll,
     /// Users just invited rather than added, because their setting asks
     /// for consent (only in the answer to the create or add call).
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -346,6 +373,7 @@ impl Group {
                 .into_iter()
                 .map(|(user_id, role)| GroupMember { user_id, role })
                 .collect(),
+            mention_all: MentionAll::Admins,
             invited: Vec::new(),
         }
     }

@@ -115,6 +115,7 @@ pub(crate) fn on_message(
             "message_id": row.id,
             "preview": preview,
             "unread_count": unread,
+            "mentioned": super::replies::mentions_user(row, user),
         });
         let payload = envelope(OFFLINE_MESSAGE, now, &data.to_string());
         for hook in &offline_hooks {

@@ -31,6 +31,7 @@ pub mod groups;
 mod job;
 pub mod messages;
 pub mod mqtt;
+pub mod replies;
 pub mod postgres;
 pub mod services;
 pub mod sessions;

@@ -20,19 +20,30 @@ use tokio_postgres::Row;
 pub use super::sends::{post_many, routes};
 use super::Session;
 use crate::store::messages::{
-    ConversationRow, InboxRow, Membership, MessageRow, MAX_DEVICES_PER_USER,
+    ConversationRow, InboxRow, Membership, MessageExtras, MessageRow, MAX_DEVICES_PER_USER,
 };
 use crate::store::StoreError;
 
 /// Columns of [`MessageRow`], for a query joining `messages m` with
 /// `conversations c` (a macro, so statements stay `&'static str`s).
+/// A reply's quote is read from its target with the reply
+/// (`replies::quote!`): a look-up by primary key, only for replies.
 macro_rules! message_columns {
     () => {
-        "m.id, m.conversation_id, m.seq, m.sender_id,
-         CASE WHEN c.kind = 'direct' THEN (CASE WHEN m.sender_id = c.user_lo THEN c.user_hi ELSE c.user_lo END) END,
-         c.group_id, m.client_msg_id, m.body, m.sent_at, m.kind, m.edited_at, m.recalled_at"
+        concat!(
+            "m.id, m.conversation_id, m.seq, m.sender_id,
+             CASE WHEN c.kind = 'direct' THEN (CASE WHEN m.sender_id = c.user_lo THEN c.user_hi ELSE c.user_lo END) END,
+             c.group_id, m.client_msg_id, m.body, m.sent_at, m.kind, m.edited_at, m.recalled_at,
+             m.reply_to, m.mentions, m.forwarded_from,
+             CASE WHEN m.reply_to IS NOT NULL THEN (SELECT ",
+            super::replies::quote!(),
+            " FROM messages r WHERE r.id = m.reply_to) END"
+        )
     };
 }
+
+/// How many columns `message_columns!` has.
+const MESSAGE_WIDTH: usize = 16;
 
 /// An id or a counter read back (`bigint`, never negative).
 pub(super) fn uint(r: &Row, at: usize) -> Result<u64, StoreError> {
@@ -63,6 +74,12 @@ fn message(r: &Row, at: usize) -> Result<MessageRow, StoreError> {
         kind: r.try_get(at + 9)?,
         edited_at: r.try_get(at + 10)?,
         recalled_at: r.try_get(at + 11)?,
+        extras: MessageExtras::from_columns(
+            opt_uint(r, at + 12)?,
+            r.try_get(at + 15)?,
+            r.try_get(at + 13)?,
+            r.try_get(at + 14)?,
+        ),
     })
 }
 
@@ -396,10 +413,10 @@ pub fn sync(
     .iter()
     .map(|r| {
         let mut message = optional_message(r, 3)?;
-        let seen: Option<String> = r.try_get(15)?;
+        let seen: Option<String> = r.try_get(3 + MESSAGE_WIDTH)?;
         if let (Some(m), Some(body)) = (message.as_mut(), seen) {
             m.body = body;
-            m.edited_at = r.try_get(16)?;
+            m.edited_at = r.try_get(4 + MESSAGE_WIDTH)?;
         }
         Ok(InboxRow {
             cursor: uint(r, 0)?,
@@ -457,7 +474,8 @@ pub fn history(
 }
 
 /// The user's conversations, most recent activity first, with unread counts
-/// (others' user messages after the read marker).
+/// (others' user messages after the read marker) and, of those, the ones
+/// that mention the user (counted when read, as on SQLite).
 pub fn conversations(
     c: &Session<'_>,
     user_id: u64,
@@ -469,6 +487,10 @@ pub fn conversations(
                     c.group_id, g.name, c.last_seq, mine.read_seq,
                     (SELECT COUNT(*) FROM messages u WHERE u.conversation_id = c.id AND u.seq > mine.read_seq
                         AND u.sender_id <> $1 AND u.kind = 'user' AND u.recalled_at IS NULL
+                        AND NOT EXISTS (SELECT 1 FROM hidden_messages h WHERE h.user_id = $1 AND h.message_id = u.id)),
+                    (SELECT COUNT(*) FROM messages u WHERE u.conversation_id = c.id AND u.seq > mine.read_seq
+                        AND u.mentions IS NOT NULL AND u.sender_id <> $1 AND u.recalled_at IS NULL
+                        AND (u.mentions = '\"all\"' OR u.mentions::jsonb @> jsonb_build_array($1::bigint))
                         AND NOT EXISTS (SELECT 1 FROM hidden_messages h WHERE h.user_id = $1 AND h.message_id = u.id)),
                     ",
             message_columns!(),
@@ -494,7 +516,8 @@ pub fn conversations(
             last_seq: uint(r, 5)?,
             read_seq: uint(r, 6)?,
             unread: uint(r, 7)?,
-            last_message: optional_message(r, 8)?,
+            mentions: uint(r, 8)?,
+            last_message: optional_message(r, 9)?,
         })
     })
     .collect()

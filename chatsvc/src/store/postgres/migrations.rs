@@ -30,6 +30,13 @@ const MIGRATIONS: &[(i32, &str)] = &[
             "/migrations/postgres/0003_mqtt_sessions.sql"
         )),
     ),
+    (
+        4,
+        include_str!(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/migrations/postgres/0004_replies.sql"
+        )),
+    ),
 ];
 
 /// The schema version this build migrates to, and the newest it runs on.

@@ -38,6 +38,7 @@ pub(crate) mod limits;
 pub(crate) mod messages;
 mod migrations;
 pub(crate) mod mqtt;
+pub(crate) mod replies;
 mod sends;
 pub(crate) mod services;
 mod session;

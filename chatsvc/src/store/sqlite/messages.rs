@@ -6,7 +6,7 @@
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
 use super::conn::{Conn, Hot};
-use crate::store::messages::{MessageRow, NewRow, Posted};
+use crate::store::messages::{MessageExtras, MessageRow, NewRow, Posted};
 
 pub(super) use super::conversations::record_departures;
 pub use super::conversations::{
@@ -25,10 +25,21 @@ use super::users;
 use crate::store::StoreError;
 
 /// Columns of [`MessageRow`], for a query joining `messages m` with
-/// `conversations c`.
-pub(super) const MESSAGE_COLUMNS: &str = "m.id, m.conversation_id, m.seq, m.sender_id,
+/// `conversations c`; [`MESSAGE_WIDTH`] of them. A reply's quote is read
+/// from its target here, with the reply (`replies::QUOTE`): a look-up by
+/// primary key, only for replies.
+pub(super) const MESSAGE_COLUMNS: &str = concat!(
+    "m.id, m.conversation_id, m.seq, m.sender_id,
     CASE WHEN c.kind = 'direct' THEN (CASE WHEN m.sender_id = c.user_lo THEN c.user_hi ELSE c.user_lo END) END,
-    c.group_id, m.client_msg_id, m.body, m.sent_at, m.kind, m.edited_at, m.recalled_at";
+    c.group_id, m.client_msg_id, m.body, m.sent_at, m.kind, m.edited_at, m.recalled_at,
+    m.reply_to, m.mentions, m.forwarded_from,
+    CASE WHEN m.reply_to IS NOT NULL THEN (SELECT ",
+    super::replies::quote!(),
+    " FROM messages r WHERE r.id = m.reply_to) END"
+);
+
+/// How many columns [`MESSAGE_COLUMNS`] has.
+pub(super) const MESSAGE_WIDTH: usize = 16;
 
 pub(super) fn message(r: &Row<'_>, at: usize) -> rusqlite::Result<MessageRow> {
     Ok(MessageRow {
@@ -44,6 +55,12 @@ pub(super) fn message(r: &Row<'_>, at: usize) -> rusqlite::Result<MessageRow> {
         kind: r.get(at + 9)?,
         edited_at: r.get(at + 10)?,
         recalled_at: r.get(at + 11)?,
+        extras: MessageExtras::from_columns(
+            r.get(at + 12)?,
+            r.get(at + 15)?,
+            r.get(at + 13)?,
+            r.get(at + 14)?,
+        ),
     })
 }
 
@@ -137,6 +154,7 @@ pub(super) fn insert(c: &Conn<'_>, new: &NewRow<'_>) -> Result<Option<MessageRow
         text,
         kind,
         now,
+        extras,
     } = *new;
     // The conversation's last seq and sender come from its newest message
     // (read through the `(conversation_id, seq)` index the INSERT descends
@@ -147,15 +165,31 @@ pub(super) fn insert(c: &Conn<'_>, new: &NewRow<'_>) -> Result<Option<MessageRow
         .query_row(params![conversation_id, sender], |r| {
             Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
         })?;
-    let inserted = c.hot(Hot::InsertMessage)?.execute(params![
-        conversation_id,
-        seq,
-        sender,
-        client_msg_id,
-        body,
-        now,
-        kind
-    ])?;
+    // A plain send keeps its held statement; replies, mentions and
+    // forwards name their columns too.
+    let inserted = match extras {
+        None => c.hot(Hot::InsertMessage)?.execute(params![
+            conversation_id,
+            seq,
+            sender,
+            client_msg_id,
+            body,
+            now,
+            kind
+        ])?,
+        Some(x) => c.prepare_cached(INSERT_MESSAGE_WITH_EXTRAS)?.execute(params![
+            conversation_id,
+            seq,
+            sender,
+            client_msg_id,
+            body,
+            now,
+            kind,
+            x.reply_to,
+            x.mentions,
+            x.forwarded_from
+        ])?,
+    };
     if inserted == 0 {
         return Ok(None);
     }
@@ -180,6 +214,7 @@ pub(super) fn insert(c: &Conn<'_>, new: &NewRow<'_>) -> Result<Option<MessageRow
         kind: kind.to_owned(),
         edited_at: None,
         recalled_at: None,
+        extras: extras.map(|x| Box::new(x.clone())),
     }))
 }
 
@@ -199,6 +234,11 @@ pub(super) const LAST_MESSAGE: &str = "SELECT COALESCE(m.seq, 0) + 1,
 pub(super) const INSERT_MESSAGE: &str =
     "INSERT INTO messages (conversation_id, seq, sender_id, client_msg_id, body, sent_at, kind)
      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+     ON CONFLICT (sender_id, client_msg_id) DO NOTHING";
+
+const INSERT_MESSAGE_WITH_EXTRAS: &str = "INSERT INTO messages
+     (conversation_id, seq, sender_id, client_msg_id, body, sent_at, kind, reply_to, mentions, forwarded_from)
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
      ON CONFLICT (sender_id, client_msg_id) DO NOTHING";
 
 /// Moves the sender's read marker up to just before their message `?3`
@@ -366,6 +406,7 @@ mod tests {
             text: Some(text),
             kind: "user",
             now: 0,
+            extras: None,
         };
         Ok(insert(c, &new)?.expect("a new client_msg_id"))
     }
@@ -539,6 +580,7 @@ mod tests {
                         text: Some("pear"),
                         kind: "user",
                         now: 1,
+                        extras: None,
                     },
                 )?;
                 let found = by_client_id(c, a, "same")?.map(|m| m.id);
@@ -688,6 +730,7 @@ mod tests {
                         text: None,
                         kind: "user",
                         now: 0,
+                        extras: None,
                     };
                     insert(c, &new)?;
                 }

@@ -329,6 +329,17 @@ const MIGRATIONS: &[&str] = &[
     ) WITHOUT ROWID;
     CREATE INDEX mqtt_sessions_by_expiry ON mqtt_sessions(expires_at);
     "#,
+    // 12: replies, mentions and forwarding (`store::replies`). Columns of
+    // the message, NULL for a plain one: a plain send writes nothing more.
+    // `mentions` is JSON, an array of user ids or the string "all";
+    // `forwarded_from` a JSON object. The quote of a reply is read from its
+    // target when the reply is read, so a recall shows at once.
+    r#"
+    ALTER TABLE messages ADD COLUMN reply_to INTEGER;
+    ALTER TABLE messages ADD COLUMN mentions TEXT;
+    ALTER TABLE messages ADD COLUMN forwarded_from TEXT;
+    ALTER TABLE groups ADD COLUMN mention_all TEXT NOT NULL DEFAULT 'admins';
+    "#,
 ];
 
 /// Brings the database to the latest version, one transaction per step.
@@ -465,6 +476,7 @@ mod tests {
             text: None,
             kind: "user",
             now: 1,
+            extras: None,
         };
         let next = messages::insert(&writer, &new(1, 1, "z"))?.expect("stored");
         assert_eq!((next.seq, next.to_user), (3, Some(2)));

@@ -54,6 +54,7 @@ pub(crate) mod groups;
 pub(crate) mod messages;
 mod migrations;
 pub(crate) mod mqtt;
+pub(crate) mod replies;
 pub(crate) mod services;
 pub(crate) mod sessions;
 pub(crate) mod social;
