@@ -37,6 +37,7 @@ mod postgres_messages;
 mod proxy_protocol;
 mod rate_limits;
 mod receipts;
+mod replies;
 mod schemas;
 mod sdk;
 mod security;
