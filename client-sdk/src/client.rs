@@ -304,6 +304,7 @@ impl fmt::Debug for Client {
 
 mod groups;
 mod messages;
+mod replies;
 mod social;
 mod users;
 

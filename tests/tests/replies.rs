@@ -411,3 +411,51 @@ async fn mention_counts_survive_a_restart_and_offline_pushes_say_mentioned() -> 
     assert_eq!((&conv["mention_count"], &conv["unread_count"]), (&json!(1), &json!(2)));
     Ok(())
 }
+
+/// The Rust SDK's typed calls and events for replies, mentions and forwards.
+#[tokio::test]
+async fn the_rust_sdk_sends_replies_mentions_and_forwards() -> Result<()> {
+    use mqchat_sdk::{Client, ErrorCode, Event, Mentions, OutgoingMessage, Recipient};
+    let server = TestServer::start().await?;
+    let base = server.url("");
+    for name in ["alice", "bob"] {
+        Client::register(&base, name, &format!("password-{name}")).await?;
+    }
+    let alice = Client::login(&base, "alice", "password-alice").await?;
+    let bob = Client::login(&base, "bob", "password-bob").await?;
+    let to_bob = Recipient::User(bob.user_id());
+    let first = alice.send_text(to_bob, "question?").await?;
+    let reply = bob
+        .send_message(
+            &OutgoingMessage::text(Recipient::User(alice.user_id()), "answer")
+                .reply_to(first.id)
+                .mentioning(Mentions::Users(vec![alice.user_id()])),
+        )
+        .await?;
+    let quote = reply.quote.clone().ok_or_else(|| anyhow!("no quote"))?;
+    assert_eq!(
+        (quote.id, quote.snippet.as_deref(), quote.removed),
+        (first.id, Some("question?"), false)
+    );
+    let page = alice.sync(0, 100).await?;
+    let flagged = page.events.iter().find_map(|e| match e {
+        Event::MessageCreated {
+            message, mentioned, ..
+        } if message.id == reply.id => Some(*mentioned),
+        _ => None,
+    });
+    assert_eq!(flagged, Some(true));
+    let conversations = alice.conversations().await?;
+    assert_eq!(conversations[0].mention_count, 1);
+    let refused = bob
+        .send_message(&OutgoingMessage::text(to_bob, "?").reply_to(999_999))
+        .await;
+    assert_eq!(
+        refused.err().and_then(|e| e.error_code()),
+        Some(ErrorCode::InvalidReply)
+    );
+    let copy = bob.forward(first.id, Recipient::User(bob.user_id())).await?;
+    let from = copy.forwarded_from.ok_or_else(|| anyhow!("no forwarded_from"))?;
+    assert_eq!(from.sender_id, alice.user_id());
+    Ok(())
+}
