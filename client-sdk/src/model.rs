@@ -148,13 +148,13 @@ pub struct Message {
     pub reply_to: Option<u64>,
     /// A reply: the message it answers, as that message reads now.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub quote: Option<Quote>,
+    pub quote: Option<Box<Quote>>,
     /// Whom the message mentions.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub mentions: Option<Mentions>,
+    pub mentions: Option<Box<Mentions>>,
     /// A forwarded copy: where it came from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub forwarded_from: Option<ForwardedFrom>,
+    pub forwarded_from: Option<Box<ForwardedFrom>>,
 }
 
 /// Whom a message mentions: `[USER_ID, ...]` or `"all"` on the wire.

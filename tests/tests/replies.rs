@@ -86,7 +86,9 @@ async fn replies_quote_their_target_as_it_reads_now(server: &TestServer) -> Resu
     .await?;
     assert_eq!(s, 201, "{reply_long}");
     assert_eq!(
-        reply_long["quote"]["snippet"].as_str().map(|s| s.chars().count()),
+        reply_long["quote"]["snippet"]
+            .as_str()
+            .map(|s| s.chars().count()),
         Some(100),
         "the snippet is bounded"
     );
@@ -137,7 +139,10 @@ async fn replies_quote_their_target_as_it_reads_now(server: &TestServer) -> Resu
         json!({"to": {"user": carol.id}, "client_msg_id": "new-dm", "body": {"text": "?"}, "reply_to": id(&elsewhere)?}),
     )
     .await?;
-    assert_eq!((s, refused["error"]["code"].as_str()), (400, Some("invalid_reply")));
+    assert_eq!(
+        (s, refused["error"]["code"].as_str()),
+        (400, Some("invalid_reply"))
+    );
 
     // In a group, someone who joined after a message can't quote it.
     let (s, group) = alice
@@ -147,7 +152,10 @@ async fn replies_quote_their_target_as_it_reads_now(server: &TestServer) -> Resu
     let g = id(&group)?;
     let (_, before) = alice.send_group(g, "g1", "before carol").await?;
     let (s, _) = alice
-        .post(&format!("/v1/groups/{g}/members"), &json!({"user_ids": [carol.id]}))
+        .post(
+            &format!("/v1/groups/{g}/members"),
+            &json!({"user_ids": [carol.id]}),
+        )
         .await?;
     assert_eq!(s, 200);
     let (s, refused) = send(
@@ -155,7 +163,10 @@ async fn replies_quote_their_target_as_it_reads_now(server: &TestServer) -> Resu
         json!({"to": {"group": g}, "client_msg_id": "c2", "body": {"text": "?"}, "reply_to": id(&before)?}),
     )
     .await?;
-    assert_eq!((s, refused["error"]["code"].as_str()), (400, Some("invalid_reply")));
+    assert_eq!(
+        (s, refused["error"]["code"].as_str()),
+        (400, Some("invalid_reply"))
+    );
     let (s, ok) = send(
         &bob,
         json!({"to": {"group": g}, "client_msg_id": "b3", "body": {"text": "yes"}, "reply_to": id(&before)?}),
@@ -222,22 +233,37 @@ async fn mentions_are_flagged_and_counted(server: &TestServer) -> Result<()> {
         json!({"to": {"group": g}, "client_msg_id": "m2", "body": {"text": "x"}, "mentions": [dave.id]}),
     )
     .await?;
-    assert_eq!((s, refused["error"]["code"].as_str()), (400, Some("invalid_mention")));
+    assert_eq!(
+        (s, refused["error"]["code"].as_str()),
+        (400, Some("invalid_mention"))
+    );
     let (s, refused) = send(
         &alice,
         json!({"to": {"user": bob.id}, "client_msg_id": "m3", "body": {"text": "x"}, "mentions": [carol.id]}),
     )
     .await?;
-    assert_eq!((s, refused["error"]["code"].as_str()), (400, Some("invalid_mention")));
+    assert_eq!(
+        (s, refused["error"]["code"].as_str()),
+        (400, Some("invalid_mention"))
+    );
     let all = |n: &str| json!({"to": {"group": g}, "client_msg_id": n, "body": {"text": "@all"}, "mentions": "all"});
     let (s, refused) = send(&bob, all("b-all-1")).await?;
-    assert_eq!((s, refused["error"]["code"].as_str()), (403, Some("forbidden")));
+    assert_eq!(
+        (s, refused["error"]["code"].as_str()),
+        (403, Some("forbidden"))
+    );
     let (s, refused) = bob
-        .patch(&format!("/v1/groups/{g}"), &json!({"mention_all": "members"}))
+        .patch(
+            &format!("/v1/groups/{g}"),
+            &json!({"mention_all": "members"}),
+        )
         .await?;
     assert_eq!(s, 403, "{refused}");
     let (s, updated) = alice
-        .patch(&format!("/v1/groups/{g}"), &json!({"mention_all": "members"}))
+        .patch(
+            &format!("/v1/groups/{g}"),
+            &json!({"mention_all": "members"}),
+        )
         .await?;
     assert_eq!((s, &updated["mention_all"]), (200, &json!("members")));
     let (s, everyone) = send(&bob, all("b-all-2")).await?;
@@ -250,7 +276,10 @@ async fn mentions_are_flagged_and_counted(server: &TestServer) -> Result<()> {
     assert_eq!(listed(&alice, conversation).await?["mention_count"], 1);
     // A recalled mention no longer counts.
     let (s, _) = bob
-        .post(&format!("/v1/messages/{}/recall", id(&everyone)?), &json!({}))
+        .post(
+            &format!("/v1/messages/{}/recall", id(&everyone)?),
+            &json!({}),
+        )
         .await?;
     assert_eq!(s, 200);
     assert_eq!(listed(&carol, conversation).await?["mention_count"], 0);
@@ -289,15 +318,22 @@ async fn forwards_carry_their_files_and_origin(server: &TestServer) -> Result<()
     // carol can't forward what she can't see.
     let forward = |n: &str, to: Value| json!({"to": to, "client_msg_id": n});
     let path = format!("/v1/messages/{}/forward", id(&original)?);
-    let (s, refused) = carol.post(&path, &forward("x", json!({"user": bob.id}))).await?;
-    assert_eq!((s, refused["error"]["code"].as_str()), (404, Some("not_found")));
+    let (s, refused) = carol
+        .post(&path, &forward("x", json!({"user": bob.id})))
+        .await?;
+    assert_eq!(
+        (s, refused["error"]["code"].as_str()),
+        (404, Some("not_found"))
+    );
 
     let (s, group) = bob
         .post("/v1/groups", &json!({"name": "g", "members": [carol.id]}))
         .await?;
     assert_eq!(s, 201, "{group}");
     let g = id(&group)?;
-    let (s, copy) = bob.post(&path, &forward("fw1", json!({"group": g}))).await?;
+    let (s, copy) = bob
+        .post(&path, &forward("fw1", json!({"group": g})))
+        .await?;
     assert_eq!(s, 201, "{copy}");
     assert_eq!(copy["sender_id"], bob.id);
     assert_eq!(copy["body"], original["body"]);
@@ -312,12 +348,18 @@ async fn forwards_carry_their_files_and_origin(server: &TestServer) -> Result<()
         )),
         "the original's conversation is not revealed: {copy}"
     );
-    assert_eq!(download(&carol).await?, 200, "the copy's readers may download");
+    assert_eq!(
+        download(&carol).await?,
+        200,
+        "the copy's readers may download"
+    );
     let event = synced(&carol, id(&copy)?).await?;
     assert_eq!(event["message"]["forwarded_from"]["sender_id"], alice.id);
 
     // Idempotent on client_msg_id.
-    let (s, same) = bob.post(&path, &forward("fw1", json!({"group": g}))).await?;
+    let (s, same) = bob
+        .post(&path, &forward("fw1", json!({"group": g})))
+        .await?;
     assert_eq!((s, id(&same)?), (200, id(&copy)?));
     Ok(())
 }
@@ -408,7 +450,10 @@ async fn mention_counts_survive_a_restart_and_offline_pushes_say_mentioned() -> 
     let server = TestServer::start_in(&data, &[]).await?;
     let bob = bob.via(&server);
     let conv = listed(&bob, conversation).await?;
-    assert_eq!((&conv["mention_count"], &conv["unread_count"]), (&json!(1), &json!(2)));
+    assert_eq!(
+        (&conv["mention_count"], &conv["unread_count"]),
+        (&json!(1), &json!(2))
+    );
     Ok(())
 }
 
@@ -454,8 +499,12 @@ async fn the_rust_sdk_sends_replies_mentions_and_forwards() -> Result<()> {
         refused.err().and_then(|e| e.error_code()),
         Some(ErrorCode::InvalidReply)
     );
-    let copy = bob.forward(first.id, Recipient::User(bob.user_id())).await?;
-    let from = copy.forwarded_from.ok_or_else(|| anyhow!("no forwarded_from"))?;
+    let copy = bob
+        .forward(first.id, Recipient::User(bob.user_id()))
+        .await?;
+    let from = copy
+        .forwarded_from
+        .ok_or_else(|| anyhow!("no forwarded_from"))?;
     assert_eq!(from.sender_id, alice.user_id());
     Ok(())
 }

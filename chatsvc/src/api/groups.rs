@@ -11,8 +11,8 @@ use super::error::{ApiError, ErrorBody, Json, Path};
 use super::extract::AuthUser;
 use super::int64;
 use super::SharedState;
-use crate::domain::replies::MentionAll;
 use crate::domain::model::{Group, GroupInvitation};
+use crate::domain::replies::MentionAll;
 
 pub fn router() -> Router<SharedState> {
     Router::new()

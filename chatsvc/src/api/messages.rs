@@ -112,10 +112,7 @@ async fn send(
     AuthUserOrService(caller): AuthUserOrService,
     Json(req): Json<SendRequest>,
 ) -> Result<(StatusCode, Json<Message>), ApiError> {
-    let sent = state
-        .chat
-        .send(caller, req.into_new_message())
-        .await?;
+    let sent = state.chat.send(caller, req.into_new_message()).await?;
     let status = if sent.created {
         StatusCode::CREATED
     } else {

@@ -27,7 +27,11 @@ fn check_name(name: &str) -> Result<String, DomainError> {
 }
 
 /// The live group and the actor's role in it; non-members get "not found".
-pub(super) fn load(c: &impl Read, group_id: u64, actor: u64) -> Result<(GroupRow, String), DomainError> {
+pub(super) fn load(
+    c: &impl Read,
+    group_id: u64,
+    actor: u64,
+) -> Result<(GroupRow, String), DomainError> {
     let group = store::by_id(c, group_id)?.ok_or(DomainError::NotFound("group"))?;
     let m = messages::membership(c, actor, group.conversation_id)?
         .ok_or(DomainError::NotFound("group"))?;

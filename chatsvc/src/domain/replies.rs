@@ -280,12 +280,10 @@ pub(crate) fn check(
         return Ok(quote);
     };
     match extras.mentions.as_deref().and_then(Mentions::from_column) {
-        Some(Mentions::Users(ids)) => {
-            if store::members_among(c, conversation, &ids)? != ids.len() {
-                return Err(DomainError::InvalidMention(
-                    "only members of the conversation can be mentioned".into(),
-                ));
-            }
+        Some(Mentions::Users(ids)) if store::members_among(c, conversation, &ids)? != ids.len() => {
+            return Err(DomainError::InvalidMention(
+                "only members of the conversation can be mentioned".into(),
+            ));
         }
         Some(Mentions::All) => {
             let policy = store::mention_all(c, group)?.unwrap_or_else(|| ADMINS.into());
@@ -300,7 +298,7 @@ pub(crate) fn check(
                 }
             }
         }
-        None => {}
+        _ => {}
     }
     Ok(quote)
 }

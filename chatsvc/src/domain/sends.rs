@@ -246,7 +246,10 @@ fn store_all(
         let mut out = Outbox::with_presence(item.downlink.clone());
         let (row, created) = match step {
             Step::Post { at, files, quote } => match posted[at].take() {
-                Some(Posted { mut row, deliveries }) => {
+                Some(Posted {
+                    mut row,
+                    deliveries,
+                }) => {
                     if let Some(extras) = row.extras.as_mut() {
                         extras.quote = quote;
                     }

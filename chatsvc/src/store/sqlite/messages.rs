@@ -177,18 +177,20 @@ pub(super) fn insert(c: &Conn<'_>, new: &NewRow<'_>) -> Result<Option<MessageRow
             now,
             kind
         ])?,
-        Some(x) => c.prepare_cached(INSERT_MESSAGE_WITH_EXTRAS)?.execute(params![
-            conversation_id,
-            seq,
-            sender,
-            client_msg_id,
-            body,
-            now,
-            kind,
-            x.reply_to,
-            x.mentions,
-            x.forwarded_from
-        ])?,
+        Some(x) => c
+            .prepare_cached(INSERT_MESSAGE_WITH_EXTRAS)?
+            .execute(params![
+                conversation_id,
+                seq,
+                sender,
+                client_msg_id,
+                body,
+                now,
+                kind,
+                x.reply_to,
+                x.mentions,
+                x.forwarded_from
+            ])?,
     };
     if inserted == 0 {
         return Ok(None);

@@ -63,11 +63,11 @@ pub fn members_among(
 }
 
 pub fn mention_all(c: &Connection, group_id: u64) -> Result<Option<String>, StoreError> {
-    Ok(c.prepare_cached(
-        "SELECT mention_all FROM groups WHERE id = ?1 AND dissolved_at IS NULL",
-    )?
-    .query_row([group_id], |r| r.get(0))
-    .optional()?)
+    Ok(
+        c.prepare_cached("SELECT mention_all FROM groups WHERE id = ?1 AND dissolved_at IS NULL")?
+            .query_row([group_id], |r| r.get(0))
+            .optional()?,
+    )
 }
 
 pub fn set_mention_all(c: &Connection, group_id: u64, policy: &str) -> Result<(), StoreError> {
