@@ -70,10 +70,5 @@ async fn forward(
         .chat
         .forward(caller, id, req.to, req.client_msg_id)
         .await?;
-    let status = if sent.created {
-        StatusCode::CREATED
-    } else {
-        StatusCode::OK
-    };
-    Ok((status, Json(sent.message)))
+    Ok(super::messages::answer(sent))
 }

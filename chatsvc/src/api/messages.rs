@@ -16,7 +16,7 @@ use super::error::{retry_after_header, ApiError, ErrorBody, ErrorCode, Json, Pat
 use super::extract::{AuthUser, AuthUserOrService};
 use super::int64;
 use super::SharedState;
-use crate::domain::messages::{NewMessage, PendingSend};
+use crate::domain::messages::{NewMessage, PendingSend, Sent};
 use crate::domain::model::{Message, Recipient};
 use crate::domain::replies::{Mentions, SendExtras};
 use crate::domain::tokens::Caller;
@@ -113,12 +113,17 @@ async fn send(
     Json(req): Json<SendRequest>,
 ) -> Result<(StatusCode, Json<Message>), ApiError> {
     let sent = state.chat.send(caller, req.into_new_message()).await?;
+    Ok(answer(sent))
+}
+
+/// A send's answer: 201 with the message stored, 200 with the original.
+pub(super) fn answer(sent: Sent) -> (StatusCode, Json<Message>) {
     let status = if sent.created {
         StatusCode::CREATED
     } else {
         StatusCode::OK
     };
-    Ok((status, Json(sent.message)))
+    (status, Json(sent.message))
 }
 
 /// Body of `POST /v1/messages/batch`.

@@ -167,30 +167,15 @@ pub(super) fn insert(c: &Conn<'_>, new: &NewRow<'_>) -> Result<Option<MessageRow
         })?;
     // A plain send keeps its held statement; replies, mentions and
     // forwards name their columns too.
+    let row = params![conversation_id, seq, sender, client_msg_id, body, now, kind];
     let inserted = match extras {
-        None => c.hot(Hot::InsertMessage)?.execute(params![
-            conversation_id,
-            seq,
-            sender,
-            client_msg_id,
-            body,
-            now,
-            kind
-        ])?,
-        Some(x) => c
-            .prepare_cached(INSERT_MESSAGE_WITH_EXTRAS)?
-            .execute(params![
-                conversation_id,
-                seq,
-                sender,
-                client_msg_id,
-                body,
-                now,
-                kind,
-                x.reply_to,
-                x.mentions,
-                x.forwarded_from
-            ])?,
+        None => c.hot(Hot::InsertMessage)?.execute(row)?,
+        Some(x) => {
+            let extra = params![x.reply_to, x.mentions, x.forwarded_from];
+            let all: Vec<&dyn rusqlite::ToSql> = row.iter().chain(extra).copied().collect();
+            c.prepare_cached(INSERT_MESSAGE_WITH_EXTRAS)?
+                .execute(all.as_slice())?
+        }
     };
     if inserted == 0 {
         return Ok(None);
