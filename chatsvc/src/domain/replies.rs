@@ -252,7 +252,7 @@ impl SendExtras {
 /// conversation is known (`None`: a direct conversation not created yet).
 /// Returns the quote of the target, for the push. Reads only.
 pub(crate) fn check(
-    c: &impl Read,
+    c: &crate::store::Tx<'_>,
     item: &SendItem,
     conversation: Option<u64>,
 ) -> Result<Option<String>, DomainError> {

@@ -16,8 +16,9 @@ pub struct ReplyTarget {
 
 super::operations! {
     replies;
-    /// The message `id` as a reply to it from `reader` needs it.
-    read fn reply_target(id: u64, reader: u64) -> Option<ReplyTarget>;
+    /// The message `id` as a reply to it from `reader` needs it (asked on
+    /// the writer, by the send's checks).
+    write fn reply_target(id: u64, reader: u64) -> Option<ReplyTarget>;
     /// How many of `users` (distinct) are members of the conversation.
     read fn members_among(conversation_id: u64, users: &[u64]) -> usize;
     /// Who may mention `"all"` in a live group: `admins` or `members`.

@@ -173,7 +173,7 @@ pub(super) fn insert(c: &Conn<'_>, new: &NewRow<'_>) -> Result<Option<MessageRow
         Some(x) => {
             let extra = params![x.reply_to, x.mentions, x.forwarded_from];
             let all: Vec<&dyn rusqlite::ToSql> = row.iter().chain(extra).copied().collect();
-            c.prepare_cached(INSERT_MESSAGE_WITH_EXTRAS)?
+            c.hot(Hot::InsertMessageWithExtras)?
                 .execute(all.as_slice())?
         }
     };
@@ -223,7 +223,7 @@ pub(super) const INSERT_MESSAGE: &str =
      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
      ON CONFLICT (sender_id, client_msg_id) DO NOTHING";
 
-const INSERT_MESSAGE_WITH_EXTRAS: &str = "INSERT INTO messages
+pub(super) const INSERT_MESSAGE_WITH_EXTRAS: &str = "INSERT INTO messages
      (conversation_id, seq, sender_id, client_msg_id, body, sent_at, kind, reply_to, mentions, forwarded_from)
      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
      ON CONFLICT (sender_id, client_msg_id) DO NOTHING";

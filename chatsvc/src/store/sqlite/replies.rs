@@ -2,6 +2,8 @@
 
 use rusqlite::{params, Connection, OptionalExtension};
 
+use super::conn::{Conn, Hot};
+
 use crate::store::replies::ReplyTarget;
 use crate::store::StoreError;
 
@@ -20,18 +22,11 @@ macro_rules! quote {
 pub(super) use quote;
 
 pub fn reply_target(
-    c: &Connection,
+    c: &Conn<'_>,
     id: u64,
     reader: u64,
 ) -> Result<Option<ReplyTarget>, StoreError> {
-    let sql = concat!(
-        "SELECT r.conversation_id, COALESCE(r.seq > cm.joined_seq, 0), ",
-        quote!(),
-        " FROM messages r
-         LEFT JOIN conversation_members cm ON cm.conversation_id = r.conversation_id AND cm.user_id = ?2
-         WHERE r.id = ?1"
-    );
-    Ok(c.prepare_cached(sql)?
+    Ok(c.hot(Hot::ReplyTarget)?
         .query_row(params![id, reader], |r| {
             Ok(ReplyTarget {
                 conversation_id: r.get(0)?,
@@ -41,6 +36,15 @@ pub fn reply_target(
         })
         .optional()?)
 }
+
+/// A reply's target for [`reply_target`] (held prepared: every reply asks).
+pub(super) const REPLY_TARGET: &str = concat!(
+    "SELECT r.conversation_id, COALESCE(r.seq > cm.joined_seq, 0), ",
+    quote!(),
+    " FROM messages r
+     LEFT JOIN conversation_members cm ON cm.conversation_id = r.conversation_id AND cm.user_id = ?2
+     WHERE r.id = ?1"
+);
 
 pub fn members_among(
     c: &Connection,
