@@ -173,5 +173,7 @@ mod tests {
         Hot::NextCursors,
         Hot::InsertInboxRow,
         Hot::ActiveWebhooks,
+        Hot::InsertMessageWithExtras,
+        Hot::ReplyTarget,
     ];
 }

@@ -21,11 +21,7 @@ macro_rules! quote {
 }
 pub(super) use quote;
 
-pub fn reply_target(
-    c: &Conn<'_>,
-    id: u64,
-    reader: u64,
-) -> Result<Option<ReplyTarget>, StoreError> {
+pub fn reply_target(c: &Conn<'_>, id: u64, reader: u64) -> Result<Option<ReplyTarget>, StoreError> {
     Ok(c.hot(Hot::ReplyTarget)?
         .query_row(params![id, reader], |r| {
             Ok(ReplyTarget {
