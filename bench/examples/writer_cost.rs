@@ -22,6 +22,7 @@ use anyhow::{bail, Context, Result};
 use clap::Parser;
 use mqchat_chatsvc::domain::messages::NewMessage;
 use mqchat_chatsvc::domain::model::Recipient;
+use mqchat_chatsvc::domain::replies::{Mentions, SendExtras};
 use mqchat_chatsvc::domain::tokens::Caller;
 use mqchat_chatsvc::store::Store;
 use serde_json::value::RawValue;
@@ -40,6 +41,12 @@ struct Args {
     /// Only send this many messages per sender (what runs under valgrind)
     #[arg(long)]
     per_sender: Option<usize>,
+    /// Make every message past each sender's first round a reply to the
+    /// sender's message to the same receiver a round before, mentioning
+    /// the receiver (`reply_to` and `mentions`): the steady-state figure is
+    /// then the cost of such a send
+    #[arg(long)]
+    reply_mentions: bool,
 }
 
 fn main() -> Result<()> {
@@ -63,7 +70,8 @@ fn main() -> Result<()> {
     let added = (args.senders * (second - first)) as f64;
     let per_msg = b.saturating_sub(a) as f64 / added;
     println!(
-        "store writer: {per_msg:.0} instructions per direct message ({} senders, {} receivers, {} characters; {a} and {b} in the two runs)",
+        "store writer: {per_msg:.0} instructions per direct message{} ({} senders, {} receivers, {} characters; {a} and {b} in the two runs)",
+        if args.reply_mentions { " with reply_to and mentions" } else { "" },
         args.senders, args.receivers, args.text_bytes
     );
     Ok(())
@@ -86,6 +94,7 @@ fn counted(args: &Args, per_sender: usize, run: u32) -> Result<u64> {
         .args(["--receivers", &args.receivers.to_string()])
         .args(["--text-bytes", &args.text_bytes.to_string()])
         .args(["--per-sender", &per_sender.to_string()])
+        .args(args.reply_mentions.then_some("--reply-mentions"))
         .output()
         .context("running valgrind (is it installed?)")?;
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -112,6 +121,7 @@ async fn send(args: &Args, per_sender: usize, dir: &Path) -> Result<Store> {
     let receivers = Arc::new(receivers);
     let body = format!(r#"{{"text":"{}"}}"#, "x".repeat(args.text_bytes));
     let mut tasks = tokio::task::JoinSet::new();
+    let reply_mentions = args.reply_mentions;
     for (k, &user_id) in senders.iter().enumerate() {
         let (chat, receivers, body) = (chat.clone(), receivers.clone(), body.clone());
         tasks.spawn(async move {
@@ -120,13 +130,21 @@ async fn send(args: &Args, per_sender: usize, dir: &Path) -> Result<Store> {
                 session_id: 0,
                 service: None,
             };
+            let mut sent: Vec<u64> = Vec::with_capacity(per_sender);
             for j in 0..per_sender {
+                let receiver = receivers[(k + j) % receivers.len()];
+                let mut extras = SendExtras::default();
+                if reply_mentions && j >= receivers.len() {
+                    extras.reply_to = Some(sent[j - receivers.len()]);
+                    extras.mentions = Some(Mentions::Users(vec![receiver]));
+                }
                 let m = NewMessage {
-                    to: Recipient::User(receivers[(k + j) % receivers.len()]),
+                    to: Recipient::User(receiver),
                     client_msg_id: format!("m-{k}-{j}"),
                     body: RawValue::from_string(body.clone())?,
+                    extras,
                 };
-                chat.send(caller, m).await?;
+                sent.push(chat.send(caller, m).await?.message.id);
             }
             Ok::<_, anyhow::Error>(())
         });

@@ -78,6 +78,10 @@ const MQTT_REFUSED = new Set([4, 5, 0x86, 0x87]);
  * @property {number} sent_at
  * @property {?number} edited_at
  * @property {?number} recalled_at
+ * @property {number} [reply_to] a reply: the message it answers
+ * @property {Quote} [quote] a reply: the message it answers, as it reads now
+ * @property {Mentions} [mentions] whom the message mentions
+ * @property {ForwardedFrom} [forwarded_from] a forwarded copy: where it came from
  * @property {number} [expires_at] Unix ms when it disappears (sent while the conversation had a `message_ttl_seconds`); see {@link isExpired}
  * @property {Reaction[]} [reactions] counted per emoji (history, sync, pins; absent when none)
  */
@@ -103,6 +107,28 @@ const MQTT_REFUSED = new Set([4, 5, 0x86, 0x87]);
  * @property {boolean} archived left out of the list until a new message arrives
  */
 /**
+ * @typedef {number[] | 'all'} Mentions user ids of members, or everyone
+ */
+
+/**
+ * A reply's quote, read when the reply is read: once the target is recalled,
+ * expired or gone, `removed` is true and `snippet` null.
+ * @typedef {object} Quote
+ * @property {number} id the message replied to
+ * @property {?number} sender_id null once it is gone
+ * @property {?string} snippet at most 100 characters of its text
+ * @property {boolean} removed show a tombstone
+ */
+
+/**
+ * Where a forwarded copy came from (never the original's conversation or id).
+ * @typedef {object} ForwardedFrom
+ * @property {number} sender_id
+ * @property {'direct'|'group'} conversation_kind
+ * @property {number} sent_at
+ */
+
+/**
  * @typedef {object} Conversation
  * @property {number} id
  * @property {'direct'|'group'} kind
@@ -111,6 +137,7 @@ const MQTT_REFUSED = new Set([4, 5, 0x86, 0x87]);
  * @property {number} last_seq
  * @property {number} read_seq
  * @property {number} unread_count
+ * @property {number} mention_count of the unread messages, those that mention the user
  * @property {?Message} last_message `null` if none, or it disappeared
  * @property {?number} message_ttl_seconds disappearing messages: seconds after `sent_at` that messages sent now disappear; `null`: off
  * @property {ConversationSettings} settings this user's own
@@ -141,6 +168,7 @@ const MQTT_REFUSED = new Set([4, 5, 0x86, 0x87]);
  * @property {number} created_at
  * @property {{user_id: number, role: 'owner'|'admin'|'member'}[]} members
  * @property {'admins'|'members'} who_can_pin
+ * @property {'admins'|'members'} mention_all who may mention `"all"`
  */
 /**
  * @typedef {object} Presence
@@ -167,6 +195,8 @@ const MQTT_REFUSED = new Set([4, 5, 0x86, 0x87]);
  * `conversation.settings` (`{conversation_id, settings}`) (types this SDK does not
  * know are passed on too). Ephemeral events have no cursor: `presence`
  * (`{user_id, online, last_seen}`) and `typing` (`{conversation_id, user_id}`).
+ * A `message.created` that mentions the user (by id or `"all"`) carries
+ * `mentioned: true`.
  * @typedef {{type: string, cursor?: number} & Record<string, any>} MqchatEvent
  */
 /**
@@ -1048,12 +1078,33 @@ export class Client extends EventTarget {
    * retry after a lost answer returns the original instead of storing a copy.
    * @param {Recipient} to `{user: ID}` or `{group: ID}`
    * @param {object} body a JSON object, `{text}` for text
-   * @param {{clientMsgId?: string}} [opts]
+   * @param {{clientMsgId?: string, replyTo?: number, mentions?: Mentions}} [opts]
+   *   `replyTo`: a message of the same conversation to answer (else
+   *   `invalid_reply`); `mentions`: member ids, or `'all'` (else
+   *   `invalid_mention`, or `forbidden` for `'all'` from a plain member of a
+   *   group that keeps it to admins). A mentioned user's `message.created`
+   *   event carries `mentioned: true`.
    * @returns {Promise<Message>}
    */
   async send(to, body, opts = {}) {
     const clientMsgId = checkedClientMsgId(opts.clientMsgId);
-    return this._call('POST', '/v1/messages', { body: { to, client_msg_id: clientMsgId, body } });
+    const send = { to, client_msg_id: clientMsgId, body };
+    if (opts.replyTo !== undefined) send.reply_to = opts.replyTo;
+    if (opts.mentions !== undefined) send.mentions = opts.mentions;
+    return this._call('POST', '/v1/messages', { body: send });
+  }
+
+  /**
+   * `POST /v1/messages/{id}/forward`: copies a message one can see (files
+   * included) into `to`, as one's own message with `forwarded_from`. The
+   * `client_msg_id` (generated unless given) is reused on every retry.
+   * @param {number} messageId @param {Recipient} to
+   * @param {{clientMsgId?: string}} [opts]
+   * @returns {Promise<Message>}
+   */
+  forward(messageId, to, opts = {}) {
+    const clientMsgId = checkedClientMsgId(opts.clientMsgId);
+    return this._call('POST', `/v1/messages/${messageId}/forward`, { body: { to, client_msg_id: clientMsgId } });
   }
 
   /**
@@ -1066,15 +1117,18 @@ export class Client extends EventTarget {
    * retry of the request, so a retry never doubles a message; a send that
    * failed transiently (`error.transient`, e.g. 429) can go again with the
    * same id.
-   * @param {{to: Recipient, body: object, clientMsgId?: string}[]} sends
+   * @param {{to: Recipient, body: object, clientMsgId?: string, replyTo?: number, mentions?: Mentions}[]} sends
    * @returns {Promise<({ok: true, message: Message} | {ok: false, error: MqchatError})[]>}
    */
   async sendBatch(sends) {
     if (!Array.isArray(sends) || sends.length < 1 || sends.length > MAX_BATCH_SENDS) {
       throw new MqchatError(`a batch holds 1..=${MAX_BATCH_SENDS} sends`, { code: 'invalid_input' });
     }
-    const messages = sends.map(({ to, body, clientMsgId }) => {
-      return { to, client_msg_id: checkedClientMsgId(clientMsgId), body };
+    const messages = sends.map(({ to, body, clientMsgId, replyTo, mentions }) => {
+      const send = { to, client_msg_id: checkedClientMsgId(clientMsgId), body };
+      if (replyTo !== undefined) send.reply_to = replyTo;
+      if (mentions !== undefined) send.mentions = mentions;
+      return send;
     });
     const answer = await this._call('POST', '/v1/messages/batch', { body: { messages } });
     if (!Array.isArray(answer?.results) || answer.results.length !== messages.length) {
@@ -1555,6 +1609,14 @@ export class Client extends EventTarget {
    */
   setGroupPinPolicy(groupId, policy) {
     return this._call('PATCH', `/v1/groups/${groupId}`, { body: { who_can_pin: policy } });
+  },
+
+  /**
+   * `PATCH /v1/groups/{id} {mention_all}` (owner, admins): who may mention `"all"`.
+   * @param {number} groupId @param {'admins'|'members'} mentionAll @returns {Promise<Group>}
+   */
+  setGroupMentionAll(groupId, mentionAll) {
+    return this._call('PATCH', `/v1/groups/${groupId}`, { body: { mention_all: mentionAll } });
   }
 
   /** `DELETE /v1/groups/{id}` (owner). @param {number} groupId */

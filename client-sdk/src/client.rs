@@ -305,6 +305,7 @@ impl fmt::Debug for Client {
 mod groups;
 mod messages;
 mod reactions;
+mod replies;
 mod social;
 mod users;
 

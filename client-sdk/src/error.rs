@@ -186,6 +186,11 @@ pub enum ErrorCode {
     Forbidden,
     /// 403: the message is older than the server's recall window.
     RecallWindowPassed,
+    /// 400: a send's `reply_to` is not a message of its conversation that
+    /// the sender can see.
+    InvalidReply,
+    /// 400: a send's `mentions` names a non-member, or too many.
+    InvalidMention,
     /// 404: no such thing, or one the caller may not see (a user who blocked
     /// you looks exactly like one who does not exist).
     NotFound,
@@ -226,6 +231,8 @@ impl ErrorCode {
             "invalid_credentials" => ErrorCode::InvalidCredentials,
             "forbidden" => ErrorCode::Forbidden,
             "recall_window_passed" => ErrorCode::RecallWindowPassed,
+            "invalid_reply" => ErrorCode::InvalidReply,
+            "invalid_mention" => ErrorCode::InvalidMention,
             "not_found" => ErrorCode::NotFound,
             "method_not_allowed" => ErrorCode::MethodNotAllowed,
             "username_taken" => ErrorCode::UsernameTaken,

@@ -72,8 +72,14 @@ const KNOWN: [&str; 21] = [
 #[non_exhaustive]
 pub enum Event {
     /// `message.created`: a new message, user or system, in one of the
-    /// user's conversations (the user's own sends included).
-    MessageCreated { cursor: u64, message: Message },
+    /// user's conversations (the user's own sends included). `mentioned`:
+    /// the message mentions this user (by id or `"all"`), which a client
+    /// may notify for even in a muted conversation.
+    MessageCreated {
+        cursor: u64,
+        message: Message,
+        mentioned: bool,
+    },
     /// `message.edited`: `message` is the edited message as it is now (new
     /// body, `edited_at` set). Replace the stored copy by `message.id`.
     MessageEdited { cursor: u64, message: Message },
@@ -175,7 +181,12 @@ pub enum Event {
 #[serde(tag = "type")]
 enum Known {
     #[serde(rename = "message.created")]
-    MessageCreated { cursor: u64, message: Message },
+    MessageCreated {
+        cursor: u64,
+        message: Message,
+        #[serde(default)]
+        mentioned: bool,
+    },
     #[serde(rename = "message.edited")]
     MessageEdited { cursor: u64, message: Message },
     #[serde(rename = "message.recalled")]
@@ -251,7 +262,15 @@ enum Known {
 impl From<Known> for Event {
     fn from(known: Known) -> Event {
         match known {
-            Known::MessageCreated { cursor, message } => Event::MessageCreated { cursor, message },
+            Known::MessageCreated {
+                cursor,
+                message,
+                mentioned,
+            } => Event::MessageCreated {
+                cursor,
+                message,
+                mentioned,
+            },
             Known::MessageEdited { cursor, message } => Event::MessageEdited { cursor, message },
             Known::MessageRecalled { cursor, message } => {
                 Event::MessageRecalled { cursor, message }
@@ -450,7 +469,16 @@ impl Event {
     pub fn to_value(&self) -> Value {
         let kind = self.kind();
         match self {
-            Event::MessageCreated { cursor, message }
+            Event::MessageCreated {
+                cursor,
+                message,
+                mentioned: true,
+            } => {
+                json!({"type": kind, "cursor": cursor, "message": message, "mentioned": true})
+            }
+            Event::MessageCreated {
+                cursor, message, ..
+            }
             | Event::MessageEdited { cursor, message }
             | Event::MessageRecalled { cursor, message }
             | Event::MessageExpired { cursor, message } => {
@@ -781,7 +809,12 @@ mod tests {
         let raw = json!({"type": "message.created", "cursor": 7, "message": message_json()});
         let event = Event::from_slice(raw.to_string().as_bytes())?;
         match &event {
-            Event::MessageCreated { cursor, message } => {
+            Event::MessageCreated {
+                cursor,
+                message,
+                mentioned,
+            } => {
+                assert!(!mentioned);
                 assert_eq!(*cursor, 7);
                 assert_eq!(message.text(), Some("hello"));
                 assert_eq!(message.to, Recipient::User(5));

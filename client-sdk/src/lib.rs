@@ -35,7 +35,7 @@
 //! alice.send_text(Recipient::User(alice.user_id()), "note to self").await?;
 //!
 //! while let Some(event) = events.recv().await {
-//!     if let Event::MessageCreated { cursor, message } = event? {
+//!     if let Event::MessageCreated { cursor, message, .. } = event? {
 //!         println!("#{cursor}: {}", message.text().unwrap_or_default());
 //!     }
 //! }
@@ -83,10 +83,10 @@ pub use client::{
 pub use error::{ErrorCode, SdkError};
 pub use event::{Event, NotAnObject};
 pub use model::{
-    Body, Conversation, ConversationKind, Friend, FriendRequest, FriendRequestStatus, Group,
-    GroupAddPolicy, GroupInvitation, GroupMember, GroupRef, GroupRole, HistoryPage,
-    InvitationStatus, Message, MessageKind, OutgoingMessage, Presence, Recipient, SyncPage,
-    SystemEvent, SystemEventKind, User,
+    AllMembers, Body, Conversation, ConversationKind, ForwardedFrom, Friend, FriendRequest,
+    FriendRequestStatus, Group, GroupAddPolicy, GroupInvitation, GroupMember, GroupRef, GroupRole,
+    HistoryPage, InvitationStatus, MentionAll, Mentions, Message, MessageKind, OutgoingMessage,
+    Presence, Quote, Recipient, SyncPage, SystemEvent, SystemEventKind, User,
 };
 pub use reactions::{
     ConversationSettings, MessageReactions, MutedUntil, Pin, PinEvent, PinPolicy, Reaction,

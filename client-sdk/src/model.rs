@@ -49,6 +49,12 @@ pub struct OutgoingMessage {
     /// stored the first time.
     pub client_msg_id: String,
     pub body: Body,
+    /// Makes it a reply to this message (of the same conversation).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reply_to: Option<u64>,
+    /// Members to mention, or everyone.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mentions: Option<Mentions>,
 }
 
 impl OutgoingMessage {
@@ -60,7 +66,21 @@ impl OutgoingMessage {
             to,
             client_msg_id: crate::new_client_msg_id(),
             body,
+            reply_to: None,
+            mentions: None,
         }
+    }
+
+    /// The same message as a reply to `message_id`.
+    pub fn reply_to(mut self, message_id: u64) -> OutgoingMessage {
+        self.reply_to = Some(message_id);
+        self
+    }
+
+    /// The same message mentioning `mentions`.
+    pub fn mentioning(mut self, mentions: Mentions) -> OutgoingMessage {
+        self.mentions = Some(mentions);
+        self
     }
 
     /// A text message (`{"text": text}`) with a fresh `client_msg_id`.
@@ -133,6 +153,80 @@ pub struct Message {
     /// a client should hide it then too.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<i64>,
+    /// A reply: the message it answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reply_to: Option<u64>,
+    /// A reply: the message it answers, as that message reads now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quote: Option<Box<Quote>>,
+    /// Whom the message mentions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mentions: Option<Box<Mentions>>,
+    /// A forwarded copy: where it came from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forwarded_from: Option<Box<ForwardedFrom>>,
+}
+
+/// Whom a message mentions: `[USER_ID, ...]` or `"all"` on the wire.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Mentions {
+    /// These users (members of the conversation).
+    Users(Vec<u64>),
+    /// Everyone (`"all"`): in a group, its owner and admins may, or every
+    /// member when the group's [`MentionAll`] is `Members`.
+    All(AllMembers),
+}
+
+impl Mentions {
+    /// `"all"`.
+    pub fn all() -> Mentions {
+        Mentions::All(AllMembers::All)
+    }
+}
+
+/// The one value of [`Mentions::All`]: `"all"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AllMembers {
+    All,
+}
+
+/// A reply's quote of the message it answers, as that message reads now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct Quote {
+    pub id: u64,
+    /// `None` once the message is gone from the store.
+    #[serde(default)]
+    pub sender_id: Option<u64>,
+    /// At most 100 characters of its text; `None` without text or once removed.
+    #[serde(default)]
+    pub snippet: Option<String>,
+    /// Recalled, expired or gone: show a tombstone.
+    #[serde(default)]
+    pub removed: bool,
+}
+
+/// Where a forwarded copy came from (never the original's conversation or id).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct ForwardedFrom {
+    pub sender_id: u64,
+    pub conversation_kind: ConversationKind,
+    /// Unix ms.
+    pub sent_at: i64,
+}
+
+/// Who may mention `"all"` in a group.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MentionAll {
+    /// The owner and admins.
+    #[default]
+    Admins,
+    /// Every member.
+    Members,
 }
 
 impl Message {
@@ -257,6 +351,9 @@ pub struct Conversation {
     /// Messages from others after the read marker.
     #[serde(default)]
     pub unread_count: u64,
+    /// Of those, the ones that mention this user (by id or `"all"`).
+    #[serde(default)]
+    pub mention_count: u64,
     /// The newest message; `None` if there is none, or it disappeared.
     #[serde(default)]
     pub last_message: Option<Message>,
@@ -391,6 +488,9 @@ pub struct Group {
     /// Who may pin messages.
     #[serde(default = "admins_pin")]
     pub who_can_pin: crate::reactions::PinPolicy,
+    /// Who may mention `"all"`.
+    #[serde(default)]
+    pub mention_all: MentionAll,
     /// Users invited rather than added, because their
     /// [`GroupAddPolicy`] asks for consent: only in the answer to
     /// [`Client::create_group`](crate::Client::create_group) and

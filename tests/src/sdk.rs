@@ -24,7 +24,9 @@ pub async fn take(
             })?
             .ok_or_else(|| anyhow!("stream ended"))??;
         match event {
-            Event::MessageCreated { cursor, message } => {
+            Event::MessageCreated {
+                cursor, message, ..
+            } => {
                 if cursor != expect_cursor + 1 {
                     bail!("expected cursor {}, got {cursor}", expect_cursor + 1);
                 }

@@ -380,8 +380,8 @@ async fn pinned_conversations_are_bounded() -> Result<()> {
     Ok(())
 }
 
-/// A muted conversation sends no offline-message webhook (so no push), and
-/// still counts unread; unmuted, it notifies again.
+/// A muted conversation sends no offline-message webhook (so no push) but
+/// for a mention, and still counts unread; unmuted, it notifies again.
 #[tokio::test]
 async fn a_muted_conversation_sends_no_offline_push() -> Result<()> {
     for server in on_both_backends(&[]).await? {
@@ -432,13 +432,37 @@ async fn a_muted_conversation_sends_no_offline_push() -> Result<()> {
             "unread still counts"
         );
 
-        settings(&bob, dm, json!({"muted_until": null})).await?;
-        alice.send_text(bob.id, "m3", "unmuted").await?;
+        // A mention still notifies through the mute.
+        let (s, body) = alice
+            .post(
+                "/v1/messages",
+                &json!({"to": {"user": bob.id}, "client_msg_id": "m1b",
+                        "body": {"text": "bob, look"}, "mentions": [bob.id]}),
+            )
+            .await?;
+        assert_eq!(s, 201, "{body}");
         eventually(Duration::from_secs(10), || async {
             Ok((offline_for(bob.id).len() == 2).then_some(()))
         })
         .await?;
-        assert_eq!(offline_for(bob.id), vec![json!("before"), json!("unmuted")]);
+        let mentioned: Vec<Value> = receiver
+            .events()
+            .iter()
+            .filter(|(_, v)| v["data"]["recipient_id"] == bob.id)
+            .map(|(_, v)| v["data"]["mentioned"].clone())
+            .collect();
+        assert_eq!(mentioned, vec![json!(false), json!(true)]);
+
+        settings(&bob, dm, json!({"muted_until": null})).await?;
+        alice.send_text(bob.id, "m3", "unmuted").await?;
+        eventually(Duration::from_secs(10), || async {
+            Ok((offline_for(bob.id).len() == 3).then_some(()))
+        })
+        .await?;
+        assert_eq!(
+            offline_for(bob.id),
+            vec![json!("before"), json!("bob, look"), json!("unmuted")]
+        );
     }
     Ok(())
 }

@@ -246,7 +246,10 @@ async fn sdk_streams_stay_gap_free_and_duplicate_free_across_sigkill() -> Result
             while let Some(event) = stream.recv().await {
                 // Transport errors while the server is down are reported and
                 // the stream goes on reconnecting.
-                if let Ok(Event::MessageCreated { cursor, message }) = event {
+                if let Ok(Event::MessageCreated {
+                    cursor, message, ..
+                }) = event
+                {
                     sink.lock()
                         .unwrap_or_else(|e| e.into_inner())
                         .push((cursor, message.client_msg_id));

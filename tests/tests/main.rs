@@ -40,6 +40,7 @@ mod proxy_protocol;
 mod rate_limits;
 mod reactions;
 mod receipts;
+mod replies;
 mod schemas;
 mod sdk;
 mod security;

@@ -53,6 +53,7 @@ impl Log {
                     text: Some(&text),
                     kind: "user",
                     now: 1000,
+                    extras: None,
                 };
                 let Some(posted) = post_one(c, &new)? else {
                     return Err(StoreError::NotFound("a new client_msg_id"));
@@ -150,6 +151,7 @@ async fn scenario(store: Store) -> Result<Vec<String>> {
             text: Some("other"),
             kind: "user",
             now: 5,
+            extras: None,
         };
         Ok((
             post_one(c, &new)?,
@@ -267,6 +269,7 @@ async fn scenario(store: Store) -> Result<Vec<String>> {
                 text: Some(text),
                 kind: "user",
                 now: 5500,
+                extras: None,
             })
             .collect();
         let posted = messages::post_many(c, &rows, "message.created")?;
@@ -293,6 +296,7 @@ async fn scenario(store: Store) -> Result<Vec<String>> {
             text: None,
             kind: "system",
             now: 6000,
+            extras: None,
         };
         post_one(c, &new)
     })
@@ -525,6 +529,7 @@ async fn a_large_group_fans_out_in_one_statement() -> Result<()> {
                 text: Some("hi all"),
                 kind: "user",
                 now: 1,
+                extras: None,
             };
             let Posted { row, deliveries } =
                 post_one(c, &new)?.ok_or(StoreError::NotFound("new"))?;

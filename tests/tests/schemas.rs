@@ -85,6 +85,35 @@ async fn real_payloads_match_the_schemas() -> Result<()> {
         .ok_or_else(|| anyhow!("no push"))?;
     schemas.check("Event", &pushed)?;
 
+    // A reply mentioning bob, a forward of it, then its target recalled:
+    // the quote, the mention flag and the forward's origin, in every shape.
+    let (status, target) = alice.send_text(bob.id, "r-t", "target").await?;
+    assert_eq!(status, 201, "{target}");
+    let _ = bob_mqtt.next_event(Duration::from_secs(2)).await?;
+    let reply = json!({"to": {"user": bob.id}, "client_msg_id": "r-1", "body": {"text": "re"},
+        "reply_to": target["id"], "mentions": [bob.id]});
+    schemas.check("SendRequest", &reply)?;
+    let (status, replied) = alice.post("/v1/messages", &reply).await?;
+    assert_eq!(status, 201, "{replied}");
+    schemas.check("Message", &replied)?;
+    let pushed = bob_mqtt
+        .next_event(Duration::from_secs(2))
+        .await?
+        .ok_or_else(|| anyhow!("no push"))?;
+    assert_eq!(pushed["mentioned"], true);
+    schemas.check("Event", &pushed)?;
+    let forward = json!({"to": {"user": bob.id}, "client_msg_id": "r-2"});
+    schemas.check("ForwardRequest", &forward)?;
+    let (status, copy) = bob
+        .post(&format!("/v1/messages/{}/forward", replied["id"]), &forward)
+        .await?;
+    assert_eq!(status, 201, "{copy}");
+    schemas.check("Message", &copy)?;
+    let (status, _) = alice
+        .post(&format!("/v1/messages/{}/recall", target["id"]), &json!({}))
+        .await?;
+    assert_eq!(status, 200);
+
     let (_, page) = bob.get("/v1/sync?after=0").await?;
     schemas.check("SyncPage", &page)?;
     let (_, convs) = bob.get("/v1/conversations").await?;

@@ -154,6 +154,7 @@ pub async fn store(
                     to: Recipient::User(receivers[(k + j) % receivers.len()]),
                     client_msg_id: format!("b-{k}-{j}"),
                     body,
+                    extras: Default::default(),
                 };
                 let t0 = Instant::now();
                 chat.send(caller, m).await?;

@@ -61,6 +61,10 @@ error_codes! {
     InvalidCredentials = "invalid_credentials" => UNAUTHORIZED,
     Forbidden = "forbidden" => FORBIDDEN,
     RecallWindowPassed = "recall_window_passed" => FORBIDDEN,
+    /// `reply_to` names no message of the conversation the sender can see.
+    InvalidReply = "invalid_reply" => BAD_REQUEST,
+    /// `mentions` names someone who is not a member, or too many.
+    InvalidMention = "invalid_mention" => BAD_REQUEST,
     /// Also what the caller may not see: absence and secrecy look alike.
     NotFound = "not_found" => NOT_FOUND,
     MethodNotAllowed = "method_not_allowed" => METHOD_NOT_ALLOWED,
@@ -190,6 +194,8 @@ impl From<DomainError> for ApiError {
             DomainError::TokenExpired => ApiError::new(C::TokenExpired, e.to_string()),
             DomainError::NotFound(what) => ApiError::new(C::NotFound, format!("{what} not found")),
             DomainError::Forbidden(m) => ApiError::new(C::Forbidden, m),
+            DomainError::InvalidReply(m) => ApiError::new(C::InvalidReply, m),
+            DomainError::InvalidMention(m) => ApiError::new(C::InvalidMention, m),
             DomainError::TooLarge(limit) => {
                 ApiError::new(C::PayloadTooLarge, format!("larger than {limit} bytes"))
             }

@@ -13,6 +13,7 @@ use super::int64;
 use super::SharedState;
 use crate::domain::model::{Group, GroupInvitation};
 use crate::domain::pins::PinPolicy;
+use crate::domain::replies::MentionAll;
 
 pub fn router() -> Router<SharedState> {
     Router::new()
@@ -128,13 +129,22 @@ async fn show(
 #[serde(deny_unknown_fields)]
 pub struct Rename {
     /// 1-64 characters, no invisible, bidi or control characters.
+    #[serde(default)]
+    #[schema(nullable = false)]
     pub name: Option<String>,
     /// Who may pin messages: `admins` (the owner and admins, the default)
     /// or `members`.
+    #[serde(default)]
+    #[schema(nullable = false)]
     pub who_can_pin: Option<PinPolicy>,
+    /// Who may mention `"all"`: `admins` (the default) or `members`.
+    #[serde(default)]
+    #[schema(nullable = false)]
+    pub mention_all: Option<MentionAll>,
 }
 
-/// `PATCH /v1/groups/{id} {name, who_can_pin}` → the group (owner or admin).
+/// `PATCH /v1/groups/{id} {name, who_can_pin, mention_all}` → the group
+/// (owner or admin).
 ///
 /// Each field is optional; at least one is given.
 #[utoipa::path(
@@ -157,9 +167,9 @@ async fn rename(
     Path(id): Path<u64>,
     Json(req): Json<Rename>,
 ) -> Result<Json<Group>, ApiError> {
-    if req.name.is_none() && req.who_can_pin.is_none() {
+    if req.name.is_none() && req.who_can_pin.is_none() && req.mention_all.is_none() {
         return Err(ApiError::bad_request(
-            "nothing to change: give name or who_can_pin",
+            "nothing to change: give name, who_can_pin or mention_all",
         ));
     }
     // The name first: a bad one changes nothing.
@@ -168,6 +178,9 @@ async fn rename(
     }
     if let Some(policy) = req.who_can_pin {
         state.chat.set_pin_policy(caller, id, policy).await?;
+    }
+    if let Some(policy) = req.mention_all {
+        state.chat.set_mention_all(caller, id, policy).await?;
     }
     Ok(Json(state.chat.group(caller, id).await?))
 }

@@ -16,8 +16,9 @@ use super::error::{retry_after_header, ApiError, ErrorBody, ErrorCode, Json, Pat
 use super::extract::{AuthUser, AuthUserOrService};
 use super::int64;
 use super::SharedState;
-use crate::domain::messages::{NewMessage, PendingSend};
+use crate::domain::messages::{NewMessage, PendingSend, Sent};
 use crate::domain::model::{Message, Recipient};
+use crate::domain::replies::{Mentions, SendExtras};
 use crate::domain::tokens::Caller;
 use crate::domain::Chat;
 
@@ -58,6 +59,32 @@ pub struct SendRequest {
     /// A JSON object; a text message is `{"text": "..."}`.
     #[schema(value_type = Object)]
     pub body: Box<RawValue>,
+    /// Makes the message a reply to this one, which must be in the same
+    /// conversation and visible to the sender (else `invalid_reply`).
+    #[serde(default, deserialize_with = "int64::option")]
+    #[schema(nullable = false)]
+    pub reply_to: Option<u64>,
+    /// Members to mention (up to 50 user ids), or `"all"` (in a group: its
+    /// owner and admins, or every member if the group's `mention_all` is
+    /// `members`). Anyone else: `invalid_mention`.
+    #[serde(default)]
+    #[schema(nullable = false, value_type = Object)]
+    pub mentions: Option<Mentions>,
+}
+
+impl SendRequest {
+    fn into_new_message(self) -> NewMessage {
+        NewMessage {
+            to: self.to,
+            client_msg_id: self.client_msg_id,
+            body: self.body,
+            extras: SendExtras {
+                reply_to: self.reply_to,
+                mentions: self.mentions,
+                ..SendExtras::default()
+            },
+        }
+    }
 }
 
 /// `POST /v1/messages` → 201 with the stored message, or 200 with the original.
@@ -72,8 +99,8 @@ pub struct SendRequest {
     responses(
         (status = 201, description = "Stored.", body = Message),
         (status = 200, description = "This sender already used this `client_msg_id`: the original, nothing stored.", body = Message),
-        (status = 400, description = "`invalid_request` (e.g. a body that is not an object, too long a text, a reserved key, a file the caller can't see, an `image` whose bytes are not a PNG, JPEG, GIF or WebP image) or `malformed_json` (also: a key twice in an object).", body = ErrorBody),
-        (status = 403, description = "`forbidden`: the recipient is blocked by the caller, or not a friend under the `friends` policy.", body = ErrorBody),
+        (status = 400, description = "`invalid_request` (e.g. a body that is not an object, too long a text, a reserved key, a file the caller can't see, an `image` whose bytes are not a PNG, JPEG, GIF or WebP image), `malformed_json` (also: a key twice in an object), `invalid_reply` (`reply_to` is not a message of this conversation the caller can see) or `invalid_mention` (`mentions` names a non-member, or more than 50).", body = ErrorBody),
+        (status = 403, description = "`forbidden`: the recipient is blocked by the caller, or not a friend under the `friends` policy; `mentions: \"all\"` from a plain member of a group that keeps it to admins.", body = ErrorBody),
         (status = 404, description = "`not_found`: no such recipient or group, or one the caller may not message.", body = ErrorBody),
         (status = 429, description = "`rate_limited`: too many sends.", body = ErrorBody,
             headers(("Retry-After" = u64, description = "Seconds to wait."))),
@@ -85,23 +112,18 @@ async fn send(
     AuthUserOrService(caller): AuthUserOrService,
     Json(req): Json<SendRequest>,
 ) -> Result<(StatusCode, Json<Message>), ApiError> {
-    let sent = state
-        .chat
-        .send(
-            caller,
-            NewMessage {
-                to: req.to,
-                client_msg_id: req.client_msg_id,
-                body: req.body,
-            },
-        )
-        .await?;
+    let sent = state.chat.send(caller, req.into_new_message()).await?;
+    Ok(answer(sent))
+}
+
+/// A send's answer: 201 with the message stored, 200 with the original.
+pub(super) fn answer(sent: Sent) -> (StatusCode, Json<Message>) {
     let status = if sent.created {
         StatusCode::CREATED
     } else {
         StatusCode::OK
     };
-    Ok((status, Json(sent.message)))
+    (status, Json(sent.message))
 }
 
 /// Body of `POST /v1/messages/batch`.
@@ -226,14 +248,7 @@ impl ParsedSend {
     pub(super) async fn queue(self, chat: &Chat, caller: Caller) -> QueuedSend {
         let queued = match self.req {
             Ok(req) => chat
-                .queue_send(
-                    caller,
-                    NewMessage {
-                        to: req.to,
-                        client_msg_id: req.client_msg_id,
-                        body: req.body,
-                    },
-                )
+                .queue_send(caller, req.into_new_message())
                 .await
                 .map_err(ApiError::from),
             Err(e) => Err(e),

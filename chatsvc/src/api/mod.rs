@@ -7,6 +7,7 @@ pub mod conversations;
 pub mod error;
 pub mod extract;
 pub mod files;
+pub mod forward;
 pub mod friends;
 pub mod groups;
 pub mod int64;
@@ -70,6 +71,7 @@ pub fn router(state: AppState) -> Router {
         .merge(auth::router())
         .merge(users::router())
         .merge(messages::router())
+        .merge(forward::router())
         .merge(conversations::router())
         .merge(reactions::router())
         .merge(friends::router())

@@ -40,7 +40,8 @@ use utoipa::{Modify, OpenApi, ToSchema};
 use super::error::ErrorBody;
 use super::SharedState;
 use super::{
-    admin, auth, conversations, files, friends, groups, messages, ops, reactions, sync, users, web,
+    admin, auth, conversations, files, forward, friends, groups, messages, ops, reactions, sync,
+    users, web,
 };
 
 /// Security scheme of the `/v1` routes: a user's access token.
@@ -90,6 +91,7 @@ known path with another method 405 `method_not_allowed`."
         (path = "/v1", api = auth::Doc),
         (path = "/v1", api = users::Doc),
         (path = "/v1", api = messages::Doc),
+        (path = "/v1", api = forward::Doc),
         (path = "/v1", api = conversations::Doc),
         (path = "/v1", api = reactions::Doc),
         (path = "/v1", api = friends::Doc),

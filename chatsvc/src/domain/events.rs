@@ -9,7 +9,9 @@
 //! The four message events (`message.created`, `message.edited`,
 //! `message.recalled`, `message.expired`) are the exception: their one
 //! field is the stored message, which `Outbox::message` serializes once for
-//! every recipient; [`MESSAGE_EVENTS`] names them.
+//! every recipient (with `mentioned: true` beside it on a mentioned
+//! reader's `message.created`, `domain::replies`); [`MESSAGE_EVENTS`] names
+//! them.
 
 use serde::Serialize;
 use serde_json::{Map, Value};
@@ -359,8 +361,12 @@ mod tests {
             ours.insert(kind, keys.collect::<BTreeSet<String>>());
         }
         for kind in MESSAGE_EVENTS {
-            let keys = ["type", "cursor", "message"].map(String::from);
-            ours.insert(kind.to_owned(), BTreeSet::from(keys));
+            let mut keys = BTreeSet::from(["type", "cursor", "message"].map(String::from));
+            // `Outbox::push` and sync flag the mentioned reader's copy.
+            if kind == MESSAGE_CREATED {
+                keys.insert("mentioned".into());
+            }
+            ours.insert(kind.to_owned(), keys);
         }
         let replay = Replay::SyncRequired {
             after: 1,

@@ -68,6 +68,7 @@ pub(super) fn system(
         text: None,
         kind: "system",
         now,
+        extras: None,
     };
     post(c, out, &new)?;
     Ok(())
@@ -187,14 +188,21 @@ impl Chat {
         self.charge(actor, members + extra)
     }
 
-    async fn group_view(&self, caller: Caller, group_id: u64) -> Result<Group, DomainError> {
+    pub(super) async fn group_view(
+        &self,
+        caller: Caller,
+        group_id: u64,
+    ) -> Result<Group, DomainError> {
         let me = caller.user_id;
         self.store
             .read(move |c| {
                 let (group, _) = load(c, group_id, me)?;
                 let members = messages::members_with_roles(c, group.conversation_id)?;
                 let who_can_pin = super::pins::policy_of(c, group.conversation_id)?;
-                Ok(Group::from_row(group, members, who_can_pin))
+                let mention_all = super::replies::MentionAll::read(c, group.id)?;
+                let mut group = Group::from_row(group, members, who_can_pin);
+                group.mention_all = mention_all;
+                Ok(group)
             })
             .await
     }
@@ -258,7 +266,10 @@ impl Chat {
                 for g in store::of_user(c, me)? {
                     let members = messages::members_with_roles(c, g.conversation_id)?;
                     let who_can_pin = super::pins::policy_of(c, g.conversation_id)?;
-                    out.push(Group::from_row(g, members, who_can_pin));
+                    let mention_all = super::replies::MentionAll::read(c, g.id)?;
+                    let mut group = Group::from_row(g, members, who_can_pin);
+                    group.mention_all = mention_all;
+                    out.push(group);
                 }
                 Ok::<_, DomainError>(out)
             })

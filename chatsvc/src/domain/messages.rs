@@ -19,6 +19,8 @@ pub struct NewMessage {
     pub to: Recipient,
     pub client_msg_id: String,
     pub body: Box<RawValue>,
+    /// A reply's target, mentions, a forward's origin (empty: a plain send).
+    pub extras: super::replies::SendExtras,
 }
 
 /// What a send returns: the stored message, and whether it was stored by
@@ -190,12 +192,14 @@ impl Chat {
             Recipient::User(peer) => crate::store::Scope::Direct { sender, peer },
             Recipient::Group(group) => crate::store::Scope::Group { sender, group },
         };
+        let extras = m.extras.columns(sender, m.to)?;
         let item = SendItem {
             sender,
             client_msg_id: m.client_msg_id,
             to: m.to,
             body: m.body.get().to_owned(),
             text,
+            extras,
             now: now_ms(),
             dm_policy: self.limits.dm_policy,
             downlink: self.downlink.clone(),
@@ -206,7 +210,7 @@ impl Chat {
 
     /// Loads a message the caller can see (a current member, joined before
     /// it, and it has not disappeared).
-    async fn visible_message(
+    pub(super) async fn visible_message(
         &self,
         caller: Caller,
         message_id: u64,
@@ -377,7 +381,18 @@ impl Chat {
         let mut events = rows
             .into_iter()
             .take(limit)
-            .map(Event::try_from)
+            .map(|row| {
+                let mentioned = row.kind == MESSAGE_CREATED
+                    && row
+                        .message
+                        .as_ref()
+                        .is_some_and(|m| super::replies::mentions_user(m, user));
+                let mut event = Event::try_from(row)?;
+                if mentioned {
+                    event.data.insert("mentioned".into(), true.into());
+                }
+                Ok::<_, String>(event)
+            })
             .collect::<Result<Vec<_>, _>>()
             .map_err(internal)?;
         super::reactions::attach_to_events(&mut events, &counts);

@@ -14,6 +14,7 @@ pub(crate) mod outbox;
 pub mod pins;
 pub mod presence;
 pub mod reactions;
+pub mod replies;
 pub(crate) mod sends;
 pub mod services;
 pub mod settings;
@@ -59,6 +60,13 @@ pub enum DomainError {
     InvalidEmoji,
     #[error("the recall window has passed")]
     RecallWindowPassed,
+    /// A reply whose target is not a message of the conversation the
+    /// sender can see.
+    #[error("{0}")]
+    InvalidReply(String),
+    /// A mention of someone who is not a member, or a malformed list.
+    #[error("{0}")]
+    InvalidMention(String),
     #[error("larger than {0} bytes")]
     TooLarge(u64),
     /// An upload quota is used up: the total one (`retry_after` is `None`:

@@ -7,6 +7,7 @@ use serde_json::{Map, Value};
 use utoipa::ToSchema;
 
 use super::pins::PinPolicy;
+use super::replies::{ForwardedFrom, MentionAll, Mentions, Quote, Shown};
 use super::settings::ConversationSettings;
 use crate::store::groups::{GroupRow, InvitationRow};
 use crate::store::messages::{ConversationRow, InboxRow, MessageRow};
@@ -137,6 +138,22 @@ pub struct Message {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(nullable = false)]
     pub expires_at: Option<i64>,
+    /// The message this one replies to (a reply only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub reply_to: Option<u64>,
+    /// The message replied to, as it reads now (a reply only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub quote: Option<Quote>,
+    /// Whom the message mentions: user ids, or `"all"`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false, value_type = Object)]
+    pub mentions: Option<Mentions>,
+    /// Where a forwarded copy came from (a forward only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub forwarded_from: Option<ForwardedFrom>,
 }
 
 impl TryFrom<MessageRow> for Message {
@@ -148,6 +165,7 @@ impl TryFrom<MessageRow> for Message {
             (None, Some(u)) => Recipient::User(u),
             (None, None) => Recipient::User(r.sender_id),
         };
+        let shown = Shown::of(r.extras.as_deref());
         Ok(Message {
             id: r.id,
             conversation_id: r.conversation_id,
@@ -162,6 +180,10 @@ impl TryFrom<MessageRow> for Message {
             recalled_at: r.recalled_at,
             reactions: Vec::new(),
             expires_at: r.expires_at,
+            reply_to: shown.reply_to,
+            quote: shown.quote,
+            mentions: shown.mentions,
+            forwarded_from: shown.forwarded_from,
         })
     }
 }
@@ -237,6 +259,8 @@ pub struct Conversation {
     pub read_seq: u64,
     /// Messages from others after the read marker.
     pub unread_count: u64,
+    /// Of those, the ones that mention the user (by id or `"all"`).
+    pub mention_count: u64,
     /// The newest message; `null` if there is none, or it has disappeared.
     #[schema(required = true)]
     pub last_message: Option<Message>,
@@ -267,6 +291,7 @@ impl Conversation {
             last_seq: r.last_seq,
             read_seq: r.read_seq,
             unread_count: r.unread,
+            mention_count: r.mentions,
             last_message: r
                 .last_message
                 .filter(|m| !crate::store::expiry::is_expired(m, now))
@@ -359,6 +384,8 @@ pub struct Group {
     pub members: Vec<GroupMember>,
     /// Who may pin messages: `admins` (the owner and admins) or `members`.
     pub who_can_pin: PinPolicy,
+    /// Who may mention `"all"`: `admins` (the owner and admins) or `members`.
+    pub mention_all: MentionAll,
     /// Users just invited rather than added, because their setting asks
     /// for consent (only in the answer to the create or add call).
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -383,6 +410,7 @@ impl Group {
                 .map(|(user_id, role)| GroupMember { user_id, role })
                 .collect(),
             who_can_pin,
+            mention_all: MentionAll::Admins,
             invited: Vec::new(),
         }
     }

@@ -53,6 +53,14 @@ pub(crate) fn message_fields(row: &MessageRow) -> Result<String, DomainError> {
     Ok(format!(r#"{{"message":{json}}}"#))
 }
 
+/// A message event's fields with `"mentioned":true` added.
+fn mentioned_fields(fields: &str) -> String {
+    match fields.trim_end().strip_suffix('}') {
+        Some(open) => format!(r#"{open},"mentioned":true}}"#),
+        None => fields.to_owned(),
+    }
+}
+
 /// `{"type":KIND,"cursor":N,...fields}` from a fields object's JSON text.
 /// `kind` is one of our own constants, so it needs no escaping.
 fn compose(kind: &str, cursor: u64, fields: &str) -> String {
@@ -148,8 +156,16 @@ impl Outbox {
                             continue;
                         }
                     };
+                    // The users it mentions get `"mentioned": true` beside it.
+                    let flagged = (*kind == super::messages::MESSAGE_CREATED
+                        && row.extras.as_ref().is_some_and(|x| x.mentions.is_some()))
+                    .then(|| mentioned_fields(&fields));
                     for &(user, cursor) in deliveries {
-                        batch.push((user, EVENTS, Bytes::from(compose(kind, cursor, &fields))));
+                        let fields = match &flagged {
+                            Some(flagged) if super::replies::mentions_user(row, user) => flagged,
+                            _ => &fields,
+                        };
+                        batch.push((user, EVENTS, Bytes::from(compose(kind, cursor, fields))));
                     }
                 }
             }

@@ -15,7 +15,9 @@ use super::messages::{announce, MESSAGE_CREATED};
 use super::model::Recipient;
 use super::outbox::Outbox;
 use super::{Chat, DmPolicy, DomainError, Downlink};
-use crate::store::messages::{self as store, MessageRow, NewRow, Posted, SendRoute, SendTo};
+use crate::store::messages::{
+    self as store, MessageExtras, MessageRow, NewRow, Posted, SendRoute, SendTo,
+};
 use crate::store::webhooks::{self, WebhookRow};
 use crate::store::{Answers, Batch, Tx};
 
@@ -28,6 +30,8 @@ pub(crate) struct SendItem {
     pub(crate) body: String,
     /// `body.text`, for the full-text index.
     pub(crate) text: Option<String>,
+    /// A reply's target, mentions, a forward's origin (`domain::replies`).
+    pub(crate) extras: Option<MessageExtras>,
     pub(crate) now: i64,
     pub(crate) dm_policy: DmPolicy,
     /// Where the pushes go after the commit, and who is online meanwhile.
@@ -124,8 +128,13 @@ impl Batch for Sends {
 
 /// What becomes of a send once checked.
 enum Step {
-    /// The `at`-th row stored, with the uploaded files its body references.
-    Post { at: usize, files: Vec<String> },
+    /// The `at`-th row stored, with the uploaded files its body
+    /// references and, for a reply, its target's quote.
+    Post {
+        at: usize,
+        files: Vec<String>,
+        quote: Option<String>,
+    },
     /// A resend of the send stored as the `at`-th row of this run.
     Again(usize),
     /// Answered already: the original of a resend, or a check's failure.
@@ -169,7 +178,9 @@ fn store_all(
         }
         let checked = files.and_then(|files| {
             let route = route.ok_or_else(|| DomainError::internal("a send without its route"))?;
-            Ok((item.checked(route)?, files))
+            let conversation = item.checked(route)?;
+            let quote = super::replies::check(c, item, conversation)?;
+            Ok((conversation, (files, quote)))
         });
         // A send that fails its checks now, or would create a
         // conversation, may be a resend whose original went before (the
@@ -199,9 +210,11 @@ fn store_all(
         if n > 1 {
             posting.insert(key, rows.len());
         }
+        let (files, quote) = files;
         steps.push(Step::Post {
             at: rows.len(),
             files,
+            quote,
         });
         rows.push(NewRow {
             conversation_id: conversation,
@@ -211,6 +224,7 @@ fn store_all(
             text: item.text.as_deref(),
             kind: "user",
             now: item.now,
+            extras: item.extras.as_ref(),
         });
     }
 
@@ -231,8 +245,14 @@ fn store_all(
     for (step, item) in steps.into_iter().zip(&items) {
         let mut out = Outbox::with_presence(item.downlink.clone());
         let (row, created) = match step {
-            Step::Post { at, files } => match posted[at].take() {
-                Some(Posted { row, deliveries }) => {
+            Step::Post { at, files, quote } => match posted[at].take() {
+                Some(Posted {
+                    mut row,
+                    deliveries,
+                }) => {
+                    if let Some(extras) = row.extras.as_mut() {
+                        extras.quote = quote;
+                    }
                     announce(c, &mut out, &row, deliveries, &files, item.now, hooks)?;
                     (row, true)
                 }

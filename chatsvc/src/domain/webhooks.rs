@@ -106,9 +106,9 @@ pub(crate) fn on_message(
         if user == row.sender_id || out.is_online(user) {
             continue;
         }
-        // A muted conversation notifies nobody offline, but for a mention
-        // (`mentioned` is false until sends carry mentions).
-        if !super::settings::recipient_notified(c, user, row.conversation_id, now, false)? {
+        // A muted conversation notifies nobody offline, but for a mention.
+        let mentioned = super::replies::mentions_user(row, user);
+        if !super::settings::recipient_notified(c, user, row.conversation_id, now, mentioned)? {
             continue;
         }
         let unread = crate::store::messages::unread(c, user, row.conversation_id)?;
@@ -120,6 +120,7 @@ pub(crate) fn on_message(
             "message_id": row.id,
             "preview": preview,
             "unread_count": unread,
+            "mentioned": mentioned,
         });
         let payload = envelope(OFFLINE_MESSAGE, now, &data.to_string());
         for hook in &offline_hooks {

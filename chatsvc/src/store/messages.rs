@@ -21,6 +21,43 @@ pub struct MessageRow {
     /// When the message disappears (its conversation had a TTL when it
     /// was sent), or did (a sweep removed it; see `store::expiry`).
     pub expires_at: Option<i64>,
+    /// What a reply, a mention or a forward adds; `None` for a plain
+    /// message (boxed: most messages have none).
+    pub extras: Option<Box<MessageExtras>>,
+}
+
+/// The columns a reply, a mention or a forward fills ([`crate::store::replies`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MessageExtras {
+    /// The message this one replies to.
+    pub reply_to: Option<u64>,
+    /// The quote of `reply_to` as it reads now, JSON
+    /// `{"sender_id", "removed", "snippet"}` (`None`: the target is gone,
+    /// or, on a row just stored, not read back).
+    pub quote: Option<String>,
+    /// JSON: an array of user ids, or `"all"`.
+    pub mentions: Option<String>,
+    /// JSON object: where a forwarded copy came from.
+    pub forwarded_from: Option<String>,
+}
+
+impl MessageExtras {
+    /// `Some` when any column is set.
+    pub fn from_columns(
+        reply_to: Option<u64>,
+        quote: Option<String>,
+        mentions: Option<String>,
+        forwarded_from: Option<String>,
+    ) -> Option<Box<Self>> {
+        (reply_to.is_some() || mentions.is_some() || forwarded_from.is_some()).then(|| {
+            Box::new(MessageExtras {
+                reply_to,
+                quote,
+                mentions,
+                forwarded_from,
+            })
+        })
+    }
 }
 
 /// One entry of a user's inbox.
@@ -112,6 +149,8 @@ pub struct NewRow<'a> {
     /// `user` or `system`.
     pub kind: &'a str,
     pub now: i64,
+    /// A reply's target, mentions, a forward's origin (`quote` unused).
+    pub extras: Option<&'a MessageExtras>,
 }
 
 /// A conversation in a user's list.
@@ -126,6 +165,8 @@ pub struct ConversationRow {
     pub last_seq: u64,
     pub read_seq: u64,
     pub unread: u64,
+    /// Others' unread messages that mention the user (by id or `"all"`).
+    pub mentions: u64,
     pub last_message: Option<MessageRow>,
     /// The user's own settings of it.
     pub settings: super::settings::SettingsRow,

@@ -35,6 +35,7 @@ pub mod mqtt;
 pub mod pins;
 pub mod postgres;
 pub mod reactions;
+pub mod replies;
 pub mod services;
 pub mod sessions;
 pub mod settings;

@@ -20,25 +20,33 @@ use tokio_postgres::Row;
 pub use super::sends::{post_many, routes};
 use super::Session;
 use crate::store::messages::{
-    ConversationRow, InboxRow, Membership, MessageRow, MAX_DEVICES_PER_USER,
+    ConversationRow, InboxRow, Membership, MessageExtras, MessageRow, MAX_DEVICES_PER_USER,
 };
 use crate::store::settings::SettingsRow;
 use crate::store::StoreError;
 
 /// Columns of [`MessageRow`], for a query joining `messages m` with
 /// `conversations c` (a macro, so statements stay `&'static str`s).
-/// How many columns `message_columns!` holds: what a query selects after
-/// them starts at `at + MESSAGE_COLUMN_COUNT`.
-pub(super) const MESSAGE_COLUMN_COUNT: usize = 13;
-
+/// A reply's quote is read from its target with the reply
+/// (`replies::quote!`): a look-up by primary key, only for replies.
 macro_rules! message_columns {
     () => {
-        "m.id, m.conversation_id, m.seq, m.sender_id,
-         CASE WHEN c.kind = 'direct' THEN (CASE WHEN m.sender_id = c.user_lo THEN c.user_hi ELSE c.user_lo END) END,
-         c.group_id, m.client_msg_id, m.body, m.sent_at, m.kind, m.edited_at, m.recalled_at, m.expires_at"
+        concat!(
+            "m.id, m.conversation_id, m.seq, m.sender_id,
+             CASE WHEN c.kind = 'direct' THEN (CASE WHEN m.sender_id = c.user_lo THEN c.user_hi ELSE c.user_lo END) END,
+             c.group_id, m.client_msg_id, m.body, m.sent_at, m.kind, m.edited_at, m.recalled_at, m.expires_at,
+             m.reply_to, m.mentions, m.forwarded_from,
+             CASE WHEN m.reply_to IS NOT NULL THEN (SELECT ",
+            super::replies::quote!(),
+            " FROM messages r WHERE r.id = m.reply_to) END"
+        )
     };
 }
 pub(super) use message_columns;
+
+/// How many columns `message_columns!` has: what a query selects after
+/// them starts at `at + MESSAGE_WIDTH`.
+pub(super) const MESSAGE_WIDTH: usize = 17;
 
 /// An id or a counter read back (`bigint`, never negative).
 pub(super) fn uint(r: &Row, at: usize) -> Result<u64, StoreError> {
@@ -70,6 +78,12 @@ pub(super) fn message(r: &Row, at: usize) -> Result<MessageRow, StoreError> {
         edited_at: r.try_get(at + 10)?,
         recalled_at: r.try_get(at + 11)?,
         expires_at: r.try_get(at + 12)?,
+        extras: MessageExtras::from_columns(
+            opt_uint(r, at + 13)?,
+            r.try_get(at + 16)?,
+            r.try_get(at + 14)?,
+            r.try_get(at + 15)?,
+        ),
     })
 }
 
@@ -404,10 +418,10 @@ pub fn sync(
     .iter()
     .map(|r| {
         let mut message = optional_message(r, 3)?;
-        let seen: Option<String> = r.try_get(16)?;
+        let seen: Option<String> = r.try_get(3 + MESSAGE_WIDTH)?;
         if let (Some(m), Some(body)) = (message.as_mut(), seen) {
             m.body = body;
-            m.edited_at = r.try_get(17)?;
+            m.edited_at = r.try_get(4 + MESSAGE_WIDTH)?;
         }
         Ok(InboxRow {
             cursor: uint(r, 0)?,
@@ -469,8 +483,9 @@ pub fn history(
 }
 
 /// The user's conversations, pinned first, then most recent activity
-/// first, with unread counts (others' user messages after the read marker)
-/// and settings; archived ones only if `archived`, else none.
+/// first, with unread counts (others' user messages after the read marker),
+/// of those the ones that mention the user (counted when read, as on
+/// SQLite), and settings; archived ones only if `archived`, else none.
 pub fn conversations(
     c: &Session<'_>,
     user_id: u64,
@@ -483,6 +498,10 @@ pub fn conversations(
                     c.group_id, g.name, c.last_seq, mine.read_seq, c.message_ttl_seconds,
                     (SELECT COUNT(*) FROM messages u WHERE u.conversation_id = c.id AND u.seq > mine.read_seq
                         AND u.sender_id <> $1 AND u.kind = 'user' AND u.recalled_at IS NULL AND u.expired_at IS NULL
+                        AND NOT EXISTS (SELECT 1 FROM hidden_messages h WHERE h.user_id = $1 AND h.message_id = u.id)),
+                    (SELECT COUNT(*) FROM messages u WHERE u.conversation_id = c.id AND u.seq > mine.read_seq
+                        AND u.mentions IS NOT NULL AND u.sender_id <> $1 AND u.recalled_at IS NULL AND u.expired_at IS NULL
+                        AND (u.mentions = '\"all\"' OR u.mentions::jsonb @> jsonb_build_array($1::bigint))
                         AND NOT EXISTS (SELECT 1 FROM hidden_messages h WHERE h.user_id = $1 AND h.message_id = u.id)),
                     ",
             message_columns!(),
@@ -511,10 +530,11 @@ pub fn conversations(
             read_seq: uint(r, 6)?,
             message_ttl_seconds: opt_uint(r, 7)?,
             unread: uint(r, 8)?,
-            last_message: optional_message(r, 9)?,
+            mentions: uint(r, 9)?,
+            last_message: optional_message(r, 10)?,
             settings: SettingsRow {
-                muted_until: r.try_get(9 + MESSAGE_COLUMN_COUNT)?,
-                pinned_at: r.try_get(10 + MESSAGE_COLUMN_COUNT)?,
+                muted_until: r.try_get(10 + MESSAGE_WIDTH)?,
+                pinned_at: r.try_get(11 + MESSAGE_WIDTH)?,
                 archived,
             },
         })
@@ -751,13 +771,5 @@ mod tests {
         assert_eq!(tsquery("\"NEAR(\"*"), "'NEAR(':*");
         assert_eq!(tsquery("bare words*"), "'bare' & 'words':*");
         assert_eq!(tsquery(""), "");
-    }
-
-    #[test]
-    fn the_message_column_count_is_what_the_list_holds() {
-        assert_eq!(
-            message_columns!().split(',').count(),
-            super::MESSAGE_COLUMN_COUNT
-        );
     }
 }

@@ -51,6 +51,13 @@ const MIGRATIONS: &[(i32, &str)] = &[
             "/migrations/postgres/0006_message_expiry.sql"
         )),
     ),
+    (
+        7,
+        include_str!(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/migrations/postgres/0007_replies.sql"
+        )),
+    ),
 ];
 
 /// The schema version this build migrates to, and the newest it runs on.

@@ -41,6 +41,7 @@ mod migrations;
 pub(crate) mod mqtt;
 pub(crate) mod pins;
 pub(crate) mod reactions;
+pub(crate) mod replies;
 mod sends;
 pub(crate) mod services;
 mod session;

@@ -2,7 +2,7 @@
 //! cluster-wide write lock held exclusively (`writer.rs`), so a count and
 //! the insert after it see no other pin come between.
 
-use super::messages::{message, message_columns, uint, MESSAGE_COLUMN_COUNT};
+use super::messages::{message, message_columns, uint, MESSAGE_WIDTH};
 use super::Session;
 use crate::store::pins::{PinRow, Pinned};
 use crate::store::StoreError;
@@ -74,8 +74,8 @@ pub fn list(
     .map(|r| {
         Ok(PinRow {
             message: message(r, 0)?,
-            pinned_by: uint(r, MESSAGE_COLUMN_COUNT)?,
-            pinned_at: r.try_get(MESSAGE_COLUMN_COUNT + 1)?,
+            pinned_by: uint(r, MESSAGE_WIDTH)?,
+            pinned_at: r.try_get(MESSAGE_WIDTH + 1)?,
         })
     })
     .collect()

@@ -136,8 +136,10 @@ pub fn routes(c: &Session<'_>, sends: &[SendTo]) -> Result<Vec<SendRoute>, Store
 /// can't collide, and if they ever did the statement fails and the group
 /// with it, rather than leave a gap in a seq.
 const POST_MANY: &str = "WITH s AS (
-         SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::bigint[], $6::text[])
-             WITH ORDINALITY AS s (conversation_id, sender_id, client_msg_id, body, sent_at, kind, ord)
+         SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::bigint[], $6::text[],
+                              $8::bigint[], $9::text[], $10::text[])
+             WITH ORDINALITY AS s (conversation_id, sender_id, client_msg_id, body, sent_at, kind,
+                                   reply_to, mentions, forwarded_from, ord)
      ), fresh AS (
          SELECT DISTINCT ON (s.sender_id, s.client_msg_id) s.* FROM s
          WHERE NOT EXISTS (SELECT 1 FROM messages m
@@ -160,8 +162,10 @@ const POST_MANY: &str = "WITH s AS (
          FROM (SELECT conversation_id, max(seq) AS seq FROM n GROUP BY conversation_id) top
          WHERE c.id = top.conversation_id
      ), m AS (
-         INSERT INTO messages (conversation_id, seq, sender_id, client_msg_id, body, sent_at, kind, expires_at)
-         SELECT conversation_id, seq, sender_id, client_msg_id, body, sent_at, kind, expires_at FROM n ORDER BY ord
+         INSERT INTO messages (conversation_id, seq, sender_id, client_msg_id, body, sent_at, kind, expires_at,
+                               reply_to, mentions, forwarded_from)
+         SELECT conversation_id, seq, sender_id, client_msg_id, body, sent_at, kind, expires_at,
+                reply_to, mentions, forwarded_from FROM n ORDER BY ord
          RETURNING id, conversation_id, seq
      ), markers AS (
          UPDATE conversation_members cm SET read_seq = moved.seq
@@ -208,6 +212,18 @@ pub fn post_many(
     let bodies: Vec<&str> = rows.iter().map(|r| r.body).collect();
     let sent_at: Vec<i64> = rows.iter().map(|r| r.now).collect();
     let kinds: Vec<&str> = rows.iter().map(|r| r.kind).collect();
+    let reply_to: Vec<Option<i64>> = rows
+        .iter()
+        .map(|r| r.extras.and_then(|x| x.reply_to).map(|id| id as i64))
+        .collect();
+    let mentions: Vec<Option<&str>> = rows
+        .iter()
+        .map(|r| r.extras.and_then(|x| x.mentions.as_deref()))
+        .collect();
+    let forwarded_from: Vec<Option<&str>> = rows
+        .iter()
+        .map(|r| r.extras.and_then(|x| x.forwarded_from.as_deref()))
+        .collect();
     let stored = c.query(
         POST_MANY,
         &[
@@ -218,6 +234,9 @@ pub fn post_many(
             &sent_at,
             &kinds,
             &kind,
+            &reply_to,
+            &mentions,
+            &forwarded_from,
         ],
     )?;
     let mut posted: Vec<Option<Posted>> = (0..n).map(|_| None).collect();
@@ -248,6 +267,7 @@ pub fn post_many(
                 edited_at: None,
                 recalled_at: None,
                 expires_at: r.try_get(7)?,
+                extras: new.extras.map(|x| Box::new(x.clone())),
             },
             deliveries: Vec::new(),
         });

@@ -14,7 +14,7 @@ use std::ops::{Deref, DerefMut};
 
 use rusqlite::{CachedStatement, Connection, PrepFlags, Statement};
 
-use super::{conversations, fulltext, messages, social, webhooks};
+use super::{conversations, fulltext, messages, replies, social, webhooks};
 
 /// A statement the writer runs for nearly every message.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -29,10 +29,12 @@ pub(super) enum Hot {
     NextCursors,
     InsertInboxRow,
     ActiveWebhooks,
+    InsertMessageWithExtras,
+    ReplyTarget,
 }
 
 impl Hot {
-    const COUNT: usize = Hot::ActiveWebhooks as usize + 1;
+    const COUNT: usize = Hot::ReplyTarget as usize + 1;
 
     fn sql(self) -> &'static str {
         match self {
@@ -46,6 +48,8 @@ impl Hot {
             Hot::NextCursors => messages::NEXT_CURSORS,
             Hot::InsertInboxRow => messages::INSERT_INBOX_ROW,
             Hot::ActiveWebhooks => webhooks::ACTIVE,
+            Hot::InsertMessageWithExtras => messages::INSERT_MESSAGE_WITH_EXTRAS,
+            Hot::ReplyTarget => replies::REPLY_TARGET,
         }
     }
 }
@@ -169,5 +173,7 @@ mod tests {
         Hot::NextCursors,
         Hot::InsertInboxRow,
         Hot::ActiveWebhooks,
+        Hot::InsertMessageWithExtras,
+        Hot::ReplyTarget,
     ];
 }

@@ -6,7 +6,7 @@
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
 use super::conn::{Conn, Hot};
-use crate::store::messages::{MessageRow, NewRow, Posted};
+use crate::store::messages::{MessageExtras, MessageRow, NewRow, Posted};
 
 pub(super) use super::conversations::record_departures;
 pub use super::conversations::{
@@ -25,14 +25,22 @@ use super::users;
 use crate::store::StoreError;
 
 /// Columns of [`MessageRow`], for a query joining `messages m` with
-/// `conversations c`.
-pub(super) const MESSAGE_COLUMNS: &str = "m.id, m.conversation_id, m.seq, m.sender_id,
+/// `conversations c`; [`MESSAGE_WIDTH`] of them. A reply's quote is read
+/// from its target here, with the reply (`replies::QUOTE`): a look-up by
+/// primary key, only for replies.
+pub(super) const MESSAGE_COLUMNS: &str = concat!(
+    "m.id, m.conversation_id, m.seq, m.sender_id,
     CASE WHEN c.kind = 'direct' THEN (CASE WHEN m.sender_id = c.user_lo THEN c.user_hi ELSE c.user_lo END) END,
-    c.group_id, m.client_msg_id, m.body, m.sent_at, m.kind, m.edited_at, m.recalled_at, m.expires_at";
+    c.group_id, m.client_msg_id, m.body, m.sent_at, m.kind, m.edited_at, m.recalled_at, m.expires_at,
+    m.reply_to, m.mentions, m.forwarded_from,
+    CASE WHEN m.reply_to IS NOT NULL THEN (SELECT ",
+    super::replies::quote!(),
+    " FROM messages r WHERE r.id = m.reply_to) END"
+);
 
-/// How many columns [`MESSAGE_COLUMNS`] holds: what a query selects after
-/// them starts at `at + MESSAGE_COLUMN_COUNT`.
-pub(super) const MESSAGE_COLUMN_COUNT: usize = 13;
+/// How many columns [`MESSAGE_COLUMNS`] has: what a query selects after
+/// them starts at `at + MESSAGE_WIDTH`.
+pub(super) const MESSAGE_WIDTH: usize = 17;
 
 pub(super) fn message(r: &Row<'_>, at: usize) -> rusqlite::Result<MessageRow> {
     Ok(MessageRow {
@@ -49,6 +57,12 @@ pub(super) fn message(r: &Row<'_>, at: usize) -> rusqlite::Result<MessageRow> {
         edited_at: r.get(at + 10)?,
         recalled_at: r.get(at + 11)?,
         expires_at: r.get(at + 12)?,
+        extras: MessageExtras::from_columns(
+            r.get(at + 13)?,
+            r.get(at + 16)?,
+            r.get(at + 14)?,
+            r.get(at + 15)?,
+        ),
     })
 }
 
@@ -142,6 +156,7 @@ pub(super) fn insert(c: &Conn<'_>, new: &NewRow<'_>) -> Result<Option<MessageRow
         text,
         kind,
         now,
+        extras,
     } = *new;
     // The conversation's last seq and sender come from its newest message
     // (read through the `(conversation_id, seq)` index the INSERT descends
@@ -163,7 +178,9 @@ pub(super) fn insert(c: &Conn<'_>, new: &NewRow<'_>) -> Result<Option<MessageRow
     let expires_at = ttl
         .filter(|_| kind == "user")
         .map(|ttl| now.saturating_add(ttl.saturating_mul(1000)));
-    let inserted = c.hot(Hot::InsertMessage)?.execute(params![
+    // A plain send keeps its held statement; replies, mentions and
+    // forwards name their columns too.
+    let row = params![
         conversation_id,
         seq,
         sender,
@@ -172,7 +189,16 @@ pub(super) fn insert(c: &Conn<'_>, new: &NewRow<'_>) -> Result<Option<MessageRow
         now,
         kind,
         expires_at
-    ])?;
+    ];
+    let inserted = match extras {
+        None => c.hot(Hot::InsertMessage)?.execute(row)?,
+        Some(x) => {
+            let extra = params![x.reply_to, x.mentions, x.forwarded_from];
+            let all: Vec<&dyn rusqlite::ToSql> = row.iter().chain(extra).copied().collect();
+            c.hot(Hot::InsertMessageWithExtras)?
+                .execute(all.as_slice())?
+        }
+    };
     if inserted == 0 {
         return Ok(None);
     }
@@ -198,6 +224,7 @@ pub(super) fn insert(c: &Conn<'_>, new: &NewRow<'_>) -> Result<Option<MessageRow
         edited_at: None,
         recalled_at: None,
         expires_at,
+        extras: extras.map(|x| Box::new(x.clone())),
     }))
 }
 
@@ -218,6 +245,12 @@ pub(super) const LAST_MESSAGE: &str = "SELECT COALESCE(m.seq, 0) + 1,
 pub(super) const INSERT_MESSAGE: &str =
     "INSERT INTO messages (conversation_id, seq, sender_id, client_msg_id, body, sent_at, kind, expires_at)
      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+     ON CONFLICT (sender_id, client_msg_id) DO NOTHING";
+
+pub(super) const INSERT_MESSAGE_WITH_EXTRAS: &str = "INSERT INTO messages
+     (conversation_id, seq, sender_id, client_msg_id, body, sent_at, kind, expires_at,
+      reply_to, mentions, forwarded_from)
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
      ON CONFLICT (sender_id, client_msg_id) DO NOTHING";
 
 /// Moves the sender's read marker up to just before their message `?3`
@@ -385,6 +418,7 @@ mod tests {
             text: Some(text),
             kind: "user",
             now: 0,
+            extras: None,
         };
         Ok(insert(c, &new)?.expect("a new client_msg_id"))
     }
@@ -558,6 +592,7 @@ mod tests {
                         text: Some("pear"),
                         kind: "user",
                         now: 1,
+                        extras: None,
                     },
                 )?;
                 let found = by_client_id(c, a, "same")?.map(|m| m.id);
@@ -707,6 +742,7 @@ mod tests {
                         text: None,
                         kind: "user",
                         now: 0,
+                        extras: None,
                     };
                     insert(c, &new)?;
                 }
@@ -857,13 +893,5 @@ mod tests {
             })
             .await
             .unwrap();
-    }
-
-    #[test]
-    fn the_message_column_count_is_what_the_list_holds() {
-        assert_eq!(
-            super::MESSAGE_COLUMNS.split(',').count(),
-            super::MESSAGE_COLUMN_COUNT
-        );
     }
 }

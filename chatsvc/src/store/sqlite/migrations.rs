@@ -387,6 +387,17 @@ const MIGRATIONS: &[&str] = &[
     );
     INSERT INTO retention_mark (id, through) VALUES (1, 0);
     "#,
+    // 14: replies, mentions and forwarding (`store::replies`). Columns of
+    // the message, NULL for a plain one: a plain send writes nothing more.
+    // `mentions` is JSON, an array of user ids or the string "all";
+    // `forwarded_from` a JSON object. The quote of a reply is read from its
+    // target when the reply is read, so a recall shows at once.
+    r#"
+    ALTER TABLE messages ADD COLUMN reply_to INTEGER;
+    ALTER TABLE messages ADD COLUMN mentions TEXT;
+    ALTER TABLE messages ADD COLUMN forwarded_from TEXT;
+    ALTER TABLE groups ADD COLUMN mention_all TEXT NOT NULL DEFAULT 'admins';
+    "#,
 ];
 
 /// Brings the database to the latest version, one transaction per step.
@@ -523,6 +534,7 @@ mod tests {
             text: None,
             kind: "user",
             now: 1,
+            extras: None,
         };
         let next = messages::insert(&writer, &new(1, 1, "z"))?.expect("stored");
         assert_eq!((next.seq, next.to_user), (3, Some(2)));

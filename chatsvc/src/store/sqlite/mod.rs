@@ -58,6 +58,7 @@ mod migrations;
 pub(crate) mod mqtt;
 pub(crate) mod pins;
 pub(crate) mod reactions;
+pub(crate) mod replies;
 pub(crate) mod services;
 pub(crate) mod sessions;
 pub(crate) mod settings;

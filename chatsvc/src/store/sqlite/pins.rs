@@ -2,7 +2,7 @@
 
 use rusqlite::{params, Connection, OptionalExtension};
 
-use super::messages::{message, MESSAGE_COLUMNS, MESSAGE_COLUMN_COUNT};
+use super::messages::{message, MESSAGE_COLUMNS, MESSAGE_WIDTH};
 use crate::store::pins::{PinRow, Pinned};
 use crate::store::StoreError;
 
@@ -58,8 +58,8 @@ pub fn list(
         .query_map(params![conversation_id, after_seq], |r| {
             Ok(PinRow {
                 message: message(r, 0)?,
-                pinned_by: r.get(MESSAGE_COLUMN_COUNT)?,
-                pinned_at: r.get(MESSAGE_COLUMN_COUNT + 1)?,
+                pinned_by: r.get(MESSAGE_WIDTH)?,
+                pinned_at: r.get(MESSAGE_WIDTH + 1)?,
             })
         })?
         .collect::<Result<Vec<_>, _>>()?;

@@ -5,7 +5,7 @@
 use rusqlite::{params, Connection, OptionalExtension};
 
 use super::conversations::membership;
-use super::messages::{message, optional_message, MESSAGE_COLUMNS};
+use super::messages::{message, optional_message, MESSAGE_COLUMNS, MESSAGE_WIDTH};
 use crate::store::messages::{ConversationRow, InboxRow, MessageRow, MAX_DEVICES_PER_USER};
 use crate::store::settings::SettingsRow;
 use crate::store::StoreError;
@@ -45,10 +45,10 @@ pub fn sync(
     let rows = stmt
         .query_map(params![user_id, after, limit as i64], |r| {
             let mut message = optional_message(r, 3)?;
-            let seen: Option<String> = r.get(16)?;
+            let seen: Option<String> = r.get(3 + MESSAGE_WIDTH)?;
             if let (Some(m), Some(body)) = (message.as_mut(), seen) {
                 m.body = body;
-                m.edited_at = r.get(17)?;
+                m.edited_at = r.get(4 + MESSAGE_WIDTH)?;
             }
             Ok(InboxRow {
                 cursor: r.get(0)?,
@@ -111,8 +111,11 @@ pub fn history(
 }
 
 /// The user's conversations, pinned first, then most recent activity
-/// first, with unread counts (others' user messages after the read marker)
-/// and settings; archived ones only if `archived`, else none.
+/// first, with unread counts (others' user messages after the read marker),
+/// of those the ones that mention the user (counted when read, from the
+/// messages themselves, so a read marker moved on any device, a recall or a
+/// restart leaves nothing to correct), and settings; archived ones only if
+/// `archived`, else none.
 pub fn conversations(
     c: &Connection,
     user_id: u64,
@@ -129,6 +132,10 @@ pub fn conversations(
                 c.group_id, g.name, COALESCE(mine.last_seq, 0), mine.read_seq, c.message_ttl_seconds,
                 (SELECT COUNT(*) FROM messages u WHERE u.conversation_id = c.id AND u.seq > mine.read_seq
                     AND u.sender_id != ?1 AND u.kind = 'user' AND u.recalled_at IS NULL AND u.expired_at IS NULL
+                    AND NOT EXISTS (SELECT 1 FROM hidden_messages h WHERE h.user_id = ?1 AND h.message_id = u.id)),
+                (SELECT COUNT(*) FROM messages u WHERE u.conversation_id = c.id AND u.seq > mine.read_seq
+                    AND u.mentions IS NOT NULL AND u.sender_id != ?1 AND u.recalled_at IS NULL AND u.expired_at IS NULL
+                    AND (u.mentions = '\"all\"' OR EXISTS (SELECT 1 FROM json_each(u.mentions) j WHERE j.value = ?1))
                     AND NOT EXISTS (SELECT 1 FROM hidden_messages h WHERE h.user_id = ?1 AND h.message_id = u.id)),
                 {MESSAGE_COLUMNS},
                 s.muted_until, s.pinned_at
@@ -155,10 +162,11 @@ pub fn conversations(
                 read_seq: r.get(6)?,
                 message_ttl_seconds: r.get(7)?,
                 unread: r.get(8)?,
-                last_message: optional_message(r, 9)?,
+                mentions: r.get(9)?,
+                last_message: optional_message(r, 10)?,
                 settings: SettingsRow {
-                    muted_until: r.get(9 + super::messages::MESSAGE_COLUMN_COUNT)?,
-                    pinned_at: r.get(10 + super::messages::MESSAGE_COLUMN_COUNT)?,
+                    muted_until: r.get(10 + MESSAGE_WIDTH)?,
+                    pinned_at: r.get(11 + MESSAGE_WIDTH)?,
                     archived,
                 },
             })
