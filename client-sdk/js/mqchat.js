@@ -1609,7 +1609,7 @@ export class Client extends EventTarget {
    */
   setGroupPinPolicy(groupId, policy) {
     return this._call('PATCH', `/v1/groups/${groupId}`, { body: { who_can_pin: policy } });
-  },
+  }
 
   /**
    * `PATCH /v1/groups/{id} {mention_all}` (owner, admins): who may mention `"all"`.

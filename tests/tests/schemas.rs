@@ -319,9 +319,10 @@ async fn real_payloads_match_the_schemas() -> Result<()> {
     // also in sync) and a message that carries `expires_at`.
     let ttl = json!({"message_ttl_seconds": 3600});
     schemas.check("UpdateConversation", &ttl)?;
-    let (status, _) = bob
-        .patch(&format!("/v1/conversations/{conv}"), &ttl)
-        .await?;
+    // On alice and bob's conversation (bob's newest is his notes to self,
+    // where the forward went).
+    let dm = target["conversation_id"].as_u64().unwrap_or(0);
+    let (status, _) = bob.patch(&format!("/v1/conversations/{dm}"), &ttl).await?;
     assert_eq!(status, 200);
     let told = bob_mqtt
         .next_of_type("conversation.message_ttl", Duration::from_secs(2))

@@ -112,6 +112,7 @@ pub async fn run(
                             text: Some(text),
                             kind: "user",
                             now: sent_at,
+                            extras: None,
                         },
                     )
                     .collect();

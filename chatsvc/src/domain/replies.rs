@@ -1,6 +1,6 @@
 //! Replies, mentions and forwarding: the shapes a message gains
 //! ([`Quote`], [`Mentions`], [`ForwardedFrom`]), the checks a send with
-//! `reply_to` or `mentions` passes on the writer ([`check`]), forwarding
+//! `reply_to` or `mentions` passes on the writer (`check`), forwarding
 //! ([`Chat::forward`]) and a group's `mention_all` setting.
 //!
 //! A reply's quote is read from its target whenever the reply is read
@@ -12,7 +12,7 @@
 //! and a copy that one missed would show recalled text.
 //!
 //! Mentions are a column of the message. Whether an event mentions its
-//! reader ([`mentions_user`]) is worked out when it is pushed or synced,
+//! reader (`mentions_user`) is worked out when it is pushed or synced,
 //! and `mention_count` by counting the messages after the read marker that
 //! name the reader, as `unread_count` counts them: exact on every device,
 //! after a restart, after a recall, with no counter to keep.

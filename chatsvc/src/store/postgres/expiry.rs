@@ -7,7 +7,7 @@
 //! removed yet, so a message is returned (and `message.expired` sent
 //! about it) by one sweep only, whatever the locking around it.
 
-use super::messages::{message, opt_uint};
+use super::messages::{message, message_columns, opt_uint, MESSAGE_WIDTH};
 use super::Session;
 use crate::store::expiry::{ConversationTtl, Removed};
 use crate::store::StoreError;
@@ -117,7 +117,8 @@ fn remove(c: &Session<'_>, ids: &[i64], now: i64) -> Result<Vec<Removed>, StoreE
         return Ok(Vec::new());
     }
     c.query(
-        "WITH gone AS (
+        concat!(
+            "WITH gone AS (
              UPDATE messages m SET body = '{}', expired_at = $2,
                  expires_at = LEAST(COALESCE(m.expires_at, $2), $2)
              WHERE m.id = ANY($1) AND m.expired_at IS NULL
@@ -128,19 +129,20 @@ fn remove(c: &Session<'_>, ids: &[i64], now: i64) -> Result<Vec<Removed>, StoreE
              DELETE FROM message_files mf USING gone WHERE mf.message_id = gone.id
              RETURNING mf.message_id, mf.file_id
          )
-         SELECT m.id, m.conversation_id, m.seq, m.sender_id,
-                CASE WHEN c.kind = 'direct' THEN (CASE WHEN m.sender_id = c.user_lo THEN c.user_hi ELSE c.user_lo END) END,
-                c.group_id, m.client_msg_id, m.body, m.sent_at, m.kind, m.edited_at, m.recalled_at, m.expires_at,
+         SELECT ",
+            message_columns!(),
+            ",
                 ARRAY(SELECT u.file_id FROM unlinked u WHERE u.message_id = m.id ORDER BY u.file_id)
          FROM gone m JOIN conversations c ON c.id = m.conversation_id
-         ORDER BY m.expires_at, m.id",
+         ORDER BY m.expires_at, m.id"
+        ),
         &[&ids, &now],
     )?
     .iter()
     .map(|r| {
         Ok(Removed {
             row: message(r, 0)?,
-            files: r.try_get(13)?,
+            files: r.try_get(MESSAGE_WIDTH)?,
         })
     })
     .collect()

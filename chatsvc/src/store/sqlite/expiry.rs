@@ -173,6 +173,7 @@ mod tests {
                 text: Some(text),
                 kind: "user",
                 now,
+                extras: None,
             };
             let posted = post_many(c, &[new], "message.created")?;
             Ok::<_, StoreError>(posted.into_iter().flatten().next().expect("stored").row)
